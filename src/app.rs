@@ -1,0 +1,158 @@
+//! Wiring: builds every component from the [`Config`], starts the tasks,
+//! and shuts them down in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::delivery::queue::Queue;
+use crate::delivery::{self, NextHopTransport};
+use crate::events::EventBus;
+use crate::policy::CheckChain;
+use crate::policy::recipients::{Directory, RecipientCheck};
+use crate::smtp::session::Shared;
+use crate::spool::Spool;
+use crate::spool::fs::FsSpool;
+use crate::tls::TlsSource;
+
+/// A running sluice: its listening addresses and the handles to stop it.
+pub struct Running {
+    pub local_addrs: Vec<SocketAddr>,
+    pub events: EventBus,
+    pub recipients: Arc<Directory>,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+    sessions: TaskTracker,
+    background: TaskTracker,
+    spool: Arc<FsSpool>,
+    transport: Arc<NextHopTransport>,
+}
+
+/// Binds the listeners, recovers the spool and starts serving.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let config = Arc::new(config);
+    let shutdown = CancellationToken::new();
+    let events = EventBus::new(16 * 1024);
+    let background = TaskTracker::new();
+    let sessions = TaskTracker::new();
+
+    background.spawn(events.clone().log_events(shutdown.child_token()));
+
+    let recipients = Arc::new(
+        Directory::new(&config.recipients).with_context(|| format!("recipients.table: {}", config.recipients.table.display()))?,
+    );
+    background.spawn(recipients.clone().watch(config.recipients.reload_interval, shutdown.child_token()));
+
+    let tls = match &config.tls {
+        Some(t) => Some(Arc::new(TlsSource::new(t.clone())?)),
+        None => None,
+    };
+
+    let sp = &config.spool;
+    let recovered = FsSpool::open(&sp.dir, sp.fsync, sp.segment_size)
+        .with_context(|| format!("spool.dir: cannot open {}", sp.dir.display()))?;
+    let spool = recovered.spool.clone();
+    if !recovered.pending.is_empty() {
+        tracing::info!(messages = recovered.pending.len(), "recovered undelivered messages from the spool");
+    }
+
+    let transport = Arc::new(NextHopTransport::new(config.relay.clone()));
+    let spool_dyn: Arc<dyn Spool> = spool.clone();
+    let (queue, handle) = Queue::new(
+        spool_dyn.clone(),
+        transport.clone(),
+        config.relay.clone(),
+        config.server.hostname.clone(),
+        events.clone(),
+    );
+    // Recovered mail is tried at once, not after a backoff.
+    for s in recovered.pending {
+        handle.enqueue(s);
+    }
+    // The queue stops launching attempts on shutdown but lets in-flight
+    // ones finish: it watches its own token, cancelled after the listeners.
+    let queue_stop = CancellationToken::new();
+    background.spawn(queue.run(handle.clone(), queue_stop.clone()));
+    {
+        let shutdown = shutdown.clone();
+        let sessions = sessions.clone();
+        background.spawn(async move {
+            shutdown.cancelled().await;
+            sessions.close();
+            sessions.wait().await;
+            queue_stop.cancel();
+        });
+    }
+
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        checks: CheckChain::new(vec![Arc::new(RecipientCheck { dir: recipients.clone() })]),
+        spool: spool_dyn,
+        queue: handle,
+        events: events.clone(),
+        tls,
+        shutdown: shutdown.clone(),
+        session_seq: AtomicU64::new(1),
+        message_seq: AtomicU64::new(0),
+    });
+
+    let limit = Arc::new(Semaphore::new(config.server.max_connections));
+    let mut local_addrs = Vec::new();
+    for addr in &config.server.listen {
+        let l = TcpListener::bind(addr).await.with_context(|| format!("server.listen: cannot bind {addr}"))?;
+        local_addrs.push(l.local_addr()?);
+        sessions.spawn(crate::listener::accept_loop(l, shared.clone(), limit.clone(), sessions.clone()));
+    }
+    tracing::info!(listen = ?local_addrs, next_hop = %config.relay.next_hop, "sluice started");
+    Ok(Running {
+        local_addrs,
+        events,
+        recipients,
+        config,
+        shutdown,
+        sessions,
+        background,
+        spool,
+        transport,
+    })
+}
+
+impl Running {
+    /// Graceful shutdown: stop accepting, 421 at command boundaries, let
+    /// DATA in progress and in-flight deliveries finish within
+    /// `timeouts.shutdown_grace`, then flush the spool.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down");
+        self.shutdown.cancel();
+        self.sessions.close();
+        self.background.close();
+        let grace = self.config.timeouts.shutdown_grace;
+        let drained = tokio::time::timeout(grace, async {
+            self.sessions.wait().await;
+            self.background.wait().await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(?grace, "grace period over; exiting with work in progress (it stays spooled)");
+        }
+        delivery::close_idle(&self.transport).await;
+        let spool = self.spool.clone();
+        let _ = tokio::task::spawn_blocking(move || spool.close()).await;
+        tracing::info!("stopped");
+    }
+
+    /// Reloads the recipient table now (SIGHUP).
+    pub fn reload(&self) {
+        match self.recipients.reload(true) {
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "recipient table reload failed; keeping the previous table"),
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! Configuration: the TOML file ([`raw::RawConfig`]) validated once into
+//! typed structs ([`Config`]). Every error names the dotted key.
+
+pub mod raw;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use raw::RawConfig;
+
+/// A configuration problem, with the dotted key it concerns.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Where accepted mail is delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextHop {
+    Smtp { host: String, port: u16 },
+    LmtpTcp { host: String, port: u16 },
+    LmtpUnix { path: PathBuf },
+}
+
+impl NextHop {
+    pub fn is_lmtp(&self) -> bool {
+        !matches!(self, NextHop::Smtp { .. })
+    }
+}
+
+impl std::fmt::Display for NextHop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NextHop::Smtp { host, port } => write!(f, "smtp://{host}:{port}"),
+            NextHop::LmtpTcp { host, port } => write!(f, "lmtp://{host}:{port}"),
+            NextHop::LmtpUnix { path } => write!(f, "lmtp:{}", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: Server,
+    pub timeouts: Timeouts,
+    pub tls: Option<Tls>,
+    pub relay: Relay,
+    pub recipients: Recipients,
+    pub spool: Spool,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: Vec<SocketAddr>,
+    pub hostname: String,
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    pub max_command_line: usize,
+    pub max_line_length: usize,
+    pub max_header_size: usize,
+    pub max_received_headers: usize,
+    pub max_errors: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub command: Duration,
+    pub idle: Duration,
+    pub data: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Relay {
+    pub next_hop: NextHop,
+    pub helo_name: String,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub max_queue_age: Duration,
+    pub concurrency: usize,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_messages_per_connection: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Recipients {
+    pub domains: Vec<String>,
+    pub table: PathBuf,
+    pub delimiter: Option<char>,
+    pub reload_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Spool {
+    pub dir: PathBuf,
+    pub fsync: bool,
+    pub segment_size: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub level: String,
+    pub json: bool,
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative paths in it are resolved
+    /// against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("(file)", format!("{}: {e}", path.display())))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::from_toml(&text, &base)
+    }
+
+    /// Parses and validates TOML text; relative paths resolve against `base`.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| ConfigError::new("(syntax)", e.to_string().trim().to_string()))?;
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let msg = e.inner().message().to_string();
+            ConfigError::new(if key == "." { "(top level)".into() } else { key }, msg)
+        })?;
+        validate(raw, base)
+    }
+
+    /// The built-in default: listen 127.0.0.1:2525, next hop
+    /// smtp://127.0.0.1:10025, spool under ./var, recipients from
+    /// deploy/recipients.example (paths relative to the working directory).
+    pub fn default_config() -> Result<Config, ConfigError> {
+        validate(RawConfig::default(), Path::new(""))
+    }
+}
+
+fn dur(key: &str, v: Option<String>, default: &str) -> Result<Duration, ConfigError> {
+    let s = v.as_deref().unwrap_or(default);
+    let d = humantime::parse_duration(s).map_err(|e| {
+        ConfigError::new(key, format!("invalid duration {s:?} ({e}); use e.g. \"30s\", \"5m\", \"1h\", \"5d\""))
+    })?;
+    if d.is_zero() {
+        return Err(ConfigError::new(key, "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+fn positive(key: &str, v: Option<u64>, default: u64) -> Result<usize, ConfigError> {
+    let n = v.unwrap_or(default);
+    if n == 0 {
+        return Err(ConfigError::new(key, "must be greater than zero"));
+    }
+    usize::try_from(n).map_err(|_| ConfigError::new(key, "too large"))
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+}
+
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn parse_next_hop(s: &str, base: &Path) -> Result<NextHop, ConfigError> {
+    let key = "relay.next_hop";
+    let host_port = |rest: &str| -> Result<(String, u16), ConfigError> {
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| ConfigError::new(key, format!("{s:?}: missing :port")))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| ConfigError::new(key, format!("{s:?}: invalid port {port:?}")))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(ConfigError::new(key, format!("{s:?}: missing host")));
+        }
+        Ok((host.to_string(), port))
+    };
+    if let Some(rest) = s.strip_prefix("smtp://") {
+        let (host, port) = host_port(rest)?;
+        Ok(NextHop::Smtp { host, port })
+    } else if let Some(rest) = s.strip_prefix("lmtp://") {
+        let (host, port) = host_port(rest)?;
+        Ok(NextHop::LmtpTcp { host, port })
+    } else if let Some(path) = s.strip_prefix("lmtp:").or_else(|| s.strip_prefix("unix:")) {
+        if path.is_empty() {
+            return Err(ConfigError::new(key, "lmtp: needs a socket path"));
+        }
+        Ok(NextHop::LmtpUnix { path: resolve(base, path) })
+    } else {
+        Err(ConfigError::new(
+            key,
+            format!("{s:?}: expected smtp://host:port, lmtp://host:port or lmtp:/path/to/socket"),
+        ))
+    }
+}
+
+fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
+    let s = raw.server;
+    let listen_raw = s.listen.unwrap_or_else(|| vec!["127.0.0.1:2525".into()]);
+    if listen_raw.is_empty() {
+        return Err(ConfigError::new("server.listen", "must list at least one address"));
+    }
+    let mut listen = Vec::new();
+    for (i, a) in listen_raw.iter().enumerate() {
+        listen.push(a.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::new(format!("server.listen[{i}]"), format!("{a:?} is not an IP:port socket address"))
+        })?);
+    }
+    let hostname = s.hostname.unwrap_or_else(system_hostname);
+    if !crate::smtp::proto::address::is_valid_helo(&hostname) {
+        return Err(ConfigError::new("server.hostname", format!("{hostname:?} is not a valid host name")));
+    }
+    let max_command_line = positive("server.max_command_line", s.max_command_line, 4096)?;
+    if max_command_line < 512 {
+        return Err(ConfigError::new("server.max_command_line", "must be at least 512 (RFC 5321 §4.5.3.1.4)"));
+    }
+    let max_line_length = positive("server.max_line_length", s.max_line_length, 8192)?;
+    if max_line_length < 998 {
+        return Err(ConfigError::new("server.max_line_length", "must be at least 998 (RFC 5322 §2.1.1)"));
+    }
+    let server = Server {
+        listen,
+        hostname: hostname.clone(),
+        max_message_size: positive("server.max_message_size", s.max_message_size, 26_214_400)?,
+        max_recipients: positive("server.max_recipients", s.max_recipients, 100)?,
+        max_connections: positive("server.max_connections", s.max_connections, 10_000)?,
+        max_command_line,
+        max_line_length,
+        max_header_size: positive("server.max_header_size", s.max_header_size, 262_144)?,
+        max_received_headers: positive("server.max_received_headers", s.max_received_headers, 50)?,
+        max_errors: positive("server.max_errors", s.max_errors, 20)?.min(u32::MAX as usize) as u32,
+    };
+
+    let t = raw.timeouts;
+    let timeouts = Timeouts {
+        command: dur("timeouts.command", t.command, "300s")?,
+        idle: dur("timeouts.idle", t.idle, "300s")?,
+        data: dur("timeouts.data", t.data, "180s")?,
+        shutdown_grace: dur("timeouts.shutdown_grace", t.shutdown_grace, "30s")?,
+    };
+
+    let tls = match raw.tls {
+        None => None,
+        Some(t) => {
+            let tls = Tls {
+                cert: resolve(base, &t.cert),
+                key: resolve(base, &t.key),
+            };
+            // Load once now so a bad file is a config error, not a runtime one.
+            crate::tls::load_server_config(&tls)?;
+            Some(tls)
+        }
+    };
+
+    let r = raw.relay;
+    let next_hop = parse_next_hop(r.next_hop.as_deref().unwrap_or("smtp://127.0.0.1:10025"), base)?;
+    let retry_initial = dur("relay.retry_initial", r.retry_initial, "60s")?;
+    let retry_max = dur("relay.retry_max", r.retry_max, "1h")?;
+    if retry_max < retry_initial {
+        return Err(ConfigError::new("relay.retry_max", "must not be shorter than relay.retry_initial"));
+    }
+    let helo_name = r.helo_name.unwrap_or(hostname);
+    if !crate::smtp::proto::address::is_valid_helo(&helo_name) {
+        return Err(ConfigError::new("relay.helo_name", format!("{helo_name:?} is not a valid host name")));
+    }
+    let relay = Relay {
+        next_hop,
+        helo_name,
+        retry_initial,
+        retry_max,
+        max_queue_age: dur("relay.max_queue_age", r.max_queue_age, "5d")?,
+        concurrency: positive("relay.concurrency", r.concurrency, 20)?,
+        connect_timeout: dur("relay.connect_timeout", r.connect_timeout, "30s")?,
+        command_timeout: dur("relay.command_timeout", r.command_timeout, "300s")?,
+        data_timeout: dur("relay.data_timeout", r.data_timeout, "600s")?,
+        idle_timeout: dur("relay.idle_timeout", r.idle_timeout, "10s")?,
+        max_messages_per_connection: positive(
+            "relay.max_messages_per_connection",
+            r.max_messages_per_connection,
+            1000,
+        )?,
+    };
+
+    let rc = raw.recipients;
+    let domains_raw = rc.domains.unwrap_or_else(|| vec!["example.com".into()]);
+    if domains_raw.is_empty() {
+        return Err(ConfigError::new("recipients.domains", "must list at least one domain"));
+    }
+    let mut domains = Vec::new();
+    for (i, d) in domains_raw.iter().enumerate() {
+        let d = d.trim_end_matches('.').to_lowercase();
+        if !crate::smtp::proto::address::is_valid_helo(&d) || d.starts_with('[') {
+            return Err(ConfigError::new(format!("recipients.domains[{i}]"), format!("{d:?} is not a domain name")));
+        }
+        domains.push(d);
+    }
+    let delimiter = match rc.delimiter.as_deref() {
+        None | Some("") => None,
+        Some(d) if d.chars().count() == 1 && d != "@" => d.chars().next(),
+        Some(d) => {
+            return Err(ConfigError::new("recipients.delimiter", format!("{d:?}: must be one character other than @")));
+        }
+    };
+    let table = resolve(base, rc.table.as_deref().unwrap_or("deploy/recipients.example"));
+    // Parse once so a broken table is refused at start.
+    crate::policy::recipients::Table::load(&table).map_err(|e| ConfigError::new("recipients.table", e.to_string()))?;
+    let recipients = Recipients {
+        domains,
+        table,
+        delimiter,
+        reload_interval: dur("recipients.reload_interval", rc.reload_interval, "2s")?,
+    };
+
+    let sp = raw.spool;
+    let segment_size = sp.segment_size.unwrap_or(64 << 20);
+    if segment_size < (1 << 20) {
+        return Err(ConfigError::new("spool.segment_size", "must be at least 1048576"));
+    }
+    let spool = Spool {
+        dir: resolve(base, sp.dir.as_deref().unwrap_or("var/spool")),
+        fsync: sp.fsync.unwrap_or(true),
+        segment_size,
+    };
+
+    let level = raw.log.level.unwrap_or_else(|| "info".into());
+    if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
+        return Err(ConfigError::new("log.level", format!("{level:?}: expected error, warn, info, debug or trace")));
+    }
+    let json = match raw.log.format.as_deref() {
+        None | Some("text") => false,
+        Some("json") => true,
+        Some(f) => return Err(ConfigError::new("log.format", format!("{f:?}: expected \"text\" or \"json\""))),
+    };
+
+    Ok(Config {
+        server,
+        timeouts,
+        tls,
+        relay,
+        recipients,
+        spool,
+        log: Log { level, json },
+    })
+}
+
+#[cfg(test)]
+mod tests;

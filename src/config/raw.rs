@@ -1,0 +1,137 @@
+//! `RawConfig`: the TOML file as written, field by field, with defaults.
+//!
+//! Every field is documented with its default; `deploy/sluice.example.toml`
+//! mirrors this file. Unknown keys are refused (`deny_unknown_fields`).
+//! Turning this into the typed [`super::Config`] happens in `validate()`.
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    pub tls: Option<RawTls>,
+    #[serde(default)]
+    pub relay: RawRelay,
+    #[serde(default)]
+    pub recipients: RawRecipients,
+    #[serde(default)]
+    pub spool: RawSpool,
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Addresses to listen on. Default `["127.0.0.1:2525"]`.
+    pub listen: Option<Vec<String>>,
+    /// Name used in the banner, the EHLO reply and Received headers.
+    /// Default: the machine's host name.
+    pub hostname: Option<String>,
+    /// Largest message accepted, octets; advertised as SIZE. Default 26214400 (25 MiB).
+    pub max_message_size: Option<u64>,
+    /// Recipients per transaction; beyond this RCPT gets 452 4.5.3. Default 100.
+    pub max_recipients: Option<u64>,
+    /// Concurrent client sessions; beyond this a client gets 421 4.7.0. Default 10000.
+    pub max_connections: Option<u64>,
+    /// Longest command line, octets without CRLF. Default 4096.
+    pub max_command_line: Option<u64>,
+    /// Longest message line, octets without CRLF; longer gets 552 5.3.4. Default 8192.
+    pub max_line_length: Option<u64>,
+    /// Largest header section, octets; larger gets 552 5.3.4. Default 262144.
+    pub max_header_size: Option<u64>,
+    /// Received headers allowed before the message is treated as a loop
+    /// (554 5.4.6). Default 50 (as Postfix's hopcount_limit).
+    pub max_received_headers: Option<u64>,
+    /// Protocol errors a session may make before 421 and disconnect. Default 20.
+    pub max_errors: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    /// Waiting for the next command inside a transaction. Default "300s" (RFC 5321 §4.5.3.2.7).
+    pub command: Option<String>,
+    /// Waiting for the next command outside a transaction (after connect or
+    /// after a finished message). Default "300s".
+    pub idle: Option<String>,
+    /// Waiting for the next block of DATA/BDAT octets. Default "180s".
+    pub data: Option<String>,
+    /// After SIGTERM/SIGINT: how long sessions mid-DATA and in-flight
+    /// deliveries may take to finish. Default "30s".
+    pub shutdown_grace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain. Re-read when it changes on disk.
+    pub cert: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRelay {
+    /// Where accepted mail goes: `smtp://host:port`, `lmtp://host:port` or
+    /// `lmtp:/path/to/socket`. Default `smtp://127.0.0.1:10025`.
+    pub next_hop: Option<String>,
+    /// Name sent in EHLO/LHLO to the next hop. Default: server.hostname.
+    pub helo_name: Option<String>,
+    /// First retry delay after a 4xx or a connection failure; doubles. Default "60s".
+    pub retry_initial: Option<String>,
+    /// Longest delay between tries. Default "1h".
+    pub retry_max: Option<String>,
+    /// Age after which undeliverable mail is bounced (DSN to the sender). Default "5d".
+    pub max_queue_age: Option<String>,
+    /// Concurrent deliveries (= connections) to the next hop. Default 20.
+    pub concurrency: Option<u64>,
+    /// TCP/unix connect timeout. Default "30s".
+    pub connect_timeout: Option<String>,
+    /// Timeout for each next-hop reply (greeting, EHLO, MAIL, RCPT, DATA 354). Default "300s".
+    pub command_timeout: Option<String>,
+    /// Timeout for the reply after the message body. Default "600s".
+    pub data_timeout: Option<String>,
+    /// How long an idle next-hop connection is kept for reuse. Default "10s".
+    pub idle_timeout: Option<String>,
+    /// Messages sent over one next-hop connection before it is closed. Default 1000.
+    pub max_messages_per_connection: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRecipients {
+    /// Domains we accept mail for; others get 554 5.7.1. Default ["example.com"].
+    pub domains: Option<Vec<String>>,
+    /// Recipient table (Postfix map text format). Default "deploy/recipients.example".
+    pub table: Option<String>,
+    /// Address extension delimiter: with "+", user+tag@d matches user@d. Default "" (off).
+    pub delimiter: Option<String>,
+    /// How often the table file is checked for changes. Default "2s".
+    pub reload_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpool {
+    /// Spool directory. Default "./var/spool".
+    pub dir: Option<String>,
+    /// fsync before 250. Turning this off loses mail on power failure. Default true.
+    pub fsync: Option<bool>,
+    /// Size at which a spool segment file is closed and a new one started. Default 67108864.
+    pub segment_size: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// "error", "warn", "info", "debug" or "trace" (RUST_LOG overrides). Default "info".
+    pub level: Option<String>,
+    /// "text" or "json". Default "text".
+    pub format: Option<String>,
+}

@@ -1,0 +1,289 @@
+//! The delivery queue: takes stored messages, runs attempts with bounded
+//! concurrency, retries temporary failures with exponential backoff,
+//! bounces permanent failures and expired mail, and marks progress in the
+//! spool so a restart resumes where this run stopped.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Transport;
+use super::client::RcptStatus;
+use super::dsn::{self, Failure};
+use crate::config::Relay;
+use crate::events::{Event, EventBus, RcptOutcome};
+use crate::smtp::date::now_secs;
+use crate::spool::{Spool, Stored};
+
+/// Messages waiting in memory with their body; beyond this, bodies are
+/// dropped and re-read from the spool when their turn comes.
+const MAX_BODIES_IN_MEMORY: usize = 2000;
+
+/// Handle to enqueue stored messages.
+#[derive(Clone)]
+pub struct QueueHandle {
+    tx: mpsc::UnboundedSender<Stored>,
+}
+
+impl QueueHandle {
+    pub fn enqueue(&self, s: Stored) {
+        // Closed only at shutdown; the message stays in the spool.
+        let _ = self.tx.send(s);
+    }
+}
+
+struct Job {
+    stored: Stored,
+    attempts: u32,
+}
+
+/// Backoff: `initial * 2^(attempts-1)`, capped at `max`.
+pub fn backoff(initial: Duration, max: Duration, attempts: u32) -> Duration {
+    let factor = 1u32.checked_shl(attempts.saturating_sub(1).min(30)).unwrap_or(u32::MAX);
+    initial.saturating_mul(factor).min(max)
+}
+
+pub struct Queue {
+    rx: mpsc::UnboundedReceiver<Stored>,
+    spool: Arc<dyn Spool>,
+    transport: Arc<dyn Transport>,
+    cfg: Relay,
+    hostname: String,
+    events: EventBus,
+}
+
+impl Queue {
+    pub fn new(
+        spool: Arc<dyn Spool>,
+        transport: Arc<dyn Transport>,
+        cfg: Relay,
+        hostname: String,
+        events: EventBus,
+    ) -> (Queue, QueueHandle) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Queue { rx, spool, transport, cfg, hostname, events },
+            QueueHandle { tx },
+        )
+    }
+
+    /// Runs until `shutdown`; then waits for in-flight attempts (the caller
+    /// bounds this with the grace period). Undelivered mail stays spooled.
+    pub async fn run(mut self, handle: QueueHandle, shutdown: CancellationToken) {
+        let this = Arc::new(QueueShared {
+            spool: self.spool.clone(),
+            transport: self.transport.clone(),
+            cfg: self.cfg.clone(),
+            hostname: self.hostname.clone(),
+            events: self.events.clone(),
+            handle,
+        });
+        let mut ready: VecDeque<Job> = VecDeque::new();
+        let mut delayed: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
+        let mut parked: std::collections::HashMap<u64, Job> = std::collections::HashMap::new();
+        let mut seq = 0u64;
+        let mut inflight: JoinSet<(Job, Vec<(usize, RcptStatus)>)> = JoinSet::new();
+        loop {
+            while inflight.len() < self.cfg.concurrency {
+                let Some(job) = ready.pop_front() else { break };
+                let shared = this.clone();
+                inflight.spawn(async move { shared.attempt(job).await });
+            }
+            let next_due = delayed.peek().map(|Reverse((t, _))| *t);
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(res) = inflight.join_next(), if !inflight.is_empty() => {
+                    if let Ok((job, results)) = res {
+                        if let Some((job, delay)) = this.settle(job, results).await {
+                            seq += 1;
+                            delayed.push(Reverse((Instant::now() + delay, seq)));
+                            parked.insert(seq, job);
+                        }
+                    }
+                }
+                msg = self.rx.recv() => {
+                    let Some(mut stored) = msg else { break };
+                    if ready.len() >= MAX_BODIES_IN_MEMORY {
+                        stored.body = None;
+                    }
+                    ready.push_back(Job { stored, attempts: 0 });
+                }
+                _ = sleep_until(next_due), if next_due.is_some() => {
+                    let now = Instant::now();
+                    while let Some(Reverse((t, id))) = delayed.peek().copied() {
+                        if t > now { break; }
+                        delayed.pop();
+                        if let Some(job) = parked.remove(&id) {
+                            ready.push_back(job);
+                        }
+                    }
+                }
+            }
+        }
+        // Shutdown: let in-flight attempts finish (bounded by the caller).
+        while let Some(res) = inflight.join_next().await {
+            if let Ok((job, results)) = res {
+                let _ = this.settle(job, results).await;
+            }
+        }
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct QueueShared {
+    spool: Arc<dyn Spool>,
+    transport: Arc<dyn Transport>,
+    cfg: Relay,
+    hostname: String,
+    events: EventBus,
+    handle: QueueHandle,
+}
+
+impl QueueShared {
+    async fn body(&self, stored: &Stored) -> Option<Arc<Vec<u8>>> {
+        if let Some(b) = &stored.body {
+            return Some(b.clone());
+        }
+        let spool = self.spool.clone();
+        let sref = stored.sref;
+        match tokio::task::spawn_blocking(move || spool.read_body(sref)).await {
+            Ok(Ok(b)) => Some(Arc::new(b)),
+            Ok(Err(e)) => {
+                self.events.emit(Event::Warning { component: "spool", message: format!("{}: {e}", stored.envelope.id) });
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    async fn attempt(&self, mut job: Job) -> (Job, Vec<(usize, RcptStatus)>) {
+        job.attempts += 1;
+        let idx: Vec<usize> = (0..job.stored.done.len()).filter(|&i| !job.stored.done[i]).collect();
+        let Some(body) = self.body(&job.stored).await else {
+            return (job, Vec::new());
+        };
+        let statuses = self.transport.deliver(&job.stored.envelope, &idx, &body).await;
+        // Keep the body only for the retry if it is small; otherwise re-read.
+        if job.stored.body.is_some() && body.len() > 64 * 1024 {
+            job.stored.body = None;
+        }
+        (job, idx.into_iter().zip(statuses).collect())
+    }
+
+    /// Records the results of one attempt. Returns the job and its retry
+    /// delay when recipients remain.
+    async fn settle(&self, mut job: Job, results: Vec<(usize, RcptStatus)>) -> Option<(Job, Duration)> {
+        let env = job.stored.envelope.clone();
+        let sref = job.stored.sref;
+        let mut failures: Vec<(usize, String, String)> = Vec::new();
+        let mut temp_last: Option<String> = None;
+        for (i, st) in &results {
+            let (outcome, reply) = match st {
+                RcptStatus::Delivered(r) => (RcptOutcome::Delivered, r.to_string()),
+                RcptStatus::Permanent(r) => {
+                    failures.push((*i, r.status(), r.to_string()));
+                    (RcptOutcome::Bounced, r.to_string())
+                }
+                RcptStatus::Temporary(r) => {
+                    temp_last = Some(r.to_string());
+                    (RcptOutcome::Deferred, r.to_string())
+                }
+            };
+            self.events.emit(Event::DeliveryAttempt {
+                id: env.id.clone(),
+                rcpt: env.rcpts[*i].addr.to_string(),
+                outcome,
+                reply,
+                attempt: job.attempts,
+            });
+        }
+        // Expired: everything still pending bounces now.
+        let age = now_secs().saturating_sub(env.received_at);
+        let expired = age >= self.cfg.max_queue_age.as_secs();
+        if expired {
+            for (i, st) in &results {
+                if let RcptStatus::Temporary(r) = st {
+                    failures.push((*i, "5.4.7".into(), format!("delivery time expired; last error: {r}")));
+                }
+            }
+        }
+        if !failures.is_empty() {
+            self.bounce(&job.stored, &failures).await;
+        }
+        for (i, st) in &results {
+            if !matches!(st, RcptStatus::Temporary(_)) || expired {
+                job.stored.done[*i] = true;
+            }
+        }
+        if job.stored.done.iter().all(|d| *d) {
+            self.spool.mark_done(sref);
+            return None;
+        }
+        for (i, st) in &results {
+            if !matches!(st, RcptStatus::Temporary(_)) {
+                self.spool.mark_rcpt_done(sref, *i);
+            }
+        }
+        let delay = backoff(self.cfg.retry_initial, self.cfg.retry_max, job.attempts);
+        tracing::debug!(id = %env.id, attempts = job.attempts, ?delay, last = ?temp_last, "deferred");
+        if job.stored.body.as_ref().is_some_and(|b| b.len() > 64 * 1024) {
+            job.stored.body = None;
+        }
+        Some((job, delay))
+    }
+
+    async fn bounce(&self, stored: &Stored, failures: &[(usize, String, String)]) {
+        let env = &stored.envelope;
+        if env.mail_from.is_none() {
+            return;
+        }
+        let fs: Vec<Failure<'_>> = failures
+            .iter()
+            .map(|(i, status, diag)| Failure {
+                rcpt: &env.rcpts[*i],
+                status: status.clone(),
+                diagnostic: diag.clone(),
+                remote: Some(self.cfg.next_hop.to_string()),
+            })
+            .collect();
+        let Some(original) = self.body(stored).await else { return };
+        let id = format!("{}B{}", env.id, failures[0].0);
+        let Some((denv, msg)) = dsn::build(env, &fs, &original, &self.hostname, id, now_secs()) else {
+            return;
+        };
+        let to = denv.rcpts[0].addr.to_string();
+        match self.spool.store(denv, msg).await {
+            Ok(s) => {
+                self.events.emit(Event::BounceQueued { id: env.id.clone(), to, rcpts: fs.len() });
+                self.handle.enqueue(s);
+            }
+            Err(e) => self.events.emit(Event::Warning { component: "spool", message: format!("cannot queue DSN for {}: {e}", env.id) }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let (i, m) = (Duration::from_secs(60), Duration::from_secs(3600));
+        let got: Vec<u64> = (1..=8).map(|a| backoff(i, m, a).as_secs()).collect();
+        assert_eq!(got, [60, 120, 240, 480, 960, 1920, 3600, 3600]);
+        assert_eq!(backoff(i, m, 1000).as_secs(), 3600);
+    }
+}

@@ -1,0 +1,173 @@
+//! Every decision sluice makes is an [`Event`] with a reason. The log, the
+//! metrics and (later) the ban engine all read the same events from the
+//! [`EventBus`].
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+/// Why a client session ended.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "detail")]
+pub enum Disconnect {
+    Quit,
+    PeerClosed,
+    Timeout,
+    TooManyErrors,
+    /// Refused before the greeting (connection limit).
+    Refused(String),
+    Shutdown,
+    TlsFailed(String),
+    Io(String),
+}
+
+/// Outcome of one recipient at the next hop.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RcptOutcome {
+    Delivered,
+    Deferred,
+    Bounced,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum Event {
+    SessionOpened {
+        session: u64,
+        ip: IpAddr,
+    },
+    SessionClosed {
+        session: u64,
+        ip: IpAddr,
+        reason: Disconnect,
+        messages: u32,
+    },
+    /// A pre-DATA check refused or deferred a command.
+    Rejected {
+        session: u64,
+        ip: IpAddr,
+        stage: &'static str,
+        check: &'static str,
+        reply: String,
+        reason: String,
+    },
+    /// The client broke the protocol (syntax, sequence, bare newline, limits).
+    ProtocolError {
+        session: u64,
+        ip: IpAddr,
+        reply: String,
+        reason: String,
+    },
+    /// A message was refused at end of DATA.
+    MessageRejected {
+        session: u64,
+        ip: IpAddr,
+        reply: String,
+        reason: String,
+    },
+    /// A message is durably spooled and got 250.
+    MessageAccepted {
+        session: u64,
+        ip: IpAddr,
+        id: String,
+        size: usize,
+        rcpts: usize,
+    },
+    /// One delivery attempt to the next hop finished.
+    DeliveryAttempt {
+        id: String,
+        rcpt: String,
+        outcome: RcptOutcome,
+        reply: String,
+        attempt: u32,
+    },
+    /// A DSN was queued for the sender.
+    BounceQueued {
+        id: String,
+        to: String,
+        rcpts: usize,
+    },
+    /// A TLS certificate or recipient table reload, a spool problem, ...
+    Warning {
+        component: &'static str,
+        message: String,
+    },
+}
+
+impl Event {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::SessionOpened { .. } => "session_opened",
+            Event::SessionClosed { .. } => "session_closed",
+            Event::Rejected { .. } => "rejected",
+            Event::ProtocolError { .. } => "protocol_error",
+            Event::MessageRejected { .. } => "message_rejected",
+            Event::MessageAccepted { .. } => "message_accepted",
+            Event::DeliveryAttempt { .. } => "delivery_attempt",
+            Event::BounceQueued { .. } => "bounce_queued",
+            Event::Warning { .. } => "warning",
+        }
+    }
+}
+
+/// Broadcast bus. Emitting never blocks: a slow subscriber loses events
+/// (counted in `lagged`), sessions never wait for it.
+#[derive(Clone)]
+pub struct EventBus {
+    tx: broadcast::Sender<Arc<Event>>,
+    lagged: Arc<AtomicU64>,
+}
+
+impl EventBus {
+    pub fn new(capacity: usize) -> Self {
+        let (tx, _) = broadcast::channel(capacity);
+        Self {
+            tx,
+            lagged: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    pub fn emit(&self, e: Event) {
+        // No subscriber is not an error.
+        let _ = self.tx.send(Arc::new(e));
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.tx.subscribe()
+    }
+
+    pub fn lagged(&self) -> u64 {
+        self.lagged.load(Ordering::Relaxed)
+    }
+
+    /// Writes every event to the log as one line (JSON fields).
+    pub async fn log_events(self, shutdown: tokio_util::sync::CancellationToken) {
+        let mut rx = self.subscribe();
+        loop {
+            let ev = tokio::select! {
+                r = rx.recv() => r,
+                _ = shutdown.cancelled() => {
+                    // Drain what is already queued, then stop.
+                    match rx.try_recv() { Ok(e) => Ok(e), Err(_) => return }
+                }
+            };
+            match ev {
+                Ok(e) => {
+                    let json = serde_json::to_string(&*e).unwrap_or_default();
+                    match &*e {
+                        Event::Warning { .. } => tracing::warn!(target: "sluice::event", "{json}"),
+                        _ => tracing::info!(target: "sluice::event", "{json}"),
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    self.lagged.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Accept loop: connection limit, TCP_NODELAY, one task per session, and
+//! the STARTTLS hand-over between plaintext and TLS runs of the session.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::TaskTracker;
+
+use crate::events::{Disconnect, Event};
+use crate::smtp::proto::Reply;
+use crate::smtp::session::{Outcome, Session, Shared};
+
+/// Accepts until shutdown. `limit` caps concurrent sessions
+/// (`server.max_connections`); a client over the limit gets 421 4.7.0.
+pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, limit: Arc<Semaphore>, tracker: TaskTracker) {
+    let shutdown = shared.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((sock, peer)) => {
+                let _ = sock.set_nodelay(true);
+                match limit.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        tracker.spawn(serve(shared.clone(), sock, peer, permit));
+                    }
+                    Err(_) => {
+                        let events = shared.events.clone();
+                        tracker.spawn(async move {
+                            events.emit(Event::SessionClosed {
+                                session: 0,
+                                ip: peer.ip(),
+                                reason: Disconnect::Refused("connection limit".into()),
+                                messages: 0,
+                            });
+                            let mut sock = sock;
+                            let _ = tokio::time::timeout(
+                                Duration::from_secs(5),
+                                sock.write_all(&Reply::TOO_MANY_CONNECTIONS.to_bytes()),
+                            )
+                            .await;
+                        });
+                    }
+                }
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn serve(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr, _permit: OwnedSemaphorePermit) {
+    let mut session = Session::new(shared.clone(), peer);
+    shared.events.emit(Event::SessionOpened { session: session.id(), ip: peer.ip() });
+    let reason = match session.run(sock, true).await {
+        Outcome::Closed(d) => d,
+        Outcome::StartTls(sock) => match &shared.tls {
+            None => Disconnect::TlsFailed("TLS not configured".into()),
+            Some(tls) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+                match tokio::time::timeout(shared.config.timeouts.command, acceptor.accept(sock)).await {
+                    Ok(Ok(stream)) => {
+                        session.tls_established();
+                        match session.run(stream, false).await {
+                            Outcome::Closed(d) => d,
+                            Outcome::StartTls(_) => Disconnect::TlsFailed("STARTTLS inside TLS".into()),
+                        }
+                    }
+                    Ok(Err(e)) => Disconnect::TlsFailed(e.to_string()),
+                    Err(_) => Disconnect::Timeout,
+                }
+            }
+        },
+    };
+    shared.events.emit(Event::SessionClosed {
+        session: session.id(),
+        ip: peer.ip(),
+        reason,
+        messages: session.messages(),
+    });
+}

@@ -1,0 +1,72 @@
+//! Pre-DATA policy: checks run at each SMTP stage.
+//!
+//! A [`Check`] looks at one stage and returns a [`Decision`]. The
+//! [`CheckChain`] runs them in order; the first reject or defer wins and is
+//! reported with the name of the check that decided, so the event log,
+//! metrics and the ban engine all know why.
+
+pub mod recipients;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::smtp::proto::{Mailbox, Reply};
+
+/// The SMTP stage a check is asked about.
+#[derive(Debug)]
+pub enum Stage<'a> {
+    Connect,
+    Helo(&'a str),
+    MailFrom(Option<&'a Mailbox>),
+    RcptTo(&'a Mailbox),
+}
+
+/// What a check decided. `reason` is for logs and events only; the client
+/// sees `reply`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Continue,
+    Reject { reply: Reply, reason: String },
+    Defer { reply: Reply, reason: String },
+}
+
+pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Decision> + Send + 'a>>;
+
+/// One pre-DATA check. Stages it does not care about return `Continue`.
+pub trait Check: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn check<'a>(&'a self, stage: &'a Stage<'a>) -> CheckFuture<'a>;
+}
+
+/// A decision plus the check that made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub check: &'static str,
+    pub decision: Decision,
+}
+
+/// Runs checks in order; the first non-`Continue` decision wins.
+#[derive(Clone, Default)]
+pub struct CheckChain {
+    checks: Vec<Arc<dyn Check>>,
+}
+
+impl CheckChain {
+    pub fn new(checks: Vec<Arc<dyn Check>>) -> Self {
+        Self { checks }
+    }
+
+    pub async fn run(&self, stage: &Stage<'_>) -> Option<Verdict> {
+        for c in &self.checks {
+            let decision = c.check(stage).await;
+            if decision != Decision::Continue {
+                return Some(Verdict {
+                    check: c.name(),
+                    decision,
+                });
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,36 @@
+//! Signals. SIGTERM and SIGINT start a graceful shutdown; SIGHUP reloads
+//! the recipient table (handled by the caller of [`signals`]).
+
+use tokio::signal::unix::{SignalKind, signal};
+
+/// A signal the process acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Terminate,
+    Reload,
+}
+
+/// Waits for the next SIGTERM/SIGINT (→ `Terminate`) or SIGHUP (→ `Reload`).
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    pub async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Terminate,
+            _ = self.int.recv() => Signal::Terminate,
+            _ = self.hup.recv() => Signal::Reload,
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Buffered reads and whole-reply writes over any byte stream.
+//!
+//! Replies are collected in `out` while buffered (pipelined) input is
+//! processed and written with one `write_all` before the next read, so a
+//! pipelined group gets its replies in one segment.
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::proto::Reply;
+
+pub struct Connection<S> {
+    pub stream: S,
+    buf: Vec<u8>,
+    /// Start of unconsumed input in `buf`.
+    pos: usize,
+    out: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    pub fn new(stream: S) -> Self {
+        Self {
+            stream,
+            buf: Vec::with_capacity(8 * 1024),
+            pos: 0,
+            out: Vec::with_capacity(1024),
+        }
+    }
+
+    /// Unconsumed input.
+    pub fn input(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Marks `n` bytes of input as consumed.
+    pub fn consume(&mut self, n: usize) {
+        self.pos += n;
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+    }
+
+    /// Drops all unconsumed input (plaintext pipelined after STARTTLS).
+    pub fn discard_input(&mut self) -> usize {
+        let n = self.buf.len() - self.pos;
+        self.buf.clear();
+        self.pos = 0;
+        n
+    }
+
+    /// Reads more input; `Ok(0)` means the peer closed.
+    pub async fn read_more(&mut self) -> std::io::Result<usize> {
+        if self.pos > 0 && (self.pos > self.buf.len() / 2 || self.buf.capacity() - self.buf.len() < 4096) {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        // Bigger reads when a body is streaming in.
+        let want = if self.buf.len() > 32 * 1024 { 64 * 1024 } else { 16 * 1024 };
+        self.buf.reserve(want);
+        self.stream.read_buf(&mut self.buf).await
+    }
+
+    pub fn push(&mut self, r: &Reply) {
+        r.write_to(&mut self.out);
+    }
+
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Writes all queued replies in one go.
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        self.stream.write_all(&self.out).await?;
+        self.stream.flush().await?;
+        self.out.clear();
+        Ok(())
+    }
+
+    pub fn into_inner(self) -> S {
+        self.stream
+    }
+}

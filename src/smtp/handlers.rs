@@ -1,0 +1,298 @@
+//! One handler per SMTP verb. Each returns the [`Reply`] to send; none
+//! writes to the socket.
+
+use std::fmt::Write as _;
+
+use super::date::{now_secs, rfc5322_date};
+use super::envelope::{Envelope, Recipient};
+use super::proto::{BdatReceiver, BodyProblem, DataReceiver, MailParams, Mailbox, RcptParams, Reply, scan_headers};
+use super::session::{Mode, Session, Step, Transaction};
+use crate::events::Event;
+use crate::policy::{Decision, Stage};
+
+impl Session {
+    // === EHLO / HELO ===
+
+    pub(super) async fn handle_ehlo(&mut self, host: String, esmtp: bool) -> Reply {
+        if let Some(r) = self.run_checks(Stage::Helo(&host), "helo").await {
+            return r;
+        }
+        self.tx = None;
+        self.esmtp = esmtp;
+        let cfg = &self.shared.config.server;
+        let greeting = format!("{} Hello {} [{}]", cfg.hostname, host, self.peer.ip());
+        self.helo = Some(host);
+        if !esmtp {
+            return Reply::owned(250, "", greeting);
+        }
+        let mut text = greeting;
+        let _ = write!(
+            text,
+            "\nPIPELINING\nSIZE {}\n8BITMIME\nSMTPUTF8\nENHANCEDSTATUSCODES\nCHUNKING",
+            cfg.max_message_size
+        );
+        if self.shared.tls.is_some() && !self.tls {
+            text.push_str("\nSTARTTLS");
+        }
+        Reply::owned(250, "", text)
+    }
+
+    // === MAIL ===
+
+    pub(super) async fn handle_mail(&mut self, from: Option<Mailbox>, params: MailParams) -> Reply {
+        if self.helo.is_none() {
+            return Reply::HELO_FIRST;
+        }
+        if self.tx.is_some() {
+            return Reply::NESTED_MAIL;
+        }
+        if params.size.is_some_and(|s| s > self.shared.config.server.max_message_size as u64) {
+            return Reply::SIZE_EXCEEDED;
+        }
+        if from.as_ref().is_some_and(Mailbox::is_utf8) && !params.smtputf8 {
+            return Reply::SMTPUTF8_REQUIRED;
+        }
+        if let Some(r) = self.run_checks(Stage::MailFrom(from.as_ref()), "mail").await {
+            return r;
+        }
+        self.tx = Some(Transaction {
+            id: self.shared.new_message_id(),
+            mail_from: from,
+            params,
+            rcpts: Vec::new(),
+            body: Vec::new(),
+            trace_len: 0,
+            bdat: None,
+        });
+        Reply::SENDER_OK
+    }
+
+    // === RCPT ===
+
+    pub(super) async fn handle_rcpt(&mut self, to: Mailbox, params: RcptParams) -> Reply {
+        let Some(tx) = &self.tx else {
+            return Reply::MAIL_FIRST;
+        };
+        if tx.rcpts.len() >= self.shared.config.server.max_recipients {
+            return Reply::TOO_MANY_RCPTS;
+        }
+        if to.is_utf8() && !tx.params.smtputf8 {
+            return Reply::SMTPUTF8_REQUIRED;
+        }
+        if let Some(r) = self.run_checks(Stage::RcptTo(&to), "rcpt").await {
+            return r;
+        }
+        if let Some(tx) = self.tx.as_mut() {
+            tx.rcpts.push(Recipient { addr: to, notify: params.notify, orcpt: params.orcpt });
+        }
+        Reply::RCPT_OK
+    }
+
+    // === DATA ===
+
+    pub(super) fn handle_data(&mut self) -> Reply {
+        if let Some(r) = self.check_ready_for_body() {
+            return r;
+        }
+        let Some(tx) = self.tx.as_mut() else { return Reply::MAIL_FIRST };
+        if tx.bdat.is_some() {
+            return Reply::BDAT_MIXED;
+        }
+        self.start_body();
+        self.mode = Mode::Data(DataReceiver::new(self.shared.body_limits()));
+        Reply::START_DATA
+    }
+
+    // === BDAT ===
+
+    /// No immediate reply: `step` answers once the chunk has been read.
+    pub(super) fn handle_bdat(&mut self, size: u64, last: bool) {
+        // The chunk follows the command whatever we answer: read it either
+        // way, and answer after it.
+        let refuse = self.check_ready_for_body();
+        if refuse.is_none() {
+            let limits = self.shared.body_limits();
+            let first = self.tx.as_ref().is_some_and(|t| t.bdat.is_none());
+            if first {
+                self.start_body();
+            }
+            if let Some(tx) = self.tx.as_mut() {
+                let rx = tx.bdat.get_or_insert_with(|| BdatReceiver::new(limits));
+                rx.start_chunk(size);
+            }
+        }
+        self.mode = Mode::Bdat { last, refuse, discard: size };
+    }
+
+    /// Called when a BDAT chunk is completely read.
+    pub(super) async fn bdat_chunk_done(&mut self, last: bool, refuse: Option<Reply>) -> Reply {
+        if let Some(r) = refuse {
+            return r;
+        }
+        if last {
+            let problem = self.tx.as_mut().and_then(|tx| tx.bdat.as_mut()).and_then(|rx| rx.problem());
+            self.finish_message(problem).await
+        } else {
+            let n = self.tx.as_ref().and_then(|t| t.bdat.as_ref()).map_or(0, |r| r.size());
+            Reply::owned(250, "2.0.0", format!("{n} octets received"))
+        }
+    }
+
+    fn check_ready_for_body(&self) -> Option<Reply> {
+        match &self.tx {
+            None if self.helo.is_none() => Some(Reply::HELO_FIRST),
+            None => Some(Reply::MAIL_FIRST),
+            Some(tx) if tx.rcpts.is_empty() => Some(Reply::RCPT_FIRST),
+            Some(_) => None,
+        }
+    }
+
+    /// Starts the spooled body with our Received header.
+    fn start_body(&mut self) {
+        let header = self.received_header();
+        if let Some(tx) = self.tx.as_mut() {
+            tx.body = Vec::with_capacity(header.len() + 8192);
+            tx.body.extend_from_slice(header.as_bytes());
+            tx.trace_len = header.len();
+        }
+    }
+
+    /// `Received:` trace header (RFC 5321 §4.4, protocol names RFC 3848/6531).
+    fn received_header(&self) -> String {
+        let Some(tx) = &self.tx else { return String::new() };
+        let ip = self.peer.ip();
+        let ip_lit = match ip {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => format!("IPv6:{v6}"),
+        };
+        let proto = match (tx.params.smtputf8, self.esmtp, self.tls) {
+            (true, _, false) => "UTF8SMTP",
+            (true, _, true) => "UTF8SMTPS",
+            (false, true, false) => "ESMTP",
+            (false, true, true) => "ESMTPS",
+            (false, false, false) => "SMTP",
+            (false, false, true) => "SMTPS",
+        };
+        let helo = self.helo.as_deref().unwrap_or("unknown");
+        let mut h = format!(
+            "Received: from {helo} ([{ip_lit}])\r\n\tby {} (sluice) with {proto} id {}",
+            self.shared.config.server.hostname, tx.id
+        );
+        if tx.rcpts.len() == 1 {
+            let _ = write!(h, "\r\n\tfor <{}>", tx.rcpts[0].addr);
+        }
+        let _ = write!(h, ";\r\n\t{}\r\n", rfc5322_date(now_secs()));
+        h
+    }
+
+    /// End of DATA / BDAT LAST:
+    /// the body is checked, stored durably, queued, and only then 250.
+    pub(super) async fn finish_message(&mut self, problem: Option<BodyProblem>) -> Reply {
+        let Some(tx) = self.tx.take() else { return Reply::MAIL_FIRST };
+        let cfg = &self.shared.config.server;
+
+        // Step 1: problems found while receiving.
+        if let Some(p) = problem {
+            let (reply, reason) = match p {
+                BodyProblem::TooBig => (Reply::SIZE_EXCEEDED, "message too big"),
+                BodyProblem::LineTooLong => (Reply::DATA_LINE_TOO_LONG, "line too long"),
+                BodyProblem::BareNewline => (Reply::BARE_NEWLINE, "bare CR or LF in message"),
+            };
+            return self.reject_message(reply, reason);
+        }
+
+        // Step 2: header section limits and loop detection.
+        let info = scan_headers(&tx.body[tx.trace_len..], cfg.max_header_size);
+        if info.size > cfg.max_header_size {
+            return self.reject_message(Reply::HEADER_TOO_LARGE, "header section too large");
+        }
+        if info.received >= cfg.max_received_headers {
+            return self.reject_message(Reply::TOO_MANY_HOPS, "too many Received headers (mail loop)");
+        }
+
+        // Step 3: store durably; 250 only after the spool says so.
+        let envelope = Envelope {
+            id: tx.id.clone(),
+            received_at: now_secs(),
+            client_ip: self.peer.ip(),
+            helo: self.helo.clone().unwrap_or_default(),
+            mail_from: tx.mail_from,
+            body: tx.params.body,
+            smtputf8: tx.params.smtputf8,
+            ret: tx.params.ret,
+            envid: tx.params.envid,
+            rcpts: tx.rcpts,
+        };
+        let rcpts = envelope.rcpts.len();
+        let size = tx.body.len() - tx.trace_len;
+        let stored = match self.shared.spool.store(envelope, tx.body).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.shared.events.emit(Event::Warning { component: "spool", message: format!("{}: {e}", tx.id) });
+                return Reply::SPOOL_FAILED;
+            }
+        };
+
+        // Step 4: hand to delivery and tell the client.
+        self.shared.queue.enqueue(stored);
+        self.messages += 1;
+        self.shared.events.emit(Event::MessageAccepted {
+            session: self.id,
+            ip: self.peer.ip(),
+            id: tx.id.clone(),
+            size,
+            rcpts,
+        });
+        Reply::owned(250, "2.0.0", format!("Ok: queued as {}", tx.id))
+    }
+
+    fn reject_message(&self, reply: Reply, reason: &str) -> Reply {
+        self.shared.events.emit(Event::MessageRejected {
+            session: self.id,
+            ip: self.peer.ip(),
+            reply: reply.to_string(),
+            reason: reason.to_string(),
+        });
+        reply
+    }
+
+    // === RSET ===
+
+    pub(super) fn handle_rset(&mut self) -> Reply {
+        self.tx = None;
+        Reply::RESET_OK
+    }
+
+    // === STARTTLS ===
+
+    pub(super) fn handle_starttls(&mut self) -> (Reply, Step) {
+        if self.tls {
+            return (Reply::TLS_ALREADY, Step::Continue);
+        }
+        if self.shared.tls.is_none() {
+            return (Reply::NOT_IMPLEMENTED, Step::Continue);
+        }
+        (Reply::READY_TLS, Step::StartTls)
+    }
+
+    // === policy ===
+
+    /// Runs the check chain for a stage; a reject or defer becomes the reply
+    /// and an event.
+    async fn run_checks(&mut self, stage: Stage<'_>, stage_name: &'static str) -> Option<Reply> {
+        let verdict = self.shared.checks.run(&stage).await?;
+        let (reply, reason) = match verdict.decision {
+            Decision::Continue => return None,
+            Decision::Reject { reply, reason } | Decision::Defer { reply, reason } => (reply, reason),
+        };
+        self.shared.events.emit(Event::Rejected {
+            session: self.id,
+            ip: self.peer.ip(),
+            stage: stage_name,
+            check: verdict.check,
+            reply: reply.to_string(),
+            reason,
+        });
+        Some(reply)
+    }
+}

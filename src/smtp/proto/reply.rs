@@ -1,0 +1,187 @@
+//! SMTP replies as typed values.
+//!
+//! Handlers never write bytes: they return a [`Reply`], and the session writes
+//! it in one place. Every fixed reply the server can give is a constant here,
+//! so the full set of codes is reviewable in one file.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+/// One SMTP reply: basic code, optional enhanced status code (RFC 3463) and
+/// one or more text lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    /// Enhanced status code such as `"5.1.1"`; empty for the greeting and for
+    /// replies that must not carry one (220 banner, EHLO).
+    pub enhanced: &'static str,
+    pub text: Cow<'static, str>,
+}
+
+impl Reply {
+    /// A reply with a fixed text.
+    pub const fn new(code: u16, enhanced: &'static str, text: &'static str) -> Reply {
+        Reply {
+            code,
+            enhanced,
+            text: Cow::Borrowed(text),
+        }
+    }
+
+    /// A reply with a computed text (several lines may be separated by `\n`).
+    pub fn owned(code: u16, enhanced: &'static str, text: String) -> Reply {
+        Reply {
+            code,
+            enhanced,
+            text: Cow::Owned(text),
+        }
+    }
+
+    /// 2xx
+    pub fn is_positive(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+
+    /// 4xx
+    pub fn is_temporary(&self) -> bool {
+        (400..500).contains(&self.code)
+    }
+
+    /// 5xx
+    pub fn is_permanent(&self) -> bool {
+        self.code >= 500
+    }
+
+    /// Appends the wire form (CRLF-terminated, multi-line with `-`) to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let mut lines = self.text.split('\n').peekable();
+        let mut s = String::with_capacity(self.text.len() + 16);
+        while let Some(line) = lines.next() {
+            let sep = if lines.peek().is_some() { '-' } else { ' ' };
+            let _ = write!(s, "{}{}", self.code, sep);
+            if !self.enhanced.is_empty() {
+                s.push_str(self.enhanced);
+                s.push(' ');
+            }
+            s.push_str(line);
+            s.push_str("\r\n");
+        }
+        out.extend_from_slice(s.as_bytes());
+    }
+
+    /// The wire form as a new buffer (tests, logs).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.write_to(&mut v);
+        v
+    }
+}
+
+impl std::fmt::Display for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.enhanced.is_empty() {
+            write!(f, "{} {}", self.code, self.text.replace('\n', " / "))
+        } else {
+            write!(
+                f,
+                "{} {} {}",
+                self.code,
+                self.enhanced,
+                self.text.replace('\n', " / ")
+            )
+        }
+    }
+}
+
+// === fixed replies ===
+
+impl Reply {
+    pub const OK: Reply = Reply::new(250, "2.0.0", "OK");
+    pub const SENDER_OK: Reply = Reply::new(250, "2.1.0", "Sender OK");
+    pub const RCPT_OK: Reply = Reply::new(250, "2.1.5", "Recipient OK");
+    pub const RESET_OK: Reply = Reply::new(250, "2.0.0", "Reset OK");
+    pub const NOOP_OK: Reply = Reply::new(250, "2.0.0", "OK");
+    pub const VRFY_CANNOT: Reply = Reply::new(
+        252,
+        "2.5.0",
+        "Cannot VRFY user, but will accept message and attempt delivery",
+    );
+    pub const BYE: Reply = Reply::new(221, "2.0.0", "Bye");
+    pub const START_DATA: Reply = Reply::new(354, "", "End data with <CR><LF>.<CR><LF>");
+    pub const READY_TLS: Reply = Reply::new(220, "2.0.0", "Ready to start TLS");
+
+    pub const SHUTTING_DOWN: Reply = Reply::new(421, "4.3.2", "Service shutting down, try again later");
+    pub const TOO_MANY_CONNECTIONS: Reply =
+        Reply::new(421, "4.7.0", "Too many connections, try again later");
+    pub const TIMEOUT: Reply = Reply::new(421, "4.4.2", "Timeout, closing connection");
+    pub const TOO_MANY_ERRORS: Reply = Reply::new(421, "4.7.0", "Too many errors, closing connection");
+    pub const LOCAL_ERROR: Reply =
+        Reply::new(451, "4.3.0", "Local error in processing, try again later");
+    pub const SPOOL_FAILED: Reply =
+        Reply::new(451, "4.3.0", "Message could not be stored, try again later");
+    pub const TOO_MANY_RCPTS: Reply = Reply::new(452, "4.5.3", "Too many recipients");
+    pub const TLS_UNAVAILABLE: Reply = Reply::new(454, "4.7.0", "TLS not available");
+
+    pub const SYNTAX_ERROR: Reply = Reply::new(500, "5.5.2", "Syntax error, command unrecognized");
+    pub const LINE_TOO_LONG: Reply = Reply::new(500, "5.5.2", "Line too long");
+    pub const PARAM_SYNTAX: Reply = Reply::new(501, "5.5.4", "Syntax error in parameters or arguments");
+    pub const BAD_SENDER_SYNTAX: Reply = Reply::new(501, "5.1.7", "Bad sender address syntax");
+    pub const BAD_RCPT_SYNTAX: Reply = Reply::new(501, "5.1.3", "Bad recipient address syntax");
+    pub const HELO_SYNTAX: Reply = Reply::new(501, "5.5.4", "Syntax: EHLO hostname");
+    pub const NOT_IMPLEMENTED: Reply = Reply::new(502, "5.5.1", "Command not implemented");
+    pub const HELO_FIRST: Reply = Reply::new(503, "5.5.1", "Send EHLO/HELO first");
+    pub const NESTED_MAIL: Reply = Reply::new(503, "5.5.1", "Sender already specified");
+    pub const MAIL_FIRST: Reply = Reply::new(503, "5.5.1", "Send MAIL first");
+    pub const RCPT_FIRST: Reply = Reply::new(503, "5.5.1", "Send RCPT first");
+    pub const TLS_ALREADY: Reply = Reply::new(503, "5.5.1", "TLS already active");
+    pub const BDAT_MIXED: Reply = Reply::new(503, "5.5.1", "DATA not allowed after BDAT");
+    pub const BDAT_EXPECTED: Reply =
+        Reply::new(503, "5.5.1", "BDAT transaction in progress, send BDAT or RSET");
+    pub const PARAM_UNKNOWN: Reply =
+        Reply::new(555, "5.5.4", "Unsupported MAIL/RCPT parameter");
+    pub const UNKNOWN_USER: Reply = Reply::new(550, "5.1.1", "Recipient address rejected: user unknown");
+    pub const RELAY_DENIED: Reply = Reply::new(554, "5.7.1", "Relay access denied");
+    pub const SIZE_EXCEEDED: Reply = Reply::new(552, "5.3.4", "Message size exceeds fixed limit");
+    pub const DATA_LINE_TOO_LONG: Reply =
+        Reply::new(552, "5.3.4", "Message line exceeds fixed limit");
+    pub const HEADER_TOO_LARGE: Reply =
+        Reply::new(552, "5.3.4", "Message header exceeds fixed limit");
+    pub const TOO_MANY_HOPS: Reply =
+        Reply::new(554, "5.4.6", "Too many Received headers: mail loop detected");
+    pub const BARE_NEWLINE: Reply =
+        Reply::new(550, "5.6.0", "Message contains bare CR or LF, not accepted");
+    pub const SMTPUTF8_REQUIRED: Reply =
+        Reply::new(553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
+    pub const NEED_8BITMIME: Reply =
+        Reply::new(554, "5.6.1", "8-bit data requires BODY=8BITMIME");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_line_has_enhanced_code() {
+        assert_eq!(
+            Reply::UNKNOWN_USER.to_bytes(),
+            b"550 5.1.1 Recipient address rejected: user unknown\r\n"
+        );
+    }
+
+    #[test]
+    fn multi_line_uses_dash_continuation() {
+        let r = Reply::owned(250, "", "mx.example.org\nPIPELINING\nSIZE 10".into());
+        assert_eq!(
+            r.to_bytes(),
+            b"250-mx.example.org\r\n250-PIPELINING\r\n250 SIZE 10\r\n"
+        );
+    }
+
+    #[test]
+    fn classes() {
+        assert!(Reply::OK.is_positive());
+        assert!(Reply::SHUTTING_DOWN.is_temporary());
+        assert!(Reply::RELAY_DENIED.is_permanent());
+        assert!(!Reply::RELAY_DENIED.is_temporary());
+    }
+}

@@ -1,0 +1,340 @@
+//! One client session: the read → process → reply loop over any stream.
+//!
+//! The session owns the SMTP state (HELO name, transaction, receiver mode)
+//! independently of the stream, so STARTTLS can hand the same session a
+//! TLS stream (`run` returns the plaintext stream, the caller wraps it and
+//! calls `run` again). Handlers (one per verb) live in `handlers.rs` and
+//! return [`Reply`] values; this file writes them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+
+use super::connection::Connection;
+use super::envelope::Recipient;
+use super::proto::{
+    BdatReceiver, BodyLimits, Command, DataReceiver, DataStatus, Line, LineReceiver, MailParams, Mailbox, Reply,
+};
+use crate::config::Config;
+use crate::delivery::queue::QueueHandle;
+use crate::events::{Disconnect, Event, EventBus};
+use crate::policy::CheckChain;
+use crate::spool::Spool;
+use crate::tls::TlsSource;
+
+/// Everything sessions share. Built once by `app.rs`.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub checks: CheckChain,
+    pub spool: Arc<dyn Spool>,
+    pub queue: QueueHandle,
+    pub events: EventBus,
+    pub tls: Option<Arc<TlsSource>>,
+    /// Cancelled on SIGTERM/SIGINT: sessions answer 421 at the next command.
+    pub shutdown: CancellationToken,
+    pub session_seq: AtomicU64,
+    pub message_seq: AtomicU64,
+}
+
+impl Shared {
+    pub fn body_limits(&self) -> BodyLimits {
+        BodyLimits {
+            max_size: self.config.server.max_message_size,
+            max_line: self.config.server.max_line_length,
+        }
+    }
+
+    /// A new queue id: microseconds since the epoch plus a sequence number.
+    pub fn new_message_id(&self) -> String {
+        let us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        let seq = self.message_seq.fetch_add(1, Ordering::Relaxed) & 0xfff;
+        format!("{us:X}{seq:03X}")
+    }
+}
+
+/// An open mail transaction (after MAIL FROM).
+pub(super) struct Transaction {
+    pub id: String,
+    pub mail_from: Option<Mailbox>,
+    pub params: MailParams,
+    pub rcpts: Vec<Recipient>,
+    /// The body as it will be spooled: our Received header, then the
+    /// client's octets.
+    pub body: Vec<u8>,
+    /// Length of the Received header at the start of `body`.
+    pub trace_len: usize,
+    /// BDAT state, once the first BDAT arrived.
+    pub bdat: Option<BdatReceiver>,
+}
+
+/// What the receiver is doing with incoming bytes.
+pub(super) enum Mode {
+    Command,
+    Data(DataReceiver),
+    /// Reading a BDAT chunk; `last` ends the message; `refuse` holds the
+    /// reply for a chunk that is read only to be discarded (`discard`
+    /// octets still to skip).
+    Bdat { last: bool, refuse: Option<Reply>, discard: u64 },
+}
+
+/// Result of processing one item of buffered input.
+pub(super) enum Step {
+    NeedMore,
+    Continue,
+    Close(Disconnect),
+    StartTls,
+}
+
+pub struct Session {
+    pub(super) shared: Arc<Shared>,
+    pub(super) id: u64,
+    pub(super) peer: SocketAddr,
+    pub(super) helo: Option<String>,
+    pub(super) esmtp: bool,
+    pub(super) tls: bool,
+    pub(super) tx: Option<Transaction>,
+    pub(super) mode: Mode,
+    pub(super) lines: LineReceiver,
+    pub(super) errors: u32,
+    pub(super) messages: u32,
+}
+
+/// What `run` ended with.
+pub enum Outcome<S> {
+    /// The client asked for STARTTLS; here is the stream to wrap.
+    StartTls(S),
+    Closed(Disconnect),
+}
+
+impl Session {
+    pub fn new(shared: Arc<Shared>, peer: SocketAddr) -> Self {
+        let id = shared.session_seq.fetch_add(1, Ordering::Relaxed);
+        let max_line = shared.config.server.max_command_line;
+        Self {
+            shared,
+            id,
+            peer,
+            helo: None,
+            esmtp: false,
+            tls: false,
+            tx: None,
+            mode: Mode::Command,
+            lines: LineReceiver::new(max_line),
+            errors: 0,
+            messages: 0,
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn messages(&self) -> u32 {
+        self.messages
+    }
+
+    /// After the TLS handshake: forget everything learned in plaintext
+    /// (RFC 3207 §4.2); the client must EHLO again.
+    pub fn tls_established(&mut self) {
+        self.tls = true;
+        self.helo = None;
+        self.esmtp = false;
+        self.tx = None;
+        self.mode = Mode::Command;
+    }
+
+    fn read_timeout(&self) -> Duration {
+        let t = &self.shared.config.timeouts;
+        match self.mode {
+            Mode::Data(_) | Mode::Bdat { .. } => t.data,
+            Mode::Command if self.tx.is_some() => t.command,
+            Mode::Command => t.idle,
+        }
+    }
+
+    /// Runs the session over `stream` until it ends or asks for STARTTLS.
+    pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(&mut self, stream: S, greet: bool) -> Outcome<S> {
+        let mut conn = Connection::new(stream);
+        if greet {
+            let banner = Reply::owned(220, "", format!("{} ESMTP sluice", self.shared.config.server.hostname));
+            conn.push(&banner);
+        }
+        loop {
+            // Process everything already buffered (pipelining).
+            loop {
+                let step = self.step(&mut conn).await;
+                match step {
+                    Step::NeedMore => break,
+                    Step::Continue => {}
+                    Step::Close(d) => {
+                        let _ = conn.flush().await;
+                        return Outcome::Closed(d);
+                    }
+                    Step::StartTls => {
+                        if let Err(e) = conn.flush().await {
+                            return Outcome::Closed(Disconnect::Io(e.to_string()));
+                        }
+                        // Never execute plaintext pipelined after STARTTLS.
+                        let dropped = conn.discard_input();
+                        if dropped > 0 {
+                            tracing::debug!(session = self.id, dropped, "discarded plaintext pipelined after STARTTLS");
+                        }
+                        return Outcome::StartTls(conn.into_inner());
+                    }
+                }
+            }
+            let at_boundary = matches!(self.mode, Mode::Command);
+            if at_boundary && self.shared.shutdown.is_cancelled() {
+                conn.push(&Reply::SHUTTING_DOWN);
+                let _ = conn.flush().await;
+                return Outcome::Closed(Disconnect::Shutdown);
+            }
+            if let Err(e) = conn.flush().await {
+                return Outcome::Closed(Disconnect::Io(e.to_string()));
+            }
+            let timeout = self.read_timeout();
+            let shutdown = self.shared.shutdown.clone();
+            let read = tokio::select! {
+                r = tokio::time::timeout(timeout, conn.read_more()) => r,
+                _ = shutdown.cancelled(), if at_boundary => continue,
+            };
+            match read {
+                Err(_) => {
+                    conn.push(&Reply::TIMEOUT);
+                    let _ = conn.flush().await;
+                    return Outcome::Closed(Disconnect::Timeout);
+                }
+                Ok(Ok(0)) => return Outcome::Closed(Disconnect::PeerClosed),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Outcome::Closed(Disconnect::Io(e.to_string())),
+            }
+        }
+    }
+
+    /// Processes one item of buffered input.
+    async fn step<S: AsyncRead + AsyncWrite + Unpin>(&mut self, conn: &mut Connection<S>) -> Step {
+        // A BDAT chunk may be complete with no input left (BDAT 0 LAST).
+        if conn.input().is_empty() && !matches!(self.mode, Mode::Bdat { .. }) {
+            return Step::NeedMore;
+        }
+        match &mut self.mode {
+            Mode::Command => {
+                let (line, used) = self.lines.ingest(conn.input());
+                let parsed = match line {
+                    Line::NeedsMoreData => {
+                        conn.consume(used);
+                        return Step::NeedMore;
+                    }
+                    Line::TooLong => Err((Reply::LINE_TOO_LONG, "command line too long".to_string())),
+                    Line::Complete(l) => super::proto::parse(l).map_err(|e| (e.reply(), e.to_string())),
+                };
+                conn.consume(used);
+                let (reply, step) = match parsed {
+                    Ok(cmd) => self.dispatch(cmd).await,
+                    Err((reply, reason)) => {
+                        self.protocol_error(&reply, reason);
+                        (Some(reply), Step::Continue)
+                    }
+                };
+                match reply {
+                    Some(reply) => self.reply(conn, reply, step),
+                    None => step,
+                }
+            }
+            Mode::Data(rx) => {
+                let Some(tx) = self.tx.as_mut() else {
+                    self.mode = Mode::Command;
+                    return Step::Continue;
+                };
+                let (status, used) = rx.ingest(conn.input(), &mut tx.body);
+                conn.consume(used);
+                match status {
+                    DataStatus::NeedsMoreData => Step::NeedMore,
+                    DataStatus::Done => {
+                        let Mode::Data(rx) = std::mem::replace(&mut self.mode, Mode::Command) else {
+                            unreachable!("mode checked above")
+                        };
+                        let reply = self.finish_message(rx.problem()).await;
+                        self.reply(conn, reply, Step::Continue)
+                    }
+                }
+            }
+            Mode::Bdat { last, refuse, discard } => {
+                let last = *last;
+                let complete = if refuse.is_some() {
+                    let take = (*discard).min(conn.input().len() as u64);
+                    *discard -= take;
+                    conn.consume(take as usize);
+                    *discard == 0
+                } else {
+                    let Some(rx) = self.tx.as_mut().and_then(|tx| tx.bdat.as_mut().map(|rx| (rx, &mut tx.body))) else {
+                        self.mode = Mode::Command;
+                        return Step::Continue;
+                    };
+                    let (complete, used) = rx.0.ingest(conn.input(), rx.1);
+                    conn.consume(used);
+                    complete
+                };
+                if !complete {
+                    return Step::NeedMore;
+                }
+                let Mode::Bdat { refuse, .. } = std::mem::replace(&mut self.mode, Mode::Command) else {
+                    unreachable!("mode checked above")
+                };
+                let reply = self.bdat_chunk_done(last, refuse).await;
+                self.reply(conn, reply, Step::Continue)
+            }
+        }
+    }
+
+    /// Queues a reply, counting errors; too many errors end the session.
+    fn reply<S: AsyncRead + AsyncWrite + Unpin>(&mut self, conn: &mut Connection<S>, reply: Reply, step: Step) -> Step {
+        conn.push(&reply);
+        if reply.is_permanent() {
+            self.errors += 1;
+            if self.errors >= self.shared.config.server.max_errors {
+                conn.push(&Reply::TOO_MANY_ERRORS);
+                return Step::Close(Disconnect::TooManyErrors);
+            }
+        }
+        step
+    }
+
+    async fn dispatch(&mut self, cmd: Command) -> (Option<Reply>, Step) {
+        if let Command::Bdat { size, last } = cmd {
+            self.handle_bdat(size, last);
+            return (None, Step::Continue);
+        }
+        let (reply, step) = match cmd {
+            Command::Ehlo(host) => (self.handle_ehlo(host, true).await, Step::Continue),
+            Command::Helo(host) => (self.handle_ehlo(host, false).await, Step::Continue),
+            Command::Mail { from, params } => (self.handle_mail(from, params).await, Step::Continue),
+            Command::Rcpt { to, params } => (self.handle_rcpt(to, params).await, Step::Continue),
+            Command::Data => (self.handle_data(), Step::Continue),
+            Command::Bdat { .. } => unreachable!("handled above"),
+            Command::Rset => (self.handle_rset(), Step::Continue),
+            Command::Noop => (Reply::NOOP_OK, Step::Continue),
+            Command::Quit => (Reply::BYE, Step::Close(Disconnect::Quit)),
+            Command::Vrfy => (Reply::VRFY_CANNOT, Step::Continue),
+            Command::Expn => (Reply::NOT_IMPLEMENTED, Step::Continue),
+            Command::Help => (Reply::new(214, "2.0.0", "See RFC 5321"), Step::Continue),
+            Command::StartTls => self.handle_starttls(),
+        };
+        (Some(reply), step)
+    }
+
+    pub(super) fn protocol_error(&self, reply: &Reply, reason: impl Into<String>) {
+        self.shared.events.emit(Event::ProtocolError {
+            session: self.id,
+            ip: self.peer.ip(),
+            reply: reply.to_string(),
+            reason: reason.into(),
+        });
+    }
+}
