@@ -46,9 +46,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     background.spawn(events.clone().log_events(shutdown.child_token()));
 
     let recipients = Arc::new(
-        Directory::new(&config.recipients).with_context(|| format!("recipients.table: {}", config.recipients.table.display()))?,
+        Directory::new(&config.recipients)
+            .with_context(|| format!("recipients.table: {}", config.recipients.table.display()))?,
     );
-    background.spawn(recipients.clone().watch(config.recipients.reload_interval, shutdown.child_token()));
+    background.spawn(
+        recipients
+            .clone()
+            .watch(config.recipients.reload_interval, shutdown.child_token()),
+    );
 
     let tls = match &config.tls {
         Some(t) => Some(Arc::new(TlsSource::new(t.clone())?)),
@@ -60,7 +65,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("spool.dir: cannot open {}", sp.dir.display()))?;
     let spool = recovered.spool.clone();
     if !recovered.pending.is_empty() {
-        tracing::info!(messages = recovered.pending.len(), "recovered undelivered messages from the spool");
+        tracing::info!(
+            messages = recovered.pending.len(),
+            "recovered undelivered messages from the spool"
+        );
     }
 
     let transport = Arc::new(NextHopTransport::new(config.relay.clone()));
@@ -93,7 +101,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let shared = Arc::new(Shared {
         config: config.clone(),
-        checks: CheckChain::new(vec![Arc::new(RecipientCheck { dir: recipients.clone() })]),
+        checks: CheckChain::new(vec![Arc::new(RecipientCheck {
+            dir: recipients.clone(),
+        })]),
         spool: spool_dyn,
         queue: handle,
         events: events.clone(),
@@ -106,9 +116,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let limit = Arc::new(Semaphore::new(config.server.max_connections));
     let mut local_addrs = Vec::new();
     for addr in &config.server.listen {
-        let l = TcpListener::bind(addr).await.with_context(|| format!("server.listen: cannot bind {addr}"))?;
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("server.listen: cannot bind {addr}"))?;
         local_addrs.push(l.local_addr()?);
-        sessions.spawn(crate::listener::accept_loop(l, shared.clone(), limit.clone(), sessions.clone()));
+        sessions.spawn(crate::listener::accept_loop(
+            l,
+            shared.clone(),
+            limit.clone(),
+            sessions.clone(),
+        ));
     }
     tracing::info!(listen = ?local_addrs, next_hop = %config.relay.next_hop, "sluice started");
     Ok(Running {
@@ -140,7 +157,10 @@ impl Running {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(?grace, "grace period over; exiting with work in progress (it stays spooled)");
+            tracing::warn!(
+                ?grace,
+                "grace period over; exiting with work in progress (it stays spooled)"
+            );
         }
         delivery::close_idle(&self.transport).await;
         let spool = self.spool.clone();
@@ -152,7 +172,9 @@ impl Running {
     pub fn reload(&self) {
         match self.recipients.reload(true) {
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "recipient table reload failed; keeping the previous table"),
+            Err(e) => {
+                tracing::warn!(error = %e, "recipient table reload failed; keeping the previous table")
+            }
         }
     }
 }

@@ -12,7 +12,11 @@ use sluice::shutdown::{Signal, Signals};
 const EX_CONFIG: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "High-throughput SMTP relay and content filter")]
+#[command(
+    name = "sluice",
+    version,
+    about = "High-throughput SMTP relay and content filter"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

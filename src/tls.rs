@@ -17,7 +17,10 @@ pub fn load_server_config(tls: &Tls) -> Result<Arc<ServerConfig>, ConfigError> {
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| ConfigError::new("tls.cert", format!("{}: {e}", tls.cert.display())))?;
     if certs.is_empty() {
-        return Err(ConfigError::new("tls.cert", format!("{}: no certificate found", tls.cert.display())));
+        return Err(ConfigError::new(
+            "tls.cert",
+            format!("{}: no certificate found", tls.cert.display()),
+        ));
     }
     let key = PrivateKeyDer::from_pem_file(&tls.key)
         .map_err(|e| ConfigError::new("tls.key", format!("{}: {e}", tls.key.display())))?;
@@ -67,7 +70,9 @@ impl TlsSource {
                 }
                 // Half-written files during renewal: keep the old config,
                 // try again on the next STARTTLS.
-                Err(e) => tracing::warn!(error = %e, "TLS reload failed; keeping the previous certificate"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "TLS reload failed; keeping the previous certificate")
+                }
             }
         }
         cur.0.clone()

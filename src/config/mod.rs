@@ -142,7 +142,14 @@ impl Config {
         let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             let msg = e.inner().message().to_string();
-            ConfigError::new(if key == "." { "(top level)".into() } else { key }, msg)
+            ConfigError::new(
+                if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
+                msg,
+            )
         })?;
         validate(raw, base)
     }
@@ -158,7 +165,10 @@ impl Config {
 fn dur(key: &str, v: Option<String>, default: &str) -> Result<Duration, ConfigError> {
     let s = v.as_deref().unwrap_or(default);
     let d = humantime::parse_duration(s).map_err(|e| {
-        ConfigError::new(key, format!("invalid duration {s:?} ({e}); use e.g. \"30s\", \"5m\", \"1h\", \"5d\""))
+        ConfigError::new(
+            key,
+            format!("invalid duration {s:?} ({e}); use e.g. \"30s\", \"5m\", \"1h\", \"5d\""),
+        )
     })?;
     if d.is_zero() {
         return Err(ConfigError::new(key, "must be greater than zero"));
@@ -176,7 +186,11 @@ fn positive(key: &str, v: Option<u64>, default: u64) -> Result<usize, ConfigErro
 
 fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
-    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
 }
 
 fn system_hostname() -> String {
@@ -213,7 +227,9 @@ fn parse_next_hop(s: &str, base: &Path) -> Result<NextHop, ConfigError> {
         if path.is_empty() {
             return Err(ConfigError::new(key, "lmtp: needs a socket path"));
         }
-        Ok(NextHop::LmtpUnix { path: resolve(base, path) })
+        Ok(NextHop::LmtpUnix {
+            path: resolve(base, path),
+        })
     } else {
         Err(ConfigError::new(
             key,
@@ -226,25 +242,40 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     let s = raw.server;
     let listen_raw = s.listen.unwrap_or_else(|| vec!["127.0.0.1:2525".into()]);
     if listen_raw.is_empty() {
-        return Err(ConfigError::new("server.listen", "must list at least one address"));
+        return Err(ConfigError::new(
+            "server.listen",
+            "must list at least one address",
+        ));
     }
     let mut listen = Vec::new();
     for (i, a) in listen_raw.iter().enumerate() {
         listen.push(a.parse::<SocketAddr>().map_err(|_| {
-            ConfigError::new(format!("server.listen[{i}]"), format!("{a:?} is not an IP:port socket address"))
+            ConfigError::new(
+                format!("server.listen[{i}]"),
+                format!("{a:?} is not an IP:port socket address"),
+            )
         })?);
     }
     let hostname = s.hostname.unwrap_or_else(system_hostname);
     if !crate::smtp::proto::address::is_valid_helo(&hostname) {
-        return Err(ConfigError::new("server.hostname", format!("{hostname:?} is not a valid host name")));
+        return Err(ConfigError::new(
+            "server.hostname",
+            format!("{hostname:?} is not a valid host name"),
+        ));
     }
     let max_command_line = positive("server.max_command_line", s.max_command_line, 4096)?;
     if max_command_line < 512 {
-        return Err(ConfigError::new("server.max_command_line", "must be at least 512 (RFC 5321 §4.5.3.1.4)"));
+        return Err(ConfigError::new(
+            "server.max_command_line",
+            "must be at least 512 (RFC 5321 §4.5.3.1.4)",
+        ));
     }
     let max_line_length = positive("server.max_line_length", s.max_line_length, 8192)?;
     if max_line_length < 998 {
-        return Err(ConfigError::new("server.max_line_length", "must be at least 998 (RFC 5322 §2.1.1)"));
+        return Err(ConfigError::new(
+            "server.max_line_length",
+            "must be at least 998 (RFC 5322 §2.1.1)",
+        ));
     }
     let server = Server {
         listen,
@@ -281,15 +312,24 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     };
 
     let r = raw.relay;
-    let next_hop = parse_next_hop(r.next_hop.as_deref().unwrap_or("smtp://127.0.0.1:10025"), base)?;
+    let next_hop = parse_next_hop(
+        r.next_hop.as_deref().unwrap_or("smtp://127.0.0.1:10025"),
+        base,
+    )?;
     let retry_initial = dur("relay.retry_initial", r.retry_initial, "60s")?;
     let retry_max = dur("relay.retry_max", r.retry_max, "1h")?;
     if retry_max < retry_initial {
-        return Err(ConfigError::new("relay.retry_max", "must not be shorter than relay.retry_initial"));
+        return Err(ConfigError::new(
+            "relay.retry_max",
+            "must not be shorter than relay.retry_initial",
+        ));
     }
     let helo_name = r.helo_name.unwrap_or(hostname);
     if !crate::smtp::proto::address::is_valid_helo(&helo_name) {
-        return Err(ConfigError::new("relay.helo_name", format!("{helo_name:?} is not a valid host name")));
+        return Err(ConfigError::new(
+            "relay.helo_name",
+            format!("{helo_name:?} is not a valid host name"),
+        ));
     }
     let relay = Relay {
         next_hop,
@@ -312,13 +352,19 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     let rc = raw.recipients;
     let domains_raw = rc.domains.unwrap_or_else(|| vec!["example.com".into()]);
     if domains_raw.is_empty() {
-        return Err(ConfigError::new("recipients.domains", "must list at least one domain"));
+        return Err(ConfigError::new(
+            "recipients.domains",
+            "must list at least one domain",
+        ));
     }
     let mut domains = Vec::new();
     for (i, d) in domains_raw.iter().enumerate() {
         let d = d.trim_end_matches('.').to_lowercase();
         if !crate::smtp::proto::address::is_valid_helo(&d) || d.starts_with('[') {
-            return Err(ConfigError::new(format!("recipients.domains[{i}]"), format!("{d:?} is not a domain name")));
+            return Err(ConfigError::new(
+                format!("recipients.domains[{i}]"),
+                format!("{d:?} is not a domain name"),
+            ));
         }
         domains.push(d);
     }
@@ -326,12 +372,19 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         None | Some("") => None,
         Some(d) if d.chars().count() == 1 && d != "@" => d.chars().next(),
         Some(d) => {
-            return Err(ConfigError::new("recipients.delimiter", format!("{d:?}: must be one character other than @")));
+            return Err(ConfigError::new(
+                "recipients.delimiter",
+                format!("{d:?}: must be one character other than @"),
+            ));
         }
     };
-    let table = resolve(base, rc.table.as_deref().unwrap_or("deploy/recipients.example"));
+    let table = resolve(
+        base,
+        rc.table.as_deref().unwrap_or("deploy/recipients.example"),
+    );
     // Parse once so a broken table is refused at start.
-    crate::policy::recipients::Table::load(&table).map_err(|e| ConfigError::new("recipients.table", e.to_string()))?;
+    crate::policy::recipients::Table::load(&table)
+        .map_err(|e| ConfigError::new("recipients.table", e.to_string()))?;
     let recipients = Recipients {
         domains,
         table,
@@ -342,7 +395,10 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     let sp = raw.spool;
     let segment_size = sp.segment_size.unwrap_or(64 << 20);
     if segment_size < (1 << 20) {
-        return Err(ConfigError::new("spool.segment_size", "must be at least 1048576"));
+        return Err(ConfigError::new(
+            "spool.segment_size",
+            "must be at least 1048576",
+        ));
     }
     let spool = Spool {
         dir: resolve(base, sp.dir.as_deref().unwrap_or("var/spool")),
@@ -352,12 +408,20 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
 
     let level = raw.log.level.unwrap_or_else(|| "info".into());
     if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
-        return Err(ConfigError::new("log.level", format!("{level:?}: expected error, warn, info, debug or trace")));
+        return Err(ConfigError::new(
+            "log.level",
+            format!("{level:?}: expected error, warn, info, debug or trace"),
+        ));
     }
     let json = match raw.log.format.as_deref() {
         None | Some("text") => false,
         Some("json") => true,
-        Some(f) => return Err(ConfigError::new("log.format", format!("{f:?}: expected \"text\" or \"json\""))),
+        Some(f) => {
+            return Err(ConfigError::new(
+                "log.format",
+                format!("{f:?}: expected \"text\" or \"json\""),
+            ));
+        }
     };
 
     Ok(Config {

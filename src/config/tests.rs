@@ -9,7 +9,13 @@ fn defaults_are_valid() {
     let c = Config::from_toml("", Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
     assert_eq!(c.server.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
     assert_eq!(c.server.max_message_size, 26_214_400);
-    assert_eq!(c.relay.next_hop, NextHop::Smtp { host: "127.0.0.1".into(), port: 10025 });
+    assert_eq!(
+        c.relay.next_hop,
+        NextHop::Smtp {
+            host: "127.0.0.1".into(),
+            port: 10025
+        }
+    );
     assert_eq!(c.relay.retry_initial, Duration::from_secs(60));
     assert_eq!(c.relay.max_queue_age, Duration::from_secs(5 * 86400));
     assert!(c.spool.fsync);
@@ -20,15 +26,30 @@ fn errors_name_the_dotted_key() {
     let cases: &[(&str, &str)] = &[
         ("[server]\nlisten = [\"nonsense\"]", "server.listen[0]"),
         ("[server]\nmax_message_size = 0", "server.max_message_size"),
-        ("[server]\nmax_recipients = \"ten\"", "server.max_recipients"),
+        (
+            "[server]\nmax_recipients = \"ten\"",
+            "server.max_recipients",
+        ),
         ("[server]\nbogus = 1", "server.bogus"),
         ("[relay]\nnext_hop = \"http://x\"", "relay.next_hop"),
-        ("[relay]\nnext_hop = \"smtp://h:notaport\"", "relay.next_hop"),
+        (
+            "[relay]\nnext_hop = \"smtp://h:notaport\"",
+            "relay.next_hop",
+        ),
         ("[relay]\nretry_initial = \"soon\"", "relay.retry_initial"),
-        ("[relay]\nretry_initial = \"2h\"\nretry_max = \"1h\"", "relay.retry_max"),
+        (
+            "[relay]\nretry_initial = \"2h\"\nretry_max = \"1h\"",
+            "relay.retry_max",
+        ),
         ("[recipients]\ndomains = []", "recipients.domains"),
-        ("[recipients]\ntable = \"/nonexistent/table\"", "recipients.table"),
-        ("[tls]\ncert = \"/nonexistent.pem\"\nkey = \"/nonexistent.key\"", "tls.cert"),
+        (
+            "[recipients]\ntable = \"/nonexistent/table\"",
+            "recipients.table",
+        ),
+        (
+            "[tls]\ncert = \"/nonexistent.pem\"\nkey = \"/nonexistent.key\"",
+            "tls.cert",
+        ),
         ("[log]\nlevel = \"loud\"", "log.level"),
         ("[nonsense]\nx = 1", "nonsense"),
     ];
@@ -46,14 +67,22 @@ fn next_hop_forms() {
     let base = Path::new("/etc/sluice");
     assert_eq!(
         parse_next_hop("lmtp://127.0.0.1:24", base).unwrap(),
-        NextHop::LmtpTcp { host: "127.0.0.1".into(), port: 24 }
+        NextHop::LmtpTcp {
+            host: "127.0.0.1".into(),
+            port: 24
+        }
     );
     assert_eq!(
         parse_next_hop("lmtp:/run/dovecot/lmtp", base).unwrap(),
-        NextHop::LmtpUnix { path: "/run/dovecot/lmtp".into() }
+        NextHop::LmtpUnix {
+            path: "/run/dovecot/lmtp".into()
+        }
     );
     assert_eq!(
         parse_next_hop("smtp://[::1]:25", base).unwrap(),
-        NextHop::Smtp { host: "::1".into(), port: 25 }
+        NextHop::Smtp {
+            host: "::1".into(),
+            port: 25
+        }
     );
 }

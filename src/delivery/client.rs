@@ -20,7 +20,10 @@ pub struct HopReply {
 
 impl HopReply {
     fn local(code: u16, text: impl Into<String>) -> Self {
-        Self { code, text: text.into() }
+        Self {
+            code,
+            text: text.into(),
+        }
     }
     pub fn is_positive(&self) -> bool {
         (200..400).contains(&self.code)
@@ -31,7 +34,10 @@ impl HopReply {
     /// The enhanced status code in the text, or one derived from the class.
     pub fn status(&self) -> String {
         let first = self.text.split(' ').next().unwrap_or("");
-        let looks = first.split('.').count() == 3 && first.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        let looks = first.split('.').count() == 3
+            && first
+                .split('.')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
         if looks {
             first.to_string()
         } else {
@@ -139,7 +145,8 @@ impl Client {
         }
         let verb = if c.lmtp { "LHLO" } else { "EHLO" };
         c.out.clear();
-        c.out.extend_from_slice(format!("{verb} {}\r\n", cfg.helo_name).as_bytes());
+        c.out
+            .extend_from_slice(format!("{verb} {}\r\n", cfg.helo_name).as_bytes());
         c.flush().await?;
         let (ehlo, lines) = c.read_reply_lines("EHLO").await?;
         if ehlo.code != 250 {
@@ -147,7 +154,8 @@ impl Client {
                 return Err(ClientError::Rejected(ehlo));
             }
             // Old server: fall back to HELO.
-            c.out.extend_from_slice(format!("HELO {}\r\n", cfg.helo_name).as_bytes());
+            c.out
+                .extend_from_slice(format!("HELO {}\r\n", cfg.helo_name).as_bytes());
             c.flush().await?;
             let helo = c.read_reply("HELO").await?;
             if helo.code != 250 {
@@ -187,14 +195,24 @@ impl Client {
     }
 
     /// Reads one (possibly multi-line) reply.
-    async fn read_reply_lines(&mut self, what: &'static str) -> Result<(HopReply, Vec<String>), ClientError> {
-        let t = if what == "end of data" { self.data_timeout } else { self.command_timeout };
+    async fn read_reply_lines(
+        &mut self,
+        what: &'static str,
+    ) -> Result<(HopReply, Vec<String>), ClientError> {
+        let t = if what == "end of data" {
+            self.data_timeout
+        } else {
+            self.command_timeout
+        };
         timeout(t, async {
             let mut lines = Vec::new();
             let mut line = Vec::new();
             loop {
                 line.clear();
-                let n = (&mut self.io).take(4096).read_until(b'\n', &mut line).await?;
+                let n = (&mut self.io)
+                    .take(4096)
+                    .read_until(b'\n', &mut line)
+                    .await?;
                 if n == 0 {
                     return Err(ClientError::Io(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
@@ -206,7 +224,9 @@ impl Client {
                 if s.len() < 3 || !s.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
                     return Err(ClientError::Protocol(s.to_string()));
                 }
-                let code: u16 = s[..3].parse().map_err(|_| ClientError::Protocol(s.to_string()))?;
+                let code: u16 = s[..3]
+                    .parse()
+                    .map_err(|_| ClientError::Protocol(s.to_string()))?;
                 let more = s.as_bytes().get(3) == Some(&b'-');
                 lines.push(s.get(4..).unwrap_or("").to_string());
                 if !more {
@@ -223,7 +243,11 @@ impl Client {
     }
 
     fn push_mail(&mut self, env: &Envelope) {
-        let from = env.mail_from.as_ref().map(|m| m.to_string()).unwrap_or_default();
+        let from = env
+            .mail_from
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default();
         self.out.extend_from_slice(b"MAIL FROM:<");
         self.out.extend_from_slice(from.as_bytes());
         self.out.push(b'>');
@@ -241,14 +265,20 @@ impl Client {
 
     fn push_rcpt(&mut self, env: &Envelope, idx: usize) {
         self.out.extend_from_slice(b"RCPT TO:<");
-        self.out.extend_from_slice(env.rcpts[idx].addr.to_string().as_bytes());
+        self.out
+            .extend_from_slice(env.rcpts[idx].addr.to_string().as_bytes());
         self.out.extend_from_slice(b">\r\n");
     }
 
     /// Sends one transaction for the recipients `idx` of `env`. Returns a
     /// status per recipient, in the order of `idx`. An `Err` means the
     /// connection is unusable and no recipient got a final answer.
-    pub async fn send(&mut self, env: &Envelope, idx: &[usize], body: &[u8]) -> Result<Vec<RcptStatus>, ClientError> {
+    pub async fn send(
+        &mut self,
+        env: &Envelope,
+        idx: &[usize],
+        body: &[u8],
+    ) -> Result<Vec<RcptStatus>, ClientError> {
         self.last_used = Instant::now();
         self.out.clear();
         self.push_mail(env);
@@ -266,7 +296,11 @@ impl Client {
                 if mail.is_positive() && r.is_positive() {
                     accepted.push(k);
                 } else {
-                    *s = Some(RcptStatus::from_reply(if mail.is_positive() { &r } else { &mail }));
+                    *s = Some(RcptStatus::from_reply(if mail.is_positive() {
+                        &r
+                    } else {
+                        &mail
+                    }));
                 }
             }
             let data = self.read_reply("DATA").await?;
@@ -276,14 +310,20 @@ impl Client {
                         statuses[k] = Some(RcptStatus::from_reply(&data));
                     }
                 }
-                return Ok(statuses.into_iter().map(|s| s.unwrap_or(RcptStatus::Temporary(data.clone()))).collect());
+                return Ok(statuses
+                    .into_iter()
+                    .map(|s| s.unwrap_or(RcptStatus::Temporary(data.clone())))
+                    .collect());
             }
             if accepted.is_empty() {
                 // Server accepted DATA with no valid recipient: end it empty.
                 self.out.extend_from_slice(b".\r\n");
                 self.flush().await?;
                 let _ = self.read_reply("end of data").await?;
-                return Ok(statuses.into_iter().map(|s| s.expect("every rcpt failed")).collect());
+                return Ok(statuses
+                    .into_iter()
+                    .map(|s| s.expect("every rcpt failed"))
+                    .collect());
             }
         } else {
             self.flush().await?;
@@ -303,7 +343,10 @@ impl Client {
             }
             if accepted.is_empty() {
                 self.rset().await?;
-                return Ok(statuses.into_iter().map(|s| s.expect("every rcpt failed")).collect());
+                return Ok(statuses
+                    .into_iter()
+                    .map(|s| s.expect("every rcpt failed"))
+                    .collect());
             }
             self.out.extend_from_slice(b"DATA\r\n");
             self.flush().await?;
@@ -331,7 +374,9 @@ impl Client {
         self.last_used = Instant::now();
         Ok(statuses
             .into_iter()
-            .map(|s| s.unwrap_or_else(|| RcptStatus::Temporary(HopReply::local(451, "4.3.0 no reply"))))
+            .map(|s| {
+                s.unwrap_or_else(|| RcptStatus::Temporary(HopReply::local(451, "4.3.0 no reply")))
+            })
             .collect())
     }
 

@@ -146,7 +146,11 @@ mod tests {
             received_at: 0,
             client_ip: "192.0.2.1".parse().unwrap(),
             helo: "c.example".into(),
-            mail_from: if null_sender { None } else { Some(parse_mailbox("s@sender.example").unwrap()) },
+            mail_from: if null_sender {
+                None
+            } else {
+                Some(parse_mailbox("s@sender.example").unwrap())
+            },
             body: Default::default(),
             smtputf8: false,
             ret: None,
@@ -162,8 +166,21 @@ mod tests {
     #[test]
     fn report_has_the_rfc3464_parts() {
         let e = env(None, false);
-        let f = [Failure { rcpt: &e.rcpts[0], status: "5.1.1".into(), diagnostic: "550 5.1.1 no such user".into(), remote: Some("127.0.0.1".into()) }];
-        let (denv, msg) = build(&e, &f, b"Subject: hi\r\n\r\nbody\r\n", "mx.example", "D1".into(), 0).unwrap();
+        let f = [Failure {
+            rcpt: &e.rcpts[0],
+            status: "5.1.1".into(),
+            diagnostic: "550 5.1.1 no such user".into(),
+            remote: Some("127.0.0.1".into()),
+        }];
+        let (denv, msg) = build(
+            &e,
+            &f,
+            b"Subject: hi\r\n\r\nbody\r\n",
+            "mx.example",
+            "D1".into(),
+            0,
+        )
+        .unwrap();
         assert_eq!(denv.mail_from, None);
         assert_eq!(denv.rcpts[0].addr.to_string(), "s@sender.example");
         let text = String::from_utf8(msg).unwrap();
@@ -186,10 +203,20 @@ mod tests {
     #[test]
     fn never_to_the_null_sender_or_against_notify() {
         let e = env(None, true);
-        let f = [Failure { rcpt: &e.rcpts[0], status: "5.1.1".into(), diagnostic: "x".into(), remote: None }];
+        let f = [Failure {
+            rcpt: &e.rcpts[0],
+            status: "5.1.1".into(),
+            diagnostic: "x".into(),
+            remote: None,
+        }];
         assert!(build(&e, &f, b"", "mx", "D".into(), 0).is_none());
         let e = env(Some("NEVER"), false);
-        let f = [Failure { rcpt: &e.rcpts[0], status: "5.1.1".into(), diagnostic: "x".into(), remote: None }];
+        let f = [Failure {
+            rcpt: &e.rcpts[0],
+            status: "5.1.1".into(),
+            diagnostic: "x".into(),
+            remote: None,
+        }];
         assert!(build(&e, &f, b"", "mx", "D".into(), 0).is_none());
     }
 }

@@ -21,7 +21,12 @@ pub type DeliverFuture<'a> = Pin<Box<dyn Future<Output = Vec<RcptStatus>> + Send
 /// status per recipient, in the order of `idx`. Never fails as a whole:
 /// connection problems are temporary statuses.
 pub trait Transport: Send + Sync + 'static {
-    fn deliver<'a>(&'a self, env: &'a Envelope, idx: &'a [usize], body: &'a [u8]) -> DeliverFuture<'a>;
+    fn deliver<'a>(
+        &'a self,
+        env: &'a Envelope,
+        idx: &'a [usize],
+        body: &'a [u8],
+    ) -> DeliverFuture<'a>;
 }
 
 /// SMTP or LMTP to the configured next hop, reusing idle connections.
@@ -34,7 +39,10 @@ pub struct NextHopTransport {
 
 impl NextHopTransport {
     pub fn new(cfg: Relay) -> Self {
-        Self { cfg, idle: Mutex::new(Vec::new()) }
+        Self {
+            cfg,
+            idle: Mutex::new(Vec::new()),
+        }
     }
 
     fn take_idle(&self) -> Option<Client> {
@@ -56,7 +64,12 @@ impl NextHopTransport {
         }
     }
 
-    async fn attempt(&self, env: &Envelope, idx: &[usize], body: &[u8]) -> Result<Vec<RcptStatus>, ClientError> {
+    async fn attempt(
+        &self,
+        env: &Envelope,
+        idx: &[usize],
+        body: &[u8],
+    ) -> Result<Vec<RcptStatus>, ClientError> {
         // A pooled connection may have been closed by the next hop while
         // idle; if it fails, try once more on a fresh connection.
         if let Some(mut c) = self.take_idle() {
@@ -73,17 +86,34 @@ impl NextHopTransport {
 }
 
 impl Transport for NextHopTransport {
-    fn deliver<'a>(&'a self, env: &'a Envelope, idx: &'a [usize], body: &'a [u8]) -> DeliverFuture<'a> {
+    fn deliver<'a>(
+        &'a self,
+        env: &'a Envelope,
+        idx: &'a [usize],
+        body: &'a [u8],
+    ) -> DeliverFuture<'a> {
         Box::pin(async move {
             match self.attempt(env, idx, body).await {
                 Ok(st) => st,
                 Err(ClientError::Rejected(r)) if r.is_permanent() && r.code != 554 => {
                     // Greeting/EHLO refused permanently: still a hop problem, retry.
-                    idx.iter().map(|_| RcptStatus::Temporary(HopReply { code: 451, text: format!("4.4.0 next hop refused session: {r}") })).collect()
+                    idx.iter()
+                        .map(|_| {
+                            RcptStatus::Temporary(HopReply {
+                                code: 451,
+                                text: format!("4.4.0 next hop refused session: {r}"),
+                            })
+                        })
+                        .collect()
                 }
                 Err(e) => {
-                    let reply = HopReply { code: 451, text: format!("4.4.1 {e}") };
-                    idx.iter().map(|_| RcptStatus::Temporary(reply.clone())).collect()
+                    let reply = HopReply {
+                        code: 451,
+                        text: format!("4.4.1 {e}"),
+                    };
+                    idx.iter()
+                        .map(|_| RcptStatus::Temporary(reply.clone()))
+                        .collect()
                 }
             }
         })

@@ -45,7 +45,9 @@ struct Job {
 
 /// Backoff: `initial * 2^(attempts-1)`, capped at `max`.
 pub fn backoff(initial: Duration, max: Duration, attempts: u32) -> Duration {
-    let factor = 1u32.checked_shl(attempts.saturating_sub(1).min(30)).unwrap_or(u32::MAX);
+    let factor = 1u32
+        .checked_shl(attempts.saturating_sub(1).min(30))
+        .unwrap_or(u32::MAX);
     initial.saturating_mul(factor).min(max)
 }
 
@@ -68,7 +70,14 @@ impl Queue {
     ) -> (Queue, QueueHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
         (
-            Queue { rx, spool, transport, cfg, hostname, events },
+            Queue {
+                rx,
+                spool,
+                transport,
+                cfg,
+                hostname,
+                events,
+            },
             QueueHandle { tx },
         )
     }
@@ -127,8 +136,26 @@ impl Queue {
                 }
             }
         }
-        // Shutdown: let in-flight attempts finish (bounded by the caller).
-        while let Some(res) = inflight.join_next().await {
+        // Shutdown: no new retries, but mail accepted just before the stop
+        // gets its first attempt, and in-flight attempts finish (the caller
+        // bounds all of this with the grace period; what is left stays
+        // spooled for the next start).
+        while let Ok(stored) = self.rx.try_recv() {
+            ready.push_back(Job {
+                stored,
+                attempts: 0,
+            });
+        }
+        ready.retain(|j| j.attempts == 0);
+        loop {
+            while inflight.len() < self.cfg.concurrency {
+                let Some(job) = ready.pop_front() else { break };
+                let shared = this.clone();
+                inflight.spawn(async move { shared.attempt(job).await });
+            }
+            let Some(res) = inflight.join_next().await else {
+                break;
+            };
             if let Ok((job, results)) = res {
                 let _ = this.settle(job, results).await;
             }
@@ -162,7 +189,10 @@ impl QueueShared {
         match tokio::task::spawn_blocking(move || spool.read_body(sref)).await {
             Ok(Ok(b)) => Some(Arc::new(b)),
             Ok(Err(e)) => {
-                self.events.emit(Event::Warning { component: "spool", message: format!("{}: {e}", stored.envelope.id) });
+                self.events.emit(Event::Warning {
+                    component: "spool",
+                    message: format!("{}: {e}", stored.envelope.id),
+                });
                 None
             }
             Err(_) => None,
@@ -171,11 +201,16 @@ impl QueueShared {
 
     async fn attempt(&self, mut job: Job) -> (Job, Vec<(usize, RcptStatus)>) {
         job.attempts += 1;
-        let idx: Vec<usize> = (0..job.stored.done.len()).filter(|&i| !job.stored.done[i]).collect();
+        let idx: Vec<usize> = (0..job.stored.done.len())
+            .filter(|&i| !job.stored.done[i])
+            .collect();
         let Some(body) = self.body(&job.stored).await else {
             return (job, Vec::new());
         };
-        let statuses = self.transport.deliver(&job.stored.envelope, &idx, &body).await;
+        let statuses = self
+            .transport
+            .deliver(&job.stored.envelope, &idx, &body)
+            .await;
         // Keep the body only for the retry if it is small; otherwise re-read.
         if job.stored.body.is_some() && body.len() > 64 * 1024 {
             job.stored.body = None;
@@ -185,7 +220,11 @@ impl QueueShared {
 
     /// Records the results of one attempt. Returns the job and its retry
     /// delay when recipients remain.
-    async fn settle(&self, mut job: Job, results: Vec<(usize, RcptStatus)>) -> Option<(Job, Duration)> {
+    async fn settle(
+        &self,
+        mut job: Job,
+        results: Vec<(usize, RcptStatus)>,
+    ) -> Option<(Job, Duration)> {
         let env = job.stored.envelope.clone();
         let sref = job.stored.sref;
         let mut failures: Vec<(usize, String, String)> = Vec::new();
@@ -216,7 +255,11 @@ impl QueueShared {
         if expired {
             for (i, st) in &results {
                 if let RcptStatus::Temporary(r) = st {
-                    failures.push((*i, "5.4.7".into(), format!("delivery time expired; last error: {r}")));
+                    failures.push((
+                        *i,
+                        "5.4.7".into(),
+                        format!("delivery time expired; last error: {r}"),
+                    ));
                 }
             }
         }
@@ -239,7 +282,12 @@ impl QueueShared {
         }
         let delay = backoff(self.cfg.retry_initial, self.cfg.retry_max, job.attempts);
         tracing::debug!(id = %env.id, attempts = job.attempts, ?delay, last = ?temp_last, "deferred");
-        if job.stored.body.as_ref().is_some_and(|b| b.len() > 64 * 1024) {
+        if job
+            .stored
+            .body
+            .as_ref()
+            .is_some_and(|b| b.len() > 64 * 1024)
+        {
             job.stored.body = None;
         }
         Some((job, delay))
@@ -259,18 +307,28 @@ impl QueueShared {
                 remote: Some(self.cfg.next_hop.to_string()),
             })
             .collect();
-        let Some(original) = self.body(stored).await else { return };
+        let Some(original) = self.body(stored).await else {
+            return;
+        };
         let id = format!("{}B{}", env.id, failures[0].0);
-        let Some((denv, msg)) = dsn::build(env, &fs, &original, &self.hostname, id, now_secs()) else {
+        let Some((denv, msg)) = dsn::build(env, &fs, &original, &self.hostname, id, now_secs())
+        else {
             return;
         };
         let to = denv.rcpts[0].addr.to_string();
         match self.spool.store(denv, msg).await {
             Ok(s) => {
-                self.events.emit(Event::BounceQueued { id: env.id.clone(), to, rcpts: fs.len() });
+                self.events.emit(Event::BounceQueued {
+                    id: env.id.clone(),
+                    to,
+                    rcpts: fs.len(),
+                });
                 self.handle.enqueue(s);
             }
-            Err(e) => self.events.emit(Event::Warning { component: "spool", message: format!("cannot queue DSN for {}: {e}", env.id) }),
+            Err(e) => self.events.emit(Event::Warning {
+                component: "spool",
+                message: format!("cannot queue DSN for {}: {e}", env.id),
+            }),
         }
     }
 }

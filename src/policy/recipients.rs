@@ -159,7 +159,11 @@ impl Directory {
     }
 
     pub fn table(&self) -> Arc<Table> {
-        self.table.read().unwrap_or_else(|p| p.into_inner()).0.clone()
+        self.table
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
     }
 
     pub fn lookup(&self, rcpt: &Mailbox) -> Lookup {
@@ -181,7 +185,11 @@ impl Directory {
     }
 
     /// Polls the file every `interval` until `shutdown` fires.
-    pub async fn watch(self: Arc<Self>, interval: Duration, shutdown: tokio_util::sync::CancellationToken) {
+    pub async fn watch(
+        self: Arc<Self>,
+        interval: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -262,7 +270,10 @@ mod tests {
     #[test]
     fn syntax_errors_name_the_line() {
         let e = Table::parse(b"ok@x.example OK\nnovalue@x.example\n", "t").unwrap_err();
-        assert_eq!(e.to_string(), "t line 2: \"novalue@x.example\" has no value (expected e.g. \"novalue@x.example OK\")");
+        assert_eq!(
+            e.to_string(),
+            "t line 2: \"novalue@x.example\" has no value (expected e.g. \"novalue@x.example OK\")"
+        );
         let e = Table::parse(b"justaname OK\n", "t").unwrap_err();
         assert!(e.to_string().contains("line 1"));
     }

@@ -50,12 +50,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Reads more input; `Ok(0)` means the peer closed.
     pub async fn read_more(&mut self) -> std::io::Result<usize> {
-        if self.pos > 0 && (self.pos > self.buf.len() / 2 || self.buf.capacity() - self.buf.len() < 4096) {
+        if self.pos > 0
+            && (self.pos > self.buf.len() / 2 || self.buf.capacity() - self.buf.len() < 4096)
+        {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
         // Bigger reads when a body is streaming in.
-        let want = if self.buf.len() > 32 * 1024 { 64 * 1024 } else { 16 * 1024 };
+        let want = if self.buf.len() > 32 * 1024 {
+            64 * 1024
+        } else {
+            16 * 1024
+        };
         self.buf.reserve(want);
         self.stream.read_buf(&mut self.buf).await
     }
@@ -77,6 +83,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.stream.flush().await?;
         self.out.clear();
         Ok(())
+    }
+
+    /// Closes the write side (sends TLS close_notify on a TLS stream).
+    pub async fn shutdown(&mut self) {
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(5), self.stream.shutdown()).await;
     }
 
     pub fn into_inner(self) -> S {

@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 
 use super::date::{now_secs, rfc5322_date};
 use super::envelope::{Envelope, Recipient};
-use super::proto::{BdatReceiver, BodyProblem, DataReceiver, MailParams, Mailbox, RcptParams, Reply, scan_headers};
+use super::proto::{
+    BdatReceiver, BodyProblem, DataReceiver, MailParams, Mailbox, RcptParams, Reply, scan_headers,
+};
 use super::session::{Mode, Session, Step, Transaction};
 use crate::events::Event;
 use crate::policy::{Decision, Stage};
@@ -46,13 +48,19 @@ impl Session {
         if self.tx.is_some() {
             return Reply::NESTED_MAIL;
         }
-        if params.size.is_some_and(|s| s > self.shared.config.server.max_message_size as u64) {
+        if params
+            .size
+            .is_some_and(|s| s > self.shared.config.server.max_message_size as u64)
+        {
             return Reply::SIZE_EXCEEDED;
         }
         if from.as_ref().is_some_and(Mailbox::is_utf8) && !params.smtputf8 {
             return Reply::SMTPUTF8_REQUIRED;
         }
-        if let Some(r) = self.run_checks(Stage::MailFrom(from.as_ref()), "mail").await {
+        if let Some(r) = self
+            .run_checks(Stage::MailFrom(from.as_ref()), "mail")
+            .await
+        {
             return r;
         }
         self.tx = Some(Transaction {
@@ -83,7 +91,11 @@ impl Session {
             return r;
         }
         if let Some(tx) = self.tx.as_mut() {
-            tx.rcpts.push(Recipient { addr: to, notify: params.notify, orcpt: params.orcpt });
+            tx.rcpts.push(Recipient {
+                addr: to,
+                notify: params.notify,
+                orcpt: params.orcpt,
+            });
         }
         Reply::RCPT_OK
     }
@@ -94,7 +106,9 @@ impl Session {
         if let Some(r) = self.check_ready_for_body() {
             return r;
         }
-        let Some(tx) = self.tx.as_mut() else { return Reply::MAIL_FIRST };
+        let Some(tx) = self.tx.as_mut() else {
+            return Reply::MAIL_FIRST;
+        };
         if tx.bdat.is_some() {
             return Reply::BDAT_MIXED;
         }
@@ -121,7 +135,11 @@ impl Session {
                 rx.start_chunk(size);
             }
         }
-        self.mode = Mode::Bdat { last, refuse, discard: size };
+        self.mode = Mode::Bdat {
+            last,
+            refuse,
+            discard: size,
+        };
     }
 
     /// Called when a BDAT chunk is completely read.
@@ -130,10 +148,18 @@ impl Session {
             return r;
         }
         if last {
-            let problem = self.tx.as_mut().and_then(|tx| tx.bdat.as_mut()).and_then(|rx| rx.problem());
+            let problem = self
+                .tx
+                .as_mut()
+                .and_then(|tx| tx.bdat.as_mut())
+                .and_then(|rx| rx.problem());
             self.finish_message(problem).await
         } else {
-            let n = self.tx.as_ref().and_then(|t| t.bdat.as_ref()).map_or(0, |r| r.size());
+            let n = self
+                .tx
+                .as_ref()
+                .and_then(|t| t.bdat.as_ref())
+                .map_or(0, |r| r.size());
             Reply::owned(250, "2.0.0", format!("{n} octets received"))
         }
     }
@@ -159,7 +185,9 @@ impl Session {
 
     /// `Received:` trace header (RFC 5321 §4.4, protocol names RFC 3848/6531).
     fn received_header(&self) -> String {
-        let Some(tx) = &self.tx else { return String::new() };
+        let Some(tx) = &self.tx else {
+            return String::new();
+        };
         let ip = self.peer.ip();
         let ip_lit = match ip {
             std::net::IpAddr::V4(v4) => v4.to_string(),
@@ -188,7 +216,9 @@ impl Session {
     /// End of DATA / BDAT LAST:
     /// the body is checked, stored durably, queued, and only then 250.
     pub(super) async fn finish_message(&mut self, problem: Option<BodyProblem>) -> Reply {
-        let Some(tx) = self.tx.take() else { return Reply::MAIL_FIRST };
+        let Some(tx) = self.tx.take() else {
+            return Reply::MAIL_FIRST;
+        };
         let cfg = &self.shared.config.server;
 
         // Step 1: problems found while receiving.
@@ -207,7 +237,10 @@ impl Session {
             return self.reject_message(Reply::HEADER_TOO_LARGE, "header section too large");
         }
         if info.received >= cfg.max_received_headers {
-            return self.reject_message(Reply::TOO_MANY_HOPS, "too many Received headers (mail loop)");
+            return self.reject_message(
+                Reply::TOO_MANY_HOPS,
+                "too many Received headers (mail loop)",
+            );
         }
 
         // Step 3: store durably; 250 only after the spool says so.
@@ -228,7 +261,10 @@ impl Session {
         let stored = match self.shared.spool.store(envelope, tx.body).await {
             Ok(s) => s,
             Err(e) => {
-                self.shared.events.emit(Event::Warning { component: "spool", message: format!("{}: {e}", tx.id) });
+                self.shared.events.emit(Event::Warning {
+                    component: "spool",
+                    message: format!("{}: {e}", tx.id),
+                });
                 return Reply::SPOOL_FAILED;
             }
         };
@@ -283,7 +319,9 @@ impl Session {
         let verdict = self.shared.checks.run(&stage).await?;
         let (reply, reason) = match verdict.decision {
             Decision::Continue => return None,
-            Decision::Reject { reply, reason } | Decision::Defer { reply, reason } => (reply, reason),
+            Decision::Reject { reply, reason } | Decision::Defer { reply, reason } => {
+                (reply, reason)
+            }
         };
         self.shared.events.emit(Event::Rejected {
             session: self.id,

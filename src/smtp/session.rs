@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use super::connection::Connection;
 use super::envelope::Recipient;
 use super::proto::{
-    BdatReceiver, BodyLimits, Command, DataReceiver, DataStatus, Line, LineReceiver, MailParams, Mailbox, Reply,
+    BdatReceiver, BodyLimits, Command, DataReceiver, DataStatus, Line, LineReceiver, MailParams,
+    Mailbox, Reply,
 };
 use crate::config::Config;
 use crate::delivery::queue::QueueHandle;
@@ -80,7 +81,11 @@ pub(super) enum Mode {
     /// Reading a BDAT chunk; `last` ends the message; `refuse` holds the
     /// reply for a chunk that is read only to be discarded (`discard`
     /// octets still to skip).
-    Bdat { last: bool, refuse: Option<Reply>, discard: u64 },
+    Bdat {
+        last: bool,
+        refuse: Option<Reply>,
+        discard: u64,
+    },
 }
 
 /// Result of processing one item of buffered input.
@@ -159,10 +164,18 @@ impl Session {
     }
 
     /// Runs the session over `stream` until it ends or asks for STARTTLS.
-    pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(&mut self, stream: S, greet: bool) -> Outcome<S> {
+    pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        stream: S,
+        greet: bool,
+    ) -> Outcome<S> {
         let mut conn = Connection::new(stream);
         if greet {
-            let banner = Reply::owned(220, "", format!("{} ESMTP sluice", self.shared.config.server.hostname));
+            let banner = Reply::owned(
+                220,
+                "",
+                format!("{} ESMTP sluice", self.shared.config.server.hostname),
+            );
             conn.push(&banner);
         }
         loop {
@@ -174,6 +187,7 @@ impl Session {
                     Step::Continue => {}
                     Step::Close(d) => {
                         let _ = conn.flush().await;
+                        conn.shutdown().await;
                         return Outcome::Closed(d);
                     }
                     Step::StartTls => {
@@ -183,7 +197,11 @@ impl Session {
                         // Never execute plaintext pipelined after STARTTLS.
                         let dropped = conn.discard_input();
                         if dropped > 0 {
-                            tracing::debug!(session = self.id, dropped, "discarded plaintext pipelined after STARTTLS");
+                            tracing::debug!(
+                                session = self.id,
+                                dropped,
+                                "discarded plaintext pipelined after STARTTLS"
+                            );
                         }
                         return Outcome::StartTls(conn.into_inner());
                     }
@@ -231,8 +249,12 @@ impl Session {
                         conn.consume(used);
                         return Step::NeedMore;
                     }
-                    Line::TooLong => Err((Reply::LINE_TOO_LONG, "command line too long".to_string())),
-                    Line::Complete(l) => super::proto::parse(l).map_err(|e| (e.reply(), e.to_string())),
+                    Line::TooLong => {
+                        Err((Reply::LINE_TOO_LONG, "command line too long".to_string()))
+                    }
+                    Line::Complete(l) => {
+                        super::proto::parse(l).map_err(|e| (e.reply(), e.to_string()))
+                    }
                 };
                 conn.consume(used);
                 let (reply, step) = match parsed {
@@ -257,7 +279,8 @@ impl Session {
                 match status {
                     DataStatus::NeedsMoreData => Step::NeedMore,
                     DataStatus::Done => {
-                        let Mode::Data(rx) = std::mem::replace(&mut self.mode, Mode::Command) else {
+                        let Mode::Data(rx) = std::mem::replace(&mut self.mode, Mode::Command)
+                        else {
                             unreachable!("mode checked above")
                         };
                         let reply = self.finish_message(rx.problem()).await;
@@ -265,7 +288,11 @@ impl Session {
                     }
                 }
             }
-            Mode::Bdat { last, refuse, discard } => {
+            Mode::Bdat {
+                last,
+                refuse,
+                discard,
+            } => {
                 let last = *last;
                 let complete = if refuse.is_some() {
                     let take = (*discard).min(conn.input().len() as u64);
@@ -273,7 +300,11 @@ impl Session {
                     conn.consume(take as usize);
                     *discard == 0
                 } else {
-                    let Some(rx) = self.tx.as_mut().and_then(|tx| tx.bdat.as_mut().map(|rx| (rx, &mut tx.body))) else {
+                    let Some(rx) = self
+                        .tx
+                        .as_mut()
+                        .and_then(|tx| tx.bdat.as_mut().map(|rx| (rx, &mut tx.body)))
+                    else {
                         self.mode = Mode::Command;
                         return Step::Continue;
                     };
@@ -284,7 +315,8 @@ impl Session {
                 if !complete {
                     return Step::NeedMore;
                 }
-                let Mode::Bdat { refuse, .. } = std::mem::replace(&mut self.mode, Mode::Command) else {
+                let Mode::Bdat { refuse, .. } = std::mem::replace(&mut self.mode, Mode::Command)
+                else {
                     unreachable!("mode checked above")
                 };
                 let reply = self.bdat_chunk_done(last, refuse).await;
@@ -294,7 +326,12 @@ impl Session {
     }
 
     /// Queues a reply, counting errors; too many errors end the session.
-    fn reply<S: AsyncRead + AsyncWrite + Unpin>(&mut self, conn: &mut Connection<S>, reply: Reply, step: Step) -> Step {
+    fn reply<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+        reply: Reply,
+        step: Step,
+    ) -> Step {
         conn.push(&reply);
         if reply.is_permanent() {
             self.errors += 1;
@@ -314,7 +351,9 @@ impl Session {
         let (reply, step) = match cmd {
             Command::Ehlo(host) => (self.handle_ehlo(host, true).await, Step::Continue),
             Command::Helo(host) => (self.handle_ehlo(host, false).await, Step::Continue),
-            Command::Mail { from, params } => (self.handle_mail(from, params).await, Step::Continue),
+            Command::Mail { from, params } => {
+                (self.handle_mail(from, params).await, Step::Continue)
+            }
             Command::Rcpt { to, params } => (self.handle_rcpt(to, params).await, Step::Continue),
             Command::Data => (self.handle_data(), Step::Continue),
             Command::Bdat { .. } => unreachable!("handled above"),

@@ -96,7 +96,10 @@ impl FsSpool {
         for entry in std::fs::read_dir(dir)? {
             let name = entry?.file_name();
             let name = name.to_string_lossy();
-            if let Some(hex) = name.strip_prefix("seg-").and_then(|n| n.strip_suffix(".log")) {
+            if let Some(hex) = name
+                .strip_prefix("seg-")
+                .and_then(|n| n.strip_suffix(".log"))
+            {
                 if let Ok(n) = u64::from_str_radix(hex, 16) {
                     segs.push(n);
                 }
@@ -141,7 +144,11 @@ impl FsSpool {
 impl Spool for FsSpool {
     fn store(&self, envelope: Envelope, body: Vec<u8>) -> SpoolFuture<'_> {
         let (reply, rx) = oneshot::channel();
-        let sent = self.send(Req::Store { envelope, body, reply });
+        let sent = self.send(Req::Store {
+            envelope,
+            body,
+            reply,
+        });
         Box::pin(async move {
             sent?;
             rx.await.map_err(|_| SpoolError::Closed)?
@@ -193,7 +200,10 @@ fn decode(rec: &[u8]) -> Option<(&[u8], &[u8])> {
     if crc32fast::hash(&rec[4..end]) != crc {
         return None;
     }
-    Some((&rec[HEADER_LEN..HEADER_LEN + env_len], &rec[HEADER_LEN + env_len..end]))
+    Some((
+        &rec[HEADER_LEN..HEADER_LEN + env_len],
+        &rec[HEADER_LEN + env_len..end],
+    ))
 }
 
 /// Reads the done marks and the records of one segment; returns the
@@ -230,27 +240,47 @@ fn recover_segment(dir: &Path, seg: u64) -> Result<Vec<Stored>, SpoolError> {
             Err(e) => return Err(e.into()),
         }
         if &hdr[..4] != MAGIC {
-            tracing::warn!(segment = seg, offset, "spool: bad record magic; ignoring the rest of the segment");
+            tracing::warn!(
+                segment = seg,
+                offset,
+                "spool: bad record magic; ignoring the rest of the segment"
+            );
             break;
         }
         let env_len = u32::from_le_bytes(hdr[4..8].try_into().unwrap_or_default()) as u64;
         let body_len = u64::from_le_bytes(hdr[8..16].try_into().unwrap_or_default());
         let total = HEADER_LEN as u64 + env_len + body_len + 4;
         if total > (1 << 34) {
-            tracing::warn!(segment = seg, offset, "spool: implausible record length; ignoring the rest of the segment");
+            tracing::warn!(
+                segment = seg,
+                offset,
+                "spool: implausible record length; ignoring the rest of the segment"
+            );
             break;
         }
         let mut rec = hdr.to_vec();
         rec.resize(total as usize, 0);
         if f.read_exact(&mut rec[HEADER_LEN..]).is_err() {
-            tracing::warn!(segment = seg, offset, "spool: torn record at end of segment (never acknowledged)");
+            tracing::warn!(
+                segment = seg,
+                offset,
+                "spool: torn record at end of segment (never acknowledged)"
+            );
             break;
         }
         let Some((env_json, _body)) = decode(&rec) else {
-            tracing::warn!(segment = seg, offset, "spool: record fails its checksum; ignoring the rest of the segment");
+            tracing::warn!(
+                segment = seg,
+                offset,
+                "spool: record fails its checksum; ignoring the rest of the segment"
+            );
             break;
         };
-        let sref = SpoolRef { segment: seg, offset, len: total };
+        let sref = SpoolRef {
+            segment: seg,
+            offset,
+            len: total,
+        };
         offset += total;
         if done_msgs.contains(&sref.offset) {
             continue;
@@ -263,7 +293,11 @@ fn recover_segment(dir: &Path, seg: u64) -> Result<Vec<Stored>, SpoolError> {
             }
         };
         let mut done = vec![false; envelope.rcpts.len()];
-        for &i in done_rcpts.get(&sref.offset).map(Vec::as_slice).unwrap_or(&[]) {
+        for &i in done_rcpts
+            .get(&sref.offset)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+        {
             if let Some(d) = done.get_mut(i) {
                 *d = true;
             }
@@ -271,7 +305,12 @@ fn recover_segment(dir: &Path, seg: u64) -> Result<Vec<Stored>, SpoolError> {
         if done.iter().all(|d| *d) {
             continue;
         }
-        out.push(Stored { sref, envelope: Arc::new(envelope), done, body: None });
+        out.push(Stored {
+            sref,
+            envelope: Arc::new(envelope),
+            done,
+            body: None,
+        });
     }
     Ok(out)
 }
@@ -319,7 +358,10 @@ impl Writer {
     }
 
     fn create_segment(dir: &Path, seg: u64) -> Result<File, SpoolError> {
-        let f = OpenOptions::new().create_new(true).append(true).open(seg_path(dir, seg, "log"))?;
+        let f = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(seg_path(dir, seg, "log"))?;
         fsync_dir(dir)?;
         Ok(f)
     }
@@ -343,7 +385,11 @@ impl Writer {
             }
             for req in reqs {
                 match req {
-                    Req::Store { envelope, body, reply } => {
+                    Req::Store {
+                        envelope,
+                        body,
+                        reply,
+                    } => {
                         let env_json = match serde_json::to_vec(&envelope) {
                             Ok(j) => j,
                             Err(e) => {
@@ -354,7 +400,11 @@ impl Writer {
                         let start = self.batch.len() as u64;
                         encode(&mut self.batch, &env_json, &body);
                         let len = self.batch.len() as u64 - start;
-                        let sref = SpoolRef { segment: self.seg, offset: self.log_len + start, len };
+                        let sref = SpoolRef {
+                            segment: self.seg,
+                            offset: self.log_len + start,
+                            len,
+                        };
                         let done = vec![false; envelope.rcpts.len()];
                         let stored = Stored {
                             sref,
@@ -364,7 +414,9 @@ impl Writer {
                         };
                         waiting.push((reply, stored));
                     }
-                    Req::RcptDone(sref, idx) => self.mark(sref, &format!("R {} {idx}\n", sref.offset)),
+                    Req::RcptDone(sref, idx) => {
+                        self.mark(sref, &format!("R {} {idx}\n", sref.offset))
+                    }
                     Req::Done(sref) => {
                         self.mark(sref, &format!("D {}\n", sref.offset));
                         self.release(sref.segment);
@@ -433,7 +485,9 @@ impl Writer {
                     self.delete_segment(old);
                 }
             }
-            Err(e) => tracing::error!(error = %e, "spool: cannot start a new segment; still writing the old one"),
+            Err(e) => {
+                tracing::error!(error = %e, "spool: cannot start a new segment; still writing the old one")
+            }
         }
     }
 
@@ -442,7 +496,11 @@ impl Writer {
         let f = match self.marks.entry(sref.segment) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
-                match OpenOptions::new().create(true).append(true).open(seg_path(dir, sref.segment, "done")) {
+                match OpenOptions::new().create(true).append(true).open(seg_path(
+                    dir,
+                    sref.segment,
+                    "done",
+                )) {
                     Ok(f) => v.insert(f),
                     Err(e) => {
                         tracing::error!(error = %e, "spool: cannot open done-mark file");
@@ -468,7 +526,9 @@ impl Writer {
     }
 
     fn release(&mut self, seg: u64) {
-        let Some(n) = self.live.get_mut(&seg) else { return };
+        let Some(n) = self.live.get_mut(&seg) else {
+            return;
+        };
         *n = n.saturating_sub(1);
         if *n == 0 && seg != self.seg {
             self.delete_segment(seg);
@@ -515,9 +575,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = FsSpool::open(dir.path(), true, 1 << 20).unwrap();
         assert!(r.pending.is_empty());
-        let a = r.spool.store(env("A", 2), b"body A\r\n".to_vec()).await.unwrap();
-        let b = r.spool.store(env("B", 1), b"body B\r\n".to_vec()).await.unwrap();
-        let c = r.spool.store(env("C", 1), b"body C\r\n".to_vec()).await.unwrap();
+        let a = r
+            .spool
+            .store(env("A", 2), b"body A\r\n".to_vec())
+            .await
+            .unwrap();
+        let b = r
+            .spool
+            .store(env("B", 1), b"body B\r\n".to_vec())
+            .await
+            .unwrap();
+        let c = r
+            .spool
+            .store(env("C", 1), b"body C\r\n".to_vec())
+            .await
+            .unwrap();
         assert_eq!(r.spool.read_body(b.sref).unwrap(), b"body B\r\n");
         r.spool.mark_rcpt_done(a.sref, 1);
         r.spool.mark_done(c.sref);
@@ -527,7 +599,10 @@ mod tests {
         let ids: Vec<_> = r2.pending.iter().map(|s| s.envelope.id.as_str()).collect();
         assert_eq!(ids, ["A", "B"]);
         assert_eq!(r2.pending[0].done, vec![false, true]);
-        assert_eq!(r2.spool.read_body(r2.pending[0].sref).unwrap(), b"body A\r\n");
+        assert_eq!(
+            r2.spool.read_body(r2.pending[0].sref).unwrap(),
+            b"body A\r\n"
+        );
         for s in &r2.pending {
             r2.spool.mark_done(s.sref);
         }
@@ -545,7 +620,11 @@ mod tests {
     async fn torn_tail_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let r = FsSpool::open(dir.path(), true, 1 << 20).unwrap();
-        let a = r.spool.store(env("A", 1), b"body A\r\n".to_vec()).await.unwrap();
+        let a = r
+            .spool
+            .store(env("A", 1), b"body A\r\n".to_vec())
+            .await
+            .unwrap();
         r.spool.close();
         // Simulate a crash mid-write: half a record after A.
         let path = seg_path(dir.path(), a.sref.segment, "log");
@@ -569,7 +648,10 @@ mod tests {
         for i in 0..200 {
             let spool = spool.clone();
             tasks.push(tokio::spawn(async move {
-                spool.store(env(&format!("m{i}"), 1), vec![b'x'; 4096]).await.unwrap()
+                spool
+                    .store(env(&format!("m{i}"), 1), vec![b'x'; 4096])
+                    .await
+                    .unwrap()
             }));
         }
         let mut refs = HashSet::new();

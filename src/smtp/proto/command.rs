@@ -176,15 +176,18 @@ fn no_arg(arg: &str, c: Command) -> Result<Command, ParseError> {
 /// Strips a case-insensitive `prefix` ("FROM:" / "TO:").
 fn strip_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
 }
 
 /// Splits ESMTP parameters `KEY[=VALUE]` separated by spaces.
 fn params(rest: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
-    rest.split(' ').filter(|p| !p.is_empty()).map(|p| match p.find('=') {
-        Some(i) => (&p[..i], Some(&p[i + 1..])),
-        None => (p, None),
-    })
+    rest.split(' ')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.find('=') {
+            Some(i) => (&p[..i], Some(&p[i + 1..])),
+            None => (p, None),
+        })
 }
 
 fn parse_mail(arg: &str) -> Result<Command, ParseError> {
@@ -206,7 +209,9 @@ fn parse_mail(arg: &str) -> Result<Command, ParseError> {
                 }
             }
             ("SMTPUTF8", None) => p.smtputf8 = true,
-            ("RET", Some(v)) if v.eq_ignore_ascii_case("FULL") || v.eq_ignore_ascii_case("HDRS") => {
+            ("RET", Some(v))
+                if v.eq_ignore_ascii_case("FULL") || v.eq_ignore_ascii_case("HDRS") =>
+            {
                 p.ret = Some(v.to_ascii_uppercase())
             }
             ("ENVID", Some(v)) if !v.is_empty() && v.len() <= 100 => p.envid = Some(v.to_string()),
@@ -281,11 +286,32 @@ mod tests {
             ("VRFY postmaster", Command::Vrfy),
             ("EXPN list", Command::Expn),
             ("HELP", Command::Help),
-            ("EHLO client.example", Command::Ehlo("client.example".into())),
+            (
+                "EHLO client.example",
+                Command::Ehlo("client.example".into()),
+            ),
             ("helo [192.0.2.1]", Command::Helo("[192.0.2.1]".into())),
-            ("BDAT 100", Command::Bdat { size: 100, last: false }),
-            ("BDAT 0 LAST", Command::Bdat { size: 0, last: true }),
-            ("bdat 7 last", Command::Bdat { size: 7, last: true }),
+            (
+                "BDAT 100",
+                Command::Bdat {
+                    size: 100,
+                    last: false,
+                },
+            ),
+            (
+                "BDAT 0 LAST",
+                Command::Bdat {
+                    size: 0,
+                    last: true,
+                },
+            ),
+            (
+                "bdat 7 last",
+                Command::Bdat {
+                    size: 7,
+                    last: true,
+                },
+            ),
         ];
         for (line, want) in table {
             assert_eq!(&ok(line), want, "{line}");
@@ -302,7 +328,10 @@ mod tests {
             ("EHLO", ParseError::Helo),
             ("EHLO bad..name", ParseError::Helo),
             ("MAIL <a@b>", ParseError::Syntax),
-            ("MAIL FROM:a@b", ParseError::Sender(AddressError::NotBracketed)),
+            (
+                "MAIL FROM:a@b",
+                ParseError::Sender(AddressError::NotBracketed),
+            ),
             ("MAIL FROM:<a@b> FOO=1", ParseError::UnknownParam),
             ("MAIL FROM:<a@b> SIZE=x", ParseError::Syntax),
             ("MAIL FROM:<a@b> BODY=9BIT", ParseError::Syntax),
@@ -318,7 +347,10 @@ mod tests {
         for (line, want) in table {
             assert_eq!(&err(line), want, "{line}");
         }
-        assert_eq!(parse(b"MAIL FROM:<\xff@b>").unwrap_err(), ParseError::Encoding);
+        assert_eq!(
+            parse(b"MAIL FROM:<\xff@b>").unwrap_err(),
+            ParseError::Encoding
+        );
     }
 
     #[test]
@@ -337,7 +369,10 @@ mod tests {
         // Null sender and a space after the colon (common in the wild).
         assert_eq!(
             ok("mail from: <>"),
-            Command::Mail { from: None, params: MailParams::default() }
+            Command::Mail {
+                from: None,
+                params: MailParams::default()
+            }
         );
     }
 

@@ -1,0 +1,65 @@
+//! The command line: check-config and exit codes.
+
+use std::process::Command;
+
+fn sluice() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+}
+
+#[test]
+fn example_config_is_valid() {
+    let out = sluice()
+        .args([
+            "check-config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/sluice.example.toml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_config_exits_64_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[server]\nmax_recipients = -1\n", "server.max_recipients"),
+        ("[server]\nlisten = [\"nope\"]\n", "server.listen[0]"),
+        ("[relay]\nnext_hop = \"ftp://x\"\n", "relay.next_hop"),
+        ("[relay]\nretry_max = \"forever\"\n", "relay.retry_max"),
+        ("[spool]\nfsynk = true\n", "spool.fsynk"),
+        ("[server\n", "(syntax)"),
+    ];
+    for (text, key) in cases {
+        let f = dir.path().join("bad.toml");
+        std::fs::write(&f, text).unwrap();
+        for args in [
+            vec!["check-config", f.to_str().unwrap()],
+            vec!["serve", "--config", f.to_str().unwrap()],
+        ] {
+            let out = sluice()
+                .args(&args)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(64), "{text:?} {args:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains(key),
+                "{text:?}: stderr {err:?} should name {key}"
+            );
+        }
+    }
+}
+
+#[test]
+fn missing_config_file_exits_64() {
+    let out = sluice()
+        .args(["check-config", "/nonexistent/sluice.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}

@@ -1,0 +1,217 @@
+//! Durability with the real binary: kill -9 and restart lose nothing that
+//! got a 250; SIGTERM answers 421 4.3.2 at the next command and lets a
+//! DATA in progress finish.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::util::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The sluice binary with a config in `dir`, listening on `port`.
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Proc {
+    fn start(dir: &std::path::Path, port: u16, next_hop_port: u16) -> Proc {
+        let toml = base_toml(&format!("smtp://127.0.0.1:{next_hop_port}"))
+            .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+        std::fs::write(dir.join("sluice.toml"), toml).unwrap();
+        if !dir.join("recipients").exists() {
+            std::fs::write(dir.join("recipients"), TABLE).unwrap();
+        }
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--config"])
+            .arg(dir.join("sluice.toml"))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(std::time::Instant::now() < deadline, "sluice did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Proc { child, addr }
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn send_one(addr: SocketAddr, marker: &str) -> String {
+    let mut c = Client::connect(addr).await;
+    c.expect("220").await;
+    c.envelope("a@client.example", &["user@example.com"]).await;
+    let r = c.data(&test_message(marker)).await;
+    c.send("QUIT").await;
+    r
+}
+
+fn markers(msgs: &[Received]) -> std::collections::HashSet<String> {
+    msgs.iter()
+        .filter_map(|m| {
+            let t = String::from_utf8_lossy(&m.data);
+            t.lines()
+                .find_map(|l| l.strip_prefix("Subject: ").map(str::to_string))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_mail_survives_kill9_while_next_hop_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, hop) = (free_port(), free_port());
+    let p = Proc::start(dir.path(), port, hop);
+    const N: usize = 25;
+    for i in 0..N {
+        let r = send_one(p.addr, &format!("crash-{i}")).await;
+        assert!(r.starts_with("250 2.0.0"), "{r}");
+    }
+    p.kill9();
+    // Restart, then bring the next hop up: everything arrives, at once
+    // (the first attempt after start does not wait for the backoff).
+    let p = Proc::start(dir.path(), port, hop);
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", hop))
+        .await
+        .unwrap();
+    let sink = Sink::start_on(l, false, Arc::new(|_| None));
+    let got = sink.wait_for(N).await;
+    let want: std::collections::HashSet<String> = (0..N).map(|i| format!("crash-{i}")).collect();
+    assert_eq!(markers(&got), want);
+    drop(p);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_during_load_loses_no_acknowledged_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let sink = Sink::start().await;
+    let p = Proc::start(dir.path(), port, sink.port);
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let (stop, acked, addr) = (stop.clone(), acked.clone(), p.addr);
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let marker = format!("load-{w}-{i}");
+                i += 1;
+                // Any failure (the kill) ends this worker.
+                let r = tokio::spawn({
+                    let marker = marker.clone();
+                    async move { send_one(addr, &marker).await }
+                })
+                .await;
+                match r {
+                    Ok(r) if r.starts_with("250 ") => acked.lock().unwrap().push(marker),
+                    _ => break,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    p.kill9();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 20, "load ran: {} acknowledged", acked.len());
+    let p = Proc::start(dir.path(), port, sink.port);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = markers(&sink.messages());
+        let missing: Vec<_> = acked.iter().filter(|m| !got.contains(*m)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} acknowledged messages lost, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(p);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_421_and_lets_data_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start().await;
+    let p = Proc::start(dir.path(), free_port(), sink.port);
+    // Session A idles at a command boundary; session B is mid-DATA.
+    let mut a = Client::connect(p.addr).await;
+    a.expect("220").await;
+    a.cmd("EHLO client.example", "250").await;
+    let mut b = Client::connect(p.addr).await;
+    b.expect("220").await;
+    b.envelope("a@client.example", &["user@example.com"]).await;
+    b.cmd("DATA", "354").await;
+    b.send_raw(b"Subject: in-flight\r\n\r\nfirst half\r\n")
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    p.signal("TERM");
+    // A gets 421 without sending anything, then the connection closes.
+    a.expect("421 4.3.2").await;
+    a.expect_closed().await;
+    // B finishes its message and gets 250, then 421 at the next command.
+    b.send_raw(b"second half\r\n.\r\n").await;
+    b.expect("250 2.0.0").await;
+    b.expect("421 4.3.2").await;
+    // New connections are refused.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        tokio::net::TcpStream::connect(p.addr).await.is_err(),
+        "listener closed"
+    );
+    let mut p = p;
+    let status = tokio::task::spawn_blocking(move || {
+        let s = p.child.wait().unwrap();
+        std::mem::forget(p);
+        s
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    // The message accepted during shutdown was delivered before exit.
+    assert_eq!(
+        markers(&sink.messages()),
+        ["in-flight".to_string()].into_iter().collect()
+    );
+}
