@@ -16,12 +16,7 @@ use crate::smtp::session::{Outcome, Session, Shared};
 
 /// Accepts until shutdown. `limit` caps concurrent sessions
 /// (`server.max_connections`); a client over the limit gets 421 4.7.0.
-pub async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    limit: Arc<Semaphore>,
-    tracker: TaskTracker,
-) {
+pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, limit: Arc<Semaphore>, tracker: TaskTracker) {
     let shutdown = shared.shutdown.clone();
     loop {
         let accepted = tokio::select! {
@@ -63,12 +58,7 @@ pub async fn accept_loop(
     }
 }
 
-async fn serve(
-    shared: Arc<Shared>,
-    sock: TcpStream,
-    peer: SocketAddr,
-    _permit: OwnedSemaphorePermit,
-) {
+async fn serve(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr, _permit: OwnedSemaphorePermit) {
     let mut session = Session::new(shared.clone(), peer);
     shared.events.emit(Event::SessionOpened {
         session: session.id(),
@@ -80,16 +70,12 @@ async fn serve(
             None => Disconnect::TlsFailed("TLS not configured".into()),
             Some(tls) => {
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
-                match tokio::time::timeout(shared.config.timeouts.command, acceptor.accept(sock))
-                    .await
-                {
+                match tokio::time::timeout(shared.config.timeouts.command, acceptor.accept(sock)).await {
                     Ok(Ok(stream)) => {
                         session.tls_established();
                         match session.run(stream, false).await {
                             Outcome::Closed(d) => d,
-                            Outcome::StartTls(_) => {
-                                Disconnect::TlsFailed("STARTTLS inside TLS".into())
-                            }
+                            Outcome::StartTls(_) => Disconnect::TlsFailed("STARTTLS inside TLS".into()),
                         }
                     }
                     Ok(Err(e)) => Disconnect::TlsFailed(e.to_string()),

@@ -12,11 +12,7 @@ use sluice::shutdown::{Signal, Signals};
 const EX_CONFIG: u8 = 64;
 
 #[derive(Parser)]
-#[command(
-    name = "sluice",
-    version,
-    about = "High-throughput SMTP relay and content filter"
-)]
+#[command(name = "sluice", version, about = "High-throughput SMTP relay and content filter")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -82,11 +78,8 @@ fn main() -> ExitCode {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let mut signals = Signals::new()?;
     let running = sluice::app::start(config).await?;
-    loop {
-        match signals.next().await {
-            Signal::Reload => running.reload(),
-            Signal::Terminate => break,
-        }
+    while signals.next().await == Signal::Reload {
+        running.reload();
     }
     running.shutdown().await;
     Ok(())

@@ -34,7 +34,10 @@ pub fn load_server_config(tls: &Tls) -> Result<Arc<ServerConfig>, ConfigError> {
     Ok(Arc::new(cfg))
 }
 
-fn mtimes(tls: &Tls) -> (Option<SystemTime>, Option<SystemTime>) {
+/// Modification times of the certificate and key files.
+type Stamp = (Option<SystemTime>, Option<SystemTime>);
+
+fn mtimes(tls: &Tls) -> Stamp {
     let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     (m(&tls.cert), m(&tls.key))
 }
@@ -46,7 +49,7 @@ pub struct TlsSource {
     paths: Tls,
     /// A std mutex: held only to compare timestamps and swap an `Arc`,
     /// never across an await.
-    current: Mutex<(Arc<ServerConfig>, (Option<SystemTime>, Option<SystemTime>))>,
+    current: Mutex<(Arc<ServerConfig>, Stamp)>,
 }
 
 impl TlsSource {

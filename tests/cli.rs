@@ -15,11 +15,7 @@ fn example_config_is_valid() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -47,10 +43,7 @@ fn bad_config_exits_64_naming_the_key() {
                 .unwrap();
             assert_eq!(out.status.code(), Some(64), "{text:?} {args:?}");
             let err = String::from_utf8_lossy(&out.stderr);
-            assert!(
-                err.contains(key),
-                "{text:?}: stderr {err:?} should name {key}"
-            );
+            assert!(err.contains(key), "{text:?}: stderr {err:?} should name {key}");
         }
     }
 }

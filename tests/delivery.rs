@@ -18,9 +18,7 @@ async fn connection_failure_is_retried_with_backoff() {
     assert!(c.data(&test_message("later")).await.starts_with("250"));
     // First attempt fails (nothing listens); bring the next hop up.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
     let sink = Sink::start_on(l, false, Arc::new(|_| None));
     let got = sink.wait_for(1).await;
     assert_eq!(strip_trace(&got[0].data), &test_message("later")[..]);
@@ -43,11 +41,8 @@ async fn temporary_rcpt_failure_retries_only_that_recipient() {
     .await;
     let relay = TestRelay::start(&sink.next_hop()).await;
     let mut c = relay.client().await;
-    c.envelope(
-        "a@client.example",
-        &["user@example.com", "known@example.com"],
-    )
-    .await;
+    c.envelope("a@client.example", &["user@example.com", "known@example.com"])
+        .await;
     assert!(c.data(&test_message("partial")).await.starts_with("250"));
     let got = sink.wait_for(2).await;
     assert_eq!(got[0].rcpts, ["user@example.com"]);
@@ -64,18 +59,13 @@ async fn temporary_rcpt_failure_retries_only_that_recipient() {
 async fn permanent_failure_sends_a_dsn_to_the_sender() {
     let sink = Sink::start_with(
         false,
-        Arc::new(|rcpt: &str| {
-            (rcpt == "known@example.com").then(|| "550 5.1.1 mailbox unavailable".to_string())
-        }),
+        Arc::new(|rcpt: &str| (rcpt == "known@example.com").then(|| "550 5.1.1 mailbox unavailable".to_string())),
     )
     .await;
     let relay = TestRelay::start(&sink.next_hop()).await;
     let mut c = relay.client().await;
-    c.envelope(
-        "sender@client.example",
-        &["user@example.com", "known@example.com"],
-    )
-    .await;
+    c.envelope("sender@client.example", &["user@example.com", "known@example.com"])
+        .await;
     assert!(c.data(&test_message("bounce-me")).await.starts_with("250"));
     let got = sink.wait_for(2).await;
     let dsn = got
@@ -85,10 +75,7 @@ async fn permanent_failure_sends_a_dsn_to_the_sender() {
     assert_eq!(dsn.rcpts, ["sender@client.example"]);
     let text = String::from_utf8_lossy(&dsn.data);
     assert!(text.contains("report-type=delivery-status"), "{text}");
-    assert!(
-        text.contains("Final-Recipient: rfc822; known@example.com"),
-        "{text}"
-    );
+    assert!(text.contains("Final-Recipient: rfc822; known@example.com"), "{text}");
     assert!(text.contains("Status: 5.1.1"), "{text}");
     assert!(
         text.contains("Subject: bounce-me"),
@@ -122,8 +109,7 @@ async fn expired_mail_bounces_after_max_queue_age() {
     })
     .await;
     let mut c = relay.client().await;
-    c.envelope("sender@client.example", &["user@example.com"])
-        .await;
+    c.envelope("sender@client.example", &["user@example.com"]).await;
     assert!(c.data(&test_message("expire")).await.starts_with("250"));
     let got = sink.wait_for(1).await;
     let text = String::from_utf8_lossy(&got[0].data);
@@ -136,20 +122,13 @@ async fn lmtp_reports_per_recipient() {
     let sink = Sink::start_with(true, Arc::new(|_| None)).await;
     let relay = TestRelay::start(&format!("lmtp://127.0.0.1:{}", sink.port)).await;
     let mut c = relay.client().await;
-    c.envelope(
-        "a@client.example",
-        &["user@example.com", "known@example.com"],
-    )
-    .await;
+    c.envelope("a@client.example", &["user@example.com", "known@example.com"])
+        .await;
     assert!(c.data(&test_message("lmtp")).await.starts_with("250"));
     let got = sink.wait_for(1).await;
     assert_eq!(got[0].rcpts.len(), 2);
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    assert_eq!(
-        sink.messages().len(),
-        1,
-        "both recipients done in one transaction"
-    );
+    assert_eq!(sink.messages().len(), 1, "both recipients done in one transaction");
 }
 
 #[tokio::test]
@@ -159,16 +138,8 @@ async fn connections_to_the_next_hop_are_reused() {
     let mut c = relay.client().await;
     for i in 0..10 {
         c.envelope("a@client.example", &["user@example.com"]).await;
-        assert!(
-            c.data(&test_message(&format!("reuse{i}")))
-                .await
-                .starts_with("250")
-        );
+        assert!(c.data(&test_message(&format!("reuse{i}"))).await.starts_with("250"));
     }
     sink.wait_for(10).await;
-    assert_eq!(
-        sink.sessions(),
-        1,
-        "ten messages over one next-hop connection"
-    );
+    assert_eq!(sink.sessions(), 1, "ten messages over one next-hop connection");
 }

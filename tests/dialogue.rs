@@ -37,8 +37,7 @@ async fn unknown_recipient_and_relay_denied() {
     c.cmd("RCPT TO:<nobody@example.com>", "550 5.1.1").await;
     c.cmd("RCPT TO:<user@elsewhere.example>", "554 5.7.1").await;
     c.cmd("RCPT TO:<User@Example.COM>", "250 2.1.5").await;
-    c.cmd("RCPT TO:<anyone@catchall.example.net>", "250 2.1.5")
-        .await;
+    c.cmd("RCPT TO:<anyone@catchall.example.net>", "250 2.1.5").await;
 }
 
 #[tokio::test]
@@ -68,11 +67,8 @@ async fn too_many_recipients_is_452() {
     let sink = Sink::start().await;
     let relay = TestRelay::start_with(&sink.next_hop(), |c| c.server.max_recipients = 2).await;
     let mut c = relay.client().await;
-    c.envelope(
-        "a@client.example",
-        &["user@example.com", "known@example.com"],
-    )
-    .await;
+    c.envelope("a@client.example", &["user@example.com", "known@example.com"])
+        .await;
     c.cmd("RCPT TO:<other@example.com>", "452 4.5.3").await;
     // The transaction goes on with the first two.
     let r = c.data(&test_message("two")).await;
@@ -87,8 +83,7 @@ async fn size_limit_at_mail_and_at_end_of_data() {
     let relay = TestRelay::start_with(&sink.next_hop(), |c| c.server.max_message_size = 2000).await;
     let mut c = relay.client().await;
     c.cmd("EHLO client.example", "250").await;
-    c.cmd("MAIL FROM:<a@client.example> SIZE=2001", "552 5.3.4")
-        .await;
+    c.cmd("MAIL FROM:<a@client.example> SIZE=2001", "552 5.3.4").await;
     c.cmd("MAIL FROM:<a@client.example> SIZE=1000", "250").await;
     c.cmd("RCPT TO:<user@example.com>", "250").await;
     let r = c.data(&test_message("big")).await; // ~4 KiB: lied about SIZE
@@ -112,9 +107,7 @@ async fn pipelining_one_packet_gets_all_replies() {
     c.expect("354").await;
     // Body, end of data and a second transaction in one packet.
     let mut pkt = dot_stuff(&test_message("first"));
-    pkt.extend_from_slice(
-        b"MAIL FROM:<b@client.example>\r\nRCPT TO:<other@example.com>\r\nDATA\r\n",
-    );
+    pkt.extend_from_slice(b"MAIL FROM:<b@client.example>\r\nRCPT TO:<other@example.com>\r\nDATA\r\n");
     c.send_raw(&pkt).await;
     c.expect("250 2.0.0").await;
     c.expect("250 2.1.0").await;
@@ -124,25 +117,16 @@ async fn pipelining_one_packet_gets_all_replies() {
     c.expect("250 2.0.0").await;
     c.cmd("QUIT", "221").await;
     let got = sink.wait_for(2).await;
-    let mut subjects: Vec<_> = got
-        .iter()
-        .map(|m| (m.mail_from.clone(), m.rcpts.clone()))
-        .collect();
+    let mut subjects: Vec<_> = got.iter().map(|m| (m.mail_from.clone(), m.rcpts.clone())).collect();
     subjects.sort();
     assert_eq!(
         subjects,
         [
             (
                 "a@client.example".to_string(),
-                vec![
-                    "user@example.com".to_string(),
-                    "known@example.com".to_string()
-                ]
+                vec!["user@example.com".to_string(), "known@example.com".to_string()]
             ),
-            (
-                "b@client.example".to_string(),
-                vec!["other@example.com".to_string()]
-            ),
+            ("b@client.example".to_string(), vec!["other@example.com".to_string()]),
         ]
     );
 }
@@ -217,8 +201,7 @@ async fn line_header_and_loop_limits() {
     let (sink, relay) = relay().await;
     let mut c = relay.client().await;
     // A command line over 4096 octets.
-    c.cmd(&format!("NOOP {}", "x".repeat(5000)), "500 5.5.2")
-        .await;
+    c.cmd(&format!("NOOP {}", "x".repeat(5000)), "500 5.5.2").await;
     c.cmd("NOOP", "250").await;
     // A body line over 8192 octets.
     c.envelope("a@client.example", &["user@example.com"]).await;
@@ -238,7 +221,13 @@ async fn line_header_and_loop_limits() {
     c.envelope("a@client.example", &["user@example.com"]).await;
     let mut m = Vec::new();
     for i in 0..50 {
-        m.extend_from_slice(format!("Received: from hop{i}.example by hop{}.example; Mon, 1 Jan 2024 00:00:00 +0000\r\n", i + 1).as_bytes());
+        m.extend_from_slice(
+            format!(
+                "Received: from hop{i}.example by hop{}.example; Mon, 1 Jan 2024 00:00:00 +0000\r\n",
+                i + 1
+            )
+            .as_bytes(),
+        );
     }
     m.extend_from_slice(b"Subject: loop\r\n\r\nbody\r\n");
     assert!(c.data(&m).await.starts_with("554 5.4.6"));
@@ -303,17 +292,12 @@ async fn bdat_chunks() {
 #[tokio::test]
 async fn smtputf8_addresses() {
     let (sink, relay) = relay().await;
-    std::fs::write(
-        relay.path("recipients"),
-        format!("{TABLE}jörg@example.com OK\n"),
-    )
-    .unwrap();
+    std::fs::write(relay.path("recipients"), format!("{TABLE}jörg@example.com OK\n")).unwrap();
     relay.running().reload();
     let mut c = relay.client().await;
     c.cmd("EHLO client.example", "250").await;
     c.cmd("MAIL FROM:<jörg@client.example>", "553 5.6.7").await;
-    c.cmd("MAIL FROM:<jörg@client.example> SMTPUTF8", "250")
-        .await;
+    c.cmd("MAIL FROM:<jörg@client.example> SMTPUTF8", "250").await;
     c.cmd("RCPT TO:<jörg@example.com>", "250").await;
     assert!(c.data(&test_message("utf8")).await.starts_with("250"));
     let got = sink.wait_for(1).await;
@@ -328,11 +312,7 @@ async fn recipient_table_reloads_on_change_without_dropping_sessions() {
     c.cmd("MAIL FROM:<a@client.example>", "250").await;
     c.cmd("RCPT TO:<newbie@example.com>", "550 5.1.1").await;
     // Rewrite the file; the watcher (2 s poll) picks it up.
-    std::fs::write(
-        relay.path("recipients"),
-        format!("{TABLE}newbie@example.com OK\n"),
-    )
-    .unwrap();
+    std::fs::write(relay.path("recipients"), format!("{TABLE}newbie@example.com OK\n")).unwrap();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -357,7 +337,10 @@ async fn received_header_is_prepended_and_body_is_byte_exact() {
     let got = sink.wait_for(1).await;
     let data = &got[0].data;
     let text = String::from_utf8_lossy(data);
-    assert!(text.starts_with("Received: from client.example ([127.0.0.1])\r\n\tby mx.test.example (sluice) with ESMTP id "), "{text}");
+    assert!(
+        text.starts_with("Received: from client.example ([127.0.0.1])\r\n\tby mx.test.example (sluice) with ESMTP id "),
+        "{text}"
+    );
     assert!(
         text.contains(&format!("id {id}\r\n\tfor <user@example.com>;")),
         "{text}"

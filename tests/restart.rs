@@ -84,8 +84,7 @@ fn markers(msgs: &[Received]) -> std::collections::HashSet<String> {
     msgs.iter()
         .filter_map(|m| {
             let t = String::from_utf8_lossy(&m.data);
-            t.lines()
-                .find_map(|l| l.strip_prefix("Subject: ").map(str::to_string))
+            t.lines().find_map(|l| l.strip_prefix("Subject: ").map(str::to_string))
         })
         .collect()
 }
@@ -104,9 +103,7 @@ async fn accepted_mail_survives_kill9_while_next_hop_is_down() {
     // Restart, then bring the next hop up: everything arrives, at once
     // (the first attempt after start does not wait for the backoff).
     let p = Proc::start(dir.path(), port, hop);
-    let l = tokio::net::TcpListener::bind(("127.0.0.1", hop))
-        .await
-        .unwrap();
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", hop)).await.unwrap();
     let sink = Sink::start_on(l, false, Arc::new(|_| None));
     let got = sink.wait_for(N).await;
     let want: std::collections::HashSet<String> = (0..N).map(|i| format!("crash-{i}")).collect();
@@ -183,8 +180,7 @@ async fn sigterm_answers_421_and_lets_data_finish() {
     b.expect("220").await;
     b.envelope("a@client.example", &["user@example.com"]).await;
     b.cmd("DATA", "354").await;
-    b.send_raw(b"Subject: in-flight\r\n\r\nfirst half\r\n")
-        .await;
+    b.send_raw(b"Subject: in-flight\r\n\r\nfirst half\r\n").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     p.signal("TERM");
     // A gets 421 without sending anything, then the connection closes.
@@ -196,10 +192,7 @@ async fn sigterm_answers_421_and_lets_data_finish() {
     b.expect("421 4.3.2").await;
     // New connections are refused.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        tokio::net::TcpStream::connect(p.addr).await.is_err(),
-        "listener closed"
-    );
+    assert!(tokio::net::TcpStream::connect(p.addr).await.is_err(), "listener closed");
     let mut p = p;
     let status = tokio::task::spawn_blocking(move || {
         let s = p.child.wait().unwrap();

@@ -72,15 +72,9 @@ async fn starttls(
     let s = TcpStream::connect(relay.addr).await.unwrap();
     let mut r = BufReader::new(s);
     assert!(read_reply(&mut r).await.starts_with("220"));
-    r.get_mut()
-        .write_all(b"EHLO client.example\r\n")
-        .await
-        .unwrap();
+    r.get_mut().write_all(b"EHLO client.example\r\n").await.unwrap();
     let ehlo = read_reply(&mut r).await;
-    assert!(
-        ehlo.contains("250-STARTTLS") || ehlo.contains("250 STARTTLS"),
-        "{ehlo}"
-    );
+    assert!(ehlo.contains("250-STARTTLS") || ehlo.contains("250 STARTTLS"), "{ehlo}");
     let mut pkt = b"STARTTLS\r\n".to_vec();
     pkt.extend_from_slice(extra);
     r.get_mut().write_all(&pkt).await.unwrap();
@@ -105,10 +99,7 @@ async fn starttls_then_mail_inside_tls() {
         .await
         .unwrap();
     assert!(read_reply(&mut t).await.starts_with("503 5.5.1"));
-    t.get_mut()
-        .write_all(b"EHLO client.example\r\n")
-        .await
-        .unwrap();
+    t.get_mut().write_all(b"EHLO client.example\r\n").await.unwrap();
     let ehlo = read_reply(&mut t).await;
     assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
     t.get_mut()
@@ -118,10 +109,7 @@ async fn starttls_then_mail_inside_tls() {
     assert!(read_reply(&mut t).await.starts_with("250"));
     assert!(read_reply(&mut t).await.starts_with("250"));
     assert!(read_reply(&mut t).await.starts_with("354"));
-    t.get_mut()
-        .write_all(&dot_stuff(&test_message("tls")))
-        .await
-        .unwrap();
+    t.get_mut().write_all(&dot_stuff(&test_message("tls"))).await.unwrap();
     assert!(read_reply(&mut t).await.starts_with("250 2.0.0"));
     let got = sink.wait_for(1).await;
     assert!(String::from_utf8_lossy(&got[0].data).contains("with ESMTPS id"));
@@ -152,19 +140,13 @@ async fn certificate_change_on_disk_is_picked_up() {
     let sink = Sink::start().await;
     let (relay, cert1) = tls_relay(&sink).await;
     let t = starttls(&relay, &cert1.der, b"").await;
-    assert_eq!(
-        t.get_ref().get_ref().1.peer_certificates().unwrap()[0],
-        cert1.der
-    );
+    assert_eq!(t.get_ref().get_ref().1.peer_certificates().unwrap()[0], cert1.der);
     drop(t);
     // Renewal: new files on disk, no restart.
     std::thread::sleep(std::time::Duration::from_millis(20));
     let cert2 = write_cert(relay.dir.path());
     let mut t = starttls(&relay, &cert2.der, b"").await;
-    assert_eq!(
-        t.get_ref().get_ref().1.peer_certificates().unwrap()[0],
-        cert2.der
-    );
+    assert_eq!(t.get_ref().get_ref().1.peer_certificates().unwrap()[0], cert2.der);
     t.get_mut().write_all(b"QUIT\r\n").await.unwrap();
     assert!(read_reply(&mut t).await.starts_with("221"));
     // A clean TLS close (close_notify), then EOF.

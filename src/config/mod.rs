@@ -142,14 +142,7 @@ impl Config {
         let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             let msg = e.inner().message().to_string();
-            ConfigError::new(
-                if key == "." {
-                    "(top level)".into()
-                } else {
-                    key
-                },
-                msg,
-            )
+            ConfigError::new(if key == "." { "(top level)".into() } else { key }, msg)
         })?;
         validate(raw, base)
     }
@@ -186,11 +179,7 @@ fn positive(key: &str, v: Option<u64>, default: u64) -> Result<usize, ConfigErro
 
 fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
+    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
 }
 
 fn system_hostname() -> String {
@@ -242,10 +231,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     let s = raw.server;
     let listen_raw = s.listen.unwrap_or_else(|| vec!["127.0.0.1:2525".into()]);
     if listen_raw.is_empty() {
-        return Err(ConfigError::new(
-            "server.listen",
-            "must list at least one address",
-        ));
+        return Err(ConfigError::new("server.listen", "must list at least one address"));
     }
     let mut listen = Vec::new();
     for (i, a) in listen_raw.iter().enumerate() {
@@ -312,10 +298,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     };
 
     let r = raw.relay;
-    let next_hop = parse_next_hop(
-        r.next_hop.as_deref().unwrap_or("smtp://127.0.0.1:10025"),
-        base,
-    )?;
+    let next_hop = parse_next_hop(r.next_hop.as_deref().unwrap_or("smtp://127.0.0.1:10025"), base)?;
     let retry_initial = dur("relay.retry_initial", r.retry_initial, "60s")?;
     let retry_max = dur("relay.retry_max", r.retry_max, "1h")?;
     if retry_max < retry_initial {
@@ -352,10 +335,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     let rc = raw.recipients;
     let domains_raw = rc.domains.unwrap_or_else(|| vec!["example.com".into()]);
     if domains_raw.is_empty() {
-        return Err(ConfigError::new(
-            "recipients.domains",
-            "must list at least one domain",
-        ));
+        return Err(ConfigError::new("recipients.domains", "must list at least one domain"));
     }
     let mut domains = Vec::new();
     for (i, d) in domains_raw.iter().enumerate() {
@@ -378,13 +358,9 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
             ));
         }
     };
-    let table = resolve(
-        base,
-        rc.table.as_deref().unwrap_or("deploy/recipients.example"),
-    );
+    let table = resolve(base, rc.table.as_deref().unwrap_or("deploy/recipients.example"));
     // Parse once so a broken table is refused at start.
-    crate::policy::recipients::Table::load(&table)
-        .map_err(|e| ConfigError::new("recipients.table", e.to_string()))?;
+    crate::policy::recipients::Table::load(&table).map_err(|e| ConfigError::new("recipients.table", e.to_string()))?;
     let recipients = Recipients {
         domains,
         table,
@@ -395,10 +371,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     let sp = raw.spool;
     let segment_size = sp.segment_size.unwrap_or(64 << 20);
     if segment_size < (1 << 20) {
-        return Err(ConfigError::new(
-            "spool.segment_size",
-            "must be at least 1048576",
-        ));
+        return Err(ConfigError::new("spool.segment_size", "must be at least 1048576"));
     }
     let spool = Spool {
         dir: resolve(base, sp.dir.as_deref().unwrap_or("var/spool")),

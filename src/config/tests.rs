@@ -26,26 +26,14 @@ fn errors_name_the_dotted_key() {
     let cases: &[(&str, &str)] = &[
         ("[server]\nlisten = [\"nonsense\"]", "server.listen[0]"),
         ("[server]\nmax_message_size = 0", "server.max_message_size"),
-        (
-            "[server]\nmax_recipients = \"ten\"",
-            "server.max_recipients",
-        ),
+        ("[server]\nmax_recipients = \"ten\"", "server.max_recipients"),
         ("[server]\nbogus = 1", "server.bogus"),
         ("[relay]\nnext_hop = \"http://x\"", "relay.next_hop"),
-        (
-            "[relay]\nnext_hop = \"smtp://h:notaport\"",
-            "relay.next_hop",
-        ),
+        ("[relay]\nnext_hop = \"smtp://h:notaport\"", "relay.next_hop"),
         ("[relay]\nretry_initial = \"soon\"", "relay.retry_initial"),
-        (
-            "[relay]\nretry_initial = \"2h\"\nretry_max = \"1h\"",
-            "relay.retry_max",
-        ),
+        ("[relay]\nretry_initial = \"2h\"\nretry_max = \"1h\"", "relay.retry_max"),
         ("[recipients]\ndomains = []", "recipients.domains"),
-        (
-            "[recipients]\ntable = \"/nonexistent/table\"",
-            "recipients.table",
-        ),
+        ("[recipients]\ntable = \"/nonexistent/table\"", "recipients.table"),
         (
             "[tls]\ncert = \"/nonexistent.pem\"\nkey = \"/nonexistent.key\"",
             "tls.cert",

@@ -195,10 +195,7 @@ impl Client {
     }
 
     /// Reads one (possibly multi-line) reply.
-    async fn read_reply_lines(
-        &mut self,
-        what: &'static str,
-    ) -> Result<(HopReply, Vec<String>), ClientError> {
+    async fn read_reply_lines(&mut self, what: &'static str) -> Result<(HopReply, Vec<String>), ClientError> {
         let t = if what == "end of data" {
             self.data_timeout
         } else {
@@ -209,10 +206,7 @@ impl Client {
             let mut line = Vec::new();
             loop {
                 line.clear();
-                let n = (&mut self.io)
-                    .take(4096)
-                    .read_until(b'\n', &mut line)
-                    .await?;
+                let n = (&mut self.io).take(4096).read_until(b'\n', &mut line).await?;
                 if n == 0 {
                     return Err(ClientError::Io(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
@@ -224,9 +218,7 @@ impl Client {
                 if s.len() < 3 || !s.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
                     return Err(ClientError::Protocol(s.to_string()));
                 }
-                let code: u16 = s[..3]
-                    .parse()
-                    .map_err(|_| ClientError::Protocol(s.to_string()))?;
+                let code: u16 = s[..3].parse().map_err(|_| ClientError::Protocol(s.to_string()))?;
                 let more = s.as_bytes().get(3) == Some(&b'-');
                 lines.push(s.get(4..).unwrap_or("").to_string());
                 if !more {
@@ -243,19 +235,15 @@ impl Client {
     }
 
     fn push_mail(&mut self, env: &Envelope) {
-        let from = env
-            .mail_from
-            .as_ref()
-            .map(|m| m.to_string())
-            .unwrap_or_default();
+        let from = env.mail_from.as_ref().map(|m| m.to_string()).unwrap_or_default();
         self.out.extend_from_slice(b"MAIL FROM:<");
         self.out.extend_from_slice(from.as_bytes());
         self.out.push(b'>');
-        if self.ext.eight_bit {
-            if let Some(b) = env.body.as_param() {
-                self.out.extend_from_slice(b" BODY=");
-                self.out.extend_from_slice(b.as_bytes());
-            }
+        if let Some(b) = env.body.as_param()
+            && self.ext.eight_bit
+        {
+            self.out.extend_from_slice(b" BODY=");
+            self.out.extend_from_slice(b.as_bytes());
         }
         if env.smtputf8 && self.ext.smtputf8 {
             self.out.extend_from_slice(b" SMTPUTF8");
@@ -265,20 +253,14 @@ impl Client {
 
     fn push_rcpt(&mut self, env: &Envelope, idx: usize) {
         self.out.extend_from_slice(b"RCPT TO:<");
-        self.out
-            .extend_from_slice(env.rcpts[idx].addr.to_string().as_bytes());
+        self.out.extend_from_slice(env.rcpts[idx].addr.to_string().as_bytes());
         self.out.extend_from_slice(b">\r\n");
     }
 
     /// Sends one transaction for the recipients `idx` of `env`. Returns a
     /// status per recipient, in the order of `idx`. An `Err` means the
     /// connection is unusable and no recipient got a final answer.
-    pub async fn send(
-        &mut self,
-        env: &Envelope,
-        idx: &[usize],
-        body: &[u8],
-    ) -> Result<Vec<RcptStatus>, ClientError> {
+    pub async fn send(&mut self, env: &Envelope, idx: &[usize], body: &[u8]) -> Result<Vec<RcptStatus>, ClientError> {
         self.last_used = Instant::now();
         self.out.clear();
         self.push_mail(env);
@@ -296,11 +278,7 @@ impl Client {
                 if mail.is_positive() && r.is_positive() {
                     accepted.push(k);
                 } else {
-                    *s = Some(RcptStatus::from_reply(if mail.is_positive() {
-                        &r
-                    } else {
-                        &mail
-                    }));
+                    *s = Some(RcptStatus::from_reply(if mail.is_positive() { &r } else { &mail }));
                 }
             }
             let data = self.read_reply("DATA").await?;
@@ -320,10 +298,7 @@ impl Client {
                 self.out.extend_from_slice(b".\r\n");
                 self.flush().await?;
                 let _ = self.read_reply("end of data").await?;
-                return Ok(statuses
-                    .into_iter()
-                    .map(|s| s.expect("every rcpt failed"))
-                    .collect());
+                return Ok(statuses.into_iter().map(|s| s.expect("every rcpt failed")).collect());
             }
         } else {
             self.flush().await?;
@@ -343,10 +318,7 @@ impl Client {
             }
             if accepted.is_empty() {
                 self.rset().await?;
-                return Ok(statuses
-                    .into_iter()
-                    .map(|s| s.expect("every rcpt failed"))
-                    .collect());
+                return Ok(statuses.into_iter().map(|s| s.expect("every rcpt failed")).collect());
             }
             self.out.extend_from_slice(b"DATA\r\n");
             self.flush().await?;
@@ -374,9 +346,7 @@ impl Client {
         self.last_used = Instant::now();
         Ok(statuses
             .into_iter()
-            .map(|s| {
-                s.unwrap_or_else(|| RcptStatus::Temporary(HopReply::local(451, "4.3.0 no reply")))
-            })
+            .map(|s| s.unwrap_or_else(|| RcptStatus::Temporary(HopReply::local(451, "4.3.0 no reply"))))
             .collect())
     }
 

@@ -172,15 +172,7 @@ mod tests {
             diagnostic: "550 5.1.1 no such user".into(),
             remote: Some("127.0.0.1".into()),
         }];
-        let (denv, msg) = build(
-            &e,
-            &f,
-            b"Subject: hi\r\n\r\nbody\r\n",
-            "mx.example",
-            "D1".into(),
-            0,
-        )
-        .unwrap();
+        let (denv, msg) = build(&e, &f, b"Subject: hi\r\n\r\nbody\r\n", "mx.example", "D1".into(), 0).unwrap();
         assert_eq!(denv.mail_from, None);
         assert_eq!(denv.rcpts[0].addr.to_string(), "s@sender.example");
         let text = String::from_utf8(msg).unwrap();

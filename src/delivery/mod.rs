@@ -21,12 +21,7 @@ pub type DeliverFuture<'a> = Pin<Box<dyn Future<Output = Vec<RcptStatus>> + Send
 /// status per recipient, in the order of `idx`. Never fails as a whole:
 /// connection problems are temporary statuses.
 pub trait Transport: Send + Sync + 'static {
-    fn deliver<'a>(
-        &'a self,
-        env: &'a Envelope,
-        idx: &'a [usize],
-        body: &'a [u8],
-    ) -> DeliverFuture<'a>;
+    fn deliver<'a>(&'a self, env: &'a Envelope, idx: &'a [usize], body: &'a [u8]) -> DeliverFuture<'a>;
 }
 
 /// SMTP or LMTP to the configured next hop, reusing idle connections.
@@ -64,19 +59,14 @@ impl NextHopTransport {
         }
     }
 
-    async fn attempt(
-        &self,
-        env: &Envelope,
-        idx: &[usize],
-        body: &[u8],
-    ) -> Result<Vec<RcptStatus>, ClientError> {
+    async fn attempt(&self, env: &Envelope, idx: &[usize], body: &[u8]) -> Result<Vec<RcptStatus>, ClientError> {
         // A pooled connection may have been closed by the next hop while
         // idle; if it fails, try once more on a fresh connection.
-        if let Some(mut c) = self.take_idle() {
-            if let Ok(st) = c.send(env, idx, body).await {
-                self.put_idle(c);
-                return Ok(st);
-            }
+        if let Some(mut c) = self.take_idle()
+            && let Ok(st) = c.send(env, idx, body).await
+        {
+            self.put_idle(c);
+            return Ok(st);
         }
         let mut c = Client::connect(&self.cfg).await?;
         let st = c.send(env, idx, body).await?;
@@ -86,12 +76,7 @@ impl NextHopTransport {
 }
 
 impl Transport for NextHopTransport {
-    fn deliver<'a>(
-        &'a self,
-        env: &'a Envelope,
-        idx: &'a [usize],
-        body: &'a [u8],
-    ) -> DeliverFuture<'a> {
+    fn deliver<'a>(&'a self, env: &'a Envelope, idx: &'a [usize], body: &'a [u8]) -> DeliverFuture<'a> {
         Box::pin(async move {
             match self.attempt(env, idx, body).await {
                 Ok(st) => st,
@@ -111,9 +96,7 @@ impl Transport for NextHopTransport {
                         code: 451,
                         text: format!("4.4.1 {e}"),
                     };
-                    idx.iter()
-                        .map(|_| RcptStatus::Temporary(reply.clone()))
-                        .collect()
+                    idx.iter().map(|_| RcptStatus::Temporary(reply.clone())).collect()
                 }
             }
         })

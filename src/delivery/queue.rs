@@ -45,9 +45,7 @@ struct Job {
 
 /// Backoff: `initial * 2^(attempts-1)`, capped at `max`.
 pub fn backoff(initial: Duration, max: Duration, attempts: u32) -> Duration {
-    let factor = 1u32
-        .checked_shl(attempts.saturating_sub(1).min(30))
-        .unwrap_or(u32::MAX);
+    let factor = 1u32.checked_shl(attempts.saturating_sub(1).min(30)).unwrap_or(u32::MAX);
     initial.saturating_mul(factor).min(max)
 }
 
@@ -109,12 +107,12 @@ impl Queue {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(res) = inflight.join_next(), if !inflight.is_empty() => {
-                    if let Ok((job, results)) = res {
-                        if let Some((job, delay)) = this.settle(job, results).await {
-                            seq += 1;
-                            delayed.push(Reverse((Instant::now() + delay, seq)));
-                            parked.insert(seq, job);
-                        }
+                    if let Ok((job, results)) = res
+                        && let Some((job, delay)) = this.settle(job, results).await
+                    {
+                        seq += 1;
+                        delayed.push(Reverse((Instant::now() + delay, seq)));
+                        parked.insert(seq, job);
                     }
                 }
                 msg = self.rx.recv() => {
@@ -141,10 +139,7 @@ impl Queue {
         // bounds all of this with the grace period; what is left stays
         // spooled for the next start).
         while let Ok(stored) = self.rx.try_recv() {
-            ready.push_back(Job {
-                stored,
-                attempts: 0,
-            });
+            ready.push_back(Job { stored, attempts: 0 });
         }
         ready.retain(|j| j.attempts == 0);
         loop {
@@ -201,16 +196,11 @@ impl QueueShared {
 
     async fn attempt(&self, mut job: Job) -> (Job, Vec<(usize, RcptStatus)>) {
         job.attempts += 1;
-        let idx: Vec<usize> = (0..job.stored.done.len())
-            .filter(|&i| !job.stored.done[i])
-            .collect();
+        let idx: Vec<usize> = (0..job.stored.done.len()).filter(|&i| !job.stored.done[i]).collect();
         let Some(body) = self.body(&job.stored).await else {
             return (job, Vec::new());
         };
-        let statuses = self
-            .transport
-            .deliver(&job.stored.envelope, &idx, &body)
-            .await;
+        let statuses = self.transport.deliver(&job.stored.envelope, &idx, &body).await;
         // Keep the body only for the retry if it is small; otherwise re-read.
         if job.stored.body.is_some() && body.len() > 64 * 1024 {
             job.stored.body = None;
@@ -220,11 +210,7 @@ impl QueueShared {
 
     /// Records the results of one attempt. Returns the job and its retry
     /// delay when recipients remain.
-    async fn settle(
-        &self,
-        mut job: Job,
-        results: Vec<(usize, RcptStatus)>,
-    ) -> Option<(Job, Duration)> {
+    async fn settle(&self, mut job: Job, results: Vec<(usize, RcptStatus)>) -> Option<(Job, Duration)> {
         let env = job.stored.envelope.clone();
         let sref = job.stored.sref;
         let mut failures: Vec<(usize, String, String)> = Vec::new();
@@ -255,11 +241,7 @@ impl QueueShared {
         if expired {
             for (i, st) in &results {
                 if let RcptStatus::Temporary(r) = st {
-                    failures.push((
-                        *i,
-                        "5.4.7".into(),
-                        format!("delivery time expired; last error: {r}"),
-                    ));
+                    failures.push((*i, "5.4.7".into(), format!("delivery time expired; last error: {r}")));
                 }
             }
         }
@@ -282,12 +264,7 @@ impl QueueShared {
         }
         let delay = backoff(self.cfg.retry_initial, self.cfg.retry_max, job.attempts);
         tracing::debug!(id = %env.id, attempts = job.attempts, ?delay, last = ?temp_last, "deferred");
-        if job
-            .stored
-            .body
-            .as_ref()
-            .is_some_and(|b| b.len() > 64 * 1024)
-        {
+        if job.stored.body.as_ref().is_some_and(|b| b.len() > 64 * 1024) {
             job.stored.body = None;
         }
         Some((job, delay))
@@ -311,8 +288,7 @@ impl QueueShared {
             return;
         };
         let id = format!("{}B{}", env.id, failures[0].0);
-        let Some((denv, msg)) = dsn::build(env, &fs, &original, &self.hostname, id, now_secs())
-        else {
+        let Some((denv, msg)) = dsn::build(env, &fs, &original, &self.hostname, id, now_secs()) else {
             return;
         };
         let to = denv.rcpts[0].addr.to_string();

@@ -22,16 +22,9 @@ use crate::smtp::proto::{Mailbox, Reply};
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
     #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("{path} line {line}: {problem}")]
-    Syntax {
-        path: String,
-        line: usize,
-        problem: String,
-    },
+    Syntax { path: String, line: usize, problem: String },
 }
 
 /// An immutable, loaded recipient table. Lookups are hash lookups: O(1).
@@ -80,9 +73,8 @@ impl Table {
                     problem: format!("{key:?} is neither user@domain nor @domain"),
                 });
             }
-            let reject = value.eq_ignore_ascii_case("REJECT")
-                || value.starts_with('5')
-                || value.eq_ignore_ascii_case("DISCARD");
+            let reject =
+                value.eq_ignore_ascii_case("REJECT") || value.starts_with('5') || value.eq_ignore_ascii_case("DISCARD");
             let key = key.trim_end_matches('.').to_string().into_boxed_str();
             if reject {
                 t.rejected.insert(key);
@@ -159,11 +151,7 @@ impl Directory {
     }
 
     pub fn table(&self) -> Arc<Table> {
-        self.table
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .clone()
+        self.table.read().unwrap_or_else(|p| p.into_inner()).0.clone()
     }
 
     pub fn lookup(&self, rcpt: &Mailbox) -> Lookup {
@@ -185,11 +173,7 @@ impl Directory {
     }
 
     /// Polls the file every `interval` until `shutdown` fires.
-    pub async fn watch(
-        self: Arc<Self>,
-        interval: Duration,
-        shutdown: tokio_util::sync::CancellationToken,
-    ) {
+    pub async fn watch(self: Arc<Self>, interval: Duration, shutdown: tokio_util::sync::CancellationToken) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

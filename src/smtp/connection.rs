@@ -50,9 +50,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Reads more input; `Ok(0)` means the peer closed.
     pub async fn read_more(&mut self) -> std::io::Result<usize> {
-        if self.pos > 0
-            && (self.pos > self.buf.len() / 2 || self.buf.capacity() - self.buf.len() < 4096)
-        {
+        if self.pos > 0 && (self.pos > self.buf.len() / 2 || self.buf.capacity() - self.buf.len() < 4096) {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
@@ -87,8 +85,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Closes the write side (sends TLS close_notify on a TLS stream).
     pub async fn shutdown(&mut self) {
-        let _ =
-            tokio::time::timeout(std::time::Duration::from_secs(5), self.stream.shutdown()).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.stream.shutdown()).await;
     }
 
     pub fn into_inner(self) -> S {

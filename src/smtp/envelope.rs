@@ -40,9 +40,6 @@ pub struct Envelope {
 
 impl Envelope {
     pub fn sender_display(&self) -> String {
-        self.mail_from
-            .as_ref()
-            .map(|m| m.to_string())
-            .unwrap_or_default()
+        self.mail_from.as_ref().map(|m| m.to_string()).unwrap_or_default()
     }
 }

@@ -5,9 +5,7 @@ use std::fmt::Write as _;
 
 use super::date::{now_secs, rfc5322_date};
 use super::envelope::{Envelope, Recipient};
-use super::proto::{
-    BdatReceiver, BodyProblem, DataReceiver, MailParams, Mailbox, RcptParams, Reply, scan_headers,
-};
+use super::proto::{BdatReceiver, BodyProblem, DataReceiver, MailParams, Mailbox, RcptParams, Reply, scan_headers};
 use super::session::{Mode, Session, Step, Transaction};
 use crate::events::Event;
 use crate::policy::{Decision, Stage};
@@ -57,10 +55,7 @@ impl Session {
         if from.as_ref().is_some_and(Mailbox::is_utf8) && !params.smtputf8 {
             return Reply::SMTPUTF8_REQUIRED;
         }
-        if let Some(r) = self
-            .run_checks(Stage::MailFrom(from.as_ref()), "mail")
-            .await
-        {
+        if let Some(r) = self.run_checks(Stage::MailFrom(from.as_ref()), "mail").await {
             return r;
         }
         self.tx = Some(Transaction {
@@ -155,11 +150,7 @@ impl Session {
                 .and_then(|rx| rx.problem());
             self.finish_message(problem).await
         } else {
-            let n = self
-                .tx
-                .as_ref()
-                .and_then(|t| t.bdat.as_ref())
-                .map_or(0, |r| r.size());
+            let n = self.tx.as_ref().and_then(|t| t.bdat.as_ref()).map_or(0, |r| r.size());
             Reply::owned(250, "2.0.0", format!("{n} octets received"))
         }
     }
@@ -237,10 +228,7 @@ impl Session {
             return self.reject_message(Reply::HEADER_TOO_LARGE, "header section too large");
         }
         if info.received >= cfg.max_received_headers {
-            return self.reject_message(
-                Reply::TOO_MANY_HOPS,
-                "too many Received headers (mail loop)",
-            );
+            return self.reject_message(Reply::TOO_MANY_HOPS, "too many Received headers (mail loop)");
         }
 
         // Step 3: store durably; 250 only after the spool says so.
@@ -319,9 +307,7 @@ impl Session {
         let verdict = self.shared.checks.run(&stage).await?;
         let (reply, reason) = match verdict.decision {
             Decision::Continue => return None,
-            Decision::Reject { reply, reason } | Decision::Defer { reply, reason } => {
-                (reply, reason)
-            }
+            Decision::Reject { reply, reason } | Decision::Defer { reply, reason } => (reply, reason),
         };
         self.shared.events.emit(Event::Rejected {
             session: self.id,

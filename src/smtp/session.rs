@@ -17,8 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::connection::Connection;
 use super::envelope::Recipient;
 use super::proto::{
-    BdatReceiver, BodyLimits, Command, DataReceiver, DataStatus, Line, LineReceiver, MailParams,
-    Mailbox, Reply,
+    BdatReceiver, BodyLimits, Command, DataReceiver, DataStatus, Line, LineReceiver, MailParams, Mailbox, Reply,
 };
 use crate::config::Config;
 use crate::delivery::queue::QueueHandle;
@@ -164,18 +163,10 @@ impl Session {
     }
 
     /// Runs the session over `stream` until it ends or asks for STARTTLS.
-    pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
-        &mut self,
-        stream: S,
-        greet: bool,
-    ) -> Outcome<S> {
+    pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(&mut self, stream: S, greet: bool) -> Outcome<S> {
         let mut conn = Connection::new(stream);
         if greet {
-            let banner = Reply::owned(
-                220,
-                "",
-                format!("{} ESMTP sluice", self.shared.config.server.hostname),
-            );
+            let banner = Reply::owned(220, "", format!("{} ESMTP sluice", self.shared.config.server.hostname));
             conn.push(&banner);
         }
         loop {
@@ -249,12 +240,8 @@ impl Session {
                         conn.consume(used);
                         return Step::NeedMore;
                     }
-                    Line::TooLong => {
-                        Err((Reply::LINE_TOO_LONG, "command line too long".to_string()))
-                    }
-                    Line::Complete(l) => {
-                        super::proto::parse(l).map_err(|e| (e.reply(), e.to_string()))
-                    }
+                    Line::TooLong => Err((Reply::LINE_TOO_LONG, "command line too long".to_string())),
+                    Line::Complete(l) => super::proto::parse(l).map_err(|e| (e.reply(), e.to_string())),
                 };
                 conn.consume(used);
                 let (reply, step) = match parsed {
@@ -279,8 +266,7 @@ impl Session {
                 match status {
                     DataStatus::NeedsMoreData => Step::NeedMore,
                     DataStatus::Done => {
-                        let Mode::Data(rx) = std::mem::replace(&mut self.mode, Mode::Command)
-                        else {
+                        let Mode::Data(rx) = std::mem::replace(&mut self.mode, Mode::Command) else {
                             unreachable!("mode checked above")
                         };
                         let reply = self.finish_message(rx.problem()).await;
@@ -288,11 +274,7 @@ impl Session {
                     }
                 }
             }
-            Mode::Bdat {
-                last,
-                refuse,
-                discard,
-            } => {
+            Mode::Bdat { last, refuse, discard } => {
                 let last = *last;
                 let complete = if refuse.is_some() {
                     let take = (*discard).min(conn.input().len() as u64);
@@ -315,8 +297,7 @@ impl Session {
                 if !complete {
                     return Step::NeedMore;
                 }
-                let Mode::Bdat { refuse, .. } = std::mem::replace(&mut self.mode, Mode::Command)
-                else {
+                let Mode::Bdat { refuse, .. } = std::mem::replace(&mut self.mode, Mode::Command) else {
                     unreachable!("mode checked above")
                 };
                 let reply = self.bdat_chunk_done(last, refuse).await;
@@ -326,12 +307,7 @@ impl Session {
     }
 
     /// Queues a reply, counting errors; too many errors end the session.
-    fn reply<S: AsyncRead + AsyncWrite + Unpin>(
-        &mut self,
-        conn: &mut Connection<S>,
-        reply: Reply,
-        step: Step,
-    ) -> Step {
+    fn reply<S: AsyncRead + AsyncWrite + Unpin>(&mut self, conn: &mut Connection<S>, reply: Reply, step: Step) -> Step {
         conn.push(&reply);
         if reply.is_permanent() {
             self.errors += 1;
@@ -351,9 +327,7 @@ impl Session {
         let (reply, step) = match cmd {
             Command::Ehlo(host) => (self.handle_ehlo(host, true).await, Step::Continue),
             Command::Helo(host) => (self.handle_ehlo(host, false).await, Step::Continue),
-            Command::Mail { from, params } => {
-                (self.handle_mail(from, params).await, Step::Continue)
-            }
+            Command::Mail { from, params } => (self.handle_mail(from, params).await, Step::Continue),
             Command::Rcpt { to, params } => (self.handle_rcpt(to, params).await, Step::Continue),
             Command::Data => (self.handle_data(), Step::Continue),
             Command::Bdat { .. } => unreachable!("handled above"),

@@ -96,13 +96,10 @@ impl FsSpool {
         for entry in std::fs::read_dir(dir)? {
             let name = entry?.file_name();
             let name = name.to_string_lossy();
-            if let Some(hex) = name
-                .strip_prefix("seg-")
-                .and_then(|n| n.strip_suffix(".log"))
+            if let Some(hex) = name.strip_prefix("seg-").and_then(|n| n.strip_suffix(".log"))
+                && let Ok(n) = u64::from_str_radix(hex, 16)
             {
-                if let Ok(n) = u64::from_str_radix(hex, 16) {
-                    segs.push(n);
-                }
+                segs.push(n);
             }
         }
         segs.sort_unstable();
@@ -144,11 +141,7 @@ impl FsSpool {
 impl Spool for FsSpool {
     fn store(&self, envelope: Envelope, body: Vec<u8>) -> SpoolFuture<'_> {
         let (reply, rx) = oneshot::channel();
-        let sent = self.send(Req::Store {
-            envelope,
-            body,
-            reply,
-        });
+        let sent = self.send(Req::Store { envelope, body, reply });
         Box::pin(async move {
             sent?;
             rx.await.map_err(|_| SpoolError::Closed)?
@@ -200,10 +193,7 @@ fn decode(rec: &[u8]) -> Option<(&[u8], &[u8])> {
     if crc32fast::hash(&rec[4..end]) != crc {
         return None;
     }
-    Some((
-        &rec[HEADER_LEN..HEADER_LEN + env_len],
-        &rec[HEADER_LEN + env_len..end],
-    ))
+    Some((&rec[HEADER_LEN..HEADER_LEN + env_len], &rec[HEADER_LEN + env_len..end]))
 }
 
 /// Reads the done marks and the records of one segment; returns the
@@ -293,11 +283,7 @@ fn recover_segment(dir: &Path, seg: u64) -> Result<Vec<Stored>, SpoolError> {
             }
         };
         let mut done = vec![false; envelope.rcpts.len()];
-        for &i in done_rcpts
-            .get(&sref.offset)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-        {
+        for &i in done_rcpts.get(&sref.offset).map(Vec::as_slice).unwrap_or(&[]) {
             if let Some(d) = done.get_mut(i) {
                 *d = true;
             }
@@ -385,11 +371,7 @@ impl Writer {
             }
             for req in reqs {
                 match req {
-                    Req::Store {
-                        envelope,
-                        body,
-                        reply,
-                    } => {
+                    Req::Store { envelope, body, reply } => {
                         let env_json = match serde_json::to_vec(&envelope) {
                             Ok(j) => j,
                             Err(e) => {
@@ -414,9 +396,7 @@ impl Writer {
                         };
                         waiting.push((reply, stored));
                     }
-                    Req::RcptDone(sref, idx) => {
-                        self.mark(sref, &format!("R {} {idx}\n", sref.offset))
-                    }
+                    Req::RcptDone(sref, idx) => self.mark(sref, &format!("R {} {idx}\n", sref.offset)),
                     Req::Done(sref) => {
                         self.mark(sref, &format!("D {}\n", sref.offset));
                         self.release(sref.segment);
@@ -496,11 +476,11 @@ impl Writer {
         let f = match self.marks.entry(sref.segment) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
-                match OpenOptions::new().create(true).append(true).open(seg_path(
-                    dir,
-                    sref.segment,
-                    "done",
-                )) {
+                match OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(seg_path(dir, sref.segment, "done"))
+                {
                     Ok(f) => v.insert(f),
                     Err(e) => {
                         tracing::error!(error = %e, "spool: cannot open done-mark file");
@@ -575,21 +555,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = FsSpool::open(dir.path(), true, 1 << 20).unwrap();
         assert!(r.pending.is_empty());
-        let a = r
-            .spool
-            .store(env("A", 2), b"body A\r\n".to_vec())
-            .await
-            .unwrap();
-        let b = r
-            .spool
-            .store(env("B", 1), b"body B\r\n".to_vec())
-            .await
-            .unwrap();
-        let c = r
-            .spool
-            .store(env("C", 1), b"body C\r\n".to_vec())
-            .await
-            .unwrap();
+        let a = r.spool.store(env("A", 2), b"body A\r\n".to_vec()).await.unwrap();
+        let b = r.spool.store(env("B", 1), b"body B\r\n".to_vec()).await.unwrap();
+        let c = r.spool.store(env("C", 1), b"body C\r\n".to_vec()).await.unwrap();
         assert_eq!(r.spool.read_body(b.sref).unwrap(), b"body B\r\n");
         r.spool.mark_rcpt_done(a.sref, 1);
         r.spool.mark_done(c.sref);
@@ -599,10 +567,7 @@ mod tests {
         let ids: Vec<_> = r2.pending.iter().map(|s| s.envelope.id.as_str()).collect();
         assert_eq!(ids, ["A", "B"]);
         assert_eq!(r2.pending[0].done, vec![false, true]);
-        assert_eq!(
-            r2.spool.read_body(r2.pending[0].sref).unwrap(),
-            b"body A\r\n"
-        );
+        assert_eq!(r2.spool.read_body(r2.pending[0].sref).unwrap(), b"body A\r\n");
         for s in &r2.pending {
             r2.spool.mark_done(s.sref);
         }
@@ -620,11 +585,7 @@ mod tests {
     async fn torn_tail_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let r = FsSpool::open(dir.path(), true, 1 << 20).unwrap();
-        let a = r
-            .spool
-            .store(env("A", 1), b"body A\r\n".to_vec())
-            .await
-            .unwrap();
+        let a = r.spool.store(env("A", 1), b"body A\r\n".to_vec()).await.unwrap();
         r.spool.close();
         // Simulate a crash mid-write: half a record after A.
         let path = seg_path(dir.path(), a.sref.segment, "log");
@@ -648,10 +609,7 @@ mod tests {
         for i in 0..200 {
             let spool = spool.clone();
             tasks.push(tokio::spawn(async move {
-                spool
-                    .store(env(&format!("m{i}"), 1), vec![b'x'; 4096])
-                    .await
-                    .unwrap()
+                spool.store(env(&format!("m{i}"), 1), vec![b'x'; 4096]).await.unwrap()
             }));
         }
         let mut refs = HashSet::new();

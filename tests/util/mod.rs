@@ -19,7 +19,8 @@ use tokio::net::{TcpListener, TcpStream};
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The recipient table every test relay starts with.
-pub const TABLE: &str = "# test table\nuser@example.com OK\nknown@example.com OK\nother@example.com OK\n@catchall.example.net OK\n";
+pub const TABLE: &str =
+    "# test table\nuser@example.com OK\nknown@example.com OK\nother@example.com OK\n@catchall.example.net OK\n";
 
 /// Base TOML for a test relay; `{next_hop}` is filled in.
 pub fn base_toml(next_hop: &str) -> String {
@@ -65,11 +66,7 @@ impl TestRelay {
     }
 
     /// Starts from `toml` in an existing directory (spool survives restarts).
-    pub async fn start_in(
-        dir: tempfile::TempDir,
-        toml: &str,
-        tweak: impl FnOnce(&mut Config),
-    ) -> TestRelay {
+    pub async fn start_in(dir: tempfile::TempDir, toml: &str, tweak: impl FnOnce(&mut Config)) -> TestRelay {
         let mut cfg = Config::from_toml(toml, dir.path()).expect("test config");
         tweak(&mut cfg);
         let running = sluice::app::start(cfg).await.expect("sluice starts");
@@ -153,10 +150,7 @@ impl Client {
                 .await
                 .expect("reply timeout")
                 .expect("read");
-            assert!(
-                n > 0,
-                "connection closed while waiting for a reply; so far: {all:?}"
-            );
+            assert!(n > 0, "connection closed while waiting for a reply; so far: {all:?}");
             assert!(line.ends_with("\r\n"), "reply line without CRLF: {line:?}");
             all.push_str(line.trim_end());
             if line.as_bytes().get(3) == Some(&b'-') {
@@ -275,10 +269,7 @@ pub fn strip_trace(msg: &[u8]) -> &[u8] {
 }
 
 fn rest_find_newline(msg: &[u8], from: usize) -> Option<usize> {
-    msg[from..]
-        .iter()
-        .position(|&b| b == b'\n')
-        .map(|i| from + i)
+    msg[from..].iter().position(|&b| b == b'\n').map(|i| from + i)
 }
 
 /// Corpus file for relaying: drop an mbox "From " first line, then CRLF.
@@ -390,12 +381,7 @@ impl Drop for Sink {
     }
 }
 
-async fn sink_session(
-    s: TcpStream,
-    lmtp: bool,
-    policy: RcptPolicy,
-    st: Arc<Mutex<SinkState>>,
-) -> std::io::Result<()> {
+async fn sink_session(s: TcpStream, lmtp: bool, policy: RcptPolicy, st: Arc<Mutex<SinkState>>) -> std::io::Result<()> {
     let mut io = BufReader::new(s);
     io.get_mut().write_all(b"220 sink ESMTP\r\n").await?;
     let (mut from, mut rcpts) = (String::new(), Vec::<String>::new());
@@ -479,7 +465,10 @@ pub fn test_message(marker: &str) -> Vec<u8> {
         .into_bytes();
     m.extend_from_slice(b".leading dot line\r\n");
     for i in 0..40 {
-        m.extend_from_slice(format!("line {i} of {marker} ................................................................\r\n").as_bytes());
+        m.extend_from_slice(
+            format!("line {i} of {marker} ................................................................\r\n")
+                .as_bytes(),
+        );
     }
     m
 }

@@ -159,9 +159,7 @@ fn check_domain(domain: &str) -> Result<String, AddressError> {
         }
         let lit = &domain[1..domain.len() - 1];
         let ok = match lit.get(..5) {
-            Some(p) if p.eq_ignore_ascii_case("IPv6:") => {
-                lit[5..].parse::<std::net::Ipv6Addr>().is_ok()
-            }
+            Some(p) if p.eq_ignore_ascii_case("IPv6:") => lit[5..].parse::<std::net::Ipv6Addr>().is_ok(),
             _ => lit.parse::<std::net::Ipv4Addr>().is_ok(),
         };
         return if ok {

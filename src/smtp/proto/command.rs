@@ -47,19 +47,10 @@ pub struct RcptParams {
 pub enum Command {
     Ehlo(String),
     Helo(String),
-    Mail {
-        from: Option<Mailbox>,
-        params: MailParams,
-    },
-    Rcpt {
-        to: Mailbox,
-        params: RcptParams,
-    },
+    Mail { from: Option<Mailbox>, params: MailParams },
+    Rcpt { to: Mailbox, params: RcptParams },
     Data,
-    Bdat {
-        size: u64,
-        last: bool,
-    },
+    Bdat { size: u64, last: bool },
     Rset,
     Noop,
     Quit,
@@ -166,28 +157,21 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
 }
 
 fn no_arg(arg: &str, c: Command) -> Result<Command, ParseError> {
-    if arg.is_empty() {
-        Ok(c)
-    } else {
-        Err(ParseError::Syntax)
-    }
+    if arg.is_empty() { Ok(c) } else { Err(ParseError::Syntax) }
 }
 
 /// Strips a case-insensitive `prefix` ("FROM:" / "TO:").
 fn strip_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &s[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
 }
 
 /// Splits ESMTP parameters `KEY[=VALUE]` separated by spaces.
 fn params(rest: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
-    rest.split(' ')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.find('=') {
-            Some(i) => (&p[..i], Some(&p[i + 1..])),
-            None => (p, None),
-        })
+    rest.split(' ').filter(|p| !p.is_empty()).map(|p| match p.find('=') {
+        Some(i) => (&p[..i], Some(&p[i + 1..])),
+        None => (p, None),
+    })
 }
 
 fn parse_mail(arg: &str) -> Result<Command, ParseError> {
@@ -209,9 +193,7 @@ fn parse_mail(arg: &str) -> Result<Command, ParseError> {
                 }
             }
             ("SMTPUTF8", None) => p.smtputf8 = true,
-            ("RET", Some(v))
-                if v.eq_ignore_ascii_case("FULL") || v.eq_ignore_ascii_case("HDRS") =>
-            {
+            ("RET", Some(v)) if v.eq_ignore_ascii_case("FULL") || v.eq_ignore_ascii_case("HDRS") => {
                 p.ret = Some(v.to_ascii_uppercase())
             }
             ("ENVID", Some(v)) if !v.is_empty() && v.len() <= 100 => p.envid = Some(v.to_string()),
@@ -286,32 +268,11 @@ mod tests {
             ("VRFY postmaster", Command::Vrfy),
             ("EXPN list", Command::Expn),
             ("HELP", Command::Help),
-            (
-                "EHLO client.example",
-                Command::Ehlo("client.example".into()),
-            ),
+            ("EHLO client.example", Command::Ehlo("client.example".into())),
             ("helo [192.0.2.1]", Command::Helo("[192.0.2.1]".into())),
-            (
-                "BDAT 100",
-                Command::Bdat {
-                    size: 100,
-                    last: false,
-                },
-            ),
-            (
-                "BDAT 0 LAST",
-                Command::Bdat {
-                    size: 0,
-                    last: true,
-                },
-            ),
-            (
-                "bdat 7 last",
-                Command::Bdat {
-                    size: 7,
-                    last: true,
-                },
-            ),
+            ("BDAT 100", Command::Bdat { size: 100, last: false }),
+            ("BDAT 0 LAST", Command::Bdat { size: 0, last: true }),
+            ("bdat 7 last", Command::Bdat { size: 7, last: true }),
         ];
         for (line, want) in table {
             assert_eq!(&ok(line), want, "{line}");
@@ -328,10 +289,7 @@ mod tests {
             ("EHLO", ParseError::Helo),
             ("EHLO bad..name", ParseError::Helo),
             ("MAIL <a@b>", ParseError::Syntax),
-            (
-                "MAIL FROM:a@b",
-                ParseError::Sender(AddressError::NotBracketed),
-            ),
+            ("MAIL FROM:a@b", ParseError::Sender(AddressError::NotBracketed)),
             ("MAIL FROM:<a@b> FOO=1", ParseError::UnknownParam),
             ("MAIL FROM:<a@b> SIZE=x", ParseError::Syntax),
             ("MAIL FROM:<a@b> BODY=9BIT", ParseError::Syntax),
@@ -347,10 +305,7 @@ mod tests {
         for (line, want) in table {
             assert_eq!(&err(line), want, "{line}");
         }
-        assert_eq!(
-            parse(b"MAIL FROM:<\xff@b>").unwrap_err(),
-            ParseError::Encoding
-        );
+        assert_eq!(parse(b"MAIL FROM:<\xff@b>").unwrap_err(), ParseError::Encoding);
     }
 
     #[test]

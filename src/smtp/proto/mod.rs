@@ -12,7 +12,6 @@ pub mod reply;
 pub use address::{Mailbox, parse_path};
 pub use command::{Body, Command, MailParams, ParseError, RcptParams, parse};
 pub use receiver::{
-    BdatReceiver, BodyLimits, BodyProblem, DataReceiver, DataStatus, HeaderInfo, Line,
-    LineReceiver, scan_headers,
+    BdatReceiver, BodyLimits, BodyProblem, DataReceiver, DataStatus, HeaderInfo, Line, LineReceiver, scan_headers,
 };
 pub use reply::Reply;

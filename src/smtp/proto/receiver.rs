@@ -221,11 +221,7 @@ impl DataReceiver {
                 self.checker.finish();
                 return (DataStatus::Done, pos);
             }
-            let content = if line.starts_with(b".") {
-                &line[1..]
-            } else {
-                line
-            };
+            let content = if line.starts_with(b".") { &line[1..] } else { line };
             self.push(body, content);
             self.prev_crlf = line.ends_with(b"\r\n");
         }

@@ -82,13 +82,7 @@ impl std::fmt::Display for Reply {
         if self.enhanced.is_empty() {
             write!(f, "{} {}", self.code, self.text.replace('\n', " / "))
         } else {
-            write!(
-                f,
-                "{} {} {}",
-                self.code,
-                self.enhanced,
-                self.text.replace('\n', " / ")
-            )
+            write!(f, "{} {} {}", self.code, self.enhanced, self.text.replace('\n', " / "))
         }
     }
 }
@@ -110,24 +104,18 @@ impl Reply {
     pub const START_DATA: Reply = Reply::new(354, "", "End data with <CR><LF>.<CR><LF>");
     pub const READY_TLS: Reply = Reply::new(220, "2.0.0", "Ready to start TLS");
 
-    pub const SHUTTING_DOWN: Reply =
-        Reply::new(421, "4.3.2", "Service shutting down, try again later");
-    pub const TOO_MANY_CONNECTIONS: Reply =
-        Reply::new(421, "4.7.0", "Too many connections, try again later");
+    pub const SHUTTING_DOWN: Reply = Reply::new(421, "4.3.2", "Service shutting down, try again later");
+    pub const TOO_MANY_CONNECTIONS: Reply = Reply::new(421, "4.7.0", "Too many connections, try again later");
     pub const TIMEOUT: Reply = Reply::new(421, "4.4.2", "Timeout, closing connection");
-    pub const TOO_MANY_ERRORS: Reply =
-        Reply::new(421, "4.7.0", "Too many errors, closing connection");
-    pub const LOCAL_ERROR: Reply =
-        Reply::new(451, "4.3.0", "Local error in processing, try again later");
-    pub const SPOOL_FAILED: Reply =
-        Reply::new(451, "4.3.0", "Message could not be stored, try again later");
+    pub const TOO_MANY_ERRORS: Reply = Reply::new(421, "4.7.0", "Too many errors, closing connection");
+    pub const LOCAL_ERROR: Reply = Reply::new(451, "4.3.0", "Local error in processing, try again later");
+    pub const SPOOL_FAILED: Reply = Reply::new(451, "4.3.0", "Message could not be stored, try again later");
     pub const TOO_MANY_RCPTS: Reply = Reply::new(452, "4.5.3", "Too many recipients");
     pub const TLS_UNAVAILABLE: Reply = Reply::new(454, "4.7.0", "TLS not available");
 
     pub const SYNTAX_ERROR: Reply = Reply::new(500, "5.5.2", "Syntax error, command unrecognized");
     pub const LINE_TOO_LONG: Reply = Reply::new(500, "5.5.2", "Line too long");
-    pub const PARAM_SYNTAX: Reply =
-        Reply::new(501, "5.5.4", "Syntax error in parameters or arguments");
+    pub const PARAM_SYNTAX: Reply = Reply::new(501, "5.5.4", "Syntax error in parameters or arguments");
     pub const BAD_SENDER_SYNTAX: Reply = Reply::new(501, "5.1.7", "Bad sender address syntax");
     pub const BAD_RCPT_SYNTAX: Reply = Reply::new(501, "5.1.3", "Bad recipient address syntax");
     pub const HELO_SYNTAX: Reply = Reply::new(501, "5.5.4", "Syntax: EHLO hostname");
@@ -138,29 +126,16 @@ impl Reply {
     pub const RCPT_FIRST: Reply = Reply::new(503, "5.5.1", "Send RCPT first");
     pub const TLS_ALREADY: Reply = Reply::new(503, "5.5.1", "TLS already active");
     pub const BDAT_MIXED: Reply = Reply::new(503, "5.5.1", "DATA not allowed after BDAT");
-    pub const BDAT_EXPECTED: Reply = Reply::new(
-        503,
-        "5.5.1",
-        "BDAT transaction in progress, send BDAT or RSET",
-    );
+    pub const BDAT_EXPECTED: Reply = Reply::new(503, "5.5.1", "BDAT transaction in progress, send BDAT or RSET");
     pub const PARAM_UNKNOWN: Reply = Reply::new(555, "5.5.4", "Unsupported MAIL/RCPT parameter");
-    pub const UNKNOWN_USER: Reply =
-        Reply::new(550, "5.1.1", "Recipient address rejected: user unknown");
+    pub const UNKNOWN_USER: Reply = Reply::new(550, "5.1.1", "Recipient address rejected: user unknown");
     pub const RELAY_DENIED: Reply = Reply::new(554, "5.7.1", "Relay access denied");
     pub const SIZE_EXCEEDED: Reply = Reply::new(552, "5.3.4", "Message size exceeds fixed limit");
-    pub const DATA_LINE_TOO_LONG: Reply =
-        Reply::new(552, "5.3.4", "Message line exceeds fixed limit");
-    pub const HEADER_TOO_LARGE: Reply =
-        Reply::new(552, "5.3.4", "Message header exceeds fixed limit");
-    pub const TOO_MANY_HOPS: Reply = Reply::new(
-        554,
-        "5.4.6",
-        "Too many Received headers: mail loop detected",
-    );
-    pub const BARE_NEWLINE: Reply =
-        Reply::new(550, "5.6.0", "Message contains bare CR or LF, not accepted");
-    pub const SMTPUTF8_REQUIRED: Reply =
-        Reply::new(553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
+    pub const DATA_LINE_TOO_LONG: Reply = Reply::new(552, "5.3.4", "Message line exceeds fixed limit");
+    pub const HEADER_TOO_LARGE: Reply = Reply::new(552, "5.3.4", "Message header exceeds fixed limit");
+    pub const TOO_MANY_HOPS: Reply = Reply::new(554, "5.4.6", "Too many Received headers: mail loop detected");
+    pub const BARE_NEWLINE: Reply = Reply::new(550, "5.6.0", "Message contains bare CR or LF, not accepted");
+    pub const SMTPUTF8_REQUIRED: Reply = Reply::new(553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
     pub const NEED_8BITMIME: Reply = Reply::new(554, "5.6.1", "8-bit data requires BODY=8BITMIME");
 }
 
@@ -179,10 +154,7 @@ mod tests {
     #[test]
     fn multi_line_uses_dash_continuation() {
         let r = Reply::owned(250, "", "mx.example.org\nPIPELINING\nSIZE 10".into());
-        assert_eq!(
-            r.to_bytes(),
-            b"250-mx.example.org\r\n250-PIPELINING\r\n250 SIZE 10\r\n"
-        );
+        assert_eq!(r.to_bytes(), b"250-mx.example.org\r\n250-PIPELINING\r\n250 SIZE 10\r\n");
     }
 
     #[test]

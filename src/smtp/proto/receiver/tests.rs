@@ -186,8 +186,7 @@ fn bdat_flags_bare_newline_split_over_chunks() {
 
 #[test]
 fn header_scan_counts_received_and_size() {
-    let body =
-        b"Received: from a\r\nreceived: from b\r\nSubject: x\r\n\r\nReceived: not a header\r\n";
+    let body = b"Received: from a\r\nreceived: from b\r\nSubject: x\r\n\r\nReceived: not a header\r\n";
     let info = scan_headers(body, 1 << 16);
     assert_eq!(info.received, 2);
     assert_eq!(info.size, 50);
