@@ -73,5 +73,26 @@ fn data_receiver(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, commands, data_receiver);
+fn recipient_table(c: &mut Criterion) {
+    use sluice::policy::recipients::Table;
+    use sluice::smtp::proto::address::parse_mailbox;
+    let mut text = Vec::with_capacity(40 << 20);
+    for i in 0..1_000_000 {
+        text.extend_from_slice(format!("user{i:07}@example.com OK\n").as_bytes());
+    }
+    let mut g = c.benchmark_group("recipient table");
+    g.sample_size(10);
+    g.bench_function("load 1M entries", |b| {
+        b.iter(|| black_box(Table::parse(&text, "bench").unwrap().len()))
+    });
+    let t = Table::parse(&text, "bench").unwrap();
+    let hit = parse_mailbox("user0765432@example.com").unwrap();
+    let miss = parse_mailbox("nobody@example.com").unwrap();
+    g.bench_function("lookup hit+miss in 1M", |b| {
+        b.iter(|| (t.lookup(black_box(&hit), None), t.lookup(black_box(&miss), None)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, commands, data_receiver, recipient_table);
 criterion_main!(benches);

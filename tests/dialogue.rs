@@ -347,3 +347,41 @@ async fn received_header_is_prepended_and_body_is_byte_exact() {
     );
     assert_eq!(strip_trace(data), &msg[..]);
 }
+
+#[tokio::test]
+async fn connection_limit_gives_421() {
+    let sink = Sink::start().await;
+    let relay = TestRelay::start_with(&sink.next_hop(), |c| c.server.max_connections = 1).await;
+    let mut first = relay.client().await;
+    let mut second = Client::connect(relay.addr).await;
+    second.expect("421 4.7.0").await;
+    second.expect_closed().await;
+    first.cmd("NOOP", "250").await;
+    first.cmd("QUIT", "221").await;
+    first.expect_closed().await;
+    // The slot is free again.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    relay.client().await.cmd("NOOP", "250").await;
+}
+
+#[tokio::test]
+async fn idle_and_data_timeouts_close_with_421() {
+    let sink = Sink::start().await;
+    let relay = TestRelay::start_with(&sink.next_hop(), |c| {
+        c.timeouts.idle = std::time::Duration::from_millis(500);
+        c.timeouts.data = std::time::Duration::from_millis(500);
+    })
+    .await;
+    let mut c = relay.client().await;
+    c.expect("421 4.4.2").await;
+    c.expect_closed().await;
+    // A client that stalls in the middle of DATA gets no 250.
+    let mut c = relay.client().await;
+    c.envelope("a@client.example", &["user@example.com"]).await;
+    c.cmd("DATA", "354").await;
+    c.send_raw(b"Subject: stalled\r\n\r\npart").await;
+    c.expect("421 4.4.2").await;
+    c.expect_closed().await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(sink.messages().is_empty());
+}

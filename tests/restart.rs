@@ -27,7 +27,11 @@ struct Proc {
 impl Proc {
     fn start(dir: &std::path::Path, port: u16, next_hop_port: u16) -> Proc {
         let toml = base_toml(&format!("smtp://127.0.0.1:{next_hop_port}"))
-            .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+            .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+            .replace(
+                "table = \"recipients\"",
+                "table = \"recipients\"\nreload_interval = \"1h\"",
+            );
         std::fs::write(dir.join("sluice.toml"), toml).unwrap();
         if !dir.join("recipients").exists() {
             std::fs::write(dir.join("recipients"), TABLE).unwrap();
@@ -207,4 +211,74 @@ async fn sigterm_answers_421_and_lets_data_finish() {
         markers(&sink.messages()),
         ["in-flight".to_string()].into_iter().collect()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_recipient_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start().await;
+    let p = Proc::start(dir.path(), free_port(), sink.port);
+    // Polling is slow in this test's config, so only SIGHUP can explain a reload.
+    let toml = std::fs::read_to_string(dir.path().join("sluice.toml")).unwrap();
+    assert!(toml.contains("reload_interval = \"1h\""));
+    let mut c = Client::connect(p.addr).await;
+    c.expect("220").await;
+    c.cmd("EHLO client.example", "250").await;
+    c.cmd("MAIL FROM:<a@client.example>", "250").await;
+    c.cmd("RCPT TO:<fresh@example.com>", "550 5.1.1").await;
+    std::fs::write(dir.path().join("recipients"), format!("{TABLE}fresh@example.com OK\n")).unwrap();
+    p.signal("HUP");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        c.send("RCPT TO:<fresh@example.com>").await;
+        if c.reply().await.starts_with("250") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "SIGHUP did not reload the table"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_without_config_uses_the_builtin_defaults() {
+    // The defaults are relative to the working directory: ./var/spool and
+    // deploy/recipients.example; listen 127.0.0.1:2525.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("deploy")).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/recipients.example"),
+        dir.path().join("deploy/recipients.example"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = "127.0.0.1:2525".parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "default listen address not up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut c = Client::connect(addr).await;
+    c.expect("220").await;
+    c.cmd("EHLO client.example", "250").await;
+    c.cmd("MAIL FROM:<a@client.example>", "250").await;
+    c.cmd("RCPT TO:<user@example.com>", "250").await;
+    c.cmd("RCPT TO:<nobody@example.com>", "550 5.1.1").await;
+    c.cmd("QUIT", "221").await;
+    assert!(dir.path().join("var/spool").is_dir());
+    Command::new("kill")
+        .args(["-s", "INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
 }

@@ -252,6 +252,27 @@ mod tests {
     }
 
     #[test]
+    fn a_million_entries() {
+        let mut text = Vec::with_capacity(40 << 20);
+        for i in 0..1_000_000 {
+            text.extend_from_slice(format!("user{i:07}@example.com OK\n").as_bytes());
+        }
+        let t = Table::parse(&text, "big").unwrap();
+        assert_eq!(t.len(), 1_000_000);
+        for probe in [
+            "user0000000@example.com",
+            "user0500000@example.com",
+            "user0999999@example.com",
+        ] {
+            assert_eq!(t.lookup(&parse_mailbox(probe).unwrap(), None), Lookup::Known, "{probe}");
+        }
+        assert_eq!(
+            t.lookup(&parse_mailbox("user1000000@example.com").unwrap(), None),
+            Lookup::Unknown
+        );
+    }
+
+    #[test]
     fn syntax_errors_name_the_line() {
         let e = Table::parse(b"ok@x.example OK\nnovalue@x.example\n", "t").unwrap_err();
         assert_eq!(
