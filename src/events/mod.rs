@@ -157,6 +157,11 @@ impl EventBus {
             };
             match ev {
                 Ok(e) => {
+                    if !tracing::enabled!(target: "sluice::event", tracing::Level::INFO)
+                        && !matches!(*e, Event::Warning { .. })
+                    {
+                        continue;
+                    }
                     let json = serde_json::to_string(&*e).unwrap_or_default();
                     match &*e {
                         Event::Warning { .. } => tracing::warn!(target: "sluice::event", "{json}"),

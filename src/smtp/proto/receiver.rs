@@ -152,6 +152,9 @@ pub struct DataReceiver {
     prev_crlf: bool,
     /// In the middle of a line longer than the buffer limit.
     mid_line: bool,
+    /// The stored fragment of that line ended in CR (its LF may start the
+    /// next read, and together they are a real CRLF).
+    frag_cr: bool,
     checker: BodyChecker,
     size: usize,
     too_big: bool,
@@ -163,6 +166,7 @@ impl DataReceiver {
             limits,
             prev_crlf: true,
             mid_line: false,
+            frag_cr: false,
             checker: BodyChecker::default(),
             size: 0,
             too_big: false,
@@ -204,6 +208,7 @@ impl DataReceiver {
                     };
                     self.push(body, chunk);
                     self.mid_line = true;
+                    self.frag_cr = chunk.ends_with(b"\r");
                     self.prev_crlf = false;
                     pos = buf.len();
                 }
@@ -214,7 +219,7 @@ impl DataReceiver {
             if self.mid_line {
                 self.mid_line = false;
                 self.push(body, line);
-                self.prev_crlf = line.ends_with(b"\r\n");
+                self.prev_crlf = line.ends_with(b"\r\n") || (line == b"\n" && self.frag_cr);
                 continue;
             }
             if line == b".\r\n" && self.prev_crlf {

@@ -193,3 +193,45 @@ fn header_scan_counts_received_and_size() {
     let no_body = b"Subject: x\r\n";
     assert_eq!(scan_headers(no_body, 1 << 16).size, no_body.len());
 }
+
+/// Found by fuzzing: a long line stored as a fragment that ends in CR,
+/// with its LF in the next read, is still a real CRLF before `.`.
+#[test]
+fn crlf_split_after_long_line_fragment() {
+    let mut rx = DataReceiver::new(LIMITS);
+    let mut body = Vec::new();
+    let mut a = vec![b'x'; 1019];
+    a.push(b'\r');
+    assert_eq!(rx.ingest(&a, &mut body), (DataStatus::NeedsMoreData, 1020));
+    assert_eq!(rx.ingest(b"\n.\r\n", &mut body), (DataStatus::Done, 4));
+    assert_eq!(rx.problem(), Some(BodyProblem::LineTooLong));
+}
+
+/// Feeding a body whole or in pieces of any size gives the same result.
+#[test]
+fn framing_does_not_depend_on_read_sizes() {
+    let mut inputs: Vec<Vec<u8>> = vec![test_body(), b"a\r\n.\r\nMAIL".to_vec()];
+    let mut long = vec![b'y'; 3000];
+    long.extend_from_slice(b"\r\n..x\r\n\r\n.\r\nQUIT\r\n");
+    inputs.push(long);
+    for input in inputs {
+        let whole = data(&input, input.len());
+        for step in 1..64 {
+            let stepped = data(&input, step);
+            assert_eq!(
+                (whole.0, &whole.1, whole.2, whole.3),
+                (stepped.0, &stepped.1, stepped.2, stepped.3),
+                "step {step}"
+            );
+        }
+    }
+}
+
+fn test_body() -> Vec<u8> {
+    let mut m = b"Subject: t\r\n\r\n".to_vec();
+    for i in 0..50 {
+        m.extend_from_slice(format!(".line {i}\r\n").as_bytes());
+    }
+    m.extend_from_slice(b".\r\n");
+    m
+}
