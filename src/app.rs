@@ -113,6 +113,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         message_seq: AtomicU64::new(0),
     });
 
+    // Each session needs a socket and each delivery a socket: make sure
+    // the descriptor limit allows max_connections before we promise it.
+    let want = (config.server.max_connections + config.relay.concurrency) as u64 * 2 + 256;
+    match rlimit::increase_nofile_limit(want) {
+        Ok(got) if got < want => tracing::warn!(
+            wanted = want,
+            got,
+            "open-file limit is below what server.max_connections needs; raise LimitNOFILE / ulimit -n"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let limit = Arc::new(Semaphore::new(config.server.max_connections));
     let mut local_addrs = Vec::new();
     for addr in &config.server.listen {

@@ -5,6 +5,6 @@ mod util;
 mod cli; // check-config / serve exit codes, default config
 mod delivery; // relay to a recording sink: byte-exact, retry, DSN, LMTP
 mod dialogue; // SMTP conversations against the real server
-// mod e2e; // real next hops: smtp-sink, Postfix, Dovecot LMTP; the corpora
+mod e2e; // real next hops: smtp-sink, Postfix, Dovecot LMTP; the corpora
 mod restart; // durability: kill -9, restart, SIGTERM
 mod tls; // STARTTLS

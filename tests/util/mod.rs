@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-// pub mod services;
+pub mod services;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -266,6 +266,50 @@ pub fn strip_trace(msg: &[u8]) -> &[u8] {
         }
         pos = p;
     }
+}
+
+/// Removes the trace fields that the hops in front of the stored copy added:
+/// any leading `Return-Path:`/`Delivered-To:` fields, then exactly
+/// `received` `Received:` fields (one per hop, ours included). Panics if
+/// those are not there, so a hop that added nothing is noticed.
+pub fn strip_hops(msg: &[u8], received: usize) -> &[u8] {
+    let mut rest = msg;
+    let mut seen = 0;
+    loop {
+        let is = |h: &str| rest.len() >= h.len() && rest[..h.len()].eq_ignore_ascii_case(h.as_bytes());
+        if seen == 0 && (is("return-path:") || is("delivered-to:")) {
+            rest = skip_field(rest);
+        } else if seen < received && is("received:") {
+            rest = skip_field(rest);
+            seen += 1;
+        } else {
+            break;
+        }
+    }
+    assert_eq!(seen, received, "expected {received} Received fields added by the hops");
+    rest
+}
+
+/// Skips one header field and its folded continuation lines.
+fn skip_field(msg: &[u8]) -> &[u8] {
+    let mut p = 0;
+    while let Some(nl) = rest_find_newline(msg, p) {
+        p = nl + 1;
+        if p < msg.len() && (msg[p] == b' ' || msg[p] == b'\t') {
+            continue;
+        }
+        return &msg[p..];
+    }
+    &msg[msg.len()..]
+}
+
+/// What the relay receives for `msg` over SMTP: a message always ends in CRLF.
+pub fn as_transmitted(msg: &[u8]) -> Vec<u8> {
+    let mut m = msg.to_vec();
+    if !m.is_empty() && !m.ends_with(b"\r\n") {
+        m.extend_from_slice(b"\r\n");
+    }
+    m
 }
 
 fn rest_find_newline(msg: &[u8], from: usize) -> Option<usize> {

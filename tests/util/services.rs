@@ -1,0 +1,921 @@
+//! Private, isolated instances of real mail servers for end-to-end tests:
+//! Postfix (`postfix -c DIR start`), Dovecot LMTP (`dovecot -F -c FILE`) and
+//! Postfix's `smtp-sink`. Each one listens on 127.0.0.1 on a fresh free port,
+//! keeps everything (configuration, queue, mail, logs) in its own temp dir,
+//! and is stopped on Drop: only the processes it started are signalled, by
+//! PID (or by the process group of the Postfix master, which leads it), and
+//! the temp dir is removed. Several instances may run at once, in one test
+//! process or in many (cargo nextest), because nothing is shared: no fixed
+//! port, path, instance name or pid file.
+//!
+//! Synchronous, std only (plus `tempfile`). Call `start()` from async code
+//! through `tokio::task::spawn_blocking`. Needs root (as the tests run):
+//! Postfix and Dovecot drop to their own users (`postfix`, `mail`).
+//!
+//! Note: on this kind of machine PID 1 does not reap orphans, so the exited
+//! Postfix daemons (and Dovecot's `log` process) stay as zombies after Drop;
+//! they hold no port, file or socket. Processes that are our own children
+//! (`dovecot -F`, `smtp-sink`, the `postfix` command) are reaped.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant, SystemTime};
+
+use tempfile::TempDir;
+
+/// How many times a start is retried with a new port when the chosen one was
+/// taken in the meantime (free_port() is inherently racy across processes).
+const START_ATTEMPTS: usize = 5;
+
+// ------------------------------------------------------------------ ports
+
+/// A free TCP port on 127.0.0.1 (bind to :0, read the port, drop the listener).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr").port()
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:port, panics after `secs`.
+pub fn wait_port(port: u16, secs: u64) {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("nothing accepts connections on 127.0.0.1:{port} after {secs} s");
+        }
+        sleep(Duration::from_millis(20));
+    }
+}
+
+/// Connects to 127.0.0.1:port and reads the greeting until it is a `220`
+/// line containing `tag` (our instance's unique host name, so a stranger on
+/// a recycled port is not mistaken for our server); then says QUIT.
+fn check_banner_tcp(port: u16, tag: &str) -> Result<(), String> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok();
+    s.set_write_timeout(Some(Duration::from_secs(3))).ok();
+    check_banner(s, tag)
+}
+
+fn check_banner_unix(path: &Path, tag: &str) -> Result<(), String> {
+    let s = UnixStream::connect(path).map_err(|e| format!("connect {}: {e}", path.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok();
+    s.set_write_timeout(Some(Duration::from_secs(3))).ok();
+    check_banner(s, tag)
+}
+
+fn check_banner<S: Read + Write>(mut s: S, tag: &str) -> Result<(), String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 512];
+    while !buf.ends_with(b"\r\n") {
+        let n = s.read(&mut chunk).map_err(|e| format!("read greeting: {e}"))?;
+        if n == 0 {
+            return Err(format!("connection closed after {:?}", String::from_utf8_lossy(&buf)));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let line = String::from_utf8_lossy(&buf).to_string();
+    let _ = s.write_all(b"QUIT\r\n");
+    let _ = s.read(&mut chunk);
+    if line.starts_with("220") && line.contains(tag) {
+        Ok(())
+    } else {
+        Err(format!("unexpected greeting {line:?} (wanted 220 with {tag:?})"))
+    }
+}
+
+/// Polls `f` until it returns Ok, or returns its last error after `limit`;
+/// `Err((msg, true))` is fatal (e.g. the server exited) and returned at once.
+fn retry_for(limit: Duration, mut f: impl FnMut() -> Result<(), (String, bool)>) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match f() {
+            Ok(()) => return Ok(()),
+            Err((e, fatal)) if fatal || Instant::now() >= deadline => return Err(e),
+            Err(_) => sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// For retry_for: a not-yet-ready error (retried).
+fn again(e: String) -> (String, bool) {
+    (e, false)
+}
+
+// ------------------------------------------------------------------ small helpers
+
+/// A temp dir that other users (postfix, mail) may traverse (tempfile makes
+/// 0700 dirs). Kept short: Dovecot puts unix sockets in it (108-byte limit).
+fn service_tempdir(prefix: &str) -> TempDir {
+    let base = std::env::temp_dir();
+    let base = if base.as_os_str().len() <= 40 {
+        base
+    } else {
+        PathBuf::from("/tmp")
+    };
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&base)
+        .unwrap_or_else(|e| {
+            panic!("cannot create a temp dir in {}: {e}", base.display());
+        });
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
+    dir
+}
+
+fn mkdir(path: &Path, mode: u32, owner: Option<(u32, u32)>) {
+    fs::create_dir_all(path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+    }
+}
+
+fn write_file(path: &Path, text: &str) {
+    fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// Field 2 (uid/gid) of `name` in /etc/passwd or /etc/group.
+fn lookup_id(db: &str, name: &str) -> u32 {
+    let text = fs::read_to_string(db).unwrap_or_else(|e| panic!("read {db}: {e}"));
+    text.lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[0] == name)
+        .and_then(|f| f[2].parse().ok())
+        .unwrap_or_else(|| panic!("no {name:?} in {db} (is the package installed?)"))
+}
+
+fn uid(name: &str) -> u32 {
+    lookup_id("/etc/passwd", name)
+}
+
+fn gid(name: &str) -> u32 {
+    lookup_id("/etc/group", name)
+}
+
+fn read_lossy(path: &Path) -> String {
+    match fs::read(path) {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
+fn am_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// (state, ppid, pgrp) of a process from /proc/PID/stat; None if it is gone.
+fn proc_stat(pid: u32) -> Option<(char, u32, u32)> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid pgrp ..."; comm may contain spaces or ')'.
+    let rest = &s[s.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace();
+    let state = f.next()?.chars().next()?;
+    let ppid = f.next()?.parse().ok()?;
+    let pgrp = f.next()?.parse().ok()?;
+    Some((state, ppid, pgrp))
+}
+
+/// The kernel's name for a process (/proc/PID/comm: the executable's name).
+fn proc_comm(pid: u32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_string())
+}
+
+/// Running (neither gone nor a zombie: PID 1 here does not reap orphans).
+fn alive(pid: u32) -> bool {
+    matches!(proc_stat(pid), Some((st, _, _)) if st != 'Z' && st != 'X')
+}
+
+/// Live processes matching `pred(ppid, pgrp)`.
+fn live_procs(pred: impl Fn(u32, u32) -> bool) -> Vec<u32> {
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| matches!(proc_stat(pid), Some((st, ppid, pgrp)) if st != 'Z' && st != 'X' && pred(ppid, pgrp)))
+        .collect()
+}
+
+/// `kill -s SIG -- TARGET` (TARGET "-PGID" for a process group).
+fn send_signal(sig: &str, target: &str) {
+    let _ = Command::new("kill")
+        .args(["-s", sig, "--", target])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// Waits for our own child to exit (reaping it), up to `limit`.
+fn wait_child(child: &mut Child, limit: Duration) -> bool {
+    wait_until(limit, || !matches!(child.try_wait(), Ok(None)))
+}
+
+fn stop_child(child: &mut Child, what: &str) {
+    send_signal("TERM", &child.id().to_string());
+    if !wait_child(child, Duration::from_secs(10)) {
+        eprintln!("{what} (pid {}) ignored SIGTERM for 10 s; killing it", child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn addr_in_use(text: &str) -> bool {
+    text.contains("Address already in use") || text.contains("address already in use")
+}
+
+/// Stops a server if this test process dies without running Drop (killed
+/// on timeout, abort, Ctrl-C): a `sh` in its own process group blocks reading
+/// its stdin, whose write end only this process holds (close-on-exec); on
+/// EOF it sends SIGTERM to `pid`, waits (up to 10 s) until that process has
+/// exited, and removes `dir`. Killed first thing on a normal Drop.
+struct Watchdog(Child);
+
+impl Watchdog {
+    fn new(pid: u32, dir: &Path) -> Option<Watchdog> {
+        use std::os::unix::process::CommandExt;
+        let script = format!(
+            "read _ignored\n\
+             kill -s TERM {pid} 2>/dev/null\n\
+             i=0\n\
+             while [ $i -lt 100 ]; do\n\
+             \x20 case \"$(cut -d' ' -f3 /proc/{pid}/stat 2>/dev/null)\" in ''|Z|X) break;; esac\n\
+             \x20 sleep 0.1; i=$((i+1))\n\
+             done\n\
+             rm -rf -- \"$1\"\n"
+        );
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("sluice-test-watchdog")
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .ok()
+            .map(Watchdog)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+// ------------------------------------------------------------------ Postfix
+
+/// A private Postfix instance: smtpd on 127.0.0.1:port, relaying everything
+/// (relay_domains = example.com, example.org, example.net; and, because
+/// mynetworks = 127.0.0.0/8, any other domain for loopback clients) to
+/// smtp:[127.0.0.1]:relay_to. No recipient validation, no local delivery
+/// (mydestination is empty, so bounces/DSNs it generates also go to relay_to),
+/// queue/fsync/retry timers at Postfix defaults (a deferred message waits
+/// minimal_backoff_time = 300 s), chroot off, smtpd peer name lookup off
+/// (Received shows `unknown[127.0.0.1]`), myhostname
+/// `postfix-PORT.sluice.test`. Everything lives in a temp dir: config
+/// (`etc/`), queue (`spool/`), data dir and the log (`maillog`, via postlogd).
+///
+/// Made as transparent as Postfix can be, for byte-exact tests:
+/// `local_header_rewrite_clients =` (no added Message-ID/Date/From, no
+/// address rewriting), `disable_mime_output_conversion = yes`,
+/// `smtp_line_length_limit = 0` (no folding of lines > 998), and
+/// `header_size_limit = 4096000`. What it still changes: it prepends its
+/// `Received:`, deletes every `Return-Path:` field of the header, rewrites a
+/// field name followed by spaces (`Fro :x` becomes `Fro:x`), and (like any
+/// SMTP hop) data not ending in CRLF gets one.
+pub struct Postfix {
+    pub port: u16,
+    dir: TempDir,
+    master_pid: u32,
+    watchdog: Option<Watchdog>,
+}
+
+impl Postfix {
+    /// Returns once smtpd answers with its own greeting (about 0.1 s).
+    pub fn start(relay_to: u16) -> Postfix {
+        let mut last = String::new();
+        for _ in 0..START_ATTEMPTS {
+            match Postfix::try_start(free_port(), relay_to) {
+                Ok(p) => return p,
+                Err((msg, retry)) if retry => last = msg,
+                Err((msg, _)) => panic!("{msg}"),
+            }
+        }
+        panic!("Postfix did not start after {START_ATTEMPTS} attempts (ports taken); last:\n{last}");
+    }
+
+    fn try_start(port: u16, relay_to: u16) -> Result<Postfix, (String, bool)> {
+        let dir = service_tempdir("sluice-postfix-");
+        let d = dir.path();
+        let (etc, spool, data) = (d.join("etc"), d.join("spool"), d.join("data"));
+        let (pf_uid, pf_gid, postdrop) = (uid("postfix"), gid("postfix"), gid("postdrop"));
+        let name = format!("postfix-sluice-{port}");
+        let hostname = format!("postfix-{port}.sluice.test");
+
+        mkdir(&etc, 0o755, None);
+        // What `post-install create-missing` would make (postfix-files):
+        // creating it here and starting with `quick-start` skips the slow
+        // (~1 s) integrity checks of postfix-script.
+        mkdir(&spool, 0o755, Some((0, 0)));
+        for q in [
+            "active", "bounce", "corrupt", "defer", "deferred", "flush", "hold", "incoming", "private", "saved",
+            "trace",
+        ] {
+            mkdir(&spool.join(q), 0o700, Some((pf_uid, pf_gid)));
+        }
+        mkdir(&spool.join("maildrop"), 0o730, Some((pf_uid, postdrop)));
+        mkdir(&spool.join("public"), 0o710, Some((pf_uid, postdrop)));
+        mkdir(&spool.join("pid"), 0o755, Some((0, 0)));
+        mkdir(&data, 0o700, Some((pf_uid, pf_gid)));
+
+        let main_cf = format!(
+            "# generated by sluice tests/util/services.rs\n\
+             compatibility_level = 3.6\n\
+             config_directory = {etc}\n\
+             queue_directory = {spool}\n\
+             data_directory = {data}\n\
+             multi_instance_name = {name}\n\
+             syslog_name = {name}\n\
+             maillog_file = {log}\n\
+             maillog_file_prefixes = {d}\n\
+             myhostname = {hostname}\n\
+             mydomain = sluice.test\n\
+             myorigin = $myhostname\n\
+             mydestination =\n\
+             inet_interfaces = loopback-only\n\
+             inet_protocols = ipv4\n\
+             mynetworks = 127.0.0.0/8\n\
+             relay_domains = example.com, example.org, example.net\n\
+             relay_recipient_maps =\n\
+             transport_maps =\n\
+             relay_transport = relay:[127.0.0.1]:{relay_to}\n\
+             default_transport = smtp:[127.0.0.1]:{relay_to}\n\
+             local_transport = error:5.1.1 local delivery disabled\n\
+             local_recipient_maps =\n\
+             alias_maps =\n\
+             alias_database =\n\
+             biff = no\n\
+             append_dot_mydomain = no\n\
+             smtpd_peername_lookup = no\n\
+             local_header_rewrite_clients =\n\
+             disable_mime_output_conversion = yes\n\
+             smtp_line_length_limit = 0\n\
+             header_size_limit = 4096000\n",
+            etc = etc.display(),
+            spool = spool.display(),
+            data = data.display(),
+            log = d.join("maillog").display(),
+            d = d.display(),
+        );
+        // Debian's master.cf without chroot, TLS manager or pipe services;
+        // smtpd on 127.0.0.1:port only.
+        let master_cf = format!(
+            "# generated by sluice tests/util/services.rs\n\
+             127.0.0.1:{port} inet n - n - - smtpd\n\
+             pickup     unix  n - n 60 1 pickup\n\
+             cleanup    unix  n - n - 0 cleanup\n\
+             qmgr       unix  n - n 300 1 qmgr\n\
+             rewrite    unix  - - n - - trivial-rewrite\n\
+             bounce     unix  - - n - 0 bounce\n\
+             defer      unix  - - n - 0 bounce\n\
+             trace      unix  - - n - 0 bounce\n\
+             verify     unix  - - n - 1 verify\n\
+             flush      unix  n - n 1000? 0 flush\n\
+             proxymap   unix  - - n - - proxymap\n\
+             proxywrite unix  - - n - 1 proxymap\n\
+             smtp       unix  - - n - - smtp\n\
+             relay      unix  - - n - - smtp\n\
+             lmtp       unix  - - n - - lmtp\n\
+             showq      unix  n - n - - showq\n\
+             error      unix  - - n - - error\n\
+             retry      unix  - - n - - error\n\
+             discard    unix  - - n - - discard\n\
+             anvil      unix  - - n - 1 anvil\n\
+             scache     unix  - - n - 1 scache\n\
+             postlog    unix-dgram n - n - 1 postlogd\n"
+        );
+        write_file(&etc.join("main.cf"), &main_cf);
+        write_file(&etc.join("master.cf"), &master_cf);
+        // Postfix waits (in 0.3 s steps) until main.cf is older than the
+        // current second before it reads it: backdate the files.
+        let old = SystemTime::now() - Duration::from_secs(60);
+        for f in ["main.cf", "master.cf"] {
+            fs::File::options()
+                .write(true)
+                .open(etc.join(f))
+                .and_then(|f| f.set_modified(old))
+                .unwrap_or_else(|e| panic!("backdate {f}: {e}"));
+        }
+        write_file(&spool.join("quick-start"), "");
+
+        let log_path = d.join("maillog");
+        let out = Command::new("postfix")
+            .arg("-c")
+            .arg(&etc)
+            .arg("start")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run `postfix` (is postfix installed?): {e}"));
+        let output = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let master_pid = fs::read_to_string(spool.join("pid/master.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        let fail = |what: &str, pid: Option<u32>| {
+            if let Some(pid) = pid {
+                stop_postfix_master(pid);
+            }
+            let log = read_lossy(&log_path);
+            let msg = format!(
+                "Postfix on 127.0.0.1:{port} (dir {}): {what}\n--- postfix start output ---\n{output}--- maillog ---\n{log}",
+                d.display()
+            );
+            (msg, addr_in_use(&log) || addr_in_use(&output))
+        };
+        if !out.status.success() {
+            return Err(fail(
+                &format!("`postfix -c {} start` failed ({})", etc.display(), out.status),
+                master_pid,
+            ));
+        }
+        let Some(master_pid) = master_pid else {
+            return Err(fail("no master pid file after start", None));
+        };
+        if let Err(e) = retry_for(Duration::from_secs(5), || {
+            check_banner_tcp(port, &hostname).map_err(again)
+        }) {
+            return Err(fail(&format!("smtpd not answering: {e}"), Some(master_pid)));
+        }
+        let watchdog = Watchdog::new(master_pid, dir.path());
+        Ok(Postfix {
+            port,
+            dir,
+            master_pid,
+            watchdog,
+        })
+    }
+
+    /// Contents of its maillog_file, for assertion messages.
+    pub fn log(&self) -> String {
+        read_lossy(&self.dir.path().join("maillog"))
+    }
+
+    /// The instance's directory (etc/, spool/, data/, maillog).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// SIGTERM to the master (it then signals its process group, which it
+/// leads), then waits until the master and every process of its group are
+/// gone; SIGKILL to the group after 10 s.
+fn stop_postfix_master(pid: u32) {
+    let leads_group = matches!(proc_stat(pid), Some((_, _, pgrp)) if pgrp == pid);
+    send_signal("TERM", &pid.to_string());
+    let gone = || !alive(pid) && (!leads_group || live_procs(|_, pgrp| pgrp == pid).is_empty());
+    if !wait_until(Duration::from_secs(10), gone) {
+        eprintln!("Postfix master {pid} did not stop within 10 s; killing its process group");
+        if leads_group {
+            send_signal("KILL", &format!("-{pid}"));
+        } else {
+            send_signal("KILL", &pid.to_string());
+        }
+        wait_until(Duration::from_secs(2), gone);
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- Postfix 127.0.0.1:{} maillog ---\n{}", self.port, self.log());
+        }
+        drop(self.watchdog.take());
+        stop_postfix_master(self.master_pid);
+    }
+}
+
+// ------------------------------------------------------------------ Dovecot
+
+/// A private Dovecot LMTP server: inet listener on 127.0.0.1:port and a unix
+/// socket listener at `socket_path()` (mode 0666); any recipient is accepted
+/// (static userdb, allow_all_users, uid/gid `mail`), maildir per user under
+/// the temp dir, ssl = no, hostname `dovecot-PORT.sluice.test`.
+///
+/// User to directory: `mail/%u` with `auth_username_format = %u`, an empty
+/// `auth_username_chars` (any character allowed; the default refuses e.g.
+/// '+') and an empty `recipient_delimiter`, so the directory is the RCPT
+/// address exactly as sent (no lower-casing, no +detail stripping):
+/// `RCPT TO:<User+x@Example.COM>` is stored under `mail/User+x@Example.COM/new/`.
+///
+/// `mail_save_crlf = yes`: messages are stored with CRLF line ends, i.e. as
+/// they were on the wire (dot-unstuffed; a bare LF would become CRLF, a bare
+/// CR is kept). Dovecot prepends trace headers:
+/// ```text
+/// Return-Path: <MAIL FROM address>
+/// Delivered-To: RCPT address            (only if the transaction had ONE recipient)
+/// Received: from LHLO-NAME ([127.0.0.1])  (unix socket: "from LHLO-NAME")
+///     by dovecot-PORT.sluice.test with LMTP
+///     id SESSION-ID
+///     (envelope-from <MAIL FROM address>)
+///     for <RCPT address>; DATE        (one recipient; else "...>); DATE" on the line above)
+/// ```
+/// (continuation lines start with a TAB).
+pub struct Dovecot {
+    pub port: u16,
+    dir: TempDir,
+    child: Child,
+    watchdog: Option<Watchdog>,
+}
+
+impl Dovecot {
+    /// Returns once both listeners answer with the LMTP greeting (~0.1 s).
+    pub fn start() -> Dovecot {
+        let mut last = String::new();
+        for _ in 0..START_ATTEMPTS {
+            match Dovecot::try_start(free_port()) {
+                Ok(d) => return d,
+                Err((msg, retry)) if retry => last = msg,
+                Err((msg, _)) => panic!("{msg}"),
+            }
+        }
+        panic!("Dovecot did not start after {START_ATTEMPTS} attempts (ports taken); last:\n{last}");
+    }
+
+    fn try_start(port: u16) -> Result<Dovecot, (String, bool)> {
+        let dir = service_tempdir("sluice-dovecot-");
+        let d = dir.path();
+        let (mail_uid, mail_gid) = (uid("mail"), gid("mail"));
+        mkdir(&d.join("run"), 0o755, None);
+        mkdir(&d.join("state"), 0o755, None);
+        mkdir(&d.join("mail"), 0o755, Some((mail_uid, mail_gid)));
+        let hostname = format!("dovecot-{port}.sluice.test");
+        let conf = format!(
+            "# generated by sluice tests/util/services.rs\n\
+             protocols = lmtp\n\
+             listen = 127.0.0.1\n\
+             base_dir = {d}/run\n\
+             state_dir = {d}/state\n\
+             instance_name = dovecot-sluice-{port}\n\
+             hostname = {hostname}\n\
+             log_path = {d}/dovecot.log\n\
+             ssl = no\n\
+             mail_location = maildir:{d}/mail/%u\n\
+             mail_save_crlf = yes\n\
+             auth_username_format = %u\n\
+             auth_username_chars =\n\
+             recipient_delimiter =\n\
+             first_valid_uid = 1\n\
+             passdb {{\n  driver = static\n  args = nopassword=y\n}}\n\
+             userdb {{\n  driver = static\n  args = uid=mail gid=mail home={d}/mail/%u allow_all_users=yes\n}}\n\
+             service lmtp {{\n\
+             \x20 inet_listener lmtp {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n\
+             \x20 unix_listener lmtp {{\n    mode = 0666\n  }}\n\
+             }}\n",
+            d = d.display(),
+        );
+        let conf_path = d.join("dovecot.conf");
+        write_file(&conf_path, &conf);
+        let out = fs::File::create(d.join("stderr.log")).expect("create stderr.log");
+        let mut child = Command::new("dovecot")
+            .arg("-F")
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run `dovecot` (is dovecot-core installed?): {e}"));
+        let socket = d.join("run/lmtp");
+        let ready = retry_for(Duration::from_secs(10), || {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Err((format!("dovecot exited: {st}"), true));
+            }
+            check_banner_tcp(port, &hostname).map_err(again)?;
+            check_banner_unix(&socket, &hostname).map_err(again)
+        });
+        if let Err(e) = ready {
+            let exited = matches!(child.try_wait(), Ok(Some(_)));
+            if !exited {
+                stop_child(&mut child, "dovecot");
+            }
+            let text = format!(
+                "{}{}",
+                read_lossy(&d.join("stderr.log")),
+                read_lossy(&d.join("dovecot.log"))
+            );
+            let msg = format!(
+                "Dovecot LMTP on 127.0.0.1:{port} (dir {}) did not start: {e}\n--- dovecot output and log ---\n{text}",
+                d.display()
+            );
+            return Err((msg, addr_in_use(&text)));
+        }
+        let watchdog = Watchdog::new(child.id(), dir.path());
+        Ok(Dovecot {
+            port,
+            dir,
+            child,
+            watchdog,
+        })
+    }
+
+    /// The LMTP unix socket (`DIR/run/lmtp`).
+    pub fn socket_path(&self) -> PathBuf {
+        self.dir.path().join("run/lmtp")
+    }
+
+    /// Raw bytes of every delivered message for `user` (the RCPT address
+    /// exactly as sent, e.g. "user@example.com"), trace headers included,
+    /// from `mail/USER/new/` and `cur/`, in delivery order: sorted by the
+    /// maildir name's time (seconds, then microseconds, compared as numbers),
+    /// then by name. Empty if nothing was delivered to `user`.
+    pub fn messages(&self, user: &str) -> Vec<Vec<u8>> {
+        assert!(
+            !user.is_empty() && !user.contains('/') && user != "." && user != "..",
+            "bad user {user:?}"
+        );
+        let root = self.dir.path().join("mail").join(user);
+        let mut files: Vec<((u64, u64), String, PathBuf)> = Vec::new();
+        for sub in ["new", "cur"] {
+            let Ok(rd) = fs::read_dir(root.join(sub)) else { continue };
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') || !e.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                    continue;
+                }
+                files.push((maildir_time(&name), name, e.path()));
+            }
+        }
+        files.sort();
+        files
+            .into_iter()
+            .filter_map(|(_, _, p)| fs::read(&p).ok()) // a file may move new/ -> cur/ meanwhile
+            .collect()
+    }
+
+    pub fn log(&self) -> String {
+        read_lossy(&self.dir.path().join("dovecot.log"))
+    }
+
+    /// The instance's directory (dovecot.conf, run/, state/, mail/, dovecot.log).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// (seconds, microseconds) from a Dovecot maildir name "SECS.MUSECSP...".
+fn maildir_time(name: &str) -> (u64, u64) {
+    let mut parts = name.splitn(2, '.');
+    let secs = parts.next().and_then(|s| s.parse().ok()).unwrap_or(u64::MAX);
+    let usecs = parts
+        .next()
+        .and_then(|r| r.strip_prefix('M'))
+        .map(|r| r.chars().take_while(|c| c.is_ascii_digit()).collect::<String>())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (secs, usecs)
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- Dovecot 127.0.0.1:{} log ---\n{}", self.port, self.log());
+        }
+        drop(self.watchdog.take());
+        let master = self.child.id();
+        let children = live_procs(|ppid, _| ppid == master);
+        let others: Vec<u32> = children
+            .iter()
+            .copied()
+            .filter(|&p| proc_comm(p).as_deref() != Some("log"))
+            .collect();
+        send_signal("TERM", &master.to_string());
+        // The master stops its services, then tells its `log` process to
+        // quit, which lingers up to 1 s for clients (and the master with it).
+        // Once every other service process is gone, nothing is left to lose:
+        // give it 150 ms, then SIGKILL the master; `log` exits when it sees
+        // the master gone.
+        wait_until(Duration::from_secs(2), || others.iter().all(|&p| !alive(p)));
+        if !wait_child(&mut self.child, Duration::from_millis(150)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if !wait_until(Duration::from_secs(5), || children.iter().all(|&p| !alive(p))) {
+            for p in children.iter().filter(|&&p| alive(p)) {
+                send_signal("KILL", &p.to_string());
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ smtp-sink
+
+/// Separator smtp-sink writes (-S) before each message in its dump file.
+const SINK_MARK: &[u8] = b"\x01\x02sluice-smtp-sink\x02\x01\n";
+const SINK_MARK_ARG: &str = "\\001\\002sluice-smtp-sink\\002\\001\\n";
+
+/// Postfix's smtp-sink on 127.0.0.1:port (ESMTP, PIPELINING, 8BITMIME, DSN
+/// announced; every command accepted), hostname `sink-PORT.sluice.test`.
+/// Run as `smtp-sink -c -u root -h HOST -S MARK -D DIR/dump 127.0.0.1:PORT 256`:
+/// `-c` prints `sess=N quit=N mesg=N\r` to DIR/counters after each message
+/// (after the message was appended to the dump), `-D` appends every complete
+/// transaction to DIR/dump.
+pub struct SmtpSink {
+    pub port: u16,
+    dir: TempDir,
+    child: Child,
+    watchdog: Option<Watchdog>,
+}
+
+impl SmtpSink {
+    pub fn start() -> SmtpSink {
+        let mut last = String::new();
+        for _ in 0..START_ATTEMPTS {
+            match SmtpSink::try_start(free_port()) {
+                Ok(s) => return s,
+                Err((msg, retry)) if retry => last = msg,
+                Err((msg, _)) => panic!("{msg}"),
+            }
+        }
+        panic!("smtp-sink did not start after {START_ATTEMPTS} attempts (ports taken); last:\n{last}");
+    }
+
+    fn try_start(port: u16) -> Result<SmtpSink, (String, bool)> {
+        let dir = service_tempdir("sluice-sink-");
+        let d = dir.path();
+        let hostname = format!("sink-{port}.sluice.test");
+        let counters = fs::File::create(d.join("counters")).expect("create counters");
+        let stderr = fs::File::create(d.join("stderr.log")).expect("create stderr.log");
+        let mut cmd = Command::new("smtp-sink");
+        cmd.arg("-c");
+        if am_root() {
+            cmd.args(["-u", "root"]); // required when run by root
+        }
+        cmd.args(["-h", &hostname, "-S", SINK_MARK_ARG, "-D"])
+            .arg(d.join("dump"))
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("256")
+            .stdin(Stdio::null())
+            .stdout(counters)
+            .stderr(stderr);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run `smtp-sink` (is postfix installed?): {e}"));
+        let ready = retry_for(Duration::from_secs(5), || {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Err((format!("smtp-sink exited: {st}"), true));
+            }
+            check_banner_tcp(port, &hostname).map_err(again)
+        });
+        if let Err(e) = ready {
+            let _ = child.kill();
+            let _ = child.wait();
+            let text = read_lossy(&d.join("stderr.log"));
+            let msg = format!("smtp-sink on 127.0.0.1:{port} did not start: {e}\n--- stderr ---\n{text}");
+            return Err((msg, addr_in_use(&text)));
+        }
+        let watchdog = Watchdog::new(child.id(), dir.path());
+        Ok(SmtpSink {
+            port,
+            dir,
+            child,
+            watchdog,
+        })
+    }
+
+    /// Number of complete messages received so far (final "." seen).
+    pub fn count(&self) -> usize {
+        let raw = fs::read(self.dir.path().join("counters")).unwrap_or_default();
+        // Records end with '\r'; ignore a record still being written.
+        let Some(end) = raw.iter().rposition(|&b| b == b'\r') else {
+            return 0;
+        };
+        let text = String::from_utf8_lossy(&raw[..end]);
+        let rec = text.rsplit('\r').next().unwrap_or("");
+        rec.split_whitespace()
+            .find_map(|f| f.strip_prefix("mesg="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The first `count()` messages, in arrival order, as smtp-sink stored
+    /// them with its own X-Client-*/X-Helo/X-Mail/X-Rcpt-Args and Received
+    /// headers removed, with CRLF line ends restored. smtp-sink drops every
+    /// CR it receives (so a bare CR is lost and a bare LF comes back as CRLF)
+    /// and removes dot-stuffing; otherwise the bytes are those sent.
+    pub fn messages(&self) -> Vec<Vec<u8>> {
+        let n = self.count();
+        let dump = fs::read(self.dir.path().join("dump")).unwrap_or_default();
+        split_on(&dump, SINK_MARK)
+            .into_iter()
+            .filter(|c| !c.is_empty())
+            .take(n)
+            .map(|chunk| {
+                let body = strip_sink_headers(chunk);
+                // The dump adds one "\n" (from the final ".\r\n") after the data.
+                let body = body.strip_suffix(b"\n").unwrap_or(body);
+                let mut out = Vec::with_capacity(body.len() + body.len() / 32);
+                for &b in body {
+                    if b == b'\n' {
+                        out.push(b'\r');
+                    }
+                    out.push(b);
+                }
+                out
+            })
+            .collect()
+    }
+
+    /// What smtp-sink wrote to stderr (and its counters line), for messages.
+    pub fn log(&self) -> String {
+        format!(
+            "{}counters: {}",
+            read_lossy(&self.dir.path().join("stderr.log")),
+            read_lossy(&self.dir.path().join("counters")).replace('\r', " | ")
+        )
+    }
+}
+
+fn split_on<'a>(hay: &'a [u8], sep: &[u8]) -> Vec<&'a [u8]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i + sep.len() <= hay.len() {
+        if &hay[i..i + sep.len()] == sep {
+            out.push(&hay[start..i]);
+            i += sep.len();
+            start = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.push(&hay[start..]);
+    out
+}
+
+/// Skips smtp-sink's own header lines: "X-Client-Addr" ... "X-Rcpt-Args",
+/// then its 3-line "Received: from ...\n\tby HOST (smtp-sink) ...;\n\tDATE\n".
+fn strip_sink_headers(chunk: &[u8]) -> &[u8] {
+    let mut rest = chunk;
+    let mut after_received: Option<usize> = None;
+    while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+        let line = &rest[..nl];
+        match after_received {
+            None if line.starts_with(b"Received: ") => after_received = Some(0),
+            None => {}
+            Some(n) => after_received = Some(n + 1),
+        }
+        rest = &rest[nl + 1..];
+        if after_received == Some(2) {
+            return rest;
+        }
+    }
+    chunk // not smtp-sink's format: leave it alone
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        drop(self.watchdog.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
