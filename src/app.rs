@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use anyhow::Context as _;
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -128,9 +127,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let limit = Arc::new(Semaphore::new(config.server.max_connections));
     let mut local_addrs = Vec::new();
     for addr in &config.server.listen {
-        let l = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("server.listen: cannot bind {addr}"))?;
+        let l = crate::listener::bind(*addr).with_context(|| format!("server.listen: cannot bind {addr}"))?;
         local_addrs.push(l.local_addr()?);
         sessions.spawn(crate::listener::accept_loop(
             l,

@@ -14,6 +14,22 @@ use crate::events::{Disconnect, Event};
 use crate::smtp::proto::Reply;
 use crate::smtp::session::{Outcome, Session, Shared};
 
+/// Binds a listening socket. IPv6 sockets are v6-only, so `0.0.0.0:25`
+/// and `[::]:25` can both be listed; the backlog is deep enough for
+/// connection bursts.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_reuse_address(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(4096)?;
+    TcpListener::from_std(sock.into())
+}
+
 /// Accepts until shutdown. `limit` caps concurrent sessions
 /// (`server.max_connections`); a client over the limit gets 421 4.7.0.
 pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, limit: Arc<Semaphore>, tracker: TaskTracker) {

@@ -385,3 +385,22 @@ async fn idle_and_data_timeouts_close_with_421() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert!(sink.messages().is_empty());
 }
+
+#[tokio::test]
+async fn listens_on_ipv4_and_ipv6_at_once() {
+    let sink = Sink::start().await;
+    let relay = TestRelay::start_with(&sink.next_hop(), |c| {
+        c.server.listen = vec!["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()];
+    })
+    .await;
+    let v6 = relay.running().local_addrs[1];
+    assert!(v6.is_ipv6());
+    let mut c = Client::connect(v6).await;
+    c.expect("220").await;
+    c.envelope("a@client.example", &["user@example.com"]).await;
+    assert!(c.data(&test_message("v6")).await.starts_with("250"));
+    let got = sink.wait_for(1).await;
+    let text = String::from_utf8_lossy(&got[0].data);
+    assert!(text.starts_with("Received: from client.example ([IPv6:::1])"), "{text}");
+    relay.client().await.cmd("NOOP", "250").await;
+}

@@ -96,6 +96,23 @@ struct Extensions {
     smtputf8: bool,
 }
 
+/// Final statuses: any recipient without one gets a temporary failure
+/// carrying `why` (never a silent success).
+fn fill(statuses: Vec<Option<RcptStatus>>, why: &HopReply) -> Vec<RcptStatus> {
+    statuses
+        .into_iter()
+        .map(|s| {
+            s.unwrap_or_else(|| {
+                if why.is_positive() {
+                    RcptStatus::Temporary(HopReply::local(451, format!("4.3.0 unexpected reply: {why}")))
+                } else {
+                    RcptStatus::Temporary(why.clone())
+                }
+            })
+        })
+        .collect()
+}
+
 /// One open, greeted connection to the next hop.
 pub struct Client {
     io: BufReader<Box<dyn Io>>,
@@ -298,7 +315,7 @@ impl Client {
                 self.out.extend_from_slice(b".\r\n");
                 self.flush().await?;
                 let _ = self.read_reply("end of data").await?;
-                return Ok(statuses.into_iter().map(|s| s.expect("every rcpt failed")).collect());
+                return Ok(fill(statuses, &data));
             }
         } else {
             self.flush().await?;
@@ -318,7 +335,7 @@ impl Client {
             }
             if accepted.is_empty() {
                 self.rset().await?;
-                return Ok(statuses.into_iter().map(|s| s.expect("every rcpt failed")).collect());
+                return Ok(fill(statuses, &mail));
             }
             self.out.extend_from_slice(b"DATA\r\n");
             self.flush().await?;
@@ -327,7 +344,7 @@ impl Client {
                 for &k in &accepted {
                     statuses[k] = Some(RcptStatus::from_reply(&data));
                 }
-                return Ok(statuses.into_iter().map(|s| s.expect("set")).collect());
+                return Ok(fill(statuses, &data));
             }
         }
         self.send_body(body).await?;
@@ -344,10 +361,10 @@ impl Client {
         }
         self.sent += 1;
         self.last_used = Instant::now();
-        Ok(statuses
-            .into_iter()
-            .map(|s| s.unwrap_or_else(|| RcptStatus::Temporary(HopReply::local(451, "4.3.0 no reply"))))
-            .collect())
+        Ok(fill(
+            statuses,
+            &HopReply::local(451, "4.3.0 no reply for this recipient"),
+        ))
     }
 
     /// Writes the body dot-stuffed, ending with `CRLF . CRLF`, in large writes.
