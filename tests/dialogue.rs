@@ -137,20 +137,7 @@ async fn pipelining_one_packet_gets_all_replies() {
 #[tokio::test]
 async fn smuggling_vectors_never_end_data() {
     let (sink, relay) = relay().await;
-    let vectors: [&[u8]; 12] = [
-        b"\n.\n",
-        b"\r.\r",
-        b"\r.\n",
-        b"\n.\r",
-        b"\n.\r\n",
-        b"\r\n.\n",
-        b"\r.\r\n",
-        b"\r\n.\r",
-        b"\r\n\x00.\r\n",
-        b"\r\n.\x00\r\n",
-        b"\r\n.\r\r\n",
-        b"\r\r\n.\r\r\n",
-    ];
+    let vectors = sluice::smtp::proto::receiver::SMUGGLING_VECTORS;
     for v in vectors {
         let mut c = relay.client().await;
         c.envelope("a@client.example", &["user@example.com"]).await;

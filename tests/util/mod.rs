@@ -425,6 +425,16 @@ impl Drop for Sink {
     }
 }
 
+/// `<addr> PARAMS` → `addr`.
+fn path_arg(s: &str) -> String {
+    s.trim()
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
 async fn sink_session(s: TcpStream, lmtp: bool, policy: RcptPolicy, st: Arc<Mutex<SinkState>>) -> std::io::Result<()> {
     let mut io = BufReader::new(s);
     io.get_mut().write_all(b"220 sink ESMTP\r\n").await?;
@@ -438,23 +448,11 @@ async fn sink_session(s: TcpStream, lmtp: bool, policy: RcptPolicy, st: Arc<Mute
         let reply: String = if up.starts_with("EHLO") || up.starts_with("LHLO") {
             "250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n".into()
         } else if up.starts_with("MAIL FROM:") {
-            from = line[10..]
-                .trim()
-                .trim_start_matches('<')
-                .split('>')
-                .next()
-                .unwrap_or("")
-                .to_string();
+            from = path_arg(&line[10..]);
             rcpts.clear();
             "250 ok\r\n".into()
         } else if up.starts_with("RCPT TO:") {
-            let r = line[8..]
-                .trim()
-                .trim_start_matches('<')
-                .split('>')
-                .next()
-                .unwrap_or("")
-                .to_string();
+            let r = path_arg(&line[8..]);
             match policy(&r) {
                 Some(reply) => format!("{reply}\r\n"),
                 None => {

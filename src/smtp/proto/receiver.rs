@@ -12,6 +12,24 @@
 
 use memchr::{memchr, memchr2};
 
+/// The known SMTP smuggling end-of-data variants (Hanno Böck's `smtpsmug`,
+/// SEC Consult). None of them ends DATA in [`DataReceiver`]; the test suites
+/// and fuzz seeds use this list.
+pub const SMUGGLING_VECTORS: [&[u8]; 12] = [
+    b"\n.\n",
+    b"\r.\r",
+    b"\r.\n",
+    b"\n.\r",
+    b"\n.\r\n",
+    b"\r\n.\n",
+    b"\r.\r\n",
+    b"\r\n.\r",
+    b"\r\n\x00.\r\n",
+    b"\r\n.\x00\r\n",
+    b"\r\n.\r\r\n",
+    b"\r\r\n.\r\r\n",
+];
+
 /// Result of feeding bytes to [`LineReceiver`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line<'a> {

@@ -57,20 +57,7 @@ fn pipelined_commands_after_end_are_not_consumed() {
 /// leaves a bare CR or LF in the body, so the message is refused.
 #[test]
 fn smuggling_vectors_do_not_end_data() {
-    let vectors: [&[u8]; 12] = [
-        b"\n.\n",
-        b"\r.\r",
-        b"\r.\n",
-        b"\n.\r",
-        b"\n.\r\n",
-        b"\r\n.\n",
-        b"\r.\r\n",
-        b"\r\n.\r",
-        b"\r\n\x00.\r\n",
-        b"\r\n.\x00\r\n",
-        b"\r\n.\r\r\n",
-        b"\r\r\n.\r\r\n",
-    ];
+    let vectors = SMUGGLING_VECTORS;
     for v in vectors {
         for step in [1, 3, 64] {
             let mut input = b"Subject: smuggle\r\n\r\nbody".to_vec();
