@@ -186,7 +186,7 @@ fn system_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
+        .filter(|s| crate::smtp::proto::address::is_valid_helo(s))
         .unwrap_or_else(|| "localhost".into())
 }
 
