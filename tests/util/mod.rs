@@ -330,8 +330,19 @@ pub fn corpus_message(path: &Path) -> Vec<u8> {
     to_crlf(&raw)
 }
 
+/// The shared test corpora: `$SLUICE_CORPORA`, else `../shared/corpora`
+/// beside the checkout, else `/work/shared/corpora`.
 pub fn corpora() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpora")
+    let candidates = [
+        std::env::var_os("SLUICE_CORPORA").map(PathBuf::from),
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpora")),
+        Some(PathBuf::from("/work/shared/corpora")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.join("README.md").is_file())
+        .expect("test corpora not found: set SLUICE_CORPORA")
 }
 
 // === recording sink ===
