@@ -26,12 +26,22 @@ struct Proc {
 
 impl Proc {
     fn start(dir: &std::path::Path, port: u16, next_hop_port: u16) -> Proc {
+        Self::start_with(dir, port, next_hop_port, "1s")
+    }
+
+    /// `retry_initial`: the first retry delay after a failed attempt.
+    fn start_with(dir: &std::path::Path, port: u16, next_hop_port: u16, retry_initial: &str) -> Proc {
         let toml = base_toml(&format!("smtp://127.0.0.1:{next_hop_port}"))
+            .replace(
+                "retry_initial = \"1s\"\nretry_max = \"2s\"",
+                &format!("retry_initial = \"{retry_initial}\"\nretry_max = \"2h\""),
+            )
             .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
             .replace(
                 "table = \"recipients\"",
                 "table = \"recipients\"\nreload_interval = \"1h\"",
             );
+        assert!(toml.contains(&format!("retry_initial = \"{retry_initial}\"")), "{toml}");
         std::fs::write(dir.join("sluice.toml"), toml).unwrap();
         if !dir.join("recipients").exists() {
             std::fs::write(dir.join("recipients"), TABLE).unwrap();
@@ -97,18 +107,20 @@ fn markers(msgs: &[Received]) -> std::collections::HashSet<String> {
 async fn accepted_mail_survives_kill9_while_next_hop_is_down() {
     let dir = tempfile::tempdir().unwrap();
     let (port, hop) = (free_port(), free_port());
-    let p = Proc::start(dir.path(), port, hop);
+    // Retries are an hour apart, so only the immediate first attempt after
+    // the restart can deliver within the test.
+    let p = Proc::start_with(dir.path(), port, hop, "1h");
     const N: usize = 25;
     for i in 0..N {
         let r = send_one(p.addr, &format!("crash-{i}")).await;
         assert!(r.starts_with("250 2.0.0"), "{r}");
     }
     p.kill9();
-    // Restart, then bring the next hop up: everything arrives, at once
-    // (the first attempt after start does not wait for the backoff).
-    let p = Proc::start(dir.path(), port, hop);
+    // Bring the next hop up, then restart: everything arrives at once (the
+    // first attempt after start does not wait for the hour-long backoff).
     let l = tokio::net::TcpListener::bind(("127.0.0.1", hop)).await.unwrap();
     let sink = Sink::start_on(l, false, Arc::new(|_| None));
+    let p = Proc::start_with(dir.path(), port, hop, "1h");
     let got = sink.wait_for(N).await;
     let want: std::collections::HashSet<String> = (0..N).map(|i| format!("crash-{i}")).collect();
     assert_eq!(markers(&got), want);

@@ -102,6 +102,8 @@ async fn starttls_then_mail_inside_tls() {
     t.get_mut().write_all(b"EHLO client.example\r\n").await.unwrap();
     let ehlo = read_reply(&mut t).await;
     assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+    t.get_mut().write_all(b"STARTTLS\r\n").await.unwrap();
+    assert!(read_reply(&mut t).await.starts_with("503 5.5.1 TLS already active"));
     t.get_mut()
         .write_all(b"MAIL FROM:<a@client.example>\r\nRCPT TO:<user@example.com>\r\nDATA\r\n")
         .await

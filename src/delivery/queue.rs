@@ -32,6 +32,13 @@ pub struct QueueHandle {
 }
 
 impl QueueHandle {
+    /// A handle whose messages go to the returned receiver instead of a
+    /// running queue (tests of the front end alone).
+    pub fn detached() -> (QueueHandle, mpsc::UnboundedReceiver<Stored>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (QueueHandle { tx }, rx)
+    }
+
     pub fn enqueue(&self, s: Stored) {
         // Closed only at shutdown; the message stays in the spool.
         let _ = self.tx.send(s);

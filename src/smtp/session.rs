@@ -351,3 +351,6 @@ impl Session {
         });
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -108,10 +108,8 @@ impl Reply {
     pub const TOO_MANY_CONNECTIONS: Reply = Reply::new(421, "4.7.0", "Too many connections, try again later");
     pub const TIMEOUT: Reply = Reply::new(421, "4.4.2", "Timeout, closing connection");
     pub const TOO_MANY_ERRORS: Reply = Reply::new(421, "4.7.0", "Too many errors, closing connection");
-    pub const LOCAL_ERROR: Reply = Reply::new(451, "4.3.0", "Local error in processing, try again later");
     pub const SPOOL_FAILED: Reply = Reply::new(451, "4.3.0", "Message could not be stored, try again later");
     pub const TOO_MANY_RCPTS: Reply = Reply::new(452, "4.5.3", "Too many recipients");
-    pub const TLS_UNAVAILABLE: Reply = Reply::new(454, "4.7.0", "TLS not available");
 
     pub const SYNTAX_ERROR: Reply = Reply::new(500, "5.5.2", "Syntax error, command unrecognized");
     pub const LINE_TOO_LONG: Reply = Reply::new(500, "5.5.2", "Line too long");
@@ -126,7 +124,6 @@ impl Reply {
     pub const RCPT_FIRST: Reply = Reply::new(503, "5.5.1", "Send RCPT first");
     pub const TLS_ALREADY: Reply = Reply::new(503, "5.5.1", "TLS already active");
     pub const BDAT_MIXED: Reply = Reply::new(503, "5.5.1", "DATA not allowed after BDAT");
-    pub const BDAT_EXPECTED: Reply = Reply::new(503, "5.5.1", "BDAT transaction in progress, send BDAT or RSET");
     pub const PARAM_UNKNOWN: Reply = Reply::new(555, "5.5.4", "Unsupported MAIL/RCPT parameter");
     pub const UNKNOWN_USER: Reply = Reply::new(550, "5.1.1", "Recipient address rejected: user unknown");
     pub const RELAY_DENIED: Reply = Reply::new(554, "5.7.1", "Relay access denied");
@@ -136,7 +133,6 @@ impl Reply {
     pub const TOO_MANY_HOPS: Reply = Reply::new(554, "5.4.6", "Too many Received headers: mail loop detected");
     pub const BARE_NEWLINE: Reply = Reply::new(550, "5.6.0", "Message contains bare CR or LF, not accepted");
     pub const SMTPUTF8_REQUIRED: Reply = Reply::new(553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
-    pub const NEED_8BITMIME: Reply = Reply::new(554, "5.6.1", "8-bit data requires BODY=8BITMIME");
 }
 
 #[cfg(test)]
