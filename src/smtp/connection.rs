@@ -20,9 +20,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub fn new(stream: S) -> Self {
         Self {
             stream,
-            buf: Vec::with_capacity(8 * 1024),
+            buf: Vec::new(),
             pos: 0,
-            out: Vec::with_capacity(1024),
+            out: Vec::new(),
         }
     }
 
@@ -48,17 +48,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         n
     }
 
-    /// Reads more input; `Ok(0)` means the peer closed.
-    pub async fn read_more(&mut self) -> std::io::Result<usize> {
+    /// Reads more input; `Ok(0)` means the peer closed. `bulk` (a message
+    /// body is streaming in) reads in large blocks; otherwise the buffer is
+    /// kept small, so idle sessions cost little memory.
+    pub async fn read_more(&mut self, bulk: bool) -> std::io::Result<usize> {
         if self.pos > 0 && (self.pos > self.buf.len() / 2 || self.buf.capacity() - self.buf.len() < 4096) {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
-        // Bigger reads when a body is streaming in.
-        let want = if self.buf.len() > 32 * 1024 {
-            64 * 1024
-        } else {
-            16 * 1024
+        if self.buf.is_empty() && !bulk && self.buf.capacity() > 64 * 1024 {
+            // Back to command mode after a large body: give the buffer back.
+            self.buf = Vec::new();
+        }
+        let want = match (bulk, self.buf.len()) {
+            (true, n) if n > 32 * 1024 => 64 * 1024,
+            (true, _) => 16 * 1024,
+            (false, _) => 1024,
         };
         self.buf.reserve(want);
         self.stream.read_buf(&mut self.buf).await
@@ -80,6 +85,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.stream.write_all(&self.out).await?;
         self.stream.flush().await?;
         self.out.clear();
+        if self.out.capacity() > 16 * 1024 {
+            self.out = Vec::new();
+        }
         Ok(())
     }
 

@@ -208,9 +208,10 @@ impl Session {
                 return Outcome::Closed(Disconnect::Io(e.to_string()));
             }
             let timeout = self.read_timeout();
+            let bulk = !at_boundary;
             let shutdown = self.shared.shutdown.clone();
             let read = tokio::select! {
-                r = tokio::time::timeout(timeout, conn.read_more()) => r,
+                r = tokio::time::timeout(timeout, conn.read_more(bulk)) => r,
                 _ = shutdown.cancelled(), if at_boundary => continue,
             };
             match read {
