@@ -13,9 +13,11 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::delivery::queue::Queue;
 use crate::delivery::{self, NextHopTransport};
+use crate::dns::HickoryResolver;
 use crate::events::EventBus;
-use crate::policy::CheckChain;
+use crate::policy::dnsbl::{Dnsbl, DnsblCheck};
 use crate::policy::recipients::{Directory, RecipientCheck};
+use crate::policy::{Check, CheckChain};
 use crate::smtp::session::Shared;
 use crate::spool::Spool;
 use crate::spool::fs::FsSpool;
@@ -98,11 +100,35 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         });
     }
 
+    // Pre-DATA checks, in order: reputation first (a listed client gets the
+    // DNSBL reason whatever it guesses), then recipient validation.
+    let mut checks: Vec<Arc<dyn Check>> = Vec::new();
+    let bl = &config.dnsbl;
+    if !bl.zones.is_empty() || !bl.domain_zones.is_empty() {
+        let resolver = HickoryResolver::new(config.dns.resolver, config.dns.timeout)
+            .map_err(|e| anyhow::anyhow!("dns.resolver: {e}"))?;
+        let dnsbl = Arc::new(Dnsbl::new(
+            bl.zones.clone(),
+            bl.domain_zones.clone(),
+            bl.threshold,
+            bl.replies.clone(),
+            config.dns.timeout,
+            Arc::new(resolver),
+            events.clone(),
+        ));
+        {
+            let d = dnsbl.clone();
+            background.spawn(async move { d.health_check().await });
+        }
+        checks.push(Arc::new(DnsblCheck { dnsbl }));
+    }
+    checks.push(Arc::new(RecipientCheck {
+        dir: recipients.clone(),
+    }));
+
     let shared = Arc::new(Shared {
         config: config.clone(),
-        checks: CheckChain::new(vec![Arc::new(RecipientCheck {
-            dir: recipients.clone(),
-        })]),
+        checks: CheckChain::new(checks),
         spool: spool_dyn,
         queue: handle,
         events: events.clone(),

@@ -38,6 +38,7 @@
 pub mod app;
 pub mod config;
 pub mod delivery;
+pub mod dns;
 pub mod events;
 pub mod listener;
 pub mod logging;

@@ -59,6 +59,28 @@ pub struct Config {
     pub recipients: Recipients,
     pub spool: Spool,
     pub log: Log,
+    pub dns: Dns,
+    pub dnsbl: Dnsbl,
+    pub policy: Policy,
+}
+
+#[derive(Debug, Clone)]
+pub struct Dns {
+    pub resolver: Option<SocketAddr>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Dnsbl {
+    pub zones: Vec<crate::policy::dnsbl::Zone>,
+    pub domain_zones: Vec<crate::policy::dnsbl::Zone>,
+    pub threshold: i32,
+    pub replies: std::collections::HashMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub allowlist: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone)]
@@ -397,7 +419,58 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         }
     };
 
+    let dns = Dns {
+        resolver: match raw.dns.resolver.as_deref() {
+            None => None,
+            Some(r) => Some(r.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::new(
+                    "dns.resolver",
+                    format!("{r:?} is not an IP:port address (e.g. \"127.0.0.1:53\")"),
+                )
+            })?),
+        },
+        timeout: dur("dns.timeout", raw.dns.timeout, "2s")?,
+    };
+    let rb = raw.dnsbl;
+    let threshold = rb.threshold.unwrap_or(1);
+    if !(1..=1000).contains(&threshold) {
+        return Err(ConfigError::new("dnsbl.threshold", "must be between 1 and 1000"));
+    }
+    let dnsbl = Dnsbl {
+        zones: crate::policy::dnsbl::parse_zones("dnsbl.zones", &rb.zones.unwrap_or_default())?,
+        domain_zones: crate::policy::dnsbl::parse_zones("dnsbl.domain_zones", &rb.domain_zones.unwrap_or_default())?,
+        threshold: threshold as i32,
+        replies: rb
+            .replies
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k.trim_end_matches('.').to_ascii_lowercase(), v))
+            .collect(),
+    };
+    for (zone, text) in &dnsbl.replies {
+        if !dnsbl.zones.iter().chain(&dnsbl.domain_zones).any(|z| &z.name == zone) {
+            return Err(ConfigError::new(
+                format!("dnsbl.replies.{zone}"),
+                "not a zone listed in dnsbl.zones",
+            ));
+        }
+        if text.contains(['\r', '\n']) {
+            return Err(ConfigError::new(format!("dnsbl.replies.{zone}"), "must be one line"));
+        }
+    }
+    let mut allowlist = Vec::new();
+    for (i, n) in raw.policy.allowlist.unwrap_or_default().iter().enumerate() {
+        let net = n
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| ConfigError::new(format!("policy.allowlist[{i}]"), format!("{n:?} is not a CIDR network")))?;
+        allowlist.push(net);
+    }
+
     Ok(Config {
+        dns,
+        dnsbl,
+        policy: Policy { allowlist },
         server,
         timeouts,
         tls,

@@ -22,6 +22,48 @@ pub struct RawConfig {
     pub spool: RawSpool,
     #[serde(default)]
     pub log: RawLog,
+    #[serde(default)]
+    pub dns: RawDns,
+    #[serde(default)]
+    pub dnsbl: RawDnsbl,
+    #[serde(default)]
+    pub policy: RawPolicy,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    /// Resolver to ask, "IP:port" (e.g. "127.0.0.1:5353"). Default: the
+    /// system resolver (/etc/resolv.conf).
+    pub resolver: Option<String>,
+    /// Deadline for each DNS query (DNSBL, RHSBL). Default "2s".
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDnsbl {
+    /// Client-IP lists: "zone[=a.b.c.d][*weight]", e.g.
+    /// "zen.example=127.0.0.[2..11]*3"; negative weights for allowlists.
+    /// Default: none (DNSBL off).
+    pub zones: Option<Vec<String>>,
+    /// Domain lists (RHSBL) for the HELO name and the MAIL FROM domain,
+    /// same syntax. Default: none.
+    pub domain_zones: Option<Vec<String>>,
+    /// Total weight at which the client is refused (554 5.7.1 at RCPT). Default 1.
+    pub threshold: Option<i64>,
+    /// Reply text per zone; "$client" becomes the client IP. Hides the
+    /// zone name from the client. Default: "Service unavailable; client
+    /// [IP] blocked using ZONE".
+    pub replies: Option<std::collections::HashMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// Client networks (CIDR) that skip the reputation checks (DNSBL);
+    /// never recipient validation. Default: empty (loopback included).
+    pub allowlist: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -5,11 +5,13 @@
 //! reported with the name of the check that decided, so the event log,
 //! metrics and the ban engine all know why.
 
+pub mod dnsbl;
 pub mod recipients;
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::smtp::proto::{Mailbox, Reply};
 
@@ -33,10 +35,37 @@ pub enum Decision {
 
 pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Decision> + Send + 'a>>;
 
+/// What checks know about the session, and the work they started earlier
+/// in it (DNS queries begun at connect, awaited at RCPT).
+pub struct SessionCtx {
+    pub ip: IpAddr,
+    /// In `policy.allowlist`: reputation checks are skipped.
+    pub allowlisted: bool,
+    /// The HELO/EHLO name, once given.
+    pub helo: Mutex<Option<String>>,
+    /// DNSBL state; a std mutex, held only to move handles in and out.
+    pub reputation: Mutex<dnsbl::Reputation>,
+}
+
+impl SessionCtx {
+    pub fn new(ip: IpAddr, allowlist: &[ipnet::IpNet]) -> Self {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        Self {
+            ip,
+            allowlisted: allowlist.iter().any(|n| n.contains(&ip)),
+            helo: Mutex::new(None),
+            reputation: Mutex::new(dnsbl::Reputation::default()),
+        }
+    }
+}
+
 /// One pre-DATA check. Stages it does not care about return `Continue`.
 pub trait Check: Send + Sync {
     fn name(&self) -> &'static str;
-    fn check<'a>(&'a self, stage: &'a Stage<'a>) -> CheckFuture<'a>;
+    fn check<'a>(&'a self, stage: &'a Stage<'a>, ctx: &'a SessionCtx) -> CheckFuture<'a>;
 }
 
 /// A decision plus the check that made it.
@@ -57,9 +86,9 @@ impl CheckChain {
         Self { checks }
     }
 
-    pub async fn run(&self, stage: &Stage<'_>) -> Option<Verdict> {
+    pub async fn run(&self, stage: &Stage<'_>, ctx: &SessionCtx) -> Option<Verdict> {
         for c in &self.checks {
-            let decision = c.check(stage).await;
+            let decision = c.check(stage, ctx).await;
             if decision != Decision::Continue {
                 return Some(Verdict {
                     check: c.name(),

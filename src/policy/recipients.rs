@@ -205,7 +205,7 @@ impl Check for RecipientCheck {
         "recipients"
     }
 
-    fn check<'a>(&'a self, stage: &'a Stage<'a>) -> super::CheckFuture<'a> {
+    fn check<'a>(&'a self, stage: &'a Stage<'a>, _ctx: &'a super::SessionCtx) -> super::CheckFuture<'a> {
         let d = match stage {
             Stage::RcptTo(rcpt) => {
                 if !self.dir.is_local_domain(&rcpt.domain) {

@@ -19,6 +19,7 @@ impl Session {
         }
         self.tx = None;
         self.esmtp = esmtp;
+        *self.ctx.helo.lock().unwrap_or_else(|p| p.into_inner()) = Some(host.clone());
         let cfg = &self.shared.config.server;
         let greeting = format!("{} Hello {} [{}]", cfg.hostname, host, self.peer.ip());
         self.helo = Some(host);
@@ -303,8 +304,8 @@ impl Session {
 
     /// Runs the check chain for a stage; a reject or defer becomes the reply
     /// and an event.
-    async fn run_checks(&mut self, stage: Stage<'_>, stage_name: &'static str) -> Option<Reply> {
-        let verdict = self.shared.checks.run(&stage).await?;
+    pub(super) async fn run_checks(&mut self, stage: Stage<'_>, stage_name: &'static str) -> Option<Reply> {
+        let verdict = self.shared.checks.run(&stage, &self.ctx).await?;
         let (reply, reason) = match verdict.decision {
             Decision::Continue => return None,
             Decision::Reject { reply, reason } | Decision::Defer { reply, reason } => (reply, reason),

@@ -22,7 +22,7 @@ use super::proto::{
 use crate::config::Config;
 use crate::delivery::queue::QueueHandle;
 use crate::events::{Disconnect, Event, EventBus};
-use crate::policy::CheckChain;
+use crate::policy::{CheckChain, SessionCtx, Stage};
 use crate::spool::Spool;
 use crate::tls::TlsSource;
 
@@ -107,6 +107,8 @@ pub struct Session {
     pub(super) lines: LineReceiver,
     pub(super) errors: u32,
     pub(super) messages: u32,
+    /// What pre-DATA checks know about this session.
+    pub(super) ctx: SessionCtx,
 }
 
 /// What `run` ended with.
@@ -120,7 +122,9 @@ impl Session {
     pub fn new(shared: Arc<Shared>, peer: SocketAddr) -> Self {
         let id = shared.session_seq.fetch_add(1, Ordering::Relaxed);
         let max_line = shared.config.server.max_command_line;
+        let ctx = SessionCtx::new(peer.ip(), &shared.config.policy.allowlist);
         Self {
+            ctx,
             shared,
             id,
             peer,
@@ -166,6 +170,14 @@ impl Session {
     pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(&mut self, stream: S, greet: bool) -> Outcome<S> {
         let mut conn = Connection::new(stream);
         if greet {
+            // Connect-stage checks start their work (DNSBL queries) without
+            // delaying the banner; one may refuse the client outright.
+            if let Some(reply) = self.run_checks(Stage::Connect, "connect").await {
+                conn.push(&reply);
+                let _ = conn.flush().await;
+                conn.shutdown().await;
+                return Outcome::Closed(Disconnect::Refused(reply.to_string()));
+            }
             let banner = Reply::owned(220, "", format!("{} ESMTP sluice", self.shared.config.server.hostname));
             conn.push(&banner);
         }

@@ -1,0 +1,563 @@
+//! DNSBL/DNSWL scoring of the client IP and RHSBL scoring of the HELO and
+//! MAIL FROM domains, in the style of Postfix's `postscreen_dnsbl_sites`:
+//!
+//! ```text
+//! zen.example=127.0.0.[2..11]*3      listed if an answer matches; weight 3
+//! bl.test*3                          any answer in 127/8 counts; weight 3
+//! list.dnswl.example=127.0.[0..255].[1..3]*-2   allowlist: negative weight
+//! ```
+//!
+//! IP queries start at connect, concurrently, so the answers are usually in
+//! by the time the client sends RCPT; RHSBL queries start at MAIL FROM. Each
+//! query has a deadline (`dns.timeout`). A zone that times out or fails is
+//! reported (a warning event) and counts as "not listed": the session goes
+//! on (fail open), so a broken list never blocks mail. A zone that lists
+//! 127.0.0.1, the RFC 5782 "never listed" test address, is disabled with a
+//! loud warning. The client is refused at RCPT when the weights of the
+//! zones that list it add up to `dnsbl.threshold`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::config::ConfigError;
+use crate::dns::{DnsError, Resolver, reverse_name};
+use crate::events::{Event, EventBus};
+use crate::smtp::proto::Reply;
+
+/// One octet of an answer filter: `n`, `[a..b]` or `[a;b;c]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Octet {
+    Range(u8, u8),
+    Set(Vec<u8>),
+}
+
+impl Octet {
+    fn matches(&self, v: u8) -> bool {
+        match self {
+            Octet::Range(a, b) => (*a..=*b).contains(&v),
+            Octet::Set(s) => s.contains(&v),
+        }
+    }
+}
+
+/// A list zone with its weight and optional answer filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Zone {
+    pub name: String,
+    pub weight: i32,
+    filter: Option<[Octet; 4]>,
+}
+
+impl Zone {
+    /// Parses `zone[=a.b.c.d][*weight]`.
+    pub fn parse(spec: &str) -> Result<Zone, String> {
+        let (rest, weight) = match spec.rsplit_once('*') {
+            Some((r, w)) => (
+                r,
+                w.trim()
+                    .parse::<i32>()
+                    .map_err(|_| format!("{spec:?}: weight {w:?} is not an integer"))?,
+            ),
+            None => (spec, 1),
+        };
+        let (name, filter) = match rest.split_once('=') {
+            Some((n, f)) => (n, Some(parse_filter(f).map_err(|e| format!("{spec:?}: {e}"))?)),
+            None => (rest, None),
+        };
+        let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+        if name.is_empty() || !crate::smtp::proto::address::is_valid_helo(&name) || name.starts_with('[') {
+            return Err(format!("{spec:?}: {name:?} is not a DNS zone name"));
+        }
+        if weight == 0 {
+            return Err(format!("{spec:?}: weight 0 has no effect"));
+        }
+        Ok(Zone { name, weight, filter })
+    }
+
+    /// Does this answer count as a listing? Without a filter, any 127/8
+    /// answer does (RFC 5782 §2.3); anything else is nonsense.
+    pub fn counts(&self, a: Ipv4Addr) -> bool {
+        let o = a.octets();
+        match &self.filter {
+            Some(f) => f.iter().zip(o).all(|(p, v)| p.matches(v)),
+            None => o[0] == 127,
+        }
+    }
+}
+
+fn parse_filter(f: &str) -> Result<[Octet; 4], String> {
+    // Split on dots outside brackets ("127.0.0.[2..11]").
+    let mut parts: Vec<&str> = Vec::new();
+    let (mut depth, mut start) = (0i32, 0usize);
+    for (i, c) in f.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            '.' if depth == 0 => {
+                parts.push(&f[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&f[start..]);
+    if parts.len() != 4 {
+        return Err(format!("answer filter {f:?} needs four octets"));
+    }
+    let octet = |p: &str| -> Result<Octet, String> {
+        let num = |s: &str| s.trim().parse::<u8>().map_err(|_| format!("{s:?} is not an octet"));
+        if let Some(inner) = p.strip_prefix('[').and_then(|p| p.strip_suffix(']')) {
+            if let Some((a, b)) = inner.split_once("..") {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b {
+                    return Err(format!("empty range [{a}..{b}]"));
+                }
+                Ok(Octet::Range(a, b))
+            } else {
+                Ok(Octet::Set(inner.split(';').map(num).collect::<Result<_, _>>()?))
+            }
+        } else {
+            let n = num(p)?;
+            Ok(Octet::Range(n, n))
+        }
+    };
+    Ok([octet(parts[0])?, octet(parts[1])?, octet(parts[2])?, octet(parts[3])?])
+}
+
+/// A zone that listed the client, with the answers that counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    pub zone: String,
+    pub weight: i32,
+    pub answers: Vec<Ipv4Addr>,
+}
+
+/// The result of scoring one name against a set of zones.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Score {
+    pub total: i32,
+    pub hits: Vec<Hit>,
+    /// Zones that timed out or failed (counted as not listed).
+    pub errors: Vec<(String, DnsError)>,
+}
+
+impl Score {
+    fn merge(&mut self, other: Score) {
+        self.total += other.total;
+        self.hits.extend(other.hits);
+        self.errors.extend(other.errors);
+    }
+
+    /// "bl.test=127.0.0.2(+3), dnswl.example=127.0.10.2(-2)"
+    pub fn evidence(&self) -> String {
+        self.hits
+            .iter()
+            .map(|h| {
+                let a: Vec<String> = h.answers.iter().map(|a| a.to_string()).collect();
+                format!("{}={}({:+})", h.zone, a.join(","), h.weight)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The configured lists, the resolver and the deadline.
+pub struct Dnsbl {
+    pub ip_zones: Vec<Zone>,
+    pub domain_zones: Vec<Zone>,
+    pub threshold: i32,
+    /// Client-visible text per zone (`$client` is replaced by the IP).
+    pub replies: HashMap<String, String>,
+    pub timeout: Duration,
+    resolver: Arc<dyn Resolver>,
+    /// Set by the health check for zones that list 127.0.0.1.
+    disabled: Vec<AtomicBool>,
+    events: EventBus,
+}
+
+impl Dnsbl {
+    pub fn new(
+        ip_zones: Vec<Zone>,
+        domain_zones: Vec<Zone>,
+        threshold: i32,
+        replies: HashMap<String, String>,
+        timeout: Duration,
+        resolver: Arc<dyn Resolver>,
+        events: EventBus,
+    ) -> Self {
+        let disabled = ip_zones.iter().map(|_| AtomicBool::new(false)).collect();
+        Self {
+            ip_zones,
+            domain_zones,
+            threshold,
+            replies,
+            timeout,
+            resolver,
+            disabled,
+            events,
+        }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        !self.ip_zones.is_empty() || !self.domain_zones.is_empty()
+    }
+
+    /// RFC 5782 §5: 127.0.0.1 must never be listed. A zone that lists it
+    /// is broken (or has shut down and lists everything): disable it.
+    pub async fn health_check(&self) {
+        let probe = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let checks = self.ip_zones.iter().enumerate().map(|(i, z)| async move {
+            let name = reverse_name(probe, &z.name);
+            let res = tokio::time::timeout(self.timeout, self.resolver.lookup_a(&name)).await;
+            if let Ok(Ok(answers)) = res
+                && !answers.is_empty()
+            {
+                self.disabled[i].store(true, Ordering::Relaxed);
+                let msg = format!(
+                    "DNSBL zone {} lists 127.0.0.1 ({answers:?}): it is broken or lists everyone; DISABLED",
+                    z.name
+                );
+                tracing::error!("{msg}");
+                self.events.emit(Event::Warning {
+                    component: "dnsbl",
+                    message: msg,
+                });
+            }
+        });
+        futures_join_all(checks).await;
+    }
+
+    /// Scores the client IP over all enabled IP zones, concurrently.
+    pub async fn score_ip(&self, ip: IpAddr) -> Score {
+        let names: Vec<(usize, String)> = self
+            .ip_zones
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.disabled[*i].load(Ordering::Relaxed))
+            .map(|(i, z)| (i, reverse_name(ip, &z.name)))
+            .collect();
+        self.score(names.iter().map(|(i, n)| (&self.ip_zones[*i], n.as_str())))
+            .await
+    }
+
+    /// Scores domains (HELO name, sender domain) over the RHSBL zones.
+    pub async fn score_domains(&self, domains: &[&str]) -> Score {
+        let names: Vec<(usize, String)> = self
+            .domain_zones
+            .iter()
+            .enumerate()
+            .flat_map(|(i, z)| {
+                domains
+                    .iter()
+                    .filter(|d| !d.is_empty() && !d.starts_with('['))
+                    .map(move |d| (i, format!("{}.{}", d.trim_end_matches('.'), z.name)))
+            })
+            .collect();
+        self.score(names.iter().map(|(i, n)| (&self.domain_zones[*i], n.as_str())))
+            .await
+    }
+
+    async fn score<'a>(&'a self, queries: impl Iterator<Item = (&'a Zone, &'a str)>) -> Score {
+        let futs = queries.map(|(zone, name)| async move {
+            let res = tokio::time::timeout(self.timeout, self.resolver.lookup_a(name))
+                .await
+                .unwrap_or(Err(DnsError::Timeout));
+            (zone, res)
+        });
+        let mut score = Score::default();
+        for (zone, res) in futures_join_all(futs).await {
+            match res {
+                Ok(answers) => {
+                    let counted: Vec<Ipv4Addr> = answers.iter().copied().filter(|a| zone.counts(*a)).collect();
+                    if counted.is_empty() && answers.iter().any(|a| a.octets()[0] != 127) {
+                        score.errors.push((
+                            zone.name.clone(),
+                            DnsError::Failed(format!("nonsense answer {answers:?}")),
+                        ));
+                    } else if !counted.is_empty() {
+                        score.total += zone.weight;
+                        score.hits.push(Hit {
+                            zone: zone.name.clone(),
+                            weight: zone.weight,
+                            answers: counted,
+                        });
+                    }
+                }
+                Err(DnsError::NotFound) => {}
+                Err(e) => score.errors.push((zone.name.clone(), e)),
+            }
+        }
+        for (zone, e) in &score.errors {
+            self.events.emit(Event::Warning {
+                component: "dnsbl",
+                message: format!("zone {zone}: {e}; counted as not listed"),
+            });
+        }
+        score
+    }
+
+    /// The reply for a refused client: the text configured for the zone
+    /// with the largest weight that listed it, else one naming that zone.
+    pub fn reply(&self, ip: IpAddr, score: &Score) -> Reply {
+        let top = score.hits.iter().filter(|h| h.weight > 0).max_by_key(|h| h.weight);
+        let text = match top {
+            Some(h) => match self.replies.get(&h.zone) {
+                Some(t) => t.replace("$client", &ip.to_string()),
+                None => format!("Service unavailable; client [{ip}] blocked using {}", h.zone),
+            },
+            None => format!("Service unavailable; client [{ip}] has a poor reputation"),
+        };
+        Reply::owned(554, "5.7.1", text)
+    }
+
+    pub fn listed(&self, score: &Score) -> bool {
+        score.total >= self.threshold
+    }
+}
+
+/// Per-session DNSBL state, kept in [`super::SessionCtx`].
+#[derive(Default)]
+pub struct Reputation {
+    ip_task: Option<tokio::task::JoinHandle<Score>>,
+    ip_score: Option<Score>,
+    domain_task: Option<tokio::task::JoinHandle<Score>>,
+    domain_score: Option<Score>,
+}
+
+/// The DNSBL as a pre-DATA check: queries the client IP at connect and the
+/// HELO/sender domains at MAIL, decides at RCPT.
+pub struct DnsblCheck {
+    pub dnsbl: Arc<Dnsbl>,
+}
+
+impl DnsblCheck {
+    async fn settle(task: Option<tokio::task::JoinHandle<Score>>) -> Score {
+        match task {
+            Some(t) => t.await.unwrap_or_default(),
+            None => Score::default(),
+        }
+    }
+}
+
+impl super::Check for DnsblCheck {
+    fn name(&self) -> &'static str {
+        "dnsbl"
+    }
+
+    fn check<'a>(&'a self, stage: &'a super::Stage<'a>, ctx: &'a super::SessionCtx) -> super::CheckFuture<'a> {
+        use super::{Decision, Stage};
+        Box::pin(async move {
+            if ctx.allowlisted || !self.dnsbl.is_enabled() {
+                return Decision::Continue;
+            }
+            let lock = || ctx.reputation.lock().unwrap_or_else(|p| p.into_inner());
+            match stage {
+                Stage::Connect if !self.dnsbl.ip_zones.is_empty() => {
+                    let (d, ip) = (self.dnsbl.clone(), ctx.ip);
+                    lock().ip_task = Some(tokio::spawn(async move { d.score_ip(ip).await }));
+                }
+                Stage::MailFrom(from) if !self.dnsbl.domain_zones.is_empty() => {
+                    let mut domains: Vec<String> = Vec::new();
+                    if let Some(h) = ctx.helo.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                        domains.push(h.to_ascii_lowercase());
+                    }
+                    if let Some(m) = from {
+                        domains.push(m.domain.clone());
+                    }
+                    let d = self.dnsbl.clone();
+                    let task = tokio::spawn(async move {
+                        let refs: Vec<&str> = domains.iter().map(String::as_str).collect();
+                        d.score_domains(&refs).await
+                    });
+                    let mut r = lock();
+                    r.domain_score = None;
+                    if let Some(old) = r.domain_task.replace(task) {
+                        old.abort();
+                    }
+                }
+                Stage::RcptTo(_) => {
+                    let (ip_task, domain_task) = {
+                        let mut r = lock();
+                        (r.ip_task.take(), r.domain_task.take())
+                    };
+                    if ip_task.is_some() {
+                        let s = Self::settle(ip_task).await;
+                        lock().ip_score = Some(s);
+                    }
+                    if domain_task.is_some() {
+                        let s = Self::settle(domain_task).await;
+                        lock().domain_score = Some(s);
+                    }
+                    let mut total = Score::default();
+                    {
+                        let r = lock();
+                        total.merge(r.ip_score.clone().unwrap_or_default());
+                        total.merge(r.domain_score.clone().unwrap_or_default());
+                    }
+                    if self.dnsbl.listed(&total) {
+                        return Decision::Reject {
+                            reply: self.dnsbl.reply(ctx.ip, &total),
+                            reason: format!(
+                                "client {} listed: {}; total {} >= threshold {}",
+                                ctx.ip,
+                                total.evidence(),
+                                total.total,
+                                self.dnsbl.threshold
+                            ),
+                        };
+                    }
+                }
+                _ => {}
+            }
+            Decision::Continue
+        })
+    }
+}
+
+/// Joins futures concurrently (a tiny `join_all` on tokio's JoinSet-free
+/// path: polls all in one task, so borrowed futures work).
+async fn futures_join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+/// Parses the `dnsbl.zones` / `dnsbl.domain_zones` lists.
+pub fn parse_zones(key: &str, specs: &[String]) -> Result<Vec<Zone>, ConfigError> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Zone::parse(s).map_err(|e| ConfigError::new(format!("{key}[{i}]"), e)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::FakeResolver;
+
+    #[test]
+    fn zone_specs() {
+        let z = Zone::parse("zen.example=127.0.0.[2..11]*3").unwrap();
+        assert_eq!((z.name.as_str(), z.weight), ("zen.example", 3));
+        assert!(z.counts("127.0.0.2".parse().unwrap()));
+        assert!(z.counts("127.0.0.11".parse().unwrap()));
+        assert!(!z.counts("127.0.0.12".parse().unwrap()));
+        let z = Zone::parse("list.dnswl.example=127.0.[0..255].[1;3]*-2").unwrap();
+        assert_eq!(z.weight, -2);
+        assert!(z.counts("127.0.9.3".parse().unwrap()));
+        assert!(!z.counts("127.0.9.2".parse().unwrap()));
+        let z = Zone::parse("BL.Test.").unwrap();
+        assert_eq!((z.name.as_str(), z.weight), ("bl.test", 1));
+        assert!(z.counts("127.0.0.4".parse().unwrap()));
+        assert!(!z.counts("10.0.0.1".parse().unwrap()));
+        for bad in [
+            "",
+            "*3",
+            "bl.test*x",
+            "bl.test=127.0.0*3",
+            "bl.test=127.0.0.[5..2]",
+            "bl.test*0",
+            "bl test",
+        ] {
+            assert!(Zone::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    fn dnsbl(fake: FakeResolver, zones: &[&str], threshold: i32) -> Dnsbl {
+        Dnsbl::new(
+            zones.iter().map(|z| Zone::parse(z).unwrap()).collect(),
+            vec![Zone::parse("dbl.example*2").unwrap()],
+            threshold,
+            HashMap::from([("hidden.example".to_string(), "Go away, $client".to_string())]),
+            Duration::from_millis(200),
+            Arc::new(fake),
+            EventBus::new(16),
+        )
+    }
+
+    #[tokio::test]
+    async fn weights_add_up_and_allowlists_subtract() {
+        let mut fake = FakeResolver::default();
+        fake.a
+            .insert("2.2.0.192.a.example".into(), vec!["127.0.0.2".parse().unwrap()]);
+        fake.a
+            .insert("2.2.0.192.b.example".into(), vec!["127.0.0.4".parse().unwrap()]);
+        fake.a
+            .insert("2.2.0.192.wl.example".into(), vec!["127.0.10.2".parse().unwrap()]);
+        let d = dnsbl(fake, &["a.example*2", "b.example=127.0.0.[2..3]*5", "wl.example*-1"], 2);
+        let s = d.score_ip("192.0.2.2".parse().unwrap()).await;
+        // b.example answered 127.0.0.4, outside its filter: not counted.
+        assert_eq!(s.total, 1);
+        assert!(!d.listed(&s));
+        assert_eq!(s.evidence(), "a.example=127.0.0.2(+2), wl.example=127.0.10.2(-1)");
+        let s = d.score_ip("192.0.2.3".parse().unwrap()).await;
+        assert_eq!(s, Score::default());
+    }
+
+    #[tokio::test]
+    async fn slow_zone_times_out_and_counts_as_not_listed() {
+        let mut fake = FakeResolver::default();
+        fake.slow.push("2.2.0.192.slow.example".into());
+        fake.a
+            .insert("2.2.0.192.fast.example".into(), vec!["127.0.0.2".parse().unwrap()]);
+        let d = dnsbl(fake, &["slow.example*5", "fast.example*3"], 3);
+        let t = std::time::Instant::now();
+        let s = d.score_ip("192.0.2.2".parse().unwrap()).await;
+        assert!(t.elapsed() < Duration::from_secs(2));
+        assert_eq!(s.total, 3);
+        assert!(d.listed(&s));
+        assert_eq!(s.errors, vec![("slow.example".to_string(), DnsError::Timeout)]);
+    }
+
+    #[tokio::test]
+    async fn zone_listing_127_0_0_1_is_disabled() {
+        let mut fake = FakeResolver::default();
+        fake.a
+            .insert("1.0.0.127.broken.example".into(), vec!["127.0.0.2".parse().unwrap()]);
+        fake.a
+            .insert("2.2.0.192.broken.example".into(), vec!["127.0.0.2".parse().unwrap()]);
+        let d = dnsbl(fake, &["broken.example*5"], 1);
+        assert!(d.listed(&d.score_ip("192.0.2.2".parse().unwrap()).await));
+        d.health_check().await;
+        assert!(!d.listed(&d.score_ip("192.0.2.2".parse().unwrap()).await));
+    }
+
+    #[tokio::test]
+    async fn rhsbl_and_reply_text() {
+        let mut fake = FakeResolver::default();
+        fake.a
+            .insert("spammer.example.dbl.example".into(), vec!["127.0.1.2".parse().unwrap()]);
+        fake.a
+            .insert("2.2.0.192.hidden.example".into(), vec!["127.0.0.2".parse().unwrap()]);
+        let d = dnsbl(fake, &["hidden.example*3"], 2);
+        let s = d
+            .score_domains(&["client.example", "spammer.example", "[192.0.2.1]"])
+            .await;
+        assert_eq!(s.total, 2);
+        let ip: IpAddr = "192.0.2.2".parse().unwrap();
+        let s = d.score_ip(ip).await;
+        // The configured text hides the zone name.
+        assert_eq!(d.reply(ip, &s).to_string(), "554 5.7.1 Go away, 192.0.2.2");
+    }
+}

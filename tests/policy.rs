@@ -1,0 +1,181 @@
+//! Pre-DATA policy against a real DNS server (dnslib serving the shared
+//! `bl.test` zone): DNSBL, RHSBL, allowlist, deadlines, zone health.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice::dns::HickoryResolver;
+use sluice::events::EventBus;
+use sluice::policy::dnsbl::{Dnsbl, Zone};
+
+use crate::util::services::{BlackHoleDns, DnsServer};
+use crate::util::*;
+
+fn zone_file() -> std::path::PathBuf {
+    corpora().join("dnsbl/bl.test.zone")
+}
+
+async fn dns() -> DnsServer {
+    let zone = zone_file();
+    tokio::task::spawn_blocking(move || DnsServer::start(&zone))
+        .await
+        .unwrap()
+}
+
+async fn relay_with_dnsbl(sink: &Sink, dns_port: u16, extra: &str) -> TestRelay {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("recipients"), TABLE).unwrap();
+    let toml = format!(
+        "{}\n[dns]\nresolver = \"127.0.0.1:{dns_port}\"\ntimeout = \"500ms\"\n[dnsbl]\nzones = [\"bl.test*3\"]\nthreshold = 3\n{extra}",
+        base_toml(&sink.next_hop())
+    );
+    TestRelay::start_in(dir, &toml, |_| {}).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listed_client_is_refused_before_data_unlisted_passes() {
+    let dns = dns().await;
+    let sink = Sink::start().await;
+    let relay = relay_with_dnsbl(&sink, dns.port, "").await;
+    let mut events = relay.running().events.subscribe();
+
+    // 127.0.0.2 is listed in bl.test.
+    let mut c = Client::connect_from("127.0.0.2", relay.addr).await;
+    c.expect("220").await;
+    c.cmd("EHLO client.example", "250").await;
+    c.cmd("MAIL FROM:<a@client.example>", "250").await;
+    let r = c.cmd("RCPT TO:<user@example.com>", "554 5.7.1").await;
+    assert!(r.contains("client [127.0.0.2] blocked using bl.test"), "{r}");
+    c.cmd("DATA", "503 5.5.1").await;
+
+    // 127.0.0.1 is not listed.
+    let mut c = Client::connect_from("127.0.0.1", relay.addr).await;
+    c.expect("220").await;
+    c.envelope("a@client.example", &["user@example.com"]).await;
+    assert!(c.data(&test_message("clean")).await.starts_with("250"));
+
+    // The refusal is an event with the evidence.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if let sluice::events::Event::Rejected { check, reason, ip, .. } = &*ev {
+            assert_eq!(*check, "dnsbl");
+            assert_eq!(ip.to_string(), "127.0.0.2");
+            assert!(reason.contains("bl.test=127.0.0.2(+3)"), "{reason}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no Rejected event");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_text_can_hide_the_zone_and_allowlist_skips_dnsbl() {
+    let dns = dns().await;
+    let sink = Sink::start().await;
+    let relay = relay_with_dnsbl(
+        &sink,
+        dns.port,
+        "[dnsbl.replies]\n\"bl.test\" = \"Poor reputation ($client)\"\n",
+    )
+    .await;
+    let mut c = Client::connect_from("127.0.0.2", relay.addr).await;
+    c.expect("220").await;
+    c.cmd("EHLO client.example", "250").await;
+    c.cmd("MAIL FROM:<a@client.example>", "250").await;
+    let r = c
+        .cmd("RCPT TO:<user@example.com>", "554 5.7.1 Poor reputation (127.0.0.2)")
+        .await;
+    assert!(!r.contains("bl.test"));
+
+    let relay = relay_with_dnsbl(&sink, dns.port, "[policy]\nallowlist = [\"127.0.0.2/32\"]\n").await;
+    let mut c = Client::connect_from("127.0.0.2", relay.addr).await;
+    c.expect("220").await;
+    c.cmd("EHLO client.example", "250").await;
+    c.cmd("MAIL FROM:<a@client.example>", "250").await;
+    c.cmd("RCPT TO:<user@example.com>", "250").await;
+    // Never recipient validation.
+    c.cmd("RCPT TO:<nobody@example.com>", "550 5.1.1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rhsbl_lists_the_sender_domain() {
+    let dns = dns().await;
+    let sink = Sink::start().await;
+    let relay = relay_with_dnsbl(&sink, dns.port, "domain_zones = [\"bl.test*3\"]\n").await;
+    let mut c = relay.client().await;
+    c.cmd("EHLO client.example", "250").await;
+    // test.bl.test is listed: sender domain "test".
+    c.cmd("MAIL FROM:<spammer@test>", "250").await;
+    c.cmd("RCPT TO:<user@example.com>", "554 5.7.1").await;
+    c.cmd("RSET", "250").await;
+    c.cmd("MAIL FROM:<someone@client.example>", "250").await;
+    c.cmd("RCPT TO:<user@example.com>", "250").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn black_holed_resolver_never_delays_past_the_deadline() {
+    let hole = tokio::task::spawn_blocking(BlackHoleDns::start).await.unwrap();
+    let sink = Sink::start().await;
+    let relay = relay_with_dnsbl(&sink, hole.port, "").await;
+    let mut c = Client::connect_from("127.0.0.2", relay.addr).await;
+    c.expect("220").await;
+    c.cmd("EHLO client.example", "250").await;
+    c.cmd("MAIL FROM:<a@client.example>", "250").await;
+    let t = Instant::now();
+    // Fail open: the list could not be asked, the client is not refused.
+    c.cmd("RCPT TO:<user@example.com>", "250").await;
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "RCPT waited {:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_nibble_entry_and_zone_health_check_against_real_dns() {
+    let dns = dns().await;
+    // A second, broken copy of the zone that also lists 127.0.0.1 (and so
+    // everybody): as a list that has shut down would.
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.zone");
+    let mut text = std::fs::read_to_string(zone_file()).unwrap();
+    text.push_str("\n1.0.0.127 IN A 127.0.0.2\n2.2.0.192 IN A 127.0.0.2\n");
+    std::fs::write(&broken, text).unwrap();
+    let bdns = tokio::task::spawn_blocking(move || DnsServer::start(&broken))
+        .await
+        .unwrap();
+
+    let make = |port: u16, zone: &str| {
+        Dnsbl::new(
+            vec![Zone::parse(zone).unwrap()],
+            vec![],
+            1,
+            Default::default(),
+            Duration::from_secs(2),
+            Arc::new(
+                HickoryResolver::new(
+                    Some(format!("127.0.0.1:{port}").parse().unwrap()),
+                    Duration::from_secs(2),
+                )
+                .unwrap(),
+            ),
+            EventBus::new(16),
+        )
+    };
+    let d = make(dns.port, "bl.test*3");
+    let s = d.score_ip("::ffff:7f00:2".parse().unwrap()).await;
+    assert_eq!(s.total, 3, "IPv6 nibble entry: {s:?}");
+    let s = d.score_ip("::ffff:7f00:1".parse().unwrap()).await;
+    assert_eq!(s.total, 0);
+
+    let b = make(bdns.port, "bl.test");
+    assert!(b.listed(&b.score_ip("192.0.2.2".parse().unwrap()).await));
+    b.health_check().await;
+    assert!(
+        !b.listed(&b.score_ip("192.0.2.2".parse().unwrap()).await),
+        "broken zone must be disabled"
+    );
+}
