@@ -16,6 +16,7 @@ use crate::delivery::{self, NextHopTransport};
 use crate::dns::HickoryResolver;
 use crate::events::EventBus;
 use crate::policy::dnsbl::{Dnsbl, DnsblCheck};
+use crate::policy::limits::{Limits, RateCheck};
 use crate::policy::recipients::{Directory, RecipientCheck};
 use crate::policy::{Check, CheckChain};
 use crate::smtp::session::Shared;
@@ -122,9 +123,24 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
         checks.push(Arc::new(DnsblCheck { dnsbl }));
     }
+    let limits = Arc::new(Limits::new(&config.limits));
+    checks.push(Arc::new(RateCheck { limits: limits.clone() }));
     checks.push(Arc::new(RecipientCheck {
         dir: recipients.clone(),
     }));
+    {
+        // Forget clients idle for two windows, once a minute.
+        let (limits, stop) = (limits.clone(), shutdown.child_token());
+        background.spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => limits.sweep(),
+                    _ = stop.cancelled() => return,
+                }
+            }
+        });
+    }
 
     let shared = Arc::new(Shared {
         config: config.clone(),
@@ -136,6 +152,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown: shutdown.clone(),
         session_seq: AtomicU64::new(1),
         message_seq: AtomicU64::new(0),
+        limits,
     });
 
     // Each session needs a socket and each delivery a socket: make sure

@@ -11,6 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use crate::events::{Disconnect, Event};
+use crate::policy::limits::SessionSlot;
 use crate::smtp::proto::Reply;
 use crate::smtp::session::{Outcome, Session, Shared};
 
@@ -42,25 +43,26 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, limit: Arc<
         match accepted {
             Ok((sock, peer)) => {
                 let _ = sock.set_nodelay(true);
-                match limit.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        tracker.spawn(serve(shared.clone(), sock, peer, permit));
+                let (slot, refusal) = admit(&shared, peer.ip());
+                match (refusal, limit.clone().try_acquire_owned()) {
+                    (None, Ok(permit)) => {
+                        tracker.spawn(serve(shared.clone(), sock, peer, (permit, slot)));
                     }
-                    Err(_) => {
-                        let events = shared.events.clone();
+                    (refusal, _) => {
+                        let (reply, reason) =
+                            refusal.unwrap_or((Reply::TOO_MANY_CONNECTIONS, "server.max_connections reached".into()));
+                        shared.events.emit(Event::Rejected {
+                            session: 0,
+                            ip: peer.ip(),
+                            stage: "connect",
+                            check: "ratelimit",
+                            reply: reply.to_string(),
+                            reason,
+                        });
                         tracker.spawn(async move {
-                            events.emit(Event::SessionClosed {
-                                session: 0,
-                                ip: peer.ip(),
-                                reason: Disconnect::Refused("connection limit".into()),
-                                messages: 0,
-                            });
                             let mut sock = sock;
-                            let _ = tokio::time::timeout(
-                                Duration::from_secs(5),
-                                sock.write_all(&Reply::TOO_MANY_CONNECTIONS.to_bytes()),
-                            )
-                            .await;
+                            let _ =
+                                tokio::time::timeout(Duration::from_secs(5), sock.write_all(&reply.to_bytes())).await;
                         });
                     }
                 }
@@ -74,7 +76,49 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, limit: Arc<
     }
 }
 
-async fn serve(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr, _permit: OwnedSemaphorePermit) {
+/// Per-client connection limits (rate, then concurrency), cheap and
+/// synchronous, before any task is spawned. Allowlisted clients pass.
+fn admit(shared: &Shared, ip: std::net::IpAddr) -> (Option<SessionSlot>, Option<(Reply, String)>) {
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    if shared.config.policy.allowlist.iter().any(|n| n.contains(&ip)) {
+        return (None, None);
+    }
+    let limits = &shared.limits;
+    if !limits.connections.hit(ip, tokio::time::Instant::now()) {
+        let reason = format!(
+            "connection rate of {ip} over {}/min",
+            shared.config.limits.per_ip_connection_rate
+        );
+        return (
+            None,
+            Some((
+                Reply::new(421, "4.7.0", "Too many connections from your address, slow down"),
+                reason,
+            )),
+        );
+    }
+    match limits.concurrency.acquire(ip, limits.per_ip_connections) {
+        Some(slot) => (Some(slot), None),
+        None => {
+            let reason = format!("{ip} already has {} sessions", limits.per_ip_connections);
+            (
+                None,
+                Some((
+                    Reply::new(421, "4.7.0", "Too many concurrent sessions from your address"),
+                    reason,
+                )),
+            )
+        }
+    }
+}
+
+/// Held for the life of a session: the global slot and the per-client one.
+type Slots = (OwnedSemaphorePermit, Option<SessionSlot>);
+
+async fn serve(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr, _slots: Slots) {
     let mut session = Session::new(shared.clone(), peer);
     shared.events.emit(Event::SessionOpened {
         session: session.id(),

@@ -179,3 +179,75 @@ async fn ipv6_nibble_entry_and_zone_health_check_against_real_dns() {
         "broken zone must be disabled"
     );
 }
+
+async fn relay_with_limits(sink: &Sink, tweak: impl FnOnce(&mut sluice::config::Config)) -> TestRelay {
+    TestRelay::start_with(&sink.next_hop(), tweak).await
+}
+
+#[tokio::test]
+async fn per_ip_concurrent_sessions_and_connection_rate() {
+    let sink = Sink::start().await;
+    let relay = relay_with_limits(&sink, |c| c.limits.per_ip_connections = 2).await;
+    let _a = relay.client().await;
+    let _b = relay.client().await;
+    let mut c = Client::connect(relay.addr).await;
+    c.expect("421 4.7.0 Too many concurrent sessions").await;
+    c.expect_closed().await;
+    // Another client address is not affected.
+    let mut d = Client::connect_from("127.0.0.3", relay.addr).await;
+    d.expect("220").await;
+
+    let relay = relay_with_limits(&sink, |c| c.limits.per_ip_connection_rate = 3).await;
+    for _ in 0..3 {
+        relay.client().await.cmd("QUIT", "221").await;
+    }
+    let mut c = Client::connect(relay.addr).await;
+    c.expect("421 4.7.0 Too many connections").await;
+}
+
+#[tokio::test]
+async fn message_and_recipient_rates() {
+    let sink = Sink::start().await;
+    let relay = relay_with_limits(&sink, |c| {
+        c.limits.per_ip_message_rate = 2;
+        c.limits.per_ip_recipient_rate = 3;
+    })
+    .await;
+    let mut c = relay.client().await;
+    c.cmd("EHLO client.example", "250").await;
+    c.cmd("MAIL FROM:<a@client.example>", "250").await;
+    c.cmd("RCPT TO:<user@example.com>", "250").await;
+    c.cmd("RCPT TO:<known@example.com>", "250").await;
+    c.cmd("RCPT TO:<other@example.com>", "250").await;
+    c.cmd("RCPT TO:<user@example.com>", "452 4.7.0").await;
+    c.cmd("RSET", "250").await;
+    c.cmd("MAIL FROM:<a@client.example>", "250").await;
+    c.cmd("RSET", "250").await;
+    c.cmd("MAIL FROM:<a@client.example>", "451 4.7.0").await;
+}
+
+#[tokio::test]
+async fn tarpit_slows_down_errors_then_421() {
+    let sink = Sink::start().await;
+    let relay = relay_with_limits(&sink, |c| {
+        c.limits.tarpit_after_errors = 2;
+        c.limits.tarpit_delay = Duration::from_millis(200);
+        c.server.max_errors = 5;
+    })
+    .await;
+    let mut c = relay.client().await;
+    c.cmd("EHLO client.example", "250").await;
+    c.cmd("MAIL FROM:<a@client.example>", "250").await;
+    let t = Instant::now();
+    c.cmd("RCPT TO:<guess1@example.com>", "550 5.1.1").await;
+    c.cmd("RCPT TO:<guess2@example.com>", "550 5.1.1").await;
+    assert!(t.elapsed() < Duration::from_millis(200), "no delay before the limit");
+    let t = Instant::now();
+    c.cmd("RCPT TO:<guess3@example.com>", "550 5.1.1").await; // +200 ms
+    c.cmd("RCPT TO:<guess4@example.com>", "550 5.1.1").await; // +400 ms
+    assert!(t.elapsed() >= Duration::from_millis(600), "tarpit: {:?}", t.elapsed());
+    c.send("RCPT TO:<guess5@example.com>").await;
+    c.expect("550 5.1.1").await;
+    c.expect("421 4.7.0").await;
+    c.expect_closed().await;
+}

@@ -62,6 +62,17 @@ pub struct Config {
     pub dns: Dns,
     pub dnsbl: Dnsbl,
     pub policy: Policy,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub per_ip_connections: u32,
+    pub per_ip_connection_rate: u32,
+    pub per_ip_message_rate: u32,
+    pub per_ip_recipient_rate: u32,
+    pub tarpit_after_errors: u32,
+    pub tarpit_delay: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -467,7 +478,18 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         allowlist.push(net);
     }
 
+    let rl = raw.limits;
+    let limits = Limits {
+        per_ip_connections: rl.per_ip_connections.unwrap_or(0),
+        per_ip_connection_rate: rl.per_ip_connection_rate.unwrap_or(0),
+        per_ip_message_rate: rl.per_ip_message_rate.unwrap_or(0),
+        per_ip_recipient_rate: rl.per_ip_recipient_rate.unwrap_or(0),
+        tarpit_after_errors: rl.tarpit_after_errors.unwrap_or(10),
+        tarpit_delay: dur("limits.tarpit_delay", rl.tarpit_delay, "1s")?,
+    };
+
     Ok(Config {
+        limits,
         dns,
         dnsbl,
         policy: Policy { allowlist },

@@ -28,6 +28,27 @@ pub struct RawConfig {
     pub dnsbl: RawDnsbl,
     #[serde(default)]
     pub policy: RawPolicy,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Concurrent sessions per client IP (IPv6: per /64); beyond: 421 4.7.0. Default 0 (unlimited).
+    pub per_ip_connections: Option<u32>,
+    /// New connections per client per minute; beyond: 421 4.7.0. Default 0 (unlimited).
+    pub per_ip_connection_rate: Option<u32>,
+    /// Messages (MAIL) per client per minute; beyond: 451 4.7.0. Default 0 (unlimited).
+    pub per_ip_message_rate: Option<u32>,
+    /// Recipients (RCPT) per client per minute; beyond: 452 4.7.0. Default 0 (unlimited).
+    pub per_ip_recipient_rate: Option<u32>,
+    /// Errors in a session after which every reply is delayed (tarpit);
+    /// 0 turns the tarpit off. Default 10 (as Postfix's smtpd_soft_error_limit).
+    pub tarpit_after_errors: Option<u32>,
+    /// Tarpit delay per error beyond tarpit_after_errors, growing with each
+    /// error up to ten times this. Default "1s".
+    pub tarpit_delay: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

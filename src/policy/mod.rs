@@ -6,6 +6,7 @@
 //! metrics and the ban engine all know why.
 
 pub mod dnsbl;
+pub mod limits;
 pub mod recipients;
 
 use std::future::Future;

@@ -38,6 +38,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     pub session_seq: AtomicU64,
     pub message_seq: AtomicU64,
+    /// Per-client connection and rate limits (also used by the listener).
+    pub limits: Arc<crate::policy::limits::Limits>,
 }
 
 impl Shared {
@@ -265,7 +267,7 @@ impl Session {
                     }
                 };
                 match reply {
-                    Some(reply) => self.reply(conn, reply, step),
+                    Some(reply) => self.reply(conn, reply, step).await,
                     None => step,
                 }
             }
@@ -283,7 +285,7 @@ impl Session {
                             unreachable!("mode checked above")
                         };
                         let reply = self.finish_message(rx.problem()).await;
-                        self.reply(conn, reply, Step::Continue)
+                        self.reply(conn, reply, Step::Continue).await
                     }
                 }
             }
@@ -314,21 +316,37 @@ impl Session {
                     unreachable!("mode checked above")
                 };
                 let reply = self.bdat_chunk_done(last, refuse).await;
-                self.reply(conn, reply, Step::Continue)
+                self.reply(conn, reply, Step::Continue).await
             }
         }
     }
 
     /// Queues a reply, counting errors; too many errors end the session.
-    fn reply<S: AsyncRead + AsyncWrite + Unpin>(&mut self, conn: &mut Connection<S>, reply: Reply, step: Step) -> Step {
-        conn.push(&reply);
+    /// After `limits.tarpit_after_errors` errors, each further error reply
+    /// waits `tarpit_delay` times the number of errors over the limit
+    /// (at most ten times), so dictionary attacks slow to a crawl; at
+    /// `server.max_errors` the session ends with 421.
+    async fn reply<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+        reply: Reply,
+        step: Step,
+    ) -> Step {
         if reply.is_permanent() {
             self.errors += 1;
+            let limits = &self.shared.config.limits;
             if self.errors >= self.shared.config.server.max_errors {
+                conn.push(&reply);
                 conn.push(&Reply::TOO_MANY_ERRORS);
                 return Step::Close(Disconnect::TooManyErrors);
             }
+            if limits.tarpit_after_errors != 0 && self.errors > limits.tarpit_after_errors && !self.ctx.allowlisted {
+                let over = (self.errors - limits.tarpit_after_errors).min(10);
+                let _ = conn.flush().await;
+                tokio::time::sleep(limits.tarpit_delay * over).await;
+            }
         }
+        conn.push(&reply);
         step
     }
 
