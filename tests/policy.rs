@@ -251,3 +251,53 @@ async fn tarpit_slows_down_errors_then_421() {
     c.expect("421 4.7.0").await;
     c.expect_closed().await;
 }
+
+#[tokio::test]
+async fn early_talker_gets_no_service_in_the_same_session() {
+    let sink = Sink::start().await;
+    let relay = relay_with_limits(&sink, |c| c.policy.greet_delay = Duration::from_millis(300)).await;
+    // Talks before the banner.
+    let mut c = Client::connect(relay.addr).await;
+    c.send("EHLO impatient.example").await;
+    c.expect("554 5.7.1 mx.test.example ESMTP no service").await;
+    c.expect("503 5.7.1").await; // the early EHLO
+    c.cmd("MAIL FROM:<a@client.example>", "503 5.7.1").await;
+    c.cmd("QUIT", "221").await;
+    c.expect_closed().await;
+    // A patient client waits for the banner and is served.
+    let mut c = relay.client().await;
+    c.envelope("a@client.example", &["user@example.com"]).await;
+    assert!(c.data(&test_message("patient")).await.starts_with("250"));
+}
+
+#[tokio::test]
+async fn pipelining_before_the_ehlo_reply_or_after_helo_is_refused() {
+    let sink = Sink::start().await;
+    let relay = relay_with_limits(&sink, |_| {}).await;
+    let mut c = relay.client().await;
+    c.send_raw(b"EHLO bot.example\r\nMAIL FROM:<a@bot.example>\r\n").await;
+    c.expect("554 5.5.1 Improper command pipelining").await;
+    c.expect("503 5.7.1").await;
+    c.cmd("QUIT", "221").await;
+
+    let mut c = relay.client().await;
+    c.cmd("HELO old.example", "250").await;
+    c.send_raw(b"MAIL FROM:<a@old.example>\r\nRCPT TO:<user@example.com>\r\n")
+        .await;
+    c.expect("554 5.5.1").await;
+    c.expect("503 5.7.1").await;
+
+    // After the EHLO reply, pipelining is fine (it was offered).
+    let mut c = relay.client().await;
+    c.cmd("EHLO good.example", "250").await;
+    c.send_raw(b"MAIL FROM:<a@good.example>\r\nRCPT TO:<user@example.com>\r\n")
+        .await;
+    c.expect("250").await;
+    c.expect("250").await;
+    // The allowlist skips this check.
+    let relay = relay_with_limits(&sink, |c| c.policy.allowlist = vec!["127.0.0.0/8".parse().unwrap()]).await;
+    let mut c = relay.client().await;
+    c.send_raw(b"EHLO bot.example\r\nMAIL FROM:<a@bot.example>\r\n").await;
+    c.expect("250").await;
+    c.expect("250").await;
+}

@@ -128,11 +128,9 @@ async fn plaintext_pipelined_after_starttls_is_discarded() {
         b"MAIL FROM:<evil@attacker.example>\r\nRCPT TO:<user@example.com>\r\n",
     )
     .await;
-    t.get_mut()
-        .write_all(b"EHLO client.example\r\nRCPT TO:<user@example.com>\r\n")
-        .await
-        .unwrap();
+    t.get_mut().write_all(b"EHLO client.example\r\n").await.unwrap();
     assert!(read_reply(&mut t).await.starts_with("250"));
+    t.get_mut().write_all(b"RCPT TO:<user@example.com>\r\n").await.unwrap();
     // No transaction exists: the injected MAIL was not executed.
     assert!(read_reply(&mut t).await.starts_with("503 5.5.1"));
 }

@@ -92,6 +92,8 @@ pub struct Dnsbl {
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub allowlist: Vec<ipnet::IpNet>,
+    pub greet_delay: Duration,
+    pub reject_early_talkers: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -469,6 +471,17 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
             return Err(ConfigError::new(format!("dnsbl.replies.{zone}"), "must be one line"));
         }
     }
+    let greet_delay = match raw.policy.greet_delay.as_deref() {
+        None | Some("0") | Some("0s") => Duration::ZERO,
+        Some(d) => dur("policy.greet_delay", Some(d.to_string()), "0s")?,
+    };
+    if greet_delay > Duration::from_secs(30) {
+        return Err(ConfigError::new(
+            "policy.greet_delay",
+            "longer than 30s makes legitimate clients give up",
+        ));
+    }
+    let reject_early_talkers = raw.policy.reject_early_talkers.unwrap_or(true);
     let mut allowlist = Vec::new();
     for (i, n) in raw.policy.allowlist.unwrap_or_default().iter().enumerate() {
         let net = n
@@ -492,7 +505,11 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         limits,
         dns,
         dnsbl,
-        policy: Policy { allowlist },
+        policy: Policy {
+            allowlist,
+            greet_delay,
+            reject_early_talkers,
+        },
         server,
         timeouts,
         tls,

@@ -85,6 +85,13 @@ pub struct RawPolicy {
     /// Client networks (CIDR) that skip the reputation checks (DNSBL);
     /// never recipient validation. Default: empty (loopback included).
     pub allowlist: Option<Vec<String>>,
+    /// Wait this long before the banner; a client that talks first is an
+    /// early talker (pregreet) and gets no service. Default "0s" (no wait;
+    /// early talk is still caught when it arrives with the connection).
+    pub greet_delay: Option<String>,
+    /// Refuse service to early talkers and to clients that pipeline without
+    /// PIPELINING (before EHLO's reply, or after HELO). Default true.
+    pub reject_early_talkers: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

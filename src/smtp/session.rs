@@ -111,6 +111,8 @@ pub struct Session {
     pub(super) messages: u32,
     /// What pre-DATA checks know about this session.
     pub(super) ctx: SessionCtx,
+    /// Refused (early talker, improper pipelining): only QUIT is served.
+    pub(super) no_service: bool,
 }
 
 /// What `run` ended with.
@@ -127,6 +129,7 @@ impl Session {
         let ctx = SessionCtx::new(peer.ip(), &shared.config.policy.allowlist);
         Self {
             ctx,
+            no_service: false,
             shared,
             id,
             peer,
@@ -180,7 +183,20 @@ impl Session {
                 conn.shutdown().await;
                 return Outcome::Closed(Disconnect::Refused(reply.to_string()));
             }
-            let banner = Reply::owned(220, "", format!("{} ESMTP sluice", self.shared.config.server.hostname));
+            let host = self.shared.config.server.hostname.clone();
+            let banner = match self.pregreet(&mut conn).await {
+                Ok(None) => Reply::owned(220, "", format!("{host} ESMTP sluice")),
+                // RFC 5321 §3.1: a 554 banner, then 503 to everything but QUIT.
+                Ok(Some(why)) => {
+                    self.refuse_service("connect", why);
+                    Reply::owned(
+                        554,
+                        "5.7.1",
+                        format!("{host} ESMTP no service: you talked before the greeting"),
+                    )
+                }
+                Err(d) => return Outcome::Closed(d),
+            };
             conn.push(&banner);
         }
         loop {
@@ -259,7 +275,19 @@ impl Session {
                     Line::Complete(l) => super::proto::parse(l).map_err(|e| (e.reply(), e.to_string())),
                 };
                 conn.consume(used);
+                // Pipelining is allowed only after an EHLO reply offered it.
+                let more = !conn.input().is_empty();
                 let (reply, step) = match parsed {
+                    Ok(cmd) if self.no_service && cmd != Command::Quit => {
+                        self.discard_bdat(&cmd);
+                        (Some(Reply::NO_SERVICE), Step::Continue)
+                    }
+                    Ok(cmd) if more && self.improper_pipelining(&cmd) => {
+                        self.discard_bdat(&cmd);
+                        let why = format!("pipelined after {} without PIPELINING", cmd.verb());
+                        self.refuse_service("helo", why);
+                        (Some(Reply::IMPROPER_PIPELINING), Step::Continue)
+                    }
                     Ok(cmd) => self.dispatch(cmd).await,
                     Err((reply, reason)) => {
                         self.protocol_error(&reply, reason);
@@ -321,6 +349,42 @@ impl Session {
         }
     }
 
+    /// Early-talker test: with `policy.greet_delay`, waits that long for
+    /// silence before the banner; input that is already there counts too.
+    /// Returns the evidence if the client talked first.
+    async fn pregreet<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+    ) -> Result<Option<String>, Disconnect> {
+        let policy = &self.shared.config.policy;
+        if !policy.reject_early_talkers || self.ctx.allowlisted || policy.greet_delay.is_zero() {
+            return Ok(None);
+        }
+        match tokio::time::timeout(policy.greet_delay, conn.read_more(false)).await {
+            Err(_) => Ok(None),
+            Ok(Ok(0)) => Err(Disconnect::PeerClosed),
+            Ok(Ok(_)) => {
+                let head = String::from_utf8_lossy(&conn.input()[..conn.input().len().min(40)]).into_owned();
+                Ok(Some(format!("talked before the greeting: {head:?}")))
+            }
+            Ok(Err(e)) => Err(Disconnect::Io(e.to_string())),
+        }
+    }
+
+    /// From now on the client gets no service (503 to everything but QUIT);
+    /// reported as a pregreet refusal.
+    pub(super) fn refuse_service(&mut self, stage: &'static str, reason: String) {
+        self.no_service = true;
+        self.shared.events.emit(Event::Rejected {
+            session: self.id,
+            ip: self.peer.ip(),
+            stage,
+            check: "pregreet",
+            reply: Reply::NO_SERVICE.to_string(),
+            reason,
+        });
+    }
+
     /// Queues a reply, counting errors; too many errors end the session.
     /// After `limits.tarpit_after_errors` errors, each further error reply
     /// waits `tarpit_delay` times the number of errors over the limit
@@ -348,6 +412,32 @@ impl Session {
         }
         conn.push(&reply);
         step
+    }
+
+    /// True if input after `cmd` arrived before its reply could have been
+    /// read, while PIPELINING is not in effect: after EHLO/HELO itself, or
+    /// anywhere in a HELO session.
+    fn improper_pipelining(&self, cmd: &Command) -> bool {
+        if !self.shared.config.policy.reject_early_talkers || self.ctx.allowlisted {
+            return false;
+        }
+        match cmd {
+            Command::Ehlo(_) | Command::Helo(_) => true,
+            // BDAT octets legitimately follow the command.
+            Command::Bdat { .. } | Command::Quit => false,
+            _ => self.helo.is_some() && !self.esmtp,
+        }
+    }
+
+    /// A refused BDAT's octets still follow it: skip them.
+    fn discard_bdat(&mut self, cmd: &Command) {
+        if let Command::Bdat { size, last } = cmd {
+            self.mode = Mode::Bdat {
+                last: *last,
+                refuse: Some(Reply::NO_SERVICE),
+                discard: *size,
+            };
+        }
     }
 
     async fn dispatch(&mut self, cmd: Command) -> (Option<Reply>, Step) {

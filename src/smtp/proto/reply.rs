@@ -100,6 +100,8 @@ impl Reply {
         "2.5.0",
         "Cannot VRFY user, but will accept message and attempt delivery",
     );
+    pub const NO_SERVICE: Reply = Reply::new(503, "5.7.1", "No service for you: send QUIT");
+    pub const IMPROPER_PIPELINING: Reply = Reply::new(554, "5.5.1", "Improper command pipelining, no service");
     pub const BYE: Reply = Reply::new(221, "2.0.0", "Bye");
     pub const START_DATA: Reply = Reply::new(354, "", "End data with <CR><LF>.<CR><LF>");
     pub const READY_TLS: Reply = Reply::new(220, "2.0.0", "Ready to start TLS");
