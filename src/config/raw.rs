@@ -86,8 +86,8 @@ pub struct RawPolicy {
     /// never recipient validation. Default: empty (loopback included).
     pub allowlist: Option<Vec<String>>,
     /// Wait this long before the banner; a client that talks first is an
-    /// early talker (pregreet) and gets no service. Default "0s" (no wait;
-    /// early talk is still caught when it arrives with the connection).
+    /// early talker (pregreet) and gets no service. Default "0s" (no wait,
+    /// no pregreet test; improper pipelining is still refused).
     pub greet_delay: Option<String>,
     /// Refuse service to early talkers and to clients that pipeline without
     /// PIPELINING (before EHLO's reply, or after HELO). Default true.
