@@ -13,9 +13,10 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::delivery::queue::Queue;
 use crate::delivery::{self, NextHopTransport};
-use crate::dns::HickoryResolver;
+use crate::dns::{FakeResolver, HickoryResolver, Resolver};
 use crate::events::EventBus;
 use crate::policy::dnsbl::{Dnsbl, DnsblCheck};
+use crate::policy::helo::{Action, HeloCheck};
 use crate::policy::limits::{Limits, RateCheck};
 use crate::policy::recipients::{Directory, RecipientCheck};
 use crate::policy::{Check, CheckChain};
@@ -105,16 +106,36 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // DNSBL reason whatever it guesses), then recipient validation.
     let mut checks: Vec<Arc<dyn Check>> = Vec::new();
     let bl = &config.dnsbl;
-    if !bl.zones.is_empty() || !bl.domain_zones.is_empty() {
-        let resolver = HickoryResolver::new(config.dns.resolver, config.dns.timeout)
-            .map_err(|e| anyhow::anyhow!("dns.resolver: {e}"))?;
+    let helo = &config.helo;
+    let needs_dns = !bl.zones.is_empty() || !bl.domain_zones.is_empty() || helo.fcrdns != Action::Off;
+    let resolver: Arc<dyn Resolver> = if needs_dns {
+        Arc::new(
+            HickoryResolver::new(config.dns.resolver, config.dns.timeout)
+                .map_err(|e| anyhow::anyhow!("dns.resolver: {e}"))?,
+        )
+    } else {
+        Arc::new(FakeResolver::default())
+    };
+    if [helo.bare_ip, helo.non_fqdn, helo.our_name, helo.fcrdns]
+        .iter()
+        .any(|a| *a != Action::Off)
+    {
+        checks.push(Arc::new(HeloCheck {
+            policy: helo.clone(),
+            hostname: config.server.hostname.clone(),
+            our_ips: config.server.listen.iter().map(|a| a.ip()).collect(),
+            resolver: needs_dns.then(|| resolver.clone()),
+            timeout: config.dns.timeout,
+        }));
+    }
+    if !bl.zones.is_empty() || !bl.domain_zones.is_empty() || helo.uses_scores() {
         let dnsbl = Arc::new(Dnsbl::new(
             bl.zones.clone(),
             bl.domain_zones.clone(),
             bl.threshold,
             bl.replies.clone(),
             config.dns.timeout,
-            Arc::new(resolver),
+            resolver.clone(),
             events.clone(),
         ));
         {

@@ -26,6 +26,9 @@ pub type DnsFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, DnsError>> + S
 pub trait Resolver: Send + Sync + 'static {
     fn lookup_a<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<Ipv4Addr>>;
     fn lookup_txt<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<String>>;
+    fn lookup_aaaa<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<std::net::Ipv6Addr>>;
+    /// PTR names of `ip` (without the trailing dot).
+    fn lookup_ptr<'a>(&'a self, ip: IpAddr) -> DnsFuture<'a, Vec<String>>;
 }
 
 /// hickory-resolver, with its answer cache (entries live for their TTL).
@@ -86,6 +89,35 @@ impl HickoryResolver {
 }
 
 impl Resolver for HickoryResolver {
+    fn lookup_aaaa<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<std::net::Ipv6Addr>> {
+        Box::pin(async move {
+            use hickory_resolver::proto::rr::{RData, RecordType};
+            let l = self.lookup(name, RecordType::AAAA).await?;
+            Ok(l.answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::AAAA(a) => Some(a.0),
+                    _ => None,
+                })
+                .collect())
+        })
+    }
+
+    fn lookup_ptr<'a>(&'a self, ip: IpAddr) -> DnsFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            use hickory_resolver::proto::rr::{RData, RecordType};
+            let zone = if ip.is_ipv4() { "in-addr.arpa" } else { "ip6.arpa" };
+            let l = self.lookup(&reverse_name(ip, zone), RecordType::PTR).await?;
+            Ok(l.answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::PTR(p) => Some(p.0.to_string().trim_end_matches('.').to_ascii_lowercase()),
+                    _ => None,
+                })
+                .collect())
+        })
+    }
+
     fn lookup_a<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<Ipv4Addr>> {
         Box::pin(async move {
             use hickory_resolver::proto::rr::{RData, RecordType};
@@ -125,11 +157,20 @@ impl Resolver for HickoryResolver {
 #[derive(Default)]
 pub struct FakeResolver {
     pub a: HashMap<String, Vec<Ipv4Addr>>,
+    pub ptr: HashMap<IpAddr, Vec<String>>,
     pub txt: HashMap<String, Vec<String>>,
     pub slow: Vec<String>,
 }
 
 impl Resolver for FakeResolver {
+    fn lookup_aaaa<'a>(&'a self, _name: &'a str) -> DnsFuture<'a, Vec<std::net::Ipv6Addr>> {
+        Box::pin(async move { Err(DnsError::NotFound) })
+    }
+
+    fn lookup_ptr<'a>(&'a self, ip: IpAddr) -> DnsFuture<'a, Vec<String>> {
+        Box::pin(async move { self.ptr.get(&ip).cloned().ok_or(DnsError::NotFound) })
+    }
+
     fn lookup_a<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<Ipv4Addr>> {
         Box::pin(async move {
             if self.slow.iter().any(|s| s == name) {

@@ -301,3 +301,83 @@ async fn pipelining_before_the_ehlo_reply_or_after_helo_is_refused() {
     c.expect("250").await;
     c.expect("250").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helo_checks_and_fcrdns_against_real_dns() {
+    // The shared zone plus reverse and forward records for FCrDNS.
+    let dir = tempfile::tempdir().unwrap();
+    let zone = dir.path().join("fcrdns.zone");
+    let mut text = std::fs::read_to_string(zone_file()).unwrap();
+    text.push_str(
+        "\n3.2.0.192.in-addr.arpa. IN PTR good.fcrdns.test.\ngood.fcrdns.test. IN A 192.0.2.3\n\
+         4.2.0.192.in-addr.arpa. IN PTR liar.fcrdns.test.\nliar.fcrdns.test. IN A 198.51.100.99\n",
+    );
+    std::fs::write(&zone, text).unwrap();
+    let dns = tokio::task::spawn_blocking(move || DnsServer::start(&zone))
+        .await
+        .unwrap();
+
+    // The FCrDNS test itself, through hickory against the real server.
+    let resolver = HickoryResolver::new(
+        Some(format!("127.0.0.1:{}", dns.port).parse().unwrap()),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    let t = Duration::from_secs(2);
+    use sluice::policy::helo::{Fcrdns, fcrdns};
+    assert_eq!(
+        fcrdns(&resolver, "192.0.2.3".parse().unwrap(), t).await,
+        Fcrdns::Pass("good.fcrdns.test".into())
+    );
+    assert!(matches!(
+        fcrdns(&resolver, "192.0.2.4".parse().unwrap(), t).await,
+        Fcrdns::Fail(_)
+    ));
+    assert!(matches!(
+        fcrdns(&resolver, "192.0.2.5".parse().unwrap(), t).await,
+        Fcrdns::Fail(_)
+    ));
+
+    let sink = Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("recipients"), TABLE).unwrap();
+    let toml = format!(
+        "{}\n[dns]\nresolver = \"127.0.0.1:{}\"\ntimeout = \"1s\"\n[dnsbl]\nthreshold = 3\n\
+         [helo]\nfcrdns = \"reject\"\nnon_fqdn = \"reject\"\nbare_ip = \"3\"\nour_name = \"reject\"\n",
+        base_toml(&sink.next_hop()),
+        dns.port
+    );
+    let relay = TestRelay::start_in(dir, &toml, |_| {}).await;
+
+    // Loopback reverse names are "localhost" (RFC 6761, answered by the
+    // resolver itself): 127.0.0.1 is forward-confirmed, 127.0.0.4 is not.
+    let mut c = Client::connect_from("127.0.0.1", relay.addr).await;
+    c.expect("220").await;
+    c.envelope("a@client.example", &["user@example.com"]).await;
+    let mut c = Client::connect_from("127.0.0.4", relay.addr).await;
+    c.expect("220").await;
+    c.cmd("EHLO client.example", "250").await;
+    c.cmd("MAIL FROM:<a@client.example>", "250").await;
+    c.cmd("RCPT TO:<user@example.com>", "550 5.7.25").await;
+    c.cmd("RCPT TO:<known@example.com>", "550 5.7.25").await;
+
+    // HELO checks.
+    let mut c = Client::connect_from("127.0.0.1", relay.addr).await;
+    c.expect("220").await;
+    c.cmd(
+        "EHLO localhost",
+        "550 5.7.1 Helo command rejected: HELO is not a fully qualified",
+    )
+    .await;
+    c.cmd(
+        "EHLO mx.test.example",
+        "550 5.7.1 Helo command rejected: HELO claims to be this server",
+    )
+    .await;
+    c.cmd("MAIL FROM:<a@client.example>", "503 5.5.1").await;
+    // A bare IP only scores 3, which reaches the threshold: refused at RCPT.
+    c.cmd("EHLO 192.0.2.1", "250").await;
+    c.cmd("MAIL FROM:<a@client.example>", "250").await;
+    let r = c.cmd("RCPT TO:<user@example.com>", "554 5.7.1").await;
+    assert!(r.contains("poor reputation"), "{r}");
+}

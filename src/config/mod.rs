@@ -63,6 +63,7 @@ pub struct Config {
     pub dnsbl: Dnsbl,
     pub policy: Policy,
     pub limits: Limits,
+    pub helo: crate::policy::helo::HeloPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -501,7 +502,19 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         tarpit_delay: dur("limits.tarpit_delay", rl.tarpit_delay, "1s")?,
     };
 
+    let action = |key: &str, v: Option<String>| -> Result<crate::policy::helo::Action, ConfigError> {
+        crate::policy::helo::Action::parse(v.as_deref().unwrap_or("off")).map_err(|e| ConfigError::new(key, e))
+    };
+    let h = raw.helo;
+    let helo = crate::policy::helo::HeloPolicy {
+        bare_ip: action("helo.bare_ip", h.bare_ip)?,
+        non_fqdn: action("helo.non_fqdn", h.non_fqdn)?,
+        our_name: action("helo.our_name", h.our_name)?,
+        fcrdns: action("helo.fcrdns", h.fcrdns)?,
+    };
+
     Ok(Config {
+        helo,
         limits,
         dns,
         dnsbl,

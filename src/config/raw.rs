@@ -30,6 +30,23 @@ pub struct RawConfig {
     pub policy: RawPolicy,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub helo: RawHelo,
+}
+
+/// Each: "off", "reject" (550 at HELO; 550 5.7.25 at RCPT for fcrdns) or a
+/// weight like "2" added to the client's score (see dnsbl.threshold).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHelo {
+    /// HELO is a bare IP ("1.2.3.4", not "[1.2.3.4]"). Default "off".
+    pub bare_ip: Option<String>,
+    /// HELO has no dot ("localhost"). Default "off".
+    pub non_fqdn: Option<String>,
+    /// HELO claims to be us (server.hostname or a listen address). Default "off".
+    pub our_name: Option<String>,
+    /// Client IP without forward-confirmed reverse DNS. Default "off".
+    pub fcrdns: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

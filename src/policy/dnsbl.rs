@@ -350,7 +350,7 @@ impl super::Check for DnsblCheck {
     fn check<'a>(&'a self, stage: &'a super::Stage<'a>, ctx: &'a super::SessionCtx) -> super::CheckFuture<'a> {
         use super::{Decision, Stage};
         Box::pin(async move {
-            if ctx.allowlisted || !self.dnsbl.is_enabled() {
+            if ctx.allowlisted {
                 return Decision::Continue;
             }
             let lock = || ctx.reputation.lock().unwrap_or_else(|p| p.into_inner());
@@ -397,15 +397,22 @@ impl super::Check for DnsblCheck {
                         total.merge(r.ip_score.clone().unwrap_or_default());
                         total.merge(r.domain_score.clone().unwrap_or_default());
                     }
+                    // Weights from other checks (HELO, FCrDNS) count too.
+                    let extra = ctx.score.load(std::sync::atomic::Ordering::Relaxed);
+                    total.total += extra;
                     if self.dnsbl.listed(&total) {
+                        let mut evidence = total.evidence();
+                        for note in ctx.score_notes.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                            if !evidence.is_empty() {
+                                evidence.push_str(", ");
+                            }
+                            evidence.push_str(note);
+                        }
                         return Decision::Reject {
                             reply: self.dnsbl.reply(ctx.ip, &total),
                             reason: format!(
-                                "client {} listed: {}; total {} >= threshold {}",
-                                ctx.ip,
-                                total.evidence(),
-                                total.total,
-                                self.dnsbl.threshold
+                                "client {} listed: {evidence}; total {} >= threshold {}",
+                                ctx.ip, total.total, self.dnsbl.threshold
                             ),
                         };
                     }

@@ -6,6 +6,7 @@
 //! metrics and the ban engine all know why.
 
 pub mod dnsbl;
+pub mod helo;
 pub mod limits;
 pub mod recipients;
 
@@ -46,6 +47,14 @@ pub struct SessionCtx {
     pub helo: Mutex<Option<String>>,
     /// DNSBL state; a std mutex, held only to move handles in and out.
     pub reputation: Mutex<dnsbl::Reputation>,
+    /// FCrDNS lookup started at connect.
+    pub fcrdns: Mutex<helo::FcrdnsState>,
+    /// The verified reverse-DNS name, once known.
+    pub rdns: Mutex<Option<String>>,
+    /// Reputation weights added by checks (HELO, FCrDNS), with evidence;
+    /// the DNSBL decision adds these to its own score.
+    pub score: std::sync::atomic::AtomicI32,
+    pub score_notes: Mutex<Vec<String>>,
 }
 
 impl SessionCtx {
@@ -59,6 +68,10 @@ impl SessionCtx {
             allowlisted: allowlist.iter().any(|n| n.contains(&ip)),
             helo: Mutex::new(None),
             reputation: Mutex::new(dnsbl::Reputation::default()),
+            fcrdns: Mutex::new(helo::FcrdnsState::default()),
+            rdns: Mutex::new(None),
+            score: std::sync::atomic::AtomicI32::new(0),
+            score_notes: Mutex::new(Vec::new()),
         }
     }
 }
