@@ -16,6 +16,7 @@ use crate::delivery::{self, NextHopTransport};
 use crate::dns::{FakeResolver, HickoryResolver, Resolver};
 use crate::events::EventBus;
 use crate::policy::dnsbl::{Dnsbl, DnsblCheck};
+use crate::policy::greylist::{Greylist, GreylistCheck};
 use crate::policy::helo::{Action, HeloCheck};
 use crate::policy::limits::{Limits, RateCheck};
 use crate::policy::recipients::{Directory, RecipientCheck};
@@ -149,6 +150,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     checks.push(Arc::new(RecipientCheck {
         dir: recipients.clone(),
     }));
+    // Greylisting last: unknown users get 550, not 451.
+    if let Some(gc) = &config.greylist {
+        let greylist = Arc::new(Greylist::new(gc.clone(), Greylist::system_clock()));
+        let loaded = greylist
+            .load()
+            .with_context(|| format!("greylist.state: cannot read {}", gc.state.display()))?;
+        tracing::info!(triplets = loaded, "greylist state loaded");
+        background.spawn(
+            greylist
+                .clone()
+                .persist(std::time::Duration::from_secs(5), shutdown.child_token()),
+        );
+        checks.push(Arc::new(GreylistCheck { greylist }));
+    }
     {
         // Forget clients idle for two windows, once a minute.
         let (limits, stop) = (limits.clone(), shutdown.child_token());

@@ -381,3 +381,38 @@ async fn helo_checks_and_fcrdns_against_real_dns() {
     let r = c.cmd("RCPT TO:<user@example.com>", "554 5.7.1").await;
     assert!(r.contains("poor reputation"), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greylisting_defers_then_passes_and_survives_restart() {
+    let sink = Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("recipients"), TABLE).unwrap();
+    let toml = format!(
+        "{}\n[greylist]\nenabled = true\ndelay = \"1s\"\nretry_window = \"1h\"\n",
+        base_toml(&sink.next_hop())
+    );
+    let relay = TestRelay::start_in(dir, &toml, |_| {}).await;
+    let mut c = relay.client().await;
+    c.cmd("EHLO client.example", "250").await;
+    c.cmd("MAIL FROM:<a@client.example>", "250").await;
+    let r = c.cmd("RCPT TO:<user@example.com>", "451 4.7.1 Greylisted").await;
+    assert!(r.contains("try again in 1 seconds"), "{r}");
+    // Recipient validation comes first: an unknown user is 550, not 451.
+    c.cmd("RCPT TO:<nobody@example.com>", "550 5.1.1").await;
+    // A second triplet, greylisted before the restart.
+    c.cmd("RCPT TO:<known@example.com>", "451 4.7.1").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    c.cmd("RCPT TO:<user@example.com>", "250").await;
+    c.cmd("QUIT", "221").await;
+
+    // Restart: the state is saved at shutdown and read back at start.
+    let dir = relay.stop().await;
+    assert!(dir.path().join("spool/greylist.state").is_file());
+    let relay = TestRelay::start_in(dir, &toml, |_| {}).await;
+    let mut c = relay.client().await;
+    c.cmd("EHLO client.example", "250").await;
+    c.cmd("MAIL FROM:<a@client.example>", "250").await;
+    c.cmd("RCPT TO:<user@example.com>", "250").await;
+    c.cmd("RCPT TO:<known@example.com>", "250").await;
+    assert!(c.data(&test_message("greylisted-then-passed")).await.starts_with("250"));
+}

@@ -64,6 +64,8 @@ pub struct Config {
     pub policy: Policy,
     pub limits: Limits,
     pub helo: crate::policy::helo::HeloPolicy,
+    /// `None` when greylisting is off.
+    pub greylist: Option<crate::policy::greylist::GreylistConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -513,7 +515,31 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         fcrdns: action("helo.fcrdns", h.fcrdns)?,
     };
 
+    let g = raw.greylist;
+    let greylist = if g.enabled.unwrap_or(false) {
+        let cfg = crate::policy::greylist::GreylistConfig {
+            delay: dur("greylist.delay", g.delay, "300s")?,
+            retry_window: dur("greylist.retry_window", g.retry_window, "2d")?,
+            max_age: dur("greylist.max_age", g.max_age, "35d")?,
+            auto_allowlist_after: g.auto_allowlist_after.unwrap_or(5),
+            state: match g.state {
+                Some(p) => resolve(base, &p),
+                None => spool.dir.join("greylist.state"),
+            },
+        };
+        if cfg.retry_window <= cfg.delay {
+            return Err(ConfigError::new(
+                "greylist.retry_window",
+                "must be longer than greylist.delay",
+            ));
+        }
+        Some(cfg)
+    } else {
+        None
+    };
+
     Ok(Config {
+        greylist,
         helo,
         limits,
         dns,

@@ -32,6 +32,26 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub helo: RawHelo,
+    #[serde(default)]
+    pub greylist: RawGreylist,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGreylist {
+    /// Greylist new (client /24 or /64, sender, recipient) triplets. Default false.
+    pub enabled: Option<bool>,
+    /// How long a new triplet must wait before a retry passes. Default "300s".
+    pub delay: Option<String>,
+    /// A retry later than this after the first attempt starts over. Default "2d".
+    pub retry_window: Option<String>,
+    /// A passed triplet unused this long is forgotten. Default "35d".
+    pub max_age: Option<String>,
+    /// Passed deliveries after which a client network skips greylisting;
+    /// 0 = never. Default 5.
+    pub auto_allowlist_after: Option<u32>,
+    /// State file. Default "greylist.state" in spool.dir.
+    pub state: Option<String>,
 }
 
 /// Each: "off", "reject" (550 at HELO; 550 5.7.25 at RCPT for fcrdns) or a

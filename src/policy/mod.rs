@@ -6,6 +6,7 @@
 //! metrics and the ban engine all know why.
 
 pub mod dnsbl;
+pub mod greylist;
 pub mod helo;
 pub mod limits;
 pub mod recipients;
@@ -55,6 +56,8 @@ pub struct SessionCtx {
     /// the DNSBL decision adds these to its own score.
     pub score: std::sync::atomic::AtomicI32,
     pub score_notes: Mutex<Vec<String>>,
+    /// The current transaction's sender: `Some(None)` is the null sender.
+    pub mail_from: Mutex<Option<Option<Mailbox>>>,
 }
 
 impl SessionCtx {
@@ -72,6 +75,7 @@ impl SessionCtx {
             rdns: Mutex::new(None),
             score: std::sync::atomic::AtomicI32::new(0),
             score_notes: Mutex::new(Vec::new()),
+            mail_from: Mutex::new(None),
         }
     }
 }

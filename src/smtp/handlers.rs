@@ -59,6 +59,7 @@ impl Session {
         if let Some(r) = self.run_checks(Stage::MailFrom(from.as_ref()), "mail").await {
             return r;
         }
+        *self.ctx.mail_from.lock().unwrap_or_else(|p| p.into_inner()) = Some(from.clone());
         self.tx = Some(Transaction {
             id: self.shared.new_message_id(),
             mail_from: from,
