@@ -258,7 +258,7 @@ impl Greylist {
             };
             expire_at += 1;
             let this = self.clone();
-            let expire = expire_at % 360 == 0;
+            let expire = expire_at.is_multiple_of(360);
             let res = tokio::task::spawn_blocking(move || {
                 if expire {
                     this.expire();
