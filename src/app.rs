@@ -15,6 +15,7 @@ use crate::delivery::queue::Queue;
 use crate::delivery::{self, NextHopTransport};
 use crate::dns::{FakeResolver, HickoryResolver, Resolver};
 use crate::events::EventBus;
+use crate::policy::callahead::CallAhead;
 use crate::policy::dnsbl::{Dnsbl, DnsblCheck};
 use crate::policy::greylist::{Greylist, GreylistCheck};
 use crate::policy::helo::{Action, HeloCheck};
@@ -147,8 +148,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     let limits = Arc::new(Limits::new(&config.limits));
     checks.push(Arc::new(RateCheck { limits: limits.clone() }));
+    let callahead = config
+        .callahead
+        .as_ref()
+        .map(|c| Arc::new(CallAhead::new(c.clone(), config.relay.clone())));
     checks.push(Arc::new(RecipientCheck {
         dir: recipients.clone(),
+        callahead,
     }));
     // Greylisting last: unknown users get 550, not 451.
     if let Some(gc) = &config.greylist {

@@ -416,3 +416,55 @@ async fn greylisting_defers_then_passes_and_survives_restart() {
     c.cmd("RCPT TO:<known@example.com>", "250").await;
     assert!(c.data(&test_message("greylisted-then-passed")).await.starts_with("250"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callahead_against_real_postfix_with_cache_and_budget() {
+    let sink = Sink::start().await;
+    let sink_port = sink.port;
+    let postfix = tokio::task::spawn_blocking(move || {
+        crate::util::services::Postfix::start_with_recipients(sink_port, &["valid@example.org", "user@example.com"])
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("recipients"), format!("{TABLE}@example.org VERIFY\n")).unwrap();
+    let toml = format!(
+        "{}\n[callahead]\nenabled = true\nprobes_per_client = 3\n",
+        base_toml(&format!("smtp://127.0.0.1:{}", postfix.port))
+    )
+    .replace(
+        "domains = [\"example.com\"",
+        "domains = [\"example.org\", \"example.com\"",
+    );
+    let relay = TestRelay::start_in(dir, &toml, |_| {}).await;
+    let mut c = relay.client().await;
+    c.cmd("EHLO client.example", "250").await;
+    c.cmd("MAIL FROM:<a@client.example>", "250").await;
+    c.cmd("RCPT TO:<valid@example.org>", "250").await; // probe 1
+    c.cmd("RCPT TO:<bogus1@example.org>", "550 5.1.1").await; // probe 2
+    c.cmd("RCPT TO:<bogus1@example.org>", "550 5.1.1").await; // cache
+    c.cmd("RCPT TO:<valid@example.org>", "250").await; // cache
+    c.cmd("RCPT TO:<bogus2@example.org>", "550 5.1.1").await; // probe 3
+    c.cmd("RCPT TO:<bogus3@example.org>", "450 4.7.1").await; // budget used up: no probe
+    // Table entries still win without a probe.
+    c.cmd("RCPT TO:<user@example.com>", "250").await;
+    assert!(c.data(&test_message("verified")).await.starts_with("250"));
+    let got = sink.wait_for(1).await;
+    assert!(got[0].rcpts.contains(&"valid@example.org".to_string()));
+
+    // Postfix saw exactly one probe for bogus1 and none for bogus3.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = postfix.log();
+        let n1 = log.matches("<bogus1@example.org>: Recipient address rejected").count();
+        let n3 = log.matches("bogus3@example.org").count();
+        if n1 == 1 && n3 == 0 && log.contains("<bogus2@example.org>") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "probes seen by Postfix: bogus1 {n1}, bogus3 {n3}\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -66,6 +66,8 @@ pub struct Config {
     pub helo: crate::policy::helo::HeloPolicy,
     /// `None` when greylisting is off.
     pub greylist: Option<crate::policy::greylist::GreylistConfig>,
+    /// `None` when call-ahead is off.
+    pub callahead: Option<crate::policy::callahead::CallAheadConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -538,7 +540,27 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         None
     };
 
+    let ca = raw.callahead;
+    let callahead = if ca.enabled.unwrap_or(false) {
+        let probes = ca.probes_per_client.unwrap_or(20);
+        if probes == 0 {
+            return Err(ConfigError::new(
+                "callahead.probes_per_client",
+                "must be greater than zero",
+            ));
+        }
+        Some(crate::policy::callahead::CallAheadConfig {
+            positive_ttl: dur("callahead.positive_ttl", ca.positive_ttl, "7d")?,
+            negative_ttl: dur("callahead.negative_ttl", ca.negative_ttl, "3h")?,
+            probes_per_client: probes,
+            pool_size: positive("callahead.pool_size", ca.pool_size, 4)?,
+        })
+    } else {
+        None
+    };
+
     Ok(Config {
+        callahead,
         greylist,
         helo,
         limits,

@@ -34,6 +34,25 @@ pub struct RawConfig {
     pub helo: RawHelo,
     #[serde(default)]
     pub greylist: RawGreylist,
+    #[serde(default)]
+    pub callahead: RawCallAhead,
+}
+
+/// Recipient call-ahead for domains marked `@domain VERIFY` in the table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCallAhead {
+    /// Without it, VERIFY recipients are accepted unverified. Default false.
+    pub enabled: Option<bool>,
+    /// How long "exists" answers are cached. Default "7d".
+    pub positive_ttl: Option<String>,
+    /// How long "unknown" answers are cached. Default "3h".
+    pub negative_ttl: Option<String>,
+    /// Probes one client may cause per minute; beyond: 450 4.7.1 without a
+    /// probe. Default 20.
+    pub probes_per_client: Option<u32>,
+    /// Idle probe connections kept open to the next hop. Default 4.
+    pub pool_size: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -410,6 +410,41 @@ impl Client {
         Ok(())
     }
 
+    /// Recipient call-ahead: `MAIL FROM:<>`, `RCPT TO:<rcpt>`, `RSET`
+    /// (pipelined when offered). Returns the RCPT reply; the connection
+    /// stays usable for the next probe or message.
+    pub async fn probe(&mut self, rcpt: &crate::smtp::proto::Mailbox) -> Result<HopReply, ClientError> {
+        self.last_used = Instant::now();
+        self.out.clear();
+        let line = format!("MAIL FROM:<>\r\nRCPT TO:<{rcpt}>\r\nRSET\r\n");
+        if self.ext.pipelining {
+            self.out.extend_from_slice(line.as_bytes());
+            self.flush().await?;
+            let mail = self.read_reply("MAIL").await?;
+            let r = self.read_reply("RCPT").await?;
+            let rset = self.read_reply("RSET").await?;
+            if !mail.is_positive() {
+                return Err(ClientError::Rejected(mail));
+            }
+            if rset.code != 250 {
+                return Err(ClientError::Rejected(rset));
+            }
+            Ok(r)
+        } else {
+            self.out.extend_from_slice(b"MAIL FROM:<>\r\n");
+            self.flush().await?;
+            let mail = self.read_reply("MAIL").await?;
+            if !mail.is_positive() {
+                return Err(ClientError::Rejected(mail));
+            }
+            self.out.extend_from_slice(format!("RCPT TO:<{rcpt}>\r\n").as_bytes());
+            self.flush().await?;
+            let r = self.read_reply("RCPT").await?;
+            self.rset().await?;
+            Ok(r)
+        }
+    }
+
     pub async fn rset(&mut self) -> Result<(), ClientError> {
         self.out.extend_from_slice(b"RSET\r\n");
         self.flush().await?;

@@ -5,6 +5,7 @@
 //! reported with the name of the check that decided, so the event log,
 //! metrics and the ban engine all know why.
 
+pub mod callahead;
 pub mod dnsbl;
 pub mod greylist;
 pub mod helo;

@@ -33,6 +33,8 @@ pub struct Table {
     exact: HashSet<Box<str>>,
     catch_all: HashSet<Box<str>>,
     rejected: HashSet<Box<str>>,
+    /// `@domain VERIFY`: ask the next hop (call-ahead).
+    verify: HashSet<Box<str>>,
 }
 
 /// Result of a table lookup.
@@ -40,6 +42,8 @@ pub struct Table {
 pub enum Lookup {
     Known,
     Unknown,
+    /// Ask the next hop (recipient call-ahead).
+    Verify,
 }
 
 impl Table {
@@ -78,6 +82,19 @@ impl Table {
             let key = key.trim_end_matches('.').to_string().into_boxed_str();
             if reject {
                 t.rejected.insert(key);
+            } else if value.eq_ignore_ascii_case("VERIFY") {
+                match key.strip_prefix('@') {
+                    Some(domain) => {
+                        t.verify.insert(domain.into());
+                    }
+                    None => {
+                        return Err(TableError::Syntax {
+                            path: name.to_string(),
+                            line: i + 1,
+                            problem: format!("VERIFY applies to a whole domain: write \"@domain VERIFY\", not {key:?}"),
+                        });
+                    }
+                }
             } else if let Some(domain) = key.strip_prefix('@') {
                 t.catch_all.insert(domain.into());
             } else {
@@ -88,7 +105,7 @@ impl Table {
     }
 
     pub fn len(&self) -> usize {
-        self.exact.len() + self.catch_all.len() + self.rejected.len()
+        self.exact.len() + self.catch_all.len() + self.rejected.len() + self.verify.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -119,6 +136,9 @@ impl Table {
         }
         if self.catch_all.contains(rcpt.domain.as_str()) {
             return Lookup::Known;
+        }
+        if self.verify.contains(rcpt.domain.as_str()) {
+            return Lookup::Verify;
         }
         Lookup::Unknown
     }
@@ -198,6 +218,9 @@ fn mtime(p: &Path) -> Option<SystemTime> {
 /// unknown users in local domains.
 pub struct RecipientCheck {
     pub dir: Arc<Directory>,
+    /// Verifies `@domain VERIFY` recipients at the next hop; without it
+    /// such recipients are accepted.
+    pub callahead: Option<Arc<super::callahead::CallAhead>>,
 }
 
 impl Check for RecipientCheck {
@@ -205,26 +228,26 @@ impl Check for RecipientCheck {
         "recipients"
     }
 
-    fn check<'a>(&'a self, stage: &'a Stage<'a>, _ctx: &'a super::SessionCtx) -> super::CheckFuture<'a> {
-        let d = match stage {
-            Stage::RcptTo(rcpt) => {
-                if !self.dir.is_local_domain(&rcpt.domain) {
-                    Decision::Reject {
-                        reply: Reply::RELAY_DENIED,
-                        reason: format!("relay denied: {} is not a local domain", rcpt.domain),
-                    }
-                } else if self.dir.lookup(rcpt) == Lookup::Unknown {
-                    Decision::Reject {
-                        reply: Reply::UNKNOWN_USER,
-                        reason: format!("unknown recipient {rcpt}"),
-                    }
-                } else {
-                    Decision::Continue
-                }
+    fn check<'a>(&'a self, stage: &'a Stage<'a>, ctx: &'a super::SessionCtx) -> super::CheckFuture<'a> {
+        Box::pin(async move {
+            let Stage::RcptTo(rcpt) = stage else {
+                return Decision::Continue;
+            };
+            if !self.dir.is_local_domain(&rcpt.domain) {
+                return Decision::Reject {
+                    reply: Reply::RELAY_DENIED,
+                    reason: format!("relay denied: {} is not a local domain", rcpt.domain),
+                };
             }
-            _ => Decision::Continue,
-        };
-        Box::pin(std::future::ready(d))
+            match (self.dir.lookup(rcpt), &self.callahead) {
+                (Lookup::Known, _) | (Lookup::Verify, None) => Decision::Continue,
+                (Lookup::Unknown, _) => Decision::Reject {
+                    reply: Reply::UNKNOWN_USER,
+                    reason: format!("unknown recipient {rcpt}"),
+                },
+                (Lookup::Verify, Some(ca)) => ca.decide(ctx.ip, rcpt).await,
+            }
+        })
     }
 }
 

@@ -335,9 +335,22 @@ pub struct Postfix {
 impl Postfix {
     /// Returns once smtpd answers with its own greeting (about 0.1 s).
     pub fn start(relay_to: u16) -> Postfix {
+        Self::start_with_recipients(relay_to, &[])
+    }
+
+    /// Like `start`, but only `recipients` are valid relay recipients
+    /// (`relay_recipient_maps = inline:{...}`); others get 550 5.1.1 at RCPT.
+    /// An empty list accepts every recipient.
+    pub fn start_with_recipients(relay_to: u16, recipients: &[&str]) -> Postfix {
+        let map = if recipients.is_empty() {
+            String::new()
+        } else {
+            let entries: Vec<String> = recipients.iter().map(|r| format!("{r}=OK")).collect();
+            format!("inline:{{ {} }}", entries.join(", "))
+        };
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
-            match Postfix::try_start(free_port(), relay_to) {
+            match Postfix::try_start(free_port(), relay_to, &map) {
                 Ok(p) => return p,
                 Err((msg, retry)) if retry => last = msg,
                 Err((msg, _)) => panic!("{msg}"),
@@ -346,7 +359,7 @@ impl Postfix {
         panic!("Postfix did not start after {START_ATTEMPTS} attempts (ports taken); last:\n{last}");
     }
 
-    fn try_start(port: u16, relay_to: u16) -> Result<Postfix, (String, bool)> {
+    fn try_start(port: u16, relay_to: u16, recipient_map: &str) -> Result<Postfix, (String, bool)> {
         let dir = service_tempdir("sluice-postfix-");
         let d = dir.path();
         let (etc, spool, data) = (d.join("etc"), d.join("spool"), d.join("data"));
@@ -388,7 +401,7 @@ impl Postfix {
              inet_protocols = ipv4\n\
              mynetworks = 127.0.0.0/8\n\
              relay_domains = example.com, example.org, example.net\n\
-             relay_recipient_maps =\n\
+             relay_recipient_maps = {recipient_map}\n\
              transport_maps =\n\
              relay_transport = relay:[127.0.0.1]:{relay_to}\n\
              default_transport = smtp:[127.0.0.1]:{relay_to}\n\

@@ -1,0 +1,155 @@
+//! Recipient call-ahead: for domains marked `@domain VERIFY` in the
+//! recipient table, ask the next hop whether a recipient exists before
+//! accepting it (`MAIL FROM:<>`, `RCPT TO`, `RSET` over pooled
+//! connections). Answers are cached: existing recipients for days,
+//! unknown ones for hours, so a dictionary attack is answered from the
+//! cache. Each client may cause only so many probes per minute; beyond
+//! that, uncached recipients get 450 without a probe, so an attacker can
+//! never flood the next hop.
+
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+use super::Decision;
+use super::limits::RateCounter;
+use crate::config::Relay;
+use crate::delivery::client::Client;
+use crate::smtp::date::now_secs;
+use crate::smtp::proto::{Mailbox, Reply};
+
+#[derive(Debug, Clone)]
+pub struct CallAheadConfig {
+    pub positive_ttl: Duration,
+    pub negative_ttl: Duration,
+    /// Probes each client may cause per minute.
+    pub probes_per_client: u32,
+    /// Idle probe connections kept open.
+    pub pool_size: usize,
+}
+
+/// What the next hop said about a recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verified {
+    Exists,
+    /// With the next hop's reply, for the log.
+    Unknown(String),
+    /// No answer now (4xx, connection trouble): not cached.
+    Unavailable(String),
+    /// The client used up its probe budget.
+    OverBudget,
+}
+
+pub struct CallAhead {
+    cfg: CallAheadConfig,
+    relay: Relay,
+    /// Idle, greeted probe connections; a std mutex, only pushed/popped.
+    pool: Mutex<Vec<Client>>,
+    /// address → expiry (seconds since the epoch), and whether it exists.
+    cache: DashMap<String, (u64, bool, String)>,
+    budget: RateCounter,
+}
+
+impl CallAhead {
+    pub fn new(cfg: CallAheadConfig, relay: Relay) -> Self {
+        let budget = RateCounter::new(cfg.probes_per_client, Duration::from_secs(60));
+        Self {
+            cfg,
+            relay,
+            pool: Mutex::new(Vec::new()),
+            cache: DashMap::new(),
+            budget,
+        }
+    }
+
+    /// Cached answer, if fresh.
+    fn cached(&self, key: &str, now: u64) -> Option<(bool, String)> {
+        // Clone out of the map before touching it again (no guard held).
+        let hit = self.cache.get(key).map(|e| e.value().clone());
+        match hit {
+            Some((exp, exists, reply)) if exp > now => Some((exists, reply)),
+            Some(_) => {
+                self.cache.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub async fn verify(&self, client: IpAddr, rcpt: &Mailbox) -> Verified {
+        let key = rcpt.key();
+        let now = now_secs();
+        if let Some((exists, reply)) = self.cached(&key, now) {
+            return if exists {
+                Verified::Exists
+            } else {
+                Verified::Unknown(reply)
+            };
+        }
+        if !self.budget.hit(client, tokio::time::Instant::now()) {
+            return Verified::OverBudget;
+        }
+        let res = tokio::time::timeout(self.relay.command_timeout, self.probe(rcpt)).await;
+        match res {
+            Ok(Ok(r)) if r.is_positive() => {
+                self.cache
+                    .insert(key, (now + self.cfg.positive_ttl.as_secs(), true, r.to_string()));
+                Verified::Exists
+            }
+            Ok(Ok(r)) if r.is_permanent() => {
+                self.cache
+                    .insert(key, (now + self.cfg.negative_ttl.as_secs(), false, r.to_string()));
+                Verified::Unknown(r.to_string())
+            }
+            Ok(Ok(r)) => Verified::Unavailable(r.to_string()),
+            Ok(Err(e)) => Verified::Unavailable(e.to_string()),
+            Err(_) => Verified::Unavailable("call-ahead timed out".into()),
+        }
+    }
+
+    async fn probe(
+        &self,
+        rcpt: &Mailbox,
+    ) -> Result<crate::delivery::client::HopReply, crate::delivery::client::ClientError> {
+        let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        if let Some(mut c) = pooled
+            && c.last_used.elapsed() < self.relay.idle_timeout
+            && let Ok(r) = c.probe(rcpt).await
+        {
+            self.put(c);
+            return Ok(r);
+        }
+        let mut c = Client::connect(&self.relay).await?;
+        let r = c.probe(rcpt).await?;
+        self.put(c);
+        Ok(r)
+    }
+
+    fn put(&self, c: Client) {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < self.cfg.pool_size {
+            pool.push(c);
+        }
+    }
+
+    /// The RCPT decision for a `VERIFY` recipient.
+    pub async fn decide(&self, client: IpAddr, rcpt: &Mailbox) -> Decision {
+        match self.verify(client, rcpt).await {
+            Verified::Exists => Decision::Continue,
+            Verified::Unknown(reply) => Decision::Reject {
+                reply: Reply::UNKNOWN_USER,
+                reason: format!("unknown recipient {rcpt} (next hop: {reply})"),
+            },
+            Verified::Unavailable(why) => Decision::Defer {
+                reply: Reply::new(450, "4.1.1", "Recipient address verification temporarily unavailable"),
+                reason: format!("call-ahead for {rcpt} failed: {why}"),
+            },
+            Verified::OverBudget => Decision::Defer {
+                reply: Reply::new(450, "4.7.1", "Too many unverified recipients, try again later"),
+                reason: format!("call-ahead budget of {client} used up ({rcpt} not probed)"),
+            },
+        }
+    }
+}
