@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
-use crate::events::{Disconnect, Event};
+use crate::events::{Disconnect, Event, Reason};
 use crate::policy::limits::SessionSlot;
 use crate::smtp::proto::Reply;
 use crate::smtp::session::{Outcome, Session, Shared};
@@ -49,15 +49,17 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, limit: Arc<
                         tracker.spawn(serve(shared.clone(), sock, peer, (permit, slot)));
                     }
                     (refusal, _) => {
-                        let (reply, reason) =
-                            refusal.unwrap_or((Reply::TOO_MANY_CONNECTIONS, "server.max_connections reached".into()));
-                        shared.events.emit(Event::Rejected {
+                        let (reply, reason, evidence) = refusal.unwrap_or((
+                            Reply::TOO_MANY_CONNECTIONS,
+                            Reason::ConnectionLimit,
+                            "server.max_connections reached".into(),
+                        ));
+                        shared.events.emit(Event::ConnectRejected {
                             session: 0,
                             ip: peer.ip(),
-                            stage: "connect",
-                            check: "ratelimit",
-                            reply: reply.to_string(),
                             reason,
+                            reply: reply.to_string(),
+                            evidence,
                         });
                         tracker.spawn(async move {
                             let mut sock = sock;
@@ -78,7 +80,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, limit: Arc<
 
 /// Per-client connection limits (rate, then concurrency), cheap and
 /// synchronous, before any task is spawned. Allowlisted clients pass.
-fn admit(shared: &Shared, ip: std::net::IpAddr) -> (Option<SessionSlot>, Option<(Reply, String)>) {
+fn admit(shared: &Shared, ip: std::net::IpAddr) -> (Option<SessionSlot>, Option<(Reply, Reason, String)>) {
     let ip = match ip {
         std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
         v4 => v4,
@@ -96,6 +98,7 @@ fn admit(shared: &Shared, ip: std::net::IpAddr) -> (Option<SessionSlot>, Option<
             None,
             Some((
                 Reply::new(421, "4.7.0", "Too many connections from your address, slow down"),
+                Reason::RateLimit { limit: "connections" },
                 reason,
             )),
         );
@@ -108,6 +111,7 @@ fn admit(shared: &Shared, ip: std::net::IpAddr) -> (Option<SessionSlot>, Option<
                 None,
                 Some((
                     Reply::new(421, "4.7.0", "Too many concurrent sessions from your address"),
+                    Reason::RateLimit { limit: "concurrency" },
                     reason,
                 )),
             )

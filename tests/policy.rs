@@ -61,10 +61,23 @@ async fn listed_client_is_refused_before_data_unlisted_passes() {
             .await
             .unwrap()
             .unwrap();
-        if let sluice::events::Event::Rejected { check, reason, ip, .. } = &*ev {
-            assert_eq!(*check, "dnsbl");
+        if let sluice::events::Event::RcptRejected {
+            reason,
+            evidence,
+            ip,
+            rcpt,
+            ..
+        } = &*ev
+        {
+            assert_eq!(
+                *reason,
+                sluice::events::Reason::Dnsbl {
+                    zones: vec!["bl.test".into()]
+                }
+            );
             assert_eq!(ip.to_string(), "127.0.0.2");
-            assert!(reason.contains("bl.test=127.0.0.2(+3)"), "{reason}");
+            assert_eq!(rcpt, "user@example.com");
+            assert!(evidence.contains("bl.test=127.0.0.2(+3)"), "{evidence}");
             break;
         }
         assert!(Instant::now() < deadline, "no Rejected event");
@@ -188,11 +201,22 @@ async fn relay_with_limits(sink: &Sink, tweak: impl FnOnce(&mut sluice::config::
 async fn per_ip_concurrent_sessions_and_connection_rate() {
     let sink = Sink::start().await;
     let relay = relay_with_limits(&sink, |c| c.limits.per_ip_connections = 2).await;
+    let mut events = relay.running().events.subscribe();
     let _a = relay.client().await;
     let _b = relay.client().await;
     let mut c = Client::connect(relay.addr).await;
     c.expect("421 4.7.0 Too many concurrent sessions").await;
     c.expect_closed().await;
+    wait_event(&mut events, |e| {
+        matches!(
+            e,
+            sluice::events::Event::ConnectRejected {
+                reason: sluice::events::Reason::RateLimit { limit: "concurrency" },
+                ..
+            }
+        )
+    })
+    .await;
     // Another client address is not affected.
     let mut d = Client::connect_from("127.0.0.3", relay.addr).await;
     d.expect("220").await;
@@ -256,6 +280,7 @@ async fn tarpit_slows_down_errors_then_421() {
 async fn early_talker_gets_no_service_in_the_same_session() {
     let sink = Sink::start().await;
     let relay = relay_with_limits(&sink, |c| c.policy.greet_delay = Duration::from_millis(300)).await;
+    let mut events = relay.running().events.subscribe();
     // Talks before the banner.
     let mut c = Client::connect(relay.addr).await;
     c.send("EHLO impatient.example").await;
@@ -264,6 +289,10 @@ async fn early_talker_gets_no_service_in_the_same_session() {
     c.cmd("MAIL FROM:<a@client.example>", "503 5.7.1").await;
     c.cmd("QUIT", "221").await;
     c.expect_closed().await;
+    wait_event(&mut events, |e| {
+        matches!(e, sluice::events::Event::Pregreet { evidence, .. } if evidence.contains("EHLO impatient.example"))
+    })
+    .await;
     // A patient client waits for the banner and is served.
     let mut c = relay.client().await;
     c.envelope("a@client.example", &["user@example.com"]).await;
@@ -466,5 +495,21 @@ async fn callahead_against_real_postfix_with_cache_and_budget() {
             "probes seen by Postfix: bogus1 {n1}, bogus3 {n3}\n{log}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits (up to 5 s) for an event matching `pred`.
+async fn wait_event(
+    rx: &mut tokio::sync::broadcast::Receiver<Arc<sluice::events::Event>>,
+    pred: impl Fn(&sluice::events::Event) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Ok(e)) if pred(&e) => return,
+            Ok(Ok(_)) => {}
+            other => panic!("expected event not seen: {other:?}"),
+        }
     }
 }

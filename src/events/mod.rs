@@ -24,6 +24,32 @@ pub enum Disconnect {
     Io(String),
 }
 
+/// Why a client, command or recipient was refused: the typed reason the
+/// ban engine and the metrics key on. Details go in the event's `evidence`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Reason {
+    UnknownUser,
+    RelayDenied,
+    /// Listed in DNS lists (and/or scored by HELO/FCrDNS checks) up to the threshold.
+    Dnsbl {
+        zones: Vec<String>,
+    },
+    Helo,
+    Fcrdns,
+    Greylist,
+    /// A per-client limit: "connections", "concurrency", "messages", "recipients".
+    RateLimit {
+        limit: &'static str,
+    },
+    /// `server.max_connections` reached.
+    ConnectionLimit,
+    /// Call-ahead could not verify the recipient now.
+    CallAheadUnavailable,
+    /// The client used up its call-ahead probe budget.
+    CallAheadBudget,
+}
+
 /// Outcome of one recipient at the next hop.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -46,14 +72,45 @@ pub enum Event {
         reason: Disconnect,
         messages: u32,
     },
-    /// A pre-DATA check refused or deferred a command.
-    Rejected {
+    /// The client was refused at connect (limits, a check at connect).
+    ConnectRejected {
         session: u64,
         ip: IpAddr,
-        stage: &'static str,
-        check: &'static str,
+        reason: Reason,
         reply: String,
-        reason: String,
+        evidence: String,
+    },
+    /// HELO/EHLO refused (HELO checks).
+    HeloRejected {
+        session: u64,
+        ip: IpAddr,
+        helo: String,
+        reason: Reason,
+        reply: String,
+        evidence: String,
+    },
+    /// MAIL FROM refused or deferred (rate limits).
+    MailRejected {
+        session: u64,
+        ip: IpAddr,
+        reason: Reason,
+        reply: String,
+        evidence: String,
+    },
+    /// RCPT TO refused or deferred: unknown user, DNSBL, greylisting, ...
+    RcptRejected {
+        session: u64,
+        ip: IpAddr,
+        rcpt: String,
+        reason: Reason,
+        reply: String,
+        evidence: String,
+    },
+    /// The client talked before the greeting: no service for it.
+    Pregreet {
+        session: u64,
+        ip: IpAddr,
+        evidence: String,
     },
     /// The client broke the protocol (syntax, sequence, bare newline, limits).
     ProtocolError {
@@ -103,7 +160,11 @@ impl Event {
         match self {
             Event::SessionOpened { .. } => "session_opened",
             Event::SessionClosed { .. } => "session_closed",
-            Event::Rejected { .. } => "rejected",
+            Event::ConnectRejected { .. } => "connect_rejected",
+            Event::HeloRejected { .. } => "helo_rejected",
+            Event::MailRejected { .. } => "mail_rejected",
+            Event::RcptRejected { .. } => "rcpt_rejected",
+            Event::Pregreet { .. } => "pregreet",
             Event::ProtocolError { .. } => "protocol_error",
             Event::MessageRejected { .. } => "message_rejected",
             Event::MessageAccepted { .. } => "message_accepted",

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
-use super::Decision;
 use super::limits::RateCounter;
+use super::{Decision, Reason};
 use crate::config::Relay;
 use crate::delivery::client::Client;
 use crate::smtp::date::now_secs;
@@ -140,15 +140,18 @@ impl CallAhead {
             Verified::Exists => Decision::Continue,
             Verified::Unknown(reply) => Decision::Reject {
                 reply: Reply::UNKNOWN_USER,
-                reason: format!("unknown recipient {rcpt} (next hop: {reply})"),
+                reason: Reason::UnknownUser,
+                evidence: format!("call-ahead: next hop said {reply}"),
             },
             Verified::Unavailable(why) => Decision::Defer {
                 reply: Reply::new(450, "4.1.1", "Recipient address verification temporarily unavailable"),
-                reason: format!("call-ahead for {rcpt} failed: {why}"),
+                reason: Reason::CallAheadUnavailable,
+                evidence: format!("call-ahead for {rcpt} failed: {why}"),
             },
             Verified::OverBudget => Decision::Defer {
                 reply: Reply::new(450, "4.7.1", "Too many unverified recipients, try again later"),
-                reason: format!("call-ahead budget of {client} used up ({rcpt} not probed)"),
+                reason: Reason::CallAheadBudget,
+                evidence: format!("{client} used up its probes ({rcpt} not probed)"),
             },
         }
     }

@@ -410,9 +410,17 @@ impl super::Check for DnsblCheck {
                         }
                         return Decision::Reject {
                             reply: self.dnsbl.reply(ctx.ip, &total),
-                            reason: format!(
-                                "client {} listed: {evidence}; total {} >= threshold {}",
-                                ctx.ip, total.total, self.dnsbl.threshold
+                            reason: super::Reason::Dnsbl {
+                                zones: total
+                                    .hits
+                                    .iter()
+                                    .filter(|h| h.weight > 0)
+                                    .map(|h| h.zone.clone())
+                                    .collect(),
+                            },
+                            evidence: format!(
+                                "{evidence}; total {} >= threshold {}",
+                                total.total, self.dnsbl.threshold
                             ),
                         };
                     }

@@ -300,8 +300,9 @@ impl Check for GreylistCheck {
                     Verdict::Pass => Decision::Continue,
                     Verdict::Wait(secs) => Decision::Defer {
                         reply: Reply::owned(451, "4.7.1", format!("Greylisted, please try again in {secs} seconds")),
-                        reason: format!(
-                            "greylisted triplet ({}, {:?}, {rcpt}); retry in {secs}s",
+                        reason: super::Reason::Greylist,
+                        evidence: format!(
+                            "new triplet ({}, {:?}, {rcpt}); retry in {secs}s",
                             client_net(ctx.ip),
                             sender.map(|s| s.to_string())
                         ),

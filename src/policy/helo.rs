@@ -149,7 +149,8 @@ impl Check for HeloCheck {
                             Action::Reject => {
                                 return Decision::Reject {
                                     reply: Reply::owned(550, "5.7.1", format!("Helo command rejected: {why}")),
-                                    reason: format!("{why}: {helo:?}"),
+                                    reason: super::Reason::Helo,
+                                    evidence: format!("{why}: {helo:?}"),
                                 };
                             }
                             Action::Score(w) => ctx.add_score(w, format!("helo {why}")),
@@ -179,7 +180,11 @@ impl Check for HeloCheck {
                                     );
                                     *ctx.fcrdns.lock().unwrap_or_else(|p| p.into_inner()) =
                                         FcrdnsState::Refused(reply.clone(), why.clone());
-                                    return Decision::Reject { reply, reason: why };
+                                    return Decision::Reject {
+                                        reply,
+                                        reason: super::Reason::Fcrdns,
+                                        evidence: why,
+                                    };
                                 }
                                 Action::Score(w) => ctx.add_score(w, format!("fcrdns: {why}")),
                                 Action::Off => {}
@@ -193,7 +198,8 @@ impl Check for HeloCheck {
                     if let FcrdnsState::Refused(reply, why) = &*ctx.fcrdns.lock().unwrap_or_else(|p| p.into_inner()) {
                         return Decision::Reject {
                             reply: reply.clone(),
-                            reason: why.clone(),
+                            reason: super::Reason::Fcrdns,
+                            evidence: why.clone(),
                         };
                     }
                 }

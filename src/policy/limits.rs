@@ -182,14 +182,16 @@ impl Check for RateCheck {
             match stage {
                 Stage::MailFrom(_) if !self.limits.messages.hit(ctx.ip, now) => Decision::Defer {
                     reply: Reply::new(451, "4.7.0", "Too many messages from your address, slow down"),
-                    reason: format!(
+                    reason: super::Reason::RateLimit { limit: "messages" },
+                    evidence: format!(
                         "message rate of {} over {} per minute",
                         ctx.ip, self.limits.messages.limit
                     ),
                 },
                 Stage::RcptTo(_) if !self.limits.recipients.hit(ctx.ip, now) => Decision::Defer {
                     reply: Reply::new(452, "4.7.0", "Too many recipients from your address, slow down"),
-                    reason: format!(
+                    reason: super::Reason::RateLimit { limit: "recipients" },
+                    evidence: format!(
                         "recipient rate of {} over {} per minute",
                         ctx.ip, self.limits.recipients.limit
                     ),

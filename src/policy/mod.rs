@@ -17,6 +17,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
+pub use crate::events::Reason;
 use crate::smtp::proto::{Mailbox, Reply};
 
 /// The SMTP stage a check is asked about.
@@ -28,13 +29,21 @@ pub enum Stage<'a> {
     RcptTo(&'a Mailbox),
 }
 
-/// What a check decided. `reason` is for logs and events only; the client
-/// sees `reply`.
+/// What a check decided. `reason` and `evidence` are for events and logs
+/// only; the client sees `reply`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     Continue,
-    Reject { reply: Reply, reason: String },
-    Defer { reply: Reply, reason: String },
+    Reject {
+        reply: Reply,
+        reason: Reason,
+        evidence: String,
+    },
+    Defer {
+        reply: Reply,
+        reason: Reason,
+        evidence: String,
+    },
 }
 
 pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Decision> + Send + 'a>>;

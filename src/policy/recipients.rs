@@ -236,14 +236,16 @@ impl Check for RecipientCheck {
             if !self.dir.is_local_domain(&rcpt.domain) {
                 return Decision::Reject {
                     reply: Reply::RELAY_DENIED,
-                    reason: format!("relay denied: {} is not a local domain", rcpt.domain),
+                    reason: super::Reason::RelayDenied,
+                    evidence: format!("{} is not a local domain", rcpt.domain),
                 };
             }
             match (self.dir.lookup(rcpt), &self.callahead) {
                 (Lookup::Known, _) | (Lookup::Verify, None) => Decision::Continue,
                 (Lookup::Unknown, _) => Decision::Reject {
                     reply: Reply::UNKNOWN_USER,
-                    reason: format!("unknown recipient {rcpt}"),
+                    reason: super::Reason::UnknownUser,
+                    evidence: format!("{rcpt} is not in the recipient table"),
                 },
                 (Lookup::Verify, Some(ca)) => ca.decide(ctx.ip, rcpt).await,
             }

@@ -14,7 +14,7 @@ impl Session {
     // === EHLO / HELO ===
 
     pub(super) async fn handle_ehlo(&mut self, host: String, esmtp: bool) -> Reply {
-        if let Some(r) = self.run_checks(Stage::Helo(&host), "helo").await {
+        if let Some(r) = self.run_checks(Stage::Helo(&host)).await {
             return r;
         }
         self.tx = None;
@@ -56,7 +56,7 @@ impl Session {
         if from.as_ref().is_some_and(Mailbox::is_utf8) && !params.smtputf8 {
             return Reply::SMTPUTF8_REQUIRED;
         }
-        if let Some(r) = self.run_checks(Stage::MailFrom(from.as_ref()), "mail").await {
+        if let Some(r) = self.run_checks(Stage::MailFrom(from.as_ref())).await {
             return r;
         }
         *self.ctx.mail_from.lock().unwrap_or_else(|p| p.into_inner()) = Some(from.clone());
@@ -84,7 +84,7 @@ impl Session {
         if to.is_utf8() && !tx.params.smtputf8 {
             return Reply::SMTPUTF8_REQUIRED;
         }
-        if let Some(r) = self.run_checks(Stage::RcptTo(&to), "rcpt").await {
+        if let Some(r) = self.run_checks(Stage::RcptTo(&to)).await {
             return r;
         }
         if let Some(tx) = self.tx.as_mut() {
@@ -305,19 +305,54 @@ impl Session {
 
     /// Runs the check chain for a stage; a reject or defer becomes the reply
     /// and an event.
-    pub(super) async fn run_checks(&mut self, stage: Stage<'_>, stage_name: &'static str) -> Option<Reply> {
+    pub(super) async fn run_checks(&mut self, stage: Stage<'_>) -> Option<Reply> {
         let verdict = self.shared.checks.run(&stage, &self.ctx).await?;
-        let (reply, reason) = match verdict.decision {
+        let (reply, reason, evidence) = match verdict.decision {
             Decision::Continue => return None,
-            Decision::Reject { reply, reason } | Decision::Defer { reply, reason } => (reply, reason),
+            Decision::Reject {
+                reply,
+                reason,
+                evidence,
+            }
+            | Decision::Defer {
+                reply,
+                reason,
+                evidence,
+            } => (reply, reason, evidence),
         };
-        self.shared.events.emit(Event::Rejected {
-            session: self.id,
-            ip: self.peer.ip(),
-            stage: stage_name,
-            check: verdict.check,
-            reply: reply.to_string(),
-            reason,
+        let (session, ip, r) = (self.id, self.peer.ip(), reply.to_string());
+        let evidence = format!("{}: {evidence}", verdict.check);
+        self.shared.events.emit(match &stage {
+            Stage::Connect => Event::ConnectRejected {
+                session,
+                ip,
+                reason,
+                reply: r,
+                evidence,
+            },
+            Stage::Helo(h) => Event::HeloRejected {
+                session,
+                ip,
+                helo: h.to_string(),
+                reason,
+                reply: r,
+                evidence,
+            },
+            Stage::MailFrom(_) => Event::MailRejected {
+                session,
+                ip,
+                reason,
+                reply: r,
+                evidence,
+            },
+            Stage::RcptTo(rcpt) => Event::RcptRejected {
+                session,
+                ip,
+                rcpt: rcpt.to_string(),
+                reason,
+                reply: r,
+                evidence,
+            },
         });
         Some(reply)
     }

@@ -177,7 +177,7 @@ impl Session {
         if greet {
             // Connect-stage checks start their work (DNSBL queries) without
             // delaying the banner; one may refuse the client outright.
-            if let Some(reply) = self.run_checks(Stage::Connect, "connect").await {
+            if let Some(reply) = self.run_checks(Stage::Connect).await {
                 conn.push(&reply);
                 let _ = conn.flush().await;
                 conn.shutdown().await;
@@ -188,7 +188,7 @@ impl Session {
                 Ok(None) => Reply::owned(220, "", format!("{host} ESMTP sluice")),
                 // RFC 5321 §3.1: a 554 banner, then 503 to everything but QUIT.
                 Ok(Some(why)) => {
-                    self.refuse_service("connect", why);
+                    self.refuse_service(true, why);
                     Reply::owned(
                         554,
                         "5.7.1",
@@ -285,7 +285,7 @@ impl Session {
                     Ok(cmd) if more && self.improper_pipelining(&cmd) => {
                         self.discard_bdat(&cmd);
                         let why = format!("pipelined after {} without PIPELINING", cmd.verb());
-                        self.refuse_service("helo", why);
+                        self.refuse_service(false, why);
                         (Some(Reply::IMPROPER_PIPELINING), Step::Continue)
                     }
                     Ok(cmd) => self.dispatch(cmd).await,
@@ -373,15 +373,18 @@ impl Session {
 
     /// From now on the client gets no service (503 to everything but QUIT);
     /// reported as a pregreet refusal.
-    pub(super) fn refuse_service(&mut self, stage: &'static str, reason: String) {
+    pub(super) fn refuse_service(&mut self, pregreet: bool, evidence: String) {
         self.no_service = true;
-        self.shared.events.emit(Event::Rejected {
-            session: self.id,
-            ip: self.peer.ip(),
-            stage,
-            check: "pregreet",
-            reply: Reply::NO_SERVICE.to_string(),
-            reason,
+        let (session, ip) = (self.id, self.peer.ip());
+        self.shared.events.emit(if pregreet {
+            Event::Pregreet { session, ip, evidence }
+        } else {
+            Event::ProtocolError {
+                session,
+                ip,
+                reply: Reply::IMPROPER_PIPELINING.to_string(),
+                reason: evidence,
+            }
         });
     }
 
