@@ -52,7 +52,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let recipients = Arc::new(
         Directory::new(&config.recipients)
-            .with_context(|| format!("recipients.table: {}", config.recipients.table.display()))?,
+            .with_context(|| format!("recipients.table: {:?}", config.recipients.table))?,
     );
     background.spawn(
         recipients

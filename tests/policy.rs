@@ -513,3 +513,25 @@ async fn wait_event(
         }
     }
 }
+
+#[tokio::test]
+async fn without_a_table_every_recipient_is_verified_at_the_next_hop() {
+    let sink = Sink::start_with(
+        false,
+        Arc::new(|r: &str| r.starts_with("nobody").then(|| "550 5.1.1 no such user".to_string())),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!("{}\n[callahead]\nenabled = true\n", base_toml(&sink.next_hop()))
+        .replace("table = \"recipients\"", "table = \"\"");
+    let relay = TestRelay::start_in(dir, &toml, |_| {}).await;
+    let mut c = relay.client().await;
+    c.cmd("EHLO client.example", "250").await;
+    c.cmd("MAIL FROM:<a@client.example>", "250").await;
+    c.cmd("RCPT TO:<anyone@example.com>", "250").await;
+    c.cmd("RCPT TO:<nobody@example.com>", "550 5.1.1").await;
+    c.cmd("RCPT TO:<x@elsewhere.example>", "554 5.7.1").await;
+    assert!(c.data(&test_message("no-table")).await.starts_with("250"));
+    let got = sink.wait_for(1).await;
+    assert_eq!(got[0].rcpts, ["anyone@example.com"]);
+}

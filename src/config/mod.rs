@@ -147,7 +147,9 @@ pub struct Relay {
 #[derive(Debug, Clone)]
 pub struct Recipients {
     pub domains: Vec<String>,
-    pub table: PathBuf,
+    /// `None` (`table = ""`): no table; every recipient in a local domain
+    /// is verified at the next hop (call-ahead).
+    pub table: Option<PathBuf>,
     pub delimiter: Option<char>,
     pub reload_interval: Duration,
 }
@@ -398,9 +400,22 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
             ));
         }
     };
-    let table = resolve(base, rc.table.as_deref().unwrap_or("deploy/recipients.example"));
-    // Parse once so a broken table is refused at start.
-    crate::policy::recipients::Table::load(&table).map_err(|e| ConfigError::new("recipients.table", e.to_string()))?;
+    let table = match rc.table.as_deref().unwrap_or("deploy/recipients.example") {
+        "" => None,
+        t => {
+            let table = resolve(base, t);
+            // Parse once so a broken table is refused at start.
+            crate::policy::recipients::Table::load(&table)
+                .map_err(|e| ConfigError::new("recipients.table", e.to_string()))?;
+            Some(table)
+        }
+    };
+    if table.is_none() && !raw.callahead.enabled.unwrap_or(false) {
+        return Err(ConfigError::new(
+            "recipients.table",
+            "empty means \"verify every recipient at the next hop\": set [callahead] enabled = true, or name a table",
+        ));
+    }
     let recipients = Recipients {
         domains,
         table,

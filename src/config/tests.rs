@@ -34,6 +34,7 @@ fn errors_name_the_dotted_key() {
         ("[relay]\nretry_initial = \"2h\"\nretry_max = \"1h\"", "relay.retry_max"),
         ("[recipients]\ndomains = []", "recipients.domains"),
         ("[recipients]\ntable = \"/nonexistent/table\"", "recipients.table"),
+        ("[recipients]\ntable = \"\"", "recipients.table"),
         (
             "[tls]\ncert = \"/nonexistent.pem\"\nkey = \"/nonexistent.key\"",
             "tls.cert",

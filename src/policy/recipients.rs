@@ -148,7 +148,8 @@ impl Table {
 pub struct Directory {
     domains: HashSet<String>,
     delimiter: Option<char>,
-    path: PathBuf,
+    /// `None`: no table, every recipient is verified at the next hop.
+    path: Option<PathBuf>,
     /// Swapped whole on reload; a std `RwLock` because it is held only to
     /// clone an `Arc`, never across an await.
     table: RwLock<(Arc<Table>, Option<SystemTime>)>,
@@ -156,8 +157,10 @@ pub struct Directory {
 
 impl Directory {
     pub fn new(cfg: &crate::config::Recipients) -> Result<Self, TableError> {
-        let stamp = mtime(&cfg.table);
-        let table = Table::load(&cfg.table)?;
+        let (table, stamp) = match &cfg.table {
+            Some(p) => (Table::load(p)?, mtime(p)),
+            None => (Table::default(), None),
+        };
         Ok(Self {
             domains: cfg.domains.iter().cloned().collect(),
             delimiter: cfg.delimiter,
@@ -175,20 +178,24 @@ impl Directory {
     }
 
     pub fn lookup(&self, rcpt: &Mailbox) -> Lookup {
+        if self.path.is_none() {
+            return Lookup::Verify;
+        }
         self.table().lookup(rcpt, self.delimiter)
     }
 
     /// Reloads the table if its modification time changed (or always, with
     /// `force`). A table that fails to parse is logged and the old one kept.
     pub fn reload(&self, force: bool) -> Result<bool, TableError> {
-        let stamp = mtime(&self.path);
+        let Some(path) = &self.path else { return Ok(false) };
+        let stamp = mtime(path);
         if !force && stamp == self.table.read().unwrap_or_else(|p| p.into_inner()).1 {
             return Ok(false);
         }
-        let table = Table::load(&self.path)?;
+        let table = Table::load(path)?;
         let n = table.len();
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = (Arc::new(table), stamp);
-        tracing::info!(path = %self.path.display(), entries = n, "recipient table reloaded");
+        tracing::info!(path = %path.display(), entries = n, "recipient table reloaded");
         Ok(true)
     }
 
