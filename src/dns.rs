@@ -88,66 +88,60 @@ impl HickoryResolver {
     }
 }
 
+impl HickoryResolver {
+    /// Looks `name` up and keeps the answers `pick` understands.
+    async fn records<T>(
+        &self,
+        name: &str,
+        rtype: hickory_resolver::proto::rr::RecordType,
+        pick: impl Fn(&hickory_resolver::proto::rr::RData) -> Option<T>,
+    ) -> Result<Vec<T>, DnsError> {
+        let l = self.lookup(name, rtype).await?;
+        Ok(l.answers().iter().filter_map(|r| pick(&r.data)).collect())
+    }
+}
+
 impl Resolver for HickoryResolver {
-    fn lookup_aaaa<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<std::net::Ipv6Addr>> {
-        Box::pin(async move {
-            use hickory_resolver::proto::rr::{RData, RecordType};
-            let l = self.lookup(name, RecordType::AAAA).await?;
-            Ok(l.answers()
-                .iter()
-                .filter_map(|r| match &r.data {
-                    RData::AAAA(a) => Some(a.0),
-                    _ => None,
-                })
-                .collect())
-        })
-    }
-
-    fn lookup_ptr<'a>(&'a self, ip: IpAddr) -> DnsFuture<'a, Vec<String>> {
-        Box::pin(async move {
-            use hickory_resolver::proto::rr::{RData, RecordType};
-            let zone = if ip.is_ipv4() { "in-addr.arpa" } else { "ip6.arpa" };
-            let l = self.lookup(&reverse_name(ip, zone), RecordType::PTR).await?;
-            Ok(l.answers()
-                .iter()
-                .filter_map(|r| match &r.data {
-                    RData::PTR(p) => Some(p.0.to_string().trim_end_matches('.').to_ascii_lowercase()),
-                    _ => None,
-                })
-                .collect())
-        })
-    }
-
     fn lookup_a<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<Ipv4Addr>> {
-        Box::pin(async move {
-            use hickory_resolver::proto::rr::{RData, RecordType};
-            let l = self.lookup(name, RecordType::A).await?;
-            Ok(l.answers()
-                .iter()
-                .filter_map(|r| match &r.data {
-                    RData::A(a) => Some(a.0),
-                    _ => None,
-                })
-                .collect())
-        })
+        use hickory_resolver::proto::rr::{RData, RecordType};
+        Box::pin(self.records(name, RecordType::A, |d| match d {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        }))
+    }
+
+    fn lookup_aaaa<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<std::net::Ipv6Addr>> {
+        use hickory_resolver::proto::rr::{RData, RecordType};
+        Box::pin(self.records(name, RecordType::AAAA, |d| match d {
+            RData::AAAA(a) => Some(a.0),
+            _ => None,
+        }))
     }
 
     fn lookup_txt<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<String>> {
+        use hickory_resolver::proto::rr::{RData, RecordType};
+        Box::pin(self.records(name, RecordType::TXT, |d| {
+            match d {
+                RData::TXT(t) => Some(
+                    t.txt_data
+                        .iter()
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .collect(),
+                ),
+                _ => None,
+            }
+        }))
+    }
+
+    fn lookup_ptr<'a>(&'a self, ip: IpAddr) -> DnsFuture<'a, Vec<String>> {
+        use hickory_resolver::proto::rr::{RData, RecordType};
         Box::pin(async move {
-            use hickory_resolver::proto::rr::{RData, RecordType};
-            let l = self.lookup(name, RecordType::TXT).await?;
-            Ok(l.answers()
-                .iter()
-                .filter_map(|r| match &r.data {
-                    RData::TXT(t) => Some(
-                        t.txt_data
-                            .iter()
-                            .map(|d| String::from_utf8_lossy(d).into_owned())
-                            .collect::<String>(),
-                    ),
-                    _ => None,
-                })
-                .collect())
+            let zone = if ip.is_ipv4() { "in-addr.arpa" } else { "ip6.arpa" };
+            self.records(&reverse_name(ip, zone), RecordType::PTR, |d| match d {
+                RData::PTR(p) => Some(p.0.to_string().trim_end_matches('.').to_ascii_lowercase()),
+                _ => None,
+            })
+            .await
         })
     }
 }
