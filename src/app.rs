@@ -195,6 +195,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         session_seq: AtomicU64::new(1),
         message_seq: AtomicU64::new(0),
         limits,
+        scanner: config
+            .clamd
+            .as_ref()
+            .map(|c| Arc::new(crate::scan::clamd::Clamd::new(c.clone())) as Arc<dyn crate::scan::Scanner>),
     });
 
     // Each session needs a socket and each delivery a socket: make sure

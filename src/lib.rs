@@ -43,6 +43,7 @@ pub mod events;
 pub mod listener;
 pub mod logging;
 pub mod policy;
+pub mod scan;
 pub mod shutdown;
 pub mod smtp;
 pub mod spool;

@@ -68,6 +68,8 @@ pub struct Config {
     pub greylist: Option<crate::policy::greylist::GreylistConfig>,
     /// `None` when call-ahead is off.
     pub callahead: Option<crate::policy::callahead::CallAheadConfig>,
+    /// `None` when no clamd endpoint is configured.
+    pub clamd: Option<crate::scan::clamd::ClamdConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -574,7 +576,29 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         None
     };
 
+    let cd = raw.clamd;
+    let clamd = match cd.endpoints {
+        None => None,
+        Some(eps) if eps.is_empty() => None,
+        Some(eps) => {
+            let mut endpoints = Vec::new();
+            for (i, e) in eps.iter().enumerate() {
+                endpoints.push(
+                    crate::scan::clamd::Endpoint::parse(e)
+                        .map_err(|m| ConfigError::new(format!("clamd.endpoints[{i}]"), m))?,
+                );
+            }
+            Some(crate::scan::clamd::ClamdConfig {
+                endpoints,
+                timeout: dur("clamd.timeout", cd.timeout, "30s")?,
+                max_size: positive("clamd.max_size", cd.max_size, 26_214_400)?,
+                max_concurrent: positive("clamd.max_concurrent", cd.max_concurrent, 8)?,
+            })
+        }
+    };
+
     Ok(Config {
+        clamd,
         callahead,
         greylist,
         helo,

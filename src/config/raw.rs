@@ -36,6 +36,24 @@ pub struct RawConfig {
     pub greylist: RawGreylist,
     #[serde(default)]
     pub callahead: RawCallAhead,
+    #[serde(default)]
+    pub clamd: RawClamd,
+}
+
+/// Virus scanning with clamd, at the end of DATA.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClamd {
+    /// "tcp://host:port" or "unix:/path"; tried in turn (load spread,
+    /// failover). Default: none (no virus scanning).
+    pub endpoints: Option<Vec<String>>,
+    /// Deadline for one scan, failover included. Default "30s".
+    pub timeout: Option<String>,
+    /// Largest message sent to clamd, octets (keep it under clamd's
+    /// StreamMaxLength); larger ones count as a scan failure. Default 26214400.
+    pub max_size: Option<u64>,
+    /// Concurrent scans (clamd connections). Default 8.
+    pub max_concurrent: Option<u64>,
 }
 
 /// Recipient call-ahead for domains marked `@domain VERIFY` in the table.

@@ -126,6 +126,20 @@ pub enum Event {
         reply: String,
         reason: String,
     },
+    /// A virus was found at the end of DATA; the message got 554 5.7.1.
+    VirusFound {
+        session: u64,
+        ip: IpAddr,
+        id: String,
+        name: String,
+    },
+    /// The message could not be scanned; it got 451 4.7.1.
+    ScanFailed {
+        session: u64,
+        ip: IpAddr,
+        id: String,
+        error: String,
+    },
     /// A message is durably spooled and got 250.
     MessageAccepted {
         session: u64,
@@ -168,6 +182,8 @@ impl Event {
             Event::ProtocolError { .. } => "protocol_error",
             Event::MessageRejected { .. } => "message_rejected",
             Event::MessageAccepted { .. } => "message_accepted",
+            Event::VirusFound { .. } => "virus_found",
+            Event::ScanFailed { .. } => "scan_failed",
             Event::DeliveryAttempt { .. } => "delivery_attempt",
             Event::BounceQueued { .. } => "bounce_queued",
             Event::Warning { .. } => "warning",

@@ -9,6 +9,7 @@ use super::proto::{BdatReceiver, BodyProblem, DataReceiver, MailParams, Mailbox,
 use super::session::{Mode, Session, Step, Transaction};
 use crate::events::Event;
 use crate::policy::{Decision, Stage};
+use crate::scan::ScanOutcome;
 
 impl Session {
     // === EHLO / HELO ===
@@ -233,7 +234,35 @@ impl Session {
             return self.reject_message(Reply::TOO_MANY_HOPS, "too many Received headers (mail loop)");
         }
 
-        // Step 3: store durably; 250 only after the spool says so.
+        // Step 3: virus scan; a virus is refused here, in the session (no
+        // bounce), and a scan that could not be done is never a pass.
+        if let Some(scanner) = &self.shared.scanner {
+            let (session, ip) = (self.id, self.peer.ip());
+            match scanner.scan(&tx.body).await {
+                Ok(ScanOutcome::Clean) => {}
+                Ok(ScanOutcome::Infected(name)) => {
+                    let reply = Reply::owned(554, "5.7.1", format!("Message rejected: virus found: {name}"));
+                    self.shared.events.emit(Event::VirusFound {
+                        session,
+                        ip,
+                        id: tx.id.clone(),
+                        name,
+                    });
+                    return reply;
+                }
+                Err(e) => {
+                    self.shared.events.emit(Event::ScanFailed {
+                        session,
+                        ip,
+                        id: tx.id.clone(),
+                        error: e.to_string(),
+                    });
+                    return Reply::new(451, "4.7.1", "Message could not be scanned, try again later");
+                }
+            }
+        }
+
+        // Step 4: store durably; 250 only after the spool says so.
         let envelope = Envelope {
             id: tx.id.clone(),
             received_at: now_secs(),
@@ -259,7 +288,7 @@ impl Session {
             }
         };
 
-        // Step 4: hand to delivery and tell the client.
+        // Step 5: hand to delivery and tell the client.
         self.shared.queue.enqueue(stored);
         self.messages += 1;
         self.shared.events.emit(Event::MessageAccepted {

@@ -40,6 +40,8 @@ pub struct Shared {
     pub message_seq: AtomicU64,
     /// Per-client connection and rate limits (also used by the listener).
     pub limits: Arc<crate::policy::limits::Limits>,
+    /// Virus scanner run at the end of DATA, if configured.
+    pub scanner: Option<Arc<dyn crate::scan::Scanner>>,
 }
 
 impl Shared {
