@@ -27,6 +27,15 @@ enum Cmd {
     },
     /// Validate a configuration file and exit (0 = valid, 64 = invalid).
     CheckConfig { file: PathBuf },
+    /// Scan files (messages or attachments) with the configured scanners and
+    /// print a verdict per file. Exit 0 = all clean, 1 = something found,
+    /// 75 = a file could not be scanned.
+    Scan {
+        #[arg(short, long, env = "SLUICE_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
@@ -50,6 +59,24 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Cmd::Scan { config, files } => {
+            let config = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let Some(clamd) = config.clamd.clone() else {
+                eprintln!("sluice: configuration error: clamd.endpoints: no scanner configured");
+                return ExitCode::from(EX_CONFIG);
+            };
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("sluice: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            ExitCode::from(rt.block_on(sluice::scan::scan_files(clamd, &files)))
+        }
         Cmd::Serve { config } => {
             let config = match load(config.as_ref()) {
                 Ok(c) => c,

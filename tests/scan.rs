@@ -160,3 +160,43 @@ async fn clamd_down_gives_451_never_unscanned_acceptance() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(sink.messages().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_scan_command_uses_the_configured_clamd() {
+    let db = corpora().join("clamav-db");
+    let mut clamd = tokio::task::spawn_blocking(move || Clamd::start(&db)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("recipients"), TABLE).unwrap();
+    let cfg = dir.path().join("sluice.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}\n[clamd]\nendpoints = [\"tcp://127.0.0.1:{}\"]\n",
+            base_toml("smtp://127.0.0.1:1"),
+            clamd.port
+        ),
+    )
+    .unwrap();
+    let run = |files: Vec<std::path::PathBuf>| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["scan", "--config"])
+            .arg(&cfg)
+            .args(&files)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let v = corpora().join("virus");
+    let (code, out) = run(vec![
+        v.join("eicar/eicar.com"),
+        v.join("eicar/clean_control_attachment.eml"),
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("eicar.com: FOUND Eicar"), "{out}");
+    assert!(out.contains("clean_control_attachment.eml: OK"), "{out}");
+    let (code, out) = run(vec![v.join("gtube/gtube.eml")]);
+    assert_eq!(code, Some(0), "{out}");
+    clamd.stop();
+    let (code, out) = run(vec![v.join("eicar/eicar.com")]);
+    assert_eq!(code, Some(75), "a scan failure is never 'clean': {out}");
+}

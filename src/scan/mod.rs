@@ -33,3 +33,29 @@ pub trait Scanner: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn scan<'a>(&'a self, message: &'a [u8]) -> ScanFuture<'a>;
 }
+
+/// `sluice scan FILE...`: scans each file with clamd and prints
+/// `FILE: OK`, `FILE: FOUND name` or `FILE: ERROR reason`. Returns the exit
+/// code: 0 all clean, 1 something found, 75 (EX_TEMPFAIL) a scan failed.
+pub async fn scan_files(cfg: clamd::ClamdConfig, files: &[std::path::PathBuf]) -> u8 {
+    let scanner = clamd::Clamd::new(cfg);
+    let (mut found, mut failed) = (false, false);
+    for f in files {
+        let verdict = match tokio::fs::read(f).await {
+            Err(e) => Err(ScanError::Failed(e.to_string())),
+            Ok(bytes) => scanner.scan(&bytes).await,
+        };
+        match verdict {
+            Ok(ScanOutcome::Clean) => println!("{}: OK", f.display()),
+            Ok(ScanOutcome::Infected(name)) => {
+                found = true;
+                println!("{}: FOUND {name}", f.display());
+            }
+            Err(e) => {
+                failed = true;
+                println!("{}: ERROR {e}", f.display());
+            }
+        }
+    }
+    if failed { 75 } else { u8::from(found) }
+}
