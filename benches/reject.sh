@@ -20,36 +20,17 @@ RB="python3 $BENCH/reject_bench.py"
 ulimit -n 65536 || true
 
 W="$OUT/sluice"; rm -rf "$W"; mkdir -p "$W"
-for i in $(seq 0 999); do printf 'user%04d@example.com OK\n' "$i"; done > "$W/recipients"
 python3 -m dnslib.zoneresolver --zone "$ROOT/../shared/corpora/dnsbl/bl.test.zone" --address 127.0.0.1 --port 5353 \
   > "$OUT/dns.log" 2>&1 &
 echo $! > "$OUT/dns.pid"
 trap 'kill $(cat "$OUT/dns.pid") 2>/dev/null || true; kill $(cat "$W/pid" 2>/dev/null) 2>/dev/null || true' EXIT
 sleep 1
 
-start_sluice() { # $1 = extra TOML
-  cat > "$W/sluice.toml" <<TOML
-[server]
-listen = ["127.0.0.1:2535"]
-hostname = "bench.localdomain"
-max_connections = 20000
-max_errors = 1000
-[relay]
-next_hop = "smtp://127.0.0.1:2526"
-[recipients]
-domains = ["example.com"]
-table = "recipients"
-[spool]
-dir = "spool"
-[log]
-level = "warn"
-$1
-TOML
-  "$ROOT/target/release/sluice" serve --config "$W/sluice.toml" 2>> "$W/sluice.log" &
-  echo $! > "$W/pid"
-  for _ in $(seq 1 100); do ss -Hltn "sport = :2535" | grep -q . && break; sleep 0.1; done
-}
-stop_sluice() { kill -TERM "$(cat "$W/pid")"; wait "$(cat "$W/pid")" 2>/dev/null || true; }
+source "$ROOT/benches/lib.sh"
+SERVER_KEYS="max_connections = 20000
+max_errors = 1000"
+start_sluice() { sluice_start "$W" warn "$SERVER_KEYS" "$1"; }
+stop_sluice() { sluice_stop "$W"; }
 
 start_sluice "[limits]
 tarpit_after_errors = 0"

@@ -15,34 +15,16 @@ rm -f "$OUT"/*.jsonl
 (cd "$ROOT" && cargo build --release -q)
 
 # --- sluice ---------------------------------------------------------------------
+source "$ROOT/benches/lib.sh"
 W="$OUT/sluice"
-rm -rf "$W"; mkdir -p "$W"
-for i in $(seq 0 999); do printf 'user%04d@example.com OK\n' "$i"; done > "$W/recipients"
-cat > "$W/sluice.toml" <<TOML
-[server]
-listen = ["127.0.0.1:2535"]
-hostname = "bench.localdomain"
-[relay]
-next_hop = "smtp://127.0.0.1:2526"
-[recipients]
-domains = ["example.com"]
-table = "recipients"
-[spool]
-dir = "spool"
-fsync = true
-[log]
-level = "info"
-TOML
-"$ROOT/target/release/sluice" serve --config "$W/sluice.toml" 2> "$W/sluice.log" &
-PID=$!
-trap 'kill $PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do ss -Hltn "sport = :2535" | grep -q . && break; sleep 0.1; done
-# Between runs: wait until sluice's spool holds no undelivered record
-# (bench.py also waits for the sink to count every message).
+rm -rf "$W"
+sluice_start "$W" info
+PID=$(cat "$W/pid")
+trap 'sluice_stop "$W"' EXIT
 python3 "$BENCH/bench.py" relay --label sluice --relay 127.0.0.1:2535 --relay-pid "$PID" \
   --rcpt user0500@example.com --sizes "$SIZES" --conc "$CONC" --count "$COUNT" --runs "$RUNS" \
   --pause 2 --jsonl "$OUT/sluice.jsonl" --logdir "$OUT/logs" | tee "$OUT/sluice.txt"
-kill -TERM $PID; wait $PID || true
+sluice_stop "$W"
 trap - EXIT
 grep -c '"message_accepted"' "$W/sluice.log" > "$OUT/sluice.accepted" || true
 

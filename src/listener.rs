@@ -81,10 +81,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, limit: Arc<
 /// Per-client connection limits (rate, then concurrency), cheap and
 /// synchronous, before any task is spawned. Allowlisted clients pass.
 fn admit(shared: &Shared, ip: std::net::IpAddr) -> (Option<SessionSlot>, Option<(Reply, Reason, String)>) {
-    let ip = match ip {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
-        v4 => v4,
-    };
+    let ip = crate::policy::client_ip(ip);
     if shared.config.policy.allowlist.iter().any(|n| n.contains(&ip)) {
         return (None, None);
     }
@@ -102,6 +99,10 @@ fn admit(shared: &Shared, ip: std::net::IpAddr) -> (Option<SessionSlot>, Option<
                 reason,
             )),
         );
+    }
+    if limits.per_ip_connections == 0 {
+        // Unlimited: no per-client bookkeeping on the accept path.
+        return (None, None);
     }
     match limits.concurrency.acquire(ip, limits.per_ip_connections) {
         Some(slot) => (Some(slot), None),
