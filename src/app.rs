@@ -85,9 +85,35 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.server.hostname.clone(),
         events.clone(),
     );
-    // Recovered mail is tried at once, not after a backoff.
+    // Content checks: built when a scanner or a banned list is configured.
+    let scanner = config.clamd.as_ref().map(|c| {
+        let clamd = Arc::new(crate::scan::clamd::Clamd::new(c.clone()));
+        background.spawn(clamd.clone().health_loop(shutdown.child_token()));
+        clamd as Arc<dyn crate::scan::Scanner>
+    });
+    let capacity = config.clamd.as_ref().map_or(1, |c| c.max_concurrent);
+    let content = (scanner.is_some() || !config.scan.banned.is_empty())
+        .then(|| Arc::new(crate::scan::ContentFilter::new(config.scan.clone(), scanner, capacity)));
+    let deferred = content.as_ref().map(|filter| {
+        let (scanner, handle) = crate::scan::deferred::DeferredScanner::new(
+            filter.clone(),
+            spool_dyn.clone(),
+            handle.clone(),
+            Arc::new(crate::quarantine::Quarantine::new(&config.scan.quarantine_dir)),
+            events.clone(),
+            capacity,
+        );
+        background.spawn(scanner.run(shutdown.child_token()));
+        handle
+    });
+
+    // Recovered mail is tried at once, not after a backoff; mail accepted
+    // before its scan is scanned first.
     for s in recovered.pending {
-        handle.enqueue(s);
+        match &deferred {
+            Some(d) if s.envelope.scan_pending => d.enqueue(s),
+            _ => handle.enqueue(s),
+        }
     }
     // The queue stops launching attempts on shutdown but lets in-flight
     // ones finish: it watches its own token, cancelled after the listeners.
@@ -195,10 +221,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         session_seq: AtomicU64::new(1),
         message_seq: AtomicU64::new(0),
         limits,
-        scanner: config
-            .clamd
-            .as_ref()
-            .map(|c| Arc::new(crate::scan::clamd::Clamd::new(c.clone())) as Arc<dyn crate::scan::Scanner>),
+        content,
+        deferred,
     });
 
     // Each session needs a socket and each delivery a socket: make sure

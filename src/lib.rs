@@ -15,6 +15,11 @@
 //!   group commit.
 //! - [`delivery`]: the [`delivery::Transport`] seam, the next-hop SMTP/LMTP
 //!   client with a connection pool, the retry queue and DSNs.
+//! - [`scan`]: content checks at the end of DATA: our own MIME decoding
+//!   (every plausible reading), banned attachments, the [`scan::Scanner`]
+//!   seam with clamd (streamed INSTREAM, failover), admission control and
+//!   the deferred scan of held mail.
+//! - [`quarantine`]: refused-after-acceptance mail on disk.
 //! - [`events`]: every decision as an [`events::Event`] on a broadcast bus;
 //!   the log reads it (metrics and bans will too).
 //! - [`tls`]: rustls server config, reloaded when the files change.
@@ -25,8 +30,13 @@
 //! TcpListener ─accept─► limit (Semaphore) ─► Session (smtp/session.rs)
 //!   EHLO/MAIL/RCPT ─► CheckChain (policy/) ─ reject ─► reply + Event
 //!   DATA/BDAT ─► DataReceiver/BdatReceiver (smtp/proto) ─► body + Received
+//!             └─ chunks ─► ScanStream (clamd INSTREAM, bounded channel)
+//!   end of DATA ─► ContentFilter: mime::analyse ─► banned? ─► 554
+//!             ─► Admission: in session: clamd(raw + tar of decoded parts)
+//!                  virus ─► 554 5.7.1 │ failure ─► 451 4.7.1 (or hold)
 //!             ─► Spool::store (group commit, fsync) ─► 250 only now
-//!             ─► QueueHandle::enqueue
+//!             ─► QueueHandle::enqueue, or DeferredHandle when deferred:
+//!                scan from the spool ─► clean: queue │ virus: quarantine
 //! Queue (delivery/queue.rs): N concurrent attempts ─► Transport (SMTP/LMTP)
 //!   per recipient: delivered ─► mark done │ 4xx ─► backoff retry
 //!                  5xx / expired ─► DSN (stored + queued) ─► mark done
@@ -43,6 +53,7 @@ pub mod events;
 pub mod listener;
 pub mod logging;
 pub mod policy;
+pub mod quarantine;
 pub mod scan;
 pub mod shutdown;
 pub mod smtp;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sluice::config::Config;
+use sluice::quarantine::{Quarantine, QuarantineError};
 use sluice::shutdown::{Signal, Signals};
 
 /// EX_USAGE from sysexits.h: bad configuration.
@@ -36,6 +37,25 @@ enum Cmd {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Messages refused after acceptance (virus found by a deferred scan).
+    Quarantine {
+        #[arg(short, long, env = "SLUICE_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: QuarantineCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCmd {
+    /// One line per message: id, time, reason, sender, recipients.
+    List,
+    /// The envelope, the reason and the message.
+    Show { id: String },
+    /// Delivers the message to the next hop, then removes it.
+    Release { id: String },
+    /// Removes the message.
+    Delete { id: String },
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
@@ -64,18 +84,36 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let Some(clamd) = config.clamd.clone() else {
-                eprintln!("sluice: configuration error: clamd.endpoints: no scanner configured");
-                return ExitCode::from(EX_CONFIG);
-            };
-            let rt = match tokio::runtime::Runtime::new() {
+            let rt = match runtime() {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("sluice: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
-            ExitCode::from(rt.block_on(sluice::scan::scan_files(clamd, &files)))
+            let code = rt.block_on(async {
+                let scanner = config.clamd.clone().map(|c| {
+                    std::sync::Arc::new(sluice::scan::clamd::Clamd::new(c)) as std::sync::Arc<dyn sluice::scan::Scanner>
+                });
+                let capacity = config.clamd.as_ref().map_or(1, |c| c.max_concurrent);
+                let filter = sluice::scan::ContentFilter::new(config.scan.clone(), scanner, capacity);
+                sluice::scan::scan_files(&filter, &files).await
+            });
+            ExitCode::from(code)
+        }
+        Cmd::Quarantine { config, action } => {
+            let config = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            match rt.block_on(quarantine(&config, action)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sluice: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Cmd::Serve { config } => {
             let config = match load(config.as_ref()) {
@@ -83,12 +121,9 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             sluice::logging::init(&config.log);
-            let rt = match tokio::runtime::Runtime::new() {
+            let rt = match runtime() {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("sluice: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match rt.block_on(serve(config)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -100,6 +135,56 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|e| {
+        eprintln!("sluice: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+async fn quarantine(config: &Config, action: QuarantineCmd) -> Result<(), QuarantineError> {
+    let q = Quarantine::new(&config.scan.quarantine_dir);
+    match action {
+        QuarantineCmd::List => {
+            for e in q.list()? {
+                let rcpts: Vec<String> = e.envelope.rcpts.iter().map(|r| r.addr.to_string()).collect();
+                println!(
+                    "{}\t{}\t{}\t<{}>\t{}",
+                    e.id,
+                    sluice::smtp::date::rfc5322_date(e.quarantined_at),
+                    e.reason,
+                    e.envelope.sender_display(),
+                    rcpts.join(",")
+                );
+            }
+        }
+        QuarantineCmd::Show { id } => {
+            let e = q.entry(&id)?;
+            println!(
+                "Id: {}\nReason: {}\nClient: {} ({})",
+                e.id, e.reason, e.envelope.client_ip, e.envelope.helo
+            );
+            println!("Sender: <{}>", e.envelope.sender_display());
+            for r in &e.envelope.rcpts {
+                println!("Recipient: <{}>", r.addr);
+            }
+            println!();
+            use std::io::Write as _;
+            let _ = std::io::stdout().write_all(&q.body(&id)?);
+        }
+        QuarantineCmd::Release { id } => {
+            let transport = sluice::delivery::NextHopTransport::new(config.relay.clone());
+            let e = q.release(&id, &transport).await?;
+            println!("{}: released to {}", e.id, config.relay.next_hop);
+        }
+        QuarantineCmd::Delete { id } => {
+            q.delete(&id)?;
+            println!("{id}: deleted");
+        }
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

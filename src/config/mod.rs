@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use raw::RawConfig;
+use raw::{RawConfig, RawScan};
 
 /// A configuration problem, with the dotted key it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +70,7 @@ pub struct Config {
     pub callahead: Option<crate::policy::callahead::CallAheadConfig>,
     /// `None` when no clamd endpoint is configured.
     pub clamd: Option<crate::scan::clamd::ClamdConfig>,
+    pub scan: crate::scan::ScanConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -219,6 +220,71 @@ fn positive(key: &str, v: Option<u64>, default: u64) -> Result<usize, ConfigErro
         return Err(ConfigError::new(key, "must be greater than zero"));
     }
     usize::try_from(n).map_err(|_| ConfigError::new(key, "too large"))
+}
+
+/// A duration where zero is allowed (it turns the feature off).
+fn dur_or_zero(key: &str, v: Option<String>, default: &str) -> Result<Duration, ConfigError> {
+    match v.as_deref().map(str::trim) {
+        Some("0") => Ok(Duration::ZERO),
+        Some(s) if humantime::parse_duration(s).is_ok_and(|d| d.is_zero()) => Ok(Duration::ZERO),
+        _ => dur(key, v, default),
+    }
+}
+
+fn validate_scan(raw: RawScan, base: &Path, spool_dir: &Path) -> Result<crate::scan::ScanConfig, ConfigError> {
+    use crate::scan::{Ambiguous, OnFailure, ScanConfig, banned::Banned, mime::Limits};
+    let mode = |key: &str, v: Option<String>, default: &str| match v.as_deref().unwrap_or(default) {
+        "scan-all" => Ok(Ambiguous::ScanAll),
+        "reject" => Ok(Ambiguous::Reject),
+        other => Err(ConfigError::new(
+            key,
+            format!("{other:?}: expected \"scan-all\" or \"reject\""),
+        )),
+    };
+    let ambiguous = mode("scan.ambiguous_mime", raw.ambiguous_mime, "scan-all")?;
+    let unknown_encoding = mode("scan.unknown_encoding", raw.unknown_encoding, "reject")?;
+    let on_failure = match raw.on_failure.as_deref().unwrap_or("tempfail") {
+        "tempfail" => OnFailure::Tempfail,
+        "hold" => OnFailure::Hold,
+        other => {
+            return Err(ConfigError::new(
+                "scan.on_failure",
+                format!("{other:?}: expected \"tempfail\" or \"hold\""),
+            ));
+        }
+    };
+    let mut banned = Banned::default();
+    if let Some(list) = raw.banned_extensions {
+        banned.extensions.clear();
+        for (i, e) in list.iter().enumerate() {
+            let e = e.trim().trim_start_matches('.').to_ascii_lowercase();
+            if e.is_empty() || !e.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(ConfigError::new(
+                    format!("scan.banned_extensions[{i}]"),
+                    "expected a file extension such as \"exe\"",
+                ));
+            }
+            banned.extensions.insert(e);
+        }
+    }
+    banned.in_archives = raw.banned_in_archives.unwrap_or(true);
+    Ok(ScanConfig {
+        limits: Limits {
+            max_depth: positive("scan.max_depth", raw.max_depth, 8)?,
+            max_parts: positive("scan.max_parts", raw.max_parts, 1000)?,
+            max_decoded: positive("scan.max_decoded_size", raw.max_decoded_size, 64 << 20)?,
+        },
+        ambiguous,
+        unknown_encoding,
+        banned,
+        on_failure,
+        latency_budget: dur_or_zero("scan.latency_budget", raw.latency_budget, "20s")?,
+        retry: dur("scan.retry", raw.retry, "1m")?,
+        quarantine_dir: match raw.quarantine_dir {
+            Some(d) => resolve(base, &d),
+            None => spool_dir.join("quarantine"),
+        },
+    })
 }
 
 fn resolve(base: &Path, p: &str) -> PathBuf {
@@ -593,11 +659,15 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
                 timeout: dur("clamd.timeout", cd.timeout, "30s")?,
                 max_size: positive("clamd.max_size", cd.max_size, 26_214_400)?,
                 max_concurrent: positive("clamd.max_concurrent", cd.max_concurrent, 8)?,
+                health_interval: dur("clamd.health_interval", cd.health_interval, "5s")?,
+                stream: cd.stream.unwrap_or(true),
             })
         }
     };
+    let scan = validate_scan(raw.scan, base, &spool.dir)?;
 
     Ok(Config {
+        scan,
         clamd,
         callahead,
         greylist,

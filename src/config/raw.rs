@@ -38,6 +38,42 @@ pub struct RawConfig {
     pub callahead: RawCallAhead,
     #[serde(default)]
     pub clamd: RawClamd,
+    #[serde(default)]
+    pub scan: RawScan,
+}
+
+/// Content checks at the end of DATA: MIME decoding, banned attachments,
+/// and what to do when scanning fails or is slow.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScan {
+    /// MIME that can be read more than one way: "scan-all" (decode and scan
+    /// every plausible reading) or "reject" (554 5.6.0). Default "scan-all".
+    pub ambiguous_mime: Option<String>,
+    /// A part whose Content-Transfer-Encoding is not one of RFC 2045's (or
+    /// a uuencode variant): "reject" (554 5.6.0) or "scan-all". Default "reject".
+    pub unknown_encoding: Option<String>,
+    /// Nesting of messages inside messages decoded. Default 8.
+    pub max_depth: Option<u64>,
+    /// Decoded parts per message. Default 1000.
+    pub max_parts: Option<u64>,
+    /// Decoded octets per message. Default 67108864.
+    pub max_decoded_size: Option<u64>,
+    /// File extensions (and sniffed types) refused as attachments, also
+    /// inside zip archives. Default: executables and scripts (see README).
+    pub banned_extensions: Option<Vec<String>>,
+    /// Check names inside zip archives. Default true.
+    pub banned_in_archives: Option<bool>,
+    /// Scanner down or too slow: "tempfail" (451 4.7.1) or "hold" (accept,
+    /// keep in the spool, deliver after a clean scan). Default "tempfail".
+    pub on_failure: Option<String>,
+    /// Expected scan latency above which a message is accepted first and
+    /// scanned from the spool; "0s" = always in session. Default "20s".
+    pub latency_budget: Option<String>,
+    /// Held messages are scanned again this often. Default "1m".
+    pub retry: Option<String>,
+    /// Messages refused after acceptance. Default "quarantine" in spool.dir.
+    pub quarantine_dir: Option<String>,
 }
 
 /// Virus scanning with clamd, at the end of DATA.
@@ -54,6 +90,10 @@ pub struct RawClamd {
     pub max_size: Option<u64>,
     /// Concurrent scans (clamd connections). Default 8.
     pub max_concurrent: Option<u64>,
+    /// Endpoints are pinged this often; failing ones are tried last. Default "5s".
+    pub health_interval: Option<String>,
+    /// Stream the message to clamd while DATA arrives. Default true.
+    pub stream: Option<bool>,
 }
 
 /// Recipient call-ahead for domains marked `@domain VERIFY` in the table.

@@ -115,6 +115,7 @@ pub fn build(
         smtputf8: sender.is_utf8(),
         ret: None,
         envid: None,
+        scan_pending: false,
         rcpts: vec![Recipient {
             addr: parse_mailbox(&sender.to_string()).ok()?,
             notify: None,
@@ -155,6 +156,7 @@ mod tests {
             smtputf8: false,
             ret: None,
             envid: Some("E1".into()),
+            scan_pending: false,
             rcpts: vec![Recipient {
                 addr: parse_mailbox("u@example.com").unwrap(),
                 notify: notify.map(Into::into),

@@ -126,12 +126,31 @@ pub enum Event {
         reply: String,
         reason: String,
     },
-    /// A virus was found at the end of DATA; the message got 554 5.7.1.
+    /// A virus was found: at the end of DATA (mode "in-session", the
+    /// message got 554 5.7.1) or by the scan of an accepted message
+    /// (mode "deferred", it went to quarantine).
     VirusFound {
         session: u64,
         ip: IpAddr,
         id: String,
         name: String,
+        mode: &'static str,
+    },
+    /// A banned attachment or malformed MIME ("banned", "malformed").
+    ContentRejected {
+        session: u64,
+        ip: IpAddr,
+        id: String,
+        kind: &'static str,
+        what: String,
+        mode: &'static str,
+    },
+    /// An accepted message was refused by its deferred scan and kept in
+    /// the quarantine instead of being delivered.
+    Quarantined {
+        ip: IpAddr,
+        id: String,
+        reason: String,
     },
     /// The message could not be scanned; it got 451 4.7.1.
     ScanFailed {
@@ -147,6 +166,8 @@ pub enum Event {
         id: String,
         size: usize,
         rcpts: usize,
+        /// How its virus scan is done: "none", "in-session", "deferred".
+        scan: &'static str,
     },
     /// One delivery attempt to the next hop finished.
     DeliveryAttempt {
@@ -183,6 +204,8 @@ impl Event {
             Event::MessageRejected { .. } => "message_rejected",
             Event::MessageAccepted { .. } => "message_accepted",
             Event::VirusFound { .. } => "virus_found",
+            Event::ContentRejected { .. } => "content_rejected",
+            Event::Quarantined { .. } => "quarantined",
             Event::ScanFailed { .. } => "scan_failed",
             Event::DeliveryAttempt { .. } => "delivery_attempt",
             Event::BounceQueued { .. } => "bounce_queued",

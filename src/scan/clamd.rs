@@ -1,16 +1,23 @@
 //! clamd over INSTREAM (TCP or unix socket) with clamav-client: several
 //! endpoints tried in turn starting from a rotating one (load spread and
 //! failover), a bound on concurrent scans, a per-scan deadline and a size
-//! limit. clamd error replies ("INSTREAM size limit exceeded. ERROR") are
+//! limit, health checks (PING) that send scans to live endpoints first,
+//! and INSTREAM fed while DATA arrives (streamed scans). clamd closes the
+//! connection after each INSTREAM, so the "pool" is a bound on concurrent
+//! connections, not a set of idle ones. clamd error replies ("INSTREAM size limit exceeded. ERROR") are
 //! errors, never "clean".
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use bytes::Bytes;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 
-use super::{ScanError, ScanFuture, ScanOutcome, Scanner};
+use super::{PushFuture, ScanError, ScanFuture, ScanOutcome, ScanStream, Scanner};
 
 /// One clamd address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +61,10 @@ pub struct ClamdConfig {
     /// Larger messages are not sent (clamd would refuse them): an error.
     pub max_size: usize,
     pub max_concurrent: usize,
+    /// How often each endpoint is pinged; a failing one is tried last.
+    pub health_interval: Duration,
+    /// Stream the message to clamd while DATA arrives.
+    pub stream: bool,
 }
 
 /// Parses a clamd INSTREAM reply.
@@ -70,20 +81,73 @@ pub fn parse_reply(reply: &[u8]) -> Result<ScanOutcome, ScanError> {
     }
 }
 
+/// Chunks buffered per streamed scan before the session waits.
+const STREAM_QUEUE: usize = 8;
+
 pub struct Clamd {
     cfg: ClamdConfig,
-    /// Bounds concurrent scans (one clamd connection each).
+    /// Bounds concurrent end-of-DATA scans (one clamd connection each).
     slots: Semaphore,
+    /// Bounds streamed scans (connections open while DATA arrives).
+    streams: Arc<Semaphore>,
     next: AtomicUsize,
+    healthy: Vec<AtomicBool>,
 }
 
 impl Clamd {
     pub fn new(cfg: ClamdConfig) -> Self {
         let slots = Semaphore::new(cfg.max_concurrent);
+        let streams = Arc::new(Semaphore::new(cfg.max_concurrent * 2));
+        let healthy = cfg.endpoints.iter().map(|_| AtomicBool::new(true)).collect();
         Self {
             cfg,
             slots,
+            streams,
             next: AtomicUsize::new(0),
+            healthy,
+        }
+    }
+
+    /// Endpoint indices in the order to try them: rotating start (load
+    /// spread), healthy ones first (failover), the rest after.
+    fn order(&self) -> Vec<usize> {
+        let n = self.cfg.endpoints.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut idx: Vec<usize> = (0..n).map(|i| (start + i) % n).collect();
+        idx.sort_by_key(|&i| !self.healthy[i].load(Ordering::Relaxed));
+        idx
+    }
+
+    fn mark(&self, i: usize, up: bool) {
+        if self.healthy[i].swap(up, Ordering::Relaxed) != up {
+            let ep = &self.cfg.endpoints[i];
+            if up {
+                tracing::info!(endpoint = %ep, "clamd endpoint is up");
+            } else {
+                tracing::warn!(endpoint = %ep, "clamd endpoint is down");
+            }
+        }
+    }
+
+    /// Whether endpoint `i` answered its last health check or scan.
+    pub fn is_healthy(&self, i: usize) -> bool {
+        self.healthy.get(i).is_some_and(|h| h.load(Ordering::Relaxed))
+    }
+
+    /// Pings every endpoint every `health_interval` until `stop`.
+    pub async fn health_loop(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.cfg.health_interval);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            for (i, ep) in self.cfg.endpoints.iter().enumerate() {
+                let ok = tokio::time::timeout(self.cfg.health_interval.min(Duration::from_secs(5)), ping(ep))
+                    .await
+                    .is_ok_and(|r| r);
+                self.mark(i, ok);
+            }
         }
     }
 
@@ -110,6 +174,95 @@ impl Clamd {
     }
 }
 
+async fn ping(ep: &Endpoint) -> bool {
+    let reply = match ep {
+        Endpoint::Tcp(a) => {
+            clamav_client::tokio::ping(clamav_client::tokio::Tcp {
+                host_address: a.as_str(),
+            })
+            .await
+        }
+        Endpoint::Unix(p) => clamav_client::tokio::ping(clamav_client::tokio::Socket { socket_path: p }).await,
+    };
+    reply.is_ok_and(|r| r == clamav_client::PONG)
+}
+
+/// INSTREAM fed from a channel by the session as DATA arrives.
+async fn stream_at(ep: Endpoint, rx: mpsc::Receiver<std::io::Result<Bytes>>) -> Result<ScanOutcome, ScanError> {
+    let input = ReceiverStream::new(rx);
+    let res = match &ep {
+        Endpoint::Tcp(a) => {
+            clamav_client::tokio::scan_stream(
+                input,
+                clamav_client::tokio::Tcp {
+                    host_address: a.as_str(),
+                },
+                None,
+            )
+            .await
+        }
+        Endpoint::Unix(p) => {
+            clamav_client::tokio::scan_stream(input, clamav_client::tokio::Socket { socket_path: p }, None).await
+        }
+    };
+    match res {
+        Ok(reply) => parse_reply(&reply),
+        Err(e) => Err(ScanError::Unavailable(format!("{ep}: {e}"))),
+    }
+}
+
+struct ClamdStream {
+    tx: Option<mpsc::Sender<std::io::Result<Bytes>>>,
+    task: tokio::task::JoinHandle<Result<ScanOutcome, ScanError>>,
+    sent: usize,
+    max_size: usize,
+    timeout: Duration,
+}
+
+impl Drop for ClamdStream {
+    fn drop(&mut self) {
+        // Abandoned before the end of DATA: do not scan half a message.
+        if self.tx.is_some() {
+            self.task.abort();
+        }
+    }
+}
+
+impl ScanStream for ClamdStream {
+    fn push<'a>(&'a mut self, chunk: &'a [u8]) -> PushFuture<'a> {
+        Box::pin(async move {
+            self.sent += chunk.len();
+            if self.sent > self.max_size {
+                // Too big for clamd: give up streaming; finish() reports it.
+                self.tx = None;
+            }
+            if let Some(tx) = &self.tx
+                && tx.send(Ok(Bytes::copy_from_slice(chunk))).await.is_err()
+            {
+                self.tx = None;
+            }
+        })
+    }
+
+    fn finish(mut self: Box<Self>) -> ScanFuture<'static> {
+        Box::pin(async move {
+            let complete = self.tx.take().is_some();
+            if !complete {
+                self.task.abort();
+                return Err(ScanError::Failed("stream not complete".into()));
+            }
+            match tokio::time::timeout(self.timeout, &mut self.task).await {
+                Err(_) => {
+                    self.task.abort();
+                    Err(ScanError::Timeout)
+                }
+                Ok(Err(e)) => Err(ScanError::Failed(e.to_string())),
+                Ok(Ok(r)) => r,
+            }
+        })
+    }
+}
+
 impl Scanner for Clamd {
     fn name(&self) -> &'static str {
         "clamd"
@@ -128,25 +281,53 @@ impl Scanner for Clamd {
                 .acquire()
                 .await
                 .map_err(|_| ScanError::Unavailable("closed".into()))?;
-            let n = self.cfg.endpoints.len();
-            let start = self.next.fetch_add(1, Ordering::Relaxed);
             let deadline = tokio::time::Instant::now() + self.cfg.timeout;
             let mut last = ScanError::Unavailable("no clamd endpoint".into());
             // Failover: an endpoint that cannot be reached or answers with
             // an error is skipped; a verdict (clean or infected) is final.
-            for i in 0..n {
-                let ep = &self.cfg.endpoints[(start + i) % n];
+            for i in self.order() {
+                let ep = &self.cfg.endpoints[i];
                 match tokio::time::timeout_at(deadline, self.scan_at(ep, message)).await {
                     Err(_) => return Err(ScanError::Timeout),
-                    Ok(Ok(outcome)) => return Ok(outcome),
+                    Ok(Ok(outcome)) => {
+                        self.mark(i, true);
+                        return Ok(outcome);
+                    }
                     Ok(Err(e)) => {
                         tracing::warn!(endpoint = %ep, error = %e, "clamd scan failed; trying the next endpoint");
+                        if matches!(e, ScanError::Unavailable(_)) {
+                            self.mark(i, false);
+                        }
                         last = e;
                     }
                 }
             }
             Err(last)
         })
+    }
+
+    fn stream(&self) -> Option<Box<dyn ScanStream>> {
+        if !self.cfg.stream {
+            return None;
+        }
+        let permit = self.streams.clone().try_acquire_owned().ok()?;
+        let i = *self.order().first()?;
+        if !self.is_healthy(i) {
+            return None;
+        }
+        let ep = self.cfg.endpoints[i].clone();
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let task = tokio::spawn(async move {
+            let _permit = permit;
+            stream_at(ep, rx).await
+        });
+        Some(Box::new(ClamdStream {
+            tx: Some(tx),
+            task,
+            sent: 0,
+            max_size: self.cfg.max_size,
+            timeout: self.cfg.timeout,
+        }))
     }
 }
 

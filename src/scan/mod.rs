@@ -1,11 +1,31 @@
-//! Content scanning. The [`Scanner`] seam and its clamd implementation.
-//! A scan runs at the end of DATA, before the message is spooled, so a
-//! virus gets `554 5.7.1` in the session (no bounce, no backscatter).
+//! Content scanning: our own MIME decoding ([`mime`], [`decode`]), banned
+//! attachments ([`banned`], [`sniff`]), the [`Scanner`] seam with its clamd
+//! implementation ([`clamd`]), admission control ([`admission`]) and the
+//! scan of held mail from the spool ([`deferred`]).
+//!
+//! Flow of one message ([`ContentFilter`]): while DATA arrives the raw bytes
+//! stream to clamd (INSTREAM) where a connection is free; at the end the
+//! message is decoded every plausible way, banned names and types are
+//! checked, and the decoded parts go to clamd in one tar bundle. A virus or
+//! banned part gets `554 5.7.1` in the session; a scan that could not be
+//! done is never a pass.
 
+pub mod admission;
+pub mod banned;
 pub mod clamd;
+pub mod decode;
+pub mod deferred;
+pub mod mime;
+pub mod sniff;
+pub mod tar;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 /// What a scanner found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,36 +46,249 @@ pub enum ScanError {
 }
 
 pub type ScanFuture<'a> = Pin<Box<dyn Future<Output = Result<ScanOutcome, ScanError>> + Send + 'a>>;
+pub type PushFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// The scanning seam. A scanner never returns "clean" when it could not
 /// scan: errors are errors, and the failure policy decides.
 pub trait Scanner: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn scan<'a>(&'a self, message: &'a [u8]) -> ScanFuture<'a>;
+    /// Starts a scan fed chunk by chunk while the message arrives, when
+    /// the scanner can and has a free connection.
+    fn stream(&self) -> Option<Box<dyn ScanStream>> {
+        None
+    }
 }
 
-/// `sluice scan FILE...`: scans each file with clamd and prints
-/// `FILE: OK`, `FILE: FOUND name` or `FILE: ERROR reason`. Returns the exit
-/// code: 0 all clean, 1 something found, 75 (EX_TEMPFAIL) a scan failed.
-pub async fn scan_files(cfg: clamd::ClamdConfig, files: &[std::path::PathBuf]) -> u8 {
-    let scanner = clamd::Clamd::new(cfg);
+/// A scan in progress, fed as the message arrives. Pushing waits when the
+/// scanner is slower than the client (bounded buffer: backpressure).
+pub trait ScanStream: Send {
+    fn push<'a>(&'a mut self, chunk: &'a [u8]) -> PushFuture<'a>;
+    /// No more data: the verdict on everything pushed.
+    fn finish(self: Box<Self>) -> ScanFuture<'static>;
+}
+
+/// What the content checks decided about a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Clean,
+    Virus(String),
+    Banned(String),
+    Malformed(String),
+}
+
+/// What to do with MIME that can be read more than one way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ambiguous {
+    /// Decode and scan every plausible reading (default).
+    ScanAll,
+    /// Refuse the message as malformed.
+    Reject,
+}
+
+/// What to do when the scanner cannot give a verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// `451 4.7.1`: the client retries later (default).
+    Tempfail,
+    /// Accept, hold in the spool, deliver only after a clean scan.
+    Hold,
+}
+
+/// `[scan]`: the content checks' policy.
+#[derive(Debug, Clone)]
+pub struct ScanConfig {
+    pub limits: mime::Limits,
+    pub ambiguous: Ambiguous,
+    /// Parts whose Content-Transfer-Encoding is unknown: refused by
+    /// default (nobody knows how the recipient's client reads them), or
+    /// decoded every way that fits.
+    pub unknown_encoding: Ambiguous,
+    pub banned: banned::Banned,
+    pub on_failure: OnFailure,
+    /// Expected scan latency above which a message is accepted first and
+    /// scanned from the spool. Zero: always in session.
+    pub latency_budget: Duration,
+    /// How often held messages are scanned again when the scanner fails.
+    pub retry: Duration,
+    /// Where refused-after-acceptance messages go.
+    pub quarantine_dir: PathBuf,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        ScanConfig {
+            limits: mime::Limits::default(),
+            ambiguous: Ambiguous::ScanAll,
+            unknown_encoding: Ambiguous::Reject,
+            banned: banned::Banned::default(),
+            on_failure: OnFailure::Tempfail,
+            latency_budget: Duration::from_secs(20),
+            retry: Duration::from_secs(60),
+            quarantine_dir: PathBuf::from("./var/spool/quarantine"),
+        }
+    }
+}
+
+/// Messages larger than this are decoded on the blocking pool.
+const INLINE_DECODE: usize = 256 * 1024;
+
+/// The content pipeline shared by the server, the deferred scanner and
+/// `sluice scan`.
+pub struct ContentFilter {
+    pub cfg: ScanConfig,
+    scanner: Option<Arc<dyn Scanner>>,
+    pub admission: admission::Admission,
+    /// Bounds CPU-heavy decoding of large messages running at once.
+    decode_slots: Semaphore,
+}
+
+impl ContentFilter {
+    pub fn new(cfg: ScanConfig, scanner: Option<Arc<dyn Scanner>>, scan_capacity: usize) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        ContentFilter {
+            admission: admission::Admission::new(cfg.latency_budget, scan_capacity),
+            cfg,
+            scanner,
+            decode_slots: Semaphore::new(cores),
+        }
+    }
+
+    pub fn has_scanner(&self) -> bool {
+        self.scanner.is_some()
+    }
+
+    /// A streaming scan for a message about to arrive, if possible.
+    pub fn start_stream(&self) -> Option<Box<dyn ScanStream>> {
+        self.scanner.as_ref()?.stream()
+    }
+
+    /// Decodes the message and applies the local checks (banned parts,
+    /// malformed MIME). Returns a refusal, or the bundle of decoded parts
+    /// that still needs a virus scan.
+    pub async fn inspect(&self, msg: &[u8]) -> Result<Inspected, ScanError> {
+        let limits = self.cfg.limits.clone();
+        let analysis = if msg.len() <= INLINE_DECODE {
+            mime::analyse(msg, &limits)
+        } else {
+            let _slot = self.decode_slots.acquire().await.map_err(|_| ScanError::Timeout)?;
+            let owned = msg.to_vec();
+            tokio::task::spawn_blocking(move || mime::analyse(&owned, &limits))
+                .await
+                .map_err(|e| ScanError::Failed(format!("decoder: {e}")))?
+        };
+        if let Some(what) = self.cfg.banned.check(&analysis) {
+            return Ok(Inspected::Refused(Verdict::Banned(what)));
+        }
+        if let Some(what) = &analysis.over_limit {
+            return Ok(Inspected::Refused(Verdict::Malformed(format!(
+                "too complex to scan: {what}"
+            ))));
+        }
+        if self.cfg.unknown_encoding == Ambiguous::Reject
+            && let Some(cte) = analysis.unknown_encodings.first()
+        {
+            return Ok(Inspected::Refused(Verdict::Malformed(format!(
+                "malformed MIME: unknown Content-Transfer-Encoding {cte:?}"
+            ))));
+        }
+        if self.cfg.ambiguous == Ambiguous::Reject
+            && let Some(what) = analysis.ambiguities.first()
+        {
+            return Ok(Inspected::Refused(Verdict::Malformed(format!(
+                "ambiguous MIME: {what}"
+            ))));
+        }
+        if analysis.leaves.is_empty() || self.scanner.is_none() {
+            return Ok(Inspected::Bundle(None));
+        }
+        let mut tar = tar::TarBuilder::new();
+        for (i, leaf) in analysis.leaves.iter().enumerate() {
+            tar.add(&format!("part{i}.{}", leaf.how), &leaf.data)
+                .map_err(|e| ScanError::Failed(e.to_string()))?;
+        }
+        Ok(Inspected::Bundle(Some(tar.finish())))
+    }
+
+    /// The virus scan of the raw message (streamed already, or sent now)
+    /// and of the decoded parts, both at once.
+    pub async fn virus_scan(
+        &self,
+        msg: &[u8],
+        bundle: Option<Vec<u8>>,
+        stream: Option<Box<dyn ScanStream>>,
+    ) -> Result<Verdict, ScanError> {
+        let Some(scanner) = &self.scanner else {
+            return Ok(Verdict::Clean);
+        };
+        let _guard = self.admission.begin();
+        let raw = async {
+            if let Some(s) = stream {
+                match s.finish().await {
+                    Ok(v) => return Ok(v),
+                    // A broken stream is retried whole, possibly elsewhere.
+                    Err(e) => tracing::debug!(error = %e, "streamed scan failed; scanning again"),
+                }
+            }
+            scanner.scan(msg).await
+        };
+        let parts = async {
+            match &bundle {
+                Some(b) => scanner.scan(b).await,
+                None => Ok(ScanOutcome::Clean),
+            }
+        };
+        let (raw, parts) = tokio::join!(raw, parts);
+        for r in [&raw, &parts] {
+            if let Ok(ScanOutcome::Infected(name)) = r {
+                return Ok(Verdict::Virus(name.clone()));
+            }
+        }
+        raw?;
+        parts?;
+        Ok(Verdict::Clean)
+    }
+
+    /// The whole pipeline on a message already received.
+    pub async fn check(&self, msg: &[u8]) -> Result<Verdict, ScanError> {
+        match self.inspect(msg).await? {
+            Inspected::Refused(v) => Ok(v),
+            Inspected::Bundle(b) => self.virus_scan(msg, b, None).await,
+        }
+    }
+}
+
+/// Result of the local checks.
+pub enum Inspected {
+    Refused(Verdict),
+    /// Decoded parts to scan (a tar archive), if any.
+    Bundle(Option<Vec<u8>>),
+}
+
+/// `sluice scan FILE...`: runs the content pipeline on each file and
+/// prints `FILE: OK`, `FILE: FOUND name`, `FILE: BANNED what`,
+/// `FILE: MALFORMED what` or `FILE: ERROR reason`. Returns the exit code:
+/// 0 all clean, 1 something found, 75 (EX_TEMPFAIL) a scan failed.
+pub async fn scan_files(filter: &ContentFilter, files: &[std::path::PathBuf]) -> u8 {
     let (mut found, mut failed) = (false, false);
     for f in files {
         let verdict = match tokio::fs::read(f).await {
             Err(e) => Err(ScanError::Failed(e.to_string())),
-            Ok(bytes) => scanner.scan(&bytes).await,
+            Ok(bytes) => filter.check(&bytes).await,
         };
-        match verdict {
-            Ok(ScanOutcome::Clean) => println!("{}: OK", f.display()),
-            Ok(ScanOutcome::Infected(name)) => {
-                found = true;
-                println!("{}: FOUND {name}", f.display());
-            }
+        let line = match verdict {
+            Ok(Verdict::Clean) => "OK".to_string(),
+            Ok(Verdict::Virus(name)) => format!("FOUND {name}"),
+            Ok(Verdict::Banned(what)) => format!("BANNED {what}"),
+            Ok(Verdict::Malformed(what)) => format!("MALFORMED {what}"),
             Err(e) => {
                 failed = true;
                 println!("{}: ERROR {e}", f.display());
+                continue;
             }
-        }
+        };
+        found |= line != "OK";
+        println!("{}: {line}", f.display());
     }
     if failed { 75 } else { u8::from(found) }
 }

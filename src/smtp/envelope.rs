@@ -36,6 +36,11 @@ pub struct Envelope {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envid: Option<String>,
     pub rcpts: Vec<Recipient>,
+    /// Accepted before its virus scan (admission control, or a scanner
+    /// failure with `scan.on_failure = "hold"`): it is scanned from the
+    /// spool and delivered only when clean.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub scan_pending: bool,
 }
 
 impl Envelope {

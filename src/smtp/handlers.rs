@@ -6,10 +6,11 @@ use std::fmt::Write as _;
 use super::date::{now_secs, rfc5322_date};
 use super::envelope::{Envelope, Recipient};
 use super::proto::{BdatReceiver, BodyProblem, DataReceiver, MailParams, Mailbox, RcptParams, Reply, scan_headers};
-use super::session::{Mode, Session, Step, Transaction};
+use super::session::{Mode, STREAM_BATCH, Session, Step, Transaction};
 use crate::events::Event;
 use crate::policy::{Decision, Stage};
-use crate::scan::ScanOutcome;
+use crate::scan::admission::Mode as ScanMode;
+use crate::scan::{Inspected, OnFailure, Verdict};
 
 impl Session {
     // === EHLO / HELO ===
@@ -69,6 +70,8 @@ impl Session {
             body: Vec::new(),
             trace_len: 0,
             bdat: None,
+            stream: None,
+            streamed: 0,
         });
         Reply::SENDER_OK
     }
@@ -167,13 +170,42 @@ impl Session {
         }
     }
 
-    /// Starts the spooled body with our Received header.
+    /// Starts the spooled body with our Received header, and a streamed
+    /// virus scan when the scanner is keeping up.
     fn start_body(&mut self) {
         let header = self.received_header();
+        let stream = self
+            .shared
+            .content
+            .as_ref()
+            .filter(|c| c.has_scanner() && !c.admission.over_budget())
+            .and_then(|c| c.start_stream());
         if let Some(tx) = self.tx.as_mut() {
             tx.body = Vec::with_capacity(header.len() + 8192);
             tx.body.extend_from_slice(header.as_bytes());
             tx.trace_len = header.len();
+            tx.stream = stream;
+            tx.streamed = 0;
+        }
+    }
+
+    /// Feeds the body received so far to the streamed scan, in batches
+    /// (all of it when `all`). Waits when the scanner is behind.
+    pub(super) async fn feed_stream(&mut self, all: bool) {
+        let Some(tx) = self.tx.as_mut() else { return };
+        let Transaction {
+            stream: Some(stream),
+            body,
+            streamed,
+            ..
+        } = tx
+        else {
+            return;
+        };
+        let pending = body.len().saturating_sub(*streamed);
+        if pending > 0 && (all || pending >= STREAM_BATCH) {
+            stream.push(&body[*streamed..]).await;
+            *streamed = body.len();
         }
     }
 
@@ -234,30 +266,55 @@ impl Session {
             return self.reject_message(Reply::TOO_MANY_HOPS, "too many Received headers (mail loop)");
         }
 
-        // Step 3: virus scan; a virus is refused here, in the session (no
-        // bounce), and a scan that could not be done is never a pass.
-        if let Some(scanner) = &self.shared.scanner {
-            let (session, ip) = (self.id, self.peer.ip());
-            match scanner.scan(&tx.body).await {
-                Ok(ScanOutcome::Clean) => {}
-                Ok(ScanOutcome::Infected(name)) => {
-                    let reply = Reply::owned(554, "5.7.1", format!("Message rejected: virus found: {name}"));
-                    self.shared.events.emit(Event::VirusFound {
-                        session,
-                        ip,
-                        id: tx.id.clone(),
-                        name,
-                    });
-                    return reply;
+        // Step 3: content checks. A virus or banned part is refused here, in
+        // the session (no bounce); a scan that could not be done is never a
+        // pass: 451, or held unscanned in the spool when so configured.
+        let mut tx = tx;
+        let mut scan_mode = ScanMode::None;
+        if let Some(content) = self.shared.content.clone() {
+            let stream = tx.stream.take();
+            let verdict = match content.inspect(&tx.body).await {
+                Err(e) => Err(e),
+                Ok(Inspected::Refused(v)) => Ok(v),
+                Ok(Inspected::Bundle(_)) if !content.has_scanner() => Ok(Verdict::Clean),
+                Ok(Inspected::Bundle(bundle)) => {
+                    scan_mode = content.admission.choose();
+                    if scan_mode == ScanMode::Deferred {
+                        Ok(Verdict::Clean)
+                    } else {
+                        let stream = match stream {
+                            Some(mut s) => {
+                                let rest = &tx.body[tx.streamed..];
+                                if !rest.is_empty() {
+                                    s.push(rest).await;
+                                }
+                                Some(s)
+                            }
+                            None => None,
+                        };
+                        content.virus_scan(&tx.body, bundle, stream).await
+                    }
                 }
+            };
+            match verdict {
+                Ok(Verdict::Clean) => {}
+                Ok(v) => return self.refuse_content(&tx.id, v),
                 Err(e) => {
+                    let hold = content.cfg.on_failure == OnFailure::Hold;
                     self.shared.events.emit(Event::ScanFailed {
-                        session,
-                        ip,
+                        session: self.id,
+                        ip: self.peer.ip(),
                         id: tx.id.clone(),
-                        error: e.to_string(),
+                        error: if hold {
+                            format!("{e} (accepted and held)")
+                        } else {
+                            e.to_string()
+                        },
                     });
-                    return Reply::new(451, "4.7.1", "Message could not be scanned, try again later");
+                    if !hold {
+                        return Reply::new(451, "4.7.1", "Message could not be scanned, try again later");
+                    }
+                    scan_mode = ScanMode::Deferred;
                 }
             }
         }
@@ -274,6 +331,7 @@ impl Session {
             ret: tx.params.ret,
             envid: tx.params.envid,
             rcpts: tx.rcpts,
+            scan_pending: scan_mode == ScanMode::Deferred,
         };
         let rcpts = envelope.rcpts.len();
         let size = tx.body.len() - tx.trace_len;
@@ -288,8 +346,11 @@ impl Session {
             }
         };
 
-        // Step 5: hand to delivery and tell the client.
-        self.shared.queue.enqueue(stored);
+        // Step 5: hand to delivery (or to the deferred scan) and tell the client.
+        match (&self.shared.deferred, scan_mode) {
+            (Some(d), ScanMode::Deferred) => d.enqueue(stored),
+            _ => self.shared.queue.enqueue(stored),
+        }
         self.messages += 1;
         self.shared.events.emit(Event::MessageAccepted {
             session: self.id,
@@ -297,8 +358,47 @@ impl Session {
             id: tx.id.clone(),
             size,
             rcpts,
+            scan: scan_mode.as_str(),
         });
         Reply::owned(250, "2.0.0", format!("Ok: queued as {}", tx.id))
+    }
+
+    /// The reply and event for a message the content checks refused.
+    fn refuse_content(&self, id: &str, v: Verdict) -> Reply {
+        let (session, ip, id) = (self.id, self.peer.ip(), id.to_string());
+        let (reply, kind, what) = match v {
+            Verdict::Virus(name) => {
+                let reply = Reply::owned(554, "5.7.1", format!("Message rejected: virus found: {name}"));
+                self.shared.events.emit(Event::VirusFound {
+                    session,
+                    ip,
+                    id,
+                    name,
+                    mode: "in-session",
+                });
+                return reply;
+            }
+            Verdict::Banned(what) => (
+                Reply::owned(554, "5.7.1", format!("Message rejected: {what}")),
+                "banned",
+                what,
+            ),
+            Verdict::Malformed(what) => (
+                Reply::owned(554, "5.6.0", format!("Message rejected: {what}")),
+                "malformed",
+                what,
+            ),
+            Verdict::Clean => return Reply::MAIL_FIRST,
+        };
+        self.shared.events.emit(Event::ContentRejected {
+            session,
+            ip,
+            id,
+            kind,
+            what,
+            mode: "in-session",
+        });
+        reply
     }
 
     fn reject_message(&self, reply: Reply, reason: &str) -> Reply {

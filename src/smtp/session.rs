@@ -40,8 +40,11 @@ pub struct Shared {
     pub message_seq: AtomicU64,
     /// Per-client connection and rate limits (also used by the listener).
     pub limits: Arc<crate::policy::limits::Limits>,
-    /// Virus scanner run at the end of DATA, if configured.
-    pub scanner: Option<Arc<dyn crate::scan::Scanner>>,
+    /// Content checks (MIME decoding, banned attachments, virus scan) at
+    /// the end of DATA, if any are configured.
+    pub content: Option<Arc<crate::scan::ContentFilter>>,
+    /// Where messages accepted before their scan go (admission control).
+    pub deferred: Option<crate::scan::deferred::DeferredHandle>,
 }
 
 impl Shared {
@@ -75,7 +78,14 @@ pub(super) struct Transaction {
     pub trace_len: usize,
     /// BDAT state, once the first BDAT arrived.
     pub bdat: Option<BdatReceiver>,
+    /// Virus scan fed while the body arrives, if one could be started.
+    pub stream: Option<Box<dyn crate::scan::ScanStream>>,
+    /// Octets of `body` already fed to `stream`.
+    pub streamed: usize,
 }
+
+/// Body octets collected before they are fed to a streamed scan.
+pub(super) const STREAM_BATCH: usize = 32 * 1024;
 
 /// What the receiver is doing with incoming bytes.
 pub(super) enum Mode {
@@ -308,6 +318,7 @@ impl Session {
                 };
                 let (status, used) = rx.ingest(conn.input(), &mut tx.body);
                 conn.consume(used);
+                self.feed_stream(false).await;
                 match status {
                     DataStatus::NeedsMoreData => Step::NeedMore,
                     DataStatus::Done => {
@@ -337,6 +348,7 @@ impl Session {
                     };
                     let (complete, used) = rx.0.ingest(conn.input(), rx.1);
                     conn.consume(used);
+                    self.feed_stream(false).await;
                     complete
                 };
                 if !complete {

@@ -561,6 +561,7 @@ mod tests {
             smtputf8: false,
             ret: None,
             envid: None,
+            scan_pending: false,
             rcpts: (0..rcpts)
                 .map(|i| Recipient {
                     addr: parse_mailbox(&format!("u{i}@example.com")).unwrap(),

@@ -45,7 +45,8 @@ impl Harness {
             session_seq: AtomicU64::new(1),
             message_seq: AtomicU64::new(0),
             limits: Arc::new(crate::policy::limits::Limits::new(&config_limits())),
-            scanner: None,
+            content: None,
+            deferred: None,
         });
         let (client, server) = tokio::io::duplex(64 * 1024);
         let peer: SocketAddr = "192.0.2.7:40000".parse().unwrap();

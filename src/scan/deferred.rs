@@ -1,0 +1,201 @@
+//! The scan of messages accepted before their virus scan (admission control
+//! or `scan.on_failure = "hold"`). They wait in the spool; a clean verdict
+//! hands them to delivery, a virus or banned part sends them to the
+//! quarantine (never to the next hop), and a failed scan is retried later:
+//! an unscanned message is never delivered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::{ContentFilter, Verdict};
+use crate::delivery::queue::QueueHandle;
+use crate::events::{Event, EventBus};
+use crate::quarantine::Quarantine;
+use crate::spool::{Spool, Stored};
+
+/// Hands accepted, unscanned messages to the deferred scanner.
+#[derive(Clone)]
+pub struct DeferredHandle {
+    tx: mpsc::UnboundedSender<Stored>,
+}
+
+impl DeferredHandle {
+    pub fn enqueue(&self, s: Stored) {
+        // Closed only at shutdown; the message stays in the spool.
+        let _ = self.tx.send(s);
+    }
+}
+
+pub struct DeferredScanner {
+    rx: mpsc::UnboundedReceiver<Stored>,
+    handle: DeferredHandle,
+    filter: Arc<ContentFilter>,
+    spool: Arc<dyn Spool>,
+    queue: QueueHandle,
+    quarantine: Arc<Quarantine>,
+    events: EventBus,
+    retry: Duration,
+    slots: Arc<Semaphore>,
+}
+
+impl DeferredScanner {
+    pub fn new(
+        filter: Arc<ContentFilter>,
+        spool: Arc<dyn Spool>,
+        queue: QueueHandle,
+        quarantine: Arc<Quarantine>,
+        events: EventBus,
+        concurrency: usize,
+    ) -> (DeferredScanner, DeferredHandle) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = DeferredHandle { tx };
+        let retry = filter.cfg.retry;
+        (
+            DeferredScanner {
+                rx,
+                handle: handle.clone(),
+                filter,
+                spool,
+                queue,
+                quarantine,
+                events,
+                retry,
+                slots: Arc::new(Semaphore::new(concurrency.max(1))),
+            },
+            handle,
+        )
+    }
+
+    pub async fn run(mut self, stop: CancellationToken) {
+        let this = Arc::new(Worker {
+            filter: self.filter,
+            spool: self.spool,
+            queue: self.queue,
+            quarantine: self.quarantine,
+            events: self.events,
+            retry: self.retry,
+            handle: self.handle,
+            stop: stop.clone(),
+        });
+        loop {
+            let stored = tokio::select! {
+                s = self.rx.recv() => match s { Some(s) => s, None => return },
+                _ = stop.cancelled() => return,
+            };
+            let Ok(permit) = self.slots.clone().acquire_owned().await else {
+                return;
+            };
+            let w = this.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                w.process(stored).await;
+            });
+        }
+    }
+}
+
+struct Worker {
+    filter: Arc<ContentFilter>,
+    spool: Arc<dyn Spool>,
+    queue: QueueHandle,
+    quarantine: Arc<Quarantine>,
+    events: EventBus,
+    retry: Duration,
+    handle: DeferredHandle,
+    stop: CancellationToken,
+}
+
+impl Worker {
+    async fn process(&self, stored: Stored) {
+        let id = stored.envelope.id.clone();
+        let ip = stored.envelope.client_ip;
+        let body = match &stored.body {
+            Some(b) => b.clone(),
+            None => {
+                let (spool, sref) = (self.spool.clone(), stored.sref);
+                match tokio::task::spawn_blocking(move || spool.read_body(sref)).await {
+                    Ok(Ok(b)) => Arc::new(b),
+                    Ok(Err(e)) => {
+                        tracing::error!(id = %id, error = %e, "held message unreadable; it stays in the spool");
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            }
+        };
+        let verdict = self.filter.check(&body).await;
+        let reason = match verdict {
+            Ok(Verdict::Clean) => {
+                tracing::debug!(id = %id, "deferred scan: clean");
+                self.queue.enqueue(stored);
+                return;
+            }
+            Err(e) => {
+                self.events.emit(Event::ScanFailed {
+                    session: 0,
+                    ip,
+                    id: id.clone(),
+                    error: format!("{e} (message held; retry in {:?})", self.retry),
+                });
+                self.later(stored);
+                return;
+            }
+            Ok(Verdict::Virus(name)) => {
+                self.events.emit(Event::VirusFound {
+                    session: 0,
+                    ip,
+                    id: id.clone(),
+                    name: name.clone(),
+                    mode: "deferred",
+                });
+                format!("virus found: {name}")
+            }
+            Ok(Verdict::Banned(what)) => {
+                self.content_event(ip, &id, "banned", &what);
+                what
+            }
+            Ok(Verdict::Malformed(what)) => {
+                self.content_event(ip, &id, "malformed", &what);
+                what
+            }
+        };
+        let (q, env, r) = (self.quarantine.clone(), stored.envelope.clone(), reason.clone());
+        match tokio::task::spawn_blocking(move || q.put(&env, &r, &body)).await {
+            Ok(Ok(())) => {
+                self.spool.mark_done(stored.sref);
+                self.events.emit(Event::Quarantined { ip, id, reason });
+            }
+            Ok(Err(e)) => {
+                tracing::error!(id = %id, error = %e, "cannot quarantine; the message stays held");
+                self.later(stored);
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn content_event(&self, ip: std::net::IpAddr, id: &str, kind: &'static str, what: &str) {
+        self.events.emit(Event::ContentRejected {
+            session: 0,
+            ip,
+            id: id.to_string(),
+            kind,
+            what: what.to_string(),
+            mode: "deferred",
+        });
+    }
+
+    /// Tries again after `scan.retry`, unless shutting down (then the
+    /// message waits in the spool for the next start).
+    fn later(&self, stored: Stored) {
+        let (handle, retry, stop) = (self.handle.clone(), self.retry, self.stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(retry) => handle.enqueue(stored),
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+}

@@ -1,0 +1,664 @@
+//! Our own MIME decoding for the virus and banned-attachment stages.
+//!
+//! A mail client and a virus scanner that read broken MIME differently are
+//! how malware gets past filters ("MIME is broken"). So we do not trust one
+//! reading of the structure. A message is decoded two ways, and everything
+//! either way yields is scanned:
+//!
+//! * **Structural**: mail-parser's reading (boundaries as declared, nested
+//!   messages, RFC 2231 / RFC 2047 names). Its decoded binary parts are one
+//!   reading.
+//! * **Carving**: the raw message is cut at *every* line that starts with
+//!   `--` (every boundary any reader could pick starts so), whatever the
+//!   Content-Type says. Each piece's own header lines, if any, are read
+//!   leniently (every Content-Transfer-Encoding, every name parameter, every
+//!   continuation order), and its body is decoded by every decoder that fits
+//!   it: the declared one and the ones its content looks like (base64,
+//!   quoted-printable, uuencode, BinHex), each with all its plausible
+//!   readings ([`super::decode`]). A decoded piece that is itself a message
+//!   is carved again, to a depth limit.
+//!
+//! Ambiguities (two boundaries, duplicate Content-Type or encoding headers,
+//! non-canonical base64, unknown encodings) are listed, so the policy can
+//! reject instead of scanning every reading. Limits on depth, part count and
+//! decoded bytes bound time and memory; going over one is reported, never
+//! silently skipped.
+
+use std::collections::HashSet;
+use std::hash::BuildHasher;
+
+use mail_parser::{MessageParser, MimeHeaders, PartType};
+
+use super::decode;
+
+/// Bounds on the work one message may cause.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Nesting of decoded messages inside messages.
+    pub max_depth: usize,
+    /// Decoded pieces kept for scanning.
+    pub max_parts: usize,
+    /// Total decoded bytes kept for scanning.
+    pub max_decoded: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_depth: 8,
+            max_parts: 1000,
+            max_decoded: 64 << 20,
+        }
+    }
+}
+
+/// One decoded piece to scan.
+#[derive(Debug, Clone)]
+pub struct Leaf {
+    pub data: Vec<u8>,
+    /// How it was obtained, e.g. "base64", "qp", "uu", "binhex", "raw", "parser".
+    pub how: &'static str,
+}
+
+/// Everything the decoder found in one message.
+#[derive(Debug, Default)]
+pub struct Analysis {
+    /// Distinct decoded pieces (never the raw message itself).
+    pub leaves: Vec<Leaf>,
+    /// Every plausible attachment name, from every reading of the headers.
+    pub names: Vec<String>,
+    /// What could be read more than one way, for the "reject" policy and
+    /// the log.
+    pub ambiguities: Vec<String>,
+    /// Transfer encodings no reader agrees on (not in RFC 2045, not a
+    /// uuencode variant): how the part is meant to be read is unknown.
+    pub unknown_encodings: Vec<String>,
+    /// Set when a limit cut the decoding short (not everything was seen).
+    pub over_limit: Option<String>,
+}
+
+struct Walker<'l> {
+    limits: &'l Limits,
+    seen: HashSet<u64>,
+    hasher: std::collections::hash_map::RandomState,
+    names: HashSet<String>,
+    decoded: usize,
+    out: Analysis,
+}
+
+/// Decodes `msg` every plausible way.
+pub fn analyse(msg: &[u8], limits: &Limits) -> Analysis {
+    let mut w = Walker {
+        limits,
+        seen: HashSet::new(),
+        hasher: Default::default(),
+        names: HashSet::new(),
+        decoded: 0,
+        out: Analysis::default(),
+    };
+    w.seen.insert(w.hasher.hash_one(msg));
+    w.message(msg, 0);
+    w.out
+}
+
+impl Walker<'_> {
+    fn message(&mut self, msg: &[u8], depth: usize) {
+        if depth > self.limits.max_depth {
+            self.over(format!("message nesting deeper than {}", self.limits.max_depth));
+            return;
+        }
+        self.structural(msg);
+        self.carve(msg, depth);
+    }
+
+    fn over(&mut self, what: String) {
+        if self.out.over_limit.is_none() {
+            self.out.over_limit = Some(what);
+        }
+    }
+
+    fn ambiguous(&mut self, what: String) {
+        if self.out.ambiguities.len() < 32 && !self.out.ambiguities.contains(&what) {
+            self.out.ambiguities.push(what);
+        }
+    }
+
+    fn name(&mut self, n: String) {
+        let n: String = n.chars().filter(|c| !c.is_control()).collect();
+        let n = n.trim().to_string();
+        if !n.is_empty() && self.names.len() < 256 && self.names.insert(n.clone()) {
+            self.out.names.push(n);
+        }
+    }
+
+    /// Keeps a decoded piece unless it was seen already; returns whether it
+    /// is new.
+    fn leaf(&mut self, data: Vec<u8>, how: &'static str) -> bool {
+        if data.is_empty() || !self.seen.insert(self.hasher.hash_one(&data)) {
+            return false;
+        }
+        if self.out.leaves.len() >= self.limits.max_parts {
+            self.over(format!("more than {} MIME parts", self.limits.max_parts));
+            return false;
+        }
+        if self.decoded + data.len() > self.limits.max_decoded {
+            self.over(format!("more than {} decoded octets", self.limits.max_decoded));
+            return false;
+        }
+        self.decoded += data.len();
+        self.out.leaves.push(Leaf { data, how });
+        true
+    }
+
+    fn room(&self) -> usize {
+        self.limits.max_decoded.saturating_sub(self.decoded)
+    }
+
+    /// mail-parser's reading: its decoded binary parts and its names.
+    fn structural(&mut self, msg: &[u8]) {
+        let Some(parsed) = MessageParser::new().with_mime_headers().parse(msg) else {
+            return;
+        };
+        let mut stack = vec![parsed];
+        let mut nested = 0;
+        while let Some(m) = stack.pop() {
+            for part in m.parts {
+                if let Some(n) = part.attachment_name() {
+                    self.name(n.to_string());
+                }
+                match part.body {
+                    PartType::Binary(b) | PartType::InlineBinary(b)
+                        if b.as_ref()
+                            != msg
+                                .get(part.offset_body as usize..part.offset_end as usize)
+                                .unwrap_or(&[]) =>
+                    {
+                        self.leaf(b.into_owned(), "parser");
+                    }
+                    PartType::Message(inner) if nested < self.limits.max_parts => {
+                        nested += 1;
+                        stack.push(inner);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Cuts at every `--` line and decodes each piece every way that fits.
+    fn carve(&mut self, msg: &[u8], depth: usize) {
+        let mut pieces: Vec<&[u8]> = Vec::new();
+        let mut start = 0;
+        let mut pos = 0;
+        while pos < msg.len() {
+            let end = memchr::memchr(b'\n', &msg[pos..]).map_or(msg.len(), |i| pos + i + 1);
+            if msg[pos..end].starts_with(b"--") {
+                pieces.push(&msg[start..pos]);
+                start = end;
+            }
+            pos = end;
+        }
+        pieces.push(&msg[start..]);
+        if pieces.len() > self.limits.max_parts {
+            self.over(format!("more than {} MIME parts", self.limits.max_parts));
+            pieces.truncate(self.limits.max_parts);
+        }
+        for (i, piece) in pieces.into_iter().enumerate() {
+            // The first piece is the message's own header and its body (or
+            // preamble); later pieces may start with part headers.
+            let (headers, body) = split_headers(piece, i == 0);
+            self.piece(&headers, body, depth);
+        }
+    }
+
+    fn piece(&mut self, headers: &[(String, String)], body: &[u8], depth: usize) {
+        let mut ctes: Vec<String> = Vec::new();
+        let mut ctypes: Vec<String> = Vec::new();
+        for (name, value) in headers {
+            match name.as_str() {
+                "content-transfer-encoding" => {
+                    ctes.push(strip_comments(value).trim().trim_matches('"').to_ascii_lowercase())
+                }
+                "content-type" => ctypes.push(value.to_ascii_lowercase()),
+                _ => {}
+            }
+        }
+        for n in filename_candidates(headers) {
+            self.name(n);
+        }
+        self.note_header_ambiguities(&ctes, &ctypes);
+
+        let trimmed = trim_ascii(body);
+        if trimmed.is_empty() {
+            return;
+        }
+        let declared = |s: &str| ctes.iter().any(|c| c.contains(s));
+        let mut new_leaves: Vec<usize> = Vec::new();
+        let first = self.out.leaves.len();
+        for c in &ctes {
+            let known = matches!(
+                c.as_str(),
+                "7bit" | "8bit" | "binary" | "base64" | "quoted-printable" | "x-uuencode" | "uuencode" | "x-uue"
+            );
+            if !known && self.out.unknown_encodings.len() < 8 && !self.out.unknown_encodings.contains(c) {
+                self.out.unknown_encodings.push(c.clone());
+            }
+        }
+
+        if declared("base64") || decode::looks_like_base64(trimmed) {
+            let readings = decode::base64_readings(trimmed, self.room().max(1));
+            if declared("base64") && readings.len() > 1 {
+                self.ambiguous("base64 body that decodes more than one way".into());
+            }
+            for r in readings {
+                self.decoded_leaf(r, "base64");
+            }
+        }
+        if declared("quoted") || decode::looks_like_qp(trimmed) {
+            let readings = decode::qp_readings(body, self.room().max(1));
+            if declared("quoted") && decode::qp_has_invalid_escapes(body) {
+                self.ambiguous("quoted-printable body with invalid escapes".into());
+            }
+            for r in readings {
+                self.decoded_leaf(r, "qp");
+            }
+        }
+        if (declared("uu") || decode::looks_like_uu(trimmed))
+            && let Some(r) = decode::uudecode(body, self.room().max(1))
+        {
+            self.decoded_leaf(r, "uu");
+        }
+        if (declared("binhex") || decode::looks_like_binhex(trimmed))
+            && let Some(r) = decode::binhex_decode(body, self.room().max(1))
+        {
+            self.decoded_leaf(r, "binhex");
+        }
+        // Undecoded binary content (8bit/binary parts): kept so the banned
+        // type check and the scanner see it as a file of its own.
+        if super::sniff::sniff(trimmed).is_some_and(|k| !matches!(k, "html" | "sh" | "rtf")) {
+            self.leaf(trimmed.to_vec(), "raw");
+        }
+        new_leaves.extend(first..self.out.leaves.len());
+
+        // A decoded piece that is itself a message is read again.
+        let is_message = ctypes.iter().any(|t| t.contains("message/"));
+        for i in new_leaves {
+            let data = std::mem::take(&mut self.out.leaves[i].data);
+            if is_message || looks_like_message(&data) {
+                self.message(&data, depth + 1);
+            }
+            self.out.leaves[i].data = data;
+        }
+    }
+
+    fn decoded_leaf(&mut self, d: decode::Decoded, how: &'static str) {
+        if d.truncated {
+            self.over(format!("more than {} decoded octets", self.limits.max_decoded));
+        }
+        self.leaf(d.data, how);
+    }
+
+    fn note_header_ambiguities(&mut self, ctes: &[String], ctypes: &[String]) {
+        if ctes.len() > 1 && ctes.iter().any(|c| c != &ctes[0]) {
+            self.ambiguous(format!(
+                "conflicting Content-Transfer-Encoding headers: {}",
+                ctes.join(", ")
+            ));
+        }
+        if ctypes.len() > 1 {
+            self.ambiguous("more than one Content-Type header in a part".into());
+        }
+        for t in ctypes {
+            let params = params(t);
+            let boundaries = params.iter().filter(|p| p.base == "boundary").count();
+            if boundaries > 1 {
+                self.ambiguous("more than one boundary parameter".into());
+            }
+            if params
+                .iter()
+                .any(|p| p.base == "boundary" && (p.index.is_some() || p.extended))
+            {
+                self.ambiguous("boundary given in RFC 2231 form".into());
+            }
+            // Readers that honour quotes and readers that do not see
+            // different boundaries: `foo="x;boundary=y"`.
+            let quoted: Vec<&str> = split_params(t, true)
+                .into_iter()
+                .filter_map(|p| {
+                    p.split_once('=')
+                        .filter(|(k, _)| k.trim() == "boundary")
+                        .map(|(_, v)| v)
+                })
+                .collect();
+            let unquoted = split_params(t, false)
+                .into_iter()
+                .filter(|p| p.split_once('=').is_some_and(|(k, _)| k.trim() == "boundary"))
+                .count();
+            if unquoted != quoted.len() {
+                self.ambiguous("boundary= hidden inside another parameter".into());
+            }
+            if quoted.iter().any(|v| !v.trim().starts_with('"') && v.contains('=')) {
+                self.ambiguous("boundary value with an unquoted '='".into());
+            }
+        }
+    }
+}
+
+fn trim_ascii(b: &[u8]) -> &[u8] {
+    b.trim_ascii()
+}
+
+/// A message (or part) read as a header block: unfolded lowercased names
+/// with their values. `top` pieces always start with headers; other pieces
+/// only when their first line looks like one.
+fn split_headers(piece: &[u8], top: bool) -> (Vec<(String, String)>, &[u8]) {
+    let mut headers: Vec<(String, String)> = Vec::new();
+    let mut pos = 0;
+    let mut first = true;
+    while pos < piece.len() {
+        let end = memchr::memchr(b'\n', &piece[pos..]).map_or(piece.len(), |i| pos + i + 1);
+        let line = &piece[pos..end];
+        let content = line.strip_suffix(b"\n").unwrap_or(line);
+        let content = content.strip_suffix(b"\r").unwrap_or(content);
+        if content.is_empty() {
+            return (headers, &piece[end..]);
+        }
+        if matches!(content[0], b' ' | b'\t') && !headers.is_empty() {
+            if let Some(last) = headers.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(String::from_utf8_lossy(content).trim());
+            }
+        } else if let Some(colon) = header_colon(content) {
+            let name = String::from_utf8_lossy(&content[..colon]).trim().to_ascii_lowercase();
+            let value = String::from_utf8_lossy(&content[colon + 1..]).trim().to_string();
+            headers.push((name, value));
+        } else if first && !top {
+            return (Vec::new(), piece);
+        } else {
+            // Not a header line: the header block ended without a blank line.
+            return (headers, &piece[pos..]);
+        }
+        first = false;
+        pos = end;
+        if headers.len() > 200 {
+            break;
+        }
+    }
+    (headers, &piece[pos.min(piece.len())..])
+}
+
+/// The colon of a header line (`name:` with a printable name, blanks
+/// before the colon tolerated as many readers do).
+fn header_colon(line: &[u8]) -> Option<usize> {
+    let colon = memchr::memchr(b':', line)?;
+    let name = line[..colon].trim_ascii_end();
+    (!name.is_empty() && name.iter().all(|&c| c.is_ascii_graphic() && c != b':')).then_some(colon)
+}
+
+fn looks_like_message(data: &[u8]) -> bool {
+    let head = &data[..data.len().min(4096)];
+    let first = head.split(|&c| c == b'\n').next().unwrap_or(&[]);
+    header_colon(first).is_some()
+        && memchr::memmem::find(&head.to_ascii_lowercase(), b"content-").is_some()
+        && (memchr::memmem::find(head, b"\n\n").is_some() || memchr::memmem::find(head, b"\r\n\r\n").is_some())
+}
+
+/// Removes RFC 5322 comments `( ... )` (not inside quotes).
+fn strip_comments(s: &str) -> String {
+    let (mut out, mut depth, mut quoted) = (String::with_capacity(s.len()), 0usize, false);
+    for c in s.chars() {
+        match c {
+            '"' if depth == 0 => {
+                quoted = !quoted;
+                out.push(c);
+            }
+            '(' if !quoted => depth += 1,
+            ')' if !quoted && depth > 0 => depth -= 1,
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// One `key=value` parameter, read leniently.
+#[derive(Debug, Clone, PartialEq)]
+struct Param {
+    /// Lowercased name without comments or the RFC 2231 `*N*` suffix.
+    base: String,
+    /// RFC 2231 continuation index.
+    index: Option<u32>,
+    /// RFC 2231 extended (percent-encoded, charset'lang') value.
+    extended: bool,
+    value: String,
+}
+
+/// Parameters of a header value, split at `;` both respecting quotes and
+/// ignoring them (readers disagree), so `name="a;.exe"` yields `a;.exe`
+/// and also the pieces around the `;`.
+fn params(value: &str) -> Vec<Param> {
+    let mut out = Vec::new();
+    for respect_quotes in [true, false] {
+        for piece in split_params(value, respect_quotes) {
+            let Some((k, v)) = piece.split_once('=') else { continue };
+            let key: String = strip_comments(k)
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect::<String>()
+                .to_ascii_lowercase();
+            let (base, index, extended) = match key.split_once('*') {
+                None => (key.clone(), None, false),
+                Some((b, rest)) => {
+                    let extended = rest.ends_with('*') || rest.is_empty();
+                    let index = rest.trim_end_matches('*').parse::<u32>().ok();
+                    (b.to_string(), index, extended)
+                }
+            };
+            let v = v.trim();
+            let v = v.strip_prefix('"').map_or(v, |s| s.strip_suffix('"').unwrap_or(s));
+            let p = Param {
+                base,
+                index,
+                extended,
+                value: v.replace("\\\"", "\"").replace("\\\\", "\\"),
+            };
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn split_params(value: &str, respect_quotes: bool) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in value.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' if respect_quotes => quoted = !quoted,
+            ';' if !quoted => {
+                out.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&value[start..]);
+    out
+}
+
+/// Every plausible file name of a part: plain `name`/`filename` values,
+/// RFC 2231 extended values, and continuations joined in index order and in
+/// order of appearance, across Content-Type and Content-Disposition (and
+/// repeated headers), with RFC 2047 encoded words decoded.
+fn filename_candidates(headers: &[(String, String)]) -> Vec<String> {
+    let mut all: Vec<Param> = Vec::new();
+    for (name, value) in headers {
+        if name.starts_with("content-") {
+            all.extend(
+                params(value)
+                    .into_iter()
+                    .filter(|p| p.base == "name" || p.base == "filename"),
+            );
+        }
+    }
+    let mut out: Vec<String> = Vec::new();
+    let decode_piece = |p: &Param, first: bool| -> Vec<u8> {
+        if !p.extended {
+            return p.value.as_bytes().to_vec();
+        }
+        let v = p.value.as_str();
+        // charset'lang'value on the first (or only) piece.
+        let v = if first || p.index.is_none() {
+            v.splitn(3, '\'').nth(2).unwrap_or(v)
+        } else {
+            v
+        };
+        percent_decode(v)
+    };
+    let charset = |p: &Param| -> String {
+        if p.extended && p.value.matches('\'').count() >= 2 {
+            p.value.split('\'').next().unwrap_or("").to_ascii_lowercase()
+        } else {
+            String::new()
+        }
+    };
+    for p in &all {
+        let bytes = decode_piece(p, true);
+        out.extend(text_readings(&bytes, &charset(p)));
+    }
+    for group in [vec!["name"], vec!["filename"], vec!["name", "filename"]] {
+        let pieces: Vec<&Param> = all
+            .iter()
+            .filter(|p| p.index.is_some() && group.contains(&p.base.as_str()))
+            .collect();
+        if pieces.is_empty() {
+            continue;
+        }
+        let cs = pieces
+            .iter()
+            .map(|p| charset(p))
+            .find(|c| !c.is_empty())
+            .unwrap_or_default();
+        let mut sorted = pieces.clone();
+        sorted.sort_by_key(|p| p.index);
+        for order in [pieces, sorted] {
+            let mut joined = Vec::new();
+            for (i, p) in order.iter().enumerate() {
+                joined.extend(decode_piece(p, i == 0 || p.index == Some(0)));
+            }
+            out.extend(text_readings(&joined, &cs));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// A name's bytes read as text: UTF-8 (lossy), UTF-16 when the charset says
+/// so or NULs suggest it, NULs dropped, RFC 2047 encoded words decoded.
+fn text_readings(bytes: &[u8], charset: &str) -> Vec<String> {
+    let mut out = vec![String::from_utf8_lossy(bytes).into_owned()];
+    if charset.starts_with("utf-16") || bytes.contains(&0) {
+        let be = charset.ends_with("be");
+        let units: Vec<u16> = bytes
+            .chunks(2)
+            .map(|c| {
+                let (a, b) = (c[0], c.get(1).copied().unwrap_or(0));
+                if be {
+                    u16::from_be_bytes([a, b])
+                } else {
+                    u16::from_le_bytes([a, b])
+                }
+            })
+            .collect();
+        out.push(String::from_utf16_lossy(&units));
+        out.push(String::from_utf8_lossy(&bytes.iter().copied().filter(|&c| c != 0).collect::<Vec<_>>()).into_owned());
+    }
+    let decoded: Vec<String> = out
+        .iter()
+        .filter(|s| s.contains("=?"))
+        .map(|s| decode_encoded_words(s))
+        .collect();
+    out.extend(decoded);
+    out
+}
+
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let (Some(h), Some(l)) = (b.get(i + 1).and_then(hex), b.get(i + 2).and_then(hex))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+fn hex(c: &u8) -> Option<u8> {
+    (*c as char).to_digit(16).map(|d| d as u8)
+}
+
+/// RFC 2047 `=?charset?B|Q?text?=` words, decoded as UTF-8 (lossy) or
+/// Latin-1 when the charset says so; anything else is kept as it is.
+fn decode_encoded_words(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(start) = rest.find("=?") {
+        out.push_str(&rest[..start]);
+        let word = &rest[start + 2..];
+        let parts: Vec<&str> = word.splitn(3, '?').collect();
+        let decoded = (parts.len() == 3)
+            .then(|| {
+                let (charset, enc, tail) = (parts[0], parts[1], parts[2]);
+                let end = tail.find("?=")?;
+                let text = &tail[..end];
+                let bytes = match enc {
+                    "b" | "B" => decode::base64_readings(text.as_bytes(), 4096).into_iter().next()?.data,
+                    "q" | "Q" => {
+                        decode::qp_readings(text.replace('_', " ").as_bytes(), 4096)
+                            .into_iter()
+                            .next()?
+                            .data
+                    }
+                    _ => return None,
+                };
+                let text = if charset.to_ascii_lowercase().starts_with("iso-8859-1") {
+                    bytes.iter().map(|&c| c as char).collect()
+                } else {
+                    String::from_utf8_lossy(&bytes).into_owned()
+                };
+                let consumed = start + 2 + charset.len() + enc.len() + 2 + end + 2;
+                Some((text, consumed))
+            })
+            .flatten();
+        match decoded {
+            Some((text, consumed)) => {
+                out.push_str(&text);
+                rest = &rest[consumed..];
+                // Whitespace between adjacent encoded words is dropped.
+                if rest.trim_start().starts_with("=?") {
+                    rest = rest.trim_start();
+                }
+            }
+            None => {
+                out.push_str("=?");
+                rest = &rest[start + 2..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests;
