@@ -203,6 +203,8 @@ struct Proxy {
     port: u16,
     delay: std::sync::Arc<std::sync::atomic::AtomicU64>,
     down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Octets clients sent through the proxy so far.
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Proxy {
@@ -212,7 +214,8 @@ impl Proxy {
         let port = l.local_addr().unwrap().port();
         let delay = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (d, dn) = (delay.clone(), down.clone());
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (d, dn, st) = (delay.clone(), down.clone(), sent.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((mut client, _)) = l.accept().await else { return };
@@ -220,6 +223,7 @@ impl Proxy {
                     continue;
                 }
                 let wait = std::time::Duration::from_millis(d.load(Ordering::Relaxed));
+                let st = st.clone();
                 tokio::spawn(async move {
                     use tokio::io::{AsyncReadExt, AsyncWriteExt};
                     let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
@@ -228,7 +232,14 @@ impl Proxy {
                     let (mut cr, mut cw) = client.split();
                     let (mut sr, mut sw) = server.split();
                     let up = async {
-                        let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                        let mut buf = vec![0u8; 16 * 1024];
+                        while let Ok(n) = cr.read(&mut buf).await {
+                            if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                            st.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                        let _ = sw.shutdown().await;
                     };
                     let back = async {
                         let mut reply = Vec::new();
@@ -241,7 +252,16 @@ impl Proxy {
                 });
             }
         });
-        Proxy { port, delay, down }
+        Proxy {
+            port,
+            delay,
+            down,
+            sent,
+        }
+    }
+
+    fn sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn set_delay(&self, ms: u64) {
@@ -380,11 +400,52 @@ async fn hold_policy_accepts_during_an_outage_and_delivers_after_a_clean_scan() 
     );
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert!(sink.messages().is_empty(), "nothing unscanned is delivered");
+    // Held mail survives a restart: it is scanned when sluice comes back.
+    let toml = std::fs::read_to_string(relay.path("sluice.toml")).unwrap();
+    let dir = relay.stop().await;
     proxy.set_down(false);
+    let relay = TestRelay::start_in(dir, &toml, |_| {}).await;
     let got = sink.wait_for(1).await;
     assert!(String::from_utf8_lossy(&got[0].data).contains("held"));
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert_eq!(sink.messages().len(), 1, "the virus went to quarantine");
+    let q = sluice::quarantine::Quarantine::new(relay.path("spool/quarantine"));
+    let held = q.list().unwrap();
+    assert_eq!(held.len(), 1);
+    assert!(held[0].reason.contains("Eicar"), "{}", held[0].reason);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_streams_to_clamd_while_data_arrives() {
+    let clamd = start_clamd().await;
+    let proxy = Proxy::start(clamd.port).await;
+    let sink = Sink::start().await;
+    let relay = relay_with(&sink, &format!("\"tcp://127.0.0.1:{}\"", proxy.port), "", "").await;
+    let mut c = relay.client().await;
+    c.envelope("a@client.example", &["user@example.com"]).await;
+    c.cmd("DATA", "354").await;
+    let line = "x".repeat(998);
+    let mut first = String::from("Subject: big\r\n\r\n");
+    while first.len() < 200_000 {
+        first.push_str(&line);
+        first.push_str("\r\n");
+    }
+    c.send_raw(first.as_bytes()).await;
+    // Before the end of DATA, most of the message is already at clamd.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while proxy.sent() < 150_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} octets streamed",
+            proxy.sent()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The rest carries the virus: the verdict covers the whole stream.
+    c.send_raw(b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*\r\n.\r\n")
+        .await;
+    let r = c.reply().await;
+    assert!(r.starts_with("554 5.7.1 Message rejected: virus found: Eicar"), "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
