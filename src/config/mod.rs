@@ -280,6 +280,7 @@ fn validate_scan(raw: RawScan, base: &Path, spool_dir: &Path) -> Result<crate::s
         on_failure,
         latency_budget: dur_or_zero("scan.latency_budget", raw.latency_budget, "20s")?,
         retry: dur("scan.retry", raw.retry, "1m")?,
+        max_held: positive("scan.max_held", raw.max_held, 100_000)?,
         quarantine_dir: match raw.quarantine_dir {
             Some(d) => resolve(base, &d),
             None => spool_dir.join("quarantine"),

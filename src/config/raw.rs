@@ -70,6 +70,9 @@ pub struct RawScan {
     /// Expected scan latency above which a message is accepted first and
     /// scanned from the spool; "0s" = always in session. Default "20s".
     pub latency_budget: Option<String>,
+    /// Messages waiting for a deferred scan beyond which new mail gets
+    /// 451 4.7.1 while scans are over budget. Default 100000.
+    pub max_held: Option<u64>,
     /// Held messages are scanned again this often. Default "1m".
     pub retry: Option<String>,
     /// Messages refused after acceptance. Default "quarantine" in spool.dir.

@@ -5,6 +5,7 @@
 //! an unscanned message is never delivered.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
@@ -16,16 +17,29 @@ use crate::events::{Event, EventBus};
 use crate::quarantine::Quarantine;
 use crate::spool::{Spool, Stored};
 
+/// Held messages whose bodies stay in memory; beyond this the body is
+/// dropped and read back from the spool when its scan comes.
+const MAX_BODIES_IN_MEMORY: usize = 1000;
+
 /// Hands accepted, unscanned messages to the deferred scanner.
 #[derive(Clone)]
 pub struct DeferredHandle {
     tx: mpsc::UnboundedSender<Stored>,
+    backlog: Arc<AtomicUsize>,
 }
 
 impl DeferredHandle {
-    pub fn enqueue(&self, s: Stored) {
+    pub fn enqueue(&self, mut s: Stored) {
+        if self.backlog.fetch_add(1, Ordering::Relaxed) >= MAX_BODIES_IN_MEMORY {
+            s.body = None;
+        }
         // Closed only at shutdown; the message stays in the spool.
         let _ = self.tx.send(s);
+    }
+
+    /// Messages waiting for their deferred scan.
+    pub fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::Relaxed)
     }
 }
 
@@ -51,7 +65,10 @@ impl DeferredScanner {
         concurrency: usize,
     ) -> (DeferredScanner, DeferredHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let handle = DeferredHandle { tx };
+        let handle = DeferredHandle {
+            tx,
+            backlog: Arc::new(AtomicUsize::new(0)),
+        };
         let retry = filter.cfg.retry;
         (
             DeferredScanner {
@@ -85,6 +102,7 @@ impl DeferredScanner {
                 s = self.rx.recv() => match s { Some(s) => s, None => return },
                 _ = stop.cancelled() => return,
             };
+            this.handle.backlog.fetch_sub(1, Ordering::Relaxed);
             let Ok(permit) = self.slots.clone().acquire_owned().await else {
                 return;
             };

@@ -111,6 +111,9 @@ pub struct ScanConfig {
     pub latency_budget: Duration,
     /// How often held messages are scanned again when the scanner fails.
     pub retry: Duration,
+    /// Messages waiting for a deferred scan beyond which new mail gets
+    /// 451 4.7.1 while scanning is over budget.
+    pub max_held: usize,
     /// Where refused-after-acceptance messages go.
     pub quarantine_dir: PathBuf,
 }
@@ -125,6 +128,7 @@ impl Default for ScanConfig {
             on_failure: OnFailure::Tempfail,
             latency_budget: Duration::from_secs(20),
             retry: Duration::from_secs(60),
+            max_held: 100_000,
             quarantine_dir: PathBuf::from("./var/spool/quarantine"),
         }
     }

@@ -277,6 +277,22 @@ impl Session {
                 Err(e) => Err(e),
                 Ok(Inspected::Refused(v)) => Ok(v),
                 Ok(Inspected::Bundle(_)) if !content.has_scanner() => Ok(Verdict::Clean),
+                Ok(Inspected::Bundle(_))
+                    if content.admission.over_budget()
+                        && self
+                            .shared
+                            .deferred
+                            .as_ref()
+                            .is_some_and(|d| d.backlog() >= content.cfg.max_held) =>
+                {
+                    // Scanning is behind and the held backlog is full:
+                    // the client waits, memory and disk do not grow.
+                    return Reply::new(
+                        451,
+                        "4.7.1",
+                        "Too much mail waiting for its virus scan, try again later",
+                    );
+                }
                 Ok(Inspected::Bundle(bundle)) => {
                     scan_mode = content.admission.choose();
                     if scan_mode == ScanMode::Deferred {
@@ -300,7 +316,12 @@ impl Session {
                 Ok(Verdict::Clean) => {}
                 Ok(v) => return self.refuse_content(&tx.id, v),
                 Err(e) => {
-                    let hold = content.cfg.on_failure == OnFailure::Hold;
+                    let room = self
+                        .shared
+                        .deferred
+                        .as_ref()
+                        .is_some_and(|d| d.backlog() < content.cfg.max_held);
+                    let hold = content.cfg.on_failure == OnFailure::Hold && room;
                     self.shared.events.emit(Event::ScanFailed {
                         session: self.id,
                         ip: self.peer.ip(),
