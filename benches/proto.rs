@@ -94,5 +94,31 @@ fn recipient_table(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, commands, data_receiver, recipient_table);
+/// Our MIME decoding per message: plain text (nothing to decode), and a
+/// multipart with a base64 attachment of the same total size.
+fn mime_decoding(c: &mut Criterion) {
+    use sluice::scan::mime::{Limits, analyse};
+    let mut g = c.benchmark_group("mime");
+    for size in [4096usize, 65536] {
+        let plain = message(size);
+        g.throughput(Throughput::Bytes(plain.len() as u64));
+        g.bench_function(format!("analyse plain {size}"), |b| {
+            b.iter(|| analyse(&plain, &Limits::default()))
+        });
+        let mut att = b"Subject: bench\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+            --b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--b\r\nContent-Type: application/octet-stream; \
+            name=\"data.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            .to_vec();
+        while att.len() < size {
+            att.extend_from_slice(b"QmVuY2htYXJrIGRhdGEgZm9yIHRoZSBNSU1FIGRlY29kZXIsIG5vdGhpbmcgdG8gc2VlIGhlcmUu\r\n");
+        }
+        att.extend_from_slice(b"--b--\r\n");
+        g.throughput(Throughput::Bytes(att.len() as u64));
+        g.bench_function(format!("analyse base64 attachment {size}"), |b| {
+            b.iter(|| analyse(&att, &Limits::default()))
+        });
+    }
+}
+
+criterion_group!(benches, commands, data_receiver, recipient_table, mime_decoding);
 criterion_main!(benches);
