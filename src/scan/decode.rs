@@ -126,6 +126,8 @@ pub fn is_canonical_base64(input: &[u8]) -> bool {
 /// "Few" is at most one space/tab inside a line per 10 non-whitespace bytes
 /// (prose has about one per 5).
 pub fn looks_like_base64(input: &[u8]) -> bool {
+    // Judged on the start of the text: a reader decides from the start too.
+    let input = &input[..input.len().min(SAMPLE)];
     let (mut n, mut good, mut inner_ws) = (0usize, 0usize, 0usize);
     for line in lines(input) {
         for &c in line.trim_ascii() {
@@ -141,6 +143,10 @@ pub fn looks_like_base64(input: &[u8]) -> bool {
     }
     n >= 16 && good * 10 >= n * 9 && inner_ws * 10 <= n
 }
+
+/// How much of a text the `looks_like_*` guesses read when there is no
+/// marker to search for.
+const SAMPLE: usize = 8192;
 
 /// A group of up to four 6-bit values.
 #[derive(Default)]
@@ -397,10 +403,18 @@ fn is_begin(line: &[u8]) -> bool {
 /// consecutive lines that are valid uuencode lines (length char 1..=45 and
 /// the line length fits it, e.g. 'M' lines of length 61).
 pub fn looks_like_uu(input: &[u8]) -> bool {
+    // A `begin` line anywhere (text, then an uuencoded file, is classic).
+    let begin = memchr::memmem::find_iter(input, b"begin ").any(|p| {
+        (p == 0 || matches!(input.get(p - 1), Some(b'\n' | b'\r'))) && lines(&input[p..]).next().is_some_and(is_begin)
+    });
+    if begin {
+        return true;
+    }
+    // Bare uu lines: judged on the start of the text.
     let mut prev = false;
-    for line in lines(input) {
+    for line in lines(&input[..input.len().min(SAMPLE)]) {
         let ok = uu_line(line, true).is_some();
-        if is_begin(line) || (ok && prev) {
+        if ok && prev {
             return true;
         }
         prev = ok;
@@ -447,7 +461,11 @@ pub fn uudecode(input: &[u8], max_out: usize) -> Option<Decoded> {
 const HQX_MARKER: &[u8] = b"(This file must be converted with BinHex";
 
 fn find_ci(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w.eq_ignore_ascii_case(needle))
+    let (&first, _) = needle.split_first()?;
+    memchr::memchr_iter(first, hay).find(|&p| {
+        hay.get(p..p + needle.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(needle))
+    })
 }
 
 /// True when the text contains "(This file must be converted with BinHex"

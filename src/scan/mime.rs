@@ -107,8 +107,13 @@ impl Walker<'_> {
             self.over(format!("message nesting deeper than {}", self.limits.max_depth));
             return;
         }
-        self.structural(msg);
-        self.carve(msg, depth);
+        let (leaves, names) = (self.out.leaves.len(), self.out.names.len());
+        let pieces = self.carve(msg, depth);
+        // A single text part with nothing to decode (most mail) has no
+        // other reading: mail-parser is only asked about MIME structures.
+        if pieces > 1 || self.out.leaves.len() > leaves || self.out.names.len() > names {
+            self.structural(msg);
+        }
     }
 
     fn over(&mut self, what: String) {
@@ -185,8 +190,9 @@ impl Walker<'_> {
         }
     }
 
-    /// Cuts at every `--` line and decodes each piece every way that fits.
-    fn carve(&mut self, msg: &[u8], depth: usize) {
+    /// Cuts at every `--` line and decodes each piece every way that fits;
+    /// returns the number of pieces.
+    fn carve(&mut self, msg: &[u8], depth: usize) -> usize {
         let mut pieces: Vec<&[u8]> = Vec::new();
         let mut start = 0;
         let mut pos = 0;
@@ -203,12 +209,14 @@ impl Walker<'_> {
             self.over(format!("more than {} MIME parts", self.limits.max_parts));
             pieces.truncate(self.limits.max_parts);
         }
+        let n = pieces.len();
         for (i, piece) in pieces.into_iter().enumerate() {
             // The first piece is the message's own header and its body (or
             // preamble); later pieces may start with part headers.
             let (headers, body) = split_headers(piece, i == 0);
             self.piece(&headers, body, depth);
         }
+        n
     }
 
     fn piece(&mut self, headers: &[(String, String)], body: &[u8], depth: usize) {
