@@ -86,23 +86,21 @@ const STREAM_QUEUE: usize = 8;
 
 pub struct Clamd {
     cfg: ClamdConfig,
-    /// Bounds concurrent end-of-DATA scans (one clamd connection each).
-    slots: Semaphore,
-    /// Bounds streamed scans (connections open while DATA arrives).
-    streams: Arc<Semaphore>,
+    /// Bounds clamd connections: end-of-DATA scans wait for one, streamed
+    /// scans start only when one is free (clamd's listen queue is short:
+    /// more connections than it serves would stall in SYN retries).
+    slots: Arc<Semaphore>,
     next: AtomicUsize,
     healthy: Vec<AtomicBool>,
 }
 
 impl Clamd {
     pub fn new(cfg: ClamdConfig) -> Self {
-        let slots = Semaphore::new(cfg.max_concurrent);
-        let streams = Arc::new(Semaphore::new(cfg.max_concurrent * 2));
+        let slots = Arc::new(Semaphore::new(cfg.max_concurrent));
         let healthy = cfg.endpoints.iter().map(|_| AtomicBool::new(true)).collect();
         Self {
             cfg,
             slots,
-            streams,
             next: AtomicUsize::new(0),
             healthy,
         }
@@ -310,7 +308,7 @@ impl Scanner for Clamd {
         if !self.cfg.stream {
             return None;
         }
-        let permit = self.streams.clone().try_acquire_owned().ok()?;
+        let permit = self.slots.clone().try_acquire_owned().ok()?;
         let i = *self.order().first()?;
         if !self.is_healthy(i) {
             return None;

@@ -231,7 +231,9 @@ impl Walker<'_> {
                 _ => {}
             }
         }
-        for n in filename_candidates(headers) {
+        let names = filename_candidates(headers);
+        let named = !names.is_empty();
+        for n in names {
             self.name(n);
         }
         self.note_header_ambiguities(&ctes, &ctypes);
@@ -253,7 +255,16 @@ impl Walker<'_> {
             }
         }
 
-        if declared("base64") || decode::looks_like_base64(trimmed) {
+        // Guessing the encoding from the content: where a reader might do
+        // it too. Not for a text part that declares no encoding (clients
+        // show it as it is; most mail), but for pieces without headers
+        // (boundary tricks), attachments, and odd encodings.
+        let attachment = named
+            || ctypes
+                .iter()
+                .any(|t| !t.trim_start().starts_with("text/") && !t.trim_start().starts_with("multipart/"));
+        let guess = headers.is_empty() || attachment || !ctes.is_empty();
+        if declared("base64") || (guess && decode::looks_like_base64(trimmed)) {
             let readings = decode::base64_readings(trimmed, self.room().max(1));
             if declared("base64") && readings.len() > 1 {
                 self.ambiguous("base64 body that decodes more than one way".into());
@@ -262,7 +273,7 @@ impl Walker<'_> {
                 self.decoded_leaf(r, "base64");
             }
         }
-        if declared("quoted") || decode::looks_like_qp(trimmed) {
+        if declared("quoted") || (guess && decode::looks_like_qp(trimmed)) {
             let readings = decode::qp_readings(body, self.room().max(1));
             if declared("quoted") && decode::qp_has_invalid_escapes(body) {
                 self.ambiguous("quoted-printable body with invalid escapes".into());
