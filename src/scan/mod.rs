@@ -234,7 +234,7 @@ impl ContentFilter {
                     Err(e) => tracing::debug!(error = %e, "streamed scan failed; scanning again"),
                 }
             }
-            scanner.scan(msg).await
+            scanner.scan(&scan_view(msg)).await
         };
         let parts = async {
             match &bundle {
@@ -259,6 +259,82 @@ impl ContentFilter {
             Inspected::Refused(v) => Ok(v),
             Inspected::Bundle(b) => self.virus_scan(msg, b, None).await,
         }
+    }
+}
+
+/// The header block clamd gets for a message, and where the body starts:
+/// `MIME-Version: 1.0`, then the message's own `Content-*` headers. Trace
+/// and addressing headers (Received, Date, Message-ID, To, Subject) differ
+/// between the copies of one outbreak mail; leaving them out makes the
+/// copies identical for clamd, so its scan cache absorbs the outbreak. The
+/// full headers are still decoded by us and checked by the other stages.
+/// None while the end of the header section has not arrived yet, and for
+/// input that does not start like a message.
+pub fn scan_head(msg: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let first = msg.split(|&c| c == b'\n').next()?;
+    let colon = memchr::memchr(b':', first)?;
+    if colon == 0 || !first[..colon].iter().all(|c| c.is_ascii_graphic()) {
+        return None;
+    }
+    let (end, sep) = match (
+        memchr::memmem::find(msg, b"\r\n\r\n"),
+        memchr::memmem::find(msg, b"\n\n"),
+    ) {
+        (Some(a), Some(b)) if b + 1 < a => (b, 2),
+        (Some(a), _) => (a, 4),
+        (None, Some(b)) => (b, 2),
+        (None, None) => return None,
+    };
+    let mut head = b"MIME-Version: 1.0\r\n".to_vec();
+    let mut keep = false;
+    for line in msg[..end].split_inclusive(|&c| c == b'\n') {
+        if !matches!(line.first(), Some(b' ' | b'\t')) {
+            keep = line.len() > 8 && line[..8].eq_ignore_ascii_case(b"content-");
+        }
+        if keep {
+            head.extend_from_slice(line);
+            if !line.ends_with(b"\n") {
+                head.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    head.extend_from_slice(b"\r\n");
+    Some((head, end + sep))
+}
+
+/// A whole message as clamd gets it (see [`scan_head`]); other input as it is.
+pub fn scan_view(msg: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    match scan_head(msg) {
+        Some((mut head, body)) => {
+            head.extend_from_slice(&msg[body..]);
+            std::borrow::Cow::Owned(head)
+        }
+        None => std::borrow::Cow::Borrowed(msg),
+    }
+}
+
+/// Feeds a streamed scan with `body[*streamed..]`: the header block of
+/// [`scan_head`] first, then the body in batches of at least `batch`
+/// octets (everything when `all`).
+pub async fn feed(stream: &mut dyn ScanStream, body: &[u8], streamed: &mut usize, batch: usize, all: bool) {
+    if *streamed == 0 {
+        match scan_head(body) {
+            Some((head, start)) => {
+                stream.push(&head).await;
+                *streamed = start;
+            }
+            None if all => {
+                stream.push(&scan_view(body)).await;
+                *streamed = body.len();
+                return;
+            }
+            None => return,
+        }
+    }
+    let pending = body.len().saturating_sub(*streamed);
+    if pending > 0 && (all || pending >= batch) {
+        stream.push(&body[*streamed..]).await;
+        *streamed = body.len();
     }
 }
 
@@ -295,4 +371,27 @@ pub async fn scan_files(filter: &ContentFilter, files: &[std::path::PathBuf]) ->
         println!("{}: {line}", f.display());
     }
     if failed { 75 } else { u8::from(found) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clamd_sees_mime_headers_and_body_only() {
+        let a = b"Received: from x\r\n\tby y; Mon\r\nSubject: one\r\nContent-Type: multipart/mixed;\r\n boundary=b\r\n\r\nbody\r\n";
+        let b = b"Received: from z\r\nSubject: two\r\nMessage-ID: <2@x>\r\nContent-Type: multipart/mixed;\r\n boundary=b\r\n\r\nbody\r\n";
+        let want = b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed;\r\n boundary=b\r\n\r\nbody\r\n";
+        assert_eq!(&*scan_view(a), want);
+        assert_eq!(
+            scan_view(a),
+            scan_view(b),
+            "two copies of one mail look the same to clamd"
+        );
+        // Not a message: as it is. Header section not complete: nothing yet.
+        assert_eq!(&*scan_view(b"MZ\x90\0binary"), b"MZ\x90\0binary");
+        assert!(scan_head(b"Subject: x\r\nContent-Type: text/plain\r\n").is_none());
+        let (head, start) = scan_head(b"Subject: x\n\nbody\n").unwrap();
+        assert_eq!((head.as_slice(), start), (&b"MIME-Version: 1.0\r\n\r\n"[..], 12));
+    }
 }

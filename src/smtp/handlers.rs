@@ -202,11 +202,7 @@ impl Session {
         else {
             return;
         };
-        let pending = body.len().saturating_sub(*streamed);
-        if pending > 0 && (all || pending >= STREAM_BATCH) {
-            stream.push(&body[*streamed..]).await;
-            *streamed = body.len();
-        }
+        crate::scan::feed(stream.as_mut(), body, streamed, STREAM_BATCH, all).await;
     }
 
     /// `Received:` trace header (RFC 5321 §4.4, protocol names RFC 3848/6531).
@@ -300,10 +296,7 @@ impl Session {
                     } else {
                         let stream = match stream {
                             Some(mut s) => {
-                                let rest = &tx.body[tx.streamed..];
-                                if !rest.is_empty() {
-                                    s.push(rest).await;
-                                }
+                                crate::scan::feed(s.as_mut(), &tx.body, &mut tx.streamed, STREAM_BATCH, true).await;
                                 Some(s)
                             }
                             None => None,
