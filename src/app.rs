@@ -102,8 +102,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             Arc::new(crate::quarantine::Quarantine::new(&config.scan.quarantine_dir)),
             events.clone(),
             capacity,
+            shutdown.child_token(),
         );
-        background.spawn(scanner.run(shutdown.child_token()));
+        background.spawn(scanner.run());
         handle
     });
 

@@ -45,14 +45,8 @@ impl DeferredHandle {
 
 pub struct DeferredScanner {
     rx: mpsc::UnboundedReceiver<Stored>,
-    handle: DeferredHandle,
-    filter: Arc<ContentFilter>,
-    spool: Arc<dyn Spool>,
-    queue: QueueHandle,
-    quarantine: Arc<Quarantine>,
-    events: EventBus,
-    retry: Duration,
     slots: Arc<Semaphore>,
+    worker: Arc<Worker>,
 }
 
 impl DeferredScanner {
@@ -63,50 +57,40 @@ impl DeferredScanner {
         quarantine: Arc<Quarantine>,
         events: EventBus,
         concurrency: usize,
+        stop: CancellationToken,
     ) -> (DeferredScanner, DeferredHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = DeferredHandle {
             tx,
             backlog: Arc::new(AtomicUsize::new(0)),
         };
-        let retry = filter.cfg.retry;
-        (
-            DeferredScanner {
-                rx,
-                handle: handle.clone(),
-                filter,
-                spool,
-                queue,
-                quarantine,
-                events,
-                retry,
-                slots: Arc::new(Semaphore::new(concurrency.max(1))),
-            },
-            handle,
-        )
+        let worker = Arc::new(Worker {
+            retry: filter.cfg.retry,
+            filter,
+            spool,
+            queue,
+            quarantine,
+            events,
+            handle: handle.clone(),
+            stop,
+        });
+        let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+        (DeferredScanner { rx, slots, worker }, handle)
     }
 
-    pub async fn run(mut self, stop: CancellationToken) {
-        let this = Arc::new(Worker {
-            filter: self.filter,
-            spool: self.spool,
-            queue: self.queue,
-            quarantine: self.quarantine,
-            events: self.events,
-            retry: self.retry,
-            handle: self.handle,
-            stop: stop.clone(),
-        });
+    /// Scans held messages, `concurrency` at a time, until stopped.
+    pub async fn run(mut self) {
+        let stop = self.worker.stop.clone();
         loop {
             let stored = tokio::select! {
                 s = self.rx.recv() => match s { Some(s) => s, None => return },
                 _ = stop.cancelled() => return,
             };
-            this.handle.backlog.fetch_sub(1, Ordering::Relaxed);
+            self.worker.handle.backlog.fetch_sub(1, Ordering::Relaxed);
             let Ok(permit) = self.slots.clone().acquire_owned().await else {
                 return;
             };
-            let w = this.clone();
+            let w = self.worker.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 w.process(stored).await;
