@@ -20,6 +20,7 @@
 //!   seam with clamd (streamed INSTREAM, failover), admission control and
 //!   the deferred scan of held mail.
 //! - [`quarantine`]: refused-after-acceptance mail on disk.
+//! - [`spam`]: spam scoring (being built): tokenizer and Bayes classifier.
 //! - [`events`]: every decision as an [`events::Event`] on a broadcast bus;
 //!   the log reads it (metrics and bans will too).
 //! - [`tls`]: rustls server config, reloaded when the files change.
@@ -57,5 +58,6 @@ pub mod quarantine;
 pub mod scan;
 pub mod shutdown;
 pub mod smtp;
+pub mod spam;
 pub mod spool;
 pub mod tls;

@@ -37,6 +37,22 @@ enum Cmd {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Trains the statistical spam classifier on directories of messages
+    /// (one file per message) and writes the model file.
+    Learn {
+        /// Directories of spam.
+        #[arg(long, required = true)]
+        spam: Vec<PathBuf>,
+        /// Directories of ham (wanted mail).
+        #[arg(long, required = true)]
+        ham: Vec<PathBuf>,
+        /// The model file to write.
+        #[arg(short, long, default_value = "sluice-bayes.model")]
+        out: PathBuf,
+        /// Tokens seen fewer times in total are left out of the file.
+        #[arg(long, default_value_t = 2)]
+        min_count: u32,
+    },
     /// Messages refused after acceptance (virus found by a deferred scan).
     Quarantine {
         #[arg(short, long, env = "SLUICE_CONFIG")]
@@ -98,6 +114,18 @@ fn main() -> ExitCode {
             });
             ExitCode::from(code)
         }
+        Cmd::Learn {
+            spam,
+            ham,
+            out,
+            min_count,
+        } => match learn(&spam, &ham, &out, min_count) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sluice: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Quarantine { config, action } => {
             let config = match load(config.as_ref()) {
                 Ok(c) => c,
@@ -135,6 +163,24 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn learn(spam: &[PathBuf], ham: &[PathBuf], out: &std::path::Path, min_count: u32) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let model = sluice::spam::learn_dirs(spam, ham).context("reading the training mail")?;
+    let tmp = out.with_extension("tmp");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).with_context(|| format!("{}", tmp.display()))?);
+    model.save(&mut w, min_count)?;
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(&tmp, out).with_context(|| format!("{}", out.display()))?;
+    println!(
+        "{}: {} spam, {} ham, {} tokens",
+        out.display(),
+        model.nspam(),
+        model.nham(),
+        model.len()
+    );
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {

@@ -9,4 +9,5 @@ mod e2e; // real next hops: smtp-sink, Postfix, Dovecot LMTP; the corpora
 mod policy; // pre-DATA checks against a real DNS server (DNSBL, RHSBL, allowlist)
 mod restart; // durability: kill -9, restart, SIGTERM
 mod scan; // virus scanning against a real clamd
+mod spam; // the statistical classifier on the SpamAssassin sample; sluice learn
 mod tls; // STARTTLS

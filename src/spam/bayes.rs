@@ -1,0 +1,398 @@
+//! Statistical (Bayes-style) spam classifier: per-token spam/ham counts, Robinson's f(w) and Fisher's chi-square
+//! combining, as in SpamBayes and SpamAssassin.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::io::{BufRead, Write};
+
+/// Robinson's strength of the background probability.
+const ROBINSON_S: f64 = 1.0;
+/// Robinson's background probability for an unknown token.
+const ROBINSON_X: f64 = 0.5;
+/// At most this many tokens take part in a classification.
+const MAX_DISCRIMINATORS: usize = 150;
+/// Tokens whose probability is closer than this to 0.5 are ignored.
+const MIN_PROB_STRENGTH: f64 = 0.1;
+/// Tokens seen fewer than this many times in total are ignored when classifying.
+const MIN_TOKEN_COUNT: u64 = 2;
+/// Minimum number of learned spam and of learned ham messages for the model to give an opinion.
+pub const MIN_MESSAGES: u32 = 10;
+
+const MAGIC: &str = "sluice-bayes";
+const VERSION: &str = "1";
+
+/// Error reading a model file.
+#[derive(Debug)]
+pub enum BayesError {
+    Io(std::io::Error),
+    Format { line: usize, what: String },
+}
+
+impl fmt::Display for BayesError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BayesError::Io(e) => write!(f, "reading bayes model: {e}"),
+            BayesError::Format { line, what } => write!(f, "bayes model line {line}: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for BayesError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BayesError::Io(e) => Some(e),
+            BayesError::Format { .. } => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for BayesError {
+    fn from(e: std::io::Error) -> Self {
+        BayesError::Io(e)
+    }
+}
+
+/// Token statistics: for each token the number of spam and ham messages that contained it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Model {
+    tokens: HashMap<String, (u32, u32)>,
+    nspam: u32,
+    nham: u32,
+}
+
+impl Model {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Learn one message given its tokens (duplicates are counted once).
+    pub fn learn(&mut self, tokens: &[String], spam: bool) {
+        let mut seen: HashSet<&str> = HashSet::with_capacity(tokens.len());
+        for token in tokens {
+            if !seen.insert(token.as_str()) {
+                continue;
+            }
+            let entry = match self.tokens.get_mut(token.as_str()) {
+                Some(entry) => entry,
+                None => self.tokens.entry(token.clone()).or_insert((0, 0)),
+            };
+            if spam {
+                entry.0 = entry.0.saturating_add(1);
+            } else {
+                entry.1 = entry.1.saturating_add(1);
+            }
+        }
+        if spam {
+            self.nspam = self.nspam.saturating_add(1);
+        } else {
+            self.nham = self.nham.saturating_add(1);
+        }
+    }
+
+    /// Number of learned spam messages.
+    pub fn nspam(&self) -> u32 {
+        self.nspam
+    }
+
+    /// Number of learned ham messages.
+    pub fn nham(&self) -> u32 {
+        self.nham
+    }
+
+    /// Number of distinct tokens.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// Spam and ham counts of a token.
+    pub fn counts(&self, token: &str) -> Option<(u32, u32)> {
+        self.tokens.get(token).copied()
+    }
+
+    /// Robinson's f(w) of a token, or None if it was seen fewer than [`MIN_TOKEN_COUNT`] times.
+    fn token_prob(&self, spam: u32, ham: u32) -> Option<f64> {
+        let n = u64::from(spam) + u64::from(ham);
+        if n < MIN_TOKEN_COUNT || self.nspam == 0 || self.nham == 0 {
+            return None;
+        }
+        let spam_ratio = f64::from(spam) / f64::from(self.nspam);
+        let ham_ratio = f64::from(ham) / f64::from(self.nham);
+        let denom = spam_ratio + ham_ratio;
+        if denom <= 0.0 {
+            return None;
+        }
+        let p = spam_ratio / denom;
+        let n = n as f64;
+        Some((ROBINSON_S * ROBINSON_X + n * p) / (ROBINSON_S + n))
+    }
+
+    /// Spam probability in 0..=1 using Robinson's f(w) (s = 1.0, x = 0.5) on per-class normalised frequencies,
+    /// the 150 most significant tokens (|f - 0.5| >= 0.1; tokens seen fewer than 2 times in total are ignored),
+    /// combined with Fisher's chi-square method: H = C⁻¹(-2 Σ ln f, 2n), S = C⁻¹(-2 Σ ln(1 - f), 2n),
+    /// P = (1 + H - S) / 2.
+    ///
+    /// Returns None when the model has fewer than 10 spam or 10 ham messages, or when no token is significant.
+    pub fn classify(&self, tokens: &[String]) -> Option<f64> {
+        if self.nspam < MIN_MESSAGES || self.nham < MIN_MESSAGES {
+            return None;
+        }
+        let mut seen: HashSet<&str> = HashSet::with_capacity(tokens.len());
+        let mut clues: Vec<(f64, &str)> = Vec::new();
+        for token in tokens {
+            if !seen.insert(token.as_str()) {
+                continue;
+            }
+            let Some(&(spam, ham)) = self.tokens.get(token.as_str()) else {
+                continue;
+            };
+            let Some(f) = self.token_prob(spam, ham) else {
+                continue;
+            };
+            if (f - 0.5).abs() >= MIN_PROB_STRENGTH {
+                clues.push((f, token.as_str()));
+            }
+        }
+        if clues.is_empty() {
+            return None;
+        }
+        clues.sort_by(|a, b| {
+            (b.0 - 0.5)
+                .abs()
+                .total_cmp(&(a.0 - 0.5).abs())
+                .then_with(|| a.1.cmp(b.1))
+        });
+        clues.truncate(MAX_DISCRIMINATORS);
+
+        let mut ln_f = 0.0f64;
+        let mut ln_1f = 0.0f64;
+        for &(f, _) in &clues {
+            let f = f.clamp(1e-12, 1.0 - 1e-12);
+            ln_f += f.ln();
+            ln_1f += (1.0 - f).ln();
+        }
+        let dof = 2 * clues.len();
+        let h = chi2q(-2.0 * ln_f, dof);
+        let s = chi2q(-2.0 * ln_1f, dof);
+        let p = (1.0 + h - s) / 2.0;
+        Some(if p.is_finite() { p.clamp(0.0, 1.0) } else { 0.5 })
+    }
+
+    /// Write the model as text: a header line `sluice-bayes 1 <nspam> <nham>`, then one `<spam>\t<ham>\t<token>`
+    /// line per token, sorted by token. Tokens seen fewer than `min_count` times in total are left out.
+    pub fn save(&self, w: &mut impl Write, min_count: u32) -> std::io::Result<()> {
+        writeln!(w, "{MAGIC} {VERSION} {} {}", self.nspam, self.nham)?;
+        let mut entries: Vec<(&String, &(u32, u32))> = self
+            .tokens
+            .iter()
+            .filter(|(token, (s, h))| {
+                u64::from(*s) + u64::from(*h) >= u64::from(min_count)
+                    && !token.is_empty()
+                    && !token.contains(['\t', '\n', '\r'])
+            })
+            .collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (token, (s, h)) in entries {
+            writeln!(w, "{s}\t{h}\t{token}")?;
+        }
+        w.flush()
+    }
+
+    /// Read a model written by [`Model::save`]. Errors name the 1-based line number.
+    pub fn load(r: &mut impl BufRead) -> Result<Model, BayesError> {
+        let mut model = Model::new();
+        let mut buf = Vec::new();
+        let mut line_no = 0usize;
+        let mut header_seen = false;
+        loop {
+            buf.clear();
+            if r.read_until(b'\n', &mut buf)? == 0 {
+                break;
+            }
+            line_no += 1;
+            let format_err = |what: String| BayesError::Format { line: line_no, what };
+            let line = std::str::from_utf8(&buf).map_err(|_| format_err("not valid UTF-8".to_string()))?;
+            let line = line.strip_suffix('\n').unwrap_or(line);
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            if !header_seen {
+                let fields: Vec<&str> = line.split(' ').collect();
+                match fields.as_slice() {
+                    [magic, version, nspam, nham] if *magic == MAGIC => {
+                        if *version != VERSION {
+                            return Err(format_err(format!("unsupported version {version:?}")));
+                        }
+                        model.nspam = nspam
+                            .parse()
+                            .map_err(|_| format_err(format!("bad spam count {nspam:?}")))?;
+                        model.nham = nham
+                            .parse()
+                            .map_err(|_| format_err(format!("bad ham count {nham:?}")))?;
+                    }
+                    _ => return Err(format_err(format!("expected \"{MAGIC} {VERSION} <nspam> <nham>\""))),
+                }
+                header_seen = true;
+                continue;
+            }
+            let mut fields = line.splitn(3, '\t');
+            let (Some(spam), Some(ham), Some(token)) = (fields.next(), fields.next(), fields.next()) else {
+                return Err(format_err("expected \"<spam>\\t<ham>\\t<token>\"".to_string()));
+            };
+            let spam: u32 = spam
+                .parse()
+                .map_err(|_| format_err(format!("bad spam count {spam:?}")))?;
+            let ham: u32 = ham.parse().map_err(|_| format_err(format!("bad ham count {ham:?}")))?;
+            if token.is_empty() {
+                return Err(format_err("empty token".to_string()));
+            }
+            if token.contains('\t') {
+                return Err(format_err("token contains a tab".to_string()));
+            }
+            if model.tokens.insert(token.to_string(), (spam, ham)).is_some() {
+                return Err(format_err(format!("duplicate token {token:?}")));
+            }
+        }
+        if !header_seen {
+            return Err(BayesError::Format {
+                line: 1,
+                what: "empty model file".to_string(),
+            });
+        }
+        Ok(model)
+    }
+}
+
+/// Survival function of the chi-square distribution, Q(x2 | v), for even degrees of freedom `v`
+/// (series form as in SpamBayes' `chi2Q`).
+fn chi2q(x2: f64, v: usize) -> f64 {
+    if !x2.is_finite() || x2 <= 0.0 {
+        return if x2.is_nan() || x2 <= 0.0 { 1.0 } else { 0.0 };
+    }
+    let m = x2 / 2.0;
+    let mut term = (-m).exp();
+    let mut sum = term;
+    for i in 1..v / 2 {
+        term *= m / i as f64;
+        sum += term;
+    }
+    sum.min(1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toks(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    fn trained() -> Model {
+        let mut m = Model::new();
+        for i in 0..20 {
+            let extra = format!("spamid{}", i % 3);
+            m.learn(&toks(&["viagra", "free", "money", "click", "common", &extra]), true);
+            let extra = format!("hamid{}", i % 3);
+            m.learn(&toks(&["meeting", "patch", "review", "lunch", "common", &extra]), false);
+        }
+        m
+    }
+
+    #[test]
+    fn chi2q_values() {
+        assert!((chi2q(0.0, 2) - 1.0).abs() < 1e-12);
+        // Q(x2 | 2) = exp(-x2/2).
+        assert!((chi2q(3.0, 2) - (-1.5f64).exp()).abs() < 1e-12);
+        // Q(4 | 4) = e^-2 (1 + 2).
+        assert!((chi2q(4.0, 4) - 3.0 * (-2.0f64).exp()).abs() < 1e-12);
+        assert_eq!(chi2q(f64::INFINITY, 10), 0.0);
+        assert!(chi2q(1e6, 300) >= 0.0);
+    }
+
+    #[test]
+    fn classifies() {
+        let m = trained();
+        assert_eq!(m.nspam(), 20);
+        assert_eq!(m.nham(), 20);
+        assert_eq!(m.len(), 15);
+        assert!(!m.is_empty());
+        let spam = m.classify(&toks(&["viagra", "money", "click", "unknown"])).unwrap();
+        let ham = m.classify(&toks(&["meeting", "review", "patch", "unknown"])).unwrap();
+        assert!(spam > 0.9, "{spam}");
+        assert!(ham < 0.1, "{ham}");
+        // Only neutral or unknown tokens: no opinion.
+        assert_eq!(m.classify(&toks(&["common", "unknown"])), None);
+        assert_eq!(m.classify(&[]), None);
+        // Mixed evidence is uncertain.
+        let mixed = m.classify(&toks(&["viagra", "meeting"])).unwrap();
+        assert!((mixed - 0.5).abs() < 0.1, "{mixed}");
+    }
+
+    #[test]
+    fn needs_minimum_training() {
+        let mut m = Model::new();
+        for _ in 0..9 {
+            m.learn(&toks(&["spammy", "words"]), true);
+            m.learn(&toks(&["hammy", "words"]), false);
+        }
+        assert_eq!(m.classify(&toks(&["spammy"])), None);
+        m.learn(&toks(&["spammy", "words"]), true);
+        assert_eq!(m.classify(&toks(&["spammy"])), None);
+        m.learn(&toks(&["hammy", "words"]), false);
+        assert!(m.classify(&toks(&["spammy"])).unwrap() > 0.9);
+    }
+
+    #[test]
+    fn duplicates_counted_once() {
+        let mut m = Model::new();
+        m.learn(&toks(&["a", "a", "b"]), true);
+        assert_eq!(m.counts("a"), Some((1, 0)));
+    }
+
+    #[test]
+    fn save_load_round_trip() {
+        let mut m = trained();
+        m.learn(&toks(&["once", "ünïcödé token", "sk:abcdefgh:50"]), false);
+        let mut out = Vec::new();
+        m.save(&mut out, 0).unwrap();
+        let loaded = Model::load(&mut out.as_slice()).unwrap();
+        assert_eq!(loaded, m);
+
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("sluice-bayes 1 20 21\n"));
+        let lines: Vec<&str> = text.lines().skip(1).collect();
+        let mut sorted = lines.clone();
+        sorted.sort_by_key(|l| l.splitn(3, '\t').nth(2).unwrap_or(""));
+        assert_eq!(lines, sorted);
+
+        // Pruning drops tokens seen once.
+        let mut pruned = Vec::new();
+        m.save(&mut pruned, 2).unwrap();
+        let p = Model::load(&mut pruned.as_slice()).unwrap();
+        assert_eq!(p.counts("once"), None);
+        assert_eq!(p.counts("viagra"), Some((20, 0)));
+        assert_eq!(p.nham(), 21);
+    }
+
+    #[test]
+    fn load_errors_name_line() {
+        let line_of = |text: &str| match Model::load(&mut text.as_bytes()) {
+            Err(BayesError::Format { line, .. }) => line,
+            other => panic!("expected format error, got {other:?}"),
+        };
+        assert_eq!(line_of(""), 1);
+        assert_eq!(line_of("something else\n"), 1);
+        assert_eq!(line_of("sluice-bayes 2 1 1\n"), 1);
+        assert_eq!(line_of("sluice-bayes 1 x 1\n"), 1);
+        assert_eq!(line_of("sluice-bayes 1 1 1\n1\t2\tok\n3\tx\tbad\n"), 3);
+        assert_eq!(line_of("sluice-bayes 1 1 1\r\n1\t2\tok\r\nno tabs here\r\n"), 3);
+        assert_eq!(line_of("sluice-bayes 1 1 1\n1\t2\tdup\n1\t2\tdup\n"), 3);
+        assert_eq!(line_of("sluice-bayes 1 1 1\n1\t2\t\n"), 2);
+        assert_eq!(line_of("sluice-bayes 1 1 1\n-1\t2\tneg\n"), 2);
+        let err = Model::load(&mut "sluice-bayes 1 1 1\n1\t2\tok\n3\tx\tbad\n".as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("line 3"), "{err}");
+        let ok = Model::load(&mut "sluice-bayes 1 3 4\r\n".as_bytes()).unwrap();
+        assert_eq!((ok.nspam(), ok.nham(), ok.len()), (3, 4, 0));
+    }
+}

@@ -1,0 +1,38 @@
+//! Spam scoring (issue 6, being built). So far: the tokenizer and the
+//! statistical classifier (Bayes-style, Robinson/Fisher as in SpamAssassin
+//! and SpamBayes), trained with `sluice learn --spam DIR --ham DIR`. The
+//! rules engine, SPF/DKIM/DMARC and the actions come next; the classifier's
+//! probability will be one contribution to the total score.
+
+pub mod bayes;
+pub mod tokenize;
+
+use std::path::{Path, PathBuf};
+
+/// The files of `dir` (not recursive), sorted; hidden files are skipped.
+pub fn message_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let hidden = e.file_name().to_string_lossy().starts_with('.');
+        if !hidden && e.file_type()?.is_file() {
+            files.push(e.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Trains a model on every file in the spam and ham directories.
+pub fn learn_dirs(spam: &[PathBuf], ham: &[PathBuf]) -> std::io::Result<bayes::Model> {
+    let mut model = bayes::Model::new();
+    for (dirs, is_spam) in [(spam, true), (ham, false)] {
+        for dir in dirs {
+            for f in message_files(dir)? {
+                let raw = std::fs::read(&f)?;
+                model.learn(&tokenize::tokens(&raw), is_spam);
+            }
+        }
+    }
+    Ok(model)
+}

@@ -1,0 +1,100 @@
+//! The statistical classifier on the shared SpamAssassin sample: k-fold
+//! cross-validation through the library, and `sluice learn` as a command.
+
+use std::path::PathBuf;
+
+use sluice::spam::{bayes, tokenize};
+
+use crate::util::corpora;
+
+/// (file, SpamAssassin group, is spam) from labels.tsv.
+fn labelled() -> Vec<(PathBuf, String, bool)> {
+    let dir = corpora().join("spamassassin");
+    let text = std::fs::read_to_string(dir.join("labels.tsv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (path, label, group) = (col("path"), col("label"), col("sa_group"));
+    lines
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .map(|f| (dir.join(f[path]), f[group].to_string(), f[label] == "spam"))
+        .collect()
+}
+
+#[test]
+fn classifier_separates_spam_from_ham_in_cross_validation() {
+    const FOLDS: usize = 5;
+    const THRESHOLD: f64 = 0.9;
+    let all: Vec<_> = labelled()
+        .into_iter()
+        .map(|(p, g, s)| (tokenize::tokens(&std::fs::read(&p).unwrap()), g, s))
+        .collect();
+    assert!(all.len() >= 600);
+    let (mut spam, mut caught, mut ham, mut fp) = (0, 0, 0, 0);
+    let mut groups: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    for k in 0..FOLDS {
+        let mut model = bayes::Model::new();
+        for (i, (t, _, s)) in all.iter().enumerate() {
+            if i % FOLDS != k {
+                model.learn(t, *s);
+            }
+        }
+        for (i, (t, g, s)) in all.iter().enumerate() {
+            if i % FOLDS != k {
+                continue;
+            }
+            let flagged = model.classify(t).unwrap_or(0.5) > THRESHOLD;
+            let e = groups.entry(g.as_str()).or_default();
+            e.0 += 1;
+            e.1 += usize::from(flagged);
+            if *s {
+                spam += 1;
+                caught += usize::from(flagged);
+            } else {
+                ham += 1;
+                fp += usize::from(flagged);
+            }
+        }
+    }
+    let recall = caught as f64 / spam as f64;
+    let fp_rate = fp as f64 / ham as f64;
+    for (g, (n, flagged)) in &groups {
+        eprintln!("{g}: {flagged}/{n} flagged as spam");
+    }
+    eprintln!("Bayes alone, {FOLDS}-fold, P > {THRESHOLD}: recall {recall:.3}, false positives {fp_rate:.4}");
+    // A floor against regressions; the targets are for the whole
+    // scoring (rules + classifier + auth), measured in docs/.
+    assert!(recall >= 0.80, "recall {recall:.3}");
+    assert!(fp_rate <= 0.02, "false positives {fp_rate:.4}");
+}
+
+#[test]
+fn learn_command_writes_a_model_that_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spam_dir, ham_dir) = (dir.path().join("spam"), dir.path().join("ham"));
+    std::fs::create_dir_all(&spam_dir).unwrap();
+    std::fs::create_dir_all(&ham_dir).unwrap();
+    let (mut ns, mut nh) = (0, 0);
+    for (p, _, s) in labelled() {
+        let (d, n) = if s { (&spam_dir, &mut ns) } else { (&ham_dir, &mut nh) };
+        if *n < 15 {
+            std::fs::copy(&p, d.join(p.file_name().unwrap())).unwrap();
+            *n += 1;
+        }
+    }
+    let model = dir.path().join("bayes.model");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["learn", "--spam"])
+        .arg(&spam_dir)
+        .arg("--ham")
+        .arg(&ham_dir)
+        .arg("--out")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("15 spam, 15 ham"));
+    let m = bayes::Model::load(&mut std::io::BufReader::new(std::fs::File::open(&model).unwrap())).unwrap();
+    assert_eq!((m.nspam(), m.nham()), (15, 15));
+    assert!(!m.is_empty());
+}
