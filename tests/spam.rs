@@ -98,3 +98,29 @@ fn learn_command_writes_a_model_that_loads() {
     assert_eq!((m.nspam(), m.nham()), (15, 15));
     assert!(!m.is_empty());
 }
+
+#[test]
+fn every_rules_file_compiles_and_passes_its_fixture() {
+    use sluice::spam::rules::{RuleSet, check_fixture};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rules"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    let texts: Vec<(String, String)> = files
+        .iter()
+        .map(|p| (p.display().to_string(), std::fs::read_to_string(p).unwrap()))
+        .collect();
+    let set = RuleSet::compile(&texts).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!set.is_empty());
+    for f in &files {
+        let fixture = f.with_extension("test");
+        let text = std::fs::read_to_string(&fixture)
+            .unwrap_or_else(|e| panic!("{}: every rules file needs a .test fixture: {e}", fixture.display()));
+        let failures = check_fixture(&set, &text);
+        assert!(failures.is_empty(), "{}:\n{}", fixture.display(), failures.join("\n"));
+    }
+}

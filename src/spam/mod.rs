@@ -1,10 +1,13 @@
 //! Spam scoring (issue 6, being built). So far: the tokenizer and the
 //! statistical classifier (Bayes-style, Robinson/Fisher as in SpamAssassin
-//! and SpamBayes), trained with `sluice learn --spam DIR --ham DIR`. The
-//! rules engine, SPF/DKIM/DMARC and the actions come next; the classifier's
-//! probability will be one contribution to the total score.
+//! and SpamBayes), trained with `sluice learn --spam DIR --ham DIR`, and the
+//! rules engine ([`rules`]: the format of `rules/`, compiled into one
+//! RegexSet per rule kind, with `.test` fixtures). Not yet wired into the
+//! verdict: the default rule set, SPF/DKIM/DMARC, the message view built
+//! from our MIME decoding, and the actions come next.
 
 pub mod bayes;
+pub mod rules;
 pub mod tokenize;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,1116 @@
+//! The rules engine of spam scoring: SpamAssassin-like rules in sluice's own
+//! line-based format (see `rules/README.md`).
+//!
+//! Rules are parsed and compiled once into a [`RuleSet`]. Matching never scans
+//! a message once per rule: every kind of pattern rule is compiled into
+//! [`regex::RegexSet`]s (one per kind; header rules one per header name), so
+//! each text is scanned once per set and the set says which rules matched.
+//! Meta rules are then evaluated over those results in dependency order.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use regex::{RegexBuilder, RegexSet, RegexSetBuilder};
+
+/// Compiled-size limit of one rule's regex (as `regex`'s own default).
+const RULE_SIZE_LIMIT: usize = 10 * (1 << 20);
+/// Compiled-size limit of one set (all the rules of a kind together).
+const SET_SIZE_LIMIT: usize = 256 * (1 << 20);
+/// Lazy-DFA cache of one set (per thread using it); too small a cache makes
+/// large sets fall back to a much slower engine.
+const SET_DFA_LIMIT: usize = 32 * (1 << 20);
+/// Deepest nesting of `(` and `!` in a meta expression.
+const MAX_META_DEPTH: usize = 64;
+/// Longest rule name.
+const MAX_NAME: usize = 40;
+
+/// A rule file that could not be parsed or compiled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleError {
+    pub file: String,
+    pub line: usize,
+    pub what: String,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.what)
+    }
+}
+
+impl std::error::Error for RuleError {}
+
+/// What rules look at; built by the caller from the parsed message.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    /// (name as written, unfolded value), in order.
+    pub headers: &'a [(String, String)],
+    /// Decoded text of the text parts, HTML reduced to text.
+    pub body: &'a str,
+    /// Text parts, HTML as is.
+    pub rawbody: &'a str,
+    /// Each URI found in the message.
+    pub uris: &'a [String],
+    /// The whole raw message (lossy UTF-8).
+    pub full: &'a str,
+}
+
+/// The result of evaluating a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Sum of the scores of the hits.
+    pub score: f64,
+    /// Rules that hit, sorted by name, without `__` sub-rules.
+    pub hits: Vec<Hit>,
+}
+
+/// One rule that hit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub name: String,
+    pub score: f64,
+    pub description: String,
+}
+
+/// A compiled set of rules.
+#[derive(Debug)]
+pub struct RuleSet {
+    rules: Vec<RuleInfo>,
+    /// Header rules, by lower-case header name.
+    headers: HashMap<String, HeaderGroup>,
+    /// `exists:` rules: (lower-case header name, rule).
+    exists: Vec<(String, usize)>,
+    body: Option<TextSet>,
+    rawbody: Option<TextSet>,
+    uri: Option<TextSet>,
+    full: Option<TextSet>,
+    /// Meta rules in evaluation order (dependencies first).
+    metas: Vec<(usize, Expr)>,
+}
+
+#[derive(Debug)]
+struct RuleInfo {
+    name: String,
+    score: f64,
+    description: String,
+}
+
+/// The header rules on one header name.
+#[derive(Debug)]
+struct HeaderGroup {
+    set: RegexSet,
+    /// For each pattern of the set: (rule, negated).
+    rules: Vec<(usize, bool)>,
+}
+
+/// The rules of one text kind.
+#[derive(Debug)]
+struct TextSet {
+    set: RegexSet,
+    /// For each pattern of the set: its rule.
+    rules: Vec<usize>,
+}
+
+impl TextSet {
+    fn mark(&self, text: &str, hits: &mut [bool]) {
+        for i in self.set.matches(text).iter() {
+            if let Some(&r) = self.rules.get(i)
+                && let Some(h) = hits.get_mut(r)
+            {
+                *h = true;
+            }
+        }
+    }
+}
+
+impl RuleSet {
+    /// Parses and compiles several files' contents (name, text), in order.
+    ///
+    /// `score` and `describe` may come before or after the rule they name, in
+    /// any of the files; a later `score` or `describe` for a rule overrides an
+    /// earlier one (so a local file can re-score stock rules).
+    pub fn compile(files: &[(String, String)]) -> Result<RuleSet, RuleError> {
+        let mut p = Parsed::default();
+        for (file_no, (file, text)) in files.iter().enumerate() {
+            for (i, line) in text.lines().enumerate() {
+                let at = Loc {
+                    file_no,
+                    file: file.clone(),
+                    line: i + 1,
+                };
+                parse_line(&mut p, line, at)?;
+            }
+        }
+        p.finish()
+    }
+
+    /// Number of rules (sub-rules included).
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether there are no rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Evaluates every rule on a message.
+    pub fn evaluate(&self, msg: &View<'_>) -> Outcome {
+        let hits = self.hit_vector(msg);
+        let mut out: Vec<Hit> = self
+            .rules
+            .iter()
+            .zip(&hits)
+            .filter(|(r, h)| **h && !r.name.starts_with("__"))
+            .map(|(r, _)| Hit {
+                name: r.name.clone(),
+                score: r.score,
+                description: r.description.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        let score = out.iter().map(|h| h.score).sum();
+        Outcome { score, hits: out }
+    }
+
+    /// Whether each rule (by index) hit, sub-rules included.
+    fn hit_vector(&self, msg: &View<'_>) -> Vec<bool> {
+        let mut hits = vec![false; self.rules.len()];
+        // Header rules: one scan of each header value by the set of its name.
+        let mut matched = vec![false; self.rules.len()];
+        let mut present: HashSet<String> = HashSet::new();
+        for (name, value) in msg.headers {
+            let lower = name.to_ascii_lowercase();
+            if let Some(g) = self.headers.get(&lower) {
+                for i in g.set.matches(value).iter() {
+                    if let Some(&(r, _)) = g.rules.get(i)
+                        && let Some(m) = matched.get_mut(r)
+                    {
+                        *m = true;
+                    }
+                }
+            }
+            present.insert(lower);
+        }
+        for g in self.headers.values() {
+            for &(r, negated) in &g.rules {
+                if let (Some(h), Some(&m)) = (hits.get_mut(r), matched.get(r)) {
+                    *h = m != negated;
+                }
+            }
+        }
+        for (name, r) in &self.exists {
+            if let Some(h) = hits.get_mut(*r) {
+                *h = present.contains(name);
+            }
+        }
+        if let Some(s) = &self.body {
+            s.mark(msg.body, &mut hits);
+        }
+        if let Some(s) = &self.rawbody {
+            s.mark(msg.rawbody, &mut hits);
+        }
+        if let Some(s) = &self.full {
+            s.mark(msg.full, &mut hits);
+        }
+        if let Some(s) = &self.uri {
+            for u in msg.uris {
+                s.mark(u, &mut hits);
+            }
+        }
+        for (r, e) in &self.metas {
+            let v = e.eval(&hits) != 0.0;
+            if let Some(h) = hits.get_mut(*r) {
+                *h = v;
+            }
+        }
+        hits
+    }
+
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.rules.iter().position(|r| r.name == name)
+    }
+}
+
+// ---------------------------------------------------------------- parsing
+
+#[derive(Debug, Clone)]
+struct Loc {
+    /// Position of the file in the list given to `compile`.
+    file_no: usize,
+    file: String,
+    line: usize,
+}
+
+impl Loc {
+    fn err(&self, what: impl Into<String>) -> RuleError {
+        RuleError {
+            file: self.file.clone(),
+            line: self.line,
+            what: what.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TextKind {
+    Body,
+    Rawbody,
+    Uri,
+    Full,
+}
+
+#[derive(Debug)]
+enum Def {
+    Header {
+        header: String,
+        pattern: String,
+        negated: bool,
+    },
+    Exists {
+        header: String,
+    },
+    Text {
+        kind: TextKind,
+        pattern: String,
+    },
+    Meta {
+        expr: Expr,
+        refs: Vec<String>,
+    },
+}
+
+#[derive(Debug)]
+struct RuleDef {
+    name: String,
+    at: Loc,
+    def: Def,
+}
+
+#[derive(Debug, Default)]
+struct Parsed {
+    defs: Vec<RuleDef>,
+    by_name: HashMap<String, usize>,
+    /// Latest score per name, with where it was given.
+    scores: HashMap<String, (f64, Loc)>,
+    describes: HashMap<String, (String, Loc)>,
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn valid_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| (33..=126).contains(&b) && b != b':')
+}
+
+/// Splits off the first whitespace-separated word.
+fn word(s: &str) -> (&str, &str) {
+    let s = s.trim_start();
+    match s.find(char::is_whitespace) {
+        Some(i) => (&s[..i], s[i..].trim_start()),
+        None => (s, ""),
+    }
+}
+
+/// Parses `/pattern/flags` into a pattern with the flags inline, and checks it compiles.
+fn parse_regex(s: &str, at: &Loc) -> Result<String, RuleError> {
+    let s = s.trim();
+    let Some(inner) = s.strip_prefix('/') else {
+        return Err(at.err(format!("expected /regex/flags, found '{s}'")));
+    };
+    let Some(end) = inner.rfind('/') else {
+        return Err(at.err("regex has no closing '/'"));
+    };
+    let (pattern, flags) = (&inner[..end], &inner[end + 1..]);
+    let mut inline = String::new();
+    let mut unicode_boundaries = false;
+    for c in flags.chars() {
+        match c {
+            'i' | 'm' | 's' => {
+                if !inline.contains(c) {
+                    inline.push(c);
+                }
+            }
+            'u' => unicode_boundaries = true,
+            c if c.is_whitespace() => return Err(at.err(format!("unexpected text after regex: '{flags}'"))),
+            c => return Err(at.err(format!("unknown regex flag '{c}' (allowed: i, m, s, u)"))),
+        }
+    }
+    let body = if unicode_boundaries {
+        pattern.to_string()
+    } else {
+        ascii_boundaries(pattern)
+    };
+    let full = if inline.is_empty() {
+        body
+    } else {
+        format!("(?{inline}){body}")
+    };
+    RegexBuilder::new(&full)
+        .size_limit(RULE_SIZE_LIMIT)
+        .build()
+        .map_err(|e| at.err(format!("bad regex /{pattern}/: {}", one_line(&e.to_string()))))?;
+    Ok(full)
+}
+
+/// Makes `\b` and `\B` (and `\b{...}`) outside character classes ASCII-only:
+/// `regex`'s fast engines give up on a Unicode word boundary as soon as the
+/// text has a non-ASCII byte, and a set with such a pattern then scans with
+/// the slow engine (about 1000 times slower for a large set). Flag `u`
+/// keeps Unicode boundaries for rules that need them (e.g. Cyrillic words).
+fn ascii_boundaries(p: &str) -> String {
+    let mut out = String::with_capacity(p.len() + 16);
+    let mut chars = p.chars().peekable();
+    let mut class_depth = 0usize;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(n @ ('b' | 'B')) if class_depth == 0 => {
+                    out.push_str("(?-u:\\");
+                    out.push(n);
+                    if chars.peek() == Some(&'{') {
+                        for d in chars.by_ref() {
+                            out.push(d);
+                            if d == '}' {
+                                break;
+                            }
+                        }
+                    }
+                    out.push(')');
+                }
+                Some(n) => {
+                    out.push('\\');
+                    out.push(n);
+                }
+                None => out.push('\\'),
+            },
+            '[' => {
+                out.push('[');
+                if class_depth > 0 && chars.peek() == Some(&':') {
+                    // `[:alpha:]` inside a class: its `]` closes it.
+                    class_depth += 1;
+                    continue;
+                }
+                class_depth += 1;
+                // A `]` first in a class (after an optional `^`) is literal.
+                if chars.peek() == Some(&'^') {
+                    out.push('^');
+                    chars.next();
+                }
+                if chars.peek() == Some(&']') {
+                    out.push(']');
+                    chars.next();
+                }
+            }
+            ']' if class_depth > 0 => {
+                class_depth -= 1;
+                out.push(']');
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `regex` errors span several lines (with a caret diagram); keep them on one.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn parse_line(p: &mut Parsed, line: &str, at: Loc) -> Result<(), RuleError> {
+    let t = line.trim();
+    if t.is_empty() || t.starts_with('#') {
+        return Ok(());
+    }
+    let (kind, rest) = word(t);
+    let (name, rest) = word(rest);
+    if !matches!(
+        kind,
+        "header" | "body" | "rawbody" | "uri" | "full" | "meta" | "score" | "describe"
+    ) {
+        return Err(at.err(format!("unknown line kind '{kind}'")));
+    }
+    if name.is_empty() {
+        return Err(at.err(format!("'{kind}' needs a rule name")));
+    }
+    if !valid_name(name) {
+        return Err(at.err(format!(
+            "bad rule name '{name}' (want [A-Z0-9_], 1 to {MAX_NAME} characters)"
+        )));
+    }
+    let def = match kind {
+        "score" => {
+            let (num, extra) = word(rest);
+            if num.is_empty() || !extra.is_empty() {
+                return Err(at.err("expected: score NAME NUMBER"));
+            }
+            let v: f64 = match num.parse() {
+                Ok(v) if f64::is_finite(v) => v,
+                _ => return Err(at.err(format!("bad score '{num}'"))),
+            };
+            if name.starts_with("__") {
+                return Err(at.err(format!("sub-rule {name} cannot be scored")));
+            }
+            p.scores.insert(name.to_string(), (v, at));
+            return Ok(());
+        }
+        "describe" => {
+            p.describes.insert(name.to_string(), (rest.to_string(), at));
+            return Ok(());
+        }
+        "header" => {
+            if let Some(h) = rest.strip_prefix("exists:") {
+                let h = h.trim();
+                if !valid_header_name(h) {
+                    return Err(at.err(format!("bad header name '{h}'")));
+                }
+                Def::Exists {
+                    header: h.to_ascii_lowercase(),
+                }
+            } else {
+                let (header, rest) = word(rest);
+                let (op, rest) = word(rest);
+                if !valid_header_name(header) {
+                    return Err(at.err(format!("bad header name '{header}'")));
+                }
+                let negated = match op {
+                    "=~" => false,
+                    "!~" => true,
+                    _ => return Err(at.err("expected: header NAME Header-Name =~ /regex/ (or !~, or exists:Header)")),
+                };
+                let pattern = parse_regex(rest, &at)?;
+                Def::Header {
+                    header: header.to_ascii_lowercase(),
+                    pattern,
+                    negated,
+                }
+            }
+        }
+        "body" | "rawbody" | "uri" | "full" => {
+            let kind = match kind {
+                "body" => TextKind::Body,
+                "rawbody" => TextKind::Rawbody,
+                "uri" => TextKind::Uri,
+                _ => TextKind::Full,
+            };
+            Def::Text {
+                kind,
+                pattern: parse_regex(rest, &at)?,
+            }
+        }
+        _ => {
+            let (expr, refs) = parse_meta(rest).map_err(|e| at.err(format!("bad meta expression: {e}")))?;
+            Def::Meta { expr, refs }
+        }
+    };
+    if let Some(&i) = p.by_name.get(name) {
+        let first = &p.defs[i].at;
+        return Err(at.err(format!("rule {name} already defined at {}:{}", first.file, first.line)));
+    }
+    p.by_name.insert(name.to_string(), p.defs.len());
+    p.defs.push(RuleDef {
+        name: name.to_string(),
+        at,
+        def,
+    });
+    Ok(())
+}
+
+impl Parsed {
+    fn finish(mut self) -> Result<RuleSet, RuleError> {
+        // Scores and descriptions of unknown rules, in file order.
+        let mut orphans: Vec<(&Loc, &str, &str)> = Vec::new();
+        for (name, (_, at)) in &self.scores {
+            if !self.by_name.contains_key(name) {
+                orphans.push((at, name, "score"));
+            }
+        }
+        for (name, (_, at)) in &self.describes {
+            if !self.by_name.contains_key(name) {
+                orphans.push((at, name, "describe"));
+            }
+        }
+        if let Some((at, name, what)) = orphans.into_iter().min_by(|a, b| loc_order(a.0, b.0)) {
+            return Err(at.err(format!("{what} for unknown rule {name}")));
+        }
+        // Resolve meta references.
+        let mut metas = Vec::new();
+        for (i, d) in self.defs.iter_mut().enumerate() {
+            if let Def::Meta { expr, refs } = &mut d.def {
+                let mut deps = Vec::new();
+                for name in refs.iter() {
+                    let Some(&j) = self.by_name.get(name) else {
+                        return Err(d.at.err(format!("meta {} refers to unknown rule {name}", d.name)));
+                    };
+                    deps.push(j);
+                }
+                expr.resolve(&deps);
+                metas.push((i, deps));
+            }
+        }
+        let order = meta_order(&self.defs, &metas)?;
+
+        let mut rules = Vec::with_capacity(self.defs.len());
+        type Patterns = (Vec<String>, Vec<(usize, bool)>, Loc);
+        let mut headers: HashMap<String, Patterns> = HashMap::new();
+        let mut exists = Vec::new();
+        let mut texts: [(Vec<String>, Vec<usize>, Option<Loc>); 4] = Default::default();
+        let mut meta_exprs: HashMap<usize, Expr> = HashMap::new();
+        for (i, d) in self.defs.into_iter().enumerate() {
+            let sub = d.name.starts_with("__");
+            let score = if sub {
+                0.0
+            } else {
+                self.scores.get(&d.name).map_or(1.0, |s| s.0)
+            };
+            let description = self.describes.get(&d.name).map(|s| s.0.clone()).unwrap_or_default();
+            rules.push(RuleInfo {
+                name: d.name,
+                score,
+                description,
+            });
+            match d.def {
+                Def::Header {
+                    header,
+                    pattern,
+                    negated,
+                } => {
+                    let g = headers
+                        .entry(header)
+                        .or_insert_with(|| (Vec::new(), Vec::new(), d.at.clone()));
+                    g.0.push(pattern);
+                    g.1.push((i, negated));
+                }
+                Def::Exists { header } => exists.push((header, i)),
+                Def::Text { kind, pattern } => {
+                    let t = &mut texts[kind as usize];
+                    t.0.push(pattern);
+                    t.1.push(i);
+                    t.2.get_or_insert(d.at);
+                }
+                Def::Meta { expr, .. } => {
+                    meta_exprs.insert(i, expr);
+                }
+            }
+        }
+        let mut header_groups = HashMap::new();
+        for (name, (patterns, rules, at)) in headers {
+            let set = build_set(&patterns, &at, &format!("header rules on {name}"))?;
+            header_groups.insert(name, HeaderGroup { set, rules });
+        }
+        let [body, rawbody, uri, full] = texts;
+        let text_set = |t: (Vec<String>, Vec<usize>, Option<Loc>), what: &str| -> Result<Option<TextSet>, RuleError> {
+            match t.2 {
+                None => Ok(None),
+                Some(at) => Ok(Some(TextSet {
+                    set: build_set(&t.0, &at, what)?,
+                    rules: t.1,
+                })),
+            }
+        };
+        let metas = order
+            .into_iter()
+            .filter_map(|i| meta_exprs.remove(&i).map(|e| (i, e)))
+            .collect();
+        Ok(RuleSet {
+            rules,
+            headers: header_groups,
+            exists,
+            body: text_set(body, "body rules")?,
+            rawbody: text_set(rawbody, "rawbody rules")?,
+            uri: text_set(uri, "uri rules")?,
+            full: text_set(full, "full rules")?,
+            metas,
+        })
+    }
+}
+
+fn loc_order(a: &Loc, b: &Loc) -> std::cmp::Ordering {
+    (a.file_no, a.line).cmp(&(b.file_no, b.line))
+}
+
+fn build_set(patterns: &[String], at: &Loc, what: &str) -> Result<RegexSet, RuleError> {
+    RegexSetBuilder::new(patterns)
+        .size_limit(SET_SIZE_LIMIT)
+        .dfa_size_limit(SET_DFA_LIMIT)
+        .build()
+        .map_err(|e| {
+            at.err(format!(
+                "cannot compile the {what} together: {}",
+                one_line(&e.to_string())
+            ))
+        })
+}
+
+/// Orders the metas so that each comes after the metas it uses (Kahn's
+/// algorithm); a cycle is reported at the first-defined meta on it.
+fn meta_order(defs: &[RuleDef], metas: &[(usize, Vec<usize>)]) -> Result<Vec<usize>, RuleError> {
+    let is_meta: HashSet<usize> = metas.iter().map(|m| m.0).collect();
+    let mut pending: HashMap<usize, usize> = HashMap::new();
+    let mut users: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (m, deps) in metas {
+        let meta_deps: Vec<usize> = deps.iter().copied().filter(|d| is_meta.contains(d)).collect();
+        pending.insert(*m, meta_deps.len());
+        for d in meta_deps {
+            users.entry(d).or_default().push(*m);
+        }
+    }
+    let mut ready: Vec<usize> = metas
+        .iter()
+        .map(|m| m.0)
+        .filter(|m| pending.get(m) == Some(&0))
+        .collect();
+    ready.reverse();
+    let mut order = Vec::with_capacity(metas.len());
+    while let Some(m) = ready.pop() {
+        order.push(m);
+        for u in users.get(&m).map(Vec::as_slice).unwrap_or(&[]) {
+            if let Some(n) = pending.get_mut(u) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    ready.push(*u);
+                }
+            }
+        }
+    }
+    if order.len() == metas.len() {
+        return Ok(order);
+    }
+    // Every meta left waits on another one left: walk until one repeats.
+    let done: HashSet<usize> = order.iter().copied().collect();
+    let deps: HashMap<usize, &Vec<usize>> = metas.iter().map(|(m, d)| (*m, d)).collect();
+    let Some(mut cur) = metas.iter().map(|m| m.0).find(|m| !done.contains(m)) else {
+        return Ok(order);
+    };
+    let mut path: Vec<usize> = Vec::new();
+    let mut seen: HashMap<usize, usize> = HashMap::new();
+    while let std::collections::hash_map::Entry::Vacant(v) = seen.entry(cur) {
+        v.insert(path.len());
+        path.push(cur);
+        let next = deps
+            .get(&cur)
+            .and_then(|ds| ds.iter().copied().find(|d| is_meta.contains(d) && !done.contains(d)));
+        match next {
+            Some(n) => cur = n,
+            None => break,
+        }
+    }
+    let start = seen.get(&cur).copied().unwrap_or(0);
+    let cycle = &path[start.min(path.len())..];
+    let first = cycle.iter().copied().min().unwrap_or(cur);
+    let pos = cycle.iter().position(|&c| c == first).unwrap_or(0);
+    let mut names: Vec<&str> = cycle[pos..]
+        .iter()
+        .chain(&cycle[..pos])
+        .map(|&i| defs[i].name.as_str())
+        .collect();
+    names.push(defs[first].name.as_str());
+    Err(defs[first].at.err(format!("meta cycle: {}", names.join(" -> "))))
+}
+
+// ------------------------------------------------------- meta expressions
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Cmp {
+    Ge,
+    Gt,
+    Le,
+    Lt,
+    Eq,
+    Ne,
+}
+
+/// A meta expression. Values are numbers: a rule is 1 if it hit, else 0;
+/// `!`, `&&`, `||` and comparisons give 0 or 1; anything non-zero is true.
+#[derive(Debug, Clone, PartialEq)]
+enum Expr {
+    /// A rule: by reference slot while parsing, by rule index once resolved.
+    Rule(usize),
+    Num(f64),
+    Not(Box<Expr>),
+    And(Vec<Expr>),
+    Or(Vec<Expr>),
+    Sum(Vec<Expr>),
+    Cmp(Box<Expr>, Cmp, Box<Expr>),
+}
+
+impl Expr {
+    fn eval(&self, hits: &[bool]) -> f64 {
+        let b = |v: bool| if v { 1.0 } else { 0.0 };
+        match self {
+            Expr::Rule(i) => b(hits.get(*i).copied().unwrap_or(false)),
+            Expr::Num(n) => *n,
+            Expr::Not(e) => b(e.eval(hits) == 0.0),
+            Expr::And(es) => b(es.iter().all(|e| e.eval(hits) != 0.0)),
+            Expr::Or(es) => b(es.iter().any(|e| e.eval(hits) != 0.0)),
+            Expr::Sum(es) => es.iter().map(|e| e.eval(hits)).sum(),
+            Expr::Cmp(l, op, r) => {
+                let (l, r) = (l.eval(hits), r.eval(hits));
+                b(match op {
+                    Cmp::Ge => l >= r,
+                    Cmp::Gt => l > r,
+                    Cmp::Le => l <= r,
+                    Cmp::Lt => l < r,
+                    Cmp::Eq => l == r,
+                    Cmp::Ne => l != r,
+                })
+            }
+        }
+    }
+
+    /// Replaces reference slots by rule indexes (`map[slot]`).
+    fn resolve(&mut self, map: &[usize]) {
+        match self {
+            Expr::Rule(s) => *s = map.get(*s).copied().unwrap_or(usize::MAX),
+            Expr::Num(_) => {}
+            Expr::Not(e) => e.resolve(map),
+            Expr::And(es) | Expr::Or(es) | Expr::Sum(es) => es.iter_mut().for_each(|e| e.resolve(map)),
+            Expr::Cmp(l, _, r) => {
+                l.resolve(map);
+                r.resolve(map);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Name(String),
+    Num(f64),
+    And,
+    Or,
+    Not,
+    Plus,
+    Open,
+    Close,
+    Cmp(Cmp),
+}
+
+fn lex(s: &str) -> Result<Vec<Tok>, String> {
+    let mut toks = Vec::new();
+    let mut chars = s.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let next = chars.peek().map(|&(_, c)| c);
+        let two = |t: Tok, chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>| {
+            chars.next();
+            t
+        };
+        let tok = match (c, next) {
+            (c, _) if c.is_whitespace() => continue,
+            ('&', Some('&')) => two(Tok::And, &mut chars),
+            ('|', Some('|')) => two(Tok::Or, &mut chars),
+            ('>', Some('=')) => two(Tok::Cmp(Cmp::Ge), &mut chars),
+            ('<', Some('=')) => two(Tok::Cmp(Cmp::Le), &mut chars),
+            ('=', Some('=')) => two(Tok::Cmp(Cmp::Eq), &mut chars),
+            ('!', Some('=')) => two(Tok::Cmp(Cmp::Ne), &mut chars),
+            ('>', _) => Tok::Cmp(Cmp::Gt),
+            ('<', _) => Tok::Cmp(Cmp::Lt),
+            ('!', _) => Tok::Not,
+            ('+', _) => Tok::Plus,
+            ('(', _) => Tok::Open,
+            (')', _) => Tok::Close,
+            (c, _) if c.is_ascii_alphanumeric() || c == '_' || c == '.' => {
+                let mut end = i + c.len_utf8();
+                while let Some(&(j, d)) = chars.peek() {
+                    if d.is_ascii_alphanumeric() || d == '_' || d == '.' {
+                        end = j + d.len_utf8();
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                let w = &s[i..end];
+                if w.bytes().next().is_some_and(|b| b.is_ascii_digit() || b == b'.') {
+                    match w.parse::<f64>() {
+                        Ok(v) if v.is_finite() => Tok::Num(v),
+                        _ => return Err(format!("bad number '{w}'")),
+                    }
+                } else if valid_name(w) {
+                    Tok::Name(w.to_string())
+                } else {
+                    return Err(format!("bad rule name '{w}'"));
+                }
+            }
+            (c, _) => return Err(format!("unexpected character '{c}'")),
+        };
+        toks.push(tok);
+    }
+    Ok(toks)
+}
+
+struct MetaParser {
+    toks: Vec<Tok>,
+    pos: usize,
+    depth: usize,
+    refs: Vec<String>,
+}
+
+/// Parses a meta expression; rule references become numbered slots, listed in `refs`.
+fn parse_meta(s: &str) -> Result<(Expr, Vec<String>), String> {
+    let toks = lex(s)?;
+    if toks.is_empty() {
+        return Err("empty expression".into());
+    }
+    let mut p = MetaParser {
+        toks,
+        pos: 0,
+        depth: 0,
+        refs: Vec::new(),
+    };
+    let e = p.or()?;
+    if let Some(t) = p.toks.get(p.pos) {
+        return Err(format!("unexpected {} after the expression", describe_tok(t)));
+    }
+    Ok((e, p.refs))
+}
+
+fn describe_tok(t: &Tok) -> String {
+    match t {
+        Tok::Name(n) => format!("'{n}'"),
+        Tok::Num(n) => format!("'{n}'"),
+        Tok::And => "'&&'".into(),
+        Tok::Or => "'||'".into(),
+        Tok::Not => "'!'".into(),
+        Tok::Plus => "'+'".into(),
+        Tok::Open => "'('".into(),
+        Tok::Close => "')'".into(),
+        Tok::Cmp(_) => "comparison".into(),
+    }
+}
+
+impl MetaParser {
+    fn peek(&self) -> Option<&Tok> {
+        self.toks.get(self.pos)
+    }
+
+    fn eat(&mut self, t: &Tok) -> bool {
+        if self.peek() == Some(t) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn list(
+        &mut self,
+        sep: &Tok,
+        next: fn(&mut Self) -> Result<Expr, String>,
+        mk: fn(Vec<Expr>) -> Expr,
+    ) -> Result<Expr, String> {
+        let first = next(self)?;
+        if self.peek() != Some(sep) {
+            return Ok(first);
+        }
+        let mut es = vec![first];
+        while self.eat(sep) {
+            es.push(next(self)?);
+        }
+        Ok(mk(es))
+    }
+
+    fn or(&mut self) -> Result<Expr, String> {
+        self.list(&Tok::Or, Self::and, Expr::Or)
+    }
+
+    fn and(&mut self) -> Result<Expr, String> {
+        self.list(&Tok::And, Self::cmp, Expr::And)
+    }
+
+    fn cmp(&mut self) -> Result<Expr, String> {
+        let l = self.sum()?;
+        if let Some(Tok::Cmp(op)) = self.peek() {
+            let op = *op;
+            self.pos += 1;
+            let r = self.sum()?;
+            return Ok(Expr::Cmp(Box::new(l), op, Box::new(r)));
+        }
+        Ok(l)
+    }
+
+    fn sum(&mut self) -> Result<Expr, String> {
+        self.list(&Tok::Plus, Self::unary, Expr::Sum)
+    }
+
+    fn unary(&mut self) -> Result<Expr, String> {
+        self.depth += 1;
+        if self.depth > MAX_META_DEPTH {
+            return Err(format!("nested deeper than {MAX_META_DEPTH}"));
+        }
+        let e = if self.eat(&Tok::Not) {
+            self.unary().map(|e| Expr::Not(Box::new(e)))
+        } else {
+            self.primary()
+        };
+        self.depth -= 1;
+        e
+    }
+
+    fn primary(&mut self) -> Result<Expr, String> {
+        match self.toks.get(self.pos).cloned() {
+            Some(Tok::Name(n)) => {
+                self.pos += 1;
+                self.refs.push(n);
+                Ok(Expr::Rule(self.refs.len() - 1))
+            }
+            Some(Tok::Num(v)) => {
+                self.pos += 1;
+                Ok(Expr::Num(v))
+            }
+            Some(Tok::Open) => {
+                self.pos += 1;
+                let e = self.or()?;
+                if !self.eat(&Tok::Close) {
+                    return Err("missing ')'".into());
+                }
+                Ok(e)
+            }
+            Some(t) => Err(format!("unexpected {}", describe_tok(&t))),
+            None => Err("unexpected end of expression".into()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- fixtures
+
+/// Checks a fixture against a compiled set.
+///
+/// Blocks are separated by lines starting with `=== `; each such line is
+/// `=== expect: RULE_A RULE_B !RULE_C` (rules that must hit / must not hit;
+/// `__` sub-rules may be named too). The message follows (headers, blank
+/// line, body) and is used as `full`; headers are parsed simply (unfolded),
+/// body = rawbody = the text after the blank line, and the URIs are the
+/// `http(s)://` URLs found in the body. Lines before the first block are
+/// ignored. Returns the failures (empty = pass), each naming the block
+/// number, its line in the fixture, and the rule.
+pub fn check_fixture(set: &RuleSet, fixture: &str) -> Vec<String> {
+    let mut failures = Vec::new();
+    let mut blocks: Vec<(usize, &str, Vec<&str>)> = Vec::new();
+    for (i, line) in fixture.lines().enumerate() {
+        if let Some(rest) = line.strip_prefix("=== ") {
+            blocks.push((i + 1, rest, Vec::new()));
+        } else if let Some(b) = blocks.last_mut() {
+            b.2.push(line);
+        }
+    }
+    if blocks.is_empty() {
+        failures.push("fixture has no '=== expect:' blocks".to_string());
+    }
+    for (n, (line_no, head, lines)) in blocks.into_iter().enumerate() {
+        let block = format!("block {} (line {line_no})", n + 1);
+        let Some(expect) = head.trim().strip_prefix("expect:") else {
+            failures.push(format!("{block}: expected '=== expect: RULES', found '=== {head}'"));
+            continue;
+        };
+        let mut full = lines.join("\n");
+        full.push('\n');
+        let (headers, body) = split_message(&lines);
+        let uris = find_uris(&body);
+        let view = View {
+            headers: &headers,
+            body: &body,
+            rawbody: &body,
+            uris: &uris,
+            full: &full,
+        };
+        let hits = set.hit_vector(&view);
+        let hit_names = || {
+            let mut v: Vec<&str> = set
+                .rules
+                .iter()
+                .zip(&hits)
+                .filter(|(_, h)| **h)
+                .map(|(r, _)| r.name.as_str())
+                .collect();
+            v.sort_unstable();
+            if v.is_empty() { "none".to_string() } else { v.join(" ") }
+        };
+        let words: Vec<&str> = expect.split_whitespace().collect();
+        if words.is_empty() {
+            failures.push(format!("{block}: no rules to expect"));
+        }
+        for w in words {
+            let (want, name) = match w.strip_prefix('!') {
+                Some(name) => (false, name),
+                None => (true, w),
+            };
+            match set.index_of(name) {
+                None => failures.push(format!("{block}: unknown rule {name}")),
+                Some(i) => {
+                    let got = hits.get(i).copied().unwrap_or(false);
+                    if got != want {
+                        let what = if want {
+                            "to hit but it did not"
+                        } else {
+                            "not to hit but it did"
+                        };
+                        failures.push(format!("{block}: expected {name} {what} (hits: {})", hit_names()));
+                    }
+                }
+            }
+        }
+    }
+    failures
+}
+
+/// Splits a fixture message into unfolded headers and the body.
+fn split_message(lines: &[&str]) -> (Vec<(String, String)>, String) {
+    let mut headers: Vec<(String, String)> = Vec::new();
+    let mut body_start = lines.len();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            body_start = i + 1;
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = headers.last_mut() {
+                last.1.push_str(line.trim_end());
+            }
+        } else if let Some((name, value)) = line.split_once(':') {
+            headers.push((name.trim().to_string(), value.trim().to_string()));
+        }
+    }
+    let mut body = lines.get(body_start..).unwrap_or(&[]).join("\n");
+    if body_start < lines.len() {
+        body.push('\n');
+    }
+    (headers, body)
+}
+
+/// `http://` and `https://` URLs in a text, by a simple scan.
+fn find_uris(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let lower = text.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(i) = lower.get(from..).and_then(|s| s.find("http")).map(|i| i + from) {
+        let rest = &lower[i..];
+        let scheme = if rest.starts_with("https://") {
+            8
+        } else if rest.starts_with("http://") {
+            7
+        } else {
+            from = i + 4;
+            continue;
+        };
+        let end = text[i..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '"' | '\'' | '(' | ')' | '[' | ']'))
+            .map_or(text.len(), |e| i + e);
+        if end > i + scheme {
+            out.push(
+                text[i..end]
+                    .trim_end_matches(['.', ',', ';', ':', '!', '?'])
+                    .to_string(),
+            );
+        }
+        from = end.max(i + scheme);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
