@@ -86,14 +86,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         events.clone(),
     );
     // Content checks: built when a scanner or a banned list is configured.
-    let scanner = config.clamd.as_ref().map(|c| {
-        let clamd = Arc::new(crate::scan::clamd::Clamd::new(c.clone()));
+    let (filter, clamd) = crate::scan::ContentFilter::from_config(&config);
+    if let Some(clamd) = &clamd {
         background.spawn(clamd.clone().health_loop(shutdown.child_token()));
-        clamd as Arc<dyn crate::scan::Scanner>
-    });
-    let capacity = config.clamd.as_ref().map_or(1, |c| c.max_concurrent);
-    let content = (scanner.is_some() || !config.scan.banned.is_empty())
-        .then(|| Arc::new(crate::scan::ContentFilter::new(config.scan.clone(), scanner, capacity)));
+    }
+    let capacity = filter.capacity();
+    let content = (filter.has_scanner() || !config.scan.banned.is_empty()).then(|| Arc::new(filter));
     let deferred = content.as_ref().map(|filter| {
         let (scanner, handle) = crate::scan::deferred::DeferredScanner::new(
             filter.clone(),

@@ -96,20 +96,12 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Cmd::Scan { config, files } => {
-            let config = match load(config.as_ref()) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let rt = match runtime() {
-                Ok(rt) => rt,
+            let (config, rt) = match load(config.as_ref()).and_then(|c| Ok((c, runtime()?))) {
+                Ok(v) => v,
                 Err(code) => return code,
             };
             let code = rt.block_on(async {
-                let scanner = config.clamd.clone().map(|c| {
-                    std::sync::Arc::new(sluice::scan::clamd::Clamd::new(c)) as std::sync::Arc<dyn sluice::scan::Scanner>
-                });
-                let capacity = config.clamd.as_ref().map_or(1, |c| c.max_concurrent);
-                let filter = sluice::scan::ContentFilter::new(config.scan.clone(), scanner, capacity);
+                let (filter, _) = sluice::scan::ContentFilter::from_config(&config);
                 sluice::scan::scan_files(&filter, &files).await
             });
             ExitCode::from(code)
@@ -127,12 +119,8 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Quarantine { config, action } => {
-            let config = match load(config.as_ref()) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let rt = match runtime() {
-                Ok(rt) => rt,
+            let (config, rt) = match load(config.as_ref()).and_then(|c| Ok((c, runtime()?))) {
+                Ok(v) => v,
                 Err(code) => return code,
             };
             match rt.block_on(quarantine(&config, action)) {

@@ -53,6 +53,10 @@ impl Admission {
         }
     }
 
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Expected latency of one more scan: the recent scan latency times the
     /// number of rounds the scans already running or waiting take.
     pub fn expected(&self) -> Duration {

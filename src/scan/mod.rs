@@ -158,6 +158,20 @@ impl ContentFilter {
         }
     }
 
+    /// The filter for a configuration: `[scan]`, with clamd when
+    /// `[clamd]` has endpoints (also returned, for its health loop).
+    pub fn from_config(config: &crate::config::Config) -> (ContentFilter, Option<Arc<clamd::Clamd>>) {
+        let clamd = config.clamd.clone().map(|c| Arc::new(clamd::Clamd::new(c)));
+        let capacity = config.clamd.as_ref().map_or(1, |c| c.max_concurrent);
+        let scanner = clamd.clone().map(|c| c as Arc<dyn Scanner>);
+        (ContentFilter::new(config.scan.clone(), scanner, capacity), clamd)
+    }
+
+    /// Scans that can run at once (clamd connections).
+    pub fn capacity(&self) -> usize {
+        self.admission.capacity()
+    }
+
     pub fn has_scanner(&self) -> bool {
         self.scanner.is_some()
     }
