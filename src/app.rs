@@ -38,6 +38,29 @@ pub struct Running {
     background: TaskTracker,
     spool: Arc<FsSpool>,
     transport: Arc<NextHopTransport>,
+    spam: Option<Arc<crate::spam::filter::SpamFilter>>,
+}
+
+/// The spam filter of a configuration (`None` when `spam.enabled` is
+/// false): rules, model, and SPF/DKIM/DMARC over our resolver unless
+/// `offline`.
+pub fn spam_filter(config: &Config, offline: bool) -> anyhow::Result<Option<Arc<crate::spam::filter::SpamFilter>>> {
+    let Some(cfg) = &config.spam else {
+        return Ok(None);
+    };
+    let auth = if cfg.auth && !offline {
+        let resolver = crate::spam::auth::tokio_resolver(config.dns.resolver, cfg.auth_timeout)
+            .context("spam.auth: cannot build the DNS resolver")?;
+        Some(crate::spam::auth::Authenticator::new(
+            resolver,
+            config.server.hostname.clone(),
+            cfg.auth_timeout,
+        ))
+    } else {
+        None
+    };
+    let filter = crate::spam::filter::SpamFilter::new(cfg.clone(), auth).context("spam rules or model")?;
+    Ok(Some(Arc::new(filter)))
 }
 
 /// Binds the listeners, recovers the spool and starts serving.
@@ -85,6 +108,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.server.hostname.clone(),
         events.clone(),
     );
+    let quarantine = Arc::new(crate::quarantine::Quarantine::new(&config.scan.quarantine_dir));
+    let spam = spam_filter(&config, false)?;
+    if let Some(filter) = &spam {
+        let ev = events.clone();
+        background.spawn(filter.clone().watch(shutdown.child_token(), move |message| {
+            ev.emit(crate::events::Event::Warning {
+                component: "spam",
+                message,
+            })
+        }));
+    }
     // Content checks: built when a scanner or a banned list is configured.
     let (filter, clamd) = crate::scan::ContentFilter::from_config(&config);
     if let Some(clamd) = &clamd {
@@ -97,7 +131,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             filter.clone(),
             spool_dyn.clone(),
             handle.clone(),
-            Arc::new(crate::quarantine::Quarantine::new(&config.scan.quarantine_dir)),
+            quarantine.clone(),
             events.clone(),
             capacity,
             shutdown.child_token(),
@@ -222,6 +256,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         limits,
         content,
         deferred,
+        spam: spam.clone(),
+        quarantine,
     });
 
     // Each session needs a socket and each delivery a socket: make sure
@@ -259,6 +295,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         background,
         spool,
         transport,
+        spam,
     })
 }
 
@@ -289,13 +326,19 @@ impl Running {
         tracing::info!("stopped");
     }
 
-    /// Reloads the recipient table now (SIGHUP).
+    /// Reloads the recipient table, spam rules and model now (SIGHUP).
+    /// What fails to load is reported; the running version stays.
     pub fn reload(&self) {
-        match self.recipients.reload(true) {
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "recipient table reload failed; keeping the previous table")
-            }
+        if let Err(e) = self.recipients.reload(true) {
+            tracing::warn!(error = %e, "recipient table reload failed; keeping the previous table")
+        }
+        if let Some(spam) = &self.spam
+            && let Err(e) = spam.reload(true)
+        {
+            self.events.emit(crate::events::Event::Warning {
+                component: "spam",
+                message: format!("spam rules/model not reloaded, keeping the running set: {e}"),
+            });
         }
     }
 }

@@ -36,34 +36,45 @@ pub struct HickoryResolver {
     inner: hickory_resolver::TokioResolver,
 }
 
+/// A hickory resolver (with its TTL cache) as sluice uses it, for the
+/// DNS lists and for mail-auth: `server` (UDP, then TCP on truncation) or
+/// /etc/resolv.conf when `None`; `timeout` bounds one query; one attempt;
+/// names are absolute (no search domains).
+pub fn tokio_resolver(
+    server: Option<SocketAddr>,
+    timeout: Duration,
+) -> Result<hickory_resolver::TokioResolver, DnsError> {
+    use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+    use hickory_resolver::net::runtime::TokioRuntimeProvider;
+    let mut builder = match server {
+        Some(addr) => {
+            let mut udp = ConnectionConfig::udp();
+            udp.port = addr.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = addr.port();
+            let ns = NameServerConfig::new(addr.ip(), true, vec![udp, tcp]);
+            hickory_resolver::TokioResolver::builder_with_config(
+                ResolverConfig::from_name_servers(vec![ns]),
+                TokioRuntimeProvider::default(),
+            )
+        }
+        None => hickory_resolver::TokioResolver::builder_tokio().map_err(|e| DnsError::Failed(e.to_string()))?,
+    };
+    let opts = builder.options_mut();
+    opts.timeout = timeout;
+    opts.attempts = 1;
+    opts.cache_size = 32 * 1024;
+    opts.ndots = 0;
+    builder.build().map_err(|e| DnsError::Failed(e.to_string()))
+}
+
 impl HickoryResolver {
     /// `server`: a resolver to ask (UDP, then TCP on truncation); `None`
     /// reads /etc/resolv.conf. `timeout` bounds one query.
     pub fn new(server: Option<SocketAddr>, timeout: Duration) -> Result<Self, DnsError> {
-        use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
-        use hickory_resolver::net::runtime::TokioRuntimeProvider;
-        let mut builder = match server {
-            Some(addr) => {
-                let mut udp = ConnectionConfig::udp();
-                udp.port = addr.port();
-                let mut tcp = ConnectionConfig::tcp();
-                tcp.port = addr.port();
-                let ns = NameServerConfig::new(addr.ip(), true, vec![udp, tcp]);
-                hickory_resolver::TokioResolver::builder_with_config(
-                    ResolverConfig::from_name_servers(vec![ns]),
-                    TokioRuntimeProvider::default(),
-                )
-            }
-            None => hickory_resolver::TokioResolver::builder_tokio().map_err(|e| DnsError::Failed(e.to_string()))?,
-        };
-        let opts = builder.options_mut();
-        opts.timeout = timeout;
-        opts.attempts = 1;
-        opts.cache_size = 32 * 1024;
-        // DNSBL names are absolute: never append search domains.
-        opts.ndots = 0;
-        let inner = builder.build().map_err(|e| DnsError::Failed(e.to_string()))?;
-        Ok(Self { inner })
+        Ok(Self {
+            inner: tokio_resolver(server, timeout)?,
+        })
     }
 
     async fn lookup(

@@ -56,6 +56,7 @@ pub mod logging;
 pub mod policy;
 pub mod quarantine;
 pub mod scan;
+pub mod scan_cli;
 pub mod shutdown;
 pub mod smtp;
 pub mod spam;

@@ -28,13 +28,34 @@ enum Cmd {
     },
     /// Validate a configuration file and exit (0 = valid, 64 = invalid).
     CheckConfig { file: PathBuf },
-    /// Scan files (messages or attachments) with the configured scanners and
-    /// print a verdict per file. Exit 0 = all clean, 1 = something found,
-    /// 75 = a file could not be scanned.
+    /// Run the content pipeline (virus scan, banned parts, spam score) on
+    /// messages and print the verdict and every contribution. FILE may be a
+    /// directory (its files) or - (stdin). Exit 0 = all delivered as they
+    /// are, 1 = something tagged, held or refused, 75 = a scan failed.
     Scan {
         #[arg(short, long, env = "SLUICE_CONFIG")]
         config: Option<PathBuf>,
-        #[arg(required = true)]
+        /// One JSON object per message.
+        #[arg(long)]
+        json: bool,
+        /// No network checks (SPF, DKIM, DMARC).
+        #[arg(long)]
+        offline: bool,
+        /// Use this classifier model instead of spam.bayes_model.
+        #[arg(long)]
+        bayes_model: Option<PathBuf>,
+        /// Apply the thresholds of this recipient's domain.
+        #[arg(long)]
+        rcpt: Option<String>,
+        /// The client address for SPF (default: from the top Received header).
+        #[arg(long)]
+        ip: Option<std::net::IpAddr>,
+        /// The HELO name for SPF (default: from the top Received header).
+        #[arg(long)]
+        helo: Option<String>,
+        /// The MAIL FROM address for SPF (default: the Return-Path).
+        #[arg(long)]
+        mail_from: Option<String>,
         files: Vec<PathBuf>,
     },
     /// Trains the statistical spam classifier on directories of messages
@@ -85,24 +106,65 @@ fn load(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
     })
 }
 
+/// [`load`], and the spam rules and model the configuration names must
+/// load too (a rule error names its file:line).
+fn load_checked(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
+    let config = load(path)?;
+    match sluice::app::spam_filter(&config, true) {
+        Ok(_) => Ok(config),
+        Err(e) => {
+            eprintln!("sluice: configuration error: spam: {e:#}");
+            Err(ExitCode::from(EX_CONFIG))
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::CheckConfig { file } => match load(Some(&file)) {
+        Cmd::CheckConfig { file } => match load_checked(Some(&file)) {
             Ok(_) => {
                 println!("{}: OK", file.display());
                 ExitCode::SUCCESS
             }
             Err(code) => code,
         },
-        Cmd::Scan { config, files } => {
-            let (config, rt) = match load(config.as_ref()).and_then(|c| Ok((c, runtime()?))) {
+        Cmd::Scan {
+            config,
+            json,
+            offline,
+            bayes_model,
+            rcpt,
+            ip,
+            helo,
+            mail_from,
+            files,
+        } => {
+            let (mut config, rt) = match load(config.as_ref()).and_then(|c| Ok((c, runtime()?))) {
                 Ok(v) => v,
                 Err(code) => return code,
             };
+            if let (Some(m), Some(spam)) = (bayes_model, config.spam.as_mut()) {
+                spam.bayes_model = Some(m);
+            }
+            let opts = sluice::scan_cli::ScanOptions {
+                json,
+                rcpt_domain: rcpt.map(|r| r.rsplit('@').next().unwrap_or_default().to_string()),
+                ip,
+                helo,
+                mail_from,
+                offline,
+            };
             let code = rt.block_on(async {
                 let (filter, _) = sluice::scan::ContentFilter::from_config(&config);
-                sluice::scan::scan_files(&filter, &files).await
+                let spam = match sluice::app::spam_filter(&config, offline) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("sluice: {e:#}");
+                        return EX_CONFIG;
+                    }
+                };
+                sluice::scan_cli::run(&filter, spam.as_deref(), &files, &opts).await
             });
             ExitCode::from(code)
         }
@@ -132,7 +194,7 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Serve { config } => {
-            let config = match load(config.as_ref()) {
+            let config = match load_checked(config.as_ref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };

@@ -29,7 +29,27 @@ fn bad_config_exits_64_naming_the_key() {
         ("[spool]\nfsynk = true\n", "spool.fsynk"),
         ("[server\n", "(syntax)"),
     ];
-    for (text, key) in cases {
+    // [spam] is read after the recipient table, which must exist.
+    let table = concat!(
+        "[recipients]\ntable = \"",
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/recipients.example\"\n"
+    );
+    let spam_cases = [
+        ("[spam]\ntag = \"high\"\n", "spam.tag"),
+        (
+            "[spam.domains.\"x.example\"]\nreject = \"never\"\n",
+            "spam.domains.\"x.example\".reject",
+        ),
+        ("[spam]\nbayes_model = \"/nonexistent/model\"\n", "/nonexistent/model"),
+        ("[spam]\nrules_dir = \"rules.d\"\n", "bad.rules:2: bad regex"),
+    ];
+    std::fs::create_dir(dir.path().join("rules.d")).unwrap();
+    std::fs::write(dir.path().join("rules.d/bad.rules"), "# comment\nbody X /(/\n").unwrap();
+    let spam_cases = spam_cases.map(|(t, k)| (format!("{table}{t}"), k));
+    let cases = cases.map(|(t, k)| (t.to_string(), k));
+    for (text, key) in cases.iter().chain(&spam_cases) {
+        let (text, key) = (text.as_str(), *key);
         let f = dir.path().join("bad.toml");
         std::fs::write(&f, text).unwrap();
         for args in [

@@ -2,6 +2,7 @@
 
 mod util;
 
+mod auth; // SPF, DKIM, DMARC against a real DNS server
 mod cli; // check-config / serve exit codes, default config
 mod delivery; // relay to a recording sink: byte-exact, retry, DSN, LMTP
 mod dialogue; // SMTP conversations against the real server
@@ -10,4 +11,5 @@ mod policy; // pre-DATA checks against a real DNS server (DNSBL, RHSBL, allowlis
 mod restart; // durability: kill -9, restart, SIGTERM
 mod scan; // virus scanning against a real clamd
 mod spam; // the statistical classifier on the SpamAssassin sample; sluice learn
+mod spamfilter; // spam actions in the session, per-domain thresholds, rule reload
 mod tls; // STARTTLS

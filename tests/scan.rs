@@ -569,7 +569,7 @@ async fn offline_scan_command_uses_the_configured_clamd() {
         &cfg,
         format!(
             "{}\n[clamd]\nendpoints = [\"tcp://127.0.0.1:{}\"]\n",
-            base_toml("smtp://127.0.0.1:1"),
+            base_toml("smtp://127.0.0.1:1").replace("[spam]\nenabled = false", "[spam]\nauth = false"),
             clamd.port
         ),
     )
@@ -589,10 +589,13 @@ async fn offline_scan_command_uses_the_configured_clamd() {
         v.join("eicar/clean_control_attachment.eml"),
     ]);
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("eicar.com: FOUND Eicar"), "{out}");
-    assert!(out.contains("clean_control_attachment.eml: OK"), "{out}");
+    assert!(out.contains("eicar.com: reject score=0.0 virus=Eicar"), "{out}");
+    assert!(out.contains("clean_control_attachment.eml: deliver"), "{out}");
+    // The same pipeline scores spam: GTUBE is refused by its rule.
     let (code, out) = run(vec![v.join("gtube/gtube.eml")]);
-    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("gtube.eml: reject score=1000.0"), "{out}");
+    assert!(out.contains("+1000.0 GTUBE"), "{out}");
     clamd.stop();
     let (code, out) = run(vec![v.join("eicar/eicar.com")]);
     assert_eq!(code, Some(75), "a scan failure is never 'clean': {out}");

@@ -1,13 +1,14 @@
 //! Configuration: the TOML file ([`raw::RawConfig`]) validated once into
 //! typed structs ([`Config`]). Every error names the dotted key.
 
+mod content;
 pub mod raw;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use raw::{RawConfig, RawScan};
+use raw::RawConfig;
 
 /// A configuration problem, with the dotted key it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +72,8 @@ pub struct Config {
     /// `None` when no clamd endpoint is configured.
     pub clamd: Option<crate::scan::clamd::ClamdConfig>,
     pub scan: crate::scan::ScanConfig,
+    /// `None` when spam scoring is off.
+    pub spam: Option<crate::spam::filter::SpamConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -200,7 +203,7 @@ impl Config {
     }
 }
 
-fn dur(key: &str, v: Option<String>, default: &str) -> Result<Duration, ConfigError> {
+pub(super) fn dur(key: &str, v: Option<String>, default: &str) -> Result<Duration, ConfigError> {
     let s = v.as_deref().unwrap_or(default);
     let d = humantime::parse_duration(s).map_err(|e| {
         ConfigError::new(
@@ -214,7 +217,7 @@ fn dur(key: &str, v: Option<String>, default: &str) -> Result<Duration, ConfigEr
     Ok(d)
 }
 
-fn positive(key: &str, v: Option<u64>, default: u64) -> Result<usize, ConfigError> {
+pub(super) fn positive(key: &str, v: Option<u64>, default: u64) -> Result<usize, ConfigError> {
     let n = v.unwrap_or(default);
     if n == 0 {
         return Err(ConfigError::new(key, "must be greater than zero"));
@@ -223,7 +226,7 @@ fn positive(key: &str, v: Option<u64>, default: u64) -> Result<usize, ConfigErro
 }
 
 /// A duration where zero is allowed (it turns the feature off).
-fn dur_or_zero(key: &str, v: Option<String>, default: &str) -> Result<Duration, ConfigError> {
+pub(super) fn dur_or_zero(key: &str, v: Option<String>, default: &str) -> Result<Duration, ConfigError> {
     match v.as_deref().map(str::trim) {
         Some("0") => Ok(Duration::ZERO),
         Some(s) if humantime::parse_duration(s).is_ok_and(|d| d.is_zero()) => Ok(Duration::ZERO),
@@ -231,64 +234,7 @@ fn dur_or_zero(key: &str, v: Option<String>, default: &str) -> Result<Duration, 
     }
 }
 
-fn validate_scan(raw: RawScan, base: &Path, spool_dir: &Path) -> Result<crate::scan::ScanConfig, ConfigError> {
-    use crate::scan::{Ambiguous, OnFailure, ScanConfig, banned::Banned, mime::Limits};
-    let mode = |key: &str, v: Option<String>, default: &str| match v.as_deref().unwrap_or(default) {
-        "scan-all" => Ok(Ambiguous::ScanAll),
-        "reject" => Ok(Ambiguous::Reject),
-        other => Err(ConfigError::new(
-            key,
-            format!("{other:?}: expected \"scan-all\" or \"reject\""),
-        )),
-    };
-    let ambiguous = mode("scan.ambiguous_mime", raw.ambiguous_mime, "scan-all")?;
-    let unknown_encoding = mode("scan.unknown_encoding", raw.unknown_encoding, "reject")?;
-    let on_failure = match raw.on_failure.as_deref().unwrap_or("tempfail") {
-        "tempfail" => OnFailure::Tempfail,
-        "hold" => OnFailure::Hold,
-        other => {
-            return Err(ConfigError::new(
-                "scan.on_failure",
-                format!("{other:?}: expected \"tempfail\" or \"hold\""),
-            ));
-        }
-    };
-    let mut banned = Banned::default();
-    if let Some(list) = raw.banned_extensions {
-        banned.extensions.clear();
-        for (i, e) in list.iter().enumerate() {
-            let e = e.trim().trim_start_matches('.').to_ascii_lowercase();
-            if e.is_empty() || !e.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                return Err(ConfigError::new(
-                    format!("scan.banned_extensions[{i}]"),
-                    "expected a file extension such as \"exe\"",
-                ));
-            }
-            banned.extensions.insert(e);
-        }
-    }
-    banned.in_archives = raw.banned_in_archives.unwrap_or(true);
-    Ok(ScanConfig {
-        limits: Limits {
-            max_depth: positive("scan.max_depth", raw.max_depth, 8)?,
-            max_parts: positive("scan.max_parts", raw.max_parts, 1000)?,
-            max_decoded: positive("scan.max_decoded_size", raw.max_decoded_size, 64 << 20)?,
-        },
-        ambiguous,
-        unknown_encoding,
-        banned,
-        on_failure,
-        latency_budget: dur_or_zero("scan.latency_budget", raw.latency_budget, "20s")?,
-        retry: dur("scan.retry", raw.retry, "1m")?,
-        max_held: positive("scan.max_held", raw.max_held, 100_000)?,
-        quarantine_dir: match raw.quarantine_dir {
-            Some(d) => resolve(base, &d),
-            None => spool_dir.join("quarantine"),
-        },
-    })
-}
-
-fn resolve(base: &Path, p: &str) -> PathBuf {
+pub(super) fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
 }
@@ -665,9 +611,11 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
             })
         }
     };
-    let scan = validate_scan(raw.scan, base, &spool.dir)?;
+    let scan = content::validate_scan(raw.scan, base, &spool.dir)?;
+    let spam = content::validate_spam(raw.spam, base)?;
 
     Ok(Config {
+        spam,
         scan,
         clamd,
         callahead,

@@ -40,6 +40,8 @@ pub struct RawConfig {
     pub clamd: RawClamd,
     #[serde(default)]
     pub scan: RawScan,
+    #[serde(default)]
+    pub spam: RawSpam,
 }
 
 /// Content checks at the end of DATA: MIME decoding, banned attachments,
@@ -321,4 +323,57 @@ pub struct RawLog {
     pub level: Option<String>,
     /// "text" or "json". Default "text".
     pub format: Option<String>,
+}
+
+/// Spam scoring: rules, the statistical classifier, SPF/DKIM/DMARC, and
+/// what to do at which score.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpam {
+    /// Score messages at all. Default true.
+    pub enabled: Option<bool>,
+    /// Load the default rules compiled into sluice. Default true.
+    pub builtin_rules: Option<bool>,
+    /// A directory of local `*.rules` files, loaded after the built-in
+    /// ones (they can add rules and re-score built-in ones). Default none.
+    pub rules_dir: Option<String>,
+    /// The classifier's model written by `sluice learn`. Default none.
+    pub bayes_model: Option<String>,
+    /// SPF, DKIM and DMARC checks, with an Authentication-Results header.
+    /// Default true.
+    pub auth: Option<bool>,
+    /// Time for all authentication lookups of one message. Default "5s".
+    pub auth_timeout: Option<String>,
+    /// Larger messages are not scored. Default 2097152.
+    pub max_size: Option<u64>,
+    /// How often rule and model files are checked for changes. Default "5s".
+    pub reload_interval: Option<String>,
+    /// Score thresholds: a number, or "off". Defaults: tag 5, reject 10,
+    /// quarantine and tempfail off.
+    pub tag: Option<RawThreshold>,
+    pub quarantine: Option<RawThreshold>,
+    pub tempfail: Option<RawThreshold>,
+    pub reject: Option<RawThreshold>,
+    /// Put in front of the Subject of tagged mail, e.g. "[SPAM]". Default none.
+    pub subject_prefix: Option<String>,
+    /// Per recipient domain: the same threshold keys; unset ones inherit.
+    pub domains: Option<std::collections::BTreeMap<String, RawSpamDomain>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpamDomain {
+    pub tag: Option<RawThreshold>,
+    pub quarantine: Option<RawThreshold>,
+    pub tempfail: Option<RawThreshold>,
+    pub reject: Option<RawThreshold>,
+    pub subject_prefix: Option<String>,
+}
+
+/// A score, or a word ("off").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawThreshold {
+    Score(f64),
+    Word(String),
 }

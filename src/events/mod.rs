@@ -145,6 +145,18 @@ pub enum Event {
         what: String,
         mode: &'static str,
     },
+    /// The spam score of a message and the action taken ("deliver",
+    /// "tag", "quarantine", "tempfail", "reject"); `rules` are the rule
+    /// names that hit, comma separated.
+    SpamScored {
+        session: u64,
+        ip: IpAddr,
+        id: String,
+        score: f64,
+        action: &'static str,
+        rules: String,
+        bayes: Option<f64>,
+    },
     /// An accepted message was refused by its deferred scan and kept in
     /// the quarantine instead of being delivered.
     Quarantined {
@@ -206,6 +218,7 @@ impl Event {
             Event::VirusFound { .. } => "virus_found",
             Event::ContentRejected { .. } => "content_rejected",
             Event::Quarantined { .. } => "quarantined",
+            Event::SpamScored { .. } => "spam_scored",
             Event::ScanFailed { .. } => "scan_failed",
             Event::DeliveryAttempt { .. } => "delivery_attempt",
             Event::BounceQueued { .. } => "bounce_queued",

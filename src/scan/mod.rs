@@ -359,34 +359,6 @@ pub enum Inspected {
     Bundle(Option<Vec<u8>>),
 }
 
-/// `sluice scan FILE...`: runs the content pipeline on each file and
-/// prints `FILE: OK`, `FILE: FOUND name`, `FILE: BANNED what`,
-/// `FILE: MALFORMED what` or `FILE: ERROR reason`. Returns the exit code:
-/// 0 all clean, 1 something found, 75 (EX_TEMPFAIL) a scan failed.
-pub async fn scan_files(filter: &ContentFilter, files: &[std::path::PathBuf]) -> u8 {
-    let (mut found, mut failed) = (false, false);
-    for f in files {
-        let verdict = match tokio::fs::read(f).await {
-            Err(e) => Err(ScanError::Failed(e.to_string())),
-            Ok(bytes) => filter.check(&bytes).await,
-        };
-        let line = match verdict {
-            Ok(Verdict::Clean) => "OK".to_string(),
-            Ok(Verdict::Virus(name)) => format!("FOUND {name}"),
-            Ok(Verdict::Banned(what)) => format!("BANNED {what}"),
-            Ok(Verdict::Malformed(what)) => format!("MALFORMED {what}"),
-            Err(e) => {
-                failed = true;
-                println!("{}: ERROR {e}", f.display());
-                continue;
-            }
-        };
-        found |= line != "OK";
-        println!("{}: {line}", f.display());
-    }
-    if failed { 75 } else { u8::from(found) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,8 @@ use crate::policy::{Decision, Stage};
 use crate::scan::admission::Mode as ScanMode;
 use crate::scan::{Inspected, OnFailure, Verdict};
 
+mod spam;
+
 impl Session {
     // === EHLO / HELO ===
 
@@ -333,7 +335,18 @@ impl Session {
             }
         }
 
-        // Step 4: store durably; 250 only after the spool says so.
+        // Step 4: the spam score: reject, tempfail, quarantine, or go on
+        // (with headers added).
+        let mut quarantined = false;
+        if let Some(spam) = self.shared.spam.clone() {
+            match self.spam_step(&spam, &mut tx).await {
+                Err(reply) => return reply,
+                Ok(spam::SpamOutcome::Quarantined) => quarantined = true,
+                Ok(spam::SpamOutcome::Deliver) => {}
+            }
+        }
+
+        // Step 5: store durably (or quarantine); 250 only after the disk says so.
         let envelope = Envelope {
             id: tx.id.clone(),
             received_at: now_secs(),
@@ -349,6 +362,9 @@ impl Session {
         };
         let rcpts = envelope.rcpts.len();
         let size = tx.body.len() - tx.trace_len;
+        if quarantined {
+            return self.quarantine_spam(envelope, tx.body, scan_mode).await;
+        }
         let stored = match self.shared.spool.store(envelope, tx.body).await {
             Ok(s) => s,
             Err(e) => {
@@ -360,7 +376,7 @@ impl Session {
             }
         };
 
-        // Step 5: hand to delivery (or to the deferred scan) and tell the client.
+        // Step 6: hand to delivery (or to the deferred scan) and tell the client.
         match (&self.shared.deferred, scan_mode) {
             (Some(d), ScanMode::Deferred) => d.enqueue(stored),
             _ => self.shared.queue.enqueue(stored),

@@ -45,6 +45,10 @@ pub struct Shared {
     pub content: Option<Arc<crate::scan::ContentFilter>>,
     /// Where messages accepted before their scan go (admission control).
     pub deferred: Option<crate::scan::deferred::DeferredHandle>,
+    /// Spam scoring at the end of DATA, unless `spam.enabled = false`.
+    pub spam: Option<Arc<crate::spam::filter::SpamFilter>>,
+    /// Where refused-after-acceptance and quarantined spam go.
+    pub quarantine: Arc<crate::quarantine::Quarantine>,
 }
 
 impl Shared {

@@ -6,9 +6,12 @@
 //! verdict: the default rule set, SPF/DKIM/DMARC, the message view built
 //! from our MIME decoding, and the actions come next.
 
+pub mod auth;
 pub mod bayes;
+pub mod filter;
 pub mod rules;
 pub mod tokenize;
+pub mod view;
 
 use std::path::{Path, PathBuf};
 

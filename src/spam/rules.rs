@@ -53,6 +53,8 @@ pub struct View<'a> {
     pub uris: &'a [String],
     /// The whole raw message (lossy UTF-8).
     pub full: &'a str,
+    /// The statistical classifier's spam probability, if it had one.
+    pub bayes: Option<f64>,
 }
 
 /// The result of evaluating a message.
@@ -65,7 +67,7 @@ pub struct Outcome {
 }
 
 /// One rule that hit.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Hit {
     pub name: String,
     pub score: f64,
@@ -84,6 +86,8 @@ pub struct RuleSet {
     rawbody: Option<TextSet>,
     uri: Option<TextSet>,
     full: Option<TextSet>,
+    /// `bayes` rules: (low, high, rule).
+    bayes: Vec<(f64, f64, usize)>,
     /// Meta rules in evaluation order (dependencies first).
     metas: Vec<(usize, Expr)>,
 }
@@ -218,6 +222,15 @@ impl RuleSet {
                 s.mark(u, &mut hits);
             }
         }
+        if let Some(p) = msg.bayes {
+            for &(low, high, r) in &self.bayes {
+                // Bands are [low, high), except that 1.0 falls in [x, 1].
+                let inside = p >= low && (p < high || (high >= 1.0 && p <= 1.0));
+                if let Some(h) = hits.get_mut(r) {
+                    *h = inside;
+                }
+            }
+        }
         for (r, e) in &self.metas {
             let v = e.eval(&hits) != 0.0;
             if let Some(h) = hits.get_mut(*r) {
@@ -277,6 +290,10 @@ enum Def {
     Meta {
         expr: Expr,
         refs: Vec<String>,
+    },
+    Bayes {
+        low: f64,
+        high: f64,
     },
 }
 
@@ -431,7 +448,7 @@ fn parse_line(p: &mut Parsed, line: &str, at: Loc) -> Result<(), RuleError> {
     let (name, rest) = word(rest);
     if !matches!(
         kind,
-        "header" | "body" | "rawbody" | "uri" | "full" | "meta" | "score" | "describe"
+        "header" | "body" | "rawbody" | "uri" | "full" | "meta" | "bayes" | "score" | "describe"
     ) {
         return Err(at.err(format!("unknown line kind '{kind}'")));
     }
@@ -489,6 +506,15 @@ fn parse_line(p: &mut Parsed, line: &str, at: Loc) -> Result<(), RuleError> {
                     pattern,
                     negated,
                 }
+            }
+        }
+        "bayes" => {
+            let (low, rest) = word(rest);
+            let (high, extra) = word(rest);
+            let band = |s: &str| s.parse::<f64>().ok().filter(|v| (0.0..=1.0).contains(v));
+            match (band(low), band(high)) {
+                (Some(low), Some(high)) if low < high && extra.is_empty() => Def::Bayes { low, high },
+                _ => return Err(at.err("expected: bayes NAME LOW HIGH (0 <= LOW < HIGH <= 1)")),
             }
         }
         "body" | "rawbody" | "uri" | "full" => {
@@ -561,6 +587,7 @@ impl Parsed {
         let mut exists = Vec::new();
         let mut texts: [(Vec<String>, Vec<usize>, Option<Loc>); 4] = Default::default();
         let mut meta_exprs: HashMap<usize, Expr> = HashMap::new();
+        let mut bayes = Vec::new();
         for (i, d) in self.defs.into_iter().enumerate() {
             let sub = d.name.starts_with("__");
             let score = if sub {
@@ -596,6 +623,7 @@ impl Parsed {
                 Def::Meta { expr, .. } => {
                     meta_exprs.insert(i, expr);
                 }
+                Def::Bayes { low, high } => bayes.push((low, high, i)),
             }
         }
         let mut header_groups = HashMap::new();
@@ -625,6 +653,7 @@ impl Parsed {
             rawbody: text_set(rawbody, "rawbody rules")?,
             uri: text_set(uri, "uri rules")?,
             full: text_set(full, "full rules")?,
+            bayes,
             metas,
         })
     }
@@ -983,9 +1012,10 @@ impl MetaParser {
 /// Blocks are separated by lines starting with `=== `; each such line is
 /// `=== expect: RULE_A RULE_B !RULE_C` (rules that must hit / must not hit;
 /// `__` sub-rules may be named too). The message follows (headers, blank
-/// line, body) and is used as `full`; headers are parsed simply (unfolded),
-/// body = rawbody = the text after the blank line, and the URIs are the
-/// `http(s)://` URLs found in the body. Lines before the first block are
+/// line, body) and is read like a received message ([`super::view::MessageView`]), except
+/// that the pseudo-headers written in it are kept (`Sluice-Auth`, and
+/// `Sluice-Bayes: 0.99` to set the classifier's probability). Lines before
+/// the first block are
 /// ignored. Returns the failures (empty = pass), each naming the block
 /// number, its line in the fixture, and the rule.
 pub fn check_fixture(set: &RuleSet, fixture: &str) -> Vec<String> {
@@ -1007,17 +1037,13 @@ pub fn check_fixture(set: &RuleSet, fixture: &str) -> Vec<String> {
             failures.push(format!("{block}: expected '=== expect: RULES', found '=== {head}'"));
             continue;
         };
-        let mut full = lines.join("\n");
-        full.push('\n');
-        let (headers, body) = split_message(&lines);
-        let uris = find_uris(&body);
-        let view = View {
-            headers: &headers,
-            body: &body,
-            rawbody: &body,
-            uris: &uris,
-            full: &full,
+        let mut text = lines.join("\n");
+        text.push('\n');
+        let mv = match mail_parser::MessageParser::default().parse(text.as_bytes()) {
+            Some(m) => super::view::MessageView::from_message(&m, true),
+            None => super::view::MessageView::parse(text.as_bytes()),
         };
+        let view = mv.view();
         let hits = set.hit_vector(&view);
         let hit_names = || {
             let mut v: Vec<&str> = set
@@ -1056,60 +1082,6 @@ pub fn check_fixture(set: &RuleSet, fixture: &str) -> Vec<String> {
         }
     }
     failures
-}
-
-/// Splits a fixture message into unfolded headers and the body.
-fn split_message(lines: &[&str]) -> (Vec<(String, String)>, String) {
-    let mut headers: Vec<(String, String)> = Vec::new();
-    let mut body_start = lines.len();
-    for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
-            body_start = i + 1;
-            break;
-        }
-        if line.starts_with([' ', '\t']) {
-            if let Some(last) = headers.last_mut() {
-                last.1.push_str(line.trim_end());
-            }
-        } else if let Some((name, value)) = line.split_once(':') {
-            headers.push((name.trim().to_string(), value.trim().to_string()));
-        }
-    }
-    let mut body = lines.get(body_start..).unwrap_or(&[]).join("\n");
-    if body_start < lines.len() {
-        body.push('\n');
-    }
-    (headers, body)
-}
-
-/// `http://` and `https://` URLs in a text, by a simple scan.
-fn find_uris(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let lower = text.to_ascii_lowercase();
-    let mut from = 0;
-    while let Some(i) = lower.get(from..).and_then(|s| s.find("http")).map(|i| i + from) {
-        let rest = &lower[i..];
-        let scheme = if rest.starts_with("https://") {
-            8
-        } else if rest.starts_with("http://") {
-            7
-        } else {
-            from = i + 4;
-            continue;
-        };
-        let end = text[i..]
-            .find(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '"' | '\'' | '(' | ')' | '[' | ']'))
-            .map_or(text.len(), |e| i + e);
-        if end > i + scheme {
-            out.push(
-                text[i..end]
-                    .trim_end_matches(['.', ',', ';', ':', '!', '?'])
-                    .to_string(),
-            );
-        }
-        from = end.max(i + scheme);
-    }
-    out
 }
 
 #[cfg(test)]

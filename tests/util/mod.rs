@@ -41,6 +41,8 @@ domains = ["example.com", "catchall.example.net"]
 table = "recipients"
 [spool]
 dir = "spool"
+[spam]
+enabled = false
 "#
     )
 }

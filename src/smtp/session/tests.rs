@@ -47,6 +47,8 @@ impl Harness {
             limits: Arc::new(crate::policy::limits::Limits::new(&config_limits())),
             content: None,
             deferred: None,
+            spam: None,
+            quarantine: Arc::new(crate::quarantine::Quarantine::new("/nonexistent/quarantine")),
         });
         let (client, server) = tokio::io::duplex(64 * 1024);
         let peer: SocketAddr = "192.0.2.7:40000".parse().unwrap();

@@ -22,7 +22,7 @@ impl Msg {
             headers: owned(headers),
             body: body.to_string(),
             rawbody: body.to_string(),
-            uris: find_uris(body),
+            uris: crate::spam::view::text_uris(body, 100),
             full: body.to_string(),
         }
     }
@@ -33,6 +33,7 @@ impl Msg {
             rawbody: &self.rawbody,
             uris: &self.uris,
             full: &self.full,
+            bayes: None,
         }
     }
 }
@@ -359,10 +360,13 @@ fn word_boundaries_are_ascii_unless_u() {
 #[test]
 fn uri_scan() {
     assert_eq!(
-        find_uris("a HTTP://X.org/a, (https://y.net/b) http:// <http://z/>. httpx https://é.fr/ü"),
+        crate::spam::view::text_uris(
+            "a HTTP://X.org/a, (https://y.net/b) http:// <http://z/>. httpx https://é.fr/ü",
+            9
+        ),
         ["HTTP://X.org/a", "https://y.net/b", "http://z/", "https://é.fr/ü"]
     );
-    assert!(find_uris("").is_empty());
+    assert!(crate::spam::view::text_uris("", 9).is_empty());
 }
 
 /// A tiny deterministic generator (xorshift), to avoid a dependency.

@@ -1,0 +1,246 @@
+//! `sluice scan FILE|DIR... | -`: the content pipeline of the server
+//! (MIME decoding, banned parts, virus scan, spam score with the same
+//! rules, model and thresholds) run on files, with each contribution
+//! printed. `--json` prints one object per message; it is also how
+//! accuracy is measured.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::scan::{ContentFilter, ScanError, Verdict};
+use crate::spam::auth::AuthContext;
+use crate::spam::filter::{Action, Scored, SpamFilter};
+
+/// Options of `sluice scan`.
+#[derive(Debug, Clone, Default)]
+pub struct ScanOptions {
+    pub json: bool,
+    /// Whose domain thresholds apply (default: the global ones).
+    pub rcpt_domain: Option<String>,
+    /// The SMTP facts for SPF/DMARC; taken from the message's top
+    /// Received and Return-Path headers when not given.
+    pub ip: Option<IpAddr>,
+    pub helo: Option<String>,
+    pub mail_from: Option<String>,
+    /// No network checks (SPF/DKIM/DMARC).
+    pub offline: bool,
+}
+
+/// One message's result, as printed with `--json`.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub file: String,
+    /// deliver, tag, quarantine, tempfail, reject
+    pub verdict: &'static str,
+    pub score: f64,
+    /// Rule names that hit, then the virus / banned / malformed finding.
+    pub reasons: Vec<String>,
+    pub rules: Vec<crate::spam::rules::Hit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bayes: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<crate::spam::auth::AuthOutcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub virus: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The files named: plain files as they are, directories one level deep
+/// (hidden files skipped), `-` for stdin.
+fn expand(inputs: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            out.extend(crate::spam::message_files(p)?);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Runs the pipeline on every input and prints the results. Exit code:
+/// 0 all delivered as they are, 1 something tagged, held or refused,
+/// 75 (EX_TEMPFAIL) a file could not be read or scanned.
+pub async fn run(content: &ContentFilter, spam: Option<&SpamFilter>, inputs: &[PathBuf], opts: &ScanOptions) -> u8 {
+    let inputs = if inputs.is_empty() {
+        vec![PathBuf::from("-")]
+    } else {
+        inputs.to_vec()
+    };
+    let files = match expand(&inputs) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("sluice scan: {e}");
+            return 75;
+        }
+    };
+    let (mut flagged, mut failed) = (false, false);
+    for f in files {
+        let bytes = if f == Path::new("-") {
+            let mut buf = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut buf)
+                .await
+                .map(|_| buf)
+        } else {
+            tokio::fs::read(&f).await
+        };
+        let report = match bytes {
+            Ok(b) => scan_one(content, spam, &f, &b, opts).await,
+            Err(e) => Report::failed(&f, e.to_string()),
+        };
+        failed |= report.error.is_some();
+        flagged |= report.verdict != "deliver";
+        print(&report, opts.json);
+    }
+    if failed { 75 } else { u8::from(flagged) }
+}
+
+impl Report {
+    fn failed(f: &Path, error: String) -> Report {
+        Report {
+            file: f.display().to_string(),
+            verdict: "tempfail",
+            score: 0.0,
+            reasons: Vec::new(),
+            rules: Vec::new(),
+            bayes: None,
+            auth: None,
+            virus: None,
+            content: None,
+            error: Some(error),
+        }
+    }
+}
+
+/// The whole pipeline on one message.
+pub async fn scan_one(
+    content: &ContentFilter,
+    spam: Option<&SpamFilter>,
+    f: &Path,
+    msg: &[u8],
+    opts: &ScanOptions,
+) -> Report {
+    let mut report = Report::failed(f, String::new());
+    report.error = None;
+    match content.check(msg).await {
+        Err(ScanError::Failed(e)) => return Report::failed(f, e),
+        Err(e) => return Report::failed(f, e.to_string()),
+        Ok(Verdict::Clean) => {}
+        Ok(v) => {
+            report.verdict = Action::Reject.as_str();
+            let reason = match v {
+                Verdict::Virus(name) => {
+                    report.virus = Some(name.clone());
+                    name
+                }
+                Verdict::Banned(what) | Verdict::Malformed(what) => {
+                    report.content = Some(what.clone());
+                    what
+                }
+                Verdict::Clean => String::new(),
+            };
+            report.reasons.push(reason);
+            return report;
+        }
+    }
+    let Some(spam) = spam else {
+        report.verdict = Action::Deliver.as_str();
+        return report;
+    };
+    let facts = SmtpFacts::of(msg, opts);
+    let ctx = match (&facts.ip, opts.offline) {
+        (Some(ip), false) => Some(AuthContext {
+            ip: *ip,
+            helo: &facts.helo,
+            mail_from: &facts.mail_from,
+        }),
+        _ => None,
+    };
+    let scored: Scored = spam.score(msg, ctx.as_ref()).await;
+    let domains: Vec<&str> = opts.rcpt_domain.as_deref().into_iter().collect();
+    let (action, _) = spam.cfg.decide(scored.score, domains);
+    report.verdict = action.as_str();
+    report.score = scored.score;
+    report.reasons = scored.hits.iter().map(|h| h.name.clone()).collect();
+    report.rules = scored.hits;
+    report.bayes = scored.bayes;
+    report.auth = scored.auth;
+    report
+}
+
+fn print(r: &Report, json: bool) {
+    if json {
+        match serde_json::to_string(r) {
+            Ok(line) => println!("{line}"),
+            Err(e) => eprintln!("sluice scan: {e}"),
+        }
+        return;
+    }
+    let mut line = format!("{}: {} score={:.1}", r.file, r.verdict, r.score);
+    if let Some(v) = &r.virus {
+        line.push_str(&format!(" virus={v}"));
+    }
+    if let Some(c) = &r.content {
+        line.push_str(&format!(" content={c:?}"));
+    }
+    if let Some(e) = &r.error {
+        line.push_str(&format!(" error={e:?}"));
+    }
+    println!("{line}");
+    if let Some(a) = &r.auth {
+        println!("    auth: {}", a.summary());
+    }
+    if let Some(p) = r.bayes {
+        println!("    bayes: spam probability {p:.3}");
+    }
+    for h in &r.rules {
+        println!("    {:+6.1} {} {}", h.score, h.name, h.description);
+    }
+}
+
+/// Client IP, HELO and MAIL FROM for the authentication checks of a
+/// stored message: from the options, else the top Received header with
+/// an address literal and the Return-Path.
+struct SmtpFacts {
+    ip: Option<IpAddr>,
+    helo: String,
+    mail_from: String,
+}
+
+impl SmtpFacts {
+    fn of(msg: &[u8], opts: &ScanOptions) -> SmtpFacts {
+        let parsed = mail_parser::MessageParser::default().parse_headers(msg);
+        let mut ip = opts.ip;
+        let mut helo = opts.helo.clone();
+        if let Some(m) = &parsed {
+            for r in m.received_all() {
+                if ip.is_some() {
+                    break;
+                }
+                if let Some(addr) = r.from_ip() {
+                    ip = Some(addr);
+                    if helo.is_none() {
+                        helo = r.helo().map(|h| h.to_string());
+                    }
+                }
+            }
+        }
+        let mail_from = opts.mail_from.clone().unwrap_or_else(|| {
+            parsed
+                .as_ref()
+                .and_then(|m| m.return_address().map(|a| a.trim_matches(['<', '>']).to_string()))
+                .unwrap_or_default()
+        });
+        SmtpFacts {
+            ip,
+            helo: helo.unwrap_or_default(),
+            mail_from,
+        }
+    }
+}

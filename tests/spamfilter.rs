@@ -1,0 +1,232 @@
+//! Spam scoring in the server: actions in the session (reject, tempfail,
+//! quarantine, tag, deliver), per-domain thresholds with the strictest
+//! applying, headers prepended with the rest byte for byte, the
+//! `SpamScored` event, and hot reload of rule files.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice::events::Event;
+
+use crate::util::*;
+
+/// Local rules for deterministic scores: a message containing `score3`
+/// gets 3 points, `score6` 6, `score12` 12.
+const LOCAL_RULES: &str = "\
+body SCORE3 /\\bscore3\\b/
+score SCORE3 3
+body SCORE6 /\\bscore6\\b/
+score SCORE6 6
+body SCORE12 /\\bscore12\\b/
+score SCORE12 12
+";
+
+fn message(marker: &str, word: &str) -> Vec<u8> {
+    format!(
+        "From: a@client.example\r\nTo: user@example.com\r\nSubject: {marker}\r\n\
+Message-ID: <{marker}@client.example>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\n\
+Hello, this is {marker}.\r\n{word}\r\n"
+    )
+    .into_bytes()
+}
+
+/// A relay with spam scoring on: built-in rules plus `LOCAL_RULES`, no
+/// DNS checks, and `extra` appended to the [spam] section.
+async fn relay(sink: &Sink, extra: &str) -> TestRelay {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("recipients"), TABLE).unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::write(dir.path().join("rules/50_local.rules"), LOCAL_RULES).unwrap();
+    let base = base_toml(&sink.next_hop()).replace("[spam]\nenabled = false\n", "");
+    let toml = format!("{base}\n[spam]\nauth = false\nrules_dir = \"rules\"\nreload_interval = \"100ms\"\n{extra}\n");
+    TestRelay::start_in(dir, &toml, |_| {}).await
+}
+
+async fn spam_event(
+    events: &mut tokio::sync::broadcast::Receiver<Arc<Event>>,
+    id_hint: Option<&str>,
+) -> (f64, String, String) {
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("SpamScored in time")
+            .unwrap();
+        if let Event::SpamScored {
+            score,
+            action,
+            rules,
+            id,
+            ..
+        } = &*e
+            && id_hint.is_none_or(|h| h == id)
+        {
+            return (*score, action.to_string(), rules.clone());
+        }
+    }
+}
+
+/// Splits a delivered message at our Received header: (what was added on
+/// top, the rest from Received on).
+fn split_top(data: &[u8]) -> (String, &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let at = text.find("Received: from ").expect("our Received header");
+    (text[..at].to_string(), &data[at..])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gtube_is_rejected_in_session_and_never_relayed() {
+    let sink = Sink::start().await;
+    let relay = relay(&sink, "").await;
+    let mut events = relay.running().events.subscribe();
+    let mut c = relay.client().await;
+    c.envelope("a@client.example", &["user@example.com"]).await;
+    let gtube = corpus_message(&corpora().join("virus/gtube/gtube.eml"));
+    let r = c.data(&gtube).await;
+    assert!(r.starts_with("550 5.7.1 Message rejected as spam (score 10"), "{r}");
+    let (score, action, rules) = spam_event(&mut events, None).await;
+    assert!(score >= 1000.0, "{score}");
+    assert_eq!(action, "reject");
+    assert!(rules.split(',').any(|r| r == "GTUBE"), "{rules}");
+    // The session goes on and a plain message is delivered untouched.
+    c.envelope("a@client.example", &["user@example.com"]).await;
+    let plain = message("plain", "nothing special");
+    assert!(c.data(&plain).await.starts_with("250"));
+    let got = sink.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sink.messages().len(), 1, "GTUBE was never relayed");
+    let (top, rest) = split_top(&got[0].data);
+    assert_eq!(top, "", "no headers added to mail delivered as it is");
+    assert_eq!(strip_trace(rest), &plain[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tagged_mail_gets_headers_on_top_and_stays_byte_for_byte() {
+    let sink = Sink::start().await;
+    let relay = relay(&sink, "subject_prefix = \"[SPAM]\"").await;
+    let mut c = relay.client().await;
+    c.envelope("a@client.example", &["user@example.com"]).await;
+    // Folded headers, odd spacing and a body that must not change.
+    let mut msg = message("tagme", "score6");
+    msg.extend_from_slice(b"X-Not-A-Header: in the body\r\n\tstill body\r\n");
+    assert!(c.data(&msg).await.starts_with("250"));
+    let got = sink.wait_for(1).await;
+    let (top, rest) = split_top(&got[0].data);
+    assert!(
+        top.starts_with("X-Spam-Score: 6.0\r\nX-Spam-Status: Yes, score=6.0 required=5.0 tests="),
+        "{top}"
+    );
+    assert!(top.contains("SCORE6"), "{top}");
+    assert!(top.ends_with("\r\n"));
+    // Only the Subject changed, by the prefix.
+    let want = String::from_utf8(msg)
+        .unwrap()
+        .replace("Subject: tagme", "Subject: [SPAM] tagme");
+    assert_eq!(String::from_utf8_lossy(strip_trace(rest)), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_domain_thresholds_strictest_wins_quarantine_and_tempfail() {
+    let sink = Sink::start().await;
+    let relay = relay(
+        &sink,
+        "[spam.domains.\"catchall.example.net\"]\nquarantine = 5\ntempfail = 10\nreject = \"off\"\n",
+    )
+    .await;
+    let mut events = relay.running().events.subscribe();
+    let mut c = relay.client().await;
+
+    // 6 points: tagged for example.com, quarantined for catchall: the
+    // strictest applies to the one copy.
+    c.envelope("a@client.example", &["user@example.com", "x@catchall.example.net"])
+        .await;
+    let r = c.data(&message("both", "score6")).await;
+    assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
+    let id = r.trim().rsplit(' ').next().unwrap().to_string();
+    let (_, action, _) = spam_event(&mut events, Some(&id)).await;
+    assert_eq!(action, "quarantine");
+    let q = sluice::quarantine::Quarantine::new(relay.path("spool/quarantine"));
+    let entry = q.entry(&id).expect("quarantined");
+    assert_eq!(entry.reason, "spam");
+    assert!(String::from_utf8_lossy(&q.body(&id).unwrap()).starts_with("X-Spam-Score: 6.0\r\n"));
+
+    // 12 points: reject for example.com (default 10), tempfail for
+    // catchall (reject off there): each alone.
+    c.envelope("a@client.example", &["x@catchall.example.net"]).await;
+    let r = c.data(&message("temp", "score12")).await;
+    assert!(r.starts_with("451 4.7.1"), "{r}");
+    c.envelope("a@client.example", &["user@example.com"]).await;
+    let r = c.data(&message("rej", "score12")).await;
+    assert!(r.starts_with("550 5.7.1"), "{r}");
+
+    // 3 points: delivered as is to both.
+    c.envelope("a@client.example", &["user@example.com", "x@catchall.example.net"])
+        .await;
+    assert!(c.data(&message("fine", "score3")).await.starts_with("250"));
+    let got = sink.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.messages().len(), 1, "only the 3-point message was relayed");
+    assert!(String::from_utf8_lossy(&got[0].data).contains("Subject: fine"));
+    assert_eq!(split_top(&got[0].data).0, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_files_reload_on_change_and_a_bad_file_keeps_the_running_set() {
+    let sink = Sink::start().await;
+    let relay = relay(&sink, "").await;
+    let mut events = relay.running().events.subscribe();
+    let rules = relay.path("rules/50_local.rules");
+    let send = |word: &'static str| {
+        let addr = relay.addr;
+        async move {
+            let mut c = Client::connect(addr).await;
+            c.expect("220").await;
+            c.send("EHLO client.example").await;
+            c.expect("250 ").await;
+            c.envelope("a@client.example", &["user@example.com"]).await;
+            c.data(&message("reload", word)).await
+        }
+    };
+    assert!(send("newword").await.starts_with("250"));
+
+    // A broken file: refused with file:line, the running set stays.
+    std::fs::write(
+        &rules,
+        format!("{LOCAL_RULES}body NEWWORD /newword(/\nscore NEWWORD 20\n"),
+    )
+    .unwrap();
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("a warning about the bad rule")
+            .unwrap();
+        if let Event::Warning {
+            component: "spam",
+            message,
+        } = &*e
+        {
+            assert!(message.contains("50_local.rules:7:"), "{message}");
+            break;
+        }
+    }
+    assert!(send("score12").await.starts_with("550 5.7.1"), "old rules still work");
+    assert!(send("newword").await.starts_with("250"));
+
+    // Fixed: the new rule is live without a restart.
+    std::fs::write(
+        &rules,
+        format!("{LOCAL_RULES}body NEWWORD /newword/\nscore NEWWORD 20\n"),
+    )
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = send("newword").await;
+        if r.starts_with("550 5.7.1") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new rule never became live: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
