@@ -73,6 +73,15 @@ enum Cmd {
         /// Tokens seen fewer times in total are left out of the file.
         #[arg(long, default_value_t = 2)]
         min_count: u32,
+        /// Instead of writing a model: measure the whole score (the
+        /// configured rules + a classifier trained on the other folds) by
+        /// K-fold cross-validation and print recall, false positives and
+        /// the curve.
+        #[arg(long, value_name = "K")]
+        cross_validate: Option<usize>,
+        /// The configuration whose rules and thresholds --cross-validate uses.
+        #[arg(short, long, env = "SLUICE_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Messages refused after acceptance (virus found by a deferred scan).
     Quarantine {
@@ -169,10 +178,33 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
         Cmd::Learn {
+            cross_validate: Some(k),
+            spam,
+            ham,
+            config,
+            ..
+        } => {
+            let config = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match cross_validate(&config, &spam, &ham, k) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sluice: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Learn {
             spam,
             ham,
             out,
             min_count,
+            ..
         } => match learn(&spam, &ham, &out, min_count) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -231,6 +263,40 @@ fn learn(spam: &[PathBuf], ham: &[PathBuf], out: &std::path::Path, min_count: u3
         model.len()
     );
     Ok(())
+}
+
+/// `sluice learn --cross-validate K`: the report of [`sluice::spam::eval`],
+/// with each directory as a group.
+fn cross_validate(config: &Config, spam: &[PathBuf], ham: &[PathBuf], k: usize) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let mut cfg = config.spam.clone().unwrap_or_default();
+    cfg.bayes_model = None;
+    cfg.auth = false;
+    let threshold = cfg.default.required().unwrap_or(5.0);
+    let filter = sluice::spam::filter::SpamFilter::new(cfg, None)?;
+    let mut samples = Vec::new();
+    for (dirs, is_spam) in [(spam, true), (ham, false)] {
+        for dir in dirs {
+            let group = dir
+                .file_name()
+                .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+            for f in sluice::spam::message_files(dir).with_context(|| format!("{}", dir.display()))? {
+                let raw = std::fs::read(&f).with_context(|| format!("{}", f.display()))?;
+                samples.push(sluice::spam::eval::Sample {
+                    raw,
+                    group: group.clone(),
+                    spam: is_spam,
+                });
+            }
+        }
+    }
+    // Fold = index mod K, so every fold has some of each directory.
+    let scores = sluice::spam::eval::cross_validate(&filter, &samples, k, true);
+    Ok(format!(
+        "{k}-fold cross-validation of {} messages\n\n{}",
+        samples.len(),
+        scores.report(threshold)
+    ))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {

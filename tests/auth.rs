@@ -393,7 +393,9 @@ async fn auth_results_through_the_relay() {
     let relay = TestRelay::start_in(dir, &toml, |_| {}).await;
     let mut events = relay.running().events.subscribe();
 
-    let signed = fx.example.sign("example.test", &message("alice@example.test", "Hello Bob.\r\n"));
+    let signed = fx
+        .example
+        .sign("example.test", &message("alice@example.test", "Hello Bob.\r\n"));
     let forged = format!("Authentication-Results: {AUTHSERV_ID}; dkim=pass header.d=example.test\r\n");
     let mut c = relay.client().await;
     c.cmd("EHLO mail.example.test", "250").await;
@@ -402,10 +404,16 @@ async fn auth_results_through_the_relay() {
     assert!(r.starts_with("250"), "{r}");
     let got = sink.wait_for(1).await;
     let text = String::from_utf8_lossy(&got[0].data).to_string();
-    let ours = format!("Authentication-Results: {AUTHSERV_ID};\r\n\tspf=pass smtp.mailfrom=alice@example.test;\r\n\tdkim=pass header.d=example.test");
+    let ours = format!(
+        "Authentication-Results: {AUTHSERV_ID};\r\n\tspf=pass smtp.mailfrom=alice@example.test;\r\n\tdkim=pass header.d=example.test"
+    );
     assert!(text.starts_with(&ours), "{text}");
     assert!(text.contains("dmarc=pass header.from=example.test"), "{text}");
-    assert_eq!(text.matches("Authentication-Results:").count(), 1, "the forged one is gone: {text}");
+    assert_eq!(
+        text.matches("Authentication-Results:").count(),
+        1,
+        "the forged one is gone: {text}"
+    );
     let received = text.find("Received: from ").unwrap();
     assert_eq!(strip_trace(&got[0].data[received..]), signed.as_bytes());
 
@@ -431,6 +439,9 @@ async fn auth_results_through_the_relay() {
     if r.starts_with("250") {
         let got = sink.wait_for(2).await;
         let text = String::from_utf8_lossy(&got[1].data).to_string();
-        assert!(text.contains("spf=fail") && text.contains("dkim=fail") && text.contains("dmarc=fail"), "{text}");
+        assert!(
+            text.contains("spf=fail") && text.contains("dkim=fail") && text.contains("dmarc=fail"),
+            "{text}"
+        );
     }
 }

@@ -30,8 +30,8 @@ fn classifier_separates_spam_from_ham_in_cross_validation() {
         .map(|(p, g, s)| (tokenize::tokens(&std::fs::read(&p).unwrap()), g, s))
         .collect();
     assert!(all.len() >= 600);
-    let (mut spam, mut caught, mut ham, mut fp) = (0, 0, 0, 0);
-    let mut groups: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    // Score every message with a model trained on the other folds.
+    let mut scores = vec![0.5; all.len()];
     for k in 0..FOLDS {
         let mut model = bayes::Model::new();
         for (i, (t, _, s)) in all.iter().enumerate() {
@@ -39,33 +39,52 @@ fn classifier_separates_spam_from_ham_in_cross_validation() {
                 model.learn(t, *s);
             }
         }
-        for (i, (t, g, s)) in all.iter().enumerate() {
-            if i % FOLDS != k {
-                continue;
-            }
-            let flagged = model.classify(t).unwrap_or(0.5) > THRESHOLD;
-            let e = groups.entry(g.as_str()).or_default();
-            e.0 += 1;
-            e.1 += usize::from(flagged);
-            if *s {
-                spam += 1;
-                caught += usize::from(flagged);
-            } else {
-                ham += 1;
-                fp += usize::from(flagged);
+        for (i, (t, _, _)) in all.iter().enumerate() {
+            if i % FOLDS == k {
+                scores[i] = model.classify(t).unwrap_or(0.5);
             }
         }
     }
-    let recall = caught as f64 / spam as f64;
-    let fp_rate = fp as f64 / ham as f64;
-    for (g, (n, flagged)) in &groups {
-        eprintln!("{g}: {flagged}/{n} flagged as spam");
+    // (recall, false positive rate) at a threshold, and the per-group curve.
+    let rates = |threshold: f64| {
+        let (mut spam, mut caught, mut ham, mut fp) = (0, 0, 0, 0);
+        for ((_, _, s), p) in all.iter().zip(&scores) {
+            let flagged = usize::from(*p > threshold);
+            if *s {
+                spam += 1;
+                caught += flagged;
+            } else {
+                ham += 1;
+                fp += flagged;
+            }
+        }
+        (caught as f64 / spam as f64, fp as f64 / ham as f64)
+    };
+    let groups: std::collections::BTreeSet<&str> = all.iter().map(|(_, g, _)| g.as_str()).collect();
+    for threshold in [0.5, 0.7, 0.9, 0.95, 0.99] {
+        let per_group: Vec<String> = groups
+            .iter()
+            .map(|g| {
+                let in_group = || all.iter().zip(&scores).filter(|((_, gg, _), _)| gg == g);
+                let flagged = in_group().filter(|(_, p)| **p > threshold).count();
+                format!("{g} {flagged}/{}", in_group().count())
+            })
+            .collect();
+        let (recall, fp_rate) = rates(threshold);
+        eprintln!(
+            "P > {threshold}: recall {recall:.3}, false positives {fp_rate:.4}; flagged: {}",
+            per_group.join(", ")
+        );
     }
+    let (recall, fp_rate) = rates(THRESHOLD);
     eprintln!("Bayes alone, {FOLDS}-fold, P > {THRESHOLD}: recall {recall:.3}, false positives {fp_rate:.4}");
-    // A floor against regressions; the targets are for the whole
-    // scoring (rules + classifier + auth), measured in docs/.
-    assert!(recall >= 0.80, "recall {recall:.3}");
-    assert!(fp_rate <= 0.02, "false positives {fp_rate:.4}");
+    // A floor against regressions (measured: recall 0.877, false positives 0.0045 at P > 0.9; 0.969 and 0.0067
+    // at P > 0.5); the targets are for the whole scoring (rules + classifier + auth), measured in docs/.
+    assert!(recall >= 0.84, "recall {recall:.3}");
+    assert!(fp_rate <= 0.012, "false positives {fp_rate:.4}");
+    let (recall, fp_rate) = rates(0.5);
+    assert!(recall >= 0.93, "recall at P > 0.5 {recall:.3}");
+    assert!(fp_rate <= 0.02, "false positives at P > 0.5 {fp_rate:.4}");
 }
 
 #[test]

@@ -3,23 +3,107 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::hash::{BuildHasher, Hasher};
 use std::io::{BufRead, Write};
+use std::sync::OnceLock;
 
-/// Robinson's strength of the background probability.
-const ROBINSON_S: f64 = 1.0;
-/// Robinson's background probability for an unknown token.
-const ROBINSON_X: f64 = 0.5;
-/// At most this many tokens take part in a classification.
-const MAX_DISCRIMINATORS: usize = 150;
-/// Tokens whose probability is closer than this to 0.5 are ignored.
-const MIN_PROB_STRENGTH: f64 = 0.1;
-/// Tokens seen fewer than this many times in total are ignored when classifying.
-const MIN_TOKEN_COUNT: u64 = 2;
+/// Classifier parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Params {
+    /// Robinson's strength of the background probability.
+    pub s: f64,
+    /// Robinson's background probability for an unknown token.
+    pub x: f64,
+    /// Tokens whose probability is closer than this to 0.5 are ignored.
+    pub min_strength: f64,
+    /// At most this many tokens take part in a classification.
+    pub max_discriminators: usize,
+    /// Tokens seen fewer than this many times in total are ignored when classifying.
+    pub min_count: u64,
+}
+
+impl Params {
+    pub(crate) const DEFAULT: Params = Params {
+        s: 0.45,
+        x: 0.5,
+        min_strength: 0.1,
+        max_discriminators: 150,
+        min_count: 1,
+    };
+}
+/// Initial capacity bound of the clue list.
+const MAX_CLUES_CAPACITY: usize = 4096;
 /// Minimum number of learned spam and of learned ham messages for the model to give an opinion.
 pub const MIN_MESSAGES: u32 = 10;
 
 const MAGIC: &str = "sluice-bayes";
-const VERSION: &str = "1";
+/// Version of the model file. 2: the tokenizer of this version (header structure, word pairs, URL pieces,
+/// number shapes); models of version 1 hold tokens of the earlier tokenizer and must be retrained.
+const VERSION: &str = "2";
+
+/// A fast hasher for short strings (multiply-rotate over 8-byte words, as FxHash, with a murmur3 finaliser),
+/// keyed with a random per-process seed. Token maps are hashed a lot; SipHash dominated classification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FastState(u64);
+
+impl Default for FastState {
+    fn default() -> Self {
+        static SEED: OnceLock<u64> = OnceLock::new();
+        FastState(*SEED.get_or_init(|| std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64)))
+    }
+}
+
+impl BuildHasher for FastState {
+    type Hasher = FastHasher;
+
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(self.0)
+    }
+}
+
+pub(crate) struct FastHasher(u64);
+
+const FAST_K: u64 = 0xf135_7aea_2e62_a9c5;
+
+impl FastHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(26) ^ word).wrapping_mul(FAST_K);
+    }
+}
+
+impl Hasher for FastHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 56));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
 
 /// Error reading a model file.
 #[derive(Debug)]
@@ -55,7 +139,7 @@ impl From<std::io::Error> for BayesError {
 /// Token statistics: for each token the number of spam and ham messages that contained it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Model {
-    tokens: HashMap<String, (u32, u32)>,
+    tokens: HashMap<String, (u32, u32), FastState>,
     nspam: u32,
     nham: u32,
 }
@@ -67,7 +151,7 @@ impl Model {
 
     /// Learn one message given its tokens (duplicates are counted once).
     pub fn learn(&mut self, tokens: &[String], spam: bool) {
-        let mut seen: HashSet<&str> = HashSet::with_capacity(tokens.len());
+        let mut seen: HashSet<&str, FastState> = HashSet::with_capacity_and_hasher(tokens.len(), FastState::default());
         for token in tokens {
             if !seen.insert(token.as_str()) {
                 continue;
@@ -113,10 +197,10 @@ impl Model {
         self.tokens.get(token).copied()
     }
 
-    /// Robinson's f(w) of a token, or None if it was seen fewer than [`MIN_TOKEN_COUNT`] times.
-    fn token_prob(&self, spam: u32, ham: u32) -> Option<f64> {
+    /// Robinson's f(w) of a token, or None if it was seen fewer than `params.min_count` times.
+    fn token_prob(&self, spam: u32, ham: u32, params: &Params) -> Option<f64> {
         let n = u64::from(spam) + u64::from(ham);
-        if n < MIN_TOKEN_COUNT || self.nspam == 0 || self.nham == 0 {
+        if n < params.min_count || self.nspam == 0 || self.nham == 0 {
             return None;
         }
         let spam_ratio = f64::from(spam) / f64::from(self.nspam);
@@ -127,45 +211,51 @@ impl Model {
         }
         let p = spam_ratio / denom;
         let n = n as f64;
-        Some((ROBINSON_S * ROBINSON_X + n * p) / (ROBINSON_S + n))
+        Some((params.s * params.x + n * p) / (params.s + n))
     }
 
-    /// Spam probability in 0..=1 using Robinson's f(w) (s = 1.0, x = 0.5) on per-class normalised frequencies,
-    /// the 150 most significant tokens (|f - 0.5| >= 0.1; tokens seen fewer than 2 times in total are ignored),
+    /// Spam probability in 0..=1 using Robinson's f(w) (s = 0.45, x = 0.5, as in SpamBayes) on per-class
+    /// normalised frequencies, the 150 most significant tokens (|f - 0.5| >= 0.1; tokens seen once take part,
+    /// their f(w) being pulled towards x by s),
     /// combined with Fisher's chi-square method: H = C⁻¹(-2 Σ ln f, 2n), S = C⁻¹(-2 Σ ln(1 - f), 2n),
     /// P = (1 + H - S) / 2.
     ///
     /// Returns None when the model has fewer than 10 spam or 10 ham messages, or when no token is significant.
     pub fn classify(&self, tokens: &[String]) -> Option<f64> {
+        self.classify_with(tokens, &Params::DEFAULT)
+    }
+
+    /// [`Model::classify`] with explicit parameters.
+    pub(crate) fn classify_with(&self, tokens: &[String], params: &Params) -> Option<f64> {
         if self.nspam < MIN_MESSAGES || self.nham < MIN_MESSAGES {
             return None;
         }
-        let mut seen: HashSet<&str> = HashSet::with_capacity(tokens.len());
-        let mut clues: Vec<(f64, &str)> = Vec::new();
+        let mut clues: Vec<(f64, &str)> = Vec::with_capacity(tokens.len().min(MAX_CLUES_CAPACITY));
         for token in tokens {
-            if !seen.insert(token.as_str()) {
-                continue;
-            }
             let Some(&(spam, ham)) = self.tokens.get(token.as_str()) else {
                 continue;
             };
-            let Some(f) = self.token_prob(spam, ham) else {
+            let Some(f) = self.token_prob(spam, ham, params) else {
                 continue;
             };
-            if (f - 0.5).abs() >= MIN_PROB_STRENGTH {
+            if (f - 0.5).abs() >= params.min_strength {
                 clues.push((f, token.as_str()));
             }
         }
         if clues.is_empty() {
             return None;
         }
-        clues.sort_by(|a, b| {
+        // Strongest first; ties broken by probability and then by token, so that the result does not depend on
+        // the order of the tokens. Duplicate tokens end up next to each other and are counted once.
+        clues.sort_unstable_by(|a, b| {
             (b.0 - 0.5)
                 .abs()
                 .total_cmp(&(a.0 - 0.5).abs())
+                .then_with(|| a.0.total_cmp(&b.0))
                 .then_with(|| a.1.cmp(b.1))
         });
-        clues.truncate(MAX_DISCRIMINATORS);
+        clues.dedup_by(|a, b| a.1 == b.1);
+        clues.truncate(params.max_discriminators);
 
         let mut ln_f = 0.0f64;
         let mut ln_1f = 0.0f64;
@@ -181,7 +271,7 @@ impl Model {
         Some(if p.is_finite() { p.clamp(0.0, 1.0) } else { 0.5 })
     }
 
-    /// Write the model as text: a header line `sluice-bayes 1 <nspam> <nham>`, then one `<spam>\t<ham>\t<token>`
+    /// Write the model as text: a header line `sluice-bayes 2 <nspam> <nham>`, then one `<spam>\t<ham>\t<token>`
     /// line per token, sorted by token. Tokens seen fewer than `min_count` times in total are left out.
     pub fn save(&self, w: &mut impl Write, min_count: u32) -> std::io::Result<()> {
         writeln!(w, "{MAGIC} {VERSION} {} {}", self.nspam, self.nham)?;
@@ -222,7 +312,10 @@ impl Model {
                 match fields.as_slice() {
                     [magic, version, nspam, nham] if *magic == MAGIC => {
                         if *version != VERSION {
-                            return Err(format_err(format!("unsupported version {version:?}")));
+                            return Err(format_err(format!(
+                                "unsupported version {version:?} (expected {VERSION:?}; retrain the model with \
+                                 `sluice learn`)"
+                            )));
                         }
                         model.nspam = nspam
                             .parse()
@@ -360,7 +453,7 @@ mod tests {
         assert_eq!(loaded, m);
 
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("sluice-bayes 1 20 21\n"));
+        assert!(text.starts_with("sluice-bayes 2 20 21\n"));
         let lines: Vec<&str> = text.lines().skip(1).collect();
         let mut sorted = lines.clone();
         sorted.sort_by_key(|l| l.splitn(3, '\t').nth(2).unwrap_or(""));
@@ -383,16 +476,24 @@ mod tests {
         };
         assert_eq!(line_of(""), 1);
         assert_eq!(line_of("something else\n"), 1);
-        assert_eq!(line_of("sluice-bayes 2 1 1\n"), 1);
-        assert_eq!(line_of("sluice-bayes 1 x 1\n"), 1);
-        assert_eq!(line_of("sluice-bayes 1 1 1\n1\t2\tok\n3\tx\tbad\n"), 3);
-        assert_eq!(line_of("sluice-bayes 1 1 1\r\n1\t2\tok\r\nno tabs here\r\n"), 3);
-        assert_eq!(line_of("sluice-bayes 1 1 1\n1\t2\tdup\n1\t2\tdup\n"), 3);
-        assert_eq!(line_of("sluice-bayes 1 1 1\n1\t2\t\n"), 2);
-        assert_eq!(line_of("sluice-bayes 1 1 1\n-1\t2\tneg\n"), 2);
-        let err = Model::load(&mut "sluice-bayes 1 1 1\n1\t2\tok\n3\tx\tbad\n".as_bytes()).unwrap_err();
+        assert_eq!(line_of("sluice-bayes 1 1 1\n"), 1);
+        assert_eq!(line_of("sluice-bayes 3 1 1\n"), 1);
+        let old = Model::load(&mut "sluice-bayes 1 1 1\n".as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            old.contains("unsupported version \"1\"") && old.contains("retrain"),
+            "{old}"
+        );
+        assert_eq!(line_of("sluice-bayes 2 x 1\n"), 1);
+        assert_eq!(line_of("sluice-bayes 2 1 1\n1\t2\tok\n3\tx\tbad\n"), 3);
+        assert_eq!(line_of("sluice-bayes 2 1 1\r\n1\t2\tok\r\nno tabs here\r\n"), 3);
+        assert_eq!(line_of("sluice-bayes 2 1 1\n1\t2\tdup\n1\t2\tdup\n"), 3);
+        assert_eq!(line_of("sluice-bayes 2 1 1\n1\t2\t\n"), 2);
+        assert_eq!(line_of("sluice-bayes 2 1 1\n-1\t2\tneg\n"), 2);
+        let err = Model::load(&mut "sluice-bayes 2 1 1\n1\t2\tok\n3\tx\tbad\n".as_bytes()).unwrap_err();
         assert!(err.to_string().contains("line 3"), "{err}");
-        let ok = Model::load(&mut "sluice-bayes 1 3 4\r\n".as_bytes()).unwrap();
+        let ok = Model::load(&mut "sluice-bayes 2 3 4\r\n".as_bytes()).unwrap();
         assert_eq!((ok.nspam(), ok.nham(), ok.len()), (3, 4, 0));
     }
 }

@@ -187,6 +187,13 @@ pub struct Scored {
 }
 
 impl Scored {
+    fn skipped() -> Scored {
+        Scored {
+            skipped: true,
+            ..Default::default()
+        }
+    }
+
     /// Rule names that hit, comma separated.
     pub fn rule_names(&self) -> String {
         self.hits.iter().map(|h| h.name.as_str()).collect::<Vec<_>>().join(",")
@@ -195,7 +202,7 @@ impl Scored {
 
 /// Rules and model as loaded, with the file stamps they came from.
 struct Loaded {
-    rules: RuleSet,
+    rules: Arc<RuleSet>,
     model: Option<Model>,
     stamps: Vec<(PathBuf, Option<(SystemTime, u64)>)>,
 }
@@ -274,19 +281,32 @@ impl SpamFilter {
     /// Scores a message. `ctx` (client, HELO, MAIL FROM) enables the
     /// SPF/DKIM/DMARC checks; without it they are skipped (offline).
     pub async fn score(&self, raw: &[u8], ctx: Option<&AuthContext<'_>>) -> Scored {
+        let raw = super::tokenize::skip_mbox_from(raw);
         if raw.len() > self.cfg.max_size {
-            return Scored {
-                skipped: true,
-                ..Default::default()
-            };
+            return Scored::skipped();
         }
-        let loaded = self.current();
         let parsed = mail_parser::MessageParser::default().parse(raw);
         let auth = match (&self.auth, ctx, &parsed) {
             (Some(a), Some(ctx), Some(m)) => Some(a.check(ctx, m, raw).await),
             _ => None,
         };
-        let mut view = match &parsed {
+        self.evaluate(raw, parsed.as_ref(), auth)
+    }
+
+    /// Scores a message without network checks (no await).
+    pub fn score_offline(&self, raw: &[u8]) -> Scored {
+        let raw = super::tokenize::skip_mbox_from(raw);
+        if raw.len() > self.cfg.max_size {
+            return Scored::skipped();
+        }
+        let parsed = mail_parser::MessageParser::default().parse(raw);
+        self.evaluate(raw, parsed.as_ref(), None)
+    }
+
+    /// Rules and classifier on a parsed message, with the auth results.
+    fn evaluate(&self, raw: &[u8], parsed: Option<&mail_parser::Message<'_>>, auth: Option<AuthOutcome>) -> Scored {
+        let loaded = self.current();
+        let mut view = match parsed {
             Some(m) => MessageView::from_message(m, false),
             None => MessageView::parse(raw),
         };
@@ -294,7 +314,10 @@ impl SpamFilter {
             view.set_pseudo(AUTH_HEADER, a.summary());
         }
         if let Some(model) = &loaded.model {
-            let tokens = super::tokenize::tokens(raw);
+            let tokens = match parsed {
+                Some(m) => super::tokenize::message_tokens(m),
+                None => super::tokenize::tokens(raw),
+            };
             view.bayes = model.classify(&tokens);
         }
         let outcome = loaded.rules.evaluate(&view.view());
@@ -305,6 +328,21 @@ impl SpamFilter {
             bayes: view.bayes,
             auth,
             skipped: false,
+        }
+    }
+
+    /// Replaces the classifier's model (cross-validation, tests); the next
+    /// reload from `spam.bayes_model` replaces it again.
+    pub fn set_model(&self, model: Option<Model>) {
+        let current = self.current();
+        let loaded = Loaded {
+            rules: current.rules.clone(),
+            model,
+            stamps: current.stamps.clone(),
+        };
+        match self.loaded.write() {
+            Ok(mut g) => *g = Arc::new(loaded),
+            Err(p) => *p.into_inner() = Arc::new(loaded),
         }
     }
 
@@ -438,7 +476,7 @@ fn load(cfg: &SpamConfig) -> Result<Loaded, SpamError> {
             files.push((f.display().to_string(), text));
         }
     }
-    let rules = RuleSet::compile(&files)?;
+    let rules = Arc::new(RuleSet::compile(&files)?);
     let model = match &cfg.bayes_model {
         None => None,
         Some(path) => {

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod bayes;
+pub mod eval;
 pub mod filter;
 pub mod rules;
 pub mod tokenize;

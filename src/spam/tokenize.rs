@@ -1,17 +1,30 @@
 //! Tokenizer for the statistical (Bayes-style) spam classifier.
 //!
-//! Turns a raw RFC 5322 message into a deduplicated, bounded list of string tokens. Tokens carry a short prefix
-//! naming where they came from (`s:` subject, `f:` From, `r:` Reply-To, `to:` To, `h:` header signals, `u:` URL
-//! hosts, `tag:` HTML tag names, `p:` punctuation runs, `sk:` over-long words); plain body words have no prefix.
+//! Turns an RFC 5322 message into a deduplicated, bounded list of string tokens, in the spirit of SpamBayes and
+//! SpamAssassin's Bayes tokenizer. Tokens carry a short prefix naming where they came from:
+//!
+//! - body words have no prefix: lowercased words, plus the case-preserved form of words in capitals (`FREE`),
+//!   word pairs (`"free money"`), numbers reduced to their shape (`num:3-3-4`), long letter/digit mixes reduced
+//!   to a length bucket (`mix:10`), `p:` punctuation runs, `sk:` over-long words;
+//! - `s:` subject words and pairs, `f:` From, `r:` Reply-To, `to:` To, `cc:` Cc, `rp:` Return-Path,
+//!   `org:` Organization;
+//! - `hn:` names of the headers present (filter, mailbox and mailing-list annotations excluded, like
+//!   SpamAssassin's ignored headers), `h:` header signals and shapes (mailer, Message-ID and Date shapes, time
+//!   zone, Date vs. Received skew, MIME structure, charsets, transfer encodings, attachments), `rc:` Received
+//!   chain structure (protocol, HELO shape, reverse DNS, IP class and domains, never raw addresses);
+//! - `u:` URL schemes, hosts and domains, `up:` URL path pieces, `tag:` HTML tag names.
+//!
 //! Tokens never contain control characters (in particular no tabs or newlines), so they can be stored one per line.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 
-use mail_parser::{Address, Message, MessageParser, MimeHeaders, PartType};
+use super::bayes::FastState;
+use mail_parser::{Address, Host, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
 /// Maximum number of distinct tokens produced for one message.
 pub const MAX_TOKENS: usize = 3000;
-/// Tokens longer than this many bytes are replaced by a "skip" token.
+/// Tokens longer than this many bytes are replaced by a "skip" token (or dropped, for derived tokens).
 pub const MAX_TOKEN_LEN: usize = 40;
 /// Words shorter than this many characters are ignored.
 const MIN_WORD_LEN: usize = 3;
@@ -19,6 +32,76 @@ const MIN_WORD_LEN: usize = 3;
 const MAX_DEPTH: usize = 3;
 /// At most this many bytes of decoded body text are tokenized per part.
 const MAX_PART_TEXT: usize = 256 * 1024;
+/// At most this many Received headers (from the top) are tokenized.
+const MAX_RECEIVED: usize = 8;
+/// At most this many URLs are tokenized per text.
+const MAX_URLS: usize = 200;
+/// At most this many path pieces are tokenized per URL.
+const MAX_URL_PIECES: usize = 8;
+
+/// Headers whose presence says nothing about the message itself: annotations by filters, mailbox software and
+/// mailing-list managers, and delivery details of the receiving side (after SpamAssassin's `IGNORED_HDRS`).
+/// Matched against the lowercased header name; a trailing `*` matches any suffix.
+const IGNORED_HEADERS: &[&str] = &[
+    "x-spam*",
+    "x-virus*",
+    "x-antivirus*",
+    "x-antispam*",
+    "x-bogosity",
+    "x-dspam*",
+    "x-crm114*",
+    "x-mailscanner*",
+    "x-scanned-by",
+    "x-scanner",
+    "x-filtered-by",
+    "x-pyzor",
+    "x-dcc-*",
+    "x-spamcop*",
+    "x-rbl-warning",
+    "x-mass-check-id",
+    "x-mime-autoconverted",
+    "x-converted-to-plain-text",
+    "status",
+    "x-status",
+    "x-flags",
+    "x-keywords",
+    "x-uid",
+    "x-uidl",
+    "x-mozilla-status*",
+    "x-evolution*",
+    "x-gmail-labels",
+    "x-imap*",
+    "lines",
+    "content-length",
+    "replied",
+    "forwarded",
+    "delivered-to",
+    "delivery-date",
+    "envelope-to",
+    "x-envelope-*",
+    "x-original-to",
+    "x-originalarrivaltime",
+    "x-original-*",
+    "original-*",
+    "resent-*",
+    "x-resent-*",
+    "sender",
+    "x-sender",
+    "errors-to",
+    "list-*",
+    "x-list*",
+    "mailing-list",
+    "x-mailing-list",
+    "x-mailman-version",
+    "x-beenthere",
+    "x-loop",
+    "x-unsub*",
+    "mail-followup-to",
+    "x-egroups-*",
+    "thread-index",
+    "thread-topic",
+    "content-class",
+];
 
 /// Tokens of a raw RFC 5322 message (bytes as received; may be LF or CRLF; may start with an mbox "From " line
 /// which is skipped).
@@ -28,21 +111,31 @@ const MAX_PART_TEXT: usize = 256 * 1024;
 /// tokens).
 pub fn tokens(raw: &[u8]) -> Vec<String> {
     let raw = skip_mbox_from(raw);
-    let mut sink = Sink::default();
     match MessageParser::default().parse(raw) {
-        Some(message) => message_tokens(&message, &mut sink, 0),
+        Some(message) => message_tokens(&message),
         None => {
+            let mut sink = Sink::default();
             let text = String::from_utf8_lossy(raw);
-            text_tokens(truncate(&text, MAX_PART_TEXT), "", &mut sink);
-            url_tokens(truncate(&text, MAX_PART_TEXT), &mut sink);
+            let text = truncate(&text, MAX_PART_TEXT);
+            text_tokens(text, "", &mut sink);
+            url_tokens(text, &mut sink);
             sink.push("h:unparsed".to_string());
+            sink.out
         }
     }
+}
+
+/// Tokens of an already parsed message: the same as [`tokens`] gives for the raw bytes the message was parsed
+/// from (with a leading mbox "From " line removed before parsing). Works best when the message was parsed with
+/// `MessageParser::default()`; header signals are read from the raw header text where possible.
+pub fn message_tokens(message: &Message<'_>) -> Vec<String> {
+    let mut sink = Sink::default();
+    walk(message, &mut sink, 0);
     sink.out
 }
 
-/// Skip a leading mbox "From " separator line.
-fn skip_mbox_from(raw: &[u8]) -> &[u8] {
+/// The message without a leading mbox "From " line (files saved from mailboxes).
+pub fn skip_mbox_from(raw: &[u8]) -> &[u8] {
     if raw.starts_with(b"From ") {
         match raw.iter().position(|&b| b == b'\n') {
             Some(pos) => &raw[pos + 1..],
@@ -54,10 +147,18 @@ fn skip_mbox_from(raw: &[u8]) -> &[u8] {
 }
 
 /// Collects unique tokens up to [`MAX_TOKENS`].
-#[derive(Default)]
 struct Sink {
-    seen: HashSet<String>,
+    seen: HashSet<String, FastState>,
     out: Vec<String>,
+}
+
+impl Default for Sink {
+    fn default() -> Self {
+        Sink {
+            seen: HashSet::with_capacity_and_hasher(512, FastState::default()),
+            out: Vec::with_capacity(512),
+        }
+    }
 }
 
 impl Sink {
@@ -65,21 +166,30 @@ impl Sink {
         self.out.len() >= MAX_TOKENS
     }
 
+    /// Add a token; over-long tokens become skip tokens.
     fn push(&mut self, token: String) {
         if self.full() || token.is_empty() {
             return;
         }
-        let token = if token.chars().any(char::is_control) {
-            token.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
-        } else {
-            token
-        };
+        let token = clean(token);
         let token = if token.len() > MAX_TOKEN_LEN {
             let head: String = token.chars().take(8).collect();
             format!("sk:{head}:{}", bucket_len(token.len()))
         } else {
             token
         };
+        self.insert(token);
+    }
+
+    /// Add a derived token (pair, shape); over-long ones are dropped.
+    fn push_short(&mut self, token: String) {
+        if self.full() || token.is_empty() || token.len() > MAX_TOKEN_LEN {
+            return;
+        }
+        self.insert(clean(token));
+    }
+
+    fn insert(&mut self, token: String) {
         if !self.seen.contains(&token) {
             self.seen.insert(token.clone());
             self.out.push(token);
@@ -87,9 +197,33 @@ impl Sink {
     }
 }
 
+/// Replace control characters by spaces.
+fn clean(token: String) -> String {
+    // C0 controls and DEL are single bytes; C1 controls are encoded as 0xC2 0x80..=0x9F.
+    if token.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) && token.chars().any(char::is_control) {
+        token.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    } else {
+        token
+    }
+}
+
 /// Length bucket for skip tokens.
 fn bucket_len(len: usize) -> usize {
     if len >= 200 { 200 } else { len / 10 * 10 }
+}
+
+/// Small-count bucket: exact up to 4, then 5-9, 10-19, 20+.
+fn bucket_count(n: usize) -> &'static str {
+    match n {
+        0 => "0",
+        1 => "1",
+        2 => "2",
+        3 => "3",
+        4 => "4",
+        5..=9 => "5-9",
+        10..=19 => "10-19",
+        _ => "20+",
+    }
 }
 
 /// At most `max` bytes of `s`, cut on a character boundary.
@@ -104,16 +238,14 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-fn message_tokens(message: &Message<'_>, sink: &mut Sink, depth: usize) {
+fn walk(message: &Message<'_>, sink: &mut Sink, depth: usize) {
     header_tokens(message, sink, depth);
+    mime_tokens(message, sink, depth);
     let mut total_chars = 0usize;
     let mut non_ascii = 0usize;
     for part in &message.parts {
         if sink.full() {
             break;
-        }
-        if let Some(charset) = part.content_type().and_then(|ct| ct.attribute("charset")) {
-            sink.push(format!("h:cs:{}", charset.trim().to_ascii_lowercase()));
         }
         match &part.body {
             PartType::Text(text) => {
@@ -129,19 +261,10 @@ fn message_tokens(message: &Message<'_>, sink: &mut Sink, depth: usize) {
                 count_chars(&text, &mut total_chars, &mut non_ascii);
                 text_tokens(&text, "", sink);
             }
-            PartType::Binary(_) | PartType::InlineBinary(_) => {
-                if let Some(ct) = part.content_type() {
-                    let sub = ct.subtype().unwrap_or("");
-                    sink.push(format!(
-                        "h:att:{}/{}",
-                        ct.ctype().to_ascii_lowercase(),
-                        sub.to_ascii_lowercase()
-                    ));
-                }
-            }
+            PartType::Binary(_) | PartType::InlineBinary(_) => attachment_tokens(part, sink),
             PartType::Message(inner) => {
                 if depth < MAX_DEPTH {
-                    message_tokens(inner, sink, depth + 1);
+                    walk(inner, sink, depth + 1);
                 }
             }
             PartType::Multipart(_) => {}
@@ -149,6 +272,7 @@ fn message_tokens(message: &Message<'_>, sink: &mut Sink, depth: usize) {
     }
     if depth == 0 {
         sink.push(format!("h:8bit:{}", non_ascii_bucket(total_chars, non_ascii)));
+        sink.push(format!("h:len:{}", log_bucket(total_chars)));
     }
 }
 
@@ -185,65 +309,481 @@ fn non_ascii_bucket(total: usize, non_ascii: usize) -> &'static str {
     }
 }
 
+/// Power-of-4 bucket of a size: "0", "lt16", "lt64", ... "ge64k".
+fn log_bucket(n: usize) -> String {
+    if n == 0 {
+        return "0".to_string();
+    }
+    let mut limit = 16usize;
+    while limit <= 65536 {
+        if n < limit {
+            return format!("lt{limit}");
+        }
+        limit *= 4;
+    }
+    "ge65536".to_string()
+}
+
+/// The raw text of a header value of the message (unfolded, trimmed), if it is valid UTF-8.
+fn raw_value<'a>(message: &'a Message<'_>, header: &mail_parser::Header<'_>) -> Option<&'a str> {
+    let bytes = message
+        .raw_message
+        .get(header.offset_start as usize..header.offset_end as usize)?;
+    std::str::from_utf8(bytes).ok().map(str::trim)
+}
+
+/// The raw text of the first header `name` (case-insensitive).
+fn raw_header<'a>(message: &'a Message<'_>, name: &str) -> Option<&'a str> {
+    message
+        .root_part()
+        .headers
+        .iter()
+        .find(|h| h.name().eq_ignore_ascii_case(name))
+        .and_then(|h| raw_value(message, h))
+}
+
+fn is_ignored_header(lower: &str) -> bool {
+    IGNORED_HEADERS.iter().any(|pat| match pat.strip_suffix('*') {
+        Some(prefix) => lower.starts_with(prefix),
+        None => lower == *pat,
+    })
+}
+
 fn header_tokens(message: &Message<'_>, sink: &mut Sink, depth: usize) {
     if let Some(subject) = message.subject() {
         text_tokens(subject, "s:", sink);
+        if let Some(raw) = raw_header(message, "Subject") {
+            encoded_word_tokens(raw, "s:enc:", sink);
+        }
     } else if depth == 0 {
         sink.push("h:nosubject".to_string());
     }
+    let from_domain = message
+        .from()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .and_then(|a| a.rsplit_once('@'))
+        .map(|(_, d)| d.trim().trim_end_matches('.').to_ascii_lowercase());
+    let from_reg = from_domain.as_deref().and_then(registrable).map(str::to_string);
     if let Some(from) = message.from() {
-        address_tokens(from, "f:", sink);
+        address_tokens(from, "f:", sink, true);
+        if let Some(first) = from.first() {
+            if first.name().is_none() {
+                sink.push("f:noname".to_string());
+            }
+            if let Some((local, _)) = first.address().and_then(|a| a.rsplit_once('@')) {
+                sink.push_short(format!("f:lp:{}", shape(local, 12)));
+            }
+        }
+    } else if depth == 0 {
+        sink.push("h:nofrom".to_string());
     }
     if let Some(reply_to) = message.reply_to() {
-        address_tokens(reply_to, "r:", sink);
+        address_tokens(reply_to, "r:", sink, true);
+        let rt_reg = reply_to
+            .first()
+            .and_then(|a| a.address())
+            .and_then(|a| a.rsplit_once('@'))
+            .map(|(_, d)| d.trim().trim_end_matches('.').to_ascii_lowercase());
+        let same = rt_reg.as_deref().and_then(registrable) == from_reg.as_deref();
+        sink.push(format!("r:{}", if same { "same" } else { "differs" }));
     }
     if let Some(to) = message.to() {
-        address_tokens(to, "to:", sink);
+        address_tokens(to, "to:", sink, true);
+        sink.push(format!("h:nto:{}", bucket_count(to.iter().count())));
+    } else if depth == 0 {
+        sink.push("h:noto".to_string());
+    }
+    if let Some(cc) = message.cc() {
+        address_tokens(cc, "cc:", sink, false);
+        sink.push(format!("h:ncc:{}", bucket_count(cc.iter().count())));
     }
     if depth > 0 {
         return;
     }
-    for (name, header) in [("xm", "X-Mailer"), ("ua", "User-Agent")] {
-        if let Some(value) = message.header(header).and_then(|v| v.as_text())
-            && let Some(word) = value.split_whitespace().next()
-        {
-            let word: String = word.chars().filter(|c| !matches!(c, '(' | ')' | ';' | ',')).collect();
-            sink.push(format!("h:{name}:{}", word.to_ascii_lowercase()));
+    for header in message.headers() {
+        let name = header.name();
+        if name.len() > 30 {
+            sink.push("hn:long".to_string());
+            continue;
+        }
+        let lower = name.to_ascii_lowercase();
+        if !is_ignored_header(&lower) {
+            sink.push(format!("hn:{lower}"));
         }
     }
-    match message.root_part().content_type() {
-        Some(ct) => {
-            let sub = ct.subtype().unwrap_or("");
+    for (tag, header) in [("xm", "X-Mailer"), ("xm", "User-Agent"), ("xo", "X-MimeOLE")] {
+        if let Some(value) = raw_header(message, header) {
+            mailer_tokens(value, tag, sink);
+        }
+    }
+    for (tag, header) in [
+        ("pri", "X-Priority"),
+        ("prec", "Precedence"),
+        ("imp", "Importance"),
+        ("msp", "X-MSMail-Priority"),
+    ] {
+        if let Some(value) = raw_header(message, header)
+            && let Some(word) = value.split(|c: char| !c.is_alphanumeric()).find(|w| !w.is_empty())
+        {
+            sink.push_short(format!("h:{tag}:{}", word.to_ascii_lowercase()));
+        }
+    }
+    if let Some(org) = raw_header(message, "Organization") {
+        for w in org
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| w.len() >= MIN_WORD_LEN)
+            .take(8)
+        {
+            sink.push(format!("org:{}", w.to_lowercase()));
+        }
+    }
+    if let Some(rp) = message.return_address()
+        && let Some((_, domain)) = rp.rsplit_once('@')
+    {
+        let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+        if let Some(reg) = registrable(&domain) {
+            sink.push(format!("rp:{reg}"));
             sink.push(format!(
-                "h:ct:{}/{}",
-                ct.ctype().to_ascii_lowercase(),
-                sub.to_ascii_lowercase()
+                "rp:{}",
+                if Some(reg) == from_reg.as_deref() {
+                    "same"
+                } else {
+                    "differs"
+                }
             ));
         }
-        None => sink.push("h:ct:none".to_string()),
     }
-    let received = message.header_values("Received").count();
-    let bucket = match received {
-        0..=4 => received.to_string(),
-        5..=6 => "5-6".to_string(),
-        7..=9 => "7-9".to_string(),
-        _ => "10+".to_string(),
-    };
-    sink.push(format!("h:rcvd:{bucket}"));
-    if message.message_id().is_none() {
-        sink.push("h:nomsgid".to_string());
+    match raw_header(message, "Message-ID") {
+        Some(id) => {
+            let id = id.trim_start_matches('<').trim_end_matches('>');
+            match id.rsplit_once('@') {
+                Some((local, domain)) => {
+                    sink.push_short(format!("h:mid:{}", shape(local, 20)));
+                    let domain = domain.trim().to_ascii_lowercase();
+                    let same = registrable(&domain).is_some() && registrable(&domain) == from_reg.as_deref();
+                    sink.push(format!("h:mid:dom:{}", if same { "same" } else { "differs" }));
+                    if !domain.contains('.') {
+                        sink.push("h:mid:dom:nodot".to_string());
+                    }
+                }
+                None => sink.push("h:mid:noat".to_string()),
+            }
+        }
+        None => sink.push("h:nomsgid".to_string()),
     }
-    if message.date().is_none() {
-        sink.push("h:nodate".to_string());
+    let received: Vec<&mail_parser::Header<'_>> = message
+        .headers()
+        .iter()
+        .filter(|h| h.name().eq_ignore_ascii_case("Received"))
+        .collect();
+    let n = received.len();
+    sink.push(format!(
+        "h:rcvd:{}",
+        match n {
+            0..=4 => n.to_string(),
+            5..=6 => "5-6".to_string(),
+            7..=9 => "7-9".to_string(),
+            _ => "10+".to_string(),
+        }
+    ));
+    let mut received_time = None;
+    for header in received.iter().take(MAX_RECEIVED) {
+        if let Some(r) = header.value().as_received() {
+            received_tokens(r, sink);
+            if received_time.is_none()
+                && let Some(date) = &r.date
+                && date.is_valid()
+            {
+                received_time = Some(date.to_timestamp());
+            }
+        }
     }
-    if message.to().is_none() {
-        sink.push("h:noto".to_string());
+    match raw_header(message, "Date") {
+        Some(raw) => {
+            sink.push_short(format!("h:date:{}", shape(raw, 30)));
+            match message.date().filter(|d| d.is_valid()) {
+                Some(date) => {
+                    let sign = if date.tz_before_gmt { '-' } else { '+' };
+                    sink.push(format!("h:tz:{sign}{:02}{:02}", date.tz_hour, date.tz_minute));
+                    if let Some(received) = received_time {
+                        sink.push(format!("h:dskew:{}", skew_bucket(date.to_timestamp() - received)));
+                    }
+                }
+                None => sink.push("h:date:bad".to_string()),
+            }
+        }
+        None => sink.push("h:nodate".to_string()),
     }
 }
 
-fn address_tokens(address: &Address<'_>, prefix: &str, sink: &mut Sink) {
+/// Bucket of `date - received` in seconds.
+fn skew_bucket(diff: i64) -> &'static str {
+    let a = diff.unsigned_abs();
+    let future = diff > 0;
+    match (a, future) {
+        (0..=600, _) => "10m",
+        (601..=7200, false) => "-2h",
+        (601..=7200, true) => "+2h",
+        (7201..=129_600, false) => "-36h",
+        (7201..=129_600, true) => "+36h",
+        (_, false) => "-far",
+        (_, true) => "+far",
+    }
+}
+
+/// `h:xm:` words of a mailer header value and one token of its overall shape.
+fn mailer_tokens(value: &str, tag: &str, sink: &mut Sink) {
+    let mut words = 0;
+    for w in value.split(|c: char| !c.is_alphabetic()).filter(|w| w.len() >= 2) {
+        sink.push(format!("h:{tag}:{}", w.to_lowercase()));
+        words += 1;
+        if words >= 6 {
+            break;
+        }
+    }
+    sink.push_short(format!("h:{tag}v:{}", shape(value, 30)));
+}
+
+/// `prefix + charset + ":" + encoding` for each RFC 2047 encoded word in a raw header value.
+fn encoded_word_tokens(raw: &str, prefix: &str, sink: &mut Sink) {
+    for piece in raw.split("=?").skip(1).take(5) {
+        let mut fields = piece.splitn(3, '?');
+        if let (Some(charset), Some(enc)) = (fields.next(), fields.next()) {
+            sink.push_short(format!(
+                "{prefix}{}:{}",
+                charset.to_ascii_lowercase(),
+                enc.to_ascii_lowercase()
+            ));
+        }
+    }
+}
+
+/// Structure tokens of one Received header: protocol, HELO shape, reverse DNS, IP class and domains.
+fn received_tokens(r: &mail_parser::Received<'_>, sink: &mut Sink) {
+    if let Some(with) = &r.with {
+        sink.push(format!("rc:with:{}", with.to_string().to_ascii_lowercase()));
+    }
+    if r.tls_version.is_some() || r.tls_cipher.is_some() {
+        sink.push("rc:tls".to_string());
+    }
+    let rdns = r
+        .from_iprev
+        .as_deref()
+        .map(|s| s.trim().trim_end_matches('.').to_ascii_lowercase());
+    match &r.from {
+        Some(Host::Name(name)) => {
+            let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+            let helo = if name.parse::<IpAddr>().is_ok() {
+                "ip"
+            } else if !name.contains('.') {
+                "bare"
+            } else if rdns.as_deref() == Some(name.as_str()) {
+                "same"
+            } else {
+                "fqdn"
+            };
+            sink.push(format!("rc:helo:{helo}"));
+            if helo == "fqdn" || helo == "same" {
+                host_tokens(&name, "rc:dom:", sink);
+            }
+        }
+        Some(Host::IpAddr(_)) => sink.push("rc:helo:literal".to_string()),
+        None => sink.push("rc:nofrom".to_string()),
+    }
+    match rdns.as_deref() {
+        Some("unknown") | Some("") => sink.push("rc:rdns:unknown".to_string()),
+        Some(name) if name.parse::<IpAddr>().is_err() && name.contains('.') => {
+            host_tokens(name, "rc:dom:", sink);
+            if name.bytes().filter(u8::is_ascii_digit).count() >= 4 {
+                sink.push("rc:rdns:dynamic".to_string());
+            }
+        }
+        Some(_) => sink.push("rc:rdns:odd".to_string()),
+        // An address without a name: "from pc (unknown [192.0.2.1])" or "from pc ([192.0.2.1])".
+        None if r.from_ip.is_some() => sink.push("rc:rdns:unknown".to_string()),
+        None => {}
+    }
+    if let Some(ip) = r.from_ip {
+        sink.push(format!("rc:ip:{}", ip_class(ip)));
+    }
+    if let Some(Host::Name(by)) = &r.by {
+        let by = by.trim().trim_end_matches('.').to_ascii_lowercase();
+        if let Some(reg) = registrable(&by) {
+            sink.push(format!("rc:by:{reg}"));
+        }
+    }
+}
+
+fn ip_class(ip: IpAddr) -> &'static str {
+    match ip {
+        IpAddr::V4(v4) if v4.is_loopback() => "loopback",
+        IpAddr::V4(v4) if v4.is_private() || v4.is_link_local() => "private",
+        IpAddr::V4(_) => "public4",
+        IpAddr::V6(v6) if v6.is_loopback() => "loopback",
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => "mapped",
+        IpAddr::V6(_) => "public6",
+    }
+}
+
+/// `prefix + host` and `prefix + registrable domain` of a host name.
+fn host_tokens(host: &str, prefix: &str, sink: &mut Sink) {
+    sink.push(format!("{prefix}{host}"));
+    if let Some(reg) = registrable(host)
+        && reg != host
+    {
+        sink.push(format!("{prefix}{reg}"));
+    }
+}
+
+/// MIME structure: content types of all parts, transfer encodings, charsets, boundary shape, part count.
+fn mime_tokens(message: &Message<'_>, sink: &mut Sink, depth: usize) {
+    if depth == 0 {
+        match message.root_part().content_type() {
+            Some(ct) => sink.push(format!("h:ct:{}", content_type_name(ct))),
+            None => sink.push("h:ct:none".to_string()),
+        }
+        if raw_header(message, "MIME-Version").is_none() {
+            sink.push("h:nomimever".to_string());
+        }
+        sink.push(format!("h:nparts:{}", bucket_count(message.parts.len())));
+    }
+    let mut structure = String::new();
+    for part in &message.parts {
+        if sink.full() {
+            break;
+        }
+        let ct = part.content_type();
+        let name = ct.map_or_else(|| "none".to_string(), content_type_name);
+        if let Some(ct) = ct {
+            if let Some(charset) = ct.attribute("charset") {
+                sink.push_short(format!("h:cs:{}", charset.trim().to_ascii_lowercase()));
+            }
+            if let Some(boundary) = ct.attribute("boundary") {
+                sink.push_short(format!("h:bnd:{}", shape(boundary, 30)));
+            }
+        }
+        if part.is_encoding_problem {
+            sink.push("h:encproblem".to_string());
+        }
+        if structure.len() < 64 {
+            if !structure.is_empty() {
+                structure.push(',');
+            }
+            structure.push_str(&short_type(&name));
+        }
+    }
+    if depth == 0 && message.parts.len() > 1 {
+        sink.push_short(format!("h:mime:{structure}"));
+    }
+}
+
+/// "type/subtype", lowercased.
+fn content_type_name(ct: &mail_parser::ContentType<'_>) -> String {
+    format!(
+        "{}/{}",
+        ct.ctype().to_ascii_lowercase(),
+        ct.subtype().unwrap_or("").to_ascii_lowercase()
+    )
+}
+
+/// Short form of a content type name for the structure token.
+fn short_type(name: &str) -> String {
+    match name {
+        "text/plain" => "tp".to_string(),
+        "text/html" => "th".to_string(),
+        "none" => "n".to_string(),
+        _ => {
+            let (t, s) = name.split_once('/').unwrap_or((name, ""));
+            let mut out: String = t.chars().take(1).collect();
+            out.extend(s.chars().take(3));
+            out
+        }
+    }
+}
+
+fn attachment_tokens(part: &MessagePart<'_>, sink: &mut Sink) {
+    if let Some(ct) = part.content_type() {
+        sink.push_short(format!("h:att:{}", content_type_name(ct)));
+    }
+    if let Some(name) = part.attachment_name()
+        && let Some((_, ext)) = name.rsplit_once('.')
+        && (1..=5).contains(&ext.len())
+    {
+        sink.push_short(format!("h:attx:{}", ext.to_ascii_lowercase()));
+    }
+}
+
+/// Shape of a string: each run of letters/digits becomes one class symbol (`9` digits, `a` lowercase, `A`
+/// uppercase, `Aa` capitalised/mixed letters, `h` lowercase hex, `H` uppercase hex, `x` other letter/digit mixes,
+/// `u` non-ASCII), other characters are kept (whitespace collapsed to one space). At most `max` symbols.
+fn shape(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut symbols = 0;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if symbols >= max {
+            out.push('~');
+            break;
+        }
+        symbols += 1;
+        if c.is_alphanumeric() {
+            let (mut digit, mut lower, mut upper, mut other) =
+                (c.is_ascii_digit(), c.is_lowercase(), c.is_uppercase(), !c.is_ascii());
+            let mut hex_lower = c.is_ascii_digit() || matches!(c, 'a'..='f');
+            let mut hex_upper = c.is_ascii_digit() || matches!(c, 'A'..='F');
+            let mut first_upper = c.is_uppercase();
+            let mut len = 1;
+            while let Some(&n) = chars.peek() {
+                if !n.is_alphanumeric() {
+                    break;
+                }
+                chars.next();
+                len += 1;
+                digit |= n.is_ascii_digit();
+                lower |= n.is_lowercase();
+                upper |= n.is_uppercase();
+                other |= !n.is_ascii();
+                hex_lower &= n.is_ascii_digit() || matches!(n, 'a'..='f');
+                hex_upper &= n.is_ascii_digit() || matches!(n, 'A'..='F');
+                first_upper &= len > 1 || n.is_uppercase();
+            }
+            let _ = first_upper;
+            let sym = if other {
+                "u"
+            } else if !lower && !upper {
+                "9"
+            } else if !digit && !upper {
+                "a"
+            } else if !digit && !lower {
+                "A"
+            } else if !digit {
+                "Aa"
+            } else if hex_lower && len >= 6 {
+                "h"
+            } else if hex_upper && len >= 6 {
+                "H"
+            } else {
+                "x"
+            };
+            out.push_str(sym);
+        } else if c.is_whitespace() {
+            while chars.peek().is_some_and(|n| n.is_whitespace()) {
+                chars.next();
+            }
+            out.push(' ');
+        } else if c.is_control() {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn address_tokens(address: &Address<'_>, prefix: &str, sink: &mut Sink, names: bool) {
     for addr in address.iter().take(20) {
-        if let Some(name) = addr.name() {
+        if names && let Some(name) = addr.name() {
             text_tokens(name, prefix, sink);
         }
         if let Some(email) = addr.address()
@@ -251,35 +791,46 @@ fn address_tokens(address: &Address<'_>, prefix: &str, sink: &mut Sink) {
         {
             let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
             if !domain.is_empty() {
-                sink.push(format!("{prefix}{domain}"));
-                if let Some(reg) = registrable(&domain)
-                    && reg != domain
-                {
-                    sink.push(format!("{prefix}{reg}"));
-                }
+                host_tokens(&domain, prefix, sink);
             }
         }
     }
 }
 
-/// The last two labels of a host name ("registrable-ish" domain), if it has at least two labels.
+/// The registrable domain of a host name: its last two labels, or three when the second-level label looks like
+/// a country's public suffix ("example.co.uk", "example.com.au"). None for names without a dot.
 fn registrable(host: &str) -> Option<&str> {
-    let mut dots = host.rmatch_indices('.');
-    dots.next()?;
-    match dots.next() {
-        Some((pos, _)) => Some(&host[pos + 1..]),
-        None => Some(host),
+    let labels: Vec<(usize, &str)> = host.rmatch_indices('.').take(3).collect();
+    let &(last_dot, _) = labels.first()?;
+    let tld = &host[last_dot + 1..];
+    let Some(&(second_dot, _)) = labels.get(1) else {
+        return Some(host);
+    };
+    let second = &host[second_dot + 1..last_dot];
+    let cc_suffix = tld.len() == 2
+        && (second.len() <= 2 || matches!(second, "com" | "net" | "org" | "gov" | "edu" | "ltd" | "plc" | "nic"));
+    if cc_suffix {
+        Some(labels.get(2).map_or(host, |&(third_dot, _)| &host[third_dot + 1..]))
+    } else {
+        Some(&host[second_dot + 1..])
     }
 }
 
-/// Emit word tokens (and punctuation-run tokens) of `text` with `prefix`.
+/// Emit word tokens, word-pair tokens and punctuation-run tokens of `text` with `prefix`.
 fn text_tokens(text: &str, prefix: &str, sink: &mut Sink) {
     let chars: Vec<char> = text.chars().collect();
     let mut i = 0;
     let mut word = String::new();
+    // The previous word (normalised) for pair tokens; cleared at paragraph breaks.
+    let mut prev: Option<String> = None;
+    let mut newlines = 0;
     while i < chars.len() && !sink.full() {
         let c = chars[i];
         if c.is_alphanumeric() || (c == '$' && chars.get(i + 1).is_some_and(|n| n.is_ascii_digit())) {
+            if newlines >= 2 {
+                prev = None;
+            }
+            newlines = 0;
             // A word starts here; internal ' - . , join alphanumerics ("don't", "e-mail", "1,000", "3.5").
             word.clear();
             let start = i;
@@ -305,7 +856,12 @@ fn text_tokens(text: &str, prefix: &str, sink: &mut Sink) {
             if chars.get(i) == Some(&'!') && i - start >= MIN_WORD_LEN {
                 sink.push(format!("{prefix}{}!", word.to_lowercase()));
             }
-            emit_word(&word, prefix, sink);
+            if let Some(norm) = emit_word(&word, prefix, sink) {
+                if let Some(p) = &prev {
+                    sink.push_short(format!("{prefix}{p} {norm}"));
+                }
+                prev = Some(norm);
+            }
         } else if matches!(c, '!' | '$' | '?' | '*' | '%') {
             let mut run = 0;
             while i < chars.len() && chars[i] == c {
@@ -316,88 +872,187 @@ fn text_tokens(text: &str, prefix: &str, sink: &mut Sink) {
                 sink.push(format!("{prefix}p:{}", c.to_string().repeat(3)));
             }
         } else {
+            if c == '\n' {
+                newlines += 1;
+            }
             i += 1;
         }
     }
 }
 
-fn emit_word(word: &str, prefix: &str, sink: &mut Sink) {
+/// Emit the tokens of one word; returns its normalised form (for pairs), or None if it was too short.
+fn emit_word(word: &str, prefix: &str, sink: &mut Sink) -> Option<String> {
     let n = word.chars().count();
     if n < MIN_WORD_LEN {
-        return;
+        return None;
     }
     let lower = word.to_lowercase();
-    // Long digit strings (phone numbers, ids) are reduced to their shape.
-    if lower.len() > 6
-        && lower
-            .chars()
-            .all(|c| c.is_ascii_digit() || matches!(c, '-' | '.' | ','))
-    {
-        sink.push(format!("{prefix}num:{}", bucket_len(lower.len()).max(1)));
-        return;
+    let digits = lower.bytes().filter(u8::is_ascii_digit).count();
+    if digits > 0 {
+        let body = lower.strip_prefix('$').unwrap_or(&lower);
+        if body
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'.' | b','))
+        {
+            // Numbers: short plain numbers stay as they are, others are reduced to their shape.
+            let norm = if digits <= 4 && body.bytes().all(|b| b.is_ascii_digit()) {
+                lower
+            } else {
+                let money = if lower.starts_with('$') { "$" } else { "" };
+                format!("{money}num:{}", number_shape(body))
+            };
+            sink.push(format!("{prefix}{norm}"));
+            return Some(norm);
+        }
+        if n >= 8 && digits >= 3 {
+            // Ids, tracking codes and other letter/digit mixes.
+            let norm = format!("mix:{}", bucket_len(n).max(1));
+            sink.push(format!("{prefix}{norm}"));
+            return Some(norm);
+        }
     }
     sink.push(format!("{prefix}{lower}"));
-    // Words in capitals are a weak signal of their own.
-    if n >= 4 && word.chars().all(|c| !c.is_lowercase()) && word.chars().any(char::is_uppercase) {
-        sink.push(format!("{prefix}caps:{lower}"));
+    // Words in capitals keep their case as a signal of their own.
+    if n >= 3 && word.chars().all(|c| !c.is_lowercase()) && word.chars().filter(|c| c.is_uppercase()).count() >= 2 {
+        sink.push(format!("{prefix}{word}"));
     }
+    Some(lower)
 }
 
-/// Emit `u:host` and `u:registrable` tokens for URLs (http, https, www.) found in `text`.
+/// Shape of a number: digit runs replaced by their length (capped at 9), separators kept ("555-123-4567" ->
+/// "3-3-4", "1,000.00" -> "1,3.2").
+fn number_shape(s: &str) -> String {
+    let mut out = String::new();
+    let mut run = 0usize;
+    for b in s.bytes().take(32) {
+        if b.is_ascii_digit() {
+            run += 1;
+        } else {
+            if run > 0 {
+                out.push(char::from(b'0' + run.min(9) as u8));
+            }
+            run = 0;
+            out.push(char::from(b));
+        }
+    }
+    if run > 0 {
+        out.push(char::from(b'0' + run.min(9) as u8));
+    }
+    out
+}
+
+/// Emit URL tokens for URLs (http, https, www.) found in `text`: `u:` scheme, host and registrable domain
+/// (`u:ip` for numeric hosts), `u:port`, `u:userinfo`, `u:pct` for percent-encoding, and `up:` path pieces.
 fn url_tokens(text: &str, sink: &mut Sink) {
     let lower = text.to_ascii_lowercase();
     let bytes = lower.as_bytes();
     let mut i = 0;
     let mut count = 0;
-    while i < bytes.len() && count < 200 && !sink.full() {
+    while i < bytes.len() && count < MAX_URLS && !sink.full() {
+        let Some(pos) = memchr_any(&bytes[i..]) else {
+            break;
+        };
+        i += pos;
         let rest = &bytes[i..];
-        let skip = if rest.starts_with(b"http://") {
-            7
+        let (skip, scheme) = if rest.starts_with(b"http://") {
+            (7, "http")
         } else if rest.starts_with(b"https://") {
-            8
+            (8, "https")
         } else if rest.starts_with(b"www.") && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric()) {
-            0
+            (0, "bare")
+        } else if rest.starts_with(b"mailto:") {
+            sink.push("u:mailto".to_string());
+            i += 7;
+            continue;
         } else {
             i += 1;
             continue;
         };
         let start = i + skip;
         let mut end = start;
-        while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || matches!(bytes[end], b'.' | b'-' | b'@')) {
+        while end < bytes.len()
+            && (bytes[end].is_ascii_alphanumeric() || matches!(bytes[end], b'.' | b'-' | b'@' | b'%' | b':' | b'_'))
+        {
             end += 1;
         }
-        // Skip userinfo ("http://user@host").
-        let host_all = &lower[start..end];
-        let host = host_all
-            .rsplit('@')
-            .next()
-            .unwrap_or("")
-            .trim_matches(|c| c == '.' || c == '-');
+        let authority = &lower[start..end];
+        let (userinfo, host_port) = match authority.rsplit_once('@') {
+            Some((_, h)) => (true, h),
+            None => (false, authority),
+        };
+        let (host, port) = match host_port.split_once(':') {
+            Some((h, p)) => (h, !p.is_empty()),
+            None => (host_port, false),
+        };
+        let host = host.trim_matches(|c| c == '.' || c == '-');
         if !host.is_empty() {
             count += 1;
+            sink.push(format!("u:{scheme}"));
+            if userinfo {
+                sink.push("u:userinfo".to_string());
+            }
+            if port {
+                sink.push("u:port".to_string());
+            }
+            if host.contains('%') {
+                sink.push("u:pct".to_string());
+            }
             if host
                 .split('.')
                 .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
             {
                 sink.push("u:ip".to_string());
             } else if host.contains('.') {
-                sink.push(format!("u:{host}"));
-                if let Some(reg) = registrable(host)
-                    && reg != host
+                host_tokens(host, "u:", sink);
+            }
+            // Path pieces.
+            let mut path_end = end;
+            while path_end < bytes.len()
+                && path_end - end < 512
+                && !bytes[path_end].is_ascii_whitespace()
+                && !matches!(bytes[path_end], b'"' | b'\'' | b'<' | b'>' | b')')
+            {
+                path_end += 1;
+            }
+            let path = &lower[end..path_end];
+            if path.contains('%') {
+                sink.push("u:pct".to_string());
+            }
+            if path.contains('?') {
+                sink.push("u:query".to_string());
+            }
+            for piece in path
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .filter(|p| p.len() >= 2)
+                .take(MAX_URL_PIECES)
+            {
+                if piece.bytes().all(|b| b.is_ascii_digit()) {
+                    sink.push(format!("up:num:{}", piece.len().min(9)));
+                } else if piece.len() > 20
+                    || (piece.len() >= 8 && piece.bytes().filter(u8::is_ascii_digit).count() >= 3)
                 {
-                    sink.push(format!("u:{reg}"));
+                    sink.push(format!("up:mix:{}", bucket_len(piece.len()).max(1)));
+                } else {
+                    sink.push(format!("up:{piece}"));
                 }
             }
+            end = path_end;
         }
         i = end.max(i + 1);
     }
 }
 
-/// Reduce HTML to text: strip tags and comments, drop script/style content, decode a few entities.
+/// Position of the first byte that may start a URL ('h', 'w' or 'm').
+fn memchr_any(bytes: &[u8]) -> Option<usize> {
+    memchr::memchr3(b'h', b'w', b'm', bytes)
+}
+
+/// Reduce HTML to text: strip tags and comments, drop script/style content, decode entities.
 /// Tag names are emitted as `tag:name` tokens.
 fn html_to_text(html: &str, sink: &mut Sink) -> String {
     let mut out = String::with_capacity(html.len() / 2);
     let mut rest = html;
+    let mut ntags = 0usize;
     while let Some(lt) = rest.find('<') {
         decode_entities(&rest[..lt], &mut out);
         rest = &rest[lt..];
@@ -406,24 +1061,25 @@ fn html_to_text(html: &str, sink: &mut Sink) -> String {
                 Some(end) => &rest[end + 3..],
                 None => "",
             };
+            sink.push("tag:comment".to_string());
             out.push(' ');
             continue;
         }
         let end = rest.find('>').map_or(rest.len(), |e| e + 1);
         let tag = &rest[..end];
         rest = &rest[end..];
-        let name: String = tag
-            .trim_start_matches('<')
-            .trim_start_matches('/')
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric())
-            .take(12)
-            .collect::<String>()
-            .to_ascii_lowercase();
+        let body = tag.trim_start_matches('<');
+        let closing = body.starts_with('/');
+        let body = body.trim_start_matches('/');
+        let name_len = body.bytes().take_while(|b| b.is_ascii_alphanumeric()).count();
+        let name = body[..name_len.min(12)].to_ascii_lowercase();
         if !name.is_empty() {
-            sink.push(format!("tag:{name}"));
+            ntags += 1;
+            if ntags <= 2000 {
+                sink.push(format!("tag:{name}"));
+            }
         }
-        if (name == "script" || name == "style") && !tag.starts_with("</") {
+        if (name == "script" || name == "style") && !closing {
             let close = format!("</{name}");
             rest = match find_ignore_ascii_case(rest, &close) {
                 Some(pos) => &rest[pos..],
@@ -445,6 +1101,48 @@ fn find_ignore_ascii_case(hay: &str, needle: &str) -> Option<usize> {
     hay.as_bytes().windows(n.len()).position(|w| w.eq_ignore_ascii_case(n))
 }
 
+/// Named character references decoded besides numeric ones.
+const ENTITIES: &[(&str, char)] = &[
+    ("nbsp", ' '),
+    ("amp", '&'),
+    ("lt", '<'),
+    ("gt", '>'),
+    ("quot", '"'),
+    ("apos", '\''),
+    ("copy", '©'),
+    ("reg", '®'),
+    ("trade", '™'),
+    ("euro", '€'),
+    ("pound", '£'),
+    ("cent", '¢'),
+    ("yen", '¥'),
+    ("middot", '·'),
+    ("bull", '•'),
+    ("hellip", '…'),
+    ("ndash", '–'),
+    ("mdash", '—'),
+    ("lsquo", '\''),
+    ("rsquo", '\''),
+    ("ldquo", '"'),
+    ("rdquo", '"'),
+    ("laquo", '«'),
+    ("raquo", '»'),
+    ("shy", '\u{ad}'),
+    ("eacute", 'é'),
+    ("egrave", 'è'),
+    ("aacute", 'á'),
+    ("agrave", 'à'),
+    ("iacute", 'í'),
+    ("oacute", 'ó'),
+    ("uacute", 'ú'),
+    ("ntilde", 'ñ'),
+    ("ccedil", 'ç'),
+    ("auml", 'ä'),
+    ("ouml", 'ö'),
+    ("uuml", 'ü'),
+    ("szlig", 'ß'),
+];
+
 fn decode_entities(text: &str, out: &mut String) {
     let mut rest = text;
     while let Some(amp) = rest.find('&') {
@@ -457,20 +1155,20 @@ fn decode_entities(text: &str, out: &mut String) {
             continue;
         };
         let entity = &rest[1..semi];
-        let decoded = match entity.to_ascii_lowercase().as_str() {
-            "nbsp" => Some(' '),
-            "amp" => Some('&'),
-            "lt" => Some('<'),
-            "gt" => Some('>'),
-            "quot" => Some('"'),
-            "apos" => Some('\''),
-            e if e.starts_with("#x") => u32::from_str_radix(&e[2..], 16).ok().and_then(char::from_u32),
-            e if e.starts_with('#') => e[1..].parse::<u32>().ok().and_then(char::from_u32),
-            _ => None,
+        let decoded = if let Some(hex) = entity.strip_prefix("#x").or_else(|| entity.strip_prefix("#X")) {
+            u32::from_str_radix(hex, 16).ok().and_then(char::from_u32)
+        } else if let Some(dec) = entity.strip_prefix('#') {
+            dec.parse::<u32>().ok().and_then(char::from_u32)
+        } else {
+            ENTITIES
+                .iter()
+                .find(|(name, _)| *name == entity)
+                .or_else(|| ENTITIES.iter().find(|(name, _)| name.eq_ignore_ascii_case(entity)))
+                .map(|&(_, c)| c)
         };
         match decoded {
             Some(c) => {
-                out.push(c);
+                out.push(if c == '\u{a0}' { ' ' } else { c });
                 rest = &rest[semi + 1..];
             }
             None => {
@@ -521,14 +1219,27 @@ See http://www.Example.com/path and 555-123-4567.\n";
             "$100",
             "free",
             "free!",
-            "caps:free",
+            "FREE",
             "p:!!!",
             "meeting",
             "office",
             "u:www.example.com",
             "u:example.com",
-            "num:10",
+            "num:3-3-4",
             "h:8bit:0",
+            // Word pairs.
+            "forget the",
+            "the meeting",
+            "s:meeting agenda",
+            // Header structure.
+            "hn:x-mailer",
+            "h:xmv:Aa 9.9 (a 9)",
+            "h:mid:9",
+            "h:tz:+0000",
+            "h:date:Aa, 9 Aa 9 9:9:9 +9",
+            "rc:helo:bare",
+            "up:path",
+            "u:http",
         ] {
             assert!(has(&t, want), "missing {want} in {t:?}");
         }
@@ -539,6 +1250,86 @@ See http://www.Example.com/path and 555-123-4567.\n";
         // No duplicates.
         let set: HashSet<&String> = t.iter().collect();
         assert_eq!(set.len(), t.len());
+    }
+
+    #[test]
+    fn message_tokens_match_tokens() {
+        let raw = b"From: \"Shop\" <deals@mail.shop.example.co.uk>\nTo: a@b.example\nSubject: Big SALE 50% off\n\
+Message-ID: <a1b2c3d4e5f6.20240101@shop.example.co.uk>\nMIME-Version: 1.0\n\
+Content-Type: multipart/alternative; boundary=\"----=_Part_123_456.789\"\n\n\
+------=_Part_123_456.789\nContent-Type: text/plain; charset=us-ascii\n\nBuy now at https://www.shop.example.co.uk/sale/items?id=12345\n\
+------=_Part_123_456.789\nContent-Type: text/html; charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n\n\
+<p>Buy <b>now</b> &eacute;t&eacute;</p>\n------=_Part_123_456.789--\n";
+        let t = tokens(raw);
+        let parsed = MessageParser::default().parse(&raw[..]).unwrap();
+        assert_eq!(message_tokens(&parsed), t);
+        for want in [
+            "f:mail.shop.example.co.uk",
+            "f:example.co.uk",
+            "u:www.shop.example.co.uk",
+            "u:example.co.uk",
+            "u:https",
+            "u:query",
+            "up:sale",
+            "up:items",
+            "up:num:5",
+            "h:mime:malt,tp,th",
+            "h:bnd:----=_Aa_9_9.9",
+            "h:mid:h.9",
+            "h:mid:dom:same",
+            "s:SALE",
+            "s:big sale",
+            "été",
+            "buy now",
+        ] {
+            assert!(has(&t, want), "missing {want} in {t:?}");
+        }
+    }
+
+    #[test]
+    fn received_structure() {
+        let raw = b"Received: from mx.example.org (mx.example.org [192.0.2.1]) by in.example.net (Postfix) with ESMTPS id 1;\n\
+\tMon, 1 Jan 2024 00:00:30 +0000\n\
+Received: from pc (unknown [10.1.2.3]) by mx.example.org with SMTP; Mon, 1 Jan 2024 00:00:10 +0000\n\
+Date: Sun, 31 Dec 2023 12:00:00 -0500\nFrom: a@example.org\nSubject: x\n\nhello there\n";
+        let t = tokens(raw);
+        for want in [
+            "h:rcvd:2",
+            "rc:with:esmtps",
+            "rc:with:smtp",
+            "rc:helo:same",
+            "rc:helo:bare",
+            "rc:dom:example.org",
+            "rc:rdns:unknown",
+            "rc:ip:public4",
+            "rc:ip:private",
+            "rc:by:example.net",
+            "h:tz:-0500",
+            "h:dskew:-36h",
+        ] {
+            assert!(has(&t, want), "missing {want} in {t:?}");
+        }
+        // Never raw addresses.
+        assert!(
+            !t.iter().any(|x| x.contains("192.0.2.1") || x.contains("10.1.2.3")),
+            "{t:?}"
+        );
+    }
+
+    #[test]
+    fn shapes_and_domains() {
+        assert_eq!(shape("001a01c24a1e$8f0b2b80$6501a8c0", 20), "h$h$h");
+        assert_eq!(
+            shape("Thu, 22 Aug 2002  15:15:43 -0700 (PDT)", 30),
+            "Aa, 9 Aa 9 9:9:9 -9 (A)"
+        );
+        assert_eq!(number_shape("1,000.00"), "1,3.2");
+        assert_eq!(registrable("a.b.example.com"), Some("example.com"));
+        assert_eq!(registrable("www.example.co.uk"), Some("example.co.uk"));
+        assert_eq!(registrable("example.com"), Some("example.com"));
+        assert_eq!(registrable("localhost"), None);
+        assert_eq!(skew_bucket(-100), "10m");
+        assert_eq!(skew_bucket(86_400 * 3), "+far");
     }
 
     #[test]
@@ -611,8 +1402,12 @@ VW5iZWxpZXZhYmxlIG1vcnRnYWdlIHJhdGVzIHRvZGF5\n--XX--\n";
         let mut body = String::from("Subject: x\n\n");
         body.push_str(&"a".repeat(100));
         body.push('\n');
-        for i in 0..10_000 {
-            body.push_str(&format!("word{i}x "));
+        for i in 0..10_000u32 {
+            // Distinct letter-only words (numbers would be reduced to shapes).
+            let word: String = (0..4)
+                .map(|k| char::from(b'a' + (i / 26u32.pow(k) % 26) as u8))
+                .collect();
+            body.push_str(&format!("word{word} "));
         }
         let t = tokens(body.as_bytes());
         assert!(has(&t, "sk:aaaaaaaa:100"), "{:?}", &t[..10]);
