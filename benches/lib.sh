@@ -3,8 +3,8 @@
 # (bench.py starts the sink); recipients user0000..user0999@example.com.
 
 # sluice_start DIR LOG_LEVEL [SERVER_KEYS] [MORE_TOML]: writes DIR/sluice.toml,
-# starts target/release/sluice (pid in DIR/pid, log in DIR/sluice.log) and
-# waits for the port.
+# starts target/release/sluice, or $SLUICE_BIN if set (pid in DIR/pid, log in
+# DIR/sluice.log) and waits for the port.
 sluice_start() {
   local dir=$1 level=$2 server_keys=${3:-} more=${4:-}
   mkdir -p "$dir"
@@ -26,7 +26,7 @@ fsync = true
 level = "$level"
 $more
 TOML
-  "$ROOT/target/release/sluice" serve --config "$dir/sluice.toml" 2>> "$dir/sluice.log" &
+  "${SLUICE_BIN:-$ROOT/target/release/sluice}" serve --config "$dir/sluice.toml" 2>> "$dir/sluice.log" &
   echo $! > "$dir/pid"
   for _ in $(seq 1 100); do ss -Hltn "sport = :2535" | grep -q . && return 0; sleep 0.1; done
   echo "sluice did not start; see $dir/sluice.log" >&2; return 1

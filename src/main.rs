@@ -283,6 +283,7 @@ fn cross_validate(config: &Config, spam: &[PathBuf], ham: &[PathBuf], k: usize) 
             for f in sluice::spam::message_files(dir).with_context(|| format!("{}", dir.display()))? {
                 let raw = std::fs::read(&f).with_context(|| format!("{}", f.display()))?;
                 samples.push(sluice::spam::eval::Sample {
+                    name: f.display().to_string(),
                     raw,
                     group: group.clone(),
                     spam: is_spam,
@@ -293,9 +294,10 @@ fn cross_validate(config: &Config, spam: &[PathBuf], ham: &[PathBuf], k: usize) 
     // Fold = index mod K, so every fold has some of each directory.
     let scores = sluice::spam::eval::cross_validate(&filter, &samples, k, true);
     Ok(format!(
-        "{k}-fold cross-validation of {} messages\n\n{}",
+        "{k}-fold cross-validation of {} messages\n\n{}\n{}",
         samples.len(),
-        scores.report(threshold)
+        scores.report(threshold),
+        scores.mistakes(threshold)
     ))
 }
 

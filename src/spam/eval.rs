@@ -14,6 +14,8 @@ use super::tokenize;
 
 /// One labelled message.
 pub struct Sample {
+    /// A name for the list of mistakes (e.g. the file).
+    pub name: String,
     pub raw: Vec<u8>,
     /// A name for the report (e.g. "easy_ham", or the directory).
     pub group: String,
@@ -22,7 +24,10 @@ pub struct Sample {
 
 /// Scores from cross-validation, in the order of the samples.
 pub struct Scores {
+    pub names: Vec<String>,
     pub scores: Vec<f64>,
+    /// Why: the classifier's probability and the rules that hit.
+    pub why: Vec<String>,
     pub spam: Vec<bool>,
     pub groups: Vec<String>,
 }
@@ -38,6 +43,7 @@ pub fn cross_validate(filter: &SpamFilter, samples: &[Sample], folds: usize, bay
         Vec::new()
     };
     let mut scores = vec![0.0; samples.len()];
+    let mut why = vec![String::new(); samples.len()];
     for k in 0..folds {
         if bayes {
             let mut model = Model::new();
@@ -52,12 +58,16 @@ pub fn cross_validate(filter: &SpamFilter, samples: &[Sample], folds: usize, bay
         }
         for (i, s) in samples.iter().enumerate() {
             if i % folds == k {
-                scores[i] = filter.score_offline(&s.raw).score;
+                let scored = filter.score_offline(&s.raw);
+                scores[i] = scored.score;
+                why[i] = scored.rule_names();
             }
         }
     }
     Scores {
+        names: samples.iter().map(|s| s.name.clone()).collect(),
         scores,
+        why,
         spam: samples.iter().map(|s| s.spam).collect(),
         groups: samples.iter().map(|s| s.group.clone()).collect(),
     }
@@ -119,6 +129,27 @@ impl Scores {
         }
         s
     }
+
+    /// The mistakes at `threshold`: ham flagged, then spam missed, each
+    /// with its score, worst first.
+    pub fn mistakes(&self, threshold: f64) -> String {
+        let mut s = String::new();
+        for (want_spam, title) in [(false, "ham flagged as spam"), (true, "spam missed")] {
+            let mut list: Vec<(f64, &str, &str)> = (0..self.scores.len())
+                .filter(|&i| self.spam[i] == want_spam && (self.scores[i] >= threshold) != want_spam)
+                .map(|i| (self.scores[i], self.names[i].as_str(), self.why[i].as_str()))
+                .collect();
+            list.sort_by(|a, b| a.0.total_cmp(&b.0));
+            if !want_spam {
+                list.reverse();
+            }
+            let _ = writeln!(s, "{title} ({}):", list.len());
+            for (score, name, why) in list {
+                let _ = writeln!(s, "  {score:7.2}  {name}  {why}");
+            }
+        }
+        s
+    }
 }
 
 fn ratio(a: usize, b: usize) -> f64 {
@@ -132,6 +163,8 @@ mod tests {
     #[test]
     fn rates_and_groups() {
         let s = Scores {
+            names: ["a", "b", "c", "d"].map(String::from).to_vec(),
+            why: vec![String::new(); 4],
             scores: vec![9.0, 4.0, 1.0, 6.0],
             spam: vec![true, true, false, false],
             groups: vec!["spam".into(), "spam".into(), "ham".into(), "ham".into()],
@@ -142,5 +175,9 @@ mod tests {
         let r = s.report(5.0);
         assert!(r.contains("spam recall 50.0 %, ham false positives 50.00 %"), "{r}");
         assert!(r.contains("| ham | 2 | 1 | 50.0 % |"), "{r}");
+        assert_eq!(
+            s.mistakes(5.0),
+            "ham flagged as spam (1):\n     6.00  d  \nspam missed (1):\n     4.00  b  \n"
+        );
     }
 }

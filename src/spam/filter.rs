@@ -231,6 +231,11 @@ impl SpamFilter {
         }
     }
 
+    /// The rules loaded now.
+    pub fn rules(&self) -> Arc<RuleSet> {
+        self.current().rules.clone()
+    }
+
     /// Number of rules loaded (sub-rules included).
     pub fn rule_count(&self) -> usize {
         self.current().rules.len()

@@ -26,8 +26,9 @@ pub const AUTH_HEADER: &str = "Sluice-Auth";
 pub const BAYES_HEADER: &str = "Sluice-Bayes";
 
 /// At most this much decoded text (body, rawbody) and raw message (full) is
-/// looked at, so a huge message costs no more than a large one.
-pub const MAX_TEXT: usize = 512 * 1024;
+/// looked at, so a huge message costs no more than a large one (like
+/// SpamAssassin's scan sizes; spam puts its pitch near the top).
+pub const MAX_TEXT: usize = 128 * 1024;
 /// At most this many URIs are kept.
 pub const MAX_URIS: usize = 1000;
 /// Nested messages are followed this deep.

@@ -418,3 +418,56 @@ fn random_rule_files_never_panic() {
     }
     assert!(compiled > 100, "only {compiled} compiled");
 }
+
+#[test]
+fn ascii_mode_where_possible_unicode_otherwise_and_small_sets() {
+    let mut text = String::from(
+        "body SPACE /a\\sb/\nbody WORD /^\\w+$/m\nbody ZWSP /a\\x{200B}b/\nbody CYR /[\\x{0400}-\\x{04FF}]{3}/\nbody LIT /café/i\n",
+    );
+    for i in 0..20 {
+        text.push_str(&format!("body R{i} /rule{i}\\b/\n"));
+    }
+    let set = compile(&text).unwrap();
+    let body = set.body.as_ref().unwrap();
+    // 23 ASCII patterns (a `\x{200B}` literal is fine there: it matches
+    // its UTF-8 bytes) in 3 sets of at most 8, then the 2 Unicode ones.
+    let sizes: Vec<usize> = body.set.chunks.iter().map(|c| c.1.len()).collect();
+    assert_eq!(sizes, [8, 8, 7, 2]);
+    let hits = |b: &str| names(&set.evaluate(&Msg::new(&[], b).view())).join(" ");
+    // ASCII mode: \s and \w are ASCII (a no-break space or é is not one).
+    assert_eq!(hits("a b"), "SPACE");
+    assert_eq!(hits("a\u{a0}b"), "");
+    assert_eq!(hits("word"), "WORD");
+    assert_eq!(hits("wörd"), "");
+    // Unicode mode for what needs it, including case folding.
+    assert_eq!(hits("a\u{200b}b"), "ZWSP");
+    assert_eq!(hits("да да"), "");
+    assert_eq!(hits("дада"), "CYR");
+    assert_eq!(hits("CAFÉ"), "LIT");
+    assert_eq!(hits("rule7 rule19"), "R19 R7");
+}
+
+#[test]
+fn bayes_bands() {
+    let set = compile("bayes LOW 0 0.5\nbayes HIGH 0.5 1\nscore HIGH 3\n").unwrap();
+    let at = |p: Option<f64>| {
+        let m = Msg::new(&[], "x");
+        let mut v = m.view();
+        v.bayes = p;
+        names(&set.evaluate(&v)).join(" ")
+    };
+    assert_eq!(at(Some(0.0)), "LOW");
+    assert_eq!(at(Some(0.5)), "HIGH");
+    assert_eq!(at(Some(1.0)), "HIGH");
+    assert_eq!(at(None), "");
+    for bad in [
+        "bayes X 0.5 0.5",
+        "bayes X 0.2",
+        "bayes X 0 2",
+        "bayes X a b",
+        "bayes X 0 1 extra",
+    ] {
+        let e = compile(bad).unwrap_err();
+        assert!(e.what.contains("bayes NAME LOW HIGH"), "{bad}: {e}");
+    }
+}
