@@ -8,7 +8,7 @@ use sluice::spam::{bayes, tokenize};
 use crate::util::corpora;
 
 /// (file, SpamAssassin group, is spam) from labels.tsv.
-fn labelled() -> Vec<(PathBuf, String, bool)> {
+pub(crate) fn labelled() -> Vec<(PathBuf, String, bool)> {
     let dir = corpora().join("spamassassin");
     let text = std::fs::read_to_string(dir.join("labels.tsv")).unwrap();
     let mut lines = text.lines();
