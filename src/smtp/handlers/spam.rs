@@ -31,7 +31,8 @@ impl Session {
         let mail_from = tx.mail_from.as_ref().map(|m| m.to_string()).unwrap_or_default();
         let helo = self.helo.clone().unwrap_or_default();
         let ctx = AuthContext {
-            ip: self.peer.ip(),
+            // An IPv4 client on a dual-stack socket: SPF wants the IPv4 address.
+            ip: self.peer.ip().to_canonical(),
             helo: &helo,
             mail_from: &mail_from,
         };
