@@ -42,15 +42,23 @@ pub struct Running {
 }
 
 /// The spam filter of a configuration (`None` when `spam.enabled` is
-/// false): rules, model, and SPF/DKIM/DMARC over our resolver unless
-/// `offline`.
-pub fn spam_filter(config: &Config, offline: bool) -> anyhow::Result<Option<Arc<crate::spam::filter::SpamFilter>>> {
+/// false): rules, model, and SPF/DKIM/DMARC unless `offline`, over
+/// `shared` (the server's resolver, whose cache the DNS lists use too) or a
+/// resolver built from `[dns]`.
+pub fn spam_filter(
+    config: &Config,
+    offline: bool,
+    shared: Option<hickory_resolver::TokioResolver>,
+) -> anyhow::Result<Option<Arc<crate::spam::filter::SpamFilter>>> {
     let Some(cfg) = &config.spam else {
         return Ok(None);
     };
     let auth = if cfg.auth && !offline {
-        let resolver = crate::spam::auth::tokio_resolver(config.dns.resolver, cfg.auth_timeout)
-            .context("spam.auth: cannot build the DNS resolver")?;
+        let resolver = match shared {
+            Some(r) => r,
+            None => crate::dns::tokio_resolver(config.dns.resolver, config.dns.timeout)
+                .context("dns.resolver: cannot build the DNS resolver")?,
+        };
         Some(crate::spam::auth::Authenticator::new(
             resolver,
             config.server.hostname.clone(),
@@ -109,7 +117,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         events.clone(),
     );
     let quarantine = Arc::new(crate::quarantine::Quarantine::new(&config.scan.quarantine_dir));
-    let spam = spam_filter(&config, false)?;
+    // One resolver (and one answer cache) for the DNS lists, the HELO
+    // checks and SPF/DKIM/DMARC.
+    let bl = &config.dnsbl;
+    let helo = &config.helo;
+    let needs_dns = !bl.zones.is_empty() || !bl.domain_zones.is_empty() || helo.fcrdns != Action::Off;
+    let spam_dns = config.spam.as_ref().is_some_and(|s| s.auth);
+    let dns = if needs_dns || spam_dns {
+        Some(
+            crate::dns::tokio_resolver(config.dns.resolver, config.dns.timeout)
+                .map_err(|e| anyhow::anyhow!("dns.resolver: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let spam = spam_filter(&config, false, dns.clone())?;
     if let Some(filter) = &spam {
         let ev = events.clone();
         background.spawn(filter.clone().watch(shutdown.child_token(), move |message| {
@@ -166,16 +188,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // Pre-DATA checks, in order: reputation first (a listed client gets the
     // DNSBL reason whatever it guesses), then recipient validation.
     let mut checks: Vec<Arc<dyn Check>> = Vec::new();
-    let bl = &config.dnsbl;
-    let helo = &config.helo;
-    let needs_dns = !bl.zones.is_empty() || !bl.domain_zones.is_empty() || helo.fcrdns != Action::Off;
-    let resolver: Arc<dyn Resolver> = if needs_dns {
-        Arc::new(
-            HickoryResolver::new(config.dns.resolver, config.dns.timeout)
-                .map_err(|e| anyhow::anyhow!("dns.resolver: {e}"))?,
-        )
-    } else {
-        Arc::new(FakeResolver::default())
+    let resolver: Arc<dyn Resolver> = match dns.filter(|_| needs_dns) {
+        Some(inner) => Arc::new(HickoryResolver::from_resolver(inner)),
+        None => Arc::new(FakeResolver::default()),
     };
     if [helo.bare_ip, helo.non_fqdn, helo.our_name, helo.fcrdns]
         .iter()

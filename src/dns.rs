@@ -77,6 +77,11 @@ impl HickoryResolver {
         })
     }
 
+    /// Wraps a resolver built by [`tokio_resolver`] (clones share its cache).
+    pub fn from_resolver(inner: hickory_resolver::TokioResolver) -> Self {
+        Self { inner }
+    }
+
     async fn lookup(
         &self,
         name: &str,

@@ -119,7 +119,7 @@ fn load(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
 /// load too (a rule error names its file:line).
 fn load_checked(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
     let config = load(path)?;
-    match sluice::app::spam_filter(&config, true) {
+    match sluice::app::spam_filter(&config, true, None) {
         Ok(_) => Ok(config),
         Err(e) => {
             eprintln!("sluice: configuration error: spam: {e:#}");
@@ -166,7 +166,7 @@ fn main() -> ExitCode {
             };
             let code = rt.block_on(async {
                 let (filter, _) = sluice::scan::ContentFilter::from_config(&config);
-                let spam = match sluice::app::spam_filter(&config, offline) {
+                let spam = match sluice::app::spam_filter(&config, offline, None) {
                     Ok(s) => s,
                     Err(e) => {
                         eprintln!("sluice: {e:#}");
