@@ -20,7 +20,15 @@
 //!   seam with clamd (streamed INSTREAM, failover), admission control and
 //!   the deferred scan of held mail.
 //! - [`quarantine`]: refused-after-acceptance mail on disk.
-//! - [`spam`]: spam scoring (being built): tokenizer and Bayes classifier.
+//! - [`spam`]: spam scoring at the end of DATA: `spam::view` (the message as
+//!   rules see it), `spam::rules` (the engine of `rules/`, RegexSets),
+//!   `spam::tokenize` + `spam::bayes` (the classifier), `spam::auth`
+//!   (SPF/DKIM/DMARC, Authentication-Results), `spam::filter` (score ->
+//!   action per recipient domain, hot reload), `spam::eval` (k-fold
+//!   cross-validation).
+//! - [`scan_cli`]: `sluice scan`, the content pipeline on files.
+//! - [`firewall`]: the ban engine (being built): offences from events ->
+//!   bans with windows, escalation, allowlist, aggregation.
 //! - [`events`]: every decision as an [`events::Event`] on a broadcast bus;
 //!   the log reads it (metrics and bans will too).
 //! - [`tls`]: rustls server config, reloaded when the files change.
@@ -35,6 +43,9 @@
 //!   end of DATA ─► ContentFilter: mime::analyse ─► banned? ─► 554
 //!             ─► Admission: in session: clamd(raw + tar of decoded parts)
 //!                  virus ─► 554 5.7.1 │ failure ─► 451 4.7.1 (or hold)
+//!             ─► SpamFilter: view + rules + classifier + SPF/DKIM/DMARC
+//!                  reject 550 5.7.1 │ tempfail 451 │ quarantine (250)
+//!                  │ tag: Authentication-Results, X-Spam-* prepended
 //!             ─► Spool::store (group commit, fsync) ─► 250 only now
 //!             ─► QueueHandle::enqueue, or DeferredHandle when deferred:
 //!                scan from the spool ─► clean: queue │ virus: quarantine
@@ -51,6 +62,7 @@ pub mod config;
 pub mod delivery;
 pub mod dns;
 pub mod events;
+pub mod firewall;
 pub mod listener;
 pub mod logging;
 pub mod policy;

@@ -354,7 +354,7 @@ pub struct RawSpam {
     pub quarantine: Option<RawThreshold>,
     pub tempfail: Option<RawThreshold>,
     pub reject: Option<RawThreshold>,
-    /// Put in front of the Subject of tagged mail, e.g. "[SPAM]". Default none.
+    /// Put in front of the Subject of tagged mail, e.g. `"[SPAM]"`. Default none.
     pub subject_prefix: Option<String>,
     /// Per recipient domain: the same threshold keys; unset ones inherit.
     pub domains: Option<std::collections::BTreeMap<String, RawSpamDomain>>,

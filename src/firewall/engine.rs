@@ -1,0 +1,497 @@
+//! The ban engine (issue 7, being built), sans-IO: offences in, ban
+//! decisions out, with the clock passed in (seconds since the Unix epoch),
+//! so it is tested without sleeping and persisted as plain numbers.
+//!
+//! - Per offence a rule "N offences within W seconds → ban for T".
+//! - Escalation: each ban of an address within the memory window (24 h by
+//!   default) doubles the next one, up to a cap (fail2ban's
+//!   bantime.increment).
+//! - The allowlist always wins: loopback, the configured networks (trusted
+//!   networks, the next hop) are never banned; such a decision is refused
+//!   and reported.
+//! - Optional aggregation: enough banned hosts in one /24 (IPv4) or /64
+//!   (IPv6) become one prefix ban.
+//! - Dry run: decisions are made and reported, nothing is enforced
+//!   ([`Engine::is_banned`] says no).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::events::{Event, Reason};
+
+/// What an address did that counts towards a ban.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Offence {
+    UnknownUser,
+    Dnsbl,
+    Virus,
+    Spam,
+    Pregreet,
+    Protocol,
+    RateLimit,
+}
+
+impl Offence {
+    pub const ALL: [Offence; 7] = [
+        Offence::UnknownUser,
+        Offence::Dnsbl,
+        Offence::Virus,
+        Offence::Spam,
+        Offence::Pregreet,
+        Offence::Protocol,
+        Offence::RateLimit,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Offence::UnknownUser => "unknown_user",
+            Offence::Dnsbl => "dnsbl",
+            Offence::Virus => "virus",
+            Offence::Spam => "spam",
+            Offence::Pregreet => "pregreet",
+            Offence::Protocol => "protocol",
+            Offence::RateLimit => "rate_limit",
+        }
+    }
+
+    /// The offence an event reports, with its client address; `None` for
+    /// events that are not offences.
+    pub fn of(event: &Event) -> Option<(IpAddr, Offence)> {
+        let by_reason = |ip: &IpAddr, reason: &Reason| {
+            let o = match reason {
+                Reason::UnknownUser | Reason::RelayDenied => Offence::UnknownUser,
+                Reason::Dnsbl { .. } => Offence::Dnsbl,
+                Reason::RateLimit { .. } => Offence::RateLimit,
+                _ => return None,
+            };
+            Some((*ip, o))
+        };
+        match event {
+            Event::RcptRejected { ip, reason, .. }
+            | Event::MailRejected { ip, reason, .. }
+            | Event::HeloRejected { ip, reason, .. }
+            | Event::ConnectRejected { ip, reason, .. } => by_reason(ip, reason),
+            Event::Pregreet { ip, .. } => Some((*ip, Offence::Pregreet)),
+            Event::ProtocolError { ip, .. } => Some((*ip, Offence::Protocol)),
+            Event::VirusFound { ip, .. } => Some((*ip, Offence::Virus)),
+            Event::SpamScored { ip, action, .. } if *action == "reject" => Some((*ip, Offence::Spam)),
+            _ => None,
+        }
+    }
+}
+
+/// "`count` offences within `window` seconds → ban for `ban` seconds".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub count: u32,
+    pub window: u64,
+    pub ban: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct BanConfig {
+    pub rules: HashMap<Offence, Rule>,
+    /// How long past bans are remembered for escalation. Default 24 h.
+    pub memory: u64,
+    /// Longest ban escalation may reach. Default 7 days.
+    pub max_ban: u64,
+    /// Never banned (loopback is always added).
+    pub allowlist: Vec<IpNet>,
+    /// Banned hosts in one /24 (IPv4) or /64 (IPv6) that become one prefix
+    /// ban; `None` = no aggregation.
+    pub aggregate: Option<u32>,
+    pub dry_run: bool,
+}
+
+impl Default for BanConfig {
+    fn default() -> Self {
+        let r = |count, window, ban| Rule { count, window, ban };
+        let rules = HashMap::from([
+            // A dictionary attack: many unknown users in a few minutes.
+            (Offence::UnknownUser, r(10, 300, 3600)),
+            (Offence::Dnsbl, r(3, 600, 3600)),
+            (Offence::Virus, r(2, 3600, 6 * 3600)),
+            (Offence::Spam, r(5, 3600, 3600)),
+            (Offence::Pregreet, r(1, 60, 3600)),
+            (Offence::Protocol, r(20, 300, 1800)),
+            (Offence::RateLimit, r(10, 300, 1800)),
+        ]);
+        BanConfig {
+            rules,
+            memory: 24 * 3600,
+            max_ban: 7 * 24 * 3600,
+            allowlist: Vec::new(),
+            aggregate: None,
+            dry_run: false,
+        }
+    }
+}
+
+/// One ban, with the evidence `sluice bans explain` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ban {
+    pub net: IpNet,
+    pub offence: Offence,
+    pub since: u64,
+    pub until: u64,
+    /// The rule that fired, e.g. "10 unknown_user within 300s -> 3600s".
+    pub rule: String,
+    /// How many bans this address had within the memory window, this one
+    /// included (1 = first).
+    pub strike: u32,
+    /// When the offences that fired the rule happened.
+    pub evidence: Vec<u64>,
+}
+
+/// What recording an offence decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Counted; no ban (yet).
+    Counted,
+    /// Already banned: nothing new.
+    AlreadyBanned,
+    /// A new ban (in dry run: what would have been banned).
+    Ban(Ban),
+    /// A ban of this prefix replaced host bans inside it.
+    Aggregated(Ban),
+    /// The rule fired for an allowlisted address: refused.
+    Allowlisted { ip: IpAddr, offence: Offence },
+}
+
+/// The engine's state; see the module docs.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: BanConfig,
+    /// Recent offences per (address, offence), oldest first.
+    recent: HashMap<(IpAddr, Offence), VecDeque<u64>>,
+    /// Start times of past bans per address, for escalation.
+    history: HashMap<IpAddr, Vec<u64>>,
+    bans: HashMap<IpNet, Ban>,
+}
+
+impl Engine {
+    pub fn new(cfg: BanConfig) -> Engine {
+        Engine {
+            cfg,
+            recent: HashMap::new(),
+            history: HashMap::new(),
+            bans: HashMap::new(),
+        }
+    }
+
+    /// Whether an address may never be banned.
+    pub fn allowlisted(&self, ip: IpAddr) -> bool {
+        allowlisted(&self.cfg, ip)
+    }
+
+    /// Records an offence at `now`; returns what it decided.
+    pub fn record(&mut self, now: u64, ip: IpAddr, offence: Offence) -> Decision {
+        let ip = ip.to_canonical();
+        if self.banned(ip, now).is_some() {
+            return Decision::AlreadyBanned;
+        }
+        let cfg = &self.cfg;
+        let Some(rule) = cfg.rules.get(&offence).copied() else {
+            return Decision::Counted;
+        };
+        let q = self.recent.entry((ip, offence)).or_default();
+        q.push_back(now);
+        while q.front().is_some_and(|&t| t + rule.window <= now) {
+            q.pop_front();
+        }
+        if (q.len() as u64) < u64::from(rule.count) {
+            return Decision::Counted;
+        }
+        let evidence: Vec<u64> = q.drain(..).collect();
+        if allowlisted(cfg, ip) {
+            return Decision::Allowlisted { ip, offence };
+        }
+        // Escalation: ×2 for each earlier ban within the memory window.
+        let past = self.history.entry(ip).or_default();
+        past.retain(|&t| t + cfg.memory > now);
+        past.push(now);
+        let strike = past.len() as u32;
+        let factor = 1u64.checked_shl(strike - 1).unwrap_or(u64::MAX);
+        let length = rule.ban.saturating_mul(factor).min(cfg.max_ban.max(rule.ban));
+        let ban = Ban {
+            net: IpNet::from(ip),
+            offence,
+            since: now,
+            until: now.saturating_add(length),
+            rule: format!(
+                "{} {} within {}s -> {}s",
+                rule.count,
+                offence.as_str(),
+                rule.window,
+                rule.ban
+            ),
+            strike,
+            evidence,
+        };
+        if let Some(prefix) = aggregate(&mut self.bans, &ban, cfg) {
+            return Decision::Aggregated(prefix);
+        }
+        self.bans.insert(ban.net, ban.clone());
+        Decision::Ban(ban)
+    }
+
+    /// The ban that covers `ip` at `now` (host or prefix), if any; always
+    /// `None` in dry run.
+    pub fn is_banned(&self, ip: IpAddr, now: u64) -> Option<&Ban> {
+        if self.cfg.dry_run {
+            return None;
+        }
+        self.banned(ip.to_canonical(), now)
+    }
+
+    fn banned(&self, ip: IpAddr, now: u64) -> Option<&Ban> {
+        if let Some(b) = self.bans.get(&IpNet::from(ip))
+            && b.until > now
+        {
+            return Some(b);
+        }
+        let prefix_len = if ip.is_ipv4() { 24 } else { 64 };
+        let prefix = IpNet::new(ip, prefix_len).ok()?.trunc();
+        self.bans.get(&prefix).filter(|b| b.until > now)
+    }
+
+    /// Removes expired bans (and stale offence counters); returns the
+    /// networks that are no longer banned.
+    pub fn expire(&mut self, now: u64) -> Vec<IpNet> {
+        let gone: Vec<IpNet> = self.bans.values().filter(|b| b.until <= now).map(|b| b.net).collect();
+        for n in &gone {
+            self.bans.remove(n);
+        }
+        let cfg = &self.cfg;
+        self.recent.retain(|(_, o), q| {
+            let window = cfg.rules.get(o).map_or(0, |r| r.window);
+            q.back().is_some_and(|&t| t + window > now)
+        });
+        self.history
+            .retain(|_, past| past.iter().any(|&t| t + cfg.memory > now));
+        gone
+    }
+
+    /// Adds a ban by hand (`sluice bans add`, or restored from the store).
+    /// Refused for allowlisted addresses.
+    pub fn insert(&mut self, ban: Ban) -> Result<(), Ban> {
+        if self.allowlisted(ban.net.addr()) || self.cfg.allowlist.iter().any(|a| ban.net.contains(a)) {
+            return Err(ban);
+        }
+        self.bans.insert(ban.net, ban);
+        Ok(())
+    }
+
+    /// Lifts a ban (`sluice bans del`).
+    pub fn remove(&mut self, net: IpNet) -> Option<Ban> {
+        self.bans.remove(&net)
+    }
+
+    /// Active bans, sorted by network.
+    pub fn bans(&self) -> Vec<&Ban> {
+        let mut v: Vec<&Ban> = self.bans.values().collect();
+        v.sort_by_key(|b| b.net);
+        v
+    }
+}
+
+fn allowlisted(cfg: &BanConfig, ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    ip.is_loopback() || ip.is_unspecified() || cfg.allowlist.iter().any(|n| n.contains(&ip))
+}
+
+/// With aggregation on: when the new ban makes `aggregate` hosts banned in
+/// its /24 (/64), they become one prefix ban (until the latest of them),
+/// unless the prefix holds an allowlisted address.
+fn aggregate(bans: &mut HashMap<IpNet, Ban>, ban: &Ban, cfg: &BanConfig) -> Option<Ban> {
+    let threshold = cfg.aggregate?;
+    let prefix_len = if ban.net.addr().is_ipv4() { 24 } else { 64 };
+    let prefix = IpNet::new(ban.net.addr(), prefix_len).ok()?.trunc();
+    if cfg.allowlist.iter().any(|a| prefix.contains(a) || a.contains(&prefix))
+        || prefix.contains(&IpAddr::from([127, 0, 0, 1]))
+    {
+        return None;
+    }
+    let inside: Vec<IpNet> = bans
+        .keys()
+        .filter(|n| n.prefix_len() == n.max_prefix_len() && prefix.contains(*n))
+        .copied()
+        .collect();
+    if (inside.len() as u32) + 1 < threshold {
+        return None;
+    }
+    let mut until = ban.until;
+    let mut evidence = ban.evidence.clone();
+    for n in &inside {
+        if let Some(b) = bans.remove(n) {
+            until = until.max(b.until);
+            evidence.extend(b.evidence);
+        }
+    }
+    evidence.sort_unstable();
+    let agg = Ban {
+        net: prefix,
+        offence: ban.offence,
+        since: ban.since,
+        until,
+        rule: format!("{threshold} banned hosts in {prefix}"),
+        strike: 1,
+        evidence,
+    };
+    bans.insert(prefix, agg.clone());
+    Some(agg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn engine(f: impl FnOnce(&mut BanConfig)) -> Engine {
+        let mut cfg = BanConfig::default();
+        cfg.rules.insert(
+            Offence::UnknownUser,
+            Rule {
+                count: 3,
+                window: 60,
+                ban: 100,
+            },
+        );
+        f(&mut cfg);
+        Engine::new(cfg)
+    }
+
+    #[test]
+    fn n_offences_within_the_window_ban_for_t() {
+        let mut e = engine(|_| {});
+        let a = ip("192.0.2.7");
+        assert_eq!(e.record(1000, a, Offence::UnknownUser), Decision::Counted);
+        assert_eq!(e.record(1030, a, Offence::UnknownUser), Decision::Counted);
+        // The first one left the 60 s window: still two.
+        assert_eq!(e.record(1061, a, Offence::UnknownUser), Decision::Counted);
+        let Decision::Ban(b) = e.record(1070, a, Offence::UnknownUser) else {
+            panic!()
+        };
+        assert_eq!((b.since, b.until, b.strike), (1070, 1170, 1));
+        assert_eq!(b.evidence, [1030, 1061, 1070]);
+        assert_eq!(b.rule, "3 unknown_user within 60s -> 100s");
+        assert_eq!(
+            e.is_banned(a, 1100).map(|b| b.net),
+            Some("192.0.2.7/32".parse().unwrap())
+        );
+        assert_eq!(e.record(1100, a, Offence::UnknownUser), Decision::AlreadyBanned);
+        assert!(e.is_banned(ip("192.0.2.8"), 1100).is_none());
+        assert!(e.is_banned(a, 1170).is_none(), "over at its timeout");
+        assert_eq!(e.expire(1170), vec!["192.0.2.7/32".parse::<IpNet>().unwrap()]);
+        assert!(e.bans().is_empty());
+    }
+
+    #[test]
+    fn repeat_offenders_get_doubled_bans_up_to_the_cap() {
+        let mut e = engine(|c| c.max_ban = 350);
+        let a = ip("2001:db8::1");
+        let mut t = 0;
+        let mut lengths = Vec::new();
+        for _ in 0..4 {
+            let d = (0..3).map(|_| e.record(t, a, Offence::UnknownUser)).last().unwrap();
+            let Decision::Ban(b) = d else { panic!("{d:?}") };
+            lengths.push(b.until - b.since);
+            t = b.until;
+        }
+        assert_eq!(lengths, [100, 200, 350, 350]);
+        // After the memory window (24 h) the count starts over.
+        let t = t + 24 * 3600;
+        e.expire(t);
+        let Decision::Ban(b) = (0..3).map(|_| e.record(t, a, Offence::UnknownUser)).last().unwrap() else {
+            panic!()
+        };
+        assert_eq!((b.until - b.since, b.strike), (100, 1));
+    }
+
+    #[test]
+    fn allowlist_always_wins() {
+        let mut e = engine(|c| c.allowlist = vec!["198.51.100.0/24".parse().unwrap()]);
+        for a in ["198.51.100.9", "127.0.0.1", "::1", "::ffff:127.0.0.1"] {
+            let d = (0..3).map(|_| e.record(5, ip(a), Offence::UnknownUser)).last().unwrap();
+            assert!(matches!(d, Decision::Allowlisted { .. }), "{a}: {d:?}");
+            assert!(e.is_banned(ip(a), 6).is_none());
+        }
+        let manual = Ban {
+            net: "198.51.100.0/25".parse().unwrap(),
+            offence: Offence::Spam,
+            since: 0,
+            until: 10,
+            rule: "by hand".into(),
+            strike: 1,
+            evidence: vec![],
+        };
+        assert!(e.insert(manual).is_err(), "a ban covering the allowlist is refused");
+    }
+
+    #[test]
+    fn aggregation_turns_host_bans_into_a_prefix_ban() {
+        let mut e = engine(|c| c.aggregate = Some(3));
+        let ban =
+            |e: &mut Engine, a: &str, t: u64| (0..3).map(|_| e.record(t, ip(a), Offence::UnknownUser)).last().unwrap();
+        assert!(matches!(ban(&mut e, "203.0.113.1", 10), Decision::Ban(_)));
+        assert!(matches!(ban(&mut e, "203.0.113.2", 20), Decision::Ban(_)));
+        let Decision::Aggregated(b) = ban(&mut e, "203.0.113.3", 30) else {
+            panic!()
+        };
+        assert_eq!(b.net, "203.0.113.0/24".parse::<IpNet>().unwrap());
+        assert_eq!(b.until, 130);
+        assert_eq!(e.bans().len(), 1, "the host bans are folded in");
+        assert!(e.is_banned(ip("203.0.113.200"), 50).is_some());
+        assert!(e.is_banned(ip("203.0.114.1"), 50).is_none());
+    }
+
+    #[test]
+    fn dry_run_decides_but_never_enforces() {
+        let mut e = engine(|c| c.dry_run = true);
+        let a = ip("192.0.2.50");
+        let d = (0..3).map(|_| e.record(1, a, Offence::UnknownUser)).last().unwrap();
+        assert!(matches!(d, Decision::Ban(_)));
+        assert!(e.is_banned(a, 2).is_none());
+        assert_eq!(e.bans().len(), 1, "still listed, for the log and metrics");
+    }
+
+    #[test]
+    fn offences_from_events() {
+        let rcpt = Event::RcptRejected {
+            session: 1,
+            ip: ip("192.0.2.1"),
+            rcpt: "x@example.com".into(),
+            reason: Reason::UnknownUser,
+            reply: "550 5.1.1".into(),
+            evidence: String::new(),
+        };
+        assert_eq!(Offence::of(&rcpt), Some((ip("192.0.2.1"), Offence::UnknownUser)));
+        let grey = Event::RcptRejected {
+            session: 1,
+            ip: ip("192.0.2.1"),
+            rcpt: "x@example.com".into(),
+            reason: Reason::Greylist,
+            reply: "451".into(),
+            evidence: String::new(),
+        };
+        assert_eq!(Offence::of(&grey), None, "greylisting is not an offence");
+        let spam = |action| Event::SpamScored {
+            session: 1,
+            ip: ip("192.0.2.2"),
+            id: "X".into(),
+            score: 12.0,
+            action,
+            rules: String::new(),
+            bayes: None,
+        };
+        assert_eq!(Offence::of(&spam("reject")), Some((ip("192.0.2.2"), Offence::Spam)));
+        assert_eq!(Offence::of(&spam("tag")), None);
+    }
+}

@@ -1,0 +1,7 @@
+//! The adaptive firewall (issue 7, being built): [`engine`] turns the
+//! offences in sluice's own events into bans with windows, escalation,
+//! an allowlist and prefix aggregation. Not wired yet: the store, the
+//! exporters (nftables, iptables+ipset, file), the listener's own refusal
+//! and the `sluice bans` control socket come next.
+
+pub mod engine;
