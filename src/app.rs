@@ -141,6 +141,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             })
         }));
     }
+    // The firewall reads the same events; the listener asks it first.
+    let firewall = config.firewall.clone().map(|cfg| {
+        let fw = Arc::new(crate::firewall::service::Firewall::new(cfg, events.clone()));
+        background.spawn(fw.clone().run(shutdown.child_token()));
+        fw
+    });
     // Content checks: built when a scanner or a banned list is configured.
     let (filter, clamd) = crate::scan::ContentFilter::from_config(&config);
     if let Some(clamd) = &clamd {
@@ -273,6 +279,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         deferred,
         spam: spam.clone(),
         quarantine,
+        firewall: firewall.clone(),
     });
 
     // Each session needs a socket and each delivery a socket: make sure

@@ -82,6 +82,17 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, limit: Arc<
 /// synchronous, before any task is spawned. Allowlisted clients pass.
 fn admit(shared: &Shared, ip: std::net::IpAddr) -> (Option<SessionSlot>, Option<(Reply, Reason, String)>) {
     let ip = crate::policy::client_ip(ip);
+    if let Some(ban) = shared.firewall.as_ref().and_then(|f| f.is_banned(ip)) {
+        let evidence = format!("{} banned until {} ({})", ban.net, ban.until, ban.rule);
+        return (
+            None,
+            Some((
+                Reply::new(554, "5.7.1", "Your address is banned here"),
+                Reason::Banned,
+                evidence,
+            )),
+        );
+    }
     if shared.config.policy.allowlist.iter().any(|n| n.contains(&ip)) {
         return (None, None);
     }

@@ -1,8 +1,8 @@
 //! The nftables batches against the real kernel, in a network namespace of
 //! their own (`unshare -n`), so the host's ruleset is never touched: the
 //! table and sets sluice owns, elements with kernel timeouts, deletion in
-//! the same kind of transaction, and the deploy snippet that drops traffic
-//! from the sets.
+//! the same kind of transaction, and the deploy snippet (the same table,
+//! with the chain that drops traffic from the sets).
 
 use sluice::firewall::nft::{Element, NftNames};
 
@@ -63,9 +63,218 @@ fn nft_batches_load_into_a_real_kernel_set_with_timeouts() {
     assert!(second_out.contains("203.0.113.9 timeout 30s"), "{second_out}");
     assert!(second_out.contains("198.51.100.0/24"), "others stay: {second_out}");
     let rules = part("--- with the snippet", None);
+    assert!(rules.contains("ip saddr @banned_v4 drop"), "{rules}");
+    assert!(rules.contains("ip6 saddr @banned_v6 drop"), "{rules}");
+    assert_eq!(rules.matches(" drop").count(), 2, "recreated, not appended: {rules}");
+}
+
+/// Network namespaces made by a test, deleted when it ends.
+struct Netns {
+    names: Vec<String>,
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = std::process::Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+fn run(args: &[&str]) -> String {
+    let out = std::process::Command::new(args[0]).args(&args[1..]).output().unwrap();
     assert!(
-        rules.contains("ip saddr @banned_v4 tcp dport { 25, 465, 587 } drop"),
-        "{rules}"
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert!(rules.contains("ip6 saddr @banned_v6"), "{rules}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// An SMTP client run inside the client namespace: connects from `src`,
+/// reads the banner, sends `n` unknown recipients; prints the replies, or
+/// "NO CONNECTION" when the server cannot be reached within 1 s.
+const CLIENT: &str = r#"
+import socket, sys
+src, dst, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.socket()
+s.settimeout(1.0)
+try:
+    s.bind((src, 0))
+    s.connect((dst, 2525))
+    f = s.makefile("rb")
+    def reply():
+        while True:
+            line = f.readline().decode()
+            if len(line) < 4 or line[3] != "-":
+                return line.strip()
+    out = [reply()]
+    if out[0].startswith("220"):
+        for cmd in ["EHLO client.test", "MAIL FROM:<a@client.test>"] + ["RCPT TO:<nobody%d@example.com>" % i for i in range(n)] + ["QUIT"]:
+            s.sendall((cmd + "\r\n").encode())
+            out.append(reply())
+    print("\n".join(out))
+except OSError as e:
+    print("NO CONNECTION", e)
+"#;
+
+/// The issue's scenario in the real kernel: sluice in one namespace with
+/// the nftables exporter, clients with their own addresses in another
+/// (veth pair). A client flooding unknown recipients is in the nft set
+/// within a second and its new connections fail; an allowlisted client
+/// doing the same is never banned; the ban ends at its timeout; a ruleset
+/// flush is repaired; bans survive a restart.
+#[test]
+fn unknown_recipient_flood_is_banned_in_nftables() {
+    let id = std::process::id() % 100_000;
+    let (srv, cli) = (format!("sls{id}"), format!("slc{id}"));
+    let ns = Netns {
+        names: vec![srv.clone(), cli.clone()],
+    };
+    let (va, vb) = (format!("slva{id}"), format!("slvb{id}"));
+    run(&["ip", "netns", "add", &srv]);
+    run(&["ip", "netns", "add", &cli]);
+    run(&["ip", "link", "add", &va, "type", "veth", "peer", "name", &vb]);
+    run(&["ip", "link", "set", &va, "netns", &srv]);
+    run(&["ip", "link", "set", &vb, "netns", &cli]);
+    run(&["ip", "-n", &srv, "addr", "add", "10.211.0.1/24", "dev", &va]);
+    run(&["ip", "-n", &cli, "addr", "add", "10.211.0.2/24", "dev", &vb]);
+    run(&["ip", "-n", &cli, "addr", "add", "10.211.0.3/24", "dev", &vb]);
+    for (n, dev) in [(&srv, &va), (&cli, &vb)] {
+        run(&["ip", "-n", n, "link", "set", dev, "up"]);
+        run(&["ip", "-n", n, "link", "set", "lo", "up"]);
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("recipients"), "user@example.com OK\n").unwrap();
+    let cfg = dir.path().join("sluice.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\nlisten = [\"10.211.0.1:2525\"]\nhostname = \"mx.test.example\"\n\
+         [relay]\nnext_hop = \"smtp://127.0.0.1:1\"\n\
+         [recipients]\ndomains = [\"example.com\"]\ntable = \"recipients\"\n\
+         [spool]\ndir = \"spool\"\n[spam]\nenabled = false\n\
+         [firewall]\nexporter = \"nft\"\nflush_interval = \"100ms\"\nallowlist = [\"10.211.0.3\"]\n\
+         [firewall.rules.unknown_user]\ncount = 3\nwindow = \"1m\"\nban = \"4s\"\n",
+    )
+    .unwrap();
+    let start = || {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &srv, env!("CARGO_BIN_EXE_sluice"), "serve", "--config"])
+            .arg(&cfg)
+            .stderr(std::fs::File::create(dir.path().join("sluice.log")).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let client = |src: &str, n: usize| {
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &cli,
+            "python3",
+            "-c",
+            CLIENT,
+            src,
+            "10.211.0.1",
+            &n.to_string(),
+        ])
+    };
+    let set = || {
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &srv,
+            "nft",
+            "list",
+            "set",
+            "inet",
+            "sluice",
+            "banned_v4",
+        ])
+    };
+    let wait_for = |what: &str, f: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !f() {
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let mut sluice = start();
+    wait_for("sluice to listen", &|| client("10.211.0.2", 0).starts_with("220"));
+
+    // The flood: 4 unknown recipients (the rule is 3 within a minute).
+    let out = client("10.211.0.2", 4);
+    assert_eq!(out.matches("550 5.1.1").count(), 4, "{out}");
+    let banned_at = std::time::Instant::now();
+    wait_for("10.211.0.2 in the nft set", &|| set().contains("10.211.0.2"));
+    assert!(
+        banned_at.elapsed() < std::time::Duration::from_secs(1),
+        "event -> kernel took {:?}",
+        banned_at.elapsed()
+    );
+    assert!(
+        client("10.211.0.2", 0).starts_with("NO CONNECTION"),
+        "dropped by the kernel"
+    );
+
+    // The allowlisted address floods too and is never banned.
+    let out = client("10.211.0.3", 10);
+    assert_eq!(out.matches("550 5.1.1").count(), 10, "{out}");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(!set().contains("10.211.0.3"));
+    assert!(client("10.211.0.3", 0).starts_with("220"));
+
+    // The ban ends at its timeout (4 s).
+    wait_for("the ban to end", &|| client("10.211.0.2", 0).starts_with("220"));
+    assert!(banned_at.elapsed() >= std::time::Duration::from_secs(3));
+
+    // Banned again (second strike: 8 s), then someone flushes the ruleset:
+    // the table and the ban come back.
+    client("10.211.0.2", 4);
+    wait_for("the second ban", &|| set().contains("10.211.0.2"));
+    run(&["ip", "netns", "exec", &srv, "nft", "flush", "ruleset"]);
+    wait_for("the reconcile after a flush", &|| {
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &srv,
+                "nft",
+                "list",
+                "set",
+                "inet",
+                "sluice",
+                "banned_v4",
+            ])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("10.211.0.2"))
+    });
+
+    // A restart keeps the ban (store) and puts it back in the kernel.
+    run(&["kill", "-TERM", &sluice.id().to_string()]);
+    assert!(sluice.wait().unwrap().success());
+    run(&["ip", "netns", "exec", &srv, "nft", "flush", "ruleset"]);
+    let mut sluice = start();
+    wait_for("the ban restored after restart", &|| {
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &srv,
+                "nft",
+                "list",
+                "set",
+                "inet",
+                "sluice",
+                "banned_v4",
+            ])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("10.211.0.2"))
+    });
+    assert!(client("10.211.0.2", 0).starts_with("NO CONNECTION"));
+    let _ = sluice.kill();
+    let _ = sluice.wait();
+    drop(ns);
 }

@@ -2,6 +2,7 @@
 //! typed structs ([`Config`]). Every error names the dotted key.
 
 mod content;
+mod firewall;
 pub mod raw;
 
 use std::net::SocketAddr;
@@ -74,6 +75,8 @@ pub struct Config {
     pub scan: crate::scan::ScanConfig,
     /// `None` when spam scoring is off.
     pub spam: Option<crate::spam::filter::SpamConfig>,
+    /// `None` when the firewall is off.
+    pub firewall: Option<crate::firewall::service::FirewallConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -613,8 +616,10 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     };
     let scan = content::validate_scan(raw.scan, base, &spool.dir)?;
     let spam = content::validate_spam(raw.spam, base)?;
+    let firewall = firewall::validate_firewall(raw.firewall, base, &spool.dir, &allowlist, &relay.next_hop)?;
 
     Ok(Config {
+        firewall,
         spam,
         scan,
         clamd,

@@ -42,6 +42,8 @@ pub struct RawConfig {
     pub scan: RawScan,
     #[serde(default)]
     pub spam: RawSpam,
+    #[serde(default)]
+    pub firewall: RawFirewall,
 }
 
 /// Content checks at the end of DATA: MIME decoding, banned attachments,
@@ -376,4 +378,43 @@ pub struct RawSpamDomain {
 pub enum RawThreshold {
     Score(f64),
     Word(String),
+}
+
+/// The adaptive firewall: offences in sluice's own events become bans.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFirewall {
+    /// Ban at all. Default true (the listener refuses banned clients).
+    pub enabled: Option<bool>,
+    /// Decide and log bans, enforce nothing. Default false.
+    pub dry_run: Option<bool>,
+    /// Networks never banned (loopback, policy.allowlist and a literal
+    /// next-hop address are added). Default empty.
+    pub allowlist: Option<Vec<String>>,
+    /// Where bans go besides the listener: "none" or "nft". Default "none".
+    pub exporter: Option<String>,
+    /// The nftables table sluice owns (inet family). Default "sluice".
+    pub nft_table: Option<String>,
+    /// How often changes are pushed to the exporter. Default "200ms".
+    pub flush_interval: Option<String>,
+    /// Active bans across restarts. Default "bans.json" in spool.dir.
+    pub store: Option<String>,
+    /// How long past bans count for escalation. Default "24h".
+    pub memory: Option<String>,
+    /// Longest escalated ban. Default "7d".
+    pub max_ban: Option<String>,
+    /// Banned hosts in one /24 (/64) that become one prefix ban; 0 = off.
+    /// Default 0.
+    pub aggregate: Option<u32>,
+    /// Per offence (unknown_user, dnsbl, virus, spam, pregreet, protocol,
+    /// rate_limit): `{ count = N, window = "5m", ban = "1h" }`.
+    pub rules: Option<std::collections::BTreeMap<String, RawBanRule>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBanRule {
+    pub count: u32,
+    pub window: String,
+    pub ban: String,
 }

@@ -44,6 +44,8 @@ pub enum Reason {
     },
     /// `server.max_connections` reached.
     ConnectionLimit,
+    /// The client's address is banned by the firewall.
+    Banned,
     /// Call-ahead could not verify the recipient now.
     CallAheadUnavailable,
     /// The client used up its call-ahead probe budget.
@@ -157,6 +159,20 @@ pub enum Event {
         rules: String,
         bayes: Option<f64>,
     },
+    /// The firewall banned a network (in dry run: would have).
+    BanAdded {
+        net: String,
+        offence: &'static str,
+        /// Seconds since the Unix epoch.
+        until: u64,
+        strike: u32,
+        rule: String,
+        dry_run: bool,
+    },
+    /// A ban ran out.
+    BanRemoved {
+        net: String,
+    },
     /// An accepted message was refused by its deferred scan and kept in
     /// the quarantine instead of being delivered.
     Quarantined {
@@ -219,6 +235,8 @@ impl Event {
             Event::ContentRejected { .. } => "content_rejected",
             Event::Quarantined { .. } => "quarantined",
             Event::SpamScored { .. } => "spam_scored",
+            Event::BanAdded { .. } => "ban_added",
+            Event::BanRemoved { .. } => "ban_removed",
             Event::ScanFailed { .. } => "scan_failed",
             Event::DeliveryAttempt { .. } => "delivery_attempt",
             Event::BounceQueued { .. } => "bounce_queued",

@@ -1,11 +1,11 @@
-//! The nftables exporter's batches (issue 7, being built): sluice owns one
-//! table with two sets (`flags timeout, interval`), one per address family;
+//! The nftables exporter's batches: sluice owns one table with two sets
+//! (`flags timeout, interval`), one per address family, and a chain that
+//! drops traffic from them;
 //! each element carries its kernel timeout, so a ban ends in the kernel
 //! even if sluice is gone. Changes are written as one `nft -f -` batch per
 //! flush (one transaction), never one process per ban.
 //!
-//! This module only builds the batch text; running `nft` and the reconcile
-//! loop come with the exporter.
+//! This module builds the batch text; `firewall::service` runs `nft`.
 
 use std::fmt::Write as _;
 
@@ -45,17 +45,22 @@ impl NftNames {
         }
     }
 
-    /// Creates the table and sets if missing (`add` is idempotent in nft)
-    /// and empties the sets: the start of a full reconcile. The rules that
-    /// drop traffic from the sets are the operator's (deploy/nftables/).
+    /// The whole table, from scratch, as one transaction: the two sets and
+    /// an input chain that drops every packet from a banned address. Any
+    /// earlier state of the table (sets flushed by hand, rules edited) is
+    /// replaced: `add table` + `delete table` first, so it works whether
+    /// or not the table exists.
     pub fn create(&self) -> String {
         let t = &self.table;
         format!(
             "add table inet {t}\n\
+             delete table inet {t}\n\
+             add table inet {t}\n\
              add set inet {t} {v4} {{ type ipv4_addr; flags timeout, interval; }}\n\
              add set inet {t} {v6} {{ type ipv6_addr; flags timeout, interval; }}\n\
-             flush set inet {t} {v4}\n\
-             flush set inet {t} {v6}\n",
+             add chain inet {t} input {{ type filter hook input priority -10; policy accept; }}\n\
+             add rule inet {t} input ip saddr @{v4} drop\n\
+             add rule inet {t} input ip6 saddr @{v6} drop\n",
             v4 = self.set_v4,
             v6 = self.set_v6,
         )
@@ -105,12 +110,12 @@ mod tests {
     }
 
     #[test]
-    fn create_makes_interval_timeout_sets_for_both_families() {
+    fn create_replaces_the_table_with_sets_and_a_drop_chain() {
         let c = NftNames::default().create();
-        assert!(c.starts_with("add table inet sluice\n"));
+        assert!(c.starts_with("add table inet sluice\ndelete table inet sluice\nadd table inet sluice\n"));
         assert!(c.contains("add set inet sluice banned_v4 { type ipv4_addr; flags timeout, interval; }"));
         assert!(c.contains("add set inet sluice banned_v6 { type ipv6_addr; flags timeout, interval; }"));
-        assert!(c.ends_with("flush set inet sluice banned_v6\n"));
+        assert!(c.ends_with("add rule inet sluice input ip6 saddr @banned_v6 drop\n"));
     }
 
     #[test]

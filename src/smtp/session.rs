@@ -49,6 +49,8 @@ pub struct Shared {
     pub spam: Option<Arc<crate::spam::filter::SpamFilter>>,
     /// Where refused-after-acceptance and quarantined spam go.
     pub quarantine: Arc<crate::quarantine::Quarantine>,
+    /// Bans from the firewall; banned clients are refused at connect.
+    pub firewall: Option<Arc<crate::firewall::service::Firewall>>,
 }
 
 impl Shared {

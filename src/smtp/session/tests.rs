@@ -49,6 +49,7 @@ impl Harness {
             deferred: None,
             spam: None,
             quarantine: Arc::new(crate::quarantine::Quarantine::new("/nonexistent/quarantine")),
+            firewall: None,
         });
         let (client, server) = tokio::io::duplex(64 * 1024);
         let peer: SocketAddr = "192.0.2.7:40000".parse().unwrap();
