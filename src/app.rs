@@ -145,6 +145,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let firewall = config.firewall.clone().map(|cfg| {
         let fw = Arc::new(crate::firewall::service::Firewall::new(cfg, events.clone()));
         background.spawn(fw.clone().run(shutdown.child_token()));
+        let (control, path, token, ev) = (
+            fw.clone(),
+            fw.cfg.control_socket.clone(),
+            shutdown.child_token(),
+            events.clone(),
+        );
+        background.spawn(async move {
+            if let Err(e) = crate::firewall::control::serve(control, &path, token).await {
+                ev.emit(crate::events::Event::Warning {
+                    component: "firewall",
+                    message: format!("control socket {}: {e}", path.display()),
+                });
+            }
+        });
         fw
     });
     // Content checks: built when a scanner or a banned list is configured.

@@ -83,6 +83,13 @@ enum Cmd {
         #[arg(short, long, env = "SLUICE_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// The firewall's bans, from the running daemon (its control socket).
+    Bans {
+        #[arg(short, long, env = "SLUICE_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: BansCmd,
+    },
     /// Messages refused after acceptance (virus found by a deferred scan).
     Quarantine {
         #[arg(short, long, env = "SLUICE_CONFIG")]
@@ -90,6 +97,23 @@ enum Cmd {
         #[command(subcommand)]
         action: QuarantineCmd,
     },
+}
+
+#[derive(Subcommand)]
+enum BansCmd {
+    /// Every active ban.
+    List,
+    /// Ban an address or network by hand.
+    Add {
+        net: String,
+        /// How long, e.g. "1h", "7d".
+        #[arg(long = "for", default_value = "1h")]
+        duration: String,
+    },
+    /// Lift a ban.
+    Del { net: String },
+    /// Why an address is banned: the rule, the offences, until when.
+    Explain { ip: std::net::IpAddr },
 }
 
 #[derive(Subcommand)]
@@ -212,19 +236,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Quarantine { config, action } => {
-            let (config, rt) = match load(config.as_ref()).and_then(|c| Ok((c, runtime()?))) {
-                Ok(v) => v,
-                Err(code) => return code,
-            };
-            match rt.block_on(quarantine(&config, action)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("sluice: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Cmd::Bans { config, action } => with_config(config.as_ref(), |c| async move { bans(&c, action).await }),
+        Cmd::Quarantine { config, action } => with_config(config.as_ref(), |c| async move {
+            quarantine(&c, action).await.map_err(anyhow::Error::from)
+        }),
         Cmd::Serve { config } => {
             let config = match load_checked(config.as_ref()) {
                 Ok(c) => c,
@@ -299,6 +314,84 @@ fn cross_validate(config: &Config, spam: &[PathBuf], ham: &[PathBuf], k: usize) 
         scores.report(threshold),
         scores.mistakes(threshold)
     ))
+}
+
+/// `sluice bans ...`: one request to the daemon's control socket.
+async fn bans(config: &Config, action: BansCmd) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use sluice::firewall::control::{Request, Response, request};
+    let fw = config
+        .firewall
+        .as_ref()
+        .context("the firewall is off (firewall.enabled = false)")?;
+    let net = |s: &str| -> anyhow::Result<ipnet::IpNet> {
+        s.parse::<ipnet::IpNet>()
+            .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .with_context(|| format!("{s:?} is not an address or CIDR"))
+    };
+    let req = match &action {
+        BansCmd::List => Request::List,
+        BansCmd::Add { net: n, duration } => Request::Add {
+            net: net(n)?,
+            seconds: humantime::parse_duration(duration)
+                .with_context(|| format!("--for {duration:?}"))?
+                .as_secs(),
+        },
+        BansCmd::Del { net: n } => Request::Del { net: net(n)? },
+        BansCmd::Explain { ip } => Request::Explain { ip: *ip },
+    };
+    let path = &fw.control_socket;
+    let resp = request(path, &req)
+        .await
+        .with_context(|| format!("{}: is sluice running?", path.display()))?;
+    let when = |t: u64| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t));
+    match resp {
+        Response::Done => println!("done"),
+        Response::NotBanned => println!("not banned"),
+        Response::Error(e) => anyhow::bail!(e),
+        Response::Bans(list) => {
+            for b in list {
+                if matches!(action, BansCmd::Explain { .. }) {
+                    println!("{} is banned until {} (strike {})", b.net, when(b.until), b.strike);
+                    println!("  rule: {}", b.rule);
+                    println!("  offence: {}", b.offence.as_str());
+                    for t in &b.evidence {
+                        println!("  offence at {}", when(*t));
+                    }
+                } else {
+                    println!(
+                        "{}\t{}\tuntil {}\tstrike {}\t{}",
+                        b.net,
+                        b.offence.as_str(),
+                        when(b.until),
+                        b.strike,
+                        b.rule
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Loads the configuration, runs `f` on a runtime, and turns its result
+/// into the exit code (errors printed).
+fn with_config<F, Fut>(path: Option<&PathBuf>, f: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let (config, rt) = match load(path).and_then(|c| Ok((c, runtime()?))) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    match rt.block_on(f(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {

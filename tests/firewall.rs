@@ -219,6 +219,31 @@ fn unknown_recipient_flood_is_banned_in_nftables() {
         "dropped by the kernel"
     );
 
+    // `sluice bans` over the control socket.
+    let bans = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["bans", "--config"])
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, out) = bans(&["list"]);
+    assert!(ok && out.starts_with("10.211.0.2/32\tunknown_user\tuntil "), "{out}");
+    let (ok, out) = bans(&["explain", "10.211.0.2"]);
+    assert!(ok && out.contains("rule: 3 unknown_user within 60s -> 4s"), "{out}");
+    assert_eq!(out.matches("offence at ").count(), 3, "{out}");
+    let (ok, out) = bans(&["add", "10.211.0.3"]);
+    assert!(!ok && out.contains("allowlisted"), "{out}");
+    let (ok, out) = bans(&["explain", "10.211.0.3"]);
+    assert!(ok && out.contains("not banned"), "{out}");
+
     // The allowlisted address floods too and is never banned.
     let out = client("10.211.0.3", 10);
     assert_eq!(out.matches("550 5.1.1").count(), 10, "{out}");
@@ -274,6 +299,12 @@ fn unknown_recipient_flood_is_banned_in_nftables() {
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("10.211.0.2"))
     });
     assert!(client("10.211.0.2", 0).starts_with("NO CONNECTION"));
+
+    // Lifted by hand: out of the kernel set and let in at once.
+    let (ok, out) = bans(&["del", "10.211.0.2"]);
+    assert!(ok, "{out}");
+    wait_for("the lifted ban to leave the set", &|| !set().contains("10.211.0.2"));
+    assert!(client("10.211.0.2", 0).starts_with("220"));
     let _ = sluice.kill();
     let _ = sluice.wait();
     drop(ns);

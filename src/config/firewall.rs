@@ -91,5 +91,10 @@ pub(super) fn validate_firewall(
         },
         flush_interval: dur("firewall.flush_interval", raw.flush_interval, "200ms")?,
         nft,
+        file: raw.file.filter(|f| !f.is_empty()).map(|f| resolve(base, &f)),
+        control_socket: match raw.control_socket {
+            Some(s) => resolve(base, &s),
+            None => spool_dir.join("control.sock"),
+        },
     }))
 }

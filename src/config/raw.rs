@@ -399,6 +399,12 @@ pub struct RawFirewall {
     pub flush_interval: Option<String>,
     /// Active bans across restarts. Default "bans.json" in spool.dir.
     pub store: Option<String>,
+    /// The unix socket `sluice bans` talks to (mode 0600). Default
+    /// "control.sock" in spool.dir.
+    pub control_socket: Option<String>,
+    /// Export the banned networks (one CIDR per line) to this file, and the
+    /// bans as JSON to the same name plus ".json". Default none.
+    pub file: Option<String>,
     /// How long past bans count for escalation. Default "24h".
     pub memory: Option<String>,
     /// Longest escalated ban. Default "7d".

@@ -5,6 +5,7 @@
 //! store, running the exporters (nftables, iptables+ipset, file), the
 //! listener's own refusal and the `sluice bans` control socket come next.
 
+pub mod control;
 pub mod engine;
 pub mod nft;
 pub mod service;

@@ -85,6 +85,11 @@ pub struct FirewallConfig {
     pub flush_interval: Duration,
     /// The nftables names, when bans go to nftables.
     pub nft: Option<NftNames>,
+    /// The control socket of `sluice bans`.
+    pub control_socket: PathBuf,
+    /// Export for other tools: the banned networks, one CIDR per line, at
+    /// this path, and the bans as JSON at the same path plus `.json`.
+    pub file: Option<PathBuf>,
 }
 
 pub struct Firewall {
@@ -92,11 +97,14 @@ pub struct Firewall {
     engine: Mutex<Engine>,
     /// Changes not yet pushed to the exporter.
     pending: Mutex<(Vec<Element>, Vec<IpNet>)>,
+    /// Bans changed since the store and the file export were written.
+    dirty: std::sync::atomic::AtomicBool,
     exporter: Option<Box<dyn Exporter>>,
     events: EventBus,
 }
 
-fn now() -> u64 {
+/// Seconds since the Unix epoch.
+pub(crate) fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
@@ -123,6 +131,7 @@ impl Firewall {
             cfg,
             engine: Mutex::new(engine),
             pending: Mutex::new((Vec::new(), Vec::new())),
+            dirty: std::sync::atomic::AtomicBool::new(false),
             exporter,
             events,
         }
@@ -137,6 +146,29 @@ impl Firewall {
         self.engine().is_banned(ip, now()).cloned()
     }
 
+    /// Adds a ban by hand; refused (returned) for allowlisted networks.
+    pub fn insert(&self, ban: Ban) -> Result<(), Ban> {
+        let element = Element {
+            net: ban.net,
+            timeout_secs: ban.until.saturating_sub(now()),
+        };
+        self.engine().insert(ban)?;
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).0.push(element);
+        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Lifts a ban by hand.
+    pub fn remove(&self, net: IpNet) -> Option<Ban> {
+        let ban = self.engine().remove(net.trunc())?;
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).1.push(ban.net);
+        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.events.emit(Event::BanRemoved {
+            net: ban.net.to_string(),
+        });
+        Some(ban)
+    }
+
     /// Active bans.
     pub fn bans(&self) -> Vec<Ban> {
         self.engine().bans().into_iter().cloned().collect()
@@ -149,6 +181,7 @@ impl Firewall {
         let decision = self.engine().record(t, ip, offence);
         match &decision {
             Decision::Ban(b) | Decision::Aggregated(b) => {
+                self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
                 if !self.cfg.bans.dry_run {
                     let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
                     p.0.push(Element {
@@ -182,12 +215,12 @@ impl Firewall {
         for net in &expired {
             self.events.emit(Event::BanRemoved { net: net.to_string() });
         }
-        let (add, _) = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        let (add, del) = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
         // Expired elements leave the kernel by their own timeouts.
-        let changed = !add.is_empty() || !expired.is_empty();
+        let changed = self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) || !expired.is_empty();
         if let Some(ex) = &self.exporter {
             let result = if ex.intact() {
-                ex.apply(&add, &[])
+                ex.apply(&add, &del)
             } else {
                 ex.reconcile(&self.elements(t))
             };
@@ -198,11 +231,25 @@ impl Firewall {
                 });
             }
         }
-        if changed && let Err(e) = save_store(&self.cfg.store, &self.bans()) {
-            self.events.emit(Event::Warning {
-                component: "firewall",
-                message: format!("{}: {e}", self.cfg.store.display()),
-            });
+        if changed {
+            let bans = self.bans();
+            let mut writes = vec![(self.cfg.store.clone(), serde_json::to_vec(&bans).unwrap_or_default())];
+            if let Some(f) = &self.cfg.file {
+                // Dry run: the decisions are exported, for other tools to judge.
+                let list: String = bans.iter().map(|b| format!("{}\n", b.net)).collect();
+                writes.push((f.clone(), list.into_bytes()));
+                let mut json = f.clone().into_os_string();
+                json.push(".json");
+                writes.push((json.into(), serde_json::to_vec_pretty(&bans).unwrap_or_default()));
+            }
+            for (path, data) in writes {
+                if let Err(e) = write_atomically(&path, &data) {
+                    self.events.emit(Event::Warning {
+                        component: "firewall",
+                        message: format!("{}: {e}", path.display()),
+                    });
+                }
+            }
         }
     }
 
@@ -265,11 +312,75 @@ fn load_store(path: &PathBuf) -> Vec<Ban> {
         .unwrap_or_default()
 }
 
-fn save_store(path: &PathBuf, bans: &[Ban]) -> std::io::Result<()> {
+/// Writes a temporary file beside `path`, syncs it and renames it over
+/// `path`: readers see the old or the new content, never a part.
+fn write_atomically(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
-    let tmp = path.with_extension("tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec(bans).map_err(std::io::Error::other)?)?;
+    f.write_all(data)?;
     f.sync_all()?;
     std::fs::rename(tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unknown_user(ip: &str) -> Event {
+        Event::RcptRejected {
+            session: 1,
+            ip: ip.parse().unwrap(),
+            rcpt: "x@example.com".into(),
+            reason: crate::events::Reason::UnknownUser,
+            reply: "550 5.1.1".into(),
+            evidence: String::new(),
+        }
+    }
+
+    #[test]
+    fn bans_are_announced_exported_to_files_and_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bans = BanConfig::default();
+        bans.rules.insert(
+            Offence::UnknownUser,
+            super::super::engine::Rule {
+                count: 2,
+                window: 60,
+                ban: 3600,
+            },
+        );
+        let cfg = FirewallConfig {
+            bans,
+            store: dir.path().join("bans.json"),
+            flush_interval: Duration::from_millis(100),
+            nft: None,
+            file: Some(dir.path().join("banned.txt")),
+            control_socket: dir.path().join("control.sock"),
+        };
+        let events = EventBus::new(64);
+        let mut rx = events.subscribe();
+        let fw = Firewall::new(cfg.clone(), events.clone());
+        assert_eq!(fw.observe(&unknown_user("192.0.2.9")), Some(Decision::Counted));
+        assert!(matches!(fw.observe(&unknown_user("192.0.2.9")), Some(Decision::Ban(_))));
+        assert!(fw.is_banned("192.0.2.9".parse().unwrap()).is_some());
+        let e = rx.try_recv().unwrap();
+        assert!(
+            matches!(&*e, Event::BanAdded { net, offence: "unknown_user", strike: 1, dry_run: false, .. } if net == "192.0.2.9/32")
+        );
+        fw.flush();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("banned.txt")).unwrap(),
+            "192.0.2.9/32\n"
+        );
+        let json: Vec<Ban> =
+            serde_json::from_slice(&std::fs::read(dir.path().join("banned.txt.json")).unwrap()).unwrap();
+        assert_eq!(json.len(), 1);
+        // A new process restores the ban from the store.
+        let again = Firewall::new(cfg, EventBus::new(4));
+        assert!(again.is_banned("192.0.2.9".parse().unwrap()).is_some());
+        assert!(again.is_banned("192.0.2.10".parse().unwrap()).is_none());
+    }
 }
