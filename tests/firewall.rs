@@ -55,6 +55,10 @@ fn nft_batches_load_into_a_real_kernel_set_with_timeouts() {
     };
     let first_out = part("--- after first", Some("--- after second"));
     assert!(first_out.contains("flags interval,timeout"), "{first_out}");
+    assert!(
+        first_out.contains("set banned_v4 {\n\t\ttype ipv4_addr\n\t\tsize 1048576\n\t\tflags timeout"),
+        "{first_out}"
+    );
     assert!(first_out.contains("192.0.2.7 timeout 1h"), "{first_out}");
     assert!(first_out.contains("198.51.100.0/24 timeout 10m"), "{first_out}");
     assert!(first_out.contains("2001:db8::1 timeout 1m"), "{first_out}");
@@ -65,7 +69,17 @@ fn nft_batches_load_into_a_real_kernel_set_with_timeouts() {
     let rules = part("--- with the snippet", None);
     assert!(rules.contains("ip saddr @banned_v4 drop"), "{rules}");
     assert!(rules.contains("ip6 saddr @banned_v6 drop"), "{rules}");
-    assert_eq!(rules.matches(" drop").count(), 2, "recreated, not appended: {rules}");
+    assert_eq!(rules.matches(" drop").count(), 4, "recreated, not appended: {rules}");
+}
+
+/// A child process killed when the test ends, even by a panic.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Network namespaces made by a test, deleted when it ends.
@@ -164,6 +178,7 @@ fn unknown_recipient_flood_is_banned_in_nftables() {
             .arg(&cfg)
             .stderr(std::fs::File::create(dir.path().join("sluice.log")).unwrap())
             .spawn()
+            .map(Killed)
             .unwrap()
     };
     let client = |src: &str, n: usize| {
@@ -278,10 +293,10 @@ fn unknown_recipient_flood_is_banned_in_nftables() {
     });
 
     // A restart keeps the ban (store) and puts it back in the kernel.
-    run(&["kill", "-TERM", &sluice.id().to_string()]);
-    assert!(sluice.wait().unwrap().success());
+    run(&["kill", "-TERM", &sluice.0.id().to_string()]);
+    assert!(sluice.0.wait().unwrap().success());
     run(&["ip", "netns", "exec", &srv, "nft", "flush", "ruleset"]);
-    let mut sluice = start();
+    let sluice = start();
     wait_for("the ban restored after restart", &|| {
         std::process::Command::new("ip")
             .args([
@@ -305,7 +320,6 @@ fn unknown_recipient_flood_is_banned_in_nftables() {
     assert!(ok, "{out}");
     wait_for("the lifted ban to leave the set", &|| !set().contains("10.211.0.2"));
     assert!(client("10.211.0.2", 0).starts_with("220"));
-    let _ = sluice.kill();
-    let _ = sluice.wait();
+    drop(sluice);
     drop(ns);
 }

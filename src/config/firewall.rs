@@ -89,7 +89,7 @@ pub(super) fn validate_firewall(
             Some(s) => resolve(base, &s),
             None => spool_dir.join("bans.json"),
         },
-        flush_interval: dur("firewall.flush_interval", raw.flush_interval, "200ms")?,
+        flush_interval: dur("firewall.flush_interval", raw.flush_interval, "50ms")?,
         nft,
         file: raw.file.filter(|f| !f.is_empty()).map(|f| resolve(base, &f)),
         control_socket: match raw.control_socket {

@@ -395,7 +395,7 @@ pub struct RawFirewall {
     pub exporter: Option<String>,
     /// The nftables table sluice owns (inet family). Default "sluice".
     pub nft_table: Option<String>,
-    /// How often changes are pushed to the exporter. Default "200ms".
+    /// How often changes are pushed to the exporter. Default "50ms".
     pub flush_interval: Option<String>,
     /// Active bans across restarts. Default "bans.json" in spool.dir.
     pub store: Option<String>,

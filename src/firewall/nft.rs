@@ -1,6 +1,9 @@
-//! The nftables exporter's batches: sluice owns one table with two sets
-//! (`flags timeout, interval`), one per address family, and a chain that
-//! drops traffic from them;
+//! The nftables exporter's batches: sluice owns one table with, per address
+//! family, a set of banned hosts (`flags timeout`, a hash: adding one
+//! element costs a few ms however many there are) and a set of banned
+//! networks (`flags timeout, interval`; nft reads an interval set's
+//! elements back to check overlaps, so one addition to a 100,000-element
+//! interval set took ~1 s), and a chain that drops traffic from all four;
 //! each element carries its kernel timeout, so a ban ends in the kernel
 //! even if sluice is gone. Changes are written as one `nft -f -` batch per
 //! flush (one transaction), never one process per ban.
@@ -16,8 +19,12 @@ use ipnet::IpNet;
 pub struct NftNames {
     /// `inet` table, e.g. "sluice".
     pub table: String,
+    /// Banned hosts.
     pub set_v4: String,
     pub set_v6: String,
+    /// Banned networks (aggregated prefixes, CIDRs added by hand).
+    pub nets_v4: String,
+    pub nets_v6: String,
 }
 
 impl Default for NftNames {
@@ -26,9 +33,14 @@ impl Default for NftNames {
             table: "sluice".into(),
             set_v4: "banned_v4".into(),
             set_v6: "banned_v6".into(),
+            nets_v4: "banned_nets_v4".into(),
+            nets_v6: "banned_nets_v6".into(),
         }
     }
 }
+
+/// Elements a host set may hold.
+const HOST_SET_SIZE: u32 = 1 << 20;
 
 /// One element to add: a network and the seconds left of its ban.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,9 +51,12 @@ pub struct Element {
 
 impl NftNames {
     fn set_of(&self, net: &IpNet) -> &str {
-        match net {
-            IpNet::V4(_) => &self.set_v4,
-            IpNet::V6(_) => &self.set_v6,
+        let host = net.prefix_len() == net.max_prefix_len();
+        match (net, host) {
+            (IpNet::V4(_), true) => &self.set_v4,
+            (IpNet::V6(_), true) => &self.set_v6,
+            (IpNet::V4(_), false) => &self.nets_v4,
+            (IpNet::V6(_), false) => &self.nets_v6,
         }
     }
 
@@ -52,18 +67,29 @@ impl NftNames {
     /// or not the table exists.
     pub fn create(&self) -> String {
         let t = &self.table;
-        format!(
-            "add table inet {t}\n\
-             delete table inet {t}\n\
-             add table inet {t}\n\
-             add set inet {t} {v4} {{ type ipv4_addr; flags timeout, interval; }}\n\
-             add set inet {t} {v6} {{ type ipv6_addr; flags timeout, interval; }}\n\
-             add chain inet {t} input {{ type filter hook input priority -10; policy accept; }}\n\
-             add rule inet {t} input ip saddr @{v4} drop\n\
-             add rule inet {t} input ip6 saddr @{v6} drop\n",
-            v4 = self.set_v4,
-            v6 = self.set_v6,
-        )
+        let mut out = format!("add table inet {t}\ndelete table inet {t}\nadd table inet {t}\n");
+        for (set, ty) in [(&self.set_v4, "ipv4_addr"), (&self.set_v6, "ipv6_addr")] {
+            let _ = writeln!(
+                out,
+                "add set inet {t} {set} {{ type {ty}; flags timeout; size {HOST_SET_SIZE}; }}"
+            );
+        }
+        for (set, ty) in [(&self.nets_v4, "ipv4_addr"), (&self.nets_v6, "ipv6_addr")] {
+            let _ = writeln!(out, "add set inet {t} {set} {{ type {ty}; flags timeout, interval; }}");
+        }
+        let _ = writeln!(
+            out,
+            "add chain inet {t} input {{ type filter hook input priority -10; policy accept; }}"
+        );
+        for (family, set) in [
+            ("ip", &self.set_v4),
+            ("ip6", &self.set_v6),
+            ("ip", &self.nets_v4),
+            ("ip6", &self.nets_v6),
+        ] {
+            let _ = writeln!(out, "add rule inet {t} input {family} saddr @{set} drop");
+        }
+        out
     }
 
     /// One transaction: deletions, then additions with their timeouts.
@@ -76,25 +102,35 @@ impl NftNames {
                 out,
                 "delete element inet {t} {} {{ {} }}",
                 self.set_of(net),
-                net.trunc()
+                element(net)
             );
         }
-        for family in [true, false] {
-            let items: Vec<String> = add
-                .iter()
-                .filter(|e| e.timeout_secs > 0 && matches!(e.net, IpNet::V4(_)) == family)
-                .map(|e| format!("{} timeout {}s", e.net.trunc(), e.timeout_secs))
-                .collect();
-            if items.is_empty() {
-                continue;
+        let mut by_set: Vec<(&str, Vec<String>)> = Vec::new();
+        for e in add.iter().filter(|e| e.timeout_secs > 0) {
+            let set = self.set_of(&e.net);
+            let item = format!("{} timeout {}s", element(&e.net), e.timeout_secs);
+            match by_set.iter_mut().find(|(s, _)| *s == set) {
+                Some((_, items)) => items.push(item),
+                None => by_set.push((set, vec![item])),
             }
-            let set = if family { &self.set_v4 } else { &self.set_v6 };
+        }
+        for (set, items) in by_set {
             // Chunks keep each line reasonable for 100,000 elements.
             for chunk in items.chunks(1000) {
                 let _ = writeln!(out, "add element inet {t} {set} {{ {} }}", chunk.join(", "));
             }
         }
         out
+    }
+}
+
+/// How an element is written: a host set takes the bare address, an
+/// interval set the prefix.
+fn element(net: &IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.trunc().to_string()
     }
 }
 
@@ -113,9 +149,12 @@ mod tests {
     fn create_replaces_the_table_with_sets_and_a_drop_chain() {
         let c = NftNames::default().create();
         assert!(c.starts_with("add table inet sluice\ndelete table inet sluice\nadd table inet sluice\n"));
-        assert!(c.contains("add set inet sluice banned_v4 { type ipv4_addr; flags timeout, interval; }"));
-        assert!(c.contains("add set inet sluice banned_v6 { type ipv6_addr; flags timeout, interval; }"));
-        assert!(c.ends_with("add rule inet sluice input ip6 saddr @banned_v6 drop\n"));
+        assert!(c.contains("add set inet sluice banned_v4 { type ipv4_addr; flags timeout; size 1048576; }"));
+        assert!(c.contains("add set inet sluice banned_v6 { type ipv6_addr; flags timeout; size 1048576; }"));
+        assert!(c.contains("add set inet sluice banned_nets_v4 { type ipv4_addr; flags timeout, interval; }"));
+        assert!(c.contains("add set inet sluice banned_nets_v6 { type ipv6_addr; flags timeout, interval; }"));
+        assert_eq!(c.matches(" drop\n").count(), 4);
+        assert!(c.ends_with("add rule inet sluice input ip6 saddr @banned_nets_v6 drop\n"));
     }
 
     #[test]
@@ -132,9 +171,10 @@ mod tests {
         );
         assert_eq!(
             b,
-            "delete element inet sluice banned_v4 { 203.0.113.5/32 }\n\
-             add element inet sluice banned_v4 { 192.0.2.7/32 timeout 3600s, 198.51.100.0/24 timeout 10s }\n\
-             add element inet sluice banned_v6 { 2001:db8::1/128 timeout 60s }\n"
+            "delete element inet sluice banned_v4 { 203.0.113.5 }\n\
+             add element inet sluice banned_v4 { 192.0.2.7 timeout 3600s }\n\
+             add element inet sluice banned_v6 { 2001:db8::1 timeout 60s }\n\
+             add element inet sluice banned_nets_v4 { 198.51.100.0/24 timeout 10s }\n"
         );
         assert_eq!(n.batch(&[], &[]), "");
     }

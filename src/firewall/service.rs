@@ -99,9 +99,14 @@ pub struct Firewall {
     pending: Mutex<(Vec<Element>, Vec<IpNet>)>,
     /// Bans changed since the store and the file export were written.
     dirty: std::sync::atomic::AtomicBool,
+    /// When the exporter's state was last checked.
+    last_check: Mutex<Option<std::time::Instant>>,
     exporter: Option<Box<dyn Exporter>>,
     events: EventBus,
 }
+
+/// How often the exporter's state is checked (and repaired if gone).
+const RECONCILE_CHECK: Duration = Duration::from_secs(1);
 
 /// Seconds since the Unix epoch.
 pub(crate) fn now() -> u64 {
@@ -132,6 +137,7 @@ impl Firewall {
             engine: Mutex::new(engine),
             pending: Mutex::new((Vec::new(), Vec::new())),
             dirty: std::sync::atomic::AtomicBool::new(false),
+            last_check: Mutex::new(None),
             exporter,
             events,
         }
@@ -219,10 +225,22 @@ impl Firewall {
         // Expired elements leave the kernel by their own timeouts.
         let changed = self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) || !expired.is_empty();
         if let Some(ex) = &self.exporter {
-            let result = if ex.intact() {
-                ex.apply(&add, &del)
-            } else {
+            // The exporter's state is checked at most once a second (one
+            // `nft list` each time); changes go out at every flush.
+            let check = {
+                let mut last = self.last_check.lock().unwrap_or_else(|p| p.into_inner());
+                let due = last.is_none_or(|l| l.elapsed() >= RECONCILE_CHECK);
+                if due {
+                    *last = Some(std::time::Instant::now());
+                }
+                due
+            };
+            let result = if check && !ex.intact() {
                 ex.reconcile(&self.elements(t))
+            } else if add.is_empty() && del.is_empty() {
+                Ok(())
+            } else {
+                ex.apply(&add, &del)
             };
             if let Err(e) = result {
                 self.events.emit(Event::Warning {

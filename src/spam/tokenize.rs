@@ -1448,7 +1448,11 @@ fn lowercase_url_tokens(lower: &str, sink: &mut Sink) {
             {
                 path_end += 1;
             }
-            let path = &lower[end..path_end];
+            // The 512-byte cap may stop inside a character.
+            while !lower.is_char_boundary(path_end) {
+                path_end -= 1;
+            }
+            let path = &lower[end.min(path_end)..path_end];
             if path.contains('%') {
                 sink.push("u:pct");
             }
@@ -1902,6 +1906,19 @@ VW5iZWxpZXZhYmxlIG1vcnRnYWdlIHJhdGVzIHRvZGF5\n--XX--\n";
             let _ = tokens(&raw.as_bytes()[24..]);
         }
         assert!(start.elapsed() < std::time::Duration::from_secs(20));
+    }
+
+    #[test]
+    fn long_url_path_of_multibyte_characters() {
+        // The path cap (512 bytes) used to cut a character in two (found by
+        // the spam_score fuzz target).
+        let mut raw = b"Content-Type: text/plain; charset=koi8-r\r\n\r\nClick here: www.bit.ly/".to_vec();
+        raw.extend(std::iter::repeat_n(0xffu8, 600));
+        let t = tokens(&raw);
+        assert!(t.iter().any(|t| t.starts_with("u:")), "{t:?}");
+        let mut utf8 = b"\n\nsee http://a.example/".to_vec();
+        utf8.extend("é".repeat(400).as_bytes());
+        let _ = tokens(&utf8);
     }
 
     #[test]
