@@ -140,7 +140,34 @@ except OSError as e:
 /// flush is repaired; bans survive a restart.
 #[test]
 fn unknown_recipient_flood_is_banned_in_nftables() {
+    flood_is_banned_in_the_kernel(&Kernel {
+        exporter: "nft",
+        list: &["nft", "list", "set", "inet", "sluice", "banned_v4"],
+        wipe: &[&["nft", "flush", "ruleset"]],
+    });
+}
+
+/// The same with iptables + ipset; "someone flushes the ruleset" is
+/// `iptables -F INPUT` and the set destroyed.
+#[test]
+fn unknown_recipient_flood_is_banned_in_iptables_and_ipset() {
+    flood_is_banned_in_the_kernel(&Kernel {
+        exporter: "ipset",
+        list: &["ipset", "list", "sluice_v4"],
+        wipe: &[&["iptables", "-F", "INPUT"], &["ipset", "destroy", "sluice_v4"]],
+    });
+}
+
+/// An exporter, how to list its IPv4 bans, and how to wipe its state.
+struct Kernel {
+    exporter: &'static str,
+    list: &'static [&'static str],
+    wipe: &'static [&'static [&'static str]],
+}
+
+fn flood_is_banned_in_the_kernel(kernel: &Kernel) {
     let id = std::process::id() % 100_000;
+    let exporter = kernel.exporter;
     let (srv, cli) = (format!("sls{id}"), format!("slc{id}"));
     let ns = Netns {
         names: vec![srv.clone(), cli.clone()],
@@ -164,12 +191,14 @@ fn unknown_recipient_flood_is_banned_in_nftables() {
     let cfg = dir.path().join("sluice.toml");
     std::fs::write(
         &cfg,
-        "[server]\nlisten = [\"10.211.0.1:2525\"]\nhostname = \"mx.test.example\"\n\
+        format!(
+            "[server]\nlisten = [\"10.211.0.1:2525\"]\nhostname = \"mx.test.example\"\n\
          [relay]\nnext_hop = \"smtp://127.0.0.1:1\"\n\
          [recipients]\ndomains = [\"example.com\"]\ntable = \"recipients\"\n\
          [spool]\ndir = \"spool\"\n[spam]\nenabled = false\n\
-         [firewall]\nexporter = \"nft\"\nflush_interval = \"100ms\"\nallowlist = [\"10.211.0.3\"]\n\
-         [firewall.rules.unknown_user]\ncount = 3\nwindow = \"1m\"\nban = \"4s\"\n",
+         [firewall]\nexporter = \"{exporter}\"\nflush_interval = \"100ms\"\nallowlist = [\"10.211.0.3\"]\n\
+         [firewall.rules.unknown_user]\ncount = 3\nwindow = \"1m\"\nban = \"4s\"\n"
+        ),
     )
     .unwrap();
     let start = || {
@@ -195,19 +224,21 @@ fn unknown_recipient_flood_is_banned_in_nftables() {
             &n.to_string(),
         ])
     };
-    let set = || {
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &srv,
-            "nft",
-            "list",
-            "set",
-            "inet",
-            "sluice",
-            "banned_v4",
-        ])
+    let listing = || {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &srv])
+            .args(kernel.list)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let set = listing;
+    let wipe = || {
+        for cmd in kernel.wipe {
+            let mut args = vec!["ip", "netns", "exec", srv.as_str()];
+            args.extend_from_slice(cmd);
+            run(&args);
+        }
     };
     let wait_for = |what: &str, f: &dyn Fn() -> bool| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -274,45 +305,15 @@ fn unknown_recipient_flood_is_banned_in_nftables() {
     // the table and the ban come back.
     client("10.211.0.2", 4);
     wait_for("the second ban", &|| set().contains("10.211.0.2"));
-    run(&["ip", "netns", "exec", &srv, "nft", "flush", "ruleset"]);
-    wait_for("the reconcile after a flush", &|| {
-        std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &srv,
-                "nft",
-                "list",
-                "set",
-                "inet",
-                "sluice",
-                "banned_v4",
-            ])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("10.211.0.2"))
-    });
+    wipe();
+    wait_for("the reconcile after a flush", &|| listing().contains("10.211.0.2"));
 
     // A restart keeps the ban (store) and puts it back in the kernel.
     run(&["kill", "-TERM", &sluice.0.id().to_string()]);
     assert!(sluice.0.wait().unwrap().success());
-    run(&["ip", "netns", "exec", &srv, "nft", "flush", "ruleset"]);
+    wipe();
     let sluice = start();
-    wait_for("the ban restored after restart", &|| {
-        std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &srv,
-                "nft",
-                "list",
-                "set",
-                "inet",
-                "sluice",
-                "banned_v4",
-            ])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("10.211.0.2"))
-    });
+    wait_for("the ban restored after restart", &|| listing().contains("10.211.0.2"));
     assert!(client("10.211.0.2", 0).starts_with("NO CONNECTION"));
 
     // Lifted by hand: out of the kernel set and let in at once.

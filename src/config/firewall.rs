@@ -64,8 +64,22 @@ pub(super) fn validate_firewall(
             },
         );
     }
+    let name_ok = |key: &str, v: &str| {
+        if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            Err(ConfigError::new(key, "letters, digits and _ only"))
+        } else {
+            Ok(())
+        }
+    };
+    let mut ipset = None;
     let nft = match raw.exporter.as_deref().unwrap_or("none") {
         "none" => None,
+        "ipset" => {
+            let base = raw.ipset_name.clone().unwrap_or_else(|| "sluice".into());
+            name_ok("firewall.ipset_name", &base)?;
+            ipset = Some(crate::firewall::ipset::IpsetNames::new(&base));
+            None
+        }
         "nft" => {
             let table = raw.nft_table.unwrap_or_else(|| "sluice".into());
             if table.is_empty() || !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -79,7 +93,7 @@ pub(super) fn validate_firewall(
         other => {
             return Err(ConfigError::new(
                 "firewall.exporter",
-                format!("{other:?}: expected \"none\" or \"nft\""),
+                format!("{other:?}: expected \"none\", \"nft\" or \"ipset\""),
             ));
         }
     };
@@ -91,6 +105,7 @@ pub(super) fn validate_firewall(
         },
         flush_interval: dur("firewall.flush_interval", raw.flush_interval, "50ms")?,
         nft,
+        ipset,
         file: raw.file.filter(|f| !f.is_empty()).map(|f| resolve(base, &f)),
         control_socket: match raw.control_socket {
             Some(s) => resolve(base, &s),

@@ -391,8 +391,11 @@ pub struct RawFirewall {
     /// Networks never banned (loopback, policy.allowlist and a literal
     /// next-hop address are added). Default empty.
     pub allowlist: Option<Vec<String>>,
-    /// Where bans go besides the listener: "none" or "nft". Default "none".
+    /// Where bans go besides the listener: "none", "nft" or "ipset"
+    /// (iptables + ipset). Default "none".
     pub exporter: Option<String>,
+    /// The ipsets are "<ipset_name>_v4" and "_v6". Default "sluice".
+    pub ipset_name: Option<String>,
     /// The nftables table sluice owns (inet family). Default "sluice".
     pub nft_table: Option<String>,
     /// How often changes are pushed to the exporter. Default "50ms".

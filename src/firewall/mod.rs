@@ -7,5 +7,6 @@
 
 pub mod control;
 pub mod engine;
+pub mod ipset;
 pub mod nft;
 pub mod service;

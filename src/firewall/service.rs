@@ -76,6 +76,75 @@ impl Exporter for NftExporter {
     }
 }
 
+/// `ipset restore` scripts and iptables DROP rules (see [`super::ipset`]).
+pub struct IpsetExporter {
+    pub names: super::ipset::IpsetNames,
+}
+
+fn run_with_stdin(program: &str, args: &[&str], input: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .map_err(|e| format!("{program}: {e}"))?;
+    }
+    let out = child.wait_with_output().map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{program}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+fn succeeds(program: &str, args: &[String]) -> bool {
+    std::process::Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Exporter for IpsetExporter {
+    fn apply(&self, add: &[Element], del: &[IpNet]) -> Result<(), String> {
+        let script = self.names.batch(add, del);
+        if script.is_empty() {
+            Ok(())
+        } else {
+            run_with_stdin("ipset", &["restore"], &script)
+        }
+    }
+
+    fn reconcile(&self, all: &[Element]) -> Result<(), String> {
+        let mut script = self.names.create();
+        script.push_str(&self.names.batch(all, &[]));
+        run_with_stdin("ipset", &["restore"], &script)?;
+        for (program, rule) in self.names.rules() {
+            let check: Vec<String> = std::iter::once("-C".to_string()).chain(rule.iter().cloned()).collect();
+            if !succeeds(program, &check) {
+                let insert: Vec<String> = std::iter::once("-I".to_string()).chain(rule).collect();
+                if !succeeds(program, &insert) {
+                    return Err(format!("{program} {}: failed", insert.join(" ")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn intact(&self) -> bool {
+        self.names.rules().into_iter().all(|(program, rule)| {
+            let check: Vec<String> = std::iter::once("-C".to_string()).chain(rule).collect();
+            succeeds(program, &check)
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct FirewallConfig {
     pub bans: BanConfig,
@@ -85,6 +154,8 @@ pub struct FirewallConfig {
     pub flush_interval: Duration,
     /// The nftables names, when bans go to nftables.
     pub nft: Option<NftNames>,
+    /// The ipset names, when bans go to iptables + ipset.
+    pub ipset: Option<super::ipset::IpsetNames>,
     /// The control socket of `sluice bans`.
     pub control_socket: PathBuf,
     /// Export for other tools: the banned networks, one CIDR per line, at
@@ -117,10 +188,11 @@ impl Firewall {
     /// Builds the firewall and restores the stored bans (those still
     /// running).
     pub fn new(cfg: FirewallConfig, events: EventBus) -> Firewall {
-        let exporter: Option<Box<dyn Exporter>> = cfg
-            .nft
-            .clone()
-            .map(|names| Box::new(NftExporter { names }) as Box<dyn Exporter>);
+        let exporter: Option<Box<dyn Exporter>> = match (&cfg.nft, &cfg.ipset) {
+            (Some(names), _) => Some(Box::new(NftExporter { names: names.clone() })),
+            (None, Some(names)) => Some(Box::new(IpsetExporter { names: names.clone() })),
+            (None, None) => None,
+        };
         Firewall::with_exporter(cfg, events, exporter)
     }
 
@@ -375,6 +447,7 @@ mod tests {
             store: dir.path().join("bans.json"),
             flush_interval: Duration::from_millis(100),
             nft: None,
+            ipset: None,
             file: Some(dir.path().join("banned.txt")),
             control_socket: dir.path().join("control.sock"),
         };
