@@ -34,3 +34,25 @@ impl Signals {
         }
     }
 }
+
+/// Runs `step` on a blocking thread every `interval` until `shutdown`,
+/// handing each result to `done` (file watchers: the recipient table, the
+/// spam rules and model).
+pub async fn every_blocking<T: Send + 'static>(
+    interval: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+    step: impl Fn() -> T + Clone + Send + 'static,
+    mut done: impl FnMut(T),
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if let Ok(v) = tokio::task::spawn_blocking(step.clone()).await {
+            done(v);
+        }
+    }
+}

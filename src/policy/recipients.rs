@@ -201,19 +201,13 @@ impl Directory {
 
     /// Polls the file every `interval` until `shutdown` fires.
     pub async fn watch(self: Arc<Self>, interval: Duration, shutdown: tokio_util::sync::CancellationToken) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.cancelled() => return,
-            }
-            let this = self.clone();
-            let res = tokio::task::spawn_blocking(move || this.reload(false)).await;
-            if let Ok(Err(e)) = res {
+        let step = move || self.reload(false);
+        crate::shutdown::every_blocking(interval, shutdown, step, |res| {
+            if let Err(e) = res {
                 tracing::warn!(error = %e, "recipient table reload failed; keeping the previous table");
             }
-        }
+        })
+        .await;
     }
 }
 

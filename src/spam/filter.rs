@@ -267,20 +267,14 @@ impl SpamFilter {
         shutdown: tokio_util::sync::CancellationToken,
         on_error: impl Fn(String) + Send + 'static,
     ) {
-        let mut tick = tokio::time::interval(self.cfg.reload_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.cancelled() => return,
-            }
-            let this = self.clone();
-            match tokio::task::spawn_blocking(move || this.reload(false)).await {
-                Ok(Ok(true)) => tracing::info!("spam rules/model reloaded"),
-                Ok(Err(e)) => on_error(format!("spam rules/model not reloaded, keeping the running set: {e}")),
-                _ => {}
-            }
-        }
+        let interval = self.cfg.reload_interval;
+        let step = move || self.reload(false);
+        crate::shutdown::every_blocking(interval, shutdown, step, |res| match res {
+            Ok(true) => tracing::info!("spam rules/model reloaded"),
+            Ok(false) => {}
+            Err(e) => on_error(format!("spam rules/model not reloaded, keeping the running set: {e}")),
+        })
+        .await;
     }
 
     /// Scores a message. `ctx` (client, HELO, MAIL FROM) enables the
