@@ -8,33 +8,15 @@ fn owned(h: &[(&str, &str)]) -> Vec<(String, String)> {
     h.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
 }
 
-struct Msg {
-    headers: Vec<(String, String)>,
-    body: String,
-    rawbody: String,
-    uris: Vec<String>,
-    full: String,
-}
-
-impl Msg {
-    fn new(headers: &[(&str, &str)], body: &str) -> Msg {
-        Msg {
-            headers: owned(headers),
-            body: body.to_string(),
-            rawbody: body.to_string(),
-            uris: crate::spam::view::text_uris(body, 100),
-            full: body.to_string(),
-        }
-    }
-    fn view(&self) -> View<'_> {
-        View {
-            headers: &self.headers,
-            body: &self.body,
-            rawbody: &self.rawbody,
-            uris: &self.uris,
-            full: &self.full,
-            bayes: None,
-        }
+/// A message view with `body` as body, rawbody and full text.
+fn msg(headers: &[(&str, &str)], body: &str) -> crate::spam::view::MessageView {
+    crate::spam::view::MessageView {
+        headers: owned(headers),
+        body: body.to_string(),
+        rawbody: body.to_string(),
+        uris: crate::spam::view::text_uris(body, 100),
+        full: body.to_string(),
+        bayes: None,
     }
 }
 
@@ -81,7 +63,7 @@ fn compiles_every_kind() {
 #[test]
 fn evaluates_every_kind_and_sums_scores() {
     let set = compile(EVERY_KIND).unwrap();
-    let mut m = Msg::new(
+    let mut m = msg(
         &[("subject", "Get it FREE now"), ("Date", "Mon"), ("x-MAILER", "x")],
         "buy V1AGRA at http://10.0.0.1/x <font>\n",
     );
@@ -105,7 +87,7 @@ fn evaluates_every_kind_and_sums_scores() {
     let subj = o.hits.iter().find(|h| h.name == "SUBJ_FREE").unwrap();
     assert_eq!((subj.score, subj.description.as_str()), (2.5, "Subject says free"));
 
-    let m = Msg::new(
+    let m = msg(
         &[("Date", "Mon, 1 Jan 2024"), ("Subject", "freedom")],
         "hello https://example.com/\n",
     );
@@ -119,7 +101,7 @@ fn header_rules() {
     let set =
         compile("header FROM_X From =~ /x\\.example$/\nheader NOT_ME To !~ /me@/i\nheader HAS_REF exists:References\n")
             .unwrap();
-    let hit = |h: &[(&str, &str)]| names(&set.evaluate(&Msg::new(h, "").view())).join(" ");
+    let hit = |h: &[(&str, &str)]| names(&set.evaluate(&msg(h, "").view())).join(" ");
     // Any occurrence of the header may match; names are case-insensitive.
     assert_eq!(
         hit(&[("FROM", "a@b.org"), ("from", "c@x.example"), ("To", "ME@here")]),
@@ -138,7 +120,7 @@ fn header_rules() {
 fn regex_flags() {
     let set = compile("body CASE /abc/\nbody NOCASE /abc/i\nbody MULTI /^x$/m\nbody DOT /a.b/s\nbody ALL /^y.z$/ims\n")
         .unwrap();
-    let hit = |b: &str| names(&set.evaluate(&Msg::new(&[], b).view())).join(" ");
+    let hit = |b: &str| names(&set.evaluate(&msg(&[], b).view())).join(" ");
     assert_eq!(hit("ABC"), "NOCASE");
     assert_eq!(hit("q\nx\nq a\nb"), "DOT MULTI");
     assert_eq!(hit("Y\nZ"), "ALL");
@@ -161,7 +143,7 @@ meta OF_META   OR && AND_NOT
 score D 0.5
 "#;
     let set = compile(text).unwrap();
-    let hit = |b: &str| names(&set.evaluate(&Msg::new(&[], b).view())).join(" ");
+    let hit = |b: &str| names(&set.evaluate(&msg(&[], b).view())).join(" ");
     assert_eq!(hit(""), "");
     assert_eq!(hit("aaa"), "AND_NOT");
     assert_eq!(hit("aaa ccc"), "AND_NOT NESTED OF_META OR TWO_OF");
@@ -169,7 +151,7 @@ score D 0.5
     assert_eq!(hit("aaa bbb ccc"), "ALL_THREE OR TWO_OF");
     assert_eq!(hit("ddd"), "D NESTED");
     // Sub-rules score 0 and are never reported.
-    let o = set.evaluate(&Msg::new(&[], "ddd").view());
+    let o = set.evaluate(&msg(&[], "ddd").view());
     assert_eq!(o.score, 1.5);
     // Metas may refer to rules defined later, also in a later file.
     let set = RuleSet::compile(&[
@@ -177,7 +159,7 @@ score D 0.5
         ("b".into(), "body __X /x/\nbody Y /y/\nscore M 4\n".into()),
     ])
     .unwrap();
-    let o = set.evaluate(&Msg::new(&[], "x").view());
+    let o = set.evaluate(&msg(&[], "x").view());
     assert_eq!((names(&o), o.score), (vec!["M"], 4.0));
 }
 
@@ -188,7 +170,7 @@ fn later_score_overrides() {
         ("local".into(), "score A -1\ndescribe A new\n".into()),
     ])
     .unwrap();
-    let o = set.evaluate(&Msg::new(&[], "a").view());
+    let o = set.evaluate(&msg(&[], "a").view());
     assert_eq!(
         o.hits,
         vec![Hit {
@@ -269,9 +251,9 @@ fn long_meta_chains_and_sums() {
     let sum: Vec<String> = (0..2000).map(|i| format!("R{i}")).collect();
     text.push_str(&format!("meta BIG {} >= 2000\n", sum.join(" + ")));
     let set = compile(&text).unwrap();
-    let o = set.evaluate(&Msg::new(&[], "x").view());
+    let o = set.evaluate(&msg(&[], "x").view());
     assert_eq!(o.hits.len(), 2001);
-    assert!(set.evaluate(&Msg::new(&[], "y").view()).hits.is_empty());
+    assert!(set.evaluate(&msg(&[], "y").view()).hits.is_empty());
 }
 
 const FIXTURE_RULES: &str = r#"
@@ -351,7 +333,7 @@ fn word_boundaries_are_ascii_unless_u() {
         "body ASCII /\\bfree\\b/\nbody UNI /\\bfree\\b/u\nbody CYR /\\bдаром\\b/iu\nbody CYR_A /\\bдаром\\b/i\n",
     )
     .unwrap();
-    let hit = |b: &str| names(&set.evaluate(&Msg::new(&[], b).view())).join(" ");
+    let hit = |b: &str| names(&set.evaluate(&msg(&[], b).view())).join(" ");
     assert_eq!(hit("it is free!"), "ASCII UNI");
     assert_eq!(hit("éfree"), "ASCII");
     assert_eq!(hit("это ДАРОМ"), "CYR");
@@ -410,7 +392,7 @@ fn random_rule_files_never_panic() {
         let files = vec![("f".to_string(), text.clone())];
         if let Ok(set) = RuleSet::compile(&files) {
             compiled += 1;
-            let m = Msg::new(&[("Subject", "x a"), ("To", "é")], "a x é\nhttp://a/x\n");
+            let m = msg(&[("Subject", "x a"), ("To", "é")], "a x é\nhttp://a/x\n");
             let _ = set.evaluate(&m.view());
             let _ = check_fixture(&set, &format!("=== expect: A !B __C\n{text}"));
         }
@@ -433,7 +415,7 @@ fn ascii_mode_where_possible_unicode_otherwise_and_small_sets() {
     // its UTF-8 bytes) in 3 sets of at most 8, then the 2 Unicode ones.
     let sizes: Vec<usize> = body.set.chunks.iter().map(|c| c.1.len()).collect();
     assert_eq!(sizes, [8, 8, 7, 2]);
-    let hits = |b: &str| names(&set.evaluate(&Msg::new(&[], b).view())).join(" ");
+    let hits = |b: &str| names(&set.evaluate(&msg(&[], b).view())).join(" ");
     // ASCII mode: \s and \w are ASCII (a no-break space or é is not one).
     assert_eq!(hits("a b"), "SPACE");
     assert_eq!(hits("a\u{a0}b"), "");
@@ -451,7 +433,7 @@ fn ascii_mode_where_possible_unicode_otherwise_and_small_sets() {
 fn bayes_bands() {
     let set = compile("bayes LOW 0 0.5\nbayes HIGH 0.5 1\nscore HIGH 3\n").unwrap();
     let at = |p: Option<f64>| {
-        let m = Msg::new(&[], "x");
+        let m = msg(&[], "x");
         let mut v = m.view();
         v.bayes = p;
         names(&set.evaluate(&v)).join(" ")
