@@ -30,6 +30,8 @@ use crate::tls::TlsSource;
 /// A running sluice: its listening addresses and the handles to stop it.
 pub struct Running {
     pub local_addrs: Vec<SocketAddr>,
+    /// Where `/metrics`, `/readyz` and the status page are served.
+    pub metrics_addr: Option<SocketAddr>,
     pub events: EventBus,
     pub recipients: Arc<Directory>,
     config: Arc<Config>,
@@ -75,11 +77,16 @@ pub fn spam_filter(
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let config = Arc::new(config);
     let shutdown = CancellationToken::new();
-    let events = EventBus::new(16 * 1024);
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let events = EventBus::with_metrics(64 * 1024, metrics.clone());
     let background = TaskTracker::new();
     let sessions = TaskTracker::new();
 
-    background.spawn(events.clone().log_events(shutdown.child_token()));
+    background.spawn(crate::events::log::run(
+        events.clone(),
+        config.log.events.clone(),
+        shutdown.child_token(),
+    ));
 
     let recipients = Arc::new(
         Directory::new(&config.recipients)
@@ -100,6 +107,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let recovered = FsSpool::open(&sp.dir, sp.fsync, sp.segment_size)
         .with_context(|| format!("spool.dir: cannot open {}", sp.dir.display()))?;
     let spool = recovered.spool.clone();
+    let _ = spool.stats.fsync_latency.set(metrics.spool_fsync.clone());
     if !recovered.pending.is_empty() {
         tracing::info!(
             messages = recovered.pending.len(),
@@ -107,7 +115,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         );
     }
 
-    let transport = Arc::new(NextHopTransport::new(config.relay.clone()));
+    let transport = Arc::new(NextHopTransport::new(config.relay.clone()).with_up_gauge(metrics.next_hop_up.clone()));
     let spool_dyn: Arc<dyn Spool> = spool.clone();
     let (queue, handle) = Queue::new(
         spool_dyn.clone(),
@@ -164,6 +172,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // Content checks: built when a scanner or a banned list is configured.
     let (filter, clamd) = crate::scan::ContentFilter::from_config(&config);
     if let Some(clamd) = &clamd {
+        clamd.set_metrics(metrics.clone());
         background.spawn(clamd.clone().health_loop(shutdown.child_token()));
     }
     let capacity = filter.capacity();
@@ -308,6 +317,40 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
+    let metrics_addr = match &config.metrics {
+        Some(mc) => {
+            let mut samplers: Vec<crate::metrics::history::Sampler> = Vec::new();
+            {
+                let (m, spool) = (metrics.clone(), spool.clone());
+                samplers.push(Box::new(move |now| m.set_spool(spool.backlog(), now)));
+            }
+            if let Some(d) = shared.deferred.clone() {
+                let m = metrics.clone();
+                samplers.push(Box::new(move |_| m.scanner_queue.set(d.backlog() as i64)));
+            }
+            let history = Arc::new(crate::metrics::history::History::new(
+                metrics.clone(),
+                samplers,
+                firewall.clone(),
+                config.server.hostname.clone(),
+            ));
+            background.spawn(history.clone().run(shutdown.child_token()));
+            let health = Arc::new(crate::metrics::health::Health {
+                spool_dir: config.spool.dir.clone(),
+                relay: config.relay.clone(),
+                clamd: clamd.clone(),
+                timeout: mc.probe_timeout,
+            });
+            let l = crate::metrics::http::bind(mc.listen)
+                .with_context(|| format!("metrics.listen: cannot bind {}", mc.listen))?;
+            let addr = l.local_addr()?;
+            let endpoints = Arc::new(crate::metrics::http::Endpoints::new(metrics.clone(), history, health));
+            background.spawn(crate::metrics::http::serve(l, endpoints, shutdown.child_token()));
+            tracing::info!(listen = %addr, "metrics listener started");
+            Some(addr)
+        }
+        None => None,
+    };
     let limit = Arc::new(Semaphore::new(config.server.max_connections));
     let mut local_addrs = Vec::new();
     for addr in &config.server.listen {
@@ -323,6 +366,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     tracing::info!(listen = ?local_addrs, next_hop = %config.relay.next_hop, "sluice started");
     Ok(Running {
         local_addrs,
+        metrics_addr,
         events,
         recipients,
         config,

@@ -27,10 +27,15 @@
 //!   action per recipient domain, hot reload), `spam::eval` (k-fold
 //!   cross-validation).
 //! - [`scan_cli`]: `sluice scan`, the content pipeline on files.
-//! - [`firewall`]: the ban engine (being built): offences from events ->
-//!   bans with windows, escalation, allowlist, aggregation.
+//! - [`firewall`]: the ban engine: offences from events -> bans with
+//!   windows, escalation, allowlist, aggregation; exporters (nftables,
+//!   iptables+ipset, files), the control socket.
 //! - [`events`]: every decision as an [`events::Event`] on a broadcast bus;
-//!   the log reads it (metrics and bans will too).
+//!   `events::log` writes the event log (JSON lines, SIGUSR1 reopen); the
+//!   metrics are updated on emit and the firewall reads the bus.
+//! - [`metrics`]: the Prometheus registry (one place), the metrics listener
+//!   (`/metrics`, `/healthz`, `/readyz`, the status page), the per-second
+//!   history the page draws, and the readiness probes.
 //! - [`tls`]: rustls server config, reloaded when the files change.
 //!
 //! # Data flow
@@ -52,7 +57,9 @@
 //! Queue (delivery/queue.rs): N concurrent attempts ─► Transport (SMTP/LMTP)
 //!   per recipient: delivered ─► mark done │ 4xx ─► backoff retry
 //!                  5xx / expired ─► DSN (stored + queued) ─► mark done
-//! EventBus ─► log (JSON per event)
+//! EventBus ─emit─► Metrics (counters, synchronously)
+//!          └─► event log (JSON lines) │ Firewall (bans) ─► nft / ipset
+//! Metrics listener: /metrics /healthz /readyz / (status page) /api/status
 //! ```
 #![forbid(unsafe_code)]
 #![warn(clippy::large_futures)]
@@ -65,6 +72,7 @@ pub mod events;
 pub mod firewall;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod policy;
 pub mod quarantine;
 pub mod scan;

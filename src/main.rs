@@ -90,6 +90,29 @@ enum Cmd {
         #[command(subcommand)]
         action: BansCmd,
     },
+    /// Nagios-style check of the running daemon (its metrics listener):
+    /// one status line with perfdata; exit 0 OK, 1 WARNING, 2 CRITICAL
+    /// (not ready: spool, next hop or scanners), 3 UNKNOWN (not answering).
+    Check {
+        #[arg(short, long, env = "SLUICE_CONFIG")]
+        config: Option<PathBuf>,
+        /// The metrics listener (default: metrics.listen of the config).
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+        /// Spool messages for WARNING / CRITICAL.
+        #[arg(long, default_value_t = 1000)]
+        warn_queue: u64,
+        #[arg(long, default_value_t = 10000)]
+        crit_queue: u64,
+        /// Age of the oldest message to deliver for WARNING / CRITICAL.
+        #[arg(long, default_value = "1h")]
+        warn_age: String,
+        #[arg(long, default_value = "4h")]
+        crit_age: String,
+        /// How long to wait for each answer.
+        #[arg(long, default_value = "10s")]
+        timeout: String,
+    },
     /// Messages refused after acceptance (virus found by a deferred scan).
     Quarantine {
         #[arg(short, long, env = "SLUICE_CONFIG")]
@@ -114,6 +137,21 @@ enum BansCmd {
     Del { net: String },
     /// Why an address is banned: the rule, the offences, until when.
     Explain { ip: std::net::IpAddr },
+    /// Read a Postfix mail log (smtpd, postscreen, amavis lines: unknown
+    /// recipients, DNSBL rejects, pregreeting, "lost connection after"
+    /// floods, rate limits, viruses) into the running daemon's ban engine,
+    /// with the lines' own times. FILE may be - (stdin).
+    ImportPostfixLog {
+        file: PathBuf,
+        /// Only print what would be banned (a local engine with the
+        /// configured rules; the daemon is not asked).
+        #[arg(long)]
+        dry_run: bool,
+        /// Seconds east of UTC of the log's timestamps when they carry no
+        /// zone (classic syslog). Default 0 (UTC).
+        #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+        utc_offset: i32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -236,6 +274,21 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Check {
+            config,
+            addr,
+            warn_queue,
+            crit_queue,
+            warn_age,
+            crit_age,
+            timeout,
+        } => check(
+            config.as_ref(),
+            addr,
+            (warn_queue, crit_queue),
+            (&warn_age, &crit_age),
+            &timeout,
+        ),
         Cmd::Bans { config, action } => with_config(config.as_ref(), |c| async move { bans(&c, action).await }),
         Cmd::Quarantine { config, action } => with_config(config.as_ref(), |c| async move {
             quarantine(&c, action).await.map_err(anyhow::Error::from)
@@ -329,7 +382,16 @@ async fn bans(config: &Config, action: BansCmd) -> anyhow::Result<()> {
             .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
             .with_context(|| format!("{s:?} is not an address or CIDR"))
     };
+    if let BansCmd::ImportPostfixLog {
+        file,
+        dry_run,
+        utc_offset,
+    } = &action
+    {
+        return import_postfix_log(fw, file, *dry_run, *utc_offset).await;
+    }
     let req = match &action {
+        BansCmd::ImportPostfixLog { .. } => unreachable!("handled above"),
         BansCmd::List => Request::List,
         BansCmd::Add { net: n, duration } => Request::Add {
             net: net(n)?,
@@ -372,6 +434,132 @@ async fn bans(config: &Config, action: BansCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Offences sent to the daemon per request.
+const IMPORT_BATCH: usize = 5000;
+
+/// `sluice bans import-postfix-log`.
+async fn import_postfix_log(
+    fw: &sluice::firewall::service::FirewallConfig,
+    file: &std::path::Path,
+    dry_run: bool,
+    utc_offset: i32,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use sluice::firewall::control::{Request, Response, request};
+    use sluice::firewall::engine::{Decision, Engine};
+    use std::io::BufRead as _;
+    let now = sluice::smtp::date::now_secs();
+    let reader: Box<dyn std::io::BufRead> = if file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(file).with_context(|| format!("{}", file.display()))?,
+        ))
+    };
+    let mut parser = sluice::firewall::postfix_log::Parser::new(now).with_utc_offset(utc_offset);
+    let (mut lines, mut found) = (0usize, Vec::new());
+    for line in reader.split(b'\n') {
+        let line = line.with_context(|| format!("reading {}", file.display()))?;
+        lines += 1;
+        if let Some(o) = parser.line(&String::from_utf8_lossy(&line)) {
+            found.push(o);
+        }
+    }
+    found.sort_by_key(|o| o.at);
+    let mut bans = Vec::new();
+    if dry_run {
+        let mut engine = Engine::new(fw.bans.clone());
+        for o in &found {
+            if let Decision::Ban(b) | Decision::Aggregated(b) = engine.record(o.at, o.ip, o.offence)
+                && b.until > now
+            {
+                bans.push(b);
+            }
+        }
+    } else {
+        for chunk in found.chunks(IMPORT_BATCH) {
+            let req = Request::Record {
+                offences: chunk.iter().map(|o| (o.at, o.ip, o.offence)).collect(),
+            };
+            match request(&fw.control_socket, &req)
+                .await
+                .with_context(|| format!("{}: is sluice running?", fw.control_socket.display()))?
+            {
+                Response::Bans(b) => bans.extend(b),
+                Response::Error(e) => anyhow::bail!(e),
+                _ => {}
+            }
+        }
+    }
+    let when = |t: u64| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t));
+    for b in &bans {
+        println!(
+            "{}\t{}\tuntil {}\tstrike {}\t{}",
+            b.net,
+            b.offence.as_str(),
+            when(b.until),
+            b.strike,
+            b.rule
+        );
+    }
+    println!(
+        "{lines} lines, {} offences, {} bans in force{}",
+        found.len(),
+        bans.len(),
+        if dry_run { " (dry run: nothing banned)" } else { "" }
+    );
+    Ok(())
+}
+
+/// `sluice check`: every failure to even ask is UNKNOWN (exit 3).
+fn check(
+    config: Option<&PathBuf>,
+    addr: Option<std::net::SocketAddr>,
+    queue: (u64, u64),
+    age: (&str, &str),
+    timeout: &str,
+) -> ExitCode {
+    use sluice::metrics::check::{Status, Thresholds};
+    let unknown = |msg: String| {
+        println!("SLUICE UNKNOWN - {msg}");
+        ExitCode::from(Status::Unknown as u8)
+    };
+    let secs = |s: &str| humantime::parse_duration(s).map(|d| d.as_secs());
+    let (Ok(warn_age), Ok(crit_age), Ok(within)) = (secs(age.0), secs(age.1), humantime::parse_duration(timeout))
+    else {
+        return unknown("bad --warn-age, --crit-age or --timeout (e.g. \"1h\", \"10s\")".into());
+    };
+    let addr = match addr {
+        Some(a) => a,
+        None => {
+            let loaded = match config {
+                Some(p) => Config::load(p),
+                None => Config::default_config(),
+            };
+            match loaded {
+                Ok(c) => match c.metrics {
+                    Some(m) => m.listen,
+                    None => return unknown("metrics.enabled is false in the configuration".into()),
+                },
+                Err(e) => return unknown(format!("configuration: {e}")),
+            }
+        }
+    };
+    let t = Thresholds {
+        warn_queue: queue.0,
+        crit_queue: queue.1,
+        warn_age,
+        crit_age,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return unknown(format!("cannot start the runtime: {e}")),
+    };
+    let (status, line) = rt.block_on(sluice::metrics::check::run(addr, &t, within));
+    println!("{line}");
+    ExitCode::from(status as u8)
 }
 
 /// Loads the configuration, runs `f` on a runtime, and turns its result

@@ -321,6 +321,47 @@ fn flood_is_banned_in_the_kernel(kernel: &Kernel) {
     assert!(ok, "{out}");
     wait_for("the lifted ban to leave the set", &|| !set().contains("10.211.0.2"));
     assert!(client("10.211.0.2", 0).starts_with("220"));
+
+    // A Postfix log, imported: the seed's log-reading script, done by the
+    // same engine. 10.211.0.2 had three unknown recipients just now
+    // (banned again: the rule is 3 within 60 s), the allowlisted 10.211.0.3
+    // too (not banned), and 192.0.2.9 lost one connection (not a ban).
+    let at = |ago: u64| {
+        sluice::smtp::date::rfc3339_millis(std::time::SystemTime::now() - std::time::Duration::from_secs(ago))
+    };
+    let mut log = String::new();
+    for (i, ip) in ["10.211.0.2", "10.211.0.3"]
+        .iter()
+        .flat_map(|ip| (0..3).map(move |i| (i, ip)))
+    {
+        log.push_str(&format!(
+            "{} mx postfix/smtpd[41{i}]: NOQUEUE: reject: RCPT from unknown[{ip}]: 550 5.1.1 <n{i}@example.com>: \
+             Recipient address rejected: User unknown in local recipient table; from=<a@b.example> \
+             to=<n{i}@example.com> proto=ESMTP helo=<x>\n",
+            at(0)
+        ));
+    }
+    log.push_str(&format!(
+        "{} mx postfix/smtpd[42]: lost connection after CONNECT from unknown[192.0.2.9]\n\
+         {} mx postfix/smtpd[42]: connect from mail.example.org[198.51.100.7]\n",
+        at(1),
+        at(1)
+    ));
+    std::fs::write(dir.path().join("mail.log"), &log).unwrap();
+    let mail_log = dir.path().join("mail.log");
+    let mail_log = mail_log.to_str().unwrap();
+    let (ok, out) = bans(&["import-postfix-log", "--dry-run", mail_log]);
+    assert!(
+        ok && out.contains("8 lines, 7 offences, 1 bans in force (dry run"),
+        "{out}"
+    );
+    assert!(!set().contains("10.211.0.2"), "a dry run bans nothing");
+    let (ok, out) = bans(&["import-postfix-log", mail_log]);
+    assert!(ok && out.starts_with("10.211.0.2/32\tunknown_user\tuntil "), "{out}");
+    assert!(out.contains("8 lines, 7 offences, 1 bans in force"), "{out}");
+    wait_for("the imported ban in the kernel", &|| set().contains("10.211.0.2"));
+    assert!(client("10.211.0.2", 0).starts_with("NO CONNECTION"));
+    assert!(!set().contains("10.211.0.3") && !set().contains("192.0.2.9"));
     drop(sluice);
     drop(ns);
 }

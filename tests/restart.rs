@@ -36,7 +36,10 @@ impl Proc {
                 "retry_initial = \"1s\"\nretry_max = \"2s\"",
                 &format!("retry_initial = \"{retry_initial}\"\nretry_max = \"2h\""),
             )
-            .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+            .replace(
+                "listen = [\"127.0.0.1:0\"]",
+                &format!("listen = [\"127.0.0.1:{port}\"]"),
+            )
             .replace(
                 "table = \"recipients\"",
                 "table = \"recipients\"\nreload_interval = \"1h\"",

@@ -5,12 +5,12 @@
 use crate::util::services::Clamd;
 use crate::util::*;
 
-fn eicar() -> Vec<u8> {
+pub(crate) fn eicar() -> Vec<u8> {
     std::fs::read(corpora().join("virus/eicar/eicar.com")).unwrap()
 }
 
 /// A mail carrying `file` as a base64 attachment.
-fn with_attachment(name: &str, file: &[u8]) -> Vec<u8> {
+pub(crate) fn with_attachment(name: &str, file: &[u8]) -> Vec<u8> {
     use std::fmt::Write as _;
     let mut b64 = String::new();
     let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -77,6 +77,8 @@ pub struct Config {
     pub spam: Option<crate::spam::filter::SpamConfig>,
     /// `None` when the firewall is off.
     pub firewall: Option<crate::firewall::service::FirewallConfig>,
+    /// `None` when `metrics.enabled` is false.
+    pub metrics: Option<Metrics>,
 }
 
 #[derive(Debug, Clone)]
@@ -174,6 +176,24 @@ pub struct Spool {
 pub struct Log {
     pub level: String,
     pub json: bool,
+    pub events: EventSink,
+}
+
+/// Where the event log goes (`log.events`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventSink {
+    /// Through the human log, target `sluice::event`.
+    Log,
+    Stdout,
+    /// Appended to a file, reopened on SIGUSR1.
+    File(PathBuf),
+}
+
+/// `[metrics]`: the metrics and health listener.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub listen: SocketAddr,
+    pub probe_timeout: Duration,
 }
 
 impl Config {
@@ -470,6 +490,33 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         }
     };
 
+    let events = match raw.log.events.as_deref() {
+        None | Some("log") => EventSink::Log,
+        Some("stdout") => EventSink::Stdout,
+        Some("") => {
+            return Err(ConfigError::new(
+                "log.events",
+                "empty: expected \"log\", \"stdout\" or a file path",
+            ));
+        }
+        Some(p) => EventSink::File(resolve(base, p)),
+    };
+    let metrics = match raw.metrics.enabled {
+        Some(false) => None,
+        _ => {
+            let listen = raw.metrics.listen.as_deref().unwrap_or("127.0.0.1:9425");
+            Some(Metrics {
+                listen: listen.parse::<SocketAddr>().map_err(|_| {
+                    ConfigError::new(
+                        "metrics.listen",
+                        format!("{listen:?} is not an IP:port address (e.g. \"127.0.0.1:9425\")"),
+                    )
+                })?,
+                probe_timeout: dur("metrics.probe_timeout", raw.metrics.probe_timeout, "2s")?,
+            })
+        }
+    };
+
     let dns = Dns {
         resolver: match raw.dns.resolver.as_deref() {
             None => None,
@@ -640,7 +687,8 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         relay,
         recipients,
         spool,
-        log: Log { level, json },
+        log: Log { level, json, events },
+        metrics,
     })
 }
 

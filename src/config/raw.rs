@@ -44,6 +44,8 @@ pub struct RawConfig {
     pub spam: RawSpam,
     #[serde(default)]
     pub firewall: RawFirewall,
+    #[serde(default)]
+    pub metrics: RawMetrics,
 }
 
 /// Content checks at the end of DATA: MIME decoding, banned attachments,
@@ -325,6 +327,23 @@ pub struct RawLog {
     pub level: Option<String>,
     /// "text" or "json". Default "text".
     pub format: Option<String>,
+    /// Where the event log (one JSON line per decision) goes: "log" (the
+    /// human log above, target `sluice::event`), "stdout", or a file path
+    /// (appended; reopened on SIGUSR1 for logrotate). Default "log".
+    pub events: Option<String>,
+}
+
+/// The metrics listener: `/metrics` (Prometheus), `/healthz`, `/readyz`,
+/// the status page `/` and `/api/status`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Default true.
+    pub enabled: Option<bool>,
+    /// Address to listen on; keep it private. Default "127.0.0.1:9425".
+    pub listen: Option<String>,
+    /// How long `/readyz` waits for each probe (next hop, clamd). Default "2s".
+    pub probe_timeout: Option<String>,
 }
 
 /// Spam scoring: rules, the statistical classifier, SPF/DKIM/DMARC, and

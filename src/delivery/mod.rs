@@ -30,6 +30,8 @@ pub struct NextHopTransport {
     /// Idle, greeted connections. A std mutex: only pushed/popped, never
     /// held across an await.
     idle: Mutex<Vec<Client>>,
+    /// Set to 1 when an attempt reached the next hop, 0 when it did not.
+    up: Option<prometheus::IntGauge>,
 }
 
 impl NextHopTransport {
@@ -37,7 +39,14 @@ impl NextHopTransport {
         Self {
             cfg,
             idle: Mutex::new(Vec::new()),
+            up: None,
         }
+    }
+
+    /// Reports reachability in `up` (`sluice_next_hop_up`).
+    pub fn with_up_gauge(mut self, up: prometheus::IntGauge) -> Self {
+        self.up = Some(up);
+        self
     }
 
     fn take_idle(&self) -> Option<Client> {
@@ -78,7 +87,11 @@ impl NextHopTransport {
 impl Transport for NextHopTransport {
     fn deliver<'a>(&'a self, env: &'a Envelope, idx: &'a [usize], body: &'a [u8]) -> DeliverFuture<'a> {
         Box::pin(async move {
-            match self.attempt(env, idx, body).await {
+            let res = self.attempt(env, idx, body).await;
+            if let Some(up) = &self.up {
+                up.set(i64::from(res.is_ok()));
+            }
+            match res {
                 Ok(st) => st,
                 Err(ClientError::Rejected(r)) if r.is_permanent() && r.code != 554 => {
                     // Greeting/EHLO refused permanently: still a hop problem, retry.

@@ -207,7 +207,12 @@ impl QueueShared {
         let Some(body) = self.body(&job.stored).await else {
             return (job, Vec::new());
         };
+        let started = std::time::Instant::now();
         let statuses = self.transport.deliver(&job.stored.envelope, &idx, &body).await;
+        self.events
+            .metrics()
+            .delivery_duration
+            .observe(started.elapsed().as_secs_f64());
         // Keep the body only for the retry if it is small; otherwise re-read.
         if job.stored.body.is_some() && body.len() > 64 * 1024 {
             job.stored.body = None;

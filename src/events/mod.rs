@@ -1,6 +1,8 @@
 //! Every decision sluice makes is an [`Event`] with a reason. The log, the
 //! metrics and (later) the ban engine all read the same events from the
-//! [`EventBus`].
+//! [`EventBus`]. `log` writes them out (the event log).
+
+pub mod log;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -8,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use tokio::sync::broadcast;
+
+use crate::metrics::Metrics;
 
 /// Why a client session ended.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -121,12 +125,14 @@ pub enum Event {
         reply: String,
         reason: String,
     },
-    /// A message was refused at end of DATA.
+    /// A message was refused at end of DATA for its form or for load:
+    /// `reason` is one of "size", "line_too_long", "bare_newline",
+    /// "header_too_large", "mail_loop", "scan_backlog", "spool".
     MessageRejected {
         session: u64,
         ip: IpAddr,
         reply: String,
-        reason: String,
+        reason: &'static str,
     },
     /// A virus was found: at the end of DATA (mode "in-session", the
     /// message got 554 5.7.1) or by the scan of an accepted message
@@ -180,12 +186,14 @@ pub enum Event {
         id: String,
         reason: String,
     },
-    /// The message could not be scanned; it got 451 4.7.1.
+    /// The message could not be scanned: it got 451 4.7.1, or (`held`)
+    /// it was accepted and kept for a later scan.
     ScanFailed {
         session: u64,
         ip: IpAddr,
         id: String,
         error: String,
+        held: bool,
     },
     /// A message is durably spooled and got 250.
     MessageAccepted {
@@ -246,23 +254,37 @@ impl Event {
 }
 
 /// Broadcast bus. Emitting never blocks: a slow subscriber loses events
-/// (counted in `lagged`), sessions never wait for it.
+/// (counted in `lagged`), sessions never wait for it. The metrics are
+/// updated synchronously on emit, so no count is lost.
 #[derive(Clone)]
 pub struct EventBus {
     tx: broadcast::Sender<Arc<Event>>,
     lagged: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 }
 
 impl EventBus {
+    /// A bus with metrics of its own (tests, tools).
     pub fn new(capacity: usize) -> Self {
+        Self::with_metrics(capacity, Arc::new(Metrics::new()))
+    }
+
+    pub fn with_metrics(capacity: usize, metrics: Arc<Metrics>) -> Self {
         let (tx, _) = broadcast::channel(capacity);
         Self {
             tx,
             lagged: Arc::new(AtomicU64::new(0)),
+            metrics,
         }
     }
 
+    /// The metrics every component updates (one registry per server).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     pub fn emit(&self, e: Event) {
+        self.metrics.observe(&e);
         // No subscriber is not an error.
         let _ = self.tx.send(Arc::new(e));
     }
@@ -275,35 +297,8 @@ impl EventBus {
         self.lagged.load(Ordering::Relaxed)
     }
 
-    /// Writes every event to the log as one line (JSON fields).
-    pub async fn log_events(self, shutdown: tokio_util::sync::CancellationToken) {
-        let mut rx = self.subscribe();
-        loop {
-            let ev = tokio::select! {
-                r = rx.recv() => r,
-                _ = shutdown.cancelled() => {
-                    // Drain what is already queued, then stop.
-                    match rx.try_recv() { Ok(e) => Ok(e), Err(_) => return }
-                }
-            };
-            match ev {
-                Ok(e) => {
-                    if !tracing::enabled!(target: "sluice::event", tracing::Level::INFO)
-                        && !matches!(*e, Event::Warning { .. })
-                    {
-                        continue;
-                    }
-                    let json = serde_json::to_string(&*e).unwrap_or_default();
-                    match &*e {
-                        Event::Warning { .. } => tracing::warn!(target: "sluice::event", "{json}"),
-                        _ => tracing::info!(target: "sluice::event", "{json}"),
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    self.lagged.fetch_add(n, Ordering::Relaxed);
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            }
-        }
+    pub(crate) fn note_lagged(&self, n: u64) {
+        self.lagged.fetch_add(n, Ordering::Relaxed);
+        self.metrics.events_dropped.inc_by(n);
     }
 }

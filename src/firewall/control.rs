@@ -12,16 +12,29 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{Ban, Offence};
+use super::engine::{Ban, Decision, Offence};
 use super::service::Firewall;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
     List,
-    Add { net: IpNet, seconds: u64 },
-    Del { net: IpNet },
-    Explain { ip: IpAddr },
+    Add {
+        net: IpNet,
+        seconds: u64,
+    },
+    Del {
+        net: IpNet,
+    },
+    Explain {
+        ip: IpAddr,
+    },
+    /// Offences from an imported log (`sluice bans import-postfix-log`):
+    /// (when, client, offence), oldest first. Answered with the bans they
+    /// caused that are in force now.
+    Record {
+        offences: Vec<(u64, IpAddr, Offence)>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -78,6 +91,17 @@ fn handle(fw: &Firewall, req: Request) -> Response {
             Some(b) => Response::Bans(vec![b]),
             None => Response::NotBanned,
         },
+        Request::Record { offences } => {
+            let now = super::service::now();
+            let bans = offences
+                .into_iter()
+                .filter_map(|(at, ip, o)| match fw.record_at(at, ip, o) {
+                    Decision::Ban(b) | Decision::Aggregated(b) if b.until > now => Some(b),
+                    _ => None,
+                })
+                .collect();
+            Response::Bans(bans)
+        }
         Request::Del { net } => match fw.remove(net) {
             Some(_) => Response::Done,
             None => Response::Error(format!("{net} is not banned")),

@@ -291,6 +291,15 @@ impl Engine {
         self.bans.remove(&net)
     }
 
+    /// How many bans are in force (expired ones go at the next expire).
+    pub fn len(&self) -> usize {
+        self.bans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bans.is_empty()
+    }
+
     /// Active bans, sorted by network.
     pub fn bans(&self) -> Vec<&Ban> {
         let mut v: Vec<&Ban> = self.bans.values().collect();

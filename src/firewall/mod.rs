@@ -1,12 +1,14 @@
-//! The adaptive firewall (issue 7, being built): [`engine`] turns the
-//! offences in sluice's own events into bans with windows, escalation,
-//! an allowlist and prefix aggregation; [`nft`] writes the nftables
-//! batches (one transaction per flush, kernel timeouts). Not wired yet: the
-//! store, running the exporters (nftables, iptables+ipset, file), the
-//! listener's own refusal and the `sluice bans` control socket come next.
+//! The adaptive firewall: [`engine`] turns the offences in sluice's own
+//! events into bans with windows, escalation, an allowlist and prefix
+//! aggregation; [`service`] runs it on the event bus, persists the bans and
+//! drives the exporters ([`nft`]: one transaction per flush with kernel
+//! timeouts; [`ipset`]: iptables + ipset; plain files); [`control`] is the
+//! `sluice bans` socket; [`postfix_log`] reads a Postfix mail log into the
+//! same engine (`sluice bans import-postfix-log`).
 
 pub mod control;
 pub mod engine;
 pub mod ipset;
 pub mod nft;
+pub mod postfix_log;
 pub mod service;

@@ -168,6 +168,11 @@ pub struct Firewall {
     engine: Mutex<Engine>,
     /// Changes not yet pushed to the exporter.
     pending: Mutex<(Vec<Element>, Vec<IpNet>)>,
+    /// When the oldest of those changes was made.
+    pending_since: Mutex<Option<std::time::Instant>>,
+    /// Since when the kernel has not matched the bans (an exporter error
+    /// or a wiped set); `None` in sync.
+    out_of_sync: Mutex<Option<std::time::Instant>>,
     /// Bans changed since the store and the file export were written.
     dirty: std::sync::atomic::AtomicBool,
     /// When the exporter's state was last checked.
@@ -208,6 +213,8 @@ impl Firewall {
             cfg,
             engine: Mutex::new(engine),
             pending: Mutex::new((Vec::new(), Vec::new())),
+            pending_since: Mutex::new(None),
+            out_of_sync: Mutex::new(None),
             dirty: std::sync::atomic::AtomicBool::new(false),
             last_check: Mutex::new(None),
             exporter,
@@ -232,6 +239,7 @@ impl Firewall {
         };
         self.engine().insert(ban)?;
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).0.push(element);
+        self.mark_pending();
         self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
@@ -240,11 +248,19 @@ impl Firewall {
     pub fn remove(&self, net: IpNet) -> Option<Ban> {
         let ban = self.engine().remove(net.trunc())?;
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).1.push(ban.net);
+        self.mark_pending();
         self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
         self.events.emit(Event::BanRemoved {
             net: ban.net.to_string(),
         });
         Some(ban)
+    }
+
+    fn mark_pending(&self) {
+        self.pending_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(std::time::Instant::now);
     }
 
     /// Active bans.
@@ -255,8 +271,25 @@ impl Firewall {
     /// Feeds one event; returns the decision for an offence.
     pub fn observe(&self, event: &Event) -> Option<Decision> {
         let (ip, offence) = Offence::of(event)?;
+        Some(self.record_at(now(), ip, offence))
+    }
+
+    /// Records an offence that happened at `at` (now, or a line of an
+    /// imported log). A ban that has already run out by now only counts
+    /// for escalation: it is neither enforced nor announced.
+    pub fn record_at(&self, at: u64, ip: IpAddr, offence: Offence) -> Decision {
         let t = now();
-        let decision = self.engine().record(t, ip, offence);
+        let decision = {
+            let mut engine = self.engine();
+            let d = engine.record(at, ip, offence);
+            if let Decision::Ban(b) | Decision::Aggregated(b) = &d
+                && b.until <= t
+            {
+                engine.remove(b.net);
+                return d;
+            }
+            d
+        };
         match &decision {
             Decision::Ban(b) | Decision::Aggregated(b) => {
                 self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -266,6 +299,8 @@ impl Firewall {
                         net: b.net,
                         timeout_secs: b.until.saturating_sub(t),
                     });
+                    drop(p);
+                    self.mark_pending();
                 }
                 self.events.emit(Event::BanAdded {
                     net: b.net.to_string(),
@@ -282,7 +317,7 @@ impl Firewall {
             }),
             Decision::Counted | Decision::AlreadyBanned => {}
         }
-        Some(decision)
+        decision
     }
 
     /// Pushes pending changes, expires bans, saves the store, and repairs
@@ -294,6 +329,9 @@ impl Firewall {
             self.events.emit(Event::BanRemoved { net: net.to_string() });
         }
         let (add, del) = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        let since = self.pending_since.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let metrics = self.events.metrics();
+        metrics.bans_active.set(self.engine().len() as i64);
         // Expired elements leave the kernel by their own timeouts.
         let changed = self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) || !expired.is_empty();
         if let Some(ex) = &self.exporter {
@@ -307,19 +345,37 @@ impl Firewall {
                 }
                 due
             };
-            let result = if check && !ex.intact() {
+            let wiped = check && !ex.intact();
+            let result = if wiped {
                 ex.reconcile(&self.elements(t))
             } else if add.is_empty() && del.is_empty() {
                 Ok(())
             } else {
                 ex.apply(&add, &del)
             };
-            if let Err(e) = result {
-                self.events.emit(Event::Warning {
-                    component: "firewall",
-                    message: e,
-                });
+            let mut out = self.out_of_sync.lock().unwrap_or_else(|p| p.into_inner());
+            match result {
+                Ok(()) => {
+                    *out = None;
+                    if let Some(since) = since {
+                        metrics.firewall_sync_delay.observe(since.elapsed().as_secs_f64());
+                    }
+                }
+                Err(e) => {
+                    out.get_or_insert(since.unwrap_or_else(std::time::Instant::now));
+                    metrics.firewall_sync_errors.inc();
+                    self.events.emit(Event::Warning {
+                        component: "firewall",
+                        message: e,
+                    });
+                }
             }
+            if wiped {
+                metrics.firewall_sync_errors.inc();
+            }
+            metrics
+                .firewall_sync_lag
+                .set(out.map_or(0.0, |o| o.elapsed().as_secs_f64()));
         }
         if changed {
             let bans = self.bans();

@@ -261,14 +261,27 @@ impl Dnsbl {
     }
 
     async fn score<'a>(&'a self, queries: impl Iterator<Item = (&'a Zone, &'a str)>) -> Score {
+        let m = self.events.metrics();
         let futs = queries.map(|(zone, name)| async move {
+            let started = std::time::Instant::now();
             let res = tokio::time::timeout(self.timeout, self.resolver.lookup_a(name))
                 .await
                 .unwrap_or(Err(DnsError::Timeout));
+            m.dnsbl_duration
+                .with_label_values(&[&zone.name])
+                .observe(started.elapsed().as_secs_f64());
             (zone, res)
         });
         let mut score = Score::default();
         for (zone, res) in futures_join_all(futs).await {
+            let z: &str = &zone.name;
+            m.dnsbl_queries.with_label_values(&[z]).inc();
+            match &res {
+                Ok(a) if a.iter().any(|a| zone.counts(*a)) => m.dnsbl_listed.with_label_values(&[z]).inc(),
+                Err(DnsError::Timeout) => m.dnsbl_errors.with_label_values(&[z, "timeout"]).inc(),
+                Err(DnsError::NotFound) | Ok(_) => {}
+                Err(_) => m.dnsbl_errors.with_label_values(&[z, "error"]).inc(),
+            }
             match res {
                 Ok(answers) => {
                     let counted: Vec<Ipv4Addr> = answers.iter().copied().filter(|a| zone.counts(*a)).collect();

@@ -17,6 +17,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
+
 use super::{PushFuture, ScanError, ScanFuture, ScanOutcome, ScanStream, Scanner};
 
 /// One clamd address.
@@ -92,6 +94,21 @@ pub struct Clamd {
     slots: Arc<Semaphore>,
     next: AtomicUsize,
     healthy: Vec<AtomicBool>,
+    /// Per-endpoint latency, verdicts, in-flight and up (set by the wiring).
+    metrics: std::sync::OnceLock<Arc<Metrics>>,
+}
+
+/// Records one scan of an endpoint in the metrics.
+fn record(m: &Metrics, ep: &str, started: std::time::Instant, res: &Result<ScanOutcome, ScanError>) {
+    m.scanner_duration
+        .with_label_values(&[ep])
+        .observe(started.elapsed().as_secs_f64());
+    let verdict = match res {
+        Ok(ScanOutcome::Clean) => "clean",
+        Ok(ScanOutcome::Infected(_)) => "virus",
+        Err(_) => "error",
+    };
+    m.scanner_scans.with_label_values(&[ep, verdict]).inc();
 }
 
 impl Clamd {
@@ -103,7 +120,30 @@ impl Clamd {
             slots,
             next: AtomicUsize::new(0),
             healthy,
+            metrics: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Reports to `m` from now on.
+    pub fn set_metrics(&self, m: Arc<Metrics>) {
+        for ep in &self.cfg.endpoints {
+            m.scanner_up.with_label_values(&[&ep.to_string()]).set(1);
+        }
+        let _ = self.metrics.set(m);
+    }
+
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.cfg.endpoints
+    }
+
+    /// PINGs endpoint `i` now; records the answer as its health.
+    pub async fn ping(&self, i: usize, within: Duration) -> bool {
+        let Some(ep) = self.cfg.endpoints.get(i) else {
+            return false;
+        };
+        let ok = tokio::time::timeout(within, ping(ep)).await.is_ok_and(|r| r);
+        self.mark(i, ok);
+        ok
     }
 
     /// Endpoint indices in the order to try them: rotating start (load
@@ -119,6 +159,9 @@ impl Clamd {
     fn mark(&self, i: usize, up: bool) {
         if self.healthy[i].swap(up, Ordering::Relaxed) != up {
             let ep = &self.cfg.endpoints[i];
+            if let Some(m) = self.metrics.get() {
+                m.scanner_up.with_label_values(&[&ep.to_string()]).set(i64::from(up));
+            }
             if up {
                 tracing::info!(endpoint = %ep, "clamd endpoint is up");
             } else {
@@ -215,6 +258,9 @@ struct ClamdStream {
     sent: usize,
     max_size: usize,
     timeout: Duration,
+    /// Metrics and endpoint label; the latency counted is from the end of
+    /// DATA to the verdict (what the client waits for).
+    probe: Option<(Arc<Metrics>, String)>,
 }
 
 impl Drop for ClamdStream {
@@ -249,14 +295,23 @@ impl ScanStream for ClamdStream {
                 self.task.abort();
                 return Err(ScanError::Failed("stream not complete".into()));
             }
-            match tokio::time::timeout(self.timeout, &mut self.task).await {
+            let started = std::time::Instant::now();
+            if let Some((m, l)) = &self.probe {
+                m.scanner_in_flight.with_label_values(&[l]).inc();
+            }
+            let res = match tokio::time::timeout(self.timeout, &mut self.task).await {
                 Err(_) => {
                     self.task.abort();
                     Err(ScanError::Timeout)
                 }
                 Ok(Err(e)) => Err(ScanError::Failed(e.to_string())),
                 Ok(Ok(r)) => r,
+            };
+            if let Some((m, l)) = &self.probe {
+                m.scanner_in_flight.with_label_values(&[l]).dec();
+                record(m, l, started, &res);
             }
+            res
         })
     }
 }
@@ -285,7 +340,21 @@ impl Scanner for Clamd {
             // an error is skipped; a verdict (clean or infected) is final.
             for i in self.order() {
                 let ep = &self.cfg.endpoints[i];
-                match tokio::time::timeout_at(deadline, self.scan_at(ep, message)).await {
+                let started = std::time::Instant::now();
+                let label = self.metrics.get().map(|m| (m, ep.to_string()));
+                if let Some((m, l)) = &label {
+                    m.scanner_in_flight.with_label_values(&[l]).inc();
+                }
+                let res = tokio::time::timeout_at(deadline, self.scan_at(ep, message)).await;
+                if let Some((m, l)) = &label {
+                    m.scanner_in_flight.with_label_values(&[l]).dec();
+                    let r = match &res {
+                        Ok(r) => r.clone(),
+                        Err(_) => Err(ScanError::Timeout),
+                    };
+                    record(m, l, started, &r);
+                }
+                match res {
                     Err(_) => return Err(ScanError::Timeout),
                     Ok(Ok(outcome)) => {
                         self.mark(i, true);
@@ -314,6 +383,7 @@ impl Scanner for Clamd {
             return None;
         }
         let ep = self.cfg.endpoints[i].clone();
+        let probe = self.metrics.get().map(|m| (m.clone(), ep.to_string()));
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let task = tokio::spawn(async move {
             let _permit = permit;
@@ -325,6 +395,7 @@ impl Scanner for Clamd {
             sent: 0,
             max_size: self.cfg.max_size,
             timeout: self.cfg.timeout,
+            probe,
         }))
     }
 }

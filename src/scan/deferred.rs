@@ -141,6 +141,7 @@ impl Worker {
                     ip,
                     id: id.clone(),
                     error: format!("{e} (message held; retry in {:?})", self.retry),
+                    held: true,
                 });
                 self.later(stored);
                 return;

@@ -100,6 +100,7 @@ impl Session {
                 orcpt: params.orcpt,
             });
         }
+        self.shared.events.metrics().recipient_accepted();
         Reply::RCPT_OK
     }
 
@@ -248,9 +249,9 @@ impl Session {
         // Step 1: problems found while receiving.
         if let Some(p) = problem {
             let (reply, reason) = match p {
-                BodyProblem::TooBig => (Reply::SIZE_EXCEEDED, "message too big"),
-                BodyProblem::LineTooLong => (Reply::DATA_LINE_TOO_LONG, "line too long"),
-                BodyProblem::BareNewline => (Reply::BARE_NEWLINE, "bare CR or LF in message"),
+                BodyProblem::TooBig => (Reply::SIZE_EXCEEDED, "size"),
+                BodyProblem::LineTooLong => (Reply::DATA_LINE_TOO_LONG, "line_too_long"),
+                BodyProblem::BareNewline => (Reply::BARE_NEWLINE, "bare_newline"),
             };
             return self.reject_message(reply, reason);
         }
@@ -258,10 +259,10 @@ impl Session {
         // Step 2: header section limits and loop detection.
         let info = scan_headers(&tx.body[tx.trace_len..], cfg.max_header_size);
         if info.size > cfg.max_header_size {
-            return self.reject_message(Reply::HEADER_TOO_LARGE, "header section too large");
+            return self.reject_message(Reply::HEADER_TOO_LARGE, "header_too_large");
         }
         if info.received >= cfg.max_received_headers {
-            return self.reject_message(Reply::TOO_MANY_HOPS, "too many Received headers (mail loop)");
+            return self.reject_message(Reply::TOO_MANY_HOPS, "mail_loop");
         }
 
         // Step 3: content checks. A virus or banned part is refused here, in
@@ -285,10 +286,13 @@ impl Session {
                 {
                     // Scanning is behind and the held backlog is full:
                     // the client waits, memory and disk do not grow.
-                    return Reply::new(
-                        451,
-                        "4.7.1",
-                        "Too much mail waiting for its virus scan, try again later",
+                    return self.reject_message(
+                        Reply::new(
+                            451,
+                            "4.7.1",
+                            "Too much mail waiting for its virus scan, try again later",
+                        ),
+                        "scan_backlog",
                     );
                 }
                 Ok(Inspected::Bundle(bundle)) => {
@@ -326,6 +330,7 @@ impl Session {
                         } else {
                             e.to_string()
                         },
+                        held: hold,
                     });
                     if !hold {
                         return Reply::new(451, "4.7.1", "Message could not be scanned, try again later");
@@ -372,7 +377,7 @@ impl Session {
                     component: "spool",
                     message: format!("{}: {e}", tx.id),
                 });
-                return Reply::SPOOL_FAILED;
+                return self.reject_message(Reply::SPOOL_FAILED, "spool");
             }
         };
 
@@ -431,12 +436,13 @@ impl Session {
         reply
     }
 
-    fn reject_message(&self, reply: Reply, reason: &str) -> Reply {
+    /// `reason` is the event's code (see [`Event::MessageRejected`]).
+    fn reject_message(&self, reply: Reply, reason: &'static str) -> Reply {
         self.shared.events.emit(Event::MessageRejected {
             session: self.id,
             ip: self.peer.ip(),
             reply: reply.to_string(),
-            reason: reason.to_string(),
+            reason,
         });
         reply
     }

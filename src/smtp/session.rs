@@ -295,6 +295,7 @@ impl Session {
                 conn.consume(used);
                 // Pipelining is allowed only after an EHLO reply offered it.
                 let more = !conn.input().is_empty();
+                let verb = parsed.as_ref().map_or("invalid", |c| c.verb());
                 let (reply, step) = match parsed {
                     Ok(cmd) if self.no_service && cmd != Command::Quit => {
                         self.discard_bdat(&cmd);
@@ -312,6 +313,9 @@ impl Session {
                         (Some(reply), Step::Continue)
                     }
                 };
+                if let Some(r) = &reply {
+                    self.shared.events.metrics().command(verb, r.code);
+                }
                 match reply {
                     Some(reply) => self.reply(conn, reply, step).await,
                     None => step,
@@ -364,6 +368,7 @@ impl Session {
                     unreachable!("mode checked above")
                 };
                 let reply = self.bdat_chunk_done(last, refuse).await;
+                self.shared.events.metrics().command("BDAT", reply.code);
                 self.reply(conn, reply, Step::Continue).await
             }
         }

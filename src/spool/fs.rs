@@ -59,6 +59,47 @@ pub struct SpoolStats {
     pub records: AtomicU64,
     /// Batches written (one write + one fdatasync each, when fsync is on).
     pub flushes: AtomicU64,
+    /// Where the writer reports each fdatasync's latency (set by the wiring).
+    pub fsync_latency: std::sync::OnceLock<prometheus::Histogram>,
+}
+
+/// The messages in the spool still to deliver: count, bytes, oldest.
+#[derive(Debug, Default)]
+struct Backlog {
+    /// (segment, offset) -> (received_at, record length).
+    by_ref: HashMap<(u64, u64), (u64, u64)>,
+    /// (received_at, segment, offset): the oldest first.
+    by_age: std::collections::BTreeSet<(u64, u64, u64)>,
+    bytes: u64,
+}
+
+impl Backlog {
+    fn add(&mut self, sref: SpoolRef, received_at: u64) {
+        if self
+            .by_ref
+            .insert((sref.segment, sref.offset), (received_at, sref.len))
+            .is_none()
+        {
+            self.by_age.insert((received_at, sref.segment, sref.offset));
+            self.bytes += sref.len;
+        }
+    }
+
+    fn remove(&mut self, sref: SpoolRef) {
+        if let Some((at, len)) = self.by_ref.remove(&(sref.segment, sref.offset)) {
+            self.by_age.remove(&(at, sref.segment, sref.offset));
+            self.bytes -= len;
+        }
+    }
+}
+
+/// What [`FsSpool::backlog`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BacklogStats {
+    pub messages: usize,
+    pub bytes: u64,
+    /// When the oldest message still to deliver was accepted (Unix s).
+    pub oldest: Option<u64>,
 }
 
 /// File-backed spool; see the module docs for the format.
@@ -70,6 +111,7 @@ pub struct FsSpool {
     /// Guarded by a mutex only so `FsSpool` is `Sync`; sends are short.
     tx: Mutex<Option<mpsc::Sender<Req>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    backlog: Arc<Mutex<Backlog>>,
 }
 
 fn seg_path(dir: &Path, seg: u64, ext: &str) -> PathBuf {
@@ -134,13 +176,33 @@ impl FsSpool {
         let handle = std::thread::Builder::new()
             .name("spool-writer".into())
             .spawn(move || writer.run(rx))?;
+        let mut backlog = Backlog::default();
+        for s in &pending {
+            backlog.add(s.sref, s.envelope.received_at);
+        }
         let spool = Arc::new(FsSpool {
             stats,
             dir: dir.to_path_buf(),
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
+            backlog: Arc::new(Mutex::new(backlog)),
         });
         Ok(Recovered { spool, pending })
+    }
+
+    /// The messages still to deliver (for metrics and the status page).
+    pub fn backlog(&self) -> BacklogStats {
+        let b = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
+        BacklogStats {
+            messages: b.by_ref.len(),
+            bytes: b.bytes,
+            oldest: b.by_age.first().map(|(at, _, _)| *at),
+        }
+    }
+
+    /// The spool directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     fn send(&self, req: Req) -> Result<(), SpoolError> {
@@ -155,10 +217,17 @@ impl FsSpool {
 impl Spool for FsSpool {
     fn store(&self, envelope: Envelope, body: Vec<u8>) -> SpoolFuture<'_> {
         let (reply, rx) = oneshot::channel();
+        let received_at = envelope.received_at;
         let sent = self.send(Req::Store { envelope, body, reply });
+        let backlog = self.backlog.clone();
         Box::pin(async move {
             sent?;
-            rx.await.map_err(|_| SpoolError::Closed)?
+            let stored = rx.await.map_err(|_| SpoolError::Closed)??;
+            backlog
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .add(stored.sref, received_at);
+            Ok(stored)
         })
     }
 
@@ -167,6 +236,7 @@ impl Spool for FsSpool {
     }
 
     fn mark_done(&self, sref: SpoolRef) {
+        self.backlog.lock().unwrap_or_else(|p| p.into_inner()).remove(sref);
         let _ = self.send(Req::Done(sref));
     }
 
@@ -458,7 +528,11 @@ impl Writer {
         let res = (|| {
             self.log.write_all(&self.batch)?;
             if self.fsync {
+                let started = Instant::now();
                 self.log.sync_data()?;
+                if let Some(h) = self.stats.fsync_latency.get() {
+                    h.observe(started.elapsed().as_secs_f64());
+                }
             }
             Ok(())
         })();

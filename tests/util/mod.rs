@@ -43,6 +43,8 @@ table = "recipients"
 dir = "spool"
 [spam]
 enabled = false
+[metrics]
+listen = "127.0.0.1:0"
 "#
     )
 }

@@ -1,0 +1,139 @@
+//! The event log: one JSON line per event, with its time
+//! (`{"ts":"2026-11-24T01:02:03.456Z","event":"rcpt_rejected",...}`),
+//! to the human log, stdout, or a file reopened on SIGUSR1 (logrotate's
+//! `postrotate kill -USR1`).
+//!
+//! It reads the bus like any subscriber; if it falls behind, the events it
+//! lost are counted (`sluice_events_dropped_total`), sessions never wait.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio_util::sync::CancellationToken;
+
+use super::{Event, EventBus};
+use crate::config::EventSink;
+
+/// Events written between two flushes at most.
+const BATCH: usize = 512;
+
+/// One event as a log line (ends with a newline).
+pub fn line(e: &Event, at: std::time::SystemTime) -> String {
+    let json = serde_json::to_string(e).unwrap_or_else(|_| "{}".into());
+    let ts = crate::smtp::date::rfc3339_millis(at);
+    // The event is a JSON object: put the time first.
+    match json.strip_prefix('{') {
+        Some(rest) if rest != "}" => format!("{{\"ts\":\"{ts}\",{rest}\n"),
+        _ => format!("{{\"ts\":\"{ts}\"}}\n"),
+    }
+}
+
+/// Writes every event to `sink` until `shutdown` (then drains what is
+/// queued).
+pub async fn run(bus: EventBus, sink: EventSink, shutdown: CancellationToken) {
+    match sink {
+        EventSink::Log => to_tracing(bus, shutdown).await,
+        EventSink::Stdout => to_writer(bus, BufWriter::new(Box::new(tokio::io::stdout())), None, shutdown).await,
+        EventSink::File(path) => match open(&path).await {
+            Ok(f) => to_writer(bus, BufWriter::new(Box::new(f)), Some(path), shutdown).await,
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot open the event log; events go to the log");
+                to_tracing(bus, shutdown).await
+            }
+        },
+    }
+}
+
+async fn open(path: &Path) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new().create(true).append(true).open(path).await
+}
+
+async fn to_tracing(bus: EventBus, shutdown: CancellationToken) {
+    let mut rx = bus.subscribe();
+    loop {
+        let ev = tokio::select! {
+            r = rx.recv() => r,
+            _ = shutdown.cancelled() => match rx.try_recv() {
+                Ok(e) => Ok(e),
+                Err(_) => return,
+            },
+        };
+        match ev {
+            Ok(e) => {
+                let warning = matches!(*e, Event::Warning { .. });
+                if !warning && !tracing::enabled!(target: "sluice::event", tracing::Level::INFO) {
+                    continue;
+                }
+                let json = serde_json::to_string(&*e).unwrap_or_default();
+                if warning {
+                    tracing::warn!(target: "sluice::event", "{json}")
+                } else {
+                    tracing::info!(target: "sluice::event", "{json}")
+                }
+            }
+            Err(RecvError::Lagged(n)) => bus.note_lagged(n),
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+type Out = BufWriter<Box<dyn AsyncWrite + Unpin + Send>>;
+
+/// A stream of lines; `reopen` is the file to reopen on SIGUSR1.
+async fn to_writer(bus: EventBus, mut out: Out, reopen: Option<PathBuf>, shutdown: CancellationToken) {
+    let mut rx = bus.subscribe();
+    let mut usr1 = match reopen {
+        Some(_) => tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok(),
+        None => None,
+    };
+    let reopened = async |usr1: &mut Option<tokio::signal::unix::Signal>| match usr1.as_mut() {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    };
+    loop {
+        let mut batch: Vec<Arc<Event>> = Vec::new();
+        let stopping = tokio::select! {
+            r = rx.recv() => {
+                match r {
+                    Ok(e) => batch.push(e),
+                    Err(RecvError::Lagged(n)) => bus.note_lagged(n),
+                    Err(RecvError::Closed) => return,
+                }
+                false
+            }
+            _ = reopened(&mut usr1) => {
+                if let Some(path) = &reopen {
+                    let _ = out.flush().await;
+                    match open(path).await {
+                        Ok(f) => out = BufWriter::new(Box::new(f)),
+                        Err(e) => tracing::error!(path = %path.display(), error = %e, "cannot reopen the event log; writing to the old file"),
+                    }
+                }
+                continue;
+            }
+            _ = shutdown.cancelled() => true,
+        };
+        loop {
+            if !stopping && batch.len() >= BATCH {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(TryRecvError::Lagged(n)) => bus.note_lagged(n),
+                Err(_) => break,
+            }
+        }
+        let now = std::time::SystemTime::now();
+        for e in &batch {
+            if out.write_all(line(e, now).as_bytes()).await.is_err() {
+                break;
+            }
+        }
+        let _ = out.flush().await;
+        if stopping {
+            return;
+        }
+    }
+}

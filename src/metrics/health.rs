@@ -1,0 +1,104 @@
+//! Readiness: can this sluice take mail and pass it on? `/readyz` (and
+//! `sluice check`) run these probes, each bounded by
+//! `metrics.probe_timeout`:
+//!
+//! - the spool directory takes a new file (and fsync);
+//! - the next hop greets and answers EHLO/LHLO (then QUIT);
+//! - at least one clamd endpoint answers (when scanning is configured);
+//!   endpoints that do not are named.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::Relay;
+use crate::scan::clamd::Clamd;
+
+/// The verdict: ready or not, and what is wrong (each item names the part).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Readiness {
+    pub ok: bool,
+    /// Failures that make sluice not ready.
+    pub problems: Vec<String>,
+    /// Failures it works around (a clamd endpoint down while another is up).
+    pub degraded: Vec<String>,
+}
+
+pub struct Health {
+    pub spool_dir: PathBuf,
+    pub relay: Relay,
+    pub clamd: Option<Arc<Clamd>>,
+    pub timeout: Duration,
+}
+
+impl Health {
+    pub async fn check(&self) -> Readiness {
+        let (spool, hop, scan) = tokio::join!(self.spool(), self.next_hop(), self.scanners());
+        let mut r = Readiness::default();
+        for p in [spool, hop].into_iter().flatten() {
+            r.problems.push(p);
+        }
+        let (problems, degraded) = scan;
+        r.problems.extend(problems);
+        r.degraded = degraded;
+        r.ok = r.problems.is_empty();
+        r
+    }
+
+    async fn spool(&self) -> Option<String> {
+        let dir = self.spool_dir.clone();
+        let probe = tokio::task::spawn_blocking(move || {
+            let path = dir.join(".ready-probe");
+            let res = (|| {
+                use std::io::Write as _;
+                let mut f = std::fs::File::create(&path)?;
+                f.write_all(b"ok")?;
+                f.sync_data()
+            })();
+            let _ = std::fs::remove_file(&path);
+            res
+        });
+        match tokio::time::timeout(self.timeout, probe).await {
+            Ok(Ok(Ok(()))) => None,
+            Ok(Ok(Err(e))) => Some(format!("spool {} not writable: {e}", self.spool_dir.display())),
+            Ok(Err(_)) => Some("spool probe failed".into()),
+            Err(_) => Some(format!("spool {}: write timed out", self.spool_dir.display())),
+        }
+    }
+
+    async fn next_hop(&self) -> Option<String> {
+        let mut cfg = self.relay.clone();
+        cfg.connect_timeout = self.timeout;
+        cfg.command_timeout = self.timeout;
+        let hop = cfg.next_hop.to_string();
+        match tokio::time::timeout(self.timeout * 2, crate::delivery::client::Client::connect(&cfg)).await {
+            Ok(Ok(c)) => {
+                c.quit().await;
+                None
+            }
+            Ok(Err(e)) => Some(format!("next hop {hop}: {e}")),
+            Err(_) => Some(format!("next hop {hop}: no answer within {:?}", self.timeout * 2)),
+        }
+    }
+
+    /// (problems, degraded): not ready only when no endpoint is up.
+    async fn scanners(&self) -> (Vec<String>, Vec<String>) {
+        let Some(clamd) = &self.clamd else {
+            return (Vec::new(), Vec::new());
+        };
+        let mut down = Vec::new();
+        let n = clamd.endpoints().len();
+        for (i, ep) in clamd.endpoints().iter().enumerate() {
+            if !clamd.ping(i, self.timeout).await {
+                down.push(format!("clamd {ep} not answering"));
+            }
+        }
+        if down.len() == n {
+            (down, Vec::new())
+        } else {
+            (Vec::new(), down)
+        }
+    }
+}
