@@ -77,7 +77,10 @@ pub fn spam_filter(
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let config = Arc::new(config);
     let shutdown = CancellationToken::new();
-    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let metrics = Arc::new(match config.metrics {
+        Some(_) => crate::metrics::Metrics::new(),
+        None => crate::metrics::Metrics::disabled(),
+    });
     let events = EventBus::with_metrics(64 * 1024, metrics.clone());
     let background = TaskTracker::new();
     let sessions = TaskTracker::new();
