@@ -274,7 +274,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 .clone()
                 .persist(std::time::Duration::from_secs(5), shutdown.child_token()),
         );
-        checks.push(Arc::new(GreylistCheck { greylist }));
+        checks.push(Arc::new(GreylistCheck {
+            greylist,
+            metrics: metrics.clone(),
+        }));
     }
     {
         // Forget clients idle for two windows, once a minute.
@@ -327,9 +330,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 let (m, spool) = (metrics.clone(), spool.clone());
                 samplers.push(Box::new(move |now| m.set_spool(spool.backlog(), now)));
             }
-            if let Some(d) = shared.deferred.clone() {
+            if let (Some(d), Some(content)) = (shared.deferred.clone(), shared.content.clone()) {
                 let m = metrics.clone();
-                samplers.push(Box::new(move |_| m.scanner_queue.set(d.backlog() as i64)));
+                samplers.push(Box::new(move |_| {
+                    m.scanner_queue.set(d.backlog() as i64);
+                    m.scan_deferring.set(i64::from(content.admission.over_budget()));
+                }));
             }
             let history = Arc::new(crate::metrics::history::History::new(
                 metrics.clone(),

@@ -170,7 +170,52 @@ pub struct Engine {
     recent: HashMap<(IpAddr, Offence), VecDeque<u64>>,
     /// Start times of past bans per address, for escalation.
     history: HashMap<IpAddr, Vec<u64>>,
-    bans: HashMap<IpNet, Ban>,
+    bans: BanTable,
+    /// When the offence counters and the history were last swept.
+    swept_at: u64,
+}
+
+/// The bans by network, and by end time so that expiring is cheap with
+/// 100,000 bans (the flush runs it 20 times a second).
+#[derive(Debug, Default)]
+struct BanTable {
+    /// Shared, so that a snapshot for the store costs a reference count
+    /// per ban, not a copy.
+    map: HashMap<IpNet, std::sync::Arc<Ban>>,
+    by_until: std::collections::BTreeSet<(u64, IpNet)>,
+}
+
+impl BanTable {
+    fn insert(&mut self, ban: Ban) {
+        if let Some(old) = self.map.get(&ban.net) {
+            self.by_until.remove(&(old.until, old.net));
+        }
+        self.by_until.insert((ban.until, ban.net));
+        self.map.insert(ban.net, std::sync::Arc::new(ban));
+    }
+
+    fn remove(&mut self, net: &IpNet) -> Option<Ban> {
+        let b = self.map.remove(net)?;
+        self.by_until.remove(&(b.until, b.net));
+        Some(std::sync::Arc::unwrap_or_clone(b))
+    }
+
+    fn get(&self, net: &IpNet) -> Option<&Ban> {
+        self.map.get(net).map(|b| &**b)
+    }
+
+    /// Removes and returns the bans over at `now`.
+    fn expire(&mut self, now: u64) -> Vec<IpNet> {
+        let mut gone = Vec::new();
+        while let Some(&(until, net)) = self.by_until.first()
+            && until <= now
+        {
+            self.by_until.pop_first();
+            self.map.remove(&net);
+            gone.push(net);
+        }
+        gone
+    }
 }
 
 impl Engine {
@@ -179,7 +224,8 @@ impl Engine {
             cfg,
             recent: HashMap::new(),
             history: HashMap::new(),
-            bans: HashMap::new(),
+            bans: BanTable::default(),
+            swept_at: 0,
         }
     }
 
@@ -235,7 +281,7 @@ impl Engine {
         if let Some(prefix) = aggregate(&mut self.bans, &ban, cfg) {
             return Decision::Aggregated(prefix);
         }
-        self.bans.insert(ban.net, ban.clone());
+        self.bans.insert(ban.clone());
         Decision::Ban(ban)
     }
 
@@ -262,17 +308,18 @@ impl Engine {
     /// Removes expired bans (and stale offence counters); returns the
     /// networks that are no longer banned.
     pub fn expire(&mut self, now: u64) -> Vec<IpNet> {
-        let gone: Vec<IpNet> = self.bans.values().filter(|b| b.until <= now).map(|b| b.net).collect();
-        for n in &gone {
-            self.bans.remove(n);
+        let gone = self.bans.expire(now);
+        // The counters and the history: at most once a second.
+        if now > self.swept_at {
+            self.swept_at = now;
+            let cfg = &self.cfg;
+            self.recent.retain(|(_, o), q| {
+                let window = cfg.rules.get(o).map_or(0, |r| r.window);
+                q.back().is_some_and(|&t| t + window > now)
+            });
+            self.history
+                .retain(|_, past| past.iter().any(|&t| t + cfg.memory > now));
         }
-        let cfg = &self.cfg;
-        self.recent.retain(|(_, o), q| {
-            let window = cfg.rules.get(o).map_or(0, |r| r.window);
-            q.back().is_some_and(|&t| t + window > now)
-        });
-        self.history
-            .retain(|_, past| past.iter().any(|&t| t + cfg.memory > now));
         gone
     }
 
@@ -282,7 +329,7 @@ impl Engine {
         if self.allowlisted(ban.net.addr()) || self.cfg.allowlist.iter().any(|a| ban.net.contains(a)) {
             return Err(ban);
         }
-        self.bans.insert(ban.net, ban);
+        self.bans.insert(ban);
         Ok(())
     }
 
@@ -293,16 +340,22 @@ impl Engine {
 
     /// How many bans are in force (expired ones go at the next expire).
     pub fn len(&self) -> usize {
-        self.bans.len()
+        self.bans.map.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.bans.is_empty()
+        self.bans.map.is_empty()
+    }
+
+    /// Active bans, unsorted, shared: cheap enough to take under a lock
+    /// with 100,000 bans.
+    pub fn snapshot(&self) -> Vec<std::sync::Arc<Ban>> {
+        self.bans.map.values().cloned().collect()
     }
 
     /// Active bans, sorted by network.
     pub fn bans(&self) -> Vec<&Ban> {
-        let mut v: Vec<&Ban> = self.bans.values().collect();
+        let mut v: Vec<&Ban> = self.bans.map.values().map(|b| &**b).collect();
         v.sort_by_key(|b| b.net);
         v
     }
@@ -316,7 +369,7 @@ fn allowlisted(cfg: &BanConfig, ip: IpAddr) -> bool {
 /// With aggregation on: when the new ban makes `aggregate` hosts banned in
 /// its /24 (/64), they become one prefix ban (until the latest of them),
 /// unless the prefix holds an allowlisted address.
-fn aggregate(bans: &mut HashMap<IpNet, Ban>, ban: &Ban, cfg: &BanConfig) -> Option<Ban> {
+fn aggregate(bans: &mut BanTable, ban: &Ban, cfg: &BanConfig) -> Option<Ban> {
     let threshold = cfg.aggregate?;
     let prefix_len = if ban.net.addr().is_ipv4() { 24 } else { 64 };
     let prefix = IpNet::new(ban.net.addr(), prefix_len).ok()?.trunc();
@@ -326,6 +379,7 @@ fn aggregate(bans: &mut HashMap<IpNet, Ban>, ban: &Ban, cfg: &BanConfig) -> Opti
         return None;
     }
     let inside: Vec<IpNet> = bans
+        .map
         .keys()
         .filter(|n| n.prefix_len() == n.max_prefix_len() && prefix.contains(*n))
         .copied()
@@ -351,7 +405,7 @@ fn aggregate(bans: &mut HashMap<IpNet, Ban>, ban: &Ban, cfg: &BanConfig) -> Opti
         strike: 1,
         evidence,
     };
-    bans.insert(prefix, agg.clone());
+    bans.insert(agg.clone());
     Some(agg)
 }
 
@@ -400,6 +454,29 @@ mod tests {
         assert!(e.is_banned(a, 1170).is_none(), "over at its timeout");
         assert_eq!(e.expire(1170), vec!["192.0.2.7/32".parse::<IpNet>().unwrap()]);
         assert!(e.bans().is_empty());
+    }
+
+    #[test]
+    fn expiry_follows_the_latest_end_of_a_replaced_ban() {
+        let mut e = engine(|_| {});
+        let ban = |net: &str, until| Ban {
+            net: net.parse().unwrap(),
+            offence: Offence::Protocol,
+            since: 0,
+            until,
+            rule: "by hand".into(),
+            strike: 1,
+            evidence: Vec::new(),
+        };
+        e.insert(ban("192.0.2.1/32", 100)).unwrap();
+        e.insert(ban("192.0.2.2/32", 50)).unwrap();
+        // Replaced with a later end: the old end must not expire it.
+        e.insert(ban("192.0.2.1/32", 300)).unwrap();
+        assert_eq!(e.expire(100), vec!["192.0.2.2/32".parse::<IpNet>().unwrap()]);
+        assert_eq!(e.len(), 1);
+        assert!(e.remove("192.0.2.1/32".parse().unwrap()).is_some());
+        assert!(e.expire(1000).is_empty(), "a removed ban does not expire again");
+        assert!(e.is_empty());
     }
 
     #[test]

@@ -66,13 +66,35 @@ impl Exporter for NftExporter {
         self.run(&script)
     }
 
+    /// The table with its four sets and its input chain, listed without
+    /// set elements or rules (`nft -t list sets; list chains`): a few
+    /// milliseconds with 100,000 bans, where listing the table or the
+    /// chain's rules dumps every element (0.7 s). A ruleset flush or a
+    /// reload by another tool removes the table, which this sees; a rule
+    /// deleted by hand inside our chain it does not.
     fn intact(&self) -> bool {
-        std::process::Command::new("nft")
-            .args(["list", "set", "inet", &self.names.table, &self.names.set_v4])
-            .stdout(std::process::Stdio::null())
+        use std::io::Write as _;
+        let child = std::process::Command::new("nft")
+            .args(["-t", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+            .spawn();
+        let Ok(mut child) = child else { return false };
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(b"list sets inet\nlist chains inet\n");
+        }
+        let Ok(out) = child.wait_with_output() else {
+            return false;
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let n = &self.names;
+        out.status.success()
+            && text.contains(&format!("table inet {} {{", n.table))
+            && [&n.set_v4, &n.set_v6, &n.nets_v4, &n.nets_v6]
+                .iter()
+                .all(|set| text.contains(&format!("set {set} {{")))
+            && text.contains("chain input {")
     }
 }
 
@@ -177,12 +199,20 @@ pub struct Firewall {
     dirty: std::sync::atomic::AtomicBool,
     /// When the exporter's state was last checked.
     last_check: Mutex<Option<std::time::Instant>>,
+    /// When the store and the file export were last written.
+    last_store: Mutex<Option<std::time::Instant>>,
+    /// A store write is running (on a thread of its own).
+    storing: Arc<std::sync::atomic::AtomicBool>,
     exporter: Option<Box<dyn Exporter>>,
     events: EventBus,
 }
 
 /// How often the exporter's state is checked (and repaired if gone).
 const RECONCILE_CHECK: Duration = Duration::from_secs(1);
+/// The store (and the file export) is rewritten at most this often: with
+/// 100,000 bans it is 15 MB. The kernel gets every change at once; a crash
+/// loses at most this much of the store, whose only use is the next start.
+const STORE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Seconds since the Unix epoch.
 pub(crate) fn now() -> u64 {
@@ -217,6 +247,8 @@ impl Firewall {
             out_of_sync: Mutex::new(None),
             dirty: std::sync::atomic::AtomicBool::new(false),
             last_check: Mutex::new(None),
+            last_store: Mutex::new(None),
+            storing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             exporter,
             events,
         }
@@ -320,9 +352,14 @@ impl Firewall {
         decision
     }
 
-    /// Pushes pending changes, expires bans, saves the store, and repairs
-    /// the exporter's state if it is gone.
+    /// Pushes pending changes, expires bans, saves the store (at most every
+    /// [`STORE_INTERVAL`]), and repairs the exporter's state if it is gone.
     pub fn flush(&self) {
+        self.flush_with(false)
+    }
+
+    /// `final_`: the last flush before exit, the store is written now.
+    fn flush_with(&self, final_: bool) {
         let t = now();
         let expired = self.engine().expire(t);
         for net in &expired {
@@ -333,7 +370,17 @@ impl Firewall {
         let metrics = self.events.metrics();
         metrics.bans_active.set(self.engine().len() as i64);
         // Expired elements leave the kernel by their own timeouts.
-        let changed = self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) || !expired.is_empty();
+        if !expired.is_empty() {
+            self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let store_due = final_ || {
+            let last = self.last_store.lock().unwrap_or_else(|p| p.into_inner());
+            last.is_none_or(|l| l.elapsed() >= STORE_INTERVAL)
+        };
+        let changed = store_due && self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed);
+        if changed {
+            *self.last_store.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+        }
         if let Some(ex) = &self.exporter {
             // The exporter's state is checked at most once a second (one
             // `nft list` each time); changes go out at every flush.
@@ -378,23 +425,29 @@ impl Firewall {
                 .set(out.map_or(0.0, |o| o.elapsed().as_secs_f64()));
         }
         if changed {
-            let bans = self.bans();
-            let mut writes = vec![(self.cfg.store.clone(), serde_json::to_vec(&bans).unwrap_or_default())];
-            if let Some(f) = &self.cfg.file {
-                // Dry run: the decisions are exported, for other tools to judge.
-                let list: String = bans.iter().map(|b| format!("{}\n", b.net)).collect();
-                writes.push((f.clone(), list.into_bytes()));
-                let mut json = f.clone().into_os_string();
-                json.push(".json");
-                writes.push((json.into(), serde_json::to_vec_pretty(&bans).unwrap_or_default()));
-            }
-            for (path, data) in writes {
-                if let Err(e) = write_atomically(&path, &data) {
-                    self.events.emit(Event::Warning {
-                        component: "firewall",
-                        message: format!("{}: {e}", path.display()),
-                    });
+            // Written beside the flush, so that a 15 MB store never holds
+            // back the next kernel transaction; the last flush waits for it.
+            let bans = self.engine().snapshot();
+            let (store, file, events) = (self.cfg.store.clone(), self.cfg.file.clone(), self.events.clone());
+            let job = move || {
+                let mut bans: Vec<&Ban> = bans.iter().map(|b| &**b).collect();
+                bans.sort_by_key(|b| b.net);
+                save(&store, file.as_deref(), &bans, &events)
+            };
+            if final_ {
+                while self.storing.load(std::sync::atomic::Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(10));
                 }
+                job();
+            } else if self.storing.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                // One is still being written: this change goes in the next.
+                self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+            } else {
+                let busy = self.storing.clone();
+                std::thread::spawn(move || {
+                    job();
+                    busy.store(false, std::sync::atomic::Ordering::Release);
+                });
             }
         }
     }
@@ -447,7 +500,29 @@ impl Firewall {
             }
         }
         let this = self.clone();
-        let _ = tokio::task::spawn_blocking(move || this.flush()).await;
+        let _ = tokio::task::spawn_blocking(move || this.flush_with(true)).await;
+    }
+}
+
+/// Writes the store and, when configured, the file export (a CIDR list,
+/// and JSON beside it).
+fn save(store: &std::path::Path, file: Option<&std::path::Path>, bans: &[&Ban], events: &EventBus) {
+    let mut writes = vec![(store.to_path_buf(), serde_json::to_vec(bans).unwrap_or_default())];
+    if let Some(f) = file {
+        // Dry run: the decisions are exported, for other tools to judge.
+        let list: String = bans.iter().map(|b| format!("{}\n", b.net)).collect();
+        writes.push((f.to_path_buf(), list.into_bytes()));
+        let mut json = f.as_os_str().to_owned();
+        json.push(".json");
+        writes.push((json.into(), serde_json::to_vec_pretty(bans).unwrap_or_default()));
+    }
+    for (path, data) in writes {
+        if let Err(e) = write_atomically(&path, &data) {
+            events.emit(Event::Warning {
+                component: "firewall",
+                message: format!("{}: {e}", path.display()),
+            });
+        }
     }
 }
 
@@ -517,7 +592,9 @@ mod tests {
         assert!(
             matches!(&*e, Event::BanAdded { net, offence: "unknown_user", strike: 1, dry_run: false, .. } if net == "192.0.2.9/32")
         );
-        fw.flush();
+        // The last flush writes the files before it returns (the others on
+        // a thread of their own).
+        fw.flush_with(true);
         assert_eq!(
             std::fs::read_to_string(dir.path().join("banned.txt")).unwrap(),
             "192.0.2.9/32\n"

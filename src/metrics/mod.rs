@@ -59,6 +59,7 @@ pub struct Metrics {
     pub scanner_in_flight: IntGaugeVec,
     pub scanner_up: IntGaugeVec,
     pub scanner_queue: IntGauge,
+    pub scan_deferring: IntGauge,
     pub admission: IntCounterVec,
     pub spam_score: Histogram,
     pub spam_actions: IntCounterVec,
@@ -208,6 +209,10 @@ impl Metrics {
                 "sluice_scanner_queue_depth",
                 "Accepted messages waiting for their deferred virus scan",
             ),
+            scan_deferring: gauge(
+                "sluice_scan_deferring",
+                "1 while admission control accepts first and scans from the spool (scans over scan.latency_budget)",
+            ),
             admission: counters(
                 "sluice_scan_admission_total",
                 "How accepted messages were virus-scanned (in-session, deferred)",
@@ -322,6 +327,12 @@ impl Metrics {
             return;
         }
         self.recipients.with_label_values(&["accepted", "ok"]).inc();
+    }
+
+    pub fn greylist_pass(&self) {
+        if self.enabled {
+            self.greylist.with_label_values(&["pass"]).inc();
+        }
     }
 
     /// The counters an event drives.

@@ -280,6 +280,9 @@ impl Greylist {
 /// unknown user gets 550, not 451).
 pub struct GreylistCheck {
     pub greylist: Arc<Greylist>,
+    /// Counts passes (`sluice_greylist_decisions_total{decision="pass"}`);
+    /// deferrals are counted from their events.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Check for GreylistCheck {
@@ -297,7 +300,10 @@ impl Check for GreylistCheck {
                     .clone()
                     .flatten();
                 match self.greylist.check(ctx.ip, sender.as_ref(), rcpt) {
-                    Verdict::Pass => Decision::Continue,
+                    Verdict::Pass => {
+                        self.metrics.greylist_pass();
+                        Decision::Continue
+                    }
                     Verdict::Wait(secs) => Decision::Defer {
                         reply: Reply::owned(451, "4.7.1", format!("Greylisted, please try again in {secs} seconds")),
                         reason: super::Reason::Greylist,
