@@ -390,3 +390,32 @@ async fn status_page_draws_the_traffic_in_headless_chromium() {
         let _ = std::fs::copy(&shot, std::path::Path::new(&dir).join("status-page.png"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_names_a_dead_scanner_and_an_unwritable_spool() {
+    let sink = Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("recipients"), TABLE).unwrap();
+    // Nothing listens on port 1.
+    let toml = format!(
+        "{}\n[clamd]\nendpoints = [\"tcp://127.0.0.1:1\"]\n",
+        base_toml(&sink.next_hop())
+    );
+    let relay = TestRelay::start_in(dir, &toml, |_| {}).await;
+    let addr = metrics_addr(&relay);
+    let (code, body) = get(addr, "/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body, "not ready: clamd tcp://127.0.0.1:1 not answering\n");
+
+    // The spool directory stops taking files (a read-only remount, a full
+    // disk): named too. Root ignores permissions, so a file takes the
+    // probe's place.
+    let probe = relay.path("spool/.ready-probe");
+    std::fs::create_dir_all(probe.join("x")).unwrap();
+    let (code, body) = get(addr, "/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.starts_with("not ready: spool "), "{body}");
+    assert!(body.contains("not writable"), "{body}");
+    let (code, line) = tokio::task::spawn_blocking(move || sluice_check(addr)).await.unwrap();
+    assert_eq!(code, 2, "{line}");
+}
