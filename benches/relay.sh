@@ -18,7 +18,9 @@ rm -f "$OUT"/*.jsonl
 source "$ROOT/benches/lib.sh"
 W="$OUT/sluice"
 rm -rf "$W"
-sluice_start "$W" info
+# The relay alone: no spam scoring (its SPF/DKIM/DMARC would wait for DNS).
+sluice_start "$W" info "" "[spam]
+enabled = false"
 PID=$(cat "$W/pid")
 trap 'sluice_stop "$W"' EXIT
 python3 "$BENCH/bench.py" relay --label sluice --relay 127.0.0.1:2535 --relay-pid "$PID" \

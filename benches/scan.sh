@@ -129,6 +129,8 @@ max_concurrent = ${SLUICE_MAX_CONCURRENT:-8}
 stream = ${SLUICE_STREAM:-true}
 [scan]
 latency_budget = \"0s\"
+[spam]
+enabled = false
 ${SLUICE_TOML:-}"
 PID=$(cat "$W/pid")
 # sanity: scanning is on and in session (EICAR must get 554 at end of DATA)

@@ -349,6 +349,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 relay: config.relay.clone(),
                 clamd: clamd.clone(),
                 timeout: mc.probe_timeout,
+                next_hop_up: Some(metrics.next_hop_up.clone()),
             });
             let l = crate::metrics::http::bind(mc.listen)
                 .with_context(|| format!("metrics.listen: cannot bind {}", mc.listen))?;

@@ -304,6 +304,8 @@ async fn health_endpoints_and_sluice_check_follow_the_next_hop() {
     let (code, body) = get(addr, "/readyz").await;
     assert_eq!(code, 503, "{body}");
     assert!(body.starts_with(&format!("not ready: next hop smtp://{hop}")), "{body}");
+    let (scrape, _) = Scrape::take(addr).await;
+    assert_eq!(scrape.v("sluice_next_hop_up"), 0.0, "the probe sets it too");
     let (code, line) = tokio::task::spawn_blocking(move || sluice_check(addr)).await.unwrap();
     assert_eq!(code, 2, "{line}");
     assert!(line.starts_with("SLUICE CRITICAL - not ready: next hop"), "{line}");

@@ -19,15 +19,31 @@ use crate::config::EventSink;
 /// Events written between two flushes at most.
 const BATCH: usize = 512;
 
+/// Appends one event as a log line (ending with a newline) to `out`;
+/// `scratch` is reused between calls.
+pub fn append_line(out: &mut Vec<u8>, scratch: &mut Vec<u8>, e: &Event, ts: &str) {
+    scratch.clear();
+    if serde_json::to_writer(&mut *scratch, e).is_err() {
+        scratch.clear();
+    }
+    out.extend_from_slice(b"{\"ts\":\"");
+    out.extend_from_slice(ts.as_bytes());
+    // The event is a JSON object: the time goes first, then its fields.
+    match scratch.strip_prefix(b"{") {
+        Some(rest) if rest != b"}" => {
+            out.extend_from_slice(b"\",");
+            out.extend_from_slice(rest);
+        }
+        _ => out.extend_from_slice(b"\"}"),
+    }
+    out.push(b'\n');
+}
+
 /// One event as a log line (ends with a newline).
 pub fn line(e: &Event, at: std::time::SystemTime) -> String {
-    let json = serde_json::to_string(e).unwrap_or_else(|_| "{}".into());
-    let ts = crate::smtp::date::rfc3339_millis(at);
-    // The event is a JSON object: put the time first.
-    match json.strip_prefix('{') {
-        Some(rest) if rest != "}" => format!("{{\"ts\":\"{ts}\",{rest}\n"),
-        _ => format!("{{\"ts\":\"{ts}\"}}\n"),
-    }
+    let (mut out, mut scratch) = (Vec::new(), Vec::new());
+    append_line(&mut out, &mut scratch, e, &crate::smtp::date::rfc3339_millis(at));
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Writes every event to `sink` until `shutdown` (then drains what is
@@ -88,6 +104,7 @@ async fn to_writer(bus: EventBus, mut out: Out, reopen: Option<PathBuf>, shutdow
         Some(_) => tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok(),
         None => None,
     };
+    let (mut buf, mut scratch) = (Vec::with_capacity(64 * 1024), Vec::with_capacity(1024));
     let reopened = async |usr1: &mut Option<tokio::signal::unix::Signal>| match usr1.as_mut() {
         Some(s) => s.recv().await,
         None => std::future::pending().await,
@@ -125,15 +142,32 @@ async fn to_writer(bus: EventBus, mut out: Out, reopen: Option<PathBuf>, shutdow
                 Err(_) => break,
             }
         }
-        let now = std::time::SystemTime::now();
+        let ts = crate::smtp::date::rfc3339_millis(std::time::SystemTime::now());
+        buf.clear();
         for e in &batch {
-            if out.write_all(line(e, now).as_bytes()).await.is_err() {
-                break;
-            }
+            append_line(&mut buf, &mut scratch, e, &ts);
         }
+        let _ = out.write_all(&buf).await;
         let _ = out.flush().await;
         if stopping {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_is_the_event_with_its_time_first() {
+        let e = Event::BanRemoved {
+            net: "192.0.2.0/24".into(),
+        };
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_795_482_123_456);
+        assert_eq!(
+            line(&e, t),
+            "{\"ts\":\"2026-11-24T01:02:03.456Z\",\"event\":\"ban_removed\",\"net\":\"192.0.2.0/24\"}\n"
+        );
     }
 }

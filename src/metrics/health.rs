@@ -31,6 +31,8 @@ pub struct Health {
     pub relay: Relay,
     pub clamd: Option<Arc<Clamd>>,
     pub timeout: Duration,
+    /// `sluice_next_hop_up`, also set by each probe (not only by delivery).
+    pub next_hop_up: Option<prometheus::IntGauge>,
 }
 
 impl Health {
@@ -73,14 +75,19 @@ impl Health {
         cfg.connect_timeout = self.timeout;
         cfg.command_timeout = self.timeout;
         let hop = cfg.next_hop.to_string();
-        match tokio::time::timeout(self.timeout * 2, crate::delivery::client::Client::connect(&cfg)).await {
+        let problem = match tokio::time::timeout(self.timeout * 2, crate::delivery::client::Client::connect(&cfg)).await
+        {
             Ok(Ok(c)) => {
                 c.quit().await;
                 None
             }
             Ok(Err(e)) => Some(format!("next hop {hop}: {e}")),
             Err(_) => Some(format!("next hop {hop}: no answer within {:?}", self.timeout * 2)),
+        };
+        if let Some(up) = &self.next_hop_up {
+            up.set(i64::from(problem.is_none()));
         }
+        problem
     }
 
     /// (problems, degraded): not ready only when no endpoint is up.
