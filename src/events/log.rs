@@ -1,7 +1,7 @@
 //! The event log: one JSON line per event, with its time
 //! (`{"ts":"2026-11-24T01:02:03.456Z","event":"rcpt_rejected",...}`),
 //! to the human log, stdout, or a file reopened on SIGUSR1 (logrotate's
-//! `postrotate kill -USR1`).
+//! `postrotate kill -USR1`). Lines reach the file within 100 ms.
 //!
 //! It reads the bus like any subscriber; if it falls behind, the events it
 //! lost are counted (`sluice_events_dropped_total`), sessions never wait.
@@ -97,6 +97,12 @@ async fn to_tracing(bus: EventBus, shutdown: CancellationToken) {
 
 type Out = BufWriter<Box<dyn AsyncWrite + Unpin + Send>>;
 
+/// Lines are written out when this much is waiting...
+const WRITE_AT: usize = 64 * 1024;
+/// ...or when the oldest has waited this long: one write per burst, not
+/// one per event (at 4,000 msg/s that was 16,000 syscalls a second).
+const WRITE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A stream of lines; `reopen` is the file to reopen on SIGUSR1.
 async fn to_writer(bus: EventBus, mut out: Out, reopen: Option<PathBuf>, shutdown: CancellationToken) {
     let mut rx = bus.subscribe();
@@ -104,13 +110,16 @@ async fn to_writer(bus: EventBus, mut out: Out, reopen: Option<PathBuf>, shutdow
         Some(_) => tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok(),
         None => None,
     };
-    let (mut buf, mut scratch) = (Vec::with_capacity(64 * 1024), Vec::with_capacity(1024));
+    let (mut buf, mut scratch) = (Vec::with_capacity(2 * WRITE_AT), Vec::with_capacity(1024));
     let reopened = async |usr1: &mut Option<tokio::signal::unix::Signal>| match usr1.as_mut() {
         Some(s) => s.recv().await,
         None => std::future::pending().await,
     };
+    let mut tick = tokio::time::interval(WRITE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut batch: Vec<Arc<Event>> = Vec::new();
     loop {
-        let mut batch: Vec<Arc<Event>> = Vec::new();
+        batch.clear();
         let stopping = tokio::select! {
             r = rx.recv() => {
                 match r {
@@ -120,9 +129,13 @@ async fn to_writer(bus: EventBus, mut out: Out, reopen: Option<PathBuf>, shutdow
                 }
                 false
             }
+            _ = tick.tick() => {
+                write_out(&mut out, &mut buf).await;
+                continue;
+            }
             _ = reopened(&mut usr1) => {
+                write_out(&mut out, &mut buf).await;
                 if let Some(path) = &reopen {
-                    let _ = out.flush().await;
                     match open(path).await {
                         Ok(f) => out = BufWriter::new(Box::new(f)),
                         Err(e) => tracing::error!(path = %path.display(), error = %e, "cannot reopen the event log; writing to the old file"),
@@ -143,16 +156,25 @@ async fn to_writer(bus: EventBus, mut out: Out, reopen: Option<PathBuf>, shutdow
             }
         }
         let ts = crate::smtp::date::rfc3339_millis(std::time::SystemTime::now());
-        buf.clear();
         for e in &batch {
             append_line(&mut buf, &mut scratch, e, &ts);
         }
-        let _ = out.write_all(&buf).await;
-        let _ = out.flush().await;
+        if stopping || buf.len() >= WRITE_AT {
+            write_out(&mut out, &mut buf).await;
+        }
         if stopping {
             return;
         }
     }
+}
+
+async fn write_out(out: &mut Out, buf: &mut Vec<u8>) {
+    if buf.is_empty() {
+        return;
+    }
+    let _ = out.write_all(buf).await;
+    let _ = out.flush().await;
+    buf.clear();
 }
 
 #[cfg(test)]
