@@ -620,6 +620,23 @@ async fn quarantine(config: &Config, action: QuarantineCmd) -> Result<(), Quaran
             let _ = std::io::stdout().write_all(&q.body(&id)?);
         }
         QuarantineCmd::Release { id } => {
+            // Spam quarantined while its virus scan was still pending
+            // (admission control, or held during a clamd outage) is
+            // scanned now: release never delivers unscanned mail. Mail the
+            // scan itself put here is the operator's call.
+            let entry = q.entry(&id)?;
+            if entry.envelope.scan_pending && entry.reason == "spam" {
+                let (filter, _) = sluice::scan::ContentFilter::from_config(config);
+                let refused = |why: String| QuarantineError::Release(id.clone(), format!("not released: {why}"));
+                match filter.check(&q.body(&id)?).await {
+                    Ok(sluice::scan::Verdict::Clean) => {}
+                    Ok(sluice::scan::Verdict::Virus(name)) => return Err(refused(format!("virus found: {name}"))),
+                    Ok(sluice::scan::Verdict::Banned(what) | sluice::scan::Verdict::Malformed(what)) => {
+                        return Err(refused(what));
+                    }
+                    Err(e) => return Err(refused(format!("its virus scan is pending and failed now: {e}"))),
+                }
+            }
             let transport = sluice::delivery::NextHopTransport::new(config.relay.clone());
             let e = q.release(&id, &transport).await?;
             println!("{}: released to {}", e.id, config.relay.next_hop);

@@ -600,3 +600,80 @@ async fn offline_scan_command_uses_the_configured_clamd() {
     let (code, out) = run(vec![v.join("eicar/eicar.com")]);
     assert_eq!(code, Some(75), "a scan failure is never 'clean': {out}");
 }
+
+/// Spam quarantined before its virus scan (clamd down, `on_failure =
+/// "hold"`) is scanned when released: a virus is not released, clean mail
+/// is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releasing_spam_quarantined_before_its_scan_scans_it_first() {
+    let clamd = start_clamd().await;
+    let sink = Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("recipients"), TABLE).unwrap();
+    let toml = |clamd_port: u16| {
+        format!(
+            "{}\n[clamd]\nendpoints = [\"tcp://127.0.0.1:{clamd_port}\"]\ntimeout = \"5s\"\n\
+             [scan]\non_failure = \"hold\"\nbanned_extensions = []\n",
+            base_toml(&sink.next_hop()).replace(
+                "[spam]\nenabled = false",
+                "[spam]\nauth = false\nquarantine = 5\nreject = \"off\""
+            )
+        )
+    };
+    // The server sees clamd down (port 1); the operator's CLI sees it up.
+    std::fs::write(dir.path().join("cli.toml"), toml(clamd.port)).unwrap();
+    let relay = TestRelay::start_in(dir, &toml(1), |_| {}).await;
+    let gtube = String::from_utf8(std::fs::read(corpora().join("virus/gtube/gtube.eml")).unwrap()).unwrap();
+    let gtube = gtube
+        .lines()
+        .find(|l| l.contains("GTUBE-STANDARD"))
+        .unwrap()
+        .to_string();
+    let spam_with = |file: &[u8]| {
+        String::from_utf8(with_attachment("sample.bin", file))
+            .unwrap()
+            .replace("see attached", &gtube)
+            .into_bytes()
+    };
+    let mut ids = Vec::new();
+    for body in [spam_with(&eicar()), spam_with(b"just a file\r\n")] {
+        let mut c = relay.client().await;
+        c.envelope("a@client.example", &["user@example.com"]).await;
+        let r = c.data(&body).await;
+        assert!(r.starts_with("250"), "{r}");
+        ids.push(r.rsplit(' ').next().unwrap().to_string());
+    }
+    let q = sluice::quarantine::Quarantine::new(relay.path("spool/quarantine"));
+    for id in &ids {
+        let e = q.entry(id).expect("quarantined as spam");
+        assert_eq!(e.reason, "spam");
+        assert!(e.envelope.scan_pending, "quarantined before its scan");
+    }
+    let release = |id: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["quarantine", "--config"])
+            .arg(relay.path("cli.toml"))
+            .args(["release", id])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, out) = release(&ids[0]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("not released: virus found: Eicar"), "{out}");
+    assert!(q.entry(&ids[0]).is_ok(), "still in the quarantine");
+    let (code, out) = release(&ids[1]);
+    assert_eq!(code, Some(0), "{out}");
+    let got = sink.wait_for(1).await;
+    assert_eq!(got.len(), 1);
+    assert!(
+        String::from_utf8_lossy(&got[0].data).contains(&ids[1]),
+        "the clean one was delivered"
+    );
+    assert!(q.entry(&ids[1]).is_err(), "released: gone from the quarantine");
+}
