@@ -406,7 +406,6 @@ async fn bans(config: &Config, action: BansCmd) -> anyhow::Result<()> {
     let resp = request(path, &req)
         .await
         .with_context(|| format!("{}: is sluice running?", path.display()))?;
-    let when = |t: u64| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t));
     match resp {
         Response::Done => println!("done"),
         Response::NotBanned => println!("not banned"),
@@ -421,19 +420,29 @@ async fn bans(config: &Config, action: BansCmd) -> anyhow::Result<()> {
                         println!("  offence at {}", when(*t));
                     }
                 } else {
-                    println!(
-                        "{}\t{}\tuntil {}\tstrike {}\t{}",
-                        b.net,
-                        b.offence.as_str(),
-                        when(b.until),
-                        b.strike,
-                        b.rule
-                    );
+                    println!("{}", ban_line(&b));
                 }
             }
         }
     }
     Ok(())
+}
+
+/// A Unix time as RFC 3339 (seconds).
+fn when(t: u64) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t))
+}
+
+/// One ban as `sluice bans list` prints it.
+fn ban_line(b: &sluice::firewall::engine::Ban) -> String {
+    format!(
+        "{}\t{}\tuntil {}\tstrike {}\t{}",
+        b.net,
+        b.offence.as_str(),
+        when(b.until),
+        b.strike,
+        b.rule
+    )
 }
 
 /// Offences sent to the daemon per request.
@@ -493,16 +502,8 @@ async fn import_postfix_log(
             }
         }
     }
-    let when = |t: u64| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t));
     for b in &bans {
-        println!(
-            "{}\t{}\tuntil {}\tstrike {}\t{}",
-            b.net,
-            b.offence.as_str(),
-            when(b.until),
-            b.strike,
-            b.rule
-        );
+        println!("{}", ban_line(b));
     }
     println!(
         "{lines} lines, {} offences, {} bans in force{}",

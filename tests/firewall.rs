@@ -267,18 +267,9 @@ fn flood_is_banned_in_the_kernel(kernel: &Kernel) {
 
     // `sluice bans` over the control socket.
     let bans = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["bans", "--config"])
-            .arg(&cfg)
-            .args(args)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        let cfg = cfg.to_str().unwrap();
+        let (code, text) = crate::util::sluice_cli(["bans", "--config", cfg].iter().chain(args));
+        (code == Some(0), text)
     };
     let (ok, out) = bans(&["list"]);
     assert!(ok && out.starts_with("10.211.0.2/32\tunknown_user\tuntil "), "{out}");

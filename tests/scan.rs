@@ -649,20 +649,8 @@ async fn releasing_spam_quarantined_before_its_scan_scans_it_first() {
         assert_eq!(e.reason, "spam");
         assert!(e.envelope.scan_pending, "quarantined before its scan");
     }
-    let release = |id: &str| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["quarantine", "--config"])
-            .arg(relay.path("cli.toml"))
-            .args(["release", id])
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code(), text)
-    };
+    let cli = relay.path("cli.toml");
+    let release = |id: &str| sluice_cli(["quarantine", "--config", cli.to_str().unwrap(), "release", id]);
     let (code, out) = release(&ids[0]);
     assert_ne!(code, Some(0), "{out}");
     assert!(out.contains("not released: virus found: Eicar"), "{out}");

@@ -227,15 +227,9 @@ fn civil(y: i64, m: u32, d: u32) -> Option<i64> {
     Some((era * 146_097 + doe - 719_468) * DAY)
 }
 
-/// The year of a day counted from the epoch (civil-from-days).
+/// The year of a day counted from the epoch.
 fn year_of(days: i64) -> i64 {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    yoe + era * 400 + i64::from(mp >= 10)
+    crate::smtp::date::civil_from_days(days).0
 }
 
 /// `[1.2.3.4]`'s inside: an address, `IPv6:` prefix allowed.

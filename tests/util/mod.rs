@@ -22,6 +22,20 @@ pub const TIMEOUT: Duration = Duration::from_secs(20);
 pub const TABLE: &str =
     "# test table\nuser@example.com OK\nknown@example.com OK\nother@example.com OK\n@catchall.example.net OK\n";
 
+/// Runs the sluice binary: (exit code, stdout followed by stderr).
+pub fn sluice_cli<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .output()
+        .expect("run sluice");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
 /// Base TOML for a test relay; `{next_hop}` is filled in.
 pub fn base_toml(next_hop: &str) -> String {
     format!(
