@@ -36,6 +36,10 @@ use tokio::sync::oneshot;
 use super::{Spool, SpoolError, SpoolFuture, SpoolRef, Stored};
 use crate::smtp::envelope::Envelope;
 
+mod backlog;
+use backlog::Backlog;
+pub use backlog::BacklogStats;
+
 const MAGIC: &[u8; 4] = b"SLR1";
 const HEADER_LEN: usize = 16;
 /// How long done marks may wait before they are flushed.
@@ -61,45 +65,6 @@ pub struct SpoolStats {
     pub flushes: AtomicU64,
     /// Where the writer reports each fdatasync's latency (set by the wiring).
     pub fsync_latency: std::sync::OnceLock<prometheus::Histogram>,
-}
-
-/// The messages in the spool still to deliver: count, bytes, oldest.
-#[derive(Debug, Default)]
-struct Backlog {
-    /// (segment, offset) -> (received_at, record length).
-    by_ref: HashMap<(u64, u64), (u64, u64)>,
-    /// (received_at, segment, offset): the oldest first.
-    by_age: std::collections::BTreeSet<(u64, u64, u64)>,
-    bytes: u64,
-}
-
-impl Backlog {
-    fn add(&mut self, sref: SpoolRef, received_at: u64) {
-        if self
-            .by_ref
-            .insert((sref.segment, sref.offset), (received_at, sref.len))
-            .is_none()
-        {
-            self.by_age.insert((received_at, sref.segment, sref.offset));
-            self.bytes += sref.len;
-        }
-    }
-
-    fn remove(&mut self, sref: SpoolRef) {
-        if let Some((at, len)) = self.by_ref.remove(&(sref.segment, sref.offset)) {
-            self.by_age.remove(&(at, sref.segment, sref.offset));
-            self.bytes -= len;
-        }
-    }
-}
-
-/// What [`FsSpool::backlog`] reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BacklogStats {
-    pub messages: usize,
-    pub bytes: u64,
-    /// When the oldest message still to deliver was accepted (Unix s).
-    pub oldest: Option<u64>,
 }
 
 /// File-backed spool; see the module docs for the format.
@@ -192,12 +157,7 @@ impl FsSpool {
 
     /// The messages still to deliver (for metrics and the status page).
     pub fn backlog(&self) -> BacklogStats {
-        let b = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
-        BacklogStats {
-            messages: b.by_ref.len(),
-            bytes: b.bytes,
-            oldest: b.by_age.first().map(|(at, _, _)| *at),
-        }
+        self.backlog.lock().unwrap_or_else(|p| p.into_inner()).stats()
     }
 
     /// The spool directory.
@@ -619,111 +579,4 @@ impl Writer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::smtp::envelope::Recipient;
-    use crate::smtp::proto::address::parse_mailbox;
-
-    fn env(id: &str, rcpts: usize) -> Envelope {
-        Envelope {
-            id: id.into(),
-            received_at: 1,
-            client_ip: "127.0.0.1".parse().unwrap(),
-            helo: "client.example".into(),
-            mail_from: Some(parse_mailbox("a@b.example").unwrap()),
-            body: Default::default(),
-            smtputf8: false,
-            ret: None,
-            envid: None,
-            scan_pending: false,
-            rcpts: (0..rcpts)
-                .map(|i| Recipient {
-                    addr: parse_mailbox(&format!("u{i}@example.com")).unwrap(),
-                    notify: None,
-                    orcpt: None,
-                })
-                .collect(),
-        }
-    }
-
-    #[tokio::test]
-    async fn store_recover_and_mark() {
-        let dir = tempfile::tempdir().unwrap();
-        let r = FsSpool::open(dir.path(), true, 1 << 20).unwrap();
-        assert!(r.pending.is_empty());
-        let a = r.spool.store(env("A", 2), b"body A\r\n".to_vec()).await.unwrap();
-        let b = r.spool.store(env("B", 1), b"body B\r\n".to_vec()).await.unwrap();
-        let c = r.spool.store(env("C", 1), b"body C\r\n".to_vec()).await.unwrap();
-        assert_eq!(r.spool.read_body(b.sref).unwrap(), b"body B\r\n");
-        r.spool.mark_rcpt_done(a.sref, 1);
-        r.spool.mark_done(c.sref);
-        r.spool.close();
-
-        let r2 = FsSpool::open(dir.path(), true, 1 << 20).unwrap();
-        let ids: Vec<_> = r2.pending.iter().map(|s| s.envelope.id.as_str()).collect();
-        assert_eq!(ids, ["A", "B"]);
-        assert_eq!(r2.pending[0].done, vec![false, true]);
-        assert_eq!(r2.spool.read_body(r2.pending[0].sref).unwrap(), b"body A\r\n");
-        for s in &r2.pending {
-            r2.spool.mark_done(s.sref);
-        }
-        r2.spool.close();
-
-        // Everything done: the old segments are gone after the next start.
-        let r3 = FsSpool::open(dir.path(), true, 1 << 20).unwrap();
-        assert!(r3.pending.is_empty());
-        r3.spool.close();
-        let logs = std::fs::read_dir(dir.path()).unwrap().count();
-        assert_eq!(logs, 1, "only the fresh, empty segment remains");
-    }
-
-    #[tokio::test]
-    async fn torn_tail_is_ignored() {
-        let dir = tempfile::tempdir().unwrap();
-        let r = FsSpool::open(dir.path(), true, 1 << 20).unwrap();
-        let a = r.spool.store(env("A", 1), b"body A\r\n".to_vec()).await.unwrap();
-        r.spool.close();
-        // Simulate a crash mid-write: half a record after A.
-        let path = seg_path(dir.path(), a.sref.segment, "log");
-        let mut partial = Vec::new();
-        encode(&mut partial, b"{}", b"never acknowledged");
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(&partial[..partial.len() / 2]).unwrap();
-        drop(f);
-        let r2 = FsSpool::open(dir.path(), true, 1 << 20).unwrap();
-        assert_eq!(r2.pending.len(), 1);
-        assert_eq!(r2.pending[0].envelope.id, "A");
-        r2.spool.close();
-    }
-
-    #[tokio::test]
-    async fn concurrent_stores_share_flushes() {
-        let dir = tempfile::tempdir().unwrap();
-        let r = FsSpool::open(dir.path(), true, 1 << 20).unwrap();
-        let spool = r.spool.clone();
-        let mut tasks = Vec::new();
-        for i in 0..200 {
-            let spool = spool.clone();
-            tasks.push(tokio::spawn(async move {
-                spool.store(env(&format!("m{i}"), 1), vec![b'x'; 4096]).await.unwrap()
-            }));
-        }
-        let mut refs = HashSet::new();
-        for t in tasks {
-            refs.insert(t.await.unwrap().sref);
-        }
-        assert_eq!(refs.len(), 200);
-        // Group commit: 200 concurrent stores took far fewer flushes.
-        let (records, flushes) = (
-            spool.stats.records.load(Ordering::Relaxed),
-            spool.stats.flushes.load(Ordering::Relaxed),
-        );
-        assert_eq!(records, 200);
-        assert!(flushes < 100, "{flushes} flushes for 200 concurrent records");
-        spool.close();
-        // Rotation at 1 MiB: 200 x 4 KiB records span more than one segment.
-        let r2 = FsSpool::open(dir.path(), true, 1 << 20).unwrap();
-        assert_eq!(r2.pending.len(), 200);
-        r2.spool.close();
-    }
-}
+mod tests;

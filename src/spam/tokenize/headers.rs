@@ -1,0 +1,483 @@
+//! Tokens from the header section: every header by name, the shapes of
+//! Subject, Message-ID and dates, the Received chain (hops, IP classes,
+//! clock skew), mailers, MIME structure and attachments, addresses.
+
+use super::*;
+
+/// The raw text of a header value of the message (unfolded, trimmed), if it is valid UTF-8.
+pub(super) fn raw_value<'a>(message: &'a Message<'_>, header: &mail_parser::Header<'_>) -> Option<&'a str> {
+    let bytes = message
+        .raw_message
+        .get(header.offset_start as usize..header.offset_end as usize)?;
+    std::str::from_utf8(bytes).ok().map(str::trim)
+}
+
+/// The raw text of the first header `name` (case-insensitive).
+pub(super) fn raw_header<'a>(message: &'a Message<'_>, name: &str) -> Option<&'a str> {
+    message
+        .root_part()
+        .headers
+        .iter()
+        .find(|h| h.name().eq_ignore_ascii_case(name))
+        .and_then(|h| raw_value(message, h))
+}
+
+/// Whether the header `name` is one of [`IGNORED_HEADERS`] (compared ASCII-case-insensitively; the patterns are
+/// lowercase ASCII).
+pub(super) fn is_ignored_header(name: &str) -> bool {
+    let name = name.as_bytes();
+    let Some(first) = name.first().map(u8::to_ascii_lowercase) else {
+        return false;
+    };
+    // Cheap first-byte filter before the full comparison (no pattern is empty).
+    IGNORED_HEADERS
+        .iter()
+        .filter(|pat| pat.as_bytes()[0] == first)
+        .any(|pat| match pat.strip_suffix('*') {
+            Some(prefix) => name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes()),
+            None => name.eq_ignore_ascii_case(pat.as_bytes()),
+        })
+}
+
+pub(super) fn header_tokens(message: &Message<'_>, sink: &mut Sink, depth: usize) {
+    if let Some(subject) = message.subject() {
+        text_tokens(subject, "s:", sink);
+        if let Some(raw) = raw_header(message, "Subject") {
+            encoded_word_tokens(raw, "s:enc:", sink);
+        }
+    } else if depth == 0 {
+        sink.push("h:nosubject");
+    }
+    let from_domain = message
+        .from()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .and_then(|a| a.rsplit_once('@'))
+        .map(|(_, d)| d.trim().trim_end_matches('.').to_ascii_lowercase());
+    let from_reg = from_domain.as_deref().and_then(registrable).map(str::to_string);
+    if let Some(from) = message.from() {
+        address_tokens(from, "f:", sink, true);
+        if let Some(first) = from.first() {
+            if first.name().is_none() {
+                sink.push("f:noname");
+            }
+            if let Some((local, _)) = first.address().and_then(|a| a.rsplit_once('@')) {
+                sink.push_short_with(|b| {
+                    b.push_str("f:lp:");
+                    shape_into(b, local, 12);
+                });
+            }
+        }
+    } else if depth == 0 {
+        sink.push("h:nofrom");
+    }
+    if let Some(reply_to) = message.reply_to() {
+        address_tokens(reply_to, "r:", sink, true);
+        let rt_reg = reply_to
+            .first()
+            .and_then(|a| a.address())
+            .and_then(|a| a.rsplit_once('@'))
+            .map(|(_, d)| d.trim().trim_end_matches('.').to_ascii_lowercase());
+        let same = rt_reg.as_deref().and_then(registrable) == from_reg.as_deref();
+        sink.push(if same { "r:same" } else { "r:differs" });
+    }
+    if let Some(to) = message.to() {
+        address_tokens(to, "to:", sink, true);
+        sink.push2("h:nto:", bucket_count(to.iter().count()));
+    } else if depth == 0 {
+        sink.push("h:noto");
+    }
+    if let Some(cc) = message.cc() {
+        address_tokens(cc, "cc:", sink, false);
+        sink.push2("h:ncc:", bucket_count(cc.iter().count()));
+    }
+    if depth > 0 {
+        return;
+    }
+    for header in message.headers() {
+        let name = header.name();
+        if name.len() > 30 {
+            sink.push("hn:long");
+            continue;
+        }
+        if !is_ignored_header(name) {
+            sink.push_with(|b| {
+                b.push_str("hn:");
+                push_ascii_lower(b, name);
+            });
+        }
+    }
+    for (tag, header) in [("xm", "X-Mailer"), ("xm", "User-Agent"), ("xo", "X-MimeOLE")] {
+        if let Some(value) = raw_header(message, header) {
+            mailer_tokens(value, tag, sink);
+        }
+    }
+    for (tag, header) in [
+        ("pri", "X-Priority"),
+        ("prec", "Precedence"),
+        ("imp", "Importance"),
+        ("msp", "X-MSMail-Priority"),
+    ] {
+        if let Some(value) = raw_header(message, header)
+            && let Some(word) = value.split(|c: char| !c.is_alphanumeric()).find(|w| !w.is_empty())
+        {
+            sink.push_short_with(|b| {
+                b.push_str("h:");
+                b.push_str(tag);
+                b.push(':');
+                push_ascii_lower(b, word);
+            });
+        }
+    }
+    if let Some(org) = raw_header(message, "Organization") {
+        for w in org
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| w.len() >= MIN_WORD_LEN)
+            .take(8)
+        {
+            sink.push2("org:", &w.to_lowercase());
+        }
+    }
+    if let Some(rp) = message.return_address()
+        && let Some((_, domain)) = rp.rsplit_once('@')
+    {
+        let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+        if let Some(reg) = registrable(&domain) {
+            sink.push2("rp:", reg);
+            sink.push(if Some(reg) == from_reg.as_deref() {
+                "rp:same"
+            } else {
+                "rp:differs"
+            });
+        }
+    }
+    match raw_header(message, "Message-ID") {
+        Some(id) => {
+            let id = id.trim_start_matches('<').trim_end_matches('>');
+            match id.rsplit_once('@') {
+                Some((local, domain)) => {
+                    sink.push_short_with(|b| {
+                        b.push_str("h:mid:");
+                        shape_into(b, local, 20);
+                    });
+                    let domain = domain.trim().to_ascii_lowercase();
+                    let same = registrable(&domain).is_some() && registrable(&domain) == from_reg.as_deref();
+                    sink.push(if same { "h:mid:dom:same" } else { "h:mid:dom:differs" });
+                    if !domain.contains('.') {
+                        sink.push("h:mid:dom:nodot");
+                    }
+                }
+                None => sink.push("h:mid:noat"),
+            }
+        }
+        None => sink.push("h:nomsgid"),
+    }
+    let received: Vec<&mail_parser::Header<'_>> = message
+        .headers()
+        .iter()
+        .filter(|h| h.name().eq_ignore_ascii_case("Received"))
+        .collect();
+    let n = received.len();
+    sink.push(match n {
+        0 => "h:rcvd:0",
+        1 => "h:rcvd:1",
+        2 => "h:rcvd:2",
+        3 => "h:rcvd:3",
+        4 => "h:rcvd:4",
+        5..=6 => "h:rcvd:5-6",
+        7..=9 => "h:rcvd:7-9",
+        _ => "h:rcvd:10+",
+    });
+    let mut received_time = None;
+    for header in received.iter().take(MAX_RECEIVED) {
+        if let Some(r) = header.value().as_received() {
+            received_tokens(r, sink);
+            if received_time.is_none()
+                && let Some(date) = &r.date
+                && date.is_valid()
+            {
+                received_time = Some(date.to_timestamp());
+            }
+        }
+    }
+    match raw_header(message, "Date") {
+        Some(raw) => {
+            sink.push_short_with(|b| {
+                b.push_str("h:date:");
+                shape_into(b, raw, 30);
+            });
+            match message.date().filter(|d| d.is_valid()) {
+                Some(date) => {
+                    let sign = if date.tz_before_gmt { '-' } else { '+' };
+                    sink.push(&format!("h:tz:{sign}{:02}{:02}", date.tz_hour, date.tz_minute));
+                    if let Some(received) = received_time {
+                        sink.push2("h:dskew:", skew_bucket(date.to_timestamp() - received));
+                    }
+                }
+                None => sink.push("h:date:bad"),
+            }
+        }
+        None => sink.push("h:nodate"),
+    }
+}
+
+/// Bucket of `date - received` in seconds.
+pub(super) fn skew_bucket(diff: i64) -> &'static str {
+    let a = diff.unsigned_abs();
+    let future = diff > 0;
+    match (a, future) {
+        (0..=600, _) => "10m",
+        (601..=7200, false) => "-2h",
+        (601..=7200, true) => "+2h",
+        (7201..=129_600, false) => "-36h",
+        (7201..=129_600, true) => "+36h",
+        (_, false) => "-far",
+        (_, true) => "+far",
+    }
+}
+
+/// `h:xm:` words of a mailer header value and one token of its overall shape.
+pub(super) fn mailer_tokens(value: &str, tag: &str, sink: &mut Sink) {
+    let mut words = 0;
+    for w in value.split(|c: char| !c.is_alphabetic()).filter(|w| w.len() >= 2) {
+        sink.push_with(|b| {
+            b.push_str("h:");
+            b.push_str(tag);
+            b.push(':');
+            push_lowercase(b, w);
+        });
+        words += 1;
+        if words >= 6 {
+            break;
+        }
+    }
+    sink.push_short_with(|b| {
+        b.push_str("h:");
+        b.push_str(tag);
+        b.push_str("v:");
+        shape_into(b, value, 30);
+    });
+}
+
+/// `prefix + charset + ":" + encoding` for each RFC 2047 encoded word in a raw header value.
+pub(super) fn encoded_word_tokens(raw: &str, prefix: &str, sink: &mut Sink) {
+    for piece in raw.split("=?").skip(1).take(5) {
+        let mut fields = piece.splitn(3, '?');
+        if let (Some(charset), Some(enc)) = (fields.next(), fields.next()) {
+            sink.push_short_with(|b| {
+                b.push_str(prefix);
+                push_ascii_lower(b, charset);
+                b.push(':');
+                push_ascii_lower(b, enc);
+            });
+        }
+    }
+}
+
+/// Structure tokens of one Received header: protocol, HELO shape, reverse DNS, IP class and domains.
+pub(super) fn received_tokens(r: &mail_parser::Received<'_>, sink: &mut Sink) {
+    if let Some(with) = &r.with {
+        sink.push_with(|b| {
+            b.push_str("rc:with:");
+            let start = b.len();
+            // Display of the protocol (at most a few letters); lowercased in place.
+            let _ = write!(b, "{with}");
+            b[start..].make_ascii_lowercase();
+        });
+    }
+    if r.tls_version.is_some() || r.tls_cipher.is_some() {
+        sink.push("rc:tls");
+    }
+    let rdns = r
+        .from_iprev
+        .as_deref()
+        .map(|s| s.trim().trim_end_matches('.').to_ascii_lowercase());
+    match &r.from {
+        Some(Host::Name(name)) => {
+            let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+            let helo = if name.parse::<IpAddr>().is_ok() {
+                "ip"
+            } else if !name.contains('.') {
+                "bare"
+            } else if rdns.as_deref() == Some(name.as_str()) {
+                "same"
+            } else {
+                "fqdn"
+            };
+            sink.push2("rc:helo:", helo);
+            if helo == "fqdn" || helo == "same" {
+                host_tokens(&name, "rc:dom:", sink);
+            }
+        }
+        Some(Host::IpAddr(_)) => sink.push("rc:helo:literal"),
+        None => sink.push("rc:nofrom"),
+    }
+    match rdns.as_deref() {
+        Some("unknown") | Some("") => sink.push("rc:rdns:unknown"),
+        Some(name) if name.parse::<IpAddr>().is_err() && name.contains('.') => {
+            host_tokens(name, "rc:dom:", sink);
+            if name.bytes().filter(u8::is_ascii_digit).count() >= 4 {
+                sink.push("rc:rdns:dynamic");
+            }
+        }
+        Some(_) => sink.push("rc:rdns:odd"),
+        // An address without a name: "from pc (unknown [192.0.2.1])" or "from pc ([192.0.2.1])".
+        None if r.from_ip.is_some() => sink.push("rc:rdns:unknown"),
+        None => {}
+    }
+    if let Some(ip) = r.from_ip {
+        sink.push2("rc:ip:", ip_class(ip));
+    }
+    if let Some(Host::Name(by)) = &r.by {
+        let by = by.trim().trim_end_matches('.').to_ascii_lowercase();
+        if let Some(reg) = registrable(&by) {
+            sink.push2("rc:by:", reg);
+        }
+    }
+}
+
+pub(super) fn ip_class(ip: IpAddr) -> &'static str {
+    match ip {
+        IpAddr::V4(v4) if v4.is_loopback() => "loopback",
+        IpAddr::V4(v4) if v4.is_private() || v4.is_link_local() => "private",
+        IpAddr::V4(_) => "public4",
+        IpAddr::V6(v6) if v6.is_loopback() => "loopback",
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => "mapped",
+        IpAddr::V6(_) => "public6",
+    }
+}
+
+/// `prefix + host` and `prefix + registrable domain` of a host name.
+pub(super) fn host_tokens(host: &str, prefix: &str, sink: &mut Sink) {
+    sink.push2(prefix, host);
+    if let Some(reg) = registrable(host)
+        && reg != host
+    {
+        sink.push2(prefix, reg);
+    }
+}
+
+/// MIME structure: content types of all parts, transfer encodings, charsets, boundary shape, part count.
+pub(super) fn mime_tokens(message: &Message<'_>, sink: &mut Sink, depth: usize) {
+    if depth == 0 {
+        match message.root_part().content_type() {
+            Some(ct) => sink.push2("h:ct:", &content_type_name(ct)),
+            None => sink.push("h:ct:none"),
+        }
+        if raw_header(message, "MIME-Version").is_none() {
+            sink.push("h:nomimever");
+        }
+        sink.push2("h:nparts:", bucket_count(message.parts.len()));
+    }
+    let mut structure = String::new();
+    for part in &message.parts {
+        if sink.full() {
+            break;
+        }
+        let ct = part.content_type();
+        let name = ct.map_or_else(|| "none".to_string(), content_type_name);
+        if let Some(ct) = ct {
+            if let Some(charset) = ct.attribute("charset") {
+                sink.push_short_with(|b| {
+                    b.push_str("h:cs:");
+                    push_ascii_lower(b, charset.trim());
+                });
+            }
+            if let Some(boundary) = ct.attribute("boundary") {
+                sink.push_short_with(|b| {
+                    b.push_str("h:bnd:");
+                    shape_into(b, boundary, 30);
+                });
+            }
+        }
+        if part.is_encoding_problem {
+            sink.push("h:encproblem");
+        }
+        if structure.len() < 64 {
+            if !structure.is_empty() {
+                structure.push(',');
+            }
+            structure.push_str(&short_type(&name));
+        }
+    }
+    if depth == 0 && message.parts.len() > 1 {
+        sink.push_short2("h:mime:", &structure);
+    }
+}
+
+/// "type/subtype", lowercased.
+pub(super) fn content_type_name(ct: &mail_parser::ContentType<'_>) -> String {
+    format!(
+        "{}/{}",
+        ct.ctype().to_ascii_lowercase(),
+        ct.subtype().unwrap_or("").to_ascii_lowercase()
+    )
+}
+
+/// Short form of a content type name for the structure token.
+pub(super) fn short_type(name: &str) -> String {
+    match name {
+        "text/plain" => "tp".to_string(),
+        "text/html" => "th".to_string(),
+        "none" => "n".to_string(),
+        _ => {
+            let (t, s) = name.split_once('/').unwrap_or((name, ""));
+            let mut out: String = t.chars().take(1).collect();
+            out.extend(s.chars().take(3));
+            out
+        }
+    }
+}
+
+pub(super) fn attachment_tokens(part: &MessagePart<'_>, sink: &mut Sink) {
+    if let Some(ct) = part.content_type() {
+        sink.push_short2("h:att:", &content_type_name(ct));
+    }
+    if let Some(name) = part.attachment_name()
+        && let Some((_, ext)) = name.rsplit_once('.')
+        && (1..=5).contains(&ext.len())
+    {
+        sink.push_short_with(|b| {
+            b.push_str("h:attx:");
+            push_ascii_lower(b, ext);
+        });
+    }
+}
+
+pub(super) fn address_tokens(address: &Address<'_>, prefix: &str, sink: &mut Sink, names: bool) {
+    for addr in address.iter().take(20) {
+        if names && let Some(name) = addr.name() {
+            text_tokens(name, prefix, sink);
+        }
+        if let Some(email) = addr.address()
+            && let Some((_, domain)) = email.rsplit_once('@')
+        {
+            let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+            if !domain.is_empty() {
+                host_tokens(&domain, prefix, sink);
+            }
+        }
+    }
+}
+
+/// The registrable domain of a host name: its last two labels, or three when the second-level label looks like
+/// a country's public suffix ("example.co.uk", "example.com.au"). None for names without a dot.
+pub(super) fn registrable(host: &str) -> Option<&str> {
+    let last_dot = host.rfind('.')?;
+    let tld = &host[last_dot + 1..];
+    let Some(second_dot) = host[..last_dot].rfind('.') else {
+        return Some(host);
+    };
+    let second = &host[second_dot + 1..last_dot];
+    let cc_suffix = tld.len() == 2
+        && (second.len() <= 2 || matches!(second, "com" | "net" | "org" | "gov" | "edu" | "ltd" | "plc" | "nic"));
+    if cc_suffix {
+        Some(
+            host[..second_dot]
+                .rfind('.')
+                .map_or(host, |third_dot| &host[third_dot + 1..]),
+        )
+    } else {
+        Some(&host[second_dot + 1..])
+    }
+}
