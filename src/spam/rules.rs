@@ -10,8 +10,11 @@
 //! that allow it are matched in ASCII mode (`\s`, `\w`, `.`, case folding),
 //! which again makes the automata several times smaller; the others (non-ASCII
 //! characters, `\x{...}` above 7F, `\p{...}`, flag `u`) in Unicode mode, in
-//! sets of their own. Meta rules are then evaluated over those results in
-//! dependency order.
+//! sets of their own. Text kinds (body, raw body, URI, full message) first
+//! go through a literal prefilter (`prefilter`): one Aho-Corasick pass finds
+//! which patterns' starting literals occur, only those run, and only the
+//! patterns without a usable literal stay in the sets. Meta rules are then
+//! evaluated over those results in dependency order.
 //!
 //! Here: the compiled [`RuleSet`] and matching; `parse` reads rule files,
 //! `meta` parses and evaluates meta expressions.
@@ -138,20 +141,20 @@ struct HeaderGroup {
 /// The rules of one text kind.
 #[derive(Debug)]
 struct TextSet {
-    set: PatternSet,
-    /// For each pattern of the set: its rule.
+    matcher: TextMatcher,
+    /// For each pattern of the matcher: its rule.
     rules: Vec<usize>,
 }
 
 impl TextSet {
     fn mark(&self, text: &str, hits: &mut [bool]) {
-        for i in self.set.matches(text) {
+        self.matcher.matches(text, |i| {
             if let Some(&r) = self.rules.get(i)
                 && let Some(h) = hits.get_mut(r)
             {
                 *h = true;
             }
-        }
+        });
     }
 }
 
@@ -364,7 +367,7 @@ impl Parsed {
             match t.2 {
                 None => Ok(None),
                 Some(at) => Ok(Some(TextSet {
-                    set: build_set(&t.0, &at, what)?,
+                    matcher: TextMatcher::build(&t.0, |rest| build_set(rest, &at, what))?,
                     rules: t.1,
                 })),
             }
@@ -560,8 +563,10 @@ pub fn check_fixture(set: &RuleSet, fixture: &str) -> Vec<String> {
 
 mod meta;
 mod parse;
+mod prefilter;
 use meta::Expr;
 use parse::*;
+use prefilter::TextMatcher;
 
 #[cfg(test)]
 mod tests;

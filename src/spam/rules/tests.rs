@@ -411,10 +411,14 @@ fn ascii_mode_where_possible_unicode_otherwise_and_small_sets() {
     }
     let set = compile(&text).unwrap();
     let body = set.body.as_ref().unwrap();
-    // 23 ASCII patterns (a `\x{200B}` literal is fine there: it matches
-    // its UTF-8 bytes) in 3 sets of at most 8, then the 2 Unicode ones.
-    let sizes: Vec<usize> = body.set.chunks.iter().map(|c| c.1.len()).collect();
-    assert_eq!(sizes, [8, 8, 7, 2]);
+    // The 23 patterns that start with literals of 2 bytes or more (`a\sb`
+    // gives `a b`, `a\tb` and so on; a `\x{200B}` literal is fine in ASCII
+    // mode: it matches its UTF-8 bytes; `café` in Unicode mode has its case
+    // variants) go through the prefilter. The others are in sets: the ASCII
+    // one, then the Unicode one, which needs a non-ASCII character and is
+    // not run on ASCII text.
+    assert_eq!(body.matcher.prefiltered(), 23);
+    assert_eq!(body.matcher.set_sizes(), (vec![1], vec![1]));
     let hits = |b: &str| names(&set.evaluate(&msg(&[], b).view())).join(" ");
     // ASCII mode: \s and \w are ASCII (a no-break space or é is not one).
     assert_eq!(hits("a b"), "SPACE");
@@ -452,4 +456,90 @@ fn bayes_bands() {
         let e = compile(bad).unwrap_err();
         assert!(e.what.contains("bayes NAME LOW HIGH"), "{bad}: {e}");
     }
+}
+
+/// The literal prefilter gives exactly the hits of plain matching (every
+/// text-kind pattern run alone with `Regex::is_match`) on the corpora's
+/// messages, through the built-in rules.
+#[test]
+fn prefilter_agrees_with_plain_matching() {
+    let mut p = Parsed::default();
+    for (file_no, (file, text)) in crate::spam::filter::BUILTIN_RULES.iter().enumerate() {
+        for (i, line) in text.lines().enumerate() {
+            let at = Loc {
+                file_no,
+                file: file.to_string(),
+                line: i + 1,
+            };
+            parse_line(&mut p, line, at).expect("built-in rules parse");
+        }
+    }
+    let mut kinds: [Vec<String>; 4] = Default::default();
+    for d in &p.defs {
+        if let Def::Text { kind, pattern } = &d.def {
+            kinds[*kind as usize].push(pattern.clone());
+        }
+    }
+    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpora");
+    let mut msgs = Vec::new();
+    for dir in [
+        "spamassassin/spam",
+        "spamassassin/spam_2",
+        "spamassassin/hard_ham",
+        "spamassassin/easy_ham",
+    ] {
+        for f in crate::spam::message_files(&base.join(dir)).expect("corpus") {
+            msgs.push(std::fs::read(f).expect("read"));
+        }
+    }
+    assert!(msgs.len() > 400, "corpus missing: {}", msgs.len());
+    let (mut ac_total, mut cand, mut checked) = (0usize, 0usize, 0usize);
+    for (k, patterns) in kinds.iter().enumerate() {
+        let plain: Vec<regex::bytes::Regex> = patterns
+            .iter()
+            .map(|p| regex::bytes::Regex::new(p).expect("compiles"))
+            .collect();
+        let m = TextMatcher::build(patterns, |rest| {
+            build_set(
+                rest,
+                &Loc {
+                    file_no: 0,
+                    file: "t".into(),
+                    line: 1,
+                },
+                "t",
+            )
+        })
+        .expect("builds");
+        eprintln!("kind {k}: {} patterns, {} prefiltered", patterns.len(), m.prefiltered());
+        ac_total += m.prefiltered();
+        for raw in &msgs {
+            let mv = crate::spam::view::MessageView::parse(raw);
+            let v = mv.view();
+            let texts: Vec<&str> = match k {
+                0 => vec![v.body],
+                1 => vec![v.rawbody],
+                2 => v.uris.iter().map(String::as_str).collect(),
+                _ => vec![v.full],
+            };
+            for t in texts {
+                let mut got = vec![false; patterns.len()];
+                m.matches(t, |i| got[i] = true);
+                let want: Vec<bool> = plain.iter().map(|r| r.is_match(t.as_bytes())).collect();
+                for i in 0..patterns.len() {
+                    assert_eq!(
+                        got[i],
+                        want[i],
+                        "pattern {} on text {:?}",
+                        patterns[i],
+                        &t[..t.len().min(200)]
+                    );
+                }
+                cand += got.iter().filter(|g| **g).count();
+                checked += 1;
+            }
+        }
+    }
+    eprintln!("{ac_total} prefiltered, {checked} texts, {cand} hits");
+    assert!(ac_total > 100, "most patterns have a literal: {ac_total}");
 }

@@ -1,0 +1,349 @@
+//! Matching the patterns of one text kind (body, raw body, URI, full
+//! message) without scanning the text once per pattern or per small set.
+//!
+//! Most rules start with a literal word: `click\s+here`, `<iframe`,
+//! `(?:act|order|call)\s+now`. At build time each pattern's possible
+//! starting literals are extracted (`regex_syntax`'s prefix extractor) and put
+//! in one Aho-Corasick automaton, case-insensitive. At match time one pass of
+//! that automaton over the text gives, for each pattern, whether any of its
+//! literals occurs and where the first one starts; only those patterns run
+//! their own regex, from that offset. A pattern with no usable literal (one
+//! that can start with a wide class, or match the empty string) is matched
+//! by the small [`PatternSet`]s as before. On mail that hits few rules this
+//! is most of the saving: the text is read once by the automaton and a
+//! handful of times by regexes, instead of once per set of 8 patterns.
+//!
+//! Correctness rests on one property: a match of the pattern must start with
+//! one of its extracted literals, compared ASCII case-insensitively. The
+//! extractor guarantees it for the pattern's own syntax tree; for ASCII-mode
+//! patterns with flag `i` the literals are extracted with `i` removed and
+//! compared case-insensitively, which accepts a superset of what the pattern
+//! does. `tests::prefilter_agrees_with_plain_matching` checks it against
+//! plain regex matching on the corpora.
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use regex_automata::meta::Regex;
+use regex_automata::{Anchored, Input};
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
+
+use super::{ASCII_MODE, PatternSet, RULE_SIZE_LIMIT};
+
+/// Literals shorter than this are not selective enough to be worth a
+/// regex of their own: their patterns go to the sets.
+const MIN_LITERAL: usize = 2;
+/// Most literals the extractor may list for one pattern (its default is
+/// 250; more keeps longer, more selective literals for alternations).
+const LIMIT_TOTAL: usize = 2000;
+/// The extractor's default limit, tried when the larger one gives nothing.
+const DEFAULT_LIMIT_TOTAL: usize = 250;
+
+/// The patterns of one text kind.
+#[derive(Debug)]
+pub(super) struct TextMatcher {
+    /// Starting literals of the prefiltered patterns, if there are any.
+    ac: Option<AhoCorasick>,
+    /// For each automaton pattern: the patterns (indices) that start with it.
+    owners: Vec<Vec<usize>>,
+    /// Each pattern's own regex when it is prefiltered, by pattern index.
+    regexes: Vec<Option<Regex>>,
+    /// The patterns without a usable literal.
+    rest: PatternSet,
+    /// For `rest`'s indices: the pattern index.
+    rest_index: Vec<usize>,
+    /// The patterns without a usable literal whose every match has a
+    /// non-ASCII byte: skipped on ASCII text (most mail).
+    non_ascii: PatternSet,
+    /// For `non_ascii`'s indices: the pattern index.
+    non_ascii_index: Vec<usize>,
+}
+
+impl TextMatcher {
+    /// Builds the matcher; `build_set` compiles the patterns without
+    /// literals into sets (with the caller's error reporting).
+    pub(super) fn build<E>(
+        patterns: &[String],
+        build_set: impl Fn(&[String]) -> Result<PatternSet, E>,
+    ) -> Result<TextMatcher, E> {
+        let mut literals: Vec<Vec<u8>> = Vec::new();
+        let mut owners: Vec<Vec<usize>> = Vec::new();
+        let mut regexes = Vec::with_capacity(patterns.len());
+        let mut rest = Vec::new();
+        let mut rest_index = Vec::new();
+        let mut non_ascii = Vec::new();
+        let mut non_ascii_index = Vec::new();
+        for (i, p) in patterns.iter().enumerate() {
+            let lits = starting_literals(p);
+            let regex = lits.as_ref().and_then(|_| anchored_regex(p));
+            match (lits, regex) {
+                (Some(lits), Some(re)) => {
+                    for lit in lits {
+                        match literals.iter().position(|l| *l == lit) {
+                            Some(k) => owners[k].push(i),
+                            None => {
+                                literals.push(lit);
+                                owners.push(vec![i]);
+                            }
+                        }
+                    }
+                    regexes.push(Some(re));
+                }
+                _ => {
+                    regexes.push(None);
+                    if needs_non_ascii(p) {
+                        non_ascii.push(p.clone());
+                        non_ascii_index.push(i);
+                    } else {
+                        rest.push(p.clone());
+                        rest_index.push(i);
+                    }
+                }
+            }
+        }
+        let ac = if literals.is_empty() {
+            None
+        } else {
+            // Standard match semantics: overlapping search reports every
+            // literal that occurs, not only the leftmost of overlapping ones.
+            AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::Standard)
+                .build(&literals)
+                .ok()
+        };
+        if ac.is_none() && !literals.is_empty() {
+            // Cannot happen with these sizes; keep every pattern correct anyway.
+            return Ok(TextMatcher {
+                ac: None,
+                owners: Vec::new(),
+                regexes: vec![None; patterns.len()],
+                rest: build_set(patterns)?,
+                rest_index: (0..patterns.len()).collect(),
+                non_ascii: build_set(&[])?,
+                non_ascii_index: Vec::new(),
+            });
+        }
+        Ok(TextMatcher {
+            ac,
+            owners,
+            regexes,
+            rest: build_set(&rest)?,
+            rest_index,
+            non_ascii: build_set(&non_ascii)?,
+            non_ascii_index,
+        })
+    }
+
+    /// Calls `hit` with the index of each pattern that matches `text`.
+    pub(super) fn matches(&self, text: &str, mut hit: impl FnMut(usize)) {
+        let bytes = text.as_bytes();
+        if let Some(ac) = &self.ac {
+            // (pattern, offset) of each occurrence of a pattern's literal.
+            let mut found: Vec<(usize, usize)> = Vec::new();
+            for m in ac.find_overlapping_iter(bytes) {
+                for &p in &self.owners[m.pattern().as_usize()] {
+                    found.push((p, m.start()));
+                }
+            }
+            found.sort_unstable();
+            found.dedup();
+            // A match starts with one of the pattern's literals, so an
+            // anchored search at each occurrence finds it; it usually fails
+            // within a few bytes. The rest of the text is context for
+            // look-arounds (`\b`, `^`).
+            let mut done = usize::MAX;
+            for (p, at) in found {
+                if p == done {
+                    continue;
+                }
+                if let Some(Some(re)) = self.regexes.get(p)
+                    && re.is_match(Input::new(bytes).range(at..).anchored(Anchored::Yes))
+                {
+                    done = p;
+                    hit(p);
+                }
+            }
+        }
+        for i in self.rest.matches(text) {
+            if let Some(&p) = self.rest_index.get(i) {
+                hit(p);
+            }
+        }
+        if !self.non_ascii_index.is_empty() && !text.is_ascii() {
+            for i in self.non_ascii.matches(text) {
+                if let Some(&p) = self.non_ascii_index.get(i) {
+                    hit(p);
+                }
+            }
+        }
+    }
+
+    /// How many patterns are prefiltered (the rest go to the sets).
+    #[cfg(test)]
+    pub(super) fn prefiltered(&self) -> usize {
+        self.regexes.iter().filter(|r| r.is_some()).count()
+    }
+
+    /// The sizes of the sets the other patterns are in: those that can
+    /// match ASCII text, then those that cannot.
+    #[cfg(test)]
+    pub(super) fn set_sizes(&self) -> (Vec<usize>, Vec<usize>) {
+        let sizes = |s: &PatternSet| s.chunks.iter().map(|c| c.1.len()).collect();
+        (sizes(&self.rest), sizes(&self.non_ascii))
+    }
+}
+
+/// `pattern` compiled for anchored searches, as `regex::bytes` would compile
+/// it (bytes, not necessarily UTF-8); `None` if it cannot be.
+fn anchored_regex(pattern: &str) -> Option<Regex> {
+    Regex::builder()
+        .syntax(regex_automata::util::syntax::Config::new().utf8(false))
+        .configure(
+            Regex::config()
+                .utf8_empty(false)
+                .nfa_size_limit(Some(RULE_SIZE_LIMIT))
+                .hybrid_cache_capacity(2 * (1 << 20)),
+        )
+        .build(pattern)
+        .ok()
+}
+
+/// The literals a match of `pattern` must start with (lower-cased, compared
+/// ASCII case-insensitively), or `None` when there is no usable set: the
+/// pattern can start with a wide class, or one literal is too short.
+fn starting_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
+    let ascii = pattern.starts_with(ASCII_MODE);
+    // ASCII mode: extract from the case-sensitive form (the automaton folds
+    // ASCII case). Unicode mode with `i` folds more than ASCII (e.g. the
+    // Kelvin sign for k), so extract from the pattern as it is: the extractor
+    // then lists the case variants itself.
+    let source = if ascii {
+        without_leading_i(pattern)
+    } else {
+        pattern.to_string()
+    };
+    let hir = regex_syntax::ParserBuilder::new()
+        .utf8(false)
+        .build()
+        .parse(&source)
+        .ok()?;
+    // A larger limit keeps literals longer; when it makes the set give up
+    // (a product of classes too large), the default limit may still not.
+    let usable = |limit: usize| {
+        let seq = Extractor::new()
+            .kind(ExtractKind::Prefix)
+            .limit_total(limit)
+            .extract(&hir);
+        let lits = seq.literals()?;
+        if lits.is_empty() || lits.iter().any(|l| l.as_bytes().len() < MIN_LITERAL) {
+            return None;
+        }
+        Some(
+            lits.iter()
+                .map(|l| l.as_bytes().to_ascii_lowercase())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let mut out = usable(LIMIT_TOTAL).or_else(|| usable(DEFAULT_LIMIT_TOTAL))?;
+    out.sort();
+    out.dedup();
+    // A literal that starts with another one adds nothing: sorted, it comes
+    // right after a literal it starts with (or after one that does).
+    let mut kept: Vec<Vec<u8>> = Vec::with_capacity(out.len());
+    for l in out {
+        if !kept.last().is_some_and(|k| l.starts_with(k)) {
+            kept.push(l);
+        }
+    }
+    let out = kept;
+    Some(out)
+}
+
+/// Whether every match of `pattern` contains a byte above 0x7F (a
+/// non-ASCII character), so that it cannot match ASCII text. Conservative:
+/// `false` when unsure.
+fn needs_non_ascii(pattern: &str) -> bool {
+    let Ok(hir) = regex_syntax::ParserBuilder::new().utf8(false).build().parse(pattern) else {
+        return false;
+    };
+    hir_needs_non_ascii(&hir)
+}
+
+fn hir_needs_non_ascii(h: &regex_syntax::hir::Hir) -> bool {
+    use regex_syntax::hir::{Class, HirKind};
+    match h.kind() {
+        HirKind::Literal(l) => l.0.iter().any(|b| *b > 0x7F),
+        HirKind::Class(Class::Unicode(c)) => c.ranges().iter().all(|r| u32::from(r.start()) > 0x7F),
+        HirKind::Class(Class::Bytes(c)) => c.ranges().iter().all(|r| r.start() > 0x7F),
+        HirKind::Repetition(r) => r.min >= 1 && hir_needs_non_ascii(&r.sub),
+        HirKind::Capture(c) => hir_needs_non_ascii(&c.sub),
+        HirKind::Concat(hs) => hs.iter().any(hir_needs_non_ascii),
+        HirKind::Alternation(hs) => hs.iter().all(hir_needs_non_ascii),
+        HirKind::Empty | HirKind::Look(_) => false,
+    }
+}
+
+/// `(?-u)(?is)body` → `(?-u)(?s)body`: the pattern with the leading flag
+/// group's `i` removed (as `rules::parse` writes the flags).
+fn without_leading_i(pattern: &str) -> String {
+    let rest = pattern.strip_prefix(ASCII_MODE).unwrap_or(pattern);
+    let Some(after) = rest.strip_prefix("(?") else {
+        return pattern.to_string();
+    };
+    let Some(close) = after.find(')') else {
+        return pattern.to_string();
+    };
+    let flags = &after[..close];
+    if flags.is_empty() || !flags.chars().all(|c| matches!(c, 'i' | 'm' | 's')) {
+        return pattern.to_string();
+    }
+    let kept: String = flags.chars().filter(|&c| c != 'i').collect();
+    let group = if kept.is_empty() {
+        String::new()
+    } else {
+        format!("(?{kept})")
+    };
+    format!("{ASCII_MODE}{group}{}", &after[close + 1..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_are_lower_cased_and_minimal() {
+        let lits = |p: &str| {
+            starting_literals(p).map(|v| v.into_iter().map(|l| String::from_utf8(l).unwrap()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            lits("(?-u)(?i)Click(?:Here|Below)"),
+            Some(vec!["clickbelow".into(), "clickhere".into()])
+        );
+        // `free` covers `freedom`; `\b` is only context.
+        assert_eq!(lits("(?-u)(?-u:\\b)(?:free|freedom)"), Some(vec!["free".into()]));
+        // A wide class first, a one-byte literal, or a possibly empty match:
+        // no literals.
+        assert_eq!(lits("(?-u)[a-z]+ing"), None);
+        assert_eq!(lits("(?-u)x\\d"), Some((0..10).map(|d| format!("x{d}")).collect()));
+        assert_eq!(lits("(?-u)\\$"), None);
+        assert_eq!(lits("(?-u)(?:abc)?"), None);
+    }
+
+    #[test]
+    fn leading_i_is_removed_only_from_the_flag_group() {
+        assert_eq!(without_leading_i("(?-u)(?is)ab"), "(?-u)(?s)ab");
+        assert_eq!(without_leading_i("(?-u)(?i)ab"), "(?-u)ab");
+        assert_eq!(without_leading_i("(?-u)(?:i)ab"), "(?-u)(?:i)ab");
+        assert_eq!(without_leading_i("(?-u)(?-u:\\b)ab"), "(?-u)(?-u:\\b)ab");
+    }
+
+    #[test]
+    fn non_ascii_requirement() {
+        assert!(needs_non_ascii("[\\x{0400}-\\x{04FF}]{3}"));
+        assert!(needs_non_ascii("a\\s*[\\x{4E00}-\\x{9FFF}]"));
+        assert!(needs_non_ascii("(?:é|ü)x"));
+        assert!(!needs_non_ascii("a|[\\x{0400}-\\x{04FF}]"));
+        assert!(!needs_non_ascii("[\\x{0400}-\\x{04FF}]{0,3}b"));
+        assert!(!needs_non_ascii("[\\x{0041}-\\x{04FF}]"));
+        assert!(!needs_non_ascii("(?i)k"));
+    }
+}
