@@ -66,6 +66,7 @@ fn spam(c: &mut Criterion) {
             }
         })
     });
+    let model_for_syn = model.clone();
     filter.set_model(Some(model.clone()));
     g.bench_function("whole score (offline)", |b| {
         b.iter(|| {
@@ -73,6 +74,34 @@ fn spam(c: &mut Criterion) {
                 black_box(filter.score_offline(m).score);
             }
         })
+    });
+    g.finish();
+
+    // smtp-source's 4 KiB message (numbered lines of X), as the relay
+    // benchmarks send it: the floor of the per-message cost.
+    let mut syn = String::from(
+        "Received: from bench.localdomain ([127.0.0.1])\r\n\tby bench.localdomain (sluice) with SMTP id 660FA377F457A000\r\n\tfor <user0500@example.com>;\r\n\tMon, 23 Nov 2026 23:47:29 +0000\r\nFrom: <sender@example.net>\r\nTo: <user0500@example.com>\r\nDate: Mon, 23 Nov 2026 23:47:29 +0000 (UTC)\r\nMessage-Id: <6d88.0003.0000@bench.localdomain>\r\n\r\n",
+    );
+    let mut n = 1;
+    while syn.len() < 4096 {
+        syn.push_str(&format!("{n}{}\r\n", "X".repeat(78)));
+        n += 1;
+    }
+    let syn = syn.into_bytes();
+    let mut g = c.benchmark_group("spam-smtp-source-4k");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("view + rules", |b| {
+        b.iter(|| {
+            let v = MessageView::parse(&syn);
+            black_box(filter.rules().evaluate(&v.view()).score);
+        })
+    });
+    g.bench_function("tokenize + classify", |b| {
+        b.iter(|| black_box(model_for_syn.classify(&tokenize::tokens(&syn))))
+    });
+    g.bench_function("whole score (offline)", |b| {
+        b.iter(|| black_box(filter.score_offline(&syn).score))
     });
     g.finish();
 }

@@ -39,6 +39,8 @@
 #        CORPUS_COUNT (2000) messages per real-mail run (smtp_corpus.py); 0 = skip
 #        CORPUS_SCAN (1000) messages timed with sluice scan --offline; 0 = skip
 #        PERF (1 if perf is installed) PERF_SECONDS (5)
+#        PERF_CALL_GRAPH (-g; "--call-graph dwarf,16384" for call chains in
+#                         this build, which has no frame pointers)
 #        SPAM_TOML         extra lines appended to the [spam] table of spam-on
 #        RESULTS_DIR ($ROOT/docs/bench-results)
 #        BUILD=0           use target/release/sluice as it is (no cargo build)
@@ -52,6 +54,7 @@ CORPUS=${CORPUS:-$ROOT/../shared/corpora/spamassassin}
 CORPUS_SCAN=${CORPUS_SCAN:-1000}
 CORPUS_COUNT=${CORPUS_COUNT:-2000}
 PERF=${PERF:-$(command -v perf >/dev/null && echo 1 || echo 0)}; PERF_SECONDS=${PERF_SECONDS:-5}
+PERF_CALL_GRAPH=${PERF_CALL_GRAPH:--g}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/docs/bench-results}
 SENDER=sender@example.net; RCPT=user0500@example.com
 mkdir -p "$OUT/logs"
@@ -412,7 +415,7 @@ if [ "$PERF" = 1 ]; then
       --pause 0 --logdir "$OUT/logs" > "$OUT/perf-spam-$v.bench.txt" &
     bp=$!
     sleep 1
-    perf record -q -e cpu-clock -F 999 -g -p "$pid" -o "$OUT/perf-spam-$v.data" -- sleep "$PERF_SECONDS" 2> /dev/null || true
+    perf record -q -e cpu-clock -F 999 $PERF_CALL_GRAPH -p "$pid" -o "$OUT/perf-spam-$v.data" -- sleep "$PERF_SECONDS" 2> /dev/null || true
     wait "$bp" || true
     sluice_stop "$W"
     perf report -i "$OUT/perf-spam-$v.data" --stdio --no-children --no-inline --percent-limit 0.7 \

@@ -15,7 +15,8 @@ use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
-    AuthenticatedMessage, DkimOutput, DkimResult, DmarcOutput, DmarcResult, MessageAuthenticator, SpfOutput, SpfResult,
+    AuthenticatedMessage, DkimOutput, DkimResult, DmarcOutput, DmarcResult, MessageAuthenticator, Parameters,
+    SpfOutput, SpfResult,
 };
 
 /// Folded header lines are kept to this many characters (RFC 5322 §2.1.1),
@@ -75,6 +76,8 @@ pub struct Authenticator {
     inner: MessageAuthenticator,
     authserv_id: String,
     timeout: Duration,
+    /// Parsed records until their TTL (see `cache`).
+    caches: std::sync::Arc<cache::Caches>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -103,6 +106,7 @@ impl Authenticator {
             inner: MessageAuthenticator(resolver),
             authserv_id,
             timeout,
+            caches: std::sync::Arc::default(),
         }
     }
 
@@ -131,8 +135,18 @@ impl Authenticator {
         } else {
             ctx.mail_from.rsplit_once('@').map_or(ctx.helo, |(_, d)| d)
         };
+        let c = &*self.caches;
+        let spf_params = Parameters::new(spf_params)
+            .with_txt_cache(&c.txt)
+            .with_mx_cache(&c.mx)
+            .with_ipv4_cache(&c.ipv4)
+            .with_ipv6_cache(&c.ipv6)
+            .with_ptr_cache(&c.ptr);
         let spf_fut = tokio::time::timeout_at(deadline, self.inner.verify_spf(spf_params));
-        let dkim_fut = tokio::time::timeout_at(deadline, self.inner.verify_dkim(&msg));
+        let dkim_fut = tokio::time::timeout_at(
+            deadline,
+            self.inner.verify_dkim(Parameters::new(&msg).with_txt_cache(&c.txt)),
+        );
         let (spf, mut dkim) = tokio::join!(Box::pin(spf_fut), Box::pin(dkim_fut));
         if let Ok(outputs) = &mut dkim {
             add_unparsable_signatures(&msg, outputs);
@@ -182,7 +196,10 @@ impl Authenticator {
             ("temperror", None)
         } else {
             let outputs: &[DkimOutput<'_>] = dkim.as_deref().unwrap_or(&[]);
-            let params = DmarcParameters::new(&msg, outputs, spf.domain(), &spf);
+            let params = Parameters::new(DmarcParameters::new(&msg, outputs, spf.domain(), &spf))
+                .with_txt_cache(&c.txt)
+                .with_ipv4_cache(&c.ipv4)
+                .with_ipv6_cache(&c.ipv6);
             match tokio::time::timeout_at(deadline, Box::pin(self.inner.verify_dmarc(params))).await {
                 Ok(out) => {
                     let word = dmarc_word(&out.result());
@@ -644,3 +661,5 @@ fn skip_cfws(v: &[u8], mut i: usize) -> usize {
 
 #[cfg(test)]
 mod tests;
+
+mod cache;

@@ -397,8 +397,15 @@ fn loc_order(a: &Loc, b: &Loc) -> std::cmp::Ordering {
 fn build_set(patterns: &[String], at: &Loc, what: &str) -> Result<PatternSet, RuleError> {
     let (ascii, unicode): (Vec<usize>, Vec<usize>) =
         (0..patterns.len()).partition(|&i| patterns[i].starts_with(ASCII_MODE));
+    // Patterns anchored at the start of the text (`\A...`) get sets of their
+    // own: such a set stops as soon as its automaton dies, a few bytes in,
+    // where a set mixing them with unanchored patterns reads the whole text.
+    let (ascii_anchored, ascii): (Vec<usize>, Vec<usize>) =
+        ascii.into_iter().partition(|&i| anchored_start(&patterns[i]));
+    let (unicode_anchored, unicode): (Vec<usize>, Vec<usize>) =
+        unicode.into_iter().partition(|&i| anchored_start(&patterns[i]));
     let mut chunks = Vec::new();
-    for group in [ascii, unicode] {
+    for group in [ascii, ascii_anchored, unicode, unicode_anchored] {
         for idx in group.chunks(SET_CHUNK) {
             let set = RegexSetBuilder::new(idx.iter().map(|&i| &patterns[i]))
                 .size_limit(SET_SIZE_LIMIT)
@@ -414,6 +421,19 @@ fn build_set(patterns: &[String], at: &Loc, what: &str) -> Result<PatternSet, Ru
         }
     }
     Ok(PatternSet { chunks })
+}
+
+/// Whether every match of `pattern` starts at the start of the text.
+fn anchored_start(pattern: &str) -> bool {
+    regex_syntax::ParserBuilder::new()
+        .utf8(false)
+        .build()
+        .parse(pattern)
+        .is_ok_and(|h| {
+            h.properties()
+                .look_set_prefix()
+                .contains(regex_syntax::hir::Look::Start)
+        })
 }
 
 /// Orders the metas so that each comes after the metas it uses (Kahn's

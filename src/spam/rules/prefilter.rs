@@ -21,7 +21,7 @@
 //! does. `tests::prefilter_agrees_with_plain_matching` checks it against
 //! plain regex matching on the corpora.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex_automata::meta::Regex;
 use regex_automata::{Anchored, Input};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
@@ -46,6 +46,8 @@ pub(super) struct TextMatcher {
     owners: Vec<Vec<usize>>,
     /// Each pattern's own regex when it is prefiltered, by pattern index.
     regexes: Vec<Option<Regex>>,
+    /// Where each prefiltered pattern's literals are in its matches.
+    places: Vec<Place>,
     /// The patterns without a usable literal.
     rest: PatternSet,
     /// For `rest`'s indices: the pattern index.
@@ -71,11 +73,13 @@ impl TextMatcher {
         let mut rest_index = Vec::new();
         let mut non_ascii = Vec::new();
         let mut non_ascii_index = Vec::new();
+        let mut places = Vec::with_capacity(patterns.len());
         for (i, p) in patterns.iter().enumerate() {
-            let lits = starting_literals(p);
+            let lits = required_literals(p);
             let regex = lits.as_ref().and_then(|_| anchored_regex(p));
             match (lits, regex) {
-                (Some(lits), Some(re)) => {
+                (Some((lits, place)), Some(re)) => {
+                    places.push(place);
                     for lit in lits {
                         match literals.iter().position(|l| *l == lit) {
                             Some(k) => owners[k].push(i),
@@ -88,6 +92,7 @@ impl TextMatcher {
                     regexes.push(Some(re));
                 }
                 _ => {
+                    places.push(Place::Start);
                     regexes.push(None);
                     if needs_non_ascii(p) {
                         non_ascii.push(p.clone());
@@ -107,6 +112,7 @@ impl TextMatcher {
             AhoCorasickBuilder::new()
                 .ascii_case_insensitive(true)
                 .match_kind(MatchKind::Standard)
+                .kind(Some(AhoCorasickKind::DFA))
                 .build(&literals)
                 .ok()
         };
@@ -116,6 +122,7 @@ impl TextMatcher {
                 ac: None,
                 owners: Vec::new(),
                 regexes: vec![None; patterns.len()],
+                places: vec![Place::Start; patterns.len()],
                 rest: build_set(patterns)?,
                 rest_index: (0..patterns.len()).collect(),
                 non_ascii: build_set(&[])?,
@@ -126,6 +133,7 @@ impl TextMatcher {
             ac,
             owners,
             regexes,
+            places,
             rest: build_set(&rest)?,
             rest_index,
             non_ascii: build_set(&non_ascii)?,
@@ -155,9 +163,18 @@ impl TextMatcher {
                 if p == done {
                     continue;
                 }
-                if let Some(Some(re)) = self.regexes.get(p)
-                    && re.is_match(Input::new(bytes).range(at..).anchored(Anchored::Yes))
-                {
+                let Some(Some(re)) = self.regexes.get(p) else {
+                    continue;
+                };
+                let input = match self.places.get(p) {
+                    Some(Place::Start) => Input::new(bytes).range(at..).anchored(Anchored::Yes),
+                    // Somewhere inside: one search of the whole text decides.
+                    _ => {
+                        done = p;
+                        Input::new(bytes)
+                    }
+                };
+                if re.is_match(input) {
                     done = p;
                     hit(p);
                 }
@@ -207,10 +224,23 @@ fn anchored_regex(pattern: &str) -> Option<Regex> {
         .ok()
 }
 
-/// The literals a match of `pattern` must start with (lower-cased, compared
-/// ASCII case-insensitively), or `None` when there is no usable set: the
-/// pattern can start with a wide class, or one literal is too short.
-fn starting_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
+/// Where a pattern's literals are in its matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Place {
+    /// Every match starts with one of them: an anchored search at each
+    /// occurrence finds the match.
+    Start,
+    /// Every match contains one of them: the pattern runs (unanchored) once
+    /// if any occurs.
+    Inside,
+}
+
+/// The literals every match of `pattern` starts with or contains
+/// (lower-cased, compared ASCII case-insensitively), or `None` when there is
+/// no usable set: the pattern can start with a wide class and has no
+/// required part with literals, or one literal is too short.
+fn required_literals(pattern: &str) -> Option<(Vec<Vec<u8>>, Place)> {
+    use regex_syntax::hir::{Hir, HirKind};
     let ascii = pattern.starts_with(ASCII_MODE);
     // ASCII mode: extract from the case-sensitive form (the automaton folds
     // ASCII case). Unicode mode with `i` folds more than ASCII (e.g. the
@@ -226,15 +256,32 @@ fn starting_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
         .build()
         .parse(&source)
         .ok()?;
+    if let Some(lits) = prefix_literals(&hir) {
+        return Some((lits, Place::Start));
+    }
+    // A concatenation's tail: whatever its first parts match, a match
+    // contains a match of the rest, which starts with one of its literals.
+    if let HirKind::Concat(parts) = hir.kind() {
+        for i in 1..parts.len() {
+            if let Some(lits) = prefix_literals(&Hir::concat(parts[i..].to_vec())) {
+                return Some((lits, Place::Inside));
+            }
+        }
+    }
+    None
+}
+
+/// The literals every match of `hir` starts with, if they are all usable.
+fn prefix_literals(hir: &regex_syntax::hir::Hir) -> Option<Vec<Vec<u8>>> {
     // A larger limit keeps literals longer; when it makes the set give up
     // (a product of classes too large), the default limit may still not.
     let usable = |limit: usize| {
         let seq = Extractor::new()
             .kind(ExtractKind::Prefix)
             .limit_total(limit)
-            .extract(&hir);
+            .extract(hir);
         let lits = seq.literals()?;
-        if lits.is_empty() || lits.iter().any(|l| l.as_bytes().len() < MIN_LITERAL) {
+        if lits.is_empty() || !lits.iter().all(|l| selective(l.as_bytes())) {
             return None;
         }
         Some(
@@ -254,8 +301,13 @@ fn starting_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
             kept.push(l);
         }
     }
-    let out = kept;
-    Some(out)
+    Some(kept)
+}
+
+/// Whether a literal is worth prefiltering on: two bytes or more, or one
+/// punctuation byte (`$`, `<`): a letter or a space alone is in every text.
+fn selective(l: &[u8]) -> bool {
+    l.len() >= MIN_LITERAL || (l.len() == 1 && l[0].is_ascii_punctuation())
 }
 
 /// Whether every match of `pattern` contains a byte above 0x7F (a
@@ -312,22 +364,34 @@ mod tests {
     #[test]
     fn literals_are_lower_cased_and_minimal() {
         let lits = |p: &str| {
-            starting_literals(p).map(|v| v.into_iter().map(|l| String::from_utf8(l).unwrap()).collect::<Vec<_>>())
+            required_literals(p).map(|(v, place)| {
+                let v = v
+                    .into_iter()
+                    .map(|l| String::from_utf8(l).unwrap())
+                    .collect::<Vec<String>>();
+                (v, place)
+            })
         };
+        let at = |v: &[&str], place| Some((v.iter().map(|s| s.to_string()).collect::<Vec<_>>(), place));
+        let digits = |p: &str| (0..10).map(|d| format!("{p}{d}")).collect::<Vec<_>>();
         assert_eq!(
             lits("(?-u)(?i)Click(?:Here|Below)"),
-            Some(vec!["clickbelow".into(), "clickhere".into()])
+            at(&["clickbelow", "clickhere"], Place::Start)
         );
         // `free` covers `freedom`; `\b` is only context.
-        assert_eq!(lits("(?-u)(?-u:\\b)(?:free|freedom)"), Some(vec!["free".into()]));
-        // A wide class first, a one-byte literal, or a possibly empty match:
-        // no literals.
-        assert_eq!(lits("(?-u)[a-z]+ing"), None);
-        assert_eq!(lits("(?-u)x\\d"), Some((0..10).map(|d| format!("x{d}")).collect()));
-        assert_eq!(lits("(?-u)\\$"), None);
+        assert_eq!(lits("(?-u)(?-u:\\b)(?:free|freedom)"), at(&["free"], Place::Start));
+        assert_eq!(lits("(?-u)x\\d"), Some((digits("x"), Place::Start)));
+        // One punctuation byte is selective enough; a letter is not.
+        assert_eq!(lits("(?-u)\\$\\d"), Some((digits("$"), Place::Start)));
+        assert_eq!(lits("(?-u)\\$\\s*[a-z]"), at(&["$"], Place::Start));
+        assert_eq!(lits("(?-u)a\\s*[a-z]"), None);
+        // A wide class first: the literals of the rest of the concatenation.
+        assert_eq!(lits("(?-u)(?i)[a-z]<!--[^>]{0,60}-->"), at(&["<!--"], Place::Inside));
+        assert_eq!(lits("(?-u)[a-z]+ing"), at(&["ing"], Place::Inside));
+        // Nothing required, or a possibly empty match: no literals.
+        assert_eq!(lits("(?-u)[A-Z]{2,}[ \\t]+[A-Z]{2,}"), None);
         assert_eq!(lits("(?-u)(?:abc)?"), None);
     }
-
     #[test]
     fn leading_i_is_removed_only_from_the_flag_group() {
         assert_eq!(without_leading_i("(?-u)(?is)ab"), "(?-u)(?s)ab");
