@@ -21,7 +21,9 @@
 //!   the deferred scan of held mail.
 //! - [`quarantine`]: refused-after-acceptance mail on disk.
 //! - [`spam`]: spam scoring at the end of DATA: `spam::view` (the message as
-//!   rules see it), `spam::rules` (the engine of `rules/`, RegexSets),
+//!   rules see it), `spam::rules` (the engine of `rules/`: one
+//!   Aho-Corasick pass over each text for the rules' literals, then only
+//!   the rules whose literal occurs; RegexSets for the few without one),
 //!   `spam::tokenize` + `spam::bayes` (the classifier), `spam::auth`
 //!   (SPF/DKIM/DMARC, Authentication-Results), `spam::filter` (score ->
 //!   action per recipient domain, hot reload), `spam::eval` (k-fold
