@@ -29,6 +29,8 @@
 //!   action per recipient domain, hot reload), `spam::eval` (k-fold
 //!   cross-validation).
 //! - [`scan_cli`]: `sluice scan`, the content pipeline on files.
+//! - `src/cli/` (binary only, not in this crate): the bodies of `sluice
+//!   learn`, `bans`, `quarantine` and `check`; `main.rs` parses and dispatches.
 //! - [`firewall`]: the ban engine: offences from events -> bans with
 //!   windows, escalation, allowlist, aggregation; exporters (nftables,
 //!   iptables+ipset, files), the control socket.

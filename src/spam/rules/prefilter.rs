@@ -31,6 +31,9 @@ use super::{ASCII_MODE, PatternSet, RULE_SIZE_LIMIT};
 /// Literals shorter than this are not selective enough to be worth a
 /// regex of their own: their patterns go to the sets.
 const MIN_LITERAL: usize = 2;
+/// Occurrences of one pattern's literals searched one by one (anchored);
+/// past this, one unanchored search from the first occurrence.
+const MAX_OCCURRENCES: u32 = 1024;
 /// Literals are cut to this many bytes.
 const MAX_LITERAL: usize = 5;
 /// Most literals the extractor may list for one pattern (its default is
@@ -147,11 +150,24 @@ impl TextMatcher {
     pub(super) fn matches(&self, text: &str, mut hit: impl FnMut(usize)) {
         let bytes = text.as_bytes();
         if let Some(ac) = &self.ac {
-            // (pattern, offset) of each occurrence of a pattern's literal.
+            let n = self.regexes.len();
+            // Per pattern: how many times its literals occur, the first
+            // offset, and (up to MAX_OCCURRENCES) each (pattern, offset).
+            let mut count = vec![0u32; n];
+            let mut first = vec![usize::MAX; n];
             let mut found: Vec<(usize, usize)> = Vec::new();
             for m in ac.find_overlapping_iter(bytes) {
                 for &p in &self.owners[m.pattern().as_usize()] {
-                    found.push((p, m.start()));
+                    let (Some(c), Some(f)) = (count.get_mut(p), first.get_mut(p)) else {
+                        continue;
+                    };
+                    // Overlapping matches come in order of their end, so
+                    // starts are not monotone.
+                    *f = (*f).min(m.start());
+                    *c = c.saturating_add(1);
+                    if *c <= MAX_OCCURRENCES && self.places.get(p) == Some(&Place::Start) {
+                        found.push((p, m.start()));
+                    }
                 }
             }
             found.sort_unstable();
@@ -162,22 +178,31 @@ impl TextMatcher {
             // look-arounds (`\b`, `^`).
             let mut done = usize::MAX;
             for (p, at) in found {
-                if p == done {
+                if p == done || count.get(p).is_none_or(|&c| c > MAX_OCCURRENCES) {
                     continue;
                 }
-                let Some(Some(re)) = self.regexes.get(p) else {
+                if let Some(Some(re)) = self.regexes.get(p)
+                    && re.is_match(Input::new(bytes).range(at..).anchored(Anchored::Yes))
+                {
+                    done = p;
+                    hit(p);
+                }
+            }
+            // One unanchored search for the others: a literal inside the
+            // pattern occurs (the match may start anywhere before it), or a
+            // starting literal occurs too often for a search at each
+            // occurrence (say, thousands of `$`): from the first one.
+            for (p, re) in self.regexes.iter().enumerate() {
+                let (Some(re), Some(&c), Some(&f)) = (re, count.get(p), first.get(p)) else {
                     continue;
                 };
-                let input = match self.places.get(p) {
-                    Some(Place::Start) => Input::new(bytes).range(at..).anchored(Anchored::Yes),
-                    // Somewhere inside: one search of the whole text decides.
-                    _ => {
-                        done = p;
-                        Input::new(bytes)
-                    }
+                let from = match self.places.get(p) {
+                    _ if c == 0 => continue,
+                    Some(Place::Start) if c <= MAX_OCCURRENCES => continue,
+                    Some(Place::Start) => f,
+                    _ => 0,
                 };
-                if re.is_match(input) {
-                    done = p;
+                if re.is_match(Input::new(bytes).range(from..)) {
                     hit(p);
                 }
             }
@@ -406,6 +431,40 @@ mod tests {
         assert_eq!(without_leading_i("(?-u)(?i)ab"), "(?-u)ab");
         assert_eq!(without_leading_i("(?-u)(?:i)ab"), "(?-u)(?:i)ab");
         assert_eq!(without_leading_i("(?-u)(?-u:\\b)ab"), "(?-u)(?-u:\\b)ab");
+    }
+
+    #[test]
+    fn many_occurrences_and_inner_literals_still_match() {
+        let pats = ["(?-u)\\$\\d{3}".to_string(), "(?-u)[a-z]+ing".to_string()];
+        let m = TextMatcher::build(&pats, |rest| {
+            super::super::build_set(
+                rest,
+                &super::super::Loc {
+                    file_no: 0,
+                    file: "t".into(),
+                    line: 1,
+                },
+                "t",
+            )
+        })
+        .expect("builds");
+        assert_eq!(m.prefiltered(), 2);
+        let hits = |t: &str| {
+            let mut v = Vec::new();
+            m.matches(t, |p| v.push(p));
+            v.sort_unstable();
+            v
+        };
+        // Thousands of `$` before the one that matches: past MAX_OCCURRENCES
+        // the search runs once, from the first `$`.
+        let text = format!("{}$123 runs", "$ ".repeat(5000));
+        assert_eq!(hits(&text), [0]);
+        assert_eq!(hits(&"$1 ".repeat(2000)), Vec::<usize>::new());
+        assert_eq!(hits("$12 and $999"), [0]);
+        // The inner literal `ing`: the match starts before it.
+        assert_eq!(hits("nothing"), [1]);
+        assert_eq!(hits("ING"), Vec::<usize>::new());
+        assert_eq!(hits("$5000 swimming"), [0, 1]);
     }
 
     #[test]

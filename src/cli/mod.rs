@@ -1,0 +1,7 @@
+//! The bodies of the subcommands (`learn`, `bans`, `quarantine`, `check`);
+//! `main.rs` parses the command line and dispatches here.
+
+pub(crate) mod bans;
+pub(crate) mod check;
+pub(crate) mod learn;
+pub(crate) mod quarantine;

@@ -1,0 +1,77 @@
+//! `sluice quarantine ...`: list, show, release and delete quarantined mail.
+
+use clap::Subcommand;
+use sluice::config::Config;
+use sluice::quarantine::{Quarantine, QuarantineError};
+
+#[derive(Subcommand)]
+pub(crate) enum QuarantineCmd {
+    /// One line per message: id, time, reason, sender, recipients.
+    List,
+    /// The envelope, the reason and the message.
+    Show { id: String },
+    /// Delivers the message to the next hop, then removes it.
+    Release { id: String },
+    /// Removes the message.
+    Delete { id: String },
+}
+
+pub(crate) async fn quarantine(config: &Config, action: QuarantineCmd) -> Result<(), QuarantineError> {
+    let q = Quarantine::new(&config.scan.quarantine_dir);
+    match action {
+        QuarantineCmd::List => {
+            for e in q.list()? {
+                let rcpts: Vec<String> = e.envelope.rcpts.iter().map(|r| r.addr.to_string()).collect();
+                println!(
+                    "{}\t{}\t{}\t<{}>\t{}",
+                    e.id,
+                    sluice::smtp::date::rfc5322_date(e.quarantined_at),
+                    e.reason,
+                    e.envelope.sender_display(),
+                    rcpts.join(",")
+                );
+            }
+        }
+        QuarantineCmd::Show { id } => {
+            let e = q.entry(&id)?;
+            println!(
+                "Id: {}\nReason: {}\nClient: {} ({})",
+                e.id, e.reason, e.envelope.client_ip, e.envelope.helo
+            );
+            println!("Sender: <{}>", e.envelope.sender_display());
+            for r in &e.envelope.rcpts {
+                println!("Recipient: <{}>", r.addr);
+            }
+            println!();
+            use std::io::Write as _;
+            let _ = std::io::stdout().write_all(&q.body(&id)?);
+        }
+        QuarantineCmd::Release { id } => {
+            // Spam quarantined while its virus scan was still pending
+            // (admission control, or held during a clamd outage) is
+            // scanned now: release never delivers unscanned mail. Mail the
+            // scan itself put here is the operator's call.
+            let entry = q.entry(&id)?;
+            if entry.envelope.scan_pending && entry.reason == "spam" {
+                let (filter, _) = sluice::scan::ContentFilter::from_config(config);
+                let refused = |why: String| QuarantineError::Release(id.clone(), format!("not released: {why}"));
+                match filter.check(&q.body(&id)?).await {
+                    Ok(sluice::scan::Verdict::Clean) => {}
+                    Ok(sluice::scan::Verdict::Virus(name)) => return Err(refused(format!("virus found: {name}"))),
+                    Ok(sluice::scan::Verdict::Banned(what) | sluice::scan::Verdict::Malformed(what)) => {
+                        return Err(refused(what));
+                    }
+                    Err(e) => return Err(refused(format!("its virus scan is pending and failed now: {e}"))),
+                }
+            }
+            let transport = sluice::delivery::NextHopTransport::new(config.relay.clone());
+            let e = q.release(&id, &transport).await?;
+            println!("{}: released to {}", e.id, config.relay.next_hop);
+        }
+        QuarantineCmd::Delete { id } => {
+            q.delete(&id)?;
+            println!("{id}: deleted");
+        }
+    }
+    Ok(())
+}
