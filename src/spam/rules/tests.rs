@@ -543,3 +543,150 @@ fn prefilter_agrees_with_plain_matching() {
     eprintln!("{ac_total} prefiltered, {checked} texts, {cand} hits");
     assert!(ac_total > 100, "most patterns have a literal: {ac_total}");
 }
+
+/// Random patterns (literals, classes, `\s`, `\b`, repetitions,
+/// alternations, anchors, flags i/m/u) on random texts (ASCII and not,
+/// mixed case): the prefiltered matcher gives exactly the hits of plain
+/// regex matching, through `parse_regex` as rule files are read.
+#[test]
+fn prefilter_agrees_with_plain_matching_on_random_patterns() {
+    let atoms = [
+        "ab",
+        "Ab",
+        "free",
+        "FR",
+        "x",
+        "é",
+        "É",
+        "\\$",
+        "<a",
+        "-->",
+        "%",
+        "\\d",
+        "\\d{2,3}",
+        "[a-z]",
+        "[A-Z]{2,}",
+        "[ae]",
+        "\\s",
+        "\\s+",
+        "\\s*",
+        "\\w+",
+        "\\b",
+        "\\bok\\b",
+        "(?:ab|cd)",
+        "(?:x|)",
+        "k",
+        "s",
+        ".",
+        "[^a]",
+        "a?",
+        "(?:ab)+",
+        "^",
+        "$",
+        "\\A",
+        "\\z",
+        "[\\x{0400}-\\x{04FF}]",
+        "e-?mail",
+        "(?:on|off)\\s+line",
+    ];
+    let text_pieces = [
+        "ab",
+        "AB",
+        "aB",
+        "free",
+        "FREE",
+        "fr",
+        "x",
+        "xx",
+        "é",
+        "É",
+        "$",
+        "$12",
+        "$999",
+        "<a",
+        "<A href",
+        "-->",
+        "%",
+        "1",
+        "12",
+        "123",
+        " ",
+        "  ",
+        "\t",
+        "\n",
+        "\r\n",
+        "ok",
+        "OK",
+        "cd",
+        "k",
+        "\u{212A}",
+        "s",
+        "ſ",
+        "email",
+        "e-mail",
+        "E-Mail",
+        "on line",
+        "OFF\tline",
+        "д",
+        "да",
+        ".",
+        "a",
+        "ing",
+        "\u{0}",
+    ];
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    let mut patterns = Vec::new();
+    while patterns.len() < 400 {
+        let mut p = String::new();
+        for _ in 0..(1 + rng.next() % 4) {
+            p.push_str(rng.pick(&atoms));
+        }
+        if rng.next() % 3 == 0 {
+            p = format!("{p}|{}", rng.pick(&atoms));
+        }
+        let flags = rng.pick(&["", "i", "m", "im", "u", "iu", "s"]);
+        let at = Loc {
+            file_no: 0,
+            file: "t".into(),
+            line: 1,
+        };
+        if let Ok(compiled) = parse_regex(&format!("/{p}/{flags}"), &at) {
+            patterns.push(compiled);
+        }
+    }
+    let mut texts = vec![String::new()];
+    for _ in 0..300 {
+        let mut t = String::new();
+        for _ in 0..(rng.next() % 30) {
+            t.push_str(rng.pick(&text_pieces));
+        }
+        texts.push(t);
+    }
+    let at = Loc {
+        file_no: 0,
+        file: "t".into(),
+        line: 1,
+    };
+    let mut prefiltered = 0;
+    let mut hits = 0;
+    for chunk in patterns.chunks(40) {
+        let m = TextMatcher::build(chunk, |rest| build_set(rest, &at, "t")).expect("builds");
+        prefiltered += m.prefiltered();
+        let plain: Vec<regex::bytes::Regex> = chunk
+            .iter()
+            .map(|p| regex::bytes::Regex::new(p).expect("compiles"))
+            .collect();
+        for t in &texts {
+            let mut got = vec![false; chunk.len()];
+            m.matches(t, |i| got[i] = true);
+            for (i, re) in plain.iter().enumerate() {
+                assert_eq!(got[i], re.is_match(t.as_bytes()), "pattern {:?} on {t:?}", chunk[i]);
+                hits += usize::from(got[i]);
+            }
+        }
+    }
+    // The test means something: many patterns went through the prefilter,
+    // and both outcomes occurred often.
+    assert!(prefiltered > 150, "prefiltered {prefiltered}");
+    assert!(hits > 5000 && hits < 400 * 301 - 5000, "hits {hits}");
+}
