@@ -96,7 +96,15 @@ pub async fn run(content: &ContentFilter, spam: Option<&SpamFilter>, inputs: &[P
         };
         failed |= report.error.is_some();
         flagged |= report.verdict != "deliver";
-        print(&report, opts.json);
+        let text = render(&report, opts.json);
+        if let Err(e) = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes()) {
+            // The reader went away (`sluice scan DIR | head`): stop quietly.
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                eprintln!("sluice scan: writing the report: {e}");
+                failed = true;
+            }
+            break;
+        }
     }
     if failed { 75 } else { u8::from(flagged) }
 }
@@ -174,34 +182,40 @@ pub async fn scan_one(
     report
 }
 
-fn print(r: &Report, json: bool) {
+/// The report as printed: one JSON line, or a verdict line and one line
+/// per contribution.
+fn render(r: &Report, json: bool) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     if json {
         match serde_json::to_string(r) {
-            Ok(line) => println!("{line}"),
+            Ok(line) => out.push_str(&line),
             Err(e) => eprintln!("sluice scan: {e}"),
         }
-        return;
+        out.push('\n');
+        return out;
     }
-    let mut line = format!("{}: {} score={:.1}", r.file, r.verdict, r.score);
+    let _ = write!(out, "{}: {} score={:.1}", r.file, r.verdict, r.score);
     if let Some(v) = &r.virus {
-        line.push_str(&format!(" virus={v}"));
+        let _ = write!(out, " virus={v}");
     }
     if let Some(c) = &r.content {
-        line.push_str(&format!(" content={c:?}"));
+        let _ = write!(out, " content={c:?}");
     }
     if let Some(e) = &r.error {
-        line.push_str(&format!(" error={e:?}"));
+        let _ = write!(out, " error={e:?}");
     }
-    println!("{line}");
+    out.push('\n');
     if let Some(a) = &r.auth {
-        println!("    auth: {}", a.summary());
+        let _ = writeln!(out, "    auth: {}", a.summary());
     }
     if let Some(p) = r.bayes {
-        println!("    bayes: spam probability {p:.3}");
+        let _ = writeln!(out, "    bayes: spam probability {p:.3}");
     }
     for h in &r.rules {
-        println!("    {:+6.1} {} {}", h.score, h.name, h.description);
+        let _ = writeln!(out, "    {:+6.1} {} {}", h.score, h.name, h.description);
     }
+    out
 }
 
 /// Client IP, HELO and MAIL FROM for the authentication checks of a

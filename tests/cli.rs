@@ -76,3 +76,42 @@ fn missing_config_file_exits_64() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
+
+#[test]
+fn scan_stops_quietly_when_the_reader_goes_away() {
+    // `sluice scan DIR | head -1`: the pipe closes after the first line; the
+    // scan must stop without a panic (Rust ignores SIGPIPE, so the write
+    // fails with EPIPE instead of killing the process).
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..200 {
+        std::fs::write(
+            dir.path().join(format!("{i:03}.eml")),
+            format!("From: a@b.example\r\nSubject: m{i}\r\n\r\nhello {i}\r\n"),
+        )
+        .unwrap();
+    }
+    let cfg = dir.path().join("c.toml");
+    let table = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/recipients.example");
+    std::fs::write(
+        &cfg,
+        format!("[recipients]\ntable = \"{table}\"\n[spam]\nauth = false\n"),
+    )
+    .unwrap();
+    let mut child = sluice()
+        .args(["scan", "--offline", "--config"])
+        .arg(&cfg)
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.code().is_some(), "killed by a signal: {:?}", out.status);
+    assert!(first.contains("000.eml: deliver"), "{first:?}");
+}
