@@ -43,3 +43,20 @@ pub fn learn_dirs(spam: &[PathBuf], ham: &[PathBuf]) -> std::io::Result<bayes::M
     }
     Ok(model)
 }
+
+/// The shared test corpora for unit tests: `$SLUICE_CORPORA`, else
+/// `../shared/corpora` beside the checkout, else `/work/shared/corpora` (as
+/// the integration tests' `util::corpora`).
+#[cfg(test)]
+pub(crate) fn test_corpora() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    [
+        std::env::var_os("SLUICE_CORPORA").map(PathBuf::from),
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpora")),
+        Some(PathBuf::from("/work/shared/corpora")),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| p.join("README.md").is_file())
+    .expect("test corpora not found: set SLUICE_CORPORA")
+}

@@ -480,7 +480,7 @@ fn prefilter_agrees_with_plain_matching() {
             kinds[*kind as usize].push(pattern.clone());
         }
     }
-    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpora");
+    let base = crate::spam::test_corpora();
     let mut msgs = Vec::new();
     for dir in [
         "spamassassin/spam",
@@ -641,7 +641,7 @@ fn prefilter_agrees_with_plain_matching_on_random_patterns() {
         for _ in 0..(1 + rng.next() % 4) {
             p.push_str(rng.pick(&atoms));
         }
-        if rng.next() % 3 == 0 {
+        if rng.next().is_multiple_of(3) {
             p = format!("{p}|{}", rng.pick(&atoms));
         }
         let flags = rng.pick(&["", "i", "m", "im", "u", "iu", "s"]);
