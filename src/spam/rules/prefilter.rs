@@ -3,23 +3,29 @@
 //!
 //! Most rules start with a literal word: `click\s+here`, `<iframe`,
 //! `(?:act|order|call)\s+now`. At build time each pattern's possible
-//! starting literals are extracted (`regex_syntax`'s prefix extractor) and put
-//! in one Aho-Corasick automaton, case-insensitive. At match time one pass of
-//! that automaton over the text gives, for each pattern, whether any of its
-//! literals occurs and where the first one starts; only those patterns run
-//! their own regex, from that offset. A pattern with no usable literal (one
-//! that can start with a wide class, or match the empty string) is matched
-//! by the small [`PatternSet`]s as before. On mail that hits few rules this
-//! is most of the saving: the text is read once by the automaton and a
-//! handful of times by regexes, instead of once per set of 8 patterns.
+//! starting literals are extracted (`regex_syntax`'s prefix extractor, cut
+//! to 5 bytes) and put in one Aho-Corasick automaton, ASCII
+//! case-insensitive. At match time one pass of that automaton over the text
+//! gives each occurrence of each pattern's literals; the pattern then runs as
+//! an anchored search at each occurrence, which usually fails within a few
+//! bytes (past [`MAX_OCCURRENCES`], one unanchored search from the first).
+//! A pattern that starts with a wide class uses the literals of the rest of
+//! its top-level concatenation (`[a-z]<!--` → `<!--`), and runs once,
+//! unanchored, when one occurs. The patterns left (no usable literal: wide
+//! classes throughout, or a possibly empty match) are matched by the small
+//! [`PatternSet`]s as before, those that need a non-ASCII character only on
+//! non-ASCII text. On mail that hits few rules the text is read once by the
+//! automaton and once per remaining set, instead of once per set of 8
+//! patterns.
 //!
 //! Correctness rests on one property: a match of the pattern must start with
 //! one of its extracted literals, compared ASCII case-insensitively. The
 //! extractor guarantees it for the pattern's own syntax tree; for ASCII-mode
 //! patterns with flag `i` the literals are extracted with `i` removed and
 //! compared case-insensitively, which accepts a superset of what the pattern
-//! does. `tests::prefilter_agrees_with_plain_matching` checks it against
-//! plain regex matching on the corpora.
+//! does. `tests::prefilter_agrees_with_plain_matching` (the built-in rules on
+//! the corpora) and `..._on_random_patterns` check it against plain regex
+//! matching, pattern by pattern.
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex_automata::meta::Regex;
@@ -73,6 +79,8 @@ impl TextMatcher {
     ) -> Result<TextMatcher, E> {
         let mut literals: Vec<Vec<u8>> = Vec::new();
         let mut owners: Vec<Vec<usize>> = Vec::new();
+        // Literal -> its index in `literals`.
+        let mut index: std::collections::HashMap<Vec<u8>, usize> = std::collections::HashMap::new();
         let mut regexes = Vec::with_capacity(patterns.len());
         let mut rest = Vec::new();
         let mut rest_index = Vec::new();
@@ -86,13 +94,12 @@ impl TextMatcher {
                 (Some((lits, place)), Some(re)) => {
                     places.push(place);
                     for lit in lits {
-                        match literals.iter().position(|l| *l == lit) {
-                            Some(k) => owners[k].push(i),
-                            None => {
-                                literals.push(lit);
-                                owners.push(vec![i]);
-                            }
-                        }
+                        let k = *index.entry(lit.clone()).or_insert_with(|| {
+                            literals.push(lit);
+                            owners.push(Vec::new());
+                            owners.len() - 1
+                        });
+                        owners[k].push(i);
                     }
                     regexes.push(Some(re));
                 }
