@@ -425,15 +425,11 @@ fn build_set(patterns: &[String], at: &Loc, what: &str) -> Result<PatternSet, Ru
 
 /// Whether every match of `pattern` starts at the start of the text.
 fn anchored_start(pattern: &str) -> bool {
-    regex_syntax::ParserBuilder::new()
-        .utf8(false)
-        .build()
-        .parse(pattern)
-        .is_ok_and(|h| {
-            h.properties()
-                .look_set_prefix()
-                .contains(regex_syntax::hir::Look::Start)
-        })
+    prefilter::parse_hir(pattern).is_some_and(|h| {
+        h.properties()
+            .look_set_prefix()
+            .contains(regex_syntax::hir::Look::Start)
+    })
 }
 
 /// Orders the metas so that each comes after the metas it uses (Kahn's

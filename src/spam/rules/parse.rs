@@ -18,6 +18,16 @@ pub(super) struct Loc {
 }
 
 impl Loc {
+    /// A location for tests that compile patterns outside any file.
+    #[cfg(test)]
+    pub(super) fn test() -> Loc {
+        Loc {
+            file_no: 0,
+            file: "t".into(),
+            line: 1,
+        }
+    }
+
     pub(super) fn err(&self, what: impl Into<String>) -> RuleError {
         RuleError {
             file: self.file.clone(),

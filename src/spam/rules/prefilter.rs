@@ -285,11 +285,7 @@ fn required_literals(pattern: &str) -> Option<(Vec<Vec<u8>>, Place)> {
     } else {
         pattern.to_string()
     };
-    let hir = regex_syntax::ParserBuilder::new()
-        .utf8(false)
-        .build()
-        .parse(&source)
-        .ok()?;
+    let hir = parse_hir(&source)?;
     if let Some(lits) = prefix_literals(&hir) {
         return Some((lits, Place::Start));
     }
@@ -355,10 +351,17 @@ fn selective(l: &[u8]) -> bool {
 /// non-ASCII character), so that it cannot match ASCII text. Conservative:
 /// `false` when unsure.
 fn needs_non_ascii(pattern: &str) -> bool {
-    let Ok(hir) = regex_syntax::ParserBuilder::new().utf8(false).build().parse(pattern) else {
-        return false;
-    };
-    hir_needs_non_ascii(&hir)
+    parse_hir(pattern).is_some_and(|h| hir_needs_non_ascii(&h))
+}
+
+/// A pattern's syntax tree, read as `regex::bytes` reads it (not
+/// necessarily UTF-8).
+pub(super) fn parse_hir(pattern: &str) -> Option<regex_syntax::hir::Hir> {
+    regex_syntax::ParserBuilder::new()
+        .utf8(false)
+        .build()
+        .parse(pattern)
+        .ok()
 }
 
 fn hir_needs_non_ascii(h: &regex_syntax::hir::Hir) -> bool {
@@ -444,15 +447,7 @@ mod tests {
     fn many_occurrences_and_inner_literals_still_match() {
         let pats = ["(?-u)\\$\\d{3}".to_string(), "(?-u)[a-z]+ing".to_string()];
         let m = TextMatcher::build(&pats, |rest| {
-            super::super::build_set(
-                rest,
-                &super::super::Loc {
-                    file_no: 0,
-                    file: "t".into(),
-                    line: 1,
-                },
-                "t",
-            )
+            super::super::build_set(rest, &super::super::Loc::test(), "t")
         })
         .expect("builds");
         assert_eq!(m.prefiltered(), 2);

@@ -499,18 +499,7 @@ fn prefilter_agrees_with_plain_matching() {
             .iter()
             .map(|p| regex::bytes::Regex::new(p).expect("compiles"))
             .collect();
-        let m = TextMatcher::build(patterns, |rest| {
-            build_set(
-                rest,
-                &Loc {
-                    file_no: 0,
-                    file: "t".into(),
-                    line: 1,
-                },
-                "t",
-            )
-        })
-        .expect("builds");
+        let m = TextMatcher::build(patterns, |rest| build_set(rest, &Loc::test(), "t")).expect("builds");
         eprintln!("kind {k}: {} patterns, {} prefiltered", patterns.len(), m.prefiltered());
         ac_total += m.prefiltered();
         for raw in &msgs {
@@ -645,12 +634,7 @@ fn prefilter_agrees_with_plain_matching_on_random_patterns() {
             p = format!("{p}|{}", rng.pick(&atoms));
         }
         let flags = rng.pick(&["", "i", "m", "im", "u", "iu", "s"]);
-        let at = Loc {
-            file_no: 0,
-            file: "t".into(),
-            line: 1,
-        };
-        if let Ok(compiled) = parse_regex(&format!("/{p}/{flags}"), &at) {
+        if let Ok(compiled) = parse_regex(&format!("/{p}/{flags}"), &Loc::test()) {
             patterns.push(compiled);
         }
     }
@@ -662,11 +646,7 @@ fn prefilter_agrees_with_plain_matching_on_random_patterns() {
         }
         texts.push(t);
     }
-    let at = Loc {
-        file_no: 0,
-        file: "t".into(),
-        line: 1,
-    };
+    let at = Loc::test();
     let mut prefiltered = 0;
     let mut hits = 0;
     for chunk in patterns.chunks(40) {
