@@ -12,8 +12,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::delivery::queue::Queue;
-use crate::delivery::{self, NextHopTransport};
-use crate::dns::{FakeResolver, HickoryResolver, Resolver};
+use crate::delivery::route::Router;
+use crate::dns::{HickoryResolver, NoDns, Resolver};
 use crate::events::EventBus;
 use crate::policy::callahead::CallAhead;
 use crate::policy::dnsbl::{Dnsbl, DnsblCheck};
@@ -39,7 +39,7 @@ pub struct Running {
     sessions: TaskTracker,
     background: TaskTracker,
     spool: Arc<FsSpool>,
-    transport: Arc<NextHopTransport>,
+    transport: Arc<Router>,
     spam: Option<Arc<crate::spam::filter::SpamFilter>>,
 }
 
@@ -118,15 +118,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         );
     }
 
-    let transport = Arc::new(NextHopTransport::new(config.relay.clone()).with_up_gauge(metrics.next_hop_up.clone()));
     let spool_dyn: Arc<dyn Spool> = spool.clone();
-    let (queue, handle) = Queue::new(
-        spool_dyn.clone(),
-        transport.clone(),
-        config.relay.clone(),
-        config.server.hostname.clone(),
-        events.clone(),
-    );
     let quarantine = Arc::new(crate::quarantine::Quarantine::new(&config.scan.quarantine_dir));
     // One resolver (and one answer cache) for the DNS lists, the HELO
     // checks and SPF/DKIM/DMARC.
@@ -142,6 +134,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     } else {
         None
     };
+    // Per-domain routes, the default next hop, and where DSNs to outside
+    // senders go (a bounce relay, or MX lookup through the same resolver).
+    let transport = Arc::new(
+        Router::from_config(&config, dns.as_ref(), &metrics).map_err(|e| anyhow::anyhow!("dns.resolver: {e}"))?,
+    );
+    let (queue, handle) = Queue::new(
+        spool_dyn.clone(),
+        transport.clone(),
+        config.relay.clone(),
+        config.server.hostname.clone(),
+        events.clone(),
+    );
     let spam = spam_filter(&config, false, dns.clone())?;
     if let Some(filter) = &spam {
         let ev = events.clone();
@@ -222,7 +226,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut checks: Vec<Arc<dyn Check>> = Vec::new();
     let resolver: Arc<dyn Resolver> = match dns.filter(|_| needs_dns) {
         Some(inner) => Arc::new(HickoryResolver::from_resolver(inner)),
-        None => Arc::new(FakeResolver::default()),
+        None => Arc::new(NoDns),
     };
     if [helo.bare_ip, helo.non_fqdn, helo.our_name, helo.fcrdns]
         .iter()
@@ -410,7 +414,7 @@ impl Running {
                 "grace period over; exiting with work in progress (it stays spooled)"
             );
         }
-        delivery::close_idle(&self.transport).await;
+        self.transport.close_idle().await;
         let spool = self.spool.clone();
         let _ = tokio::task::spawn_blocking(move || spool.close()).await;
         tracing::info!("stopped");

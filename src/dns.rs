@@ -29,6 +29,9 @@ pub trait Resolver: Send + Sync + 'static {
     fn lookup_aaaa<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<std::net::Ipv6Addr>>;
     /// PTR names of `ip` (without the trailing dot).
     fn lookup_ptr<'a>(&'a self, ip: IpAddr) -> DnsFuture<'a, Vec<String>>;
+    /// MX records of `name`: (preference, exchange without the trailing
+    /// dot; "" for the null MX of RFC 7505).
+    fn lookup_mx<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<(u16, String)>>;
 }
 
 /// hickory-resolver, with its answer cache (entries live for their TTL).
@@ -149,6 +152,17 @@ impl Resolver for HickoryResolver {
         }))
     }
 
+    fn lookup_mx<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<(u16, String)>> {
+        use hickory_resolver::proto::rr::{RData, RecordType};
+        Box::pin(self.records(name, RecordType::MX, |d| match d {
+            RData::MX(mx) => Some((
+                mx.preference,
+                mx.exchange.to_string().trim_end_matches('.').to_ascii_lowercase(),
+            )),
+            _ => None,
+        }))
+    }
+
     fn lookup_ptr<'a>(&'a self, ip: IpAddr) -> DnsFuture<'a, Vec<String>> {
         use hickory_resolver::proto::rr::{RData, RecordType};
         Box::pin(async move {
@@ -162,6 +176,34 @@ impl Resolver for HickoryResolver {
     }
 }
 
+/// The resolver of a configuration that needs no DNS: every lookup fails
+/// (nothing asks it).
+pub struct NoDns;
+
+impl NoDns {
+    fn fail<'a, T: Send + 'a>() -> DnsFuture<'a, T> {
+        Box::pin(async { Err(DnsError::Failed("no DNS resolver in this configuration".into())) })
+    }
+}
+
+impl Resolver for NoDns {
+    fn lookup_a<'a>(&'a self, _name: &'a str) -> DnsFuture<'a, Vec<Ipv4Addr>> {
+        Self::fail()
+    }
+    fn lookup_txt<'a>(&'a self, _name: &'a str) -> DnsFuture<'a, Vec<String>> {
+        Self::fail()
+    }
+    fn lookup_aaaa<'a>(&'a self, _name: &'a str) -> DnsFuture<'a, Vec<std::net::Ipv6Addr>> {
+        Self::fail()
+    }
+    fn lookup_ptr<'a>(&'a self, _ip: IpAddr) -> DnsFuture<'a, Vec<String>> {
+        Self::fail()
+    }
+    fn lookup_mx<'a>(&'a self, _name: &'a str) -> DnsFuture<'a, Vec<(u16, String)>> {
+        Self::fail()
+    }
+}
+
 /// A map-backed resolver for tests: names not in the map are NXDOMAIN;
 /// names in `slow` never answer (until the caller's deadline).
 #[derive(Default)]
@@ -169,6 +211,7 @@ pub struct FakeResolver {
     pub a: HashMap<String, Vec<Ipv4Addr>>,
     pub ptr: HashMap<IpAddr, Vec<String>>,
     pub txt: HashMap<String, Vec<String>>,
+    pub mx: HashMap<String, Vec<(u16, String)>>,
     pub slow: Vec<String>,
 }
 
@@ -192,6 +235,15 @@ impl Resolver for FakeResolver {
 
     fn lookup_txt<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<String>> {
         Box::pin(async move { self.txt.get(name).cloned().ok_or(DnsError::NotFound) })
+    }
+
+    fn lookup_mx<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<(u16, String)>> {
+        Box::pin(async move {
+            if self.slow.iter().any(|s| s == name) {
+                std::future::pending::<()>().await;
+            }
+            self.mx.get(name).cloned().ok_or(DnsError::NotFound)
+        })
     }
 }
 

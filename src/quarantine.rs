@@ -176,6 +176,9 @@ mod tests {
             ret: None,
             envid: None,
             scan_pending: true,
+            client_name: None,
+            esmtp: false,
+            generated: None,
             rcpts: vec![Recipient {
                 addr: parse_mailbox("u@example.com").unwrap(),
                 notify: None,

@@ -62,7 +62,8 @@ async fn permanent_failure_sends_a_dsn_to_the_sender() {
         Arc::new(|rcpt: &str| (rcpt == "known@example.com").then(|| "550 5.1.1 mailbox unavailable".to_string())),
     )
     .await;
-    let relay = TestRelay::start(&sink.next_hop()).await;
+    let port = sink.port;
+    let relay = TestRelay::start_with(&sink.next_hop(), |c| set_bounce_relay(c, port)).await;
     let mut c = relay.client().await;
     c.envelope("sender@client.example", &["user@example.com", "known@example.com"])
         .await;
@@ -88,13 +89,28 @@ async fn permanent_failure_sends_a_dsn_to_the_sender() {
 #[tokio::test]
 async fn no_dsn_for_the_null_sender() {
     let sink = Sink::start_with(false, Arc::new(|_: &str| Some("550 5.1.1 no".to_string()))).await;
-    let relay = TestRelay::start(&sink.next_hop()).await;
+    let port = sink.port;
+    let relay = TestRelay::start_with(&sink.next_hop(), |c| set_bounce_relay(c, port)).await;
+    let mut events = relay.running().events.subscribe();
     let mut c = relay.client().await;
     c.envelope("", &["user@example.com"]).await;
     assert!(c.data(&test_message("bounce")).await.starts_with("250"));
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    assert_eq!(sink.messages().len(), 0, "a bounce is never bounced");
-    assert_eq!(sink.sessions(), 1, "one attempt, no DSN delivery");
+    // The refusal is a double bounce (logged and counted), and no DSN is
+    // queued for it.
+    let mut queued = 0;
+    let rcpt = wait_event(&mut events, |e| match e {
+        sluice::events::Event::BounceQueued { .. } => {
+            queued += 1;
+            None
+        }
+        sluice::events::Event::DoubleBounce { rcpt, reply, .. } => Some(format!("{rcpt}: {reply}")),
+        _ => None,
+    })
+    .await;
+    assert_eq!(rcpt, "user@example.com: 550 5.1.1 no");
+    assert_eq!(queued, 0, "a bounce is never bounced");
+    assert_eq!(sink.messages().len(), 0);
+    assert_eq!(relay.running().events.metrics().double_bounces.get(), 1);
 }
 
 #[tokio::test]
@@ -104,8 +120,10 @@ async fn expired_mail_bounces_after_max_queue_age() {
         Arc::new(|r: &str| (r == "user@example.com").then(|| "451 4.2.0 full".to_string())),
     )
     .await;
+    let port = sink.port;
     let relay = TestRelay::start_with(&sink.next_hop(), |c| {
         c.relay.max_queue_age = std::time::Duration::from_secs(2);
+        set_bounce_relay(c, port);
     })
     .await;
     let mut c = relay.client().await;

@@ -64,7 +64,9 @@ pub(crate) async fn quarantine(config: &Config, action: QuarantineCmd) -> Result
                     Err(e) => return Err(refused(format!("its virus scan is pending and failed now: {e}"))),
                 }
             }
-            let transport = sluice::delivery::NextHopTransport::new(config.relay.clone());
+            let metrics = sluice::metrics::Metrics::disabled();
+            let transport = sluice::delivery::route::Router::from_config(config, None, &metrics)
+                .map_err(|e| QuarantineError::Release(id.clone(), format!("dns.resolver: {e}")))?;
             let e = q.release(&id, &transport).await?;
             println!("{}: released to {}", e.id, config.relay.next_hop);
         }

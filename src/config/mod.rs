@@ -4,6 +4,9 @@
 mod content;
 mod firewall;
 pub mod raw;
+mod relay;
+
+pub use relay::{DomainPattern, ForwardClient, Hop, HopTls, NextHop, Relay, Route};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,30 +27,6 @@ impl ConfigError {
         Self {
             key: key.into(),
             problem: problem.into(),
-        }
-    }
-}
-
-/// Where accepted mail is delivered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NextHop {
-    Smtp { host: String, port: u16 },
-    LmtpTcp { host: String, port: u16 },
-    LmtpUnix { path: PathBuf },
-}
-
-impl NextHop {
-    pub fn is_lmtp(&self) -> bool {
-        !matches!(self, NextHop::Smtp { .. })
-    }
-}
-
-impl std::fmt::Display for NextHop {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            NextHop::Smtp { host, port } => write!(f, "smtp://{host}:{port}"),
-            NextHop::LmtpTcp { host, port } => write!(f, "lmtp://{host}:{port}"),
-            NextHop::LmtpUnix { path } => write!(f, "lmtp:{}", path.display()),
         }
     }
 }
@@ -138,21 +117,6 @@ pub struct Timeouts {
 pub struct Tls {
     pub cert: PathBuf,
     pub key: PathBuf,
-}
-
-#[derive(Debug, Clone)]
-pub struct Relay {
-    pub next_hop: NextHop,
-    pub helo_name: String,
-    pub retry_initial: Duration,
-    pub retry_max: Duration,
-    pub max_queue_age: Duration,
-    pub concurrency: usize,
-    pub connect_timeout: Duration,
-    pub command_timeout: Duration,
-    pub data_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_messages_per_connection: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -270,43 +234,6 @@ fn system_hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-fn parse_next_hop(s: &str, base: &Path) -> Result<NextHop, ConfigError> {
-    let key = "relay.next_hop";
-    let host_port = |rest: &str| -> Result<(String, u16), ConfigError> {
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = rest
-            .rsplit_once(':')
-            .ok_or_else(|| ConfigError::new(key, format!("{s:?}: missing :port")))?;
-        let port: u16 = port
-            .parse()
-            .map_err(|_| ConfigError::new(key, format!("{s:?}: invalid port {port:?}")))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(ConfigError::new(key, format!("{s:?}: missing host")));
-        }
-        Ok((host.to_string(), port))
-    };
-    if let Some(rest) = s.strip_prefix("smtp://") {
-        let (host, port) = host_port(rest)?;
-        Ok(NextHop::Smtp { host, port })
-    } else if let Some(rest) = s.strip_prefix("lmtp://") {
-        let (host, port) = host_port(rest)?;
-        Ok(NextHop::LmtpTcp { host, port })
-    } else if let Some(path) = s.strip_prefix("lmtp:").or_else(|| s.strip_prefix("unix:")) {
-        if path.is_empty() {
-            return Err(ConfigError::new(key, "lmtp: needs a socket path"));
-        }
-        Ok(NextHop::LmtpUnix {
-            path: resolve(base, path),
-        })
-    } else {
-        Err(ConfigError::new(
-            key,
-            format!("{s:?}: expected smtp://host:port, lmtp://host:port or lmtp:/path/to/socket"),
-        ))
-    }
-}
-
 fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     let s = raw.server;
     let listen_raw = s.listen.unwrap_or_else(|| vec!["127.0.0.1:2525".into()]);
@@ -377,40 +304,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         }
     };
 
-    let r = raw.relay;
-    let next_hop = parse_next_hop(r.next_hop.as_deref().unwrap_or("smtp://127.0.0.1:10025"), base)?;
-    let retry_initial = dur("relay.retry_initial", r.retry_initial, "60s")?;
-    let retry_max = dur("relay.retry_max", r.retry_max, "1h")?;
-    if retry_max < retry_initial {
-        return Err(ConfigError::new(
-            "relay.retry_max",
-            "must not be shorter than relay.retry_initial",
-        ));
-    }
-    let helo_name = r.helo_name.unwrap_or(hostname);
-    if !crate::smtp::proto::address::is_valid_helo(&helo_name) {
-        return Err(ConfigError::new(
-            "relay.helo_name",
-            format!("{helo_name:?} is not a valid host name"),
-        ));
-    }
-    let relay = Relay {
-        next_hop,
-        helo_name,
-        retry_initial,
-        retry_max,
-        max_queue_age: dur("relay.max_queue_age", r.max_queue_age, "5d")?,
-        concurrency: positive("relay.concurrency", r.concurrency, 20)?,
-        connect_timeout: dur("relay.connect_timeout", r.connect_timeout, "30s")?,
-        command_timeout: dur("relay.command_timeout", r.command_timeout, "300s")?,
-        data_timeout: dur("relay.data_timeout", r.data_timeout, "600s")?,
-        idle_timeout: dur("relay.idle_timeout", r.idle_timeout, "10s")?,
-        max_messages_per_connection: positive(
-            "relay.max_messages_per_connection",
-            r.max_messages_per_connection,
-            1000,
-        )?,
-    };
+    let relay = relay::validate_relay(raw.relay, base, &hostname)?;
 
     let rc = raw.recipients;
     let domains_raw = rc.domains.unwrap_or_else(|| vec!["example.com".into()]);

@@ -294,6 +294,54 @@ pub struct RawRelay {
     pub idle_timeout: Option<String>,
     /// Messages sent over one next-hop connection before it is closed. Default 1000.
     pub max_messages_per_connection: Option<u64>,
+    /// STARTTLS to the next hop: "none", "opportunistic" (when offered, no
+    /// certificate check) or "required" (certificate verified against
+    /// `tls_ca_file`, name = the next hop's host). Default "none".
+    pub tls: Option<String>,
+    /// CA certificates (PEM) for `tls = "required"`. Default
+    /// "/etc/ssl/certs/ca-certificates.crt".
+    pub tls_ca_file: Option<String>,
+    /// Pass the real client to the next hop: "auto" (XFORWARD when offered,
+    /// else XCLIENT when offered), "xforward", "xclient" or "none".
+    /// Default "auto".
+    pub forward_client: Option<String>,
+    /// Where DSNs to senders outside our domains and routes go, e.g. the
+    /// outbound Postfix (`smtp://127.0.0.1:10587`). Default: unset, MX
+    /// lookup of the sender's domain.
+    pub bounce_next_hop: Option<String>,
+    /// TCP port for delivery to MX hosts (bounces when `bounce_next_hop`
+    /// is unset). Default 25.
+    pub mx_port: Option<u16>,
+    /// A DSN that cannot be delivered is never bounced; it is logged and
+    /// counted, and also sent here when set (e.g. "postmaster@example.com").
+    /// Default: unset.
+    pub double_bounce_to: Option<String>,
+    /// Per recipient domain next hops (Postfix `transport_maps`):
+    /// `"example.org" = "lmtp:/run/dovecot/lmtp"` or a table
+    /// `{ next_hop = "...", tls = "...", tls_ca_file = "...", forward_client = "..." }`.
+    /// `"*.example.org"` matches subdomains. Default: none (all to `next_hop`).
+    #[serde(default)]
+    pub routes: std::collections::BTreeMap<String, RawRoute>,
+}
+
+/// One `[relay.routes]` entry: a next-hop URL, or a table.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawRoute {
+    Url(String),
+    Table(RawRouteTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteTable {
+    pub next_hop: String,
+    /// Default: `relay.tls`.
+    pub tls: Option<String>,
+    /// Default: `relay.tls_ca_file`.
+    pub tls_ca_file: Option<String>,
+    /// Default: `relay.forward_client`.
+    pub forward_client: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -55,20 +55,20 @@ fn errors_name_the_dotted_key() {
 fn next_hop_forms() {
     let base = Path::new("/etc/sluice");
     assert_eq!(
-        parse_next_hop("lmtp://127.0.0.1:24", base).unwrap(),
+        relay::parse_next_hop("relay.next_hop", "lmtp://127.0.0.1:24", base).unwrap(),
         NextHop::LmtpTcp {
             host: "127.0.0.1".into(),
             port: 24
         }
     );
     assert_eq!(
-        parse_next_hop("lmtp:/run/dovecot/lmtp", base).unwrap(),
+        relay::parse_next_hop("relay.next_hop", "lmtp:/run/dovecot/lmtp", base).unwrap(),
         NextHop::LmtpUnix {
             path: "/run/dovecot/lmtp".into()
         }
     );
     assert_eq!(
-        parse_next_hop("smtp://[::1]:25", base).unwrap(),
+        relay::parse_next_hop("relay.next_hop", "smtp://[::1]:25", base).unwrap(),
         NextHop::Smtp {
             host: "::1".into(),
             port: 25

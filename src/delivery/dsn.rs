@@ -116,6 +116,9 @@ pub fn build(
         ret: None,
         envid: None,
         scan_pending: false,
+        client_name: None,
+        esmtp: true,
+        generated: Some(crate::smtp::envelope::Generated::Dsn),
         rcpts: vec![Recipient {
             addr: parse_mailbox(&sender.to_string()).ok()?,
             notify: None,
@@ -157,6 +160,9 @@ mod tests {
             ret: None,
             envid: Some("E1".into()),
             scan_pending: false,
+            client_name: None,
+            esmtp: false,
+            generated: None,
             rcpts: vec![Recipient {
                 addr: parse_mailbox("u@example.com").unwrap(),
                 notify: notify.map(Into::into),

@@ -1,18 +1,24 @@
-//! Delivery to the next hop: the [`Transport`] seam, the next-hop
-//! implementation with a connection pool, and the queue that schedules
-//! attempts, retries with backoff and bounces.
+//! Delivery to the next hops: the [`Transport`] seam, one
+//! [`NextHopTransport`] per next hop (connection pool, STARTTLS, up/down
+//! state), the [`route::Router`] that picks the next hop per recipient
+//! domain (routes, the default, bounces to a relay or by MX), and the
+//! queue that schedules attempts, retries with backoff and bounces.
 
 pub mod client;
 pub mod dsn;
+pub mod forward;
 pub mod queue;
+pub mod route;
+pub mod tls;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use client::{Client, ClientError, HopReply, RcptStatus};
 
-use crate::config::Relay;
+use crate::config::{Hop, Relay};
 use crate::smtp::envelope::Envelope;
 
 pub type DeliverFuture<'a> = Pin<Box<dyn Future<Output = Vec<RcptStatus>> + Send + 'a>>;
@@ -24,22 +30,49 @@ pub trait Transport: Send + Sync + 'static {
     fn deliver<'a>(&'a self, env: &'a Envelope, idx: &'a [usize], body: &'a [u8]) -> DeliverFuture<'a>;
 }
 
-/// SMTP or LMTP to the configured next hop, reusing idle connections.
+/// Per-route metrics: `sluice_route_up{route}` and
+/// `sluice_route_deliveries_total{route,result}`.
+struct RouteMetrics {
+    up: prometheus::IntGauge,
+    delivered: prometheus::IntCounter,
+    deferred: prometheus::IntCounter,
+    bounced: prometheus::IntCounter,
+}
+
+/// SMTP or LMTP to one next hop, reusing idle connections.
 pub struct NextHopTransport {
     cfg: Relay,
+    hop: Hop,
+    /// `Err`: the CA file could not be read; every attempt is deferred.
+    tls: Result<tls::HopTlsConfig, String>,
     /// Idle, greeted connections. A std mutex: only pushed/popped, never
     /// held across an await.
     idle: Mutex<Vec<Client>>,
     /// Set to 1 when an attempt reached the next hop, 0 when it did not.
     up: Option<prometheus::IntGauge>,
+    route: Option<RouteMetrics>,
+    /// After a failed connect, attempts fail at once until then (so a dead
+    /// next hop costs one connect timeout, not one per message).
+    down_until: Mutex<Option<Instant>>,
 }
 
 impl NextHopTransport {
+    /// The default next hop of `cfg`.
     pub fn new(cfg: Relay) -> Self {
+        let hop = cfg.default_hop();
+        Self::for_hop(cfg, hop)
+    }
+
+    /// The next hop `hop`, with the timeouts and limits of `cfg`.
+    pub fn for_hop(cfg: Relay, hop: Hop) -> Self {
         Self {
+            tls: tls::HopTlsConfig::new(&hop),
             cfg,
+            hop,
             idle: Mutex::new(Vec::new()),
             up: None,
+            route: None,
+            down_until: Mutex::new(None),
         }
     }
 
@@ -47,6 +80,24 @@ impl NextHopTransport {
     pub fn with_up_gauge(mut self, up: prometheus::IntGauge) -> Self {
         self.up = Some(up);
         self
+    }
+
+    /// Counts results and reachability under `route` (the metrics label).
+    pub fn with_route_metrics(mut self, m: &crate::metrics::Metrics, route: &str) -> Self {
+        let up = m.route_up.with_label_values(&[route]);
+        up.set(1);
+        let c = |r: &str| m.route_deliveries.with_label_values(&[route, r]);
+        self.route = Some(RouteMetrics {
+            up,
+            delivered: c("delivered"),
+            deferred: c("deferred"),
+            bounced: c("bounced"),
+        });
+        self
+    }
+
+    pub fn hop(&self) -> &Hop {
+        &self.hop
     }
 
     fn take_idle(&self) -> Option<Client> {
@@ -59,8 +110,9 @@ impl NextHopTransport {
         None
     }
 
+    /// Keeps `c` for the next message when it is in a clean state.
     fn put_idle(&self, c: Client) {
-        if c.sent < self.cfg.max_messages_per_connection {
+        if c.reusable() && c.sent < self.cfg.max_messages_per_connection {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() < self.cfg.concurrency {
                 idle.push(c);
@@ -68,50 +120,106 @@ impl NextHopTransport {
         }
     }
 
+    fn down_for(&self) -> Option<Duration> {
+        let d = self.down_until.lock().unwrap_or_else(|p| p.into_inner());
+        d.and_then(|t| t.checked_duration_since(Instant::now()))
+    }
+
+    fn mark_down(&self) {
+        let hold = self.cfg.retry_initial.min(Duration::from_secs(60));
+        *self.down_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + hold);
+    }
+
+    /// One attempt; `Ok(None)` when the next hop is known to be down.
     async fn attempt(&self, env: &Envelope, idx: &[usize], body: &[u8]) -> Result<Vec<RcptStatus>, ClientError> {
-        // A pooled connection may have been closed by the next hop while
-        // idle; if it fails, try once more on a fresh connection.
-        if let Some(mut c) = self.take_idle()
-            && let Ok(st) = c.send(env, idx, body).await
-        {
-            self.put_idle(c);
-            return Ok(st);
+        let tls = self.tls.as_ref().map_err(|e| ClientError::Tls(e.clone()))?;
+        // A pooled connection may have been closed (or confused) while
+        // idle: then one more try on a fresh connection, unless the body
+        // was already sent (the message may have arrived).
+        if let Some(mut c) = self.take_idle() {
+            match c.send(env, idx, body).await {
+                Ok(st) => {
+                    self.put_idle(c);
+                    return Ok(st);
+                }
+                Err(e) if c.body_sent() => return Err(e),
+                Err(_) => {}
+            }
         }
-        let mut c = Client::connect(&self.cfg).await?;
+        if let Some(left) = self.down_for() {
+            return Err(ClientError::Connect {
+                hop: self.hop.next_hop.to_string(),
+                source: std::io::Error::other(format!("next hop failed recently; next try in {}s", left.as_secs() + 1)),
+            });
+        }
+        let mut c = match Client::connect_hop(&self.cfg, &self.hop, tls).await {
+            Ok(c) => c,
+            Err(e) => {
+                if matches!(e, ClientError::Connect { .. }) {
+                    self.mark_down();
+                }
+                return Err(e);
+            }
+        };
         let st = c.send(env, idx, body).await?;
         self.put_idle(c);
         Ok(st)
     }
+
+    fn count(&self, reached: bool, st: &[RcptStatus]) {
+        if let Some(up) = &self.up {
+            up.set(i64::from(reached));
+        }
+        if let Some(m) = &self.route {
+            m.up.set(i64::from(reached));
+            for s in st {
+                match s {
+                    RcptStatus::Delivered(_) => m.delivered.inc(),
+                    RcptStatus::Temporary(_) => m.deferred.inc(),
+                    RcptStatus::Permanent(_) => m.bounced.inc(),
+                }
+            }
+        }
+    }
+
+    /// Whether the next hop answers a greeting now (`None`) or what is wrong.
+    pub async fn health(&self) -> Option<String> {
+        let tls = match &self.tls {
+            Ok(t) => t,
+            Err(e) => return Some(format!("next hop {}: {e}", self.hop.next_hop)),
+        };
+        let problem = match Client::connect_hop(&self.cfg, &self.hop, tls).await {
+            Ok(c) => {
+                c.quit().await;
+                None
+            }
+            Err(e) => Some(format!("next hop {}: {e}", self.hop.next_hop)),
+        };
+        self.count(problem.is_none(), &[]);
+        problem
+    }
+}
+
+/// The statuses of an attempt that failed as a whole.
+fn all_temporary(idx: &[usize], e: &ClientError) -> Vec<RcptStatus> {
+    let reply = e.as_reply();
+    idx.iter().map(|_| RcptStatus::Temporary(reply.clone())).collect()
 }
 
 impl Transport for NextHopTransport {
     fn deliver<'a>(&'a self, env: &'a Envelope, idx: &'a [usize], body: &'a [u8]) -> DeliverFuture<'a> {
         Box::pin(async move {
             let res = self.attempt(env, idx, body).await;
-            if let Some(up) = &self.up {
-                up.set(i64::from(res.is_ok()));
-            }
-            match res {
-                Ok(st) => st,
-                Err(ClientError::Rejected(r)) if r.is_permanent() && r.code != 554 => {
-                    // Greeting/EHLO refused permanently: still a hop problem, retry.
-                    idx.iter()
-                        .map(|_| {
-                            RcptStatus::Temporary(HopReply {
-                                code: 451,
-                                text: format!("4.4.0 next hop refused session: {r}"),
-                            })
-                        })
-                        .collect()
-                }
+            let st = match &res {
+                Ok(st) => st.clone(),
                 Err(e) => {
-                    let reply = HopReply {
-                        code: 451,
-                        text: format!("4.4.1 {e}"),
-                    };
-                    idx.iter().map(|_| RcptStatus::Temporary(reply.clone())).collect()
+                    tracing::debug!(id = %env.id, next_hop = %self.hop.next_hop, error = %e, "delivery attempt failed");
+                    all_temporary(idx, e)
                 }
-            }
+            };
+            let reached = !matches!(res, Err(ClientError::Connect { .. } | ClientError::Timeout(_)));
+            self.count(reached, &st);
+            st
         })
     }
 }
@@ -122,10 +230,17 @@ impl Drop for NextHopTransport {
     }
 }
 
-/// Closes idle pooled connections politely (QUIT) at shutdown.
-pub async fn close_idle(t: &Arc<NextHopTransport>) {
-    let idle: Vec<Client> = std::mem::take(&mut *t.idle.lock().unwrap_or_else(|p| p.into_inner()));
-    for c in idle {
-        c.quit().await;
+impl NextHopTransport {
+    /// Closes idle pooled connections politely (QUIT).
+    pub async fn close_idle(&self) {
+        let idle: Vec<Client> = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        for c in idle {
+            c.quit().await;
+        }
     }
+}
+
+/// A local reply (no next hop said it).
+fn local(code: u16, text: impl Into<String>) -> HopReply {
+    HopReply::local(code, text)
 }

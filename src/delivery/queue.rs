@@ -19,6 +19,7 @@ use super::dsn::{self, Failure};
 use crate::config::Relay;
 use crate::events::{Event, EventBus, RcptOutcome};
 use crate::smtp::date::now_secs;
+use crate::smtp::envelope::{Envelope, Generated};
 use crate::spool::{Spool, Stored};
 
 /// Messages waiting in memory with their body; beyond this, bodies are
@@ -285,6 +286,7 @@ impl QueueShared {
     async fn bounce(&self, stored: &Stored, failures: &[(usize, String, String)]) {
         let env = &stored.envelope;
         if env.mail_from.is_none() {
+            self.double_bounce(stored, failures).await;
             return;
         }
         let fs: Vec<Failure<'_>> = failures
@@ -303,13 +305,60 @@ impl QueueShared {
         let Some((denv, msg)) = dsn::build(env, &fs, &original, &self.hostname, id, now_secs()) else {
             return;
         };
+        self.queue_generated(env, denv, msg, fs.len()).await;
+    }
+
+    /// A message with the null sender (a DSN, ours or one relayed in) that
+    /// failed: never bounced. Logged and counted, and reported to
+    /// `relay.double_bounce_to` when set (once: that report is never
+    /// reported again).
+    async fn double_bounce(&self, stored: &Stored, failures: &[(usize, String, String)]) {
+        let env = &stored.envelope;
+        for (i, _, diag) in failures {
+            self.events.emit(Event::DoubleBounce {
+                id: env.id.clone(),
+                rcpt: env.rcpts[*i].addr.to_string(),
+                reply: diag.clone(),
+            });
+        }
+        let Some(postmaster) = &self.cfg.double_bounce_to else {
+            return;
+        };
+        if env.generated == Some(Generated::DoubleBounce) {
+            return;
+        }
+        let Some(original) = self.body(stored).await else {
+            return;
+        };
+        // A report to the postmaster as if the postmaster had sent it.
+        let mut as_sent = (**env).clone();
+        as_sent.mail_from = Some(postmaster.clone());
+        as_sent.ret = Some("HDRS".into());
+        let fs: Vec<Failure<'_>> = failures
+            .iter()
+            .map(|(i, status, diag)| Failure {
+                rcpt: &env.rcpts[*i],
+                status: status.clone(),
+                diagnostic: diag.clone(),
+                remote: None,
+            })
+            .collect();
+        let id = format!("{}D{}", env.id, failures[0].0);
+        let Some((mut denv, msg)) = dsn::build(&as_sent, &fs, &original, &self.hostname, id, now_secs()) else {
+            return;
+        };
+        denv.generated = Some(Generated::DoubleBounce);
+        self.queue_generated(env, denv, msg, fs.len()).await;
+    }
+
+    async fn queue_generated(&self, env: &Envelope, denv: Envelope, msg: Vec<u8>, rcpts: usize) {
         let to = denv.rcpts[0].addr.to_string();
         match self.spool.store(denv, msg).await {
             Ok(s) => {
                 self.events.emit(Event::BounceQueued {
                     id: env.id.clone(),
                     to,
-                    rcpts: fs.len(),
+                    rcpts,
                 });
                 self.handle.enqueue(s);
             }

@@ -219,6 +219,13 @@ pub enum Event {
         to: String,
         rcpts: usize,
     },
+    /// A message with the null sender (a DSN) could not be delivered to
+    /// `rcpt`: it is not bounced again.
+    DoubleBounce {
+        id: String,
+        rcpt: String,
+        reply: String,
+    },
     /// A TLS certificate or recipient table reload, a spool problem, ...
     Warning {
         component: &'static str,
@@ -248,6 +255,7 @@ impl Event {
             Event::ScanFailed { .. } => "scan_failed",
             Event::DeliveryAttempt { .. } => "delivery_attempt",
             Event::BounceQueued { .. } => "bounce_queued",
+            Event::DoubleBounce { .. } => "double_bounce",
             Event::Warning { .. } => "warning",
         }
     }

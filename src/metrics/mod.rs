@@ -70,6 +70,9 @@ pub struct Metrics {
     pub delivery_attempts: IntCounterVec,
     pub delivery_duration: Histogram,
     pub next_hop_up: IntGauge,
+    pub route_up: IntGaugeVec,
+    pub route_deliveries: IntCounterVec,
+    pub double_bounces: IntCounter,
     pub bans_active: IntGauge,
     pub bans_added: IntCounterVec,
     pub bans_removed: IntCounter,
@@ -246,6 +249,26 @@ impl Metrics {
                 LATENCY,
             ),
             next_hop_up: gauge("sluice_next_hop_up", "1 if the last connection to the next hop worked"),
+            route_up: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "sluice_route_up",
+                        "1 if the last connection of the route worked (default, a [relay.routes] domain, bounce, mx)",
+                    ),
+                    &["route"],
+                )
+                .expect("metric options"),
+            ),
+            route_deliveries: counters(
+                "sluice_route_deliveries_total",
+                "Recipient delivery results per route (delivered, deferred, bounced)",
+                &["route", "result"],
+            ),
+            double_bounces: counter(
+                "sluice_double_bounces_total",
+                "DSNs that could not be delivered (never bounced again)",
+            ),
             bans_active: gauge("sluice_bans_active", "Bans in force"),
             bans_added: counters("sluice_bans_added_total", "Bans added by offence", &["offence"]),
             bans_removed: counter("sluice_bans_removed_total", "Bans expired or deleted"),
@@ -409,6 +432,7 @@ impl Metrics {
                 };
                 self.delivery_attempts.with_label_values(&[result]).inc();
             }
+            Event::DoubleBounce { .. } => self.double_bounces.inc(),
             Event::BanAdded { offence, .. } => self.bans_added.with_label_values(&[offence]).inc(),
             Event::BanRemoved { .. } => self.bans_removed.inc(),
             _ => {}

@@ -41,6 +41,27 @@ pub struct Envelope {
     /// spool and delivered only when clean.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub scan_pending: bool,
+    /// The client's host name, when its PTR record was verified (FCrDNS);
+    /// passed on with XCLIENT/XFORWARD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
+    /// The client said EHLO (ESMTP) rather than HELO.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub esmtp: bool,
+    /// Made by sluice itself (a DSN), not received from a client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated: Option<Generated>,
+}
+
+/// Mail sluice wrote itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Generated {
+    /// A delivery status notification to the sender.
+    Dsn,
+    /// A DSN that could not be delivered, sent on to
+    /// `relay.double_bounce_to`: never sent anywhere again.
+    DoubleBounce,
 }
 
 impl Envelope {

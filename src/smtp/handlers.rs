@@ -364,6 +364,9 @@ impl Session {
             envid: tx.params.envid,
             rcpts: tx.rcpts,
             scan_pending: scan_mode == ScanMode::Deferred,
+            client_name: self.ctx.rdns.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            esmtp: self.esmtp,
+            generated: None,
         };
         let rcpts = envelope.rcpts.len();
         let size = tx.body.len() - tx.trace_len;

@@ -63,6 +63,38 @@ listen = "127.0.0.1:0"
     )
 }
 
+/// Sends DSNs to outside senders to smtp://127.0.0.1:`port` (instead of
+/// the MX of the sender's domain): a `TestRelay::start_with` tweak.
+pub fn set_bounce_relay(c: &mut Config, port: u16) {
+    let mut hop = c.relay.default_hop();
+    hop.next_hop = sluice::config::NextHop::Smtp {
+        host: "127.0.0.1".into(),
+        port,
+    };
+    hop.forward_client = sluice::config::ForwardClient::None;
+    c.relay.bounce_next_hop = Some(hop);
+}
+
+/// Waits for the first event that `pick` accepts (panics after `TIMEOUT`).
+pub async fn wait_event<T>(
+    rx: &mut tokio::sync::broadcast::Receiver<Arc<sluice::events::Event>>,
+    mut pick: impl FnMut(&sluice::events::Event) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(e)) => {
+                if let Some(v) = pick(&e) {
+                    return v;
+                }
+            }
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(e)) => panic!("event bus: {e}"),
+            Err(_) => panic!("no such event within {TIMEOUT:?}"),
+        }
+    }
+}
+
 /// A sluice running in this process.
 pub struct TestRelay {
     pub addr: SocketAddr,

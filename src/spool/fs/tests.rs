@@ -14,6 +14,9 @@ fn env(id: &str, rcpts: usize) -> Envelope {
         ret: None,
         envid: None,
         scan_pending: false,
+        client_name: None,
+        esmtp: false,
+        generated: None,
         rcpts: (0..rcpts)
             .map(|i| Recipient {
                 addr: parse_mailbox(&format!("u{i}@example.com")).unwrap(),

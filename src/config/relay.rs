@@ -1,0 +1,376 @@
+//! `[relay]`: where accepted mail goes. The default next hop, per-domain
+//! routes (`[relay.routes]`, like Postfix's `transport_maps`), STARTTLS and
+//! client forwarding per hop, and where DSNs go.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::{RawRelay, RawRoute};
+use super::{ConfigError, dur, positive, resolve};
+
+/// Where accepted mail is delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextHop {
+    Smtp { host: String, port: u16 },
+    LmtpTcp { host: String, port: u16 },
+    LmtpUnix { path: PathBuf },
+}
+
+impl NextHop {
+    pub fn is_lmtp(&self) -> bool {
+        !matches!(self, NextHop::Smtp { .. })
+    }
+
+    /// The host name or address (`None` for a unix socket).
+    pub fn host(&self) -> Option<&str> {
+        match self {
+            NextHop::Smtp { host, .. } | NextHop::LmtpTcp { host, .. } => Some(host),
+            NextHop::LmtpUnix { .. } => None,
+        }
+    }
+}
+
+impl std::fmt::Display for NextHop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NextHop::Smtp { host, port } => write!(f, "smtp://{host}:{port}"),
+            NextHop::LmtpTcp { host, port } => write!(f, "lmtp://{host}:{port}"),
+            NextHop::LmtpUnix { path } => write!(f, "lmtp:{}", path.display()),
+        }
+    }
+}
+
+/// STARTTLS towards a next hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HopTls {
+    /// Never (plain text; the default, as Postfix's `smtp_tls_security_level`).
+    None,
+    /// When the next hop offers STARTTLS; any certificate; plain text when
+    /// the handshake fails (Postfix `may`).
+    Opportunistic,
+    /// STARTTLS or no delivery; the certificate must verify for the next
+    /// hop's host name (Postfix `secure`).
+    Required,
+}
+
+/// How the real client is passed to the next hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardClient {
+    /// XFORWARD when offered (it changes no policy), else XCLIENT.
+    Auto,
+    Xforward,
+    Xclient,
+    None,
+}
+
+/// One next hop with its connection settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    pub next_hop: NextHop,
+    pub tls: HopTls,
+    /// CA certificates for `HopTls::Required`.
+    pub ca_file: PathBuf,
+    pub forward_client: ForwardClient,
+}
+
+/// Which recipient domains a route takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainPattern {
+    /// This domain only.
+    Exact(String),
+    /// Any subdomain of this one (`*.example.org`), not the domain itself.
+    Subdomains(String),
+}
+
+impl DomainPattern {
+    /// Whether `domain` (lowercase, no trailing dot) matches.
+    pub fn matches(&self, domain: &str) -> bool {
+        match self {
+            DomainPattern::Exact(d) => domain == d,
+            DomainPattern::Subdomains(d) => domain
+                .strip_suffix(d.as_str())
+                .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
+        }
+    }
+
+    /// More specific patterns first: exact, then longer suffixes.
+    fn rank(&self) -> (u8, std::cmp::Reverse<usize>) {
+        match self {
+            DomainPattern::Exact(d) => (0, std::cmp::Reverse(d.len())),
+            DomainPattern::Subdomains(d) => (1, std::cmp::Reverse(d.len())),
+        }
+    }
+}
+
+impl std::fmt::Display for DomainPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DomainPattern::Exact(d) => f.write_str(d),
+            DomainPattern::Subdomains(d) => write!(f, "*.{d}"),
+        }
+    }
+}
+
+/// `[relay.routes]` entry: recipients of `domains` go to `hop`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub domains: DomainPattern,
+    pub hop: Hop,
+}
+
+#[derive(Debug, Clone)]
+pub struct Relay {
+    /// The default next hop (recipients of our domains without a route).
+    pub next_hop: NextHop,
+    pub tls: HopTls,
+    pub ca_file: PathBuf,
+    pub forward_client: ForwardClient,
+    /// Most specific first.
+    pub routes: Vec<Route>,
+    /// DSNs to senders outside our domains and routes; `None`: MX lookup.
+    pub bounce_next_hop: Option<Hop>,
+    pub mx_port: u16,
+    pub double_bounce_to: Option<crate::smtp::proto::Mailbox>,
+    pub helo_name: String,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub max_queue_age: Duration,
+    pub concurrency: usize,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_messages_per_connection: usize,
+}
+
+impl Relay {
+    /// The default next hop with its settings.
+    pub fn default_hop(&self) -> Hop {
+        Hop {
+            next_hop: self.next_hop.clone(),
+            tls: self.tls,
+            ca_file: self.ca_file.clone(),
+            forward_client: self.forward_client,
+        }
+    }
+}
+
+pub(super) fn parse_next_hop(key: &str, s: &str, base: &Path) -> Result<NextHop, ConfigError> {
+    let host_port = |rest: &str| -> Result<(String, u16), ConfigError> {
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| ConfigError::new(key, format!("{s:?}: missing :port")))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| ConfigError::new(key, format!("{s:?}: invalid port {port:?}")))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(ConfigError::new(key, format!("{s:?}: missing host")));
+        }
+        Ok((host.to_string(), port))
+    };
+    if let Some(rest) = s.strip_prefix("smtp://") {
+        let (host, port) = host_port(rest)?;
+        Ok(NextHop::Smtp { host, port })
+    } else if let Some(rest) = s.strip_prefix("lmtp://") {
+        let (host, port) = host_port(rest)?;
+        Ok(NextHop::LmtpTcp { host, port })
+    } else if let Some(path) = s.strip_prefix("lmtp:").or_else(|| s.strip_prefix("unix:")) {
+        if path.is_empty() {
+            return Err(ConfigError::new(key, "lmtp: needs a socket path"));
+        }
+        Ok(NextHop::LmtpUnix {
+            path: resolve(base, path),
+        })
+    } else {
+        Err(ConfigError::new(
+            key,
+            format!("{s:?}: expected smtp://host:port, lmtp://host:port or lmtp:/path/to/socket"),
+        ))
+    }
+}
+
+fn parse_tls(key: &str, v: Option<&str>, default: HopTls) -> Result<HopTls, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some("none") => Ok(HopTls::None),
+        Some("opportunistic") => Ok(HopTls::Opportunistic),
+        Some("required") => Ok(HopTls::Required),
+        Some(o) => Err(ConfigError::new(
+            key,
+            format!("{o:?}: expected \"none\", \"opportunistic\" or \"required\""),
+        )),
+    }
+}
+
+fn parse_forward(key: &str, v: Option<&str>, default: ForwardClient) -> Result<ForwardClient, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some("auto") => Ok(ForwardClient::Auto),
+        Some("xforward") => Ok(ForwardClient::Xforward),
+        Some("xclient") => Ok(ForwardClient::Xclient),
+        Some("none") => Ok(ForwardClient::None),
+        Some(o) => Err(ConfigError::new(
+            key,
+            format!("{o:?}: expected \"auto\", \"xforward\", \"xclient\" or \"none\""),
+        )),
+    }
+}
+
+/// A CA file that `tls = "required"` will need: readable PEM with at least
+/// one certificate.
+fn check_ca_file(key: &str, path: &Path) -> Result<(), ConfigError> {
+    crate::delivery::tls::load_roots(path)
+        .map(|_| ())
+        .map_err(|e| ConfigError::new(key, e))
+}
+
+fn parse_pattern(key: &str, d: &str) -> Result<DomainPattern, ConfigError> {
+    let lower = d.trim_end_matches('.').to_ascii_lowercase();
+    let (pattern, name) = match lower.strip_prefix("*.") {
+        Some(rest) => (DomainPattern::Subdomains(rest.to_string()), rest.to_string()),
+        None => (DomainPattern::Exact(lower.clone()), lower),
+    };
+    if !crate::smtp::proto::address::is_valid_helo(&name) || name.starts_with('[') {
+        return Err(ConfigError::new(
+            key,
+            format!("{d:?} is not a domain name (or *.domain)"),
+        ));
+    }
+    Ok(pattern)
+}
+
+pub(super) fn validate_relay(r: RawRelay, base: &Path, hostname: &str) -> Result<Relay, ConfigError> {
+    let next_hop = parse_next_hop(
+        "relay.next_hop",
+        r.next_hop.as_deref().unwrap_or("smtp://127.0.0.1:10025"),
+        base,
+    )?;
+    let retry_initial = dur("relay.retry_initial", r.retry_initial, "60s")?;
+    let retry_max = dur("relay.retry_max", r.retry_max, "1h")?;
+    if retry_max < retry_initial {
+        return Err(ConfigError::new(
+            "relay.retry_max",
+            "must not be shorter than relay.retry_initial",
+        ));
+    }
+    let helo_name = r.helo_name.unwrap_or_else(|| hostname.to_string());
+    if !crate::smtp::proto::address::is_valid_helo(&helo_name) {
+        return Err(ConfigError::new(
+            "relay.helo_name",
+            format!("{helo_name:?} is not a valid host name"),
+        ));
+    }
+    let tls = parse_tls("relay.tls", r.tls.as_deref(), HopTls::None)?;
+    let ca_file = resolve(
+        base,
+        r.tls_ca_file.as_deref().unwrap_or("/etc/ssl/certs/ca-certificates.crt"),
+    );
+    if tls == HopTls::Required {
+        check_ca_file("relay.tls_ca_file", &ca_file)?;
+    }
+    let forward_client = parse_forward("relay.forward_client", r.forward_client.as_deref(), ForwardClient::Auto)?;
+    let mut routes = Vec::new();
+    for (domain, raw) in r.routes {
+        let key = format!("relay.routes.\"{domain}\"");
+        let domains = parse_pattern(&key, &domain)?;
+        let hop = match raw {
+            RawRoute::Url(url) => Hop {
+                next_hop: parse_next_hop(&key, &url, base)?,
+                tls,
+                ca_file: ca_file.clone(),
+                forward_client,
+            },
+            RawRoute::Table(t) => {
+                let hop = Hop {
+                    next_hop: parse_next_hop(&format!("{key}.next_hop"), &t.next_hop, base)?,
+                    tls: parse_tls(&format!("{key}.tls"), t.tls.as_deref(), tls)?,
+                    ca_file: t
+                        .tls_ca_file
+                        .as_deref()
+                        .map_or_else(|| ca_file.clone(), |f| resolve(base, f)),
+                    forward_client: parse_forward(
+                        &format!("{key}.forward_client"),
+                        t.forward_client.as_deref(),
+                        forward_client,
+                    )?,
+                };
+                if hop.tls == HopTls::Required {
+                    check_ca_file(&format!("{key}.tls_ca_file"), &hop.ca_file)?;
+                }
+                hop
+            }
+        };
+        routes.push(Route { domains, hop });
+    }
+    routes.sort_by_key(|r| r.domains.rank());
+    let bounce_next_hop = match r.bounce_next_hop.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(Hop {
+            next_hop: parse_next_hop("relay.bounce_next_hop", s, base)?,
+            tls,
+            ca_file: ca_file.clone(),
+            forward_client: ForwardClient::None,
+        }),
+    };
+    let double_bounce_to = match r.double_bounce_to.as_deref() {
+        None | Some("") => None,
+        Some(a) => Some(crate::smtp::proto::address::parse_mailbox(a).map_err(|_| {
+            ConfigError::new(
+                "relay.double_bounce_to",
+                format!("{a:?} is not a mail address (user@domain)"),
+            )
+        })?),
+    };
+    let mx_port = r.mx_port.unwrap_or(25);
+    if mx_port == 0 {
+        return Err(ConfigError::new("relay.mx_port", "must be greater than zero"));
+    }
+    Ok(Relay {
+        next_hop,
+        tls,
+        ca_file,
+        forward_client,
+        routes,
+        bounce_next_hop,
+        mx_port,
+        double_bounce_to,
+        helo_name,
+        retry_initial,
+        retry_max,
+        max_queue_age: dur("relay.max_queue_age", r.max_queue_age, "5d")?,
+        concurrency: positive("relay.concurrency", r.concurrency, 20)?,
+        connect_timeout: dur("relay.connect_timeout", r.connect_timeout, "30s")?,
+        command_timeout: dur("relay.command_timeout", r.command_timeout, "300s")?,
+        data_timeout: dur("relay.data_timeout", r.data_timeout, "600s")?,
+        idle_timeout: dur("relay.idle_timeout", r.idle_timeout, "10s")?,
+        max_messages_per_connection: positive(
+            "relay.max_messages_per_connection",
+            r.max_messages_per_connection,
+            1000,
+        )?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_patterns() {
+        let sub = DomainPattern::Subdomains("example.org".into());
+        assert!(sub.matches("a.example.org"));
+        assert!(sub.matches("b.a.example.org"));
+        assert!(!sub.matches("example.org"));
+        assert!(!sub.matches("badexample.org"));
+        let exact = DomainPattern::Exact("example.org".into());
+        assert!(exact.matches("example.org"));
+        assert!(!exact.matches("a.example.org"));
+        assert!(exact.rank() < sub.rank());
+        assert!(
+            DomainPattern::Subdomains("a.example.org".into()).rank() < sub.rank(),
+            "longer suffix first"
+        );
+    }
+}

@@ -1,0 +1,333 @@
+//! Which next hop each recipient goes to, like Postfix's `transport_maps`:
+//! a `[relay.routes]` entry for its domain (most specific first), else the
+//! default next hop for our own domains, else (DSNs to outside senders) the
+//! bounce relay or the MX hosts of the domain. A message with recipients
+//! on several routes is delivered per route from the one spooled copy.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::client::RcptStatus;
+use super::{DeliverFuture, NextHopTransport, Transport, local};
+use crate::config::{DomainPattern, ForwardClient, Hop, HopTls, NextHop, Relay};
+use crate::dns::{DnsError, Resolver};
+use crate::smtp::envelope::Envelope;
+
+/// Where recipients outside our domains and routes go.
+enum Outside {
+    /// `relay.bounce_next_hop`.
+    Relay(Arc<NextHopTransport>),
+    /// MX lookup of the recipient's domain, port `relay.mx_port`.
+    Mx(MxTransport),
+}
+
+pub struct Router {
+    routes: Vec<(DomainPattern, Arc<NextHopTransport>)>,
+    default: Arc<NextHopTransport>,
+    /// Our domains (`recipients.domains`), lowercase.
+    local: Vec<String>,
+    outside: Outside,
+}
+
+/// The index of the transport a domain goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Route(usize),
+    Default,
+    Outside,
+}
+
+impl Router {
+    /// Builds the transports of `cfg`. `resolver` is used for MX lookups
+    /// (when no bounce relay is set); `metrics` gets a label per route.
+    pub fn new(
+        cfg: &Relay,
+        local: &[String],
+        resolver: Arc<dyn Resolver>,
+        metrics: &crate::metrics::Metrics,
+    ) -> Router {
+        let default = Arc::new(
+            NextHopTransport::new(cfg.clone())
+                .with_up_gauge(metrics.next_hop_up.clone())
+                .with_route_metrics(metrics, "default"),
+        );
+        let routes = cfg
+            .routes
+            .iter()
+            .map(|r| {
+                let t = NextHopTransport::for_hop(cfg.clone(), r.hop.clone())
+                    .with_route_metrics(metrics, &r.domains.to_string());
+                (r.domains.clone(), Arc::new(t))
+            })
+            .collect();
+        let outside = match &cfg.bounce_next_hop {
+            Some(hop) => Outside::Relay(Arc::new(
+                NextHopTransport::for_hop(cfg.clone(), hop.clone()).with_route_metrics(metrics, "bounce"),
+            )),
+            None => Outside::Mx(MxTransport {
+                cfg: cfg.clone(),
+                resolver,
+                metrics: metrics.route_deliveries.clone(),
+            }),
+        };
+        Router {
+            routes,
+            default,
+            local: local.to_vec(),
+            outside,
+        }
+    }
+
+    /// The router of `config`: MX lookups (when no bounce relay is set) go
+    /// through `dns` (the server's resolver, shared cache) or a resolver
+    /// built from `[dns]`.
+    pub fn from_config(
+        config: &crate::config::Config,
+        dns: Option<&hickory_resolver::TokioResolver>,
+        metrics: &crate::metrics::Metrics,
+    ) -> Result<Router, DnsError> {
+        let resolver: Arc<dyn Resolver> = match (&config.relay.bounce_next_hop, dns) {
+            (Some(_), _) => Arc::new(crate::dns::NoDns),
+            (None, Some(inner)) => Arc::new(crate::dns::HickoryResolver::from_resolver(inner.clone())),
+            (None, None) => Arc::new(crate::dns::HickoryResolver::new(
+                config.dns.resolver,
+                config.dns.timeout,
+            )?),
+        };
+        Ok(Router::new(
+            &config.relay,
+            &config.recipients.domains,
+            resolver,
+            metrics,
+        ))
+    }
+
+    /// The default next hop's transport (health probe, quarantine release).
+    pub fn default_transport(&self) -> &Arc<NextHopTransport> {
+        &self.default
+    }
+
+    fn target(&self, domain: &str) -> Target {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(i) = self.routes.iter().position(|(p, _)| p.matches(&domain)) {
+            return Target::Route(i);
+        }
+        if self.local.iter().any(|d| *d == domain) {
+            return Target::Default;
+        }
+        Target::Outside
+    }
+
+    async fn deliver_to(&self, t: Target, env: &Envelope, idx: &[usize], body: &[u8]) -> Vec<RcptStatus> {
+        match t {
+            Target::Route(i) => self.routes[i].1.deliver(env, idx, body).await,
+            Target::Default => self.default.deliver(env, idx, body).await,
+            Target::Outside => match &self.outside {
+                Outside::Relay(t) => t.deliver(env, idx, body).await,
+                Outside::Mx(mx) => mx.deliver(env, idx, body).await,
+            },
+        }
+    }
+
+    /// Closes idle pooled connections politely (QUIT) at shutdown.
+    pub async fn close_idle(&self) {
+        self.default.close_idle().await;
+        for (_, t) in &self.routes {
+            t.close_idle().await;
+        }
+        if let Outside::Relay(t) = &self.outside {
+            t.close_idle().await;
+        }
+    }
+}
+
+impl Transport for Router {
+    fn deliver<'a>(&'a self, env: &'a Envelope, idx: &'a [usize], body: &'a [u8]) -> DeliverFuture<'a> {
+        Box::pin(async move {
+            // Group the recipients by target, keeping their positions.
+            let mut groups: Vec<(Target, Vec<usize>, Vec<usize>)> = Vec::new();
+            for (pos, &i) in idx.iter().enumerate() {
+                let t = self.target(&env.rcpts[i].addr.domain);
+                match groups.iter_mut().find(|g| g.0 == t) {
+                    Some(g) => {
+                        g.1.push(pos);
+                        g.2.push(i);
+                    }
+                    None => groups.push((t, vec![pos], vec![i])),
+                }
+            }
+            if let [(t, _, _)] = groups.as_slice() {
+                return self.deliver_to(*t, env, idx, body).await;
+            }
+            let mut out: Vec<Option<RcptStatus>> = vec![None; idx.len()];
+            let runs = groups
+                .iter()
+                .map(|(t, _, rcpts)| -> DeliverFuture<'_> { Box::pin(self.deliver_to(*t, env, rcpts, body)) });
+            let results = join_all(runs).await;
+            for ((_, positions, _), st) in groups.iter().zip(results) {
+                for (&pos, s) in positions.iter().zip(st) {
+                    out[pos] = Some(s);
+                }
+            }
+            out.into_iter()
+                .map(|s| s.unwrap_or_else(|| RcptStatus::Temporary(local(451, "4.3.0 no status"))))
+                .collect()
+        })
+    }
+}
+
+/// Runs the futures concurrently, results in order.
+async fn join_all<'a>(runs: impl Iterator<Item = DeliverFuture<'a>>) -> Vec<Vec<RcptStatus>> {
+    let mut set: Vec<DeliverFuture<'a>> = runs.collect();
+    let mut done: Vec<Option<Vec<RcptStatus>>> = vec![None; set.len()];
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if done[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => done[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    done.into_iter().map(Option::unwrap_or_default).collect()
+}
+
+/// Delivery to the MX hosts of each recipient's domain (RFC 5321 §5.1):
+/// by preference, an implicit MX when there is none, nothing for a null MX
+/// (RFC 7505). Opportunistic STARTTLS, no client forwarding, no pooling
+/// (bounces are rare).
+pub struct MxTransport {
+    cfg: Relay,
+    resolver: Arc<dyn Resolver>,
+    metrics: prometheus::IntCounterVec,
+}
+
+/// Why a domain has no address to deliver to.
+enum NoHost {
+    Temporary(String),
+    Permanent(&'static str, String),
+}
+
+impl MxTransport {
+    /// The addresses to try, in order.
+    async fn addresses(&self, domain: &str) -> Result<Vec<IpAddr>, NoHost> {
+        let t = self.cfg.command_timeout.min(std::time::Duration::from_secs(30));
+        let hosts = match tokio::time::timeout(t, self.resolver.lookup_mx(domain)).await {
+            Err(_) => return Err(NoHost::Temporary(format!("MX lookup of {domain} timed out"))),
+            Ok(Ok(mut mx)) => {
+                mx.sort_by_key(|(pref, _)| *pref);
+                if mx.iter().all(|(_, h)| h.is_empty()) {
+                    return Err(NoHost::Permanent(
+                        "5.1.10",
+                        format!("{domain} accepts no mail (null MX)"),
+                    ));
+                }
+                mx.into_iter().map(|(_, h)| h).filter(|h| !h.is_empty()).collect()
+            }
+            Ok(Err(DnsError::NotFound)) => vec![domain.to_string()],
+            Ok(Err(e)) => return Err(NoHost::Temporary(format!("MX lookup of {domain}: {e}"))),
+        };
+        let mut addrs = Vec::new();
+        let mut temp = None;
+        for h in &hosts {
+            let (a, aaaa) = tokio::join!(
+                tokio::time::timeout(t, self.resolver.lookup_a(h)),
+                tokio::time::timeout(t, self.resolver.lookup_aaaa(h))
+            );
+            match a {
+                Ok(Ok(v)) => addrs.extend(v.into_iter().map(IpAddr::V4)),
+                Ok(Err(DnsError::NotFound)) => {}
+                Ok(Err(e)) => temp = Some(format!("address of {h}: {e}")),
+                Err(_) => temp = Some(format!("address of {h}: timed out")),
+            }
+            if let Ok(Ok(v)) = aaaa {
+                addrs.extend(v.into_iter().map(IpAddr::V6));
+            }
+        }
+        match (addrs.is_empty(), temp) {
+            (false, _) => Ok(addrs),
+            (true, Some(t)) => Err(NoHost::Temporary(t)),
+            (true, None) => Err(NoHost::Permanent("5.1.2", format!("no mail host for {domain}"))),
+        }
+    }
+
+    fn hop(&self, ip: IpAddr) -> Hop {
+        Hop {
+            next_hop: NextHop::Smtp {
+                host: ip.to_string(),
+                port: self.cfg.mx_port,
+            },
+            tls: HopTls::Opportunistic,
+            ca_file: self.cfg.ca_file.clone(),
+            forward_client: ForwardClient::None,
+        }
+    }
+
+    /// One domain's recipients: each MX address in turn until one answers.
+    async fn deliver_domain(&self, domain: &str, env: &Envelope, idx: &[usize], body: &[u8]) -> Vec<RcptStatus> {
+        let addrs = match self.addresses(domain).await {
+            Ok(a) => a,
+            Err(NoHost::Temporary(why)) => {
+                return idx
+                    .iter()
+                    .map(|_| RcptStatus::Temporary(local(451, format!("4.4.3 {why}"))))
+                    .collect();
+            }
+            Err(NoHost::Permanent(code, why)) => {
+                return idx
+                    .iter()
+                    .map(|_| RcptStatus::Permanent(local(550, format!("{code} {why}"))))
+                    .collect();
+            }
+        };
+        let mut last = Vec::new();
+        for ip in addrs.into_iter().take(5) {
+            let t = NextHopTransport::for_hop(self.cfg.clone(), self.hop(ip));
+            match t.attempt(env, idx, body).await {
+                Ok(st) => return st,
+                Err(e) => last = super::all_temporary(idx, &e),
+            }
+        }
+        last
+    }
+}
+
+impl Transport for MxTransport {
+    fn deliver<'a>(&'a self, env: &'a Envelope, idx: &'a [usize], body: &'a [u8]) -> DeliverFuture<'a> {
+        Box::pin(async move {
+            let mut out: Vec<Option<RcptStatus>> = vec![None; idx.len()];
+            let mut domains: Vec<&str> = idx.iter().map(|&i| env.rcpts[i].addr.domain.as_str()).collect();
+            domains.sort_unstable();
+            domains.dedup();
+            for d in domains {
+                let (pos, rcpts): (Vec<usize>, Vec<usize>) = idx
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, i)| env.rcpts[**i].addr.domain == d)
+                    .map(|(p, i)| (p, *i))
+                    .unzip();
+                let st = self.deliver_domain(d, env, &rcpts, body).await;
+                for (p, s) in pos.into_iter().zip(st) {
+                    let result = match &s {
+                        RcptStatus::Delivered(_) => "delivered",
+                        RcptStatus::Temporary(_) => "deferred",
+                        RcptStatus::Permanent(_) => "bounced",
+                    };
+                    self.metrics.with_label_values(&["mx", result]).inc();
+                    out[p] = Some(s);
+                }
+            }
+            out.into_iter()
+                .map(|s| s.unwrap_or_else(|| RcptStatus::Temporary(local(451, "4.3.0 no status"))))
+                .collect()
+        })
+    }
+}
