@@ -242,7 +242,8 @@ impl Client {
         if greeting.code != 220 {
             return Err(ClientError::Rejected(greeting));
         }
-        c.greet().await?;
+        let name = c.helo_name.clone();
+        c.greet(&name).await?;
         match (tls, hop.next_hop.host()) {
             (Some(connector), Some(host)) => {
                 if !c.ext.starttls {
@@ -257,11 +258,11 @@ impl Client {
         }
     }
 
-    /// EHLO (LHLO), or HELO for an old server; records the extensions.
-    async fn greet(&mut self) -> Result<(), ClientError> {
+    /// EHLO (LHLO) with `name`, or HELO for an old server; records the
+    /// extensions.
+    async fn greet(&mut self, name: &str) -> Result<(), ClientError> {
         let verb = if self.lmtp { "LHLO" } else { "EHLO" };
-        self.out
-            .extend_from_slice(format!("{verb} {}\r\n", self.helo_name).as_bytes());
+        self.out.extend_from_slice(format!("{verb} {name}\r\n").as_bytes());
         self.flush().await?;
         let (ehlo, lines) = self.read_reply_lines("EHLO").await?;
         self.ext = Extensions::default();
@@ -269,8 +270,7 @@ impl Client {
             if self.lmtp {
                 return Err(ClientError::Rejected(ehlo));
             }
-            self.out
-                .extend_from_slice(format!("HELO {}\r\n", self.helo_name).as_bytes());
+            self.out.extend_from_slice(format!("HELO {name}\r\n").as_bytes());
             self.flush().await?;
             let helo = self.read_reply("HELO").await?;
             if helo.code != 250 {
@@ -313,7 +313,8 @@ impl Client {
             .map_err(|e| ClientError::Tls(e.to_string()))?;
         self.io = BufReader::with_capacity(16 * 1024, Box::new(stream));
         self.tls = true;
-        self.greet().await?;
+        let name = self.helo_name.clone();
+        self.greet(&name).await?;
         Ok(self)
     }
 
@@ -600,9 +601,6 @@ impl Client {
     /// Queues XFORWARD (true: its reply is to be read before MAIL's) or
     /// sends XCLIENT and greets again, as configured and offered.
     async fn forward_client(&mut self, env: &Envelope) -> Result<bool, ClientError> {
-        if env.generated.is_some() {
-            return Ok(false);
-        }
         let Some(method) = forward::choose(self.forward, &self.ext.forward) else {
             return Ok(false);
         };
@@ -616,8 +614,17 @@ impl Client {
         self.flush().await?;
         let r = self.read_reply("XCLIENT").await?;
         match r.code {
-            // The next hop starts over as if the client had connected.
-            220 => self.greet().await.map(|()| false),
+            // The next hop starts over as if the client had connected:
+            // greet with the client's HELO name (when it is a valid one),
+            // as the client did.
+            220 => {
+                let name = if crate::smtp::proto::address::is_valid_helo(&env.helo) {
+                    env.helo.clone()
+                } else {
+                    self.helo_name.clone()
+                };
+                self.greet(&name).await.map(|()| false)
+            }
             421 => Err(ClientError::Closing {
                 during: "XCLIENT",
                 reply: r,

@@ -73,7 +73,14 @@ pub fn command(method: Method, offered: &Offered, env: &Envelope) -> Option<Stri
         std::net::IpAddr::V4(v4) => v4.to_string(),
         std::net::IpAddr::V6(v6) => format!("IPV6:{v6}"),
     };
-    let name = env.client_name.as_deref().unwrap_or("[UNAVAILABLE]");
+    // Mail sluice wrote itself (DSNs) comes from this host; the
+    // connection may carry a forwarded identity from an earlier message.
+    let local = env.generated.is_some();
+    let name = match (&env.client_name, local) {
+        (_, true) => "localhost",
+        (Some(n), false) => n.as_str(),
+        (None, false) => "[UNAVAILABLE]",
+    };
     let helo = if env.helo.is_empty() {
         "[UNAVAILABLE]"
     } else {
@@ -83,7 +90,7 @@ pub fn command(method: Method, offered: &Offered, env: &Envelope) -> Option<Stri
     let proto = if env.esmtp { "ESMTP" } else { "SMTP" };
     let mut attrs: Vec<(&str, &str)> = vec![("NAME", name), ("ADDR", &addr), ("PROTO", proto), ("HELO", helo)];
     if method == Method::Xforward {
-        attrs.push(("SOURCE", "REMOTE"));
+        attrs.push(("SOURCE", if local { "LOCAL" } else { "REMOTE" }));
         attrs.push(("IDENT", &env.id));
     }
     let mut line = String::from(verb);
