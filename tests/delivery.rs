@@ -161,3 +161,73 @@ async fn connections_to_the_next_hop_are_reused() {
     sink.wait_for(10).await;
     assert_eq!(sink.sessions(), 1, "ten messages over one next-hop connection");
 }
+
+#[tokio::test]
+async fn a_double_bounce_is_reported_to_double_bounce_to_once() {
+    // The next hop refuses user@ and, the second time round, postmaster@.
+    let sink = Sink::start_with(
+        false,
+        Arc::new(|r: &str| (r != "known@example.com").then(|| "550 5.1.1 no".to_string())),
+    )
+    .await;
+    let relay = TestRelay::start_with(&sink.next_hop(), |c| {
+        c.relay.double_bounce_to = Some(sluice::smtp::proto::address::parse_mailbox("known@example.com").unwrap());
+    })
+    .await;
+    let mut events = relay.running().events.subscribe();
+    let mut c = relay.client().await;
+    c.envelope("", &["user@example.com"]).await;
+    assert!(c.data(&test_message("dsn-lost")).await.starts_with("250"));
+    let got = sink.wait_for(1).await;
+    assert_eq!(
+        got[0].rcpts,
+        ["known@example.com"],
+        "the report goes to double_bounce_to"
+    );
+    assert_eq!(got[0].mail_from, "");
+    let text = String::from_utf8_lossy(&got[0].data);
+    assert!(text.contains("Final-Recipient: rfc822; user@example.com"), "{text}");
+    assert!(text.contains("Subject: dsn-lost"), "{text}");
+    wait_event(&mut events, |e| {
+        matches!(e, sluice::events::Event::DoubleBounce { .. }).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_double_bounce_report_that_fails_is_not_reported_again() {
+    let sink = Sink::start_with(false, Arc::new(|_: &str| Some("550 5.1.1 no".to_string()))).await;
+    let relay = TestRelay::start_with(&sink.next_hop(), |c| {
+        c.relay.double_bounce_to = Some(sluice::smtp::proto::address::parse_mailbox("known@example.com").unwrap());
+    })
+    .await;
+    let mut events = relay.running().events.subscribe();
+    let mut c = relay.client().await;
+    c.envelope("", &["user@example.com"]).await;
+    assert!(c.data(&test_message("loop")).await.starts_with("250"));
+    // First the message, then the report to known@: two double bounces,
+    // one report queued, and then nothing more.
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let r = wait_event(&mut events, |e| match e {
+            sluice::events::Event::DoubleBounce { rcpt, .. } => Some(rcpt.clone()),
+            _ => None,
+        })
+        .await;
+        seen.push(r);
+    }
+    assert_eq!(seen, ["user@example.com", "known@example.com"]);
+    let m = relay.running().events.metrics();
+    assert_eq!(m.double_bounces.get(), 2);
+    let spool = relay.path("spool");
+    // The queue settles: no third attempt follows (a report of a report).
+    let next = tokio::time::timeout(
+        std::time::Duration::from_millis(1500),
+        wait_event(&mut events, |e| match e {
+            sluice::events::Event::BounceQueued { .. } | sluice::events::Event::DoubleBounce { .. } => Some(()),
+            _ => None,
+        }),
+    )
+    .await;
+    assert!(next.is_err(), "no report of a report (spool {})", spool.display());
+}

@@ -77,7 +77,7 @@ fn assert_only_the_refused_recipient_bounced(bounces: &Sink) {
         let orig = text
             .lines()
             .filter_map(|l| l.strip_prefix("Subject: "))
-            .last()
+            .next_back()
             .unwrap_or("")
             .to_string();
         about.push(orig);
@@ -370,4 +370,105 @@ async fn starttls_required_to_postfix_verifies_its_certificate() {
     assert!(log.contains("TLS connection established from"), "{log}");
     let received = String::from_utf8_lossy(&got[0].data);
     assert!(received.contains("with ESMTPS"), "Postfix saw TLS: {received}");
+}
+
+/// A relay whose next hop refuses `user@example.com`, with DSNs by MX
+/// through the DNS server on `dns_port` and delivered on `mx_port`.
+async fn relay_bouncing_by_mx(dns_port: u16, mx_port: u16, refusing: &Sink) -> TestRelay {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("recipients"), TABLE).unwrap();
+    let toml = base_toml(&refusing.next_hop()).replace(
+        "[relay]\n",
+        &format!("[relay]\nmx_port = {mx_port}\ncommand_timeout = \"2s\"\n"),
+    ) + &format!("[dns]\nresolver = \"127.0.0.1:{dns_port}\"\ntimeout = \"500ms\"\n");
+    TestRelay::start_in(dir, &toml, |_| {}).await
+}
+
+fn refusing_sink() -> RcptPolicy {
+    Arc::new(|r: &str| (r == "user@example.com").then(|| "550 5.1.1 no such user".to_string()))
+}
+
+/// Sends a message from `sender` to the refused user@example.com.
+async fn send_refused(relay: &TestRelay, sender: &str, marker: &str) {
+    let mut c = relay.client().await;
+    c.envelope(sender, &["user@example.com"]).await;
+    assert!(c.data(&test_message(marker)).await.starts_with("250"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dsns_to_outside_senders_go_to_their_mx_and_a_null_mx_is_a_double_bounce() {
+    let dir = tempfile::tempdir().unwrap();
+    let zone = dir.path().join("mx.test.zone");
+    std::fs::write(
+        &zone,
+        "$ORIGIN test.\n$TTL 60\n\
+         @ IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60\n\
+         bounce IN MX 20 mx2.bounce\n\
+         bounce IN MX 10 mx1.bounce\n\
+         mx1.bounce IN A 127.0.0.9\n\
+         mx2.bounce IN A 127.0.0.1\n\
+         nullmx IN MX 0 .\n\
+         ; what DnsServer::start asks to see that the server is up\n\
+         2.0.0.127.bl IN A 127.0.0.2\n",
+    )
+    .unwrap();
+    let dns = tokio::task::spawn_blocking(move || crate::util::services::DnsServer::start(&zone))
+        .await
+        .unwrap();
+    let refusing = Sink::start_with(false, refusing_sink()).await;
+    // The sender's MX (nothing listens on 127.0.0.9: the second MX takes it).
+    let mx = Sink::start().await;
+    let relay = relay_bouncing_by_mx(dns.port, mx.port, &refusing).await;
+    let mut events = relay.running().events.subscribe();
+
+    send_refused(&relay, "sender@bounce.test", "to-mx").await;
+    let got = mx.wait_for(1).await;
+    assert_eq!(got[0].mail_from, "");
+    assert_eq!(got[0].rcpts, ["sender@bounce.test"]);
+    let text = String::from_utf8_lossy(&got[0].data);
+    assert!(text.contains("Final-Recipient: rfc822; user@example.com"), "{text}");
+    assert!(text.contains("Subject: to-mx"), "{text}");
+
+    send_refused(&relay, "sender@nullmx.test", "null-mx").await;
+    let why = wait_event(&mut events, |e| match e {
+        Event::DoubleBounce { rcpt, reply, .. } => Some(format!("{rcpt}: {reply}")),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        why,
+        "sender@nullmx.test: 550 5.1.10 nullmx.test accepts no mail (null MX)"
+    );
+    assert_eq!(mx.messages().len(), 1, "nothing more at the MX");
+    assert_eq!(
+        relay
+            .running()
+            .events
+            .metrics()
+            .route_deliveries
+            .with_label_values(&["mx", "delivered"])
+            .get(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dsn_is_kept_for_retry_when_the_resolver_drops_queries() {
+    let hole = tokio::task::spawn_blocking(crate::util::services::BlackHoleDns::start)
+        .await
+        .unwrap();
+    let refusing = Sink::start_with(false, refusing_sink()).await;
+    let relay = relay_bouncing_by_mx(hole.port, 9, &refusing).await;
+    let mut events = relay.running().events.subscribe();
+    send_refused(&relay, "sender@bounce.test", "dns-down").await;
+    // The DSN's attempt is deferred (temporary), not bounced or dropped.
+    let (rcpt, outcome, reply) = wait_event(&mut events, |e| match e {
+        Event::DeliveryAttempt {
+            rcpt, outcome, reply, ..
+        } if rcpt == "sender@bounce.test" => Some((rcpt.clone(), outcome.clone(), reply.clone())),
+        _ => None,
+    })
+    .await;
+    assert_eq!(outcome, RcptOutcome::Deferred, "{rcpt}: {reply}");
+    assert!(reply.starts_with("451 4.4.3 MX lookup of bounce.test"), "{reply}");
 }

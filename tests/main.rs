@@ -8,7 +8,9 @@ mod delivery; // relay to a recording sink: byte-exact, retry, DSN, LMTP
 mod dialogue; // SMTP conversations against the real server
 mod e2e; // real next hops: smtp-sink, Postfix, Dovecot LMTP; the corpora
 mod firewall; // nftables batches in a real kernel set (network namespace)
+mod front; // in front of a real Postfix and Dovecot: drift, DSNs, XFORWARD/XCLIENT, routes, STARTTLS
 mod metrics; // /metrics scrape after real traffic, promtool, event log, health, sluice check, status page in Chromium
+mod nexthop; // next-hop client conformance against a scripted server
 mod policy; // pre-DATA checks against a real DNS server (DNSBL, RHSBL, allowlist)
 mod restart; // durability: kill -9, restart, SIGTERM
 mod scan; // virus scanning against a real clamd

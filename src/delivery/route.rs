@@ -18,7 +18,7 @@ enum Outside {
     /// `relay.bounce_next_hop`.
     Relay(Arc<NextHopTransport>),
     /// MX lookup of the recipient's domain, port `relay.mx_port`.
-    Mx(MxTransport),
+    Mx(Box<MxTransport>),
 }
 
 pub struct Router {
@@ -64,11 +64,11 @@ impl Router {
             Some(hop) => Outside::Relay(Arc::new(
                 NextHopTransport::for_hop(cfg.clone(), hop.clone()).with_route_metrics(metrics, "bounce"),
             )),
-            None => Outside::Mx(MxTransport {
+            None => Outside::Mx(Box::new(MxTransport {
                 cfg: cfg.clone(),
                 resolver,
                 metrics: metrics.route_deliveries.clone(),
-            }),
+            })),
         };
         Router {
             routes,
@@ -112,7 +112,7 @@ impl Router {
         if let Some(i) = self.routes.iter().position(|(p, _)| p.matches(&domain)) {
             return Target::Route(i);
         }
-        if self.local.iter().any(|d| *d == domain) {
+        if self.local.contains(&domain) {
             return Target::Default;
         }
         Target::Outside

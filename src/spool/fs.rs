@@ -47,7 +47,7 @@ const MARK_FLUSH: Duration = Duration::from_secs(1);
 
 enum Req {
     Store {
-        envelope: Envelope,
+        envelope: Box<Envelope>,
         body: Vec<u8>,
         reply: oneshot::Sender<Result<Stored, SpoolError>>,
     },
@@ -178,7 +178,11 @@ impl Spool for FsSpool {
     fn store(&self, envelope: Envelope, body: Vec<u8>) -> SpoolFuture<'_> {
         let (reply, rx) = oneshot::channel();
         let received_at = envelope.received_at;
-        let sent = self.send(Req::Store { envelope, body, reply });
+        let sent = self.send(Req::Store {
+            envelope: Box::new(envelope),
+            body,
+            reply,
+        });
         let backlog = self.backlog.clone();
         Box::pin(async move {
             sent?;
@@ -437,7 +441,7 @@ impl Writer {
                         let done = vec![false; envelope.rcpts.len()];
                         let stored = Stored {
                             sref,
-                            envelope: Arc::new(envelope),
+                            envelope: Arc::from(envelope),
                             done,
                             body: Some(Arc::new(body)),
                         };
