@@ -40,6 +40,26 @@ fn errors_name_the_dotted_key() {
             "tls.cert",
         ),
         ("[log]\nlevel = \"loud\"", "log.level"),
+        ("[relay]\ntls = \"maybe\"", "relay.tls"),
+        (
+            "[relay]\ntls = \"required\"\ntls_ca_file = \"/nonexistent.pem\"",
+            "relay.tls_ca_file",
+        ),
+        ("[relay]\nforward_client = \"yes\"", "relay.forward_client"),
+        ("[relay]\nbounce_next_hop = \"mx.example\"", "relay.bounce_next_hop"),
+        ("[relay]\ndouble_bounce_to = \"postmaster\"", "relay.double_bounce_to"),
+        (
+            "[relay.routes]\n\"not a domain\" = \"smtp://h:25\"",
+            "relay.routes.\"not a domain\"",
+        ),
+        (
+            "[relay.routes]\n\"example.org\" = \"http://x\"",
+            "relay.routes.\"example.org\"",
+        ),
+        (
+            "[relay.routes]\n\"example.org\" = { next_hop = \"smtp://h:25\", tls = \"on\" }",
+            "relay.routes.\"example.org\".tls",
+        ),
         ("[nonsense]\nx = 1", "nonsense"),
     ];
     for (toml, key) in cases {
@@ -74,4 +94,29 @@ fn next_hop_forms() {
             port: 25
         }
     );
+}
+
+#[test]
+fn routes_most_specific_first_with_inherited_settings() {
+    let c = Config::from_toml(
+        "[relay]\nforward_client = \"xclient\"\n\
+         [relay.routes]\n\
+         \"*.example.org\" = \"smtp://10.0.0.1:25\"\n\
+         \"example.org\" = \"lmtp:/run/dovecot/lmtp\"\n\
+         \"*.a.example.org\" = { next_hop = \"smtp://10.0.0.2:25\", tls = \"opportunistic\", forward_client = \"none\" }\n",
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+    )
+    .unwrap();
+    let names: Vec<String> = c.relay.routes.iter().map(|r| r.domains.to_string()).collect();
+    assert_eq!(names, ["example.org", "*.a.example.org", "*.example.org"]);
+    assert_eq!(
+        c.relay.routes[0].hop.forward_client,
+        ForwardClient::Xclient,
+        "inherited"
+    );
+    assert_eq!(c.relay.routes[1].hop.tls, HopTls::Opportunistic);
+    assert_eq!(c.relay.routes[1].hop.forward_client, ForwardClient::None);
+    assert_eq!(c.relay.routes[2].hop.tls, HopTls::None);
+    assert!(c.relay.bounce_next_hop.is_none(), "MX lookup by default");
+    assert_eq!(c.relay.mx_port, 25);
 }
