@@ -16,6 +16,7 @@ hostname = "bench.localdomain"
 $server_keys
 [relay]
 next_hop = "smtp://127.0.0.1:2526"
+${RELAY_TOML:-}
 [recipients]
 domains = ["example.com"]
 table = "recipients"

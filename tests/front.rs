@@ -370,6 +370,23 @@ async fn starttls_required_to_postfix_verifies_its_certificate() {
     assert!(log.contains("TLS connection established from"), "{log}");
     let received = String::from_utf8_lossy(&got[0].data);
     assert!(received.contains("with ESMTPS"), "Postfix saw TLS: {received}");
+    good.stop().await;
+
+    // Opportunistic: any certificate (here: one no CA file vouches for).
+    let may = TestRelay::start_with(&hop, |c| {
+        c.relay.tls = sluice::config::HopTls::Opportunistic;
+        c.relay.ca_file = wrong_ca.clone();
+    })
+    .await;
+    let mut c = may.client().await;
+    c.envelope("a@client.example", &["user@example.com"]).await;
+    assert!(c.data(&test_message("tls-may")).await.starts_with("250"));
+    let got = inner.wait_for(2).await;
+    let received = String::from_utf8_lossy(&got[1].data);
+    assert!(
+        received.contains("tls-may") && received.contains("with ESMTPS"),
+        "{received}"
+    );
 }
 
 /// A relay whose next hop refuses `user@example.com`, with DSNs by MX

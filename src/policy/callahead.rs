@@ -15,8 +15,9 @@ use dashmap::DashMap;
 
 use super::limits::RateCounter;
 use super::{Decision, Reason};
-use crate::config::Relay;
+use crate::config::{DomainPattern, Hop, Relay};
 use crate::delivery::client::Client;
+use crate::delivery::tls::HopTlsConfig;
 use crate::smtp::date::now_secs;
 use crate::smtp::proto::{Mailbox, Reply};
 
@@ -42,11 +43,22 @@ pub enum Verified {
     OverBudget,
 }
 
+/// One next hop probes go to, with its idle connections.
+struct ProbeHop {
+    /// `None`: the default next hop.
+    domains: Option<DomainPattern>,
+    hop: Hop,
+    tls: HopTlsConfig,
+    /// Idle, greeted probe connections; a std mutex, only pushed/popped.
+    pool: Mutex<Vec<Client>>,
+}
+
 pub struct CallAhead {
     cfg: CallAheadConfig,
     relay: Relay,
-    /// Idle, greeted probe connections; a std mutex, only pushed/popped.
-    pool: Mutex<Vec<Client>>,
+    /// The routes' next hops, most specific first, then the default: a
+    /// recipient is asked where its mail would go.
+    hops: Vec<ProbeHop>,
     /// address → expiry (seconds since the epoch), and whether it exists.
     cache: DashMap<String, (u64, bool, String)>,
     budget: RateCounter,
@@ -55,10 +67,22 @@ pub struct CallAhead {
 impl CallAhead {
     pub fn new(cfg: CallAheadConfig, relay: Relay) -> Self {
         let budget = RateCounter::new(cfg.probes_per_client, Duration::from_secs(60));
+        let probe_hop = |domains: Option<DomainPattern>, hop: Hop| ProbeHop {
+            tls: HopTlsConfig::new(&hop).unwrap_or_else(|_| HopTlsConfig::plain()),
+            domains,
+            hop,
+            pool: Mutex::new(Vec::new()),
+        };
+        let mut hops: Vec<ProbeHop> = relay
+            .routes
+            .iter()
+            .map(|r| probe_hop(Some(r.domains.clone()), r.hop.clone()))
+            .collect();
+        hops.push(probe_hop(None, relay.default_hop()));
         Self {
             cfg,
             relay,
-            pool: Mutex::new(Vec::new()),
+            hops,
             cache: DashMap::new(),
             budget,
         }
@@ -113,22 +137,27 @@ impl CallAhead {
         &self,
         rcpt: &Mailbox,
     ) -> Result<crate::delivery::client::HopReply, crate::delivery::client::ClientError> {
-        let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let h = self
+            .hops
+            .iter()
+            .find(|h| h.domains.as_ref().is_none_or(|d| d.matches(&rcpt.domain)))
+            .expect("the default next hop is last");
+        let pooled = h.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
         if let Some(mut c) = pooled
             && c.last_used.elapsed() < self.relay.idle_timeout
             && let Ok(r) = c.probe(rcpt).await
         {
-            self.put(c);
+            self.put(h, c);
             return Ok(r);
         }
-        let mut c = Client::connect(&self.relay).await?;
+        let mut c = Client::connect_hop(&self.relay, &h.hop, &h.tls).await?;
         let r = c.probe(rcpt).await?;
-        self.put(c);
+        self.put(h, c);
         Ok(r)
     }
 
-    fn put(&self, c: Client) {
-        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+    fn put(&self, h: &ProbeHop, c: Client) {
+        let mut pool = h.pool.lock().unwrap_or_else(|p| p.into_inner());
         if pool.len() < self.cfg.pool_size {
             pool.push(c);
         }
