@@ -2,7 +2,7 @@
 //! receiver (MB/s), compared with a naive baseline (a plain copy).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sluice::smtp::proto::{BodyLimits, DataReceiver, DataStatus, parse};
+use sluice::proto::{BodyLimits, DataReceiver, DataStatus, parse};
 use std::hint::black_box;
 
 fn commands(c: &mut Criterion) {
@@ -75,7 +75,7 @@ fn data_receiver(c: &mut Criterion) {
 
 fn recipient_table(c: &mut Criterion) {
     use sluice::policy::recipients::Table;
-    use sluice::smtp::proto::address::parse_mailbox;
+    use sluice::proto::address::parse_mailbox;
     let mut text = Vec::with_capacity(40 << 20);
     for i in 0..1_000_000 {
         text.extend_from_slice(format!("user{i:07}@example.com OK\n").as_bytes());

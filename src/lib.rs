@@ -6,7 +6,7 @@
 //!   structs; every error names its dotted key (exit 64).
 //! - [`app`]: wiring; builds the components and owns shutdown.
 //! - [`listener`]: accept loop, connection limit, STARTTLS hand-over.
-//! - [`smtp`]: the front end. `smtp::proto` is the sans-IO core (command
+//! - [`smtp`]: the front end. `proto` is the sans-IO core (command
 //!   parser, typed replies, line/DATA/BDAT receivers; no tokio, fuzzed);
 //!   `smtp::session` drives it over a stream; `smtp::handlers` has one
 //!   handler per verb.
@@ -76,8 +76,10 @@ pub mod events;
 pub mod firewall;
 pub mod listener;
 pub mod logging;
+pub mod mail;
 pub mod metrics;
 pub mod policy;
+pub mod proto;
 pub mod quarantine;
 pub mod scan;
 pub mod scan_cli;

@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::events::{Disconnect, Event, Reason};
 use crate::policy::limits::SessionSlot;
-use crate::smtp::proto::Reply;
+use crate::proto::Reply;
 use crate::smtp::session::{Outcome, Session, Shared};
 
 /// Binds a listening socket. IPv6 sockets are v6-only, so `0.0.0.0:25`

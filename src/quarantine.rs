@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::delivery::Transport;
 use crate::delivery::client::RcptStatus;
-use crate::smtp::envelope::Envelope;
+use crate::mail::envelope::Envelope;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
@@ -80,7 +80,7 @@ impl Quarantine {
         std::fs::create_dir_all(&self.dir)?;
         let entry = Entry {
             id: envelope.id.clone(),
-            quarantined_at: crate::smtp::date::now_secs(),
+            quarantined_at: crate::mail::date::now_secs(),
             reason: reason.to_string(),
             envelope: envelope.clone(),
         };
@@ -163,8 +163,8 @@ mod tests {
     use super::*;
 
     fn env(id: &str) -> Envelope {
-        use crate::smtp::envelope::Recipient;
-        use crate::smtp::proto::address::parse_mailbox;
+        use crate::mail::envelope::Recipient;
+        use crate::proto::address::parse_mailbox;
         Envelope {
             id: id.into(),
             received_at: 1,

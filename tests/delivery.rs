@@ -171,7 +171,7 @@ async fn a_double_bounce_is_reported_to_double_bounce_to_once() {
     )
     .await;
     let relay = TestRelay::start_with(&sink.next_hop(), |c| {
-        c.relay.double_bounce_to = Some(sluice::smtp::proto::address::parse_mailbox("known@example.com").unwrap());
+        c.relay.double_bounce_to = Some(sluice::proto::address::parse_mailbox("known@example.com").unwrap());
     })
     .await;
     let mut events = relay.running().events.subscribe();
@@ -198,7 +198,7 @@ async fn a_double_bounce_is_reported_to_double_bounce_to_once() {
 async fn a_double_bounce_report_that_fails_is_not_reported_again() {
     let sink = Sink::start_with(false, Arc::new(|_: &str| Some("550 5.1.1 no".to_string()))).await;
     let relay = TestRelay::start_with(&sink.next_hop(), |c| {
-        c.relay.double_bounce_to = Some(sluice::smtp::proto::address::parse_mailbox("known@example.com").unwrap());
+        c.relay.double_bounce_to = Some(sluice::proto::address::parse_mailbox("known@example.com").unwrap());
     })
     .await;
     let mut events = relay.running().events.subscribe();

@@ -137,7 +137,7 @@ async fn pipelining_one_packet_gets_all_replies() {
 #[tokio::test]
 async fn smuggling_vectors_never_end_data() {
     let (sink, relay) = relay().await;
-    let vectors = sluice::smtp::proto::receiver::SMUGGLING_VECTORS;
+    let vectors = sluice::proto::receiver::SMUGGLING_VECTORS;
     for v in vectors {
         let mut c = relay.client().await;
         c.envelope("a@client.example", &["user@example.com"]).await;

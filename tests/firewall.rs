@@ -318,7 +318,7 @@ fn flood_is_banned_in_the_kernel(kernel: &Kernel) {
     // (banned again: the rule is 3 within 60 s), the allowlisted 10.211.0.3
     // too (not banned), and 192.0.2.9 lost one connection (not a ban).
     let at = |ago: u64| {
-        sluice::smtp::date::rfc3339_millis(std::time::SystemTime::now() - std::time::Duration::from_secs(ago))
+        sluice::mail::date::rfc3339_millis(std::time::SystemTime::now() - std::time::Duration::from_secs(ago))
     };
     let mut log = String::new();
     for (i, ip) in ["10.211.0.2", "10.211.0.3"]

@@ -27,7 +27,7 @@ use serde_json::json;
 use sluice::config::{Config, Relay};
 use sluice::delivery::client::RcptStatus;
 use sluice::delivery::{NextHopTransport, Transport};
-use sluice::smtp::envelope::Envelope;
+use sluice::mail::envelope::Envelope;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 

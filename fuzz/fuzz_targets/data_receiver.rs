@@ -22,7 +22,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sluice::smtp::proto::{BdatReceiver, BodyLimits, BodyProblem, DataReceiver, DataStatus, scan_headers};
+use sluice::proto::{BdatReceiver, BodyLimits, BodyProblem, DataReceiver, DataStatus, scan_headers};
 
 const LIMITS: BodyLimits = BodyLimits {
     max_size: 1 << 16,

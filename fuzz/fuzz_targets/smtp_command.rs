@@ -15,7 +15,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sluice::smtp::proto::{Command, Line, LineReceiver, parse};
+use sluice::proto::{Command, Line, LineReceiver, parse};
 
 const MAX_LINE: usize = 4096;
 const PIECE: usize = 1024;

@@ -128,7 +128,7 @@ async fn import_postfix_log(
     use sluice::firewall::control::{Request, Response, request};
     use sluice::firewall::engine::{Decision, Engine};
     use std::io::BufRead as _;
-    let now = sluice::smtp::date::now_secs();
+    let now = sluice::mail::date::now_secs();
     let reader: Box<dyn std::io::BufRead> = if file.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {

@@ -25,7 +25,7 @@ pub(crate) async fn quarantine(config: &Config, action: QuarantineCmd) -> Result
                 println!(
                     "{}\t{}\t{}\t<{}>\t{}",
                     e.id,
-                    sluice::smtp::date::rfc5322_date(e.quarantined_at),
+                    sluice::mail::date::rfc5322_date(e.quarantined_at),
                     e.reason,
                     e.envelope.sender_display(),
                     rcpts.join(",")

@@ -116,7 +116,7 @@ pub(super) fn validate_spam(raw: RawSpam, base: &Path) -> Result<Option<crate::s
     let mut domains = std::collections::HashMap::new();
     for (name, dom) in raw.domains.unwrap_or_default() {
         let key = format!("spam.domains.{name:?}.");
-        if name.is_empty() || !crate::smtp::proto::address::is_valid_helo(&name) {
+        if name.is_empty() || !crate::proto::address::is_valid_helo(&name) {
             return Err(ConfigError::new(key.trim_end_matches('.'), "expected a domain name"));
         }
         let th = thresholds(

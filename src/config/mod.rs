@@ -230,7 +230,7 @@ fn system_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|s| s.trim().to_string())
-        .filter(|s| crate::smtp::proto::address::is_valid_helo(s))
+        .filter(|s| crate::proto::address::is_valid_helo(s))
         .unwrap_or_else(|| "localhost".into())
 }
 
@@ -250,7 +250,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         })?);
     }
     let hostname = s.hostname.unwrap_or_else(system_hostname);
-    if !crate::smtp::proto::address::is_valid_helo(&hostname) {
+    if !crate::proto::address::is_valid_helo(&hostname) {
         return Err(ConfigError::new(
             "server.hostname",
             format!("{hostname:?} is not a valid host name"),
@@ -314,7 +314,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     let mut domains = Vec::new();
     for (i, d) in domains_raw.iter().enumerate() {
         let d = d.trim_end_matches('.').to_lowercase();
-        if !crate::smtp::proto::address::is_valid_helo(&d) || d.starts_with('[') {
+        if !crate::proto::address::is_valid_helo(&d) || d.starts_with('[') {
             return Err(ConfigError::new(
                 format!("recipients.domains[{i}]"),
                 format!("{d:?} is not a domain name"),

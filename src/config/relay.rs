@@ -130,7 +130,7 @@ pub struct Relay {
     /// DSNs to senders outside our domains and routes; `None`: MX lookup.
     pub bounce_next_hop: Option<Hop>,
     pub mx_port: u16,
-    pub double_bounce_to: Option<crate::smtp::proto::Mailbox>,
+    pub double_bounce_to: Option<crate::proto::Mailbox>,
     pub helo_name: String,
     pub retry_initial: Duration,
     pub retry_max: Duration,
@@ -232,7 +232,7 @@ fn parse_pattern(key: &str, d: &str) -> Result<DomainPattern, ConfigError> {
         Some(rest) => (DomainPattern::Subdomains(rest.to_string()), rest.to_string()),
         None => (DomainPattern::Exact(lower.clone()), lower),
     };
-    if !crate::smtp::proto::address::is_valid_helo(&name) || name.starts_with('[') {
+    if !crate::proto::address::is_valid_helo(&name) || name.starts_with('[') {
         return Err(ConfigError::new(
             key,
             format!("{d:?} is not a domain name (or *.domain)"),
@@ -256,7 +256,7 @@ pub(super) fn validate_relay(r: RawRelay, base: &Path, hostname: &str) -> Result
         ));
     }
     let helo_name = r.helo_name.unwrap_or_else(|| hostname.to_string());
-    if !crate::smtp::proto::address::is_valid_helo(&helo_name) {
+    if !crate::proto::address::is_valid_helo(&helo_name) {
         return Err(ConfigError::new(
             "relay.helo_name",
             format!("{helo_name:?} is not a valid host name"),
@@ -316,7 +316,7 @@ pub(super) fn validate_relay(r: RawRelay, base: &Path, hostname: &str) -> Result
     };
     let double_bounce_to = match r.double_bounce_to.as_deref() {
         None | Some("") => None,
-        Some(a) => Some(crate::smtp::proto::address::parse_mailbox(a).map_err(|_| {
+        Some(a) => Some(crate::proto::address::parse_mailbox(a).map_err(|_| {
             ConfigError::new(
                 "relay.double_bounce_to",
                 format!("{a:?} is not a mail address (user@domain)"),

@@ -26,7 +26,7 @@ use tokio::time::timeout;
 use super::forward::{self, Method, Offered};
 use super::tls::HopTlsConfig;
 use crate::config::{ForwardClient, Hop, HopTls, NextHop, Relay};
-use crate::smtp::envelope::Envelope;
+use crate::mail::envelope::Envelope;
 
 /// A reply from the next hop: code and the full text (lines joined by " / ").
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -618,7 +618,7 @@ impl Client {
             // greet with the client's HELO name (when it is a valid one),
             // as the client did.
             220 => {
-                let name = if crate::smtp::proto::address::is_valid_helo(&env.helo) {
+                let name = if crate::proto::address::is_valid_helo(&env.helo) {
                     env.helo.clone()
                 } else {
                     self.helo_name.clone()
@@ -696,7 +696,7 @@ impl Client {
     /// Recipient call-ahead: `MAIL FROM:<>`, `RCPT TO:<rcpt>`, `RSET`
     /// (pipelined when offered). Returns the RCPT reply; the connection
     /// stays usable for the next probe or message.
-    pub async fn probe(&mut self, rcpt: &crate::smtp::proto::Mailbox) -> Result<HopReply, ClientError> {
+    pub async fn probe(&mut self, rcpt: &crate::proto::Mailbox) -> Result<HopReply, ClientError> {
         self.last_used = Instant::now();
         self.out.clear();
         let line = format!("MAIL FROM:<>\r\nRCPT TO:<{rcpt}>\r\nRSET\r\n");

@@ -3,9 +3,9 @@
 
 use std::fmt::Write as _;
 
-use crate::smtp::date::rfc5322_date;
-use crate::smtp::envelope::{Envelope, Recipient};
-use crate::smtp::proto::address::parse_mailbox;
+use crate::mail::date::rfc5322_date;
+use crate::mail::envelope::{Envelope, Recipient};
+use crate::proto::address::parse_mailbox;
 
 /// One failed recipient for the report.
 pub struct Failure<'a> {
@@ -111,14 +111,14 @@ pub fn build(
         client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
         helo: hostname.to_string(),
         mail_from: None,
-        body: crate::smtp::proto::Body::EightBitMime,
+        body: crate::proto::Body::EightBitMime,
         smtputf8: sender.is_utf8(),
         ret: None,
         envid: None,
         scan_pending: false,
         client_name: None,
         esmtp: true,
-        generated: Some(crate::smtp::envelope::Generated::Dsn),
+        generated: Some(crate::mail::envelope::Generated::Dsn),
         rcpts: vec![Recipient {
             addr: parse_mailbox(&sender.to_string()).ok()?,
             notify: None,

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::config::ForwardClient;
-use crate::smtp::envelope::Envelope;
+use crate::mail::envelope::Envelope;
 
 /// The forwarding extensions a next hop offered in its EHLO/LHLO reply:
 /// the attribute names it listed after the keyword.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use client::{Client, ClientError, HopReply, RcptStatus};
 
 use crate::config::{Hop, Relay};
-use crate::smtp::envelope::Envelope;
+use crate::mail::envelope::Envelope;
 
 pub type DeliverFuture<'a> = Pin<Box<dyn Future<Output = Vec<RcptStatus>> + Send + 'a>>;
 

@@ -18,8 +18,8 @@ use super::client::RcptStatus;
 use super::dsn::{self, Failure};
 use crate::config::Relay;
 use crate::events::{Event, EventBus, RcptOutcome};
-use crate::smtp::date::now_secs;
-use crate::smtp::envelope::{Envelope, Generated};
+use crate::mail::date::now_secs;
+use crate::mail::envelope::{Envelope, Generated};
 use crate::spool::{Spool, Stored};
 
 /// Messages waiting in memory with their body; beyond this, bodies are

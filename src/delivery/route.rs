@@ -11,7 +11,7 @@ use super::client::RcptStatus;
 use super::{DeliverFuture, NextHopTransport, Transport, local};
 use crate::config::{DomainPattern, ForwardClient, Hop, HopTls, NextHop, Relay};
 use crate::dns::{DnsError, Resolver};
-use crate::smtp::envelope::Envelope;
+use crate::mail::envelope::Envelope;
 
 /// Where recipients outside our domains and routes go.
 enum Outside {

@@ -42,7 +42,7 @@ pub fn append_line(out: &mut Vec<u8>, scratch: &mut Vec<u8>, e: &Event, ts: &str
 /// One event as a log line (ends with a newline).
 pub fn line(e: &Event, at: std::time::SystemTime) -> String {
     let (mut out, mut scratch) = (Vec::new(), Vec::new());
-    append_line(&mut out, &mut scratch, e, &crate::smtp::date::rfc3339_millis(at));
+    append_line(&mut out, &mut scratch, e, &crate::mail::date::rfc3339_millis(at));
     String::from_utf8(out).unwrap_or_default()
 }
 
@@ -155,7 +155,7 @@ async fn to_writer(bus: EventBus, mut out: Out, reopen: Option<PathBuf>, shutdow
                 Err(_) => break,
             }
         }
-        let ts = crate::smtp::date::rfc3339_millis(std::time::SystemTime::now());
+        let ts = crate::mail::date::rfc3339_millis(std::time::SystemTime::now());
         for e in &batch {
             append_line(&mut buf, &mut scratch, e, &ts);
         }

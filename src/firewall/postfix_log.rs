@@ -229,7 +229,7 @@ fn civil(y: i64, m: u32, d: u32) -> Option<i64> {
 
 /// The year of a day counted from the epoch.
 fn year_of(days: i64) -> i64 {
-    crate::smtp::date::civil_from_days(days).0
+    crate::mail::date::civil_from_days(days).0
 }
 
 /// `[1.2.3.4]`'s inside: an address, `IPv6:` prefix allowed.

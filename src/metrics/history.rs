@@ -251,7 +251,7 @@ impl History {
                 _ = tick.tick() => {}
                 _ = stop.cancelled() => return,
             }
-            self.sample(crate::smtp::date::now_secs());
+            self.sample(crate::mail::date::now_secs());
             if n.is_multiple_of(5) {
                 self.sample_bans();
             }

@@ -18,8 +18,8 @@ use super::{Decision, Reason};
 use crate::config::{DomainPattern, Hop, Relay};
 use crate::delivery::client::Client;
 use crate::delivery::tls::HopTlsConfig;
-use crate::smtp::date::now_secs;
-use crate::smtp::proto::{Mailbox, Reply};
+use crate::mail::date::now_secs;
+use crate::proto::{Mailbox, Reply};
 
 #[derive(Debug, Clone)]
 pub struct CallAheadConfig {

@@ -25,7 +25,7 @@ use std::time::Duration;
 use crate::config::ConfigError;
 use crate::dns::{DnsError, Resolver, reverse_name};
 use crate::events::{Event, EventBus};
-use crate::smtp::proto::Reply;
+use crate::proto::Reply;
 
 /// One octet of an answer filter: `n`, `[a..b]` or `[a;b;c]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +68,7 @@ impl Zone {
             None => (rest, None),
         };
         let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
-        if name.is_empty() || !crate::smtp::proto::address::is_valid_helo(&name) || name.starts_with('[') {
+        if name.is_empty() || !crate::proto::address::is_valid_helo(&name) || name.starts_with('[') {
             return Err(format!("{spec:?}: {name:?} is not a DNS zone name"));
         }
         if weight == 0 {

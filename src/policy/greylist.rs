@@ -22,7 +22,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use super::{Check, CheckFuture, Decision, SessionCtx, Stage};
-use crate::smtp::proto::{Mailbox, Reply};
+use crate::proto::{Mailbox, Reply};
 
 /// Seconds since the epoch; injectable for tests.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -91,7 +91,7 @@ impl Greylist {
     }
 
     pub fn system_clock() -> Clock {
-        Arc::new(crate::smtp::date::now_secs)
+        Arc::new(crate::mail::date::now_secs)
     }
 
     fn key(net: &str, sender: Option<&Mailbox>, rcpt: &Mailbox) -> String {
@@ -324,7 +324,7 @@ impl Check for GreylistCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::smtp::proto::address::parse_mailbox;
+    use crate::proto::address::parse_mailbox;
     use std::sync::atomic::AtomicU64;
 
     fn setup(dir: &Path) -> (Arc<AtomicU64>, Greylist) {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::{Check, CheckFuture, Decision, SessionCtx, Stage};
 use crate::dns::{DnsError, Resolver};
-use crate::smtp::proto::Reply;
+use crate::proto::Reply;
 
 /// What to do when a check fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use tokio::time::Instant;
 
 use super::{Check, CheckFuture, Decision, SessionCtx, Stage};
-use crate::smtp::proto::Reply;
+use crate::proto::Reply;
 
 /// The key a client is counted under: the IPv4 address, or the IPv6 /64.
 pub fn client_key(ip: IpAddr) -> IpAddr {

@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 pub use crate::events::Reason;
-use crate::smtp::proto::{Mailbox, Reply};
+use crate::proto::{Mailbox, Reply};
 
 /// The SMTP stage a check is asked about.
 #[derive(Debug)]

@@ -17,7 +17,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use super::{Check, Decision, Stage};
-use crate::smtp::proto::{Mailbox, Reply};
+use crate::proto::{Mailbox, Reply};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
@@ -257,7 +257,7 @@ impl Check for RecipientCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::smtp::proto::address::parse_mailbox;
+    use crate::proto::address::parse_mailbox;
 
     #[test]
     fn lookups() {

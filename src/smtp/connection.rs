@@ -6,7 +6,7 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::proto::Reply;
+use crate::proto::Reply;
 
 pub struct Connection<S> {
     pub stream: S,

@@ -3,12 +3,12 @@
 
 use std::fmt::Write as _;
 
-use super::date::{now_secs, rfc5322_date};
-use super::envelope::{Envelope, Recipient};
-use super::proto::{BdatReceiver, BodyProblem, DataReceiver, MailParams, Mailbox, RcptParams, Reply, scan_headers};
 use super::session::{Mode, STREAM_BATCH, Session, Step, Transaction};
 use crate::events::Event;
+use crate::mail::date::{now_secs, rfc5322_date};
+use crate::mail::envelope::{Envelope, Recipient};
 use crate::policy::{Decision, Stage};
+use crate::proto::{BdatReceiver, BodyProblem, DataReceiver, MailParams, Mailbox, RcptParams, Reply, scan_headers};
 use crate::scan::admission::Mode as ScanMode;
 use crate::scan::{Inspected, OnFailure, Verdict};
 

@@ -1,9 +1,6 @@
-//! The SMTP front end: the sans-IO protocol core (`proto`), and the
-//! tokio-side session that drives it over a socket.
+//! The SMTP front end: the tokio-side session that drives the sans-IO
+//! protocol core ([`crate::proto`]) over a socket, one handler per verb.
 
 pub mod connection;
-pub mod date;
-pub mod envelope;
 mod handlers;
-pub mod proto;
 pub mod session;

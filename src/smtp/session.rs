@@ -15,14 +15,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::connection::Connection;
-use super::envelope::Recipient;
-use super::proto::{
-    BdatReceiver, BodyLimits, Command, DataReceiver, DataStatus, Line, LineReceiver, MailParams, Mailbox, Reply,
-};
 use crate::config::Config;
 use crate::delivery::queue::QueueHandle;
 use crate::events::{Disconnect, Event, EventBus};
+use crate::mail::envelope::Recipient;
 use crate::policy::{CheckChain, SessionCtx, Stage};
+use crate::proto::{
+    BdatReceiver, BodyLimits, Command, DataReceiver, DataStatus, Line, LineReceiver, MailParams, Mailbox, Reply,
+};
 use crate::spool::Spool;
 use crate::tls::TlsSource;
 
@@ -290,7 +290,7 @@ impl Session {
                         return Step::NeedMore;
                     }
                     Line::TooLong => Err((Reply::LINE_TOO_LONG, "command line too long".to_string())),
-                    Line::Complete(l) => super::proto::parse(l).map_err(|e| (e.reply(), e.to_string())),
+                    Line::Complete(l) => crate::proto::parse(l).map_err(|e| (e.reply(), e.to_string())),
                 };
                 conn.consume(used);
                 // Pipelining is allowed only after an EHLO reply offered it.

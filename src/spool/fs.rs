@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::{Spool, SpoolError, SpoolFuture, SpoolRef, Stored};
-use crate::smtp::envelope::Envelope;
+use crate::mail::envelope::Envelope;
 
 mod backlog;
 use backlog::Backlog;

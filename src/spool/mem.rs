@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::{Spool, SpoolError, SpoolFuture, SpoolRef, Stored};
-use crate::smtp::envelope::Envelope;
+use crate::mail::envelope::Envelope;
 
 #[derive(Default)]
 pub struct MemSpool {

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::smtp::envelope::Envelope;
+use crate::mail::envelope::Envelope;
 
 /// Where a stored message lives: segment number and byte offset of its record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -3,9 +3,9 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use super::super::proto::Reply;
 use super::super::session::{Session, Transaction};
 use crate::events::Event;
+use crate::proto::Reply;
 use crate::spam::auth::{AuthContext, strip_forged_results};
 use crate::spam::filter::{Action, SpamFilter, prefix_subject, spam_headers};
 
@@ -100,7 +100,7 @@ impl Session {
     /// 250: the client sees an accepted message, nothing is delivered.
     pub(in crate::smtp) async fn quarantine_spam(
         &mut self,
-        envelope: crate::smtp::envelope::Envelope,
+        envelope: crate::mail::envelope::Envelope,
         body: Vec<u8>,
         scan_mode: crate::scan::admission::Mode,
     ) -> Reply {

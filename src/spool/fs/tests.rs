@@ -1,6 +1,6 @@
 use super::*;
-use crate::smtp::envelope::Recipient;
-use crate::smtp::proto::address::parse_mailbox;
+use crate::mail::envelope::Recipient;
+use crate::proto::address::parse_mailbox;
 
 fn env(id: &str, rcpts: usize) -> Envelope {
     Envelope {

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::proto::{Body, Mailbox};
+use crate::proto::{Body, Mailbox};
 
 /// One accepted recipient with its DSN parameters (RFC 3461).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
