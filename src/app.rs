@@ -329,10 +329,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     let metrics_addr = match &config.metrics {
         Some(mc) => {
-            let mut samplers: Vec<crate::metrics::history::Sampler> = Vec::new();
+            let mut samplers: Vec<crate::status::history::Sampler> = Vec::new();
             {
                 let (m, spool) = (metrics.clone(), spool.clone());
-                samplers.push(Box::new(move |now| m.set_spool(spool.backlog(), now)));
+                samplers.push(Box::new(move |now| {
+                    let b = spool.backlog();
+                    m.set_spool(b.messages as u64, b.bytes, b.oldest, now)
+                }));
             }
             if let (Some(d), Some(content)) = (shared.deferred.clone(), shared.content.clone()) {
                 let m = metrics.clone();
@@ -341,25 +344,25 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                     m.scan_deferring.set(i64::from(content.admission.over_budget()));
                 }));
             }
-            let history = Arc::new(crate::metrics::history::History::new(
+            let history = Arc::new(crate::status::history::History::new(
                 metrics.clone(),
                 samplers,
                 firewall.clone(),
                 config.server.hostname.clone(),
             ));
             background.spawn(history.clone().run(shutdown.child_token()));
-            let health = Arc::new(crate::metrics::health::Health {
+            let health = Arc::new(crate::status::health::Health {
                 spool_dir: config.spool.dir.clone(),
                 relay: config.relay.clone(),
                 clamd: clamd.clone(),
                 timeout: mc.probe_timeout,
                 next_hop_up: Some(metrics.next_hop_up.clone()),
             });
-            let l = crate::metrics::http::bind(mc.listen)
+            let l = crate::status::http::bind(mc.listen)
                 .with_context(|| format!("metrics.listen: cannot bind {}", mc.listen))?;
             let addr = l.local_addr()?;
-            let endpoints = Arc::new(crate::metrics::http::Endpoints::new(metrics.clone(), history, health));
-            background.spawn(crate::metrics::http::serve(l, endpoints, shutdown.child_token()));
+            let endpoints = Arc::new(crate::status::http::Endpoints::new(metrics.clone(), history, health));
+            background.spawn(crate::status::http::serve(l, endpoints, shutdown.child_token()));
             tracing::info!(listen = %addr, "metrics listener started");
             Some(addr)
         }

@@ -87,4 +87,5 @@ pub mod shutdown;
 pub mod smtp;
 pub mod spam;
 pub mod spool;
+pub mod status;
 pub mod tls;

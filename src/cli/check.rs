@@ -13,7 +13,7 @@ pub(crate) fn check(
     age: (&str, &str),
     timeout: &str,
 ) -> ExitCode {
-    use sluice::metrics::check::{Status, Thresholds};
+    use sluice::status::check::{Status, Thresholds};
     let unknown = |msg: String| {
         println!("SLUICE UNKNOWN - {msg}");
         ExitCode::from(Status::Unknown as u8)
@@ -49,7 +49,7 @@ pub(crate) fn check(
         Ok(rt) => rt,
         Err(e) => return unknown(format!("cannot start the runtime: {e}")),
     };
-    let (status, line) = rt.block_on(sluice::metrics::check::run(addr, &t, within));
+    let (status, line) = rt.block_on(sluice::status::check::run(addr, &t, within));
     println!("{line}");
     ExitCode::from(status as u8)
 }

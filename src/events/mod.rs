@@ -2,7 +2,10 @@
 //! metrics and (later) the ban engine all read the same events from the
 //! [`EventBus`]. `log` writes them out (the event log).
 
+mod count;
 pub mod log;
+
+pub use count::reason_label;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -1,29 +1,22 @@
 //! Prometheus metrics, registered in one place ([`Metrics::new`]) and
-//! passed down as a value (it rides on the [`crate::events::EventBus`]).
+//! passed down as a value (it rides on the event bus).
 //!
-//! Most counters are driven by the events themselves ([`Metrics::observe`],
+//! Most counters are driven by the events themselves (`events::count`,
 //! called synchronously by `EventBus::emit`, so a count is never lost to a
 //! slow subscriber); latencies, gauges and per-endpoint figures are set by
 //! the component that measures them. Every label value comes from a
 //! bounded set (verbs, reasons, configured zones and endpoints): never an
 //! address or a client IP.
 //!
-//! - `http`: the metrics listener (`/metrics`, `/healthz`, `/readyz`, the
-//!   status page `/` and its `/api/status`).
-//! - `history`: one sample per second of the figures the status page draws.
-//! - `health`: the readiness probes (spool, next hop, scanners).
+//! The listener that serves them, the status page and the probes are in
+//! the `status` module; the counting of events is in `events::count`.
 
-pub mod check;
-pub mod health;
-pub mod history;
-pub mod http;
 
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
-use crate::events::{Event, Reason};
 
 const LATENCY: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -39,7 +32,7 @@ const SCORES: &[f64] = &[
 pub struct Metrics {
     /// False with `metrics.enabled = false`: nothing counts the events or
     /// the commands (the cost benchmark's baseline).
-    enabled: bool,
+    pub(crate) enabled: bool,
     pub registry: Registry,
     pub connections_accepted: IntCounter,
     pub connections_refused: IntCounterVec,
@@ -358,188 +351,20 @@ impl Metrics {
         }
     }
 
-    /// The counters an event drives.
-    pub fn observe(&self, e: &Event) {
-        if !self.enabled {
-            return;
-        }
-        self.events.with_label_values(&[e.name()]).inc();
-        let message = |result: &str, reason: &str| self.messages.with_label_values(&[result, reason]).inc();
-        match e {
-            Event::SessionOpened { .. } => {
-                self.connections_accepted.inc();
-                self.sessions_active.inc();
-            }
-            Event::SessionClosed { .. } => self.sessions_active.dec(),
-            Event::ConnectRejected { reason, .. } => {
-                self.connections_refused
-                    .with_label_values(&[reason_label(reason)])
-                    .inc();
-                self.limit_hit(reason);
-            }
-            Event::MailRejected { reason, .. } | Event::HeloRejected { reason, .. } => self.limit_hit(reason),
-            Event::RcptRejected { reason, reply, .. } => {
-                let result = if reply.starts_with('4') {
-                    "tempfailed"
-                } else {
-                    "rejected"
-                };
-                self.recipients.with_label_values(&[result, reason_label(reason)]).inc();
-                if *reason == Reason::Greylist {
-                    self.greylist.with_label_values(&["defer"]).inc();
-                }
-                self.limit_hit(reason);
-            }
-            Event::MessageRejected { reply, reason, .. } => message(
-                if reply.starts_with('4') {
-                    "tempfailed"
-                } else {
-                    "rejected"
-                },
-                reason,
-            ),
-            Event::VirusFound { mode, .. } => match *mode {
-                "in-session" => message("rejected", "virus"),
-                _ => message("quarantined", "virus"),
-            },
-            Event::ContentRejected { kind, mode, .. } => match *mode {
-                "in-session" => message("rejected", kind),
-                _ => message("quarantined", kind),
-            },
-            Event::SpamScored { score, action, .. } => {
-                self.spam_score.observe(*score);
-                self.spam_actions.with_label_values(&[action]).inc();
-                match *action {
-                    "reject" => message("rejected", "spam"),
-                    "tempfail" => message("tempfailed", "spam"),
-                    // Quarantined spam got 250: counted by MessageAccepted.
-                    _ => {}
-                }
-            }
-            Event::ScanFailed { session, held, .. } if *session != 0 && !held => message("tempfailed", "scan_failed"),
-            Event::MessageAccepted { size, scan, .. } => {
-                message("accepted", "ok");
-                self.message_size.observe(*size as f64);
-                if *scan != "none" {
-                    self.admission.with_label_values(&[scan]).inc();
-                }
-            }
-            Event::DeliveryAttempt { outcome, .. } => {
-                let result = match outcome {
-                    crate::events::RcptOutcome::Delivered => "delivered",
-                    crate::events::RcptOutcome::Deferred => "deferred",
-                    crate::events::RcptOutcome::Bounced => "bounced",
-                };
-                self.delivery_attempts.with_label_values(&[result]).inc();
-            }
-            Event::DoubleBounce { .. } => self.double_bounces.inc(),
-            Event::BanAdded { offence, .. } => self.bans_added.with_label_values(&[offence]).inc(),
-            Event::BanRemoved { .. } => self.bans_removed.inc(),
-            _ => {}
-        }
-    }
-
     /// The spool gauges from its backlog at `now` (Unix seconds).
-    pub fn set_spool(&self, b: crate::spool::fs::BacklogStats, now: u64) {
-        self.spool_messages.set(b.messages as i64);
-        self.spool_bytes.set(b.bytes as i64);
+    /// `oldest`: when the oldest message still to deliver arrived.
+    pub fn set_spool(&self, messages: u64, bytes: u64, oldest: Option<u64>, now: u64) {
+        self.spool_messages.set(messages as i64);
+        self.spool_bytes.set(bytes as i64);
         self.spool_oldest_age
-            .set(b.oldest.map_or(0, |o| now.saturating_sub(o)) as i64);
+            .set(oldest.map_or(0, |o| now.saturating_sub(o)) as i64);
     }
 
-    fn limit_hit(&self, reason: &Reason) {
-        if let Reason::RateLimit { limit } = reason {
-            self.limit_hits.with_label_values(&[limit]).inc();
-        }
-    }
-}
-
-/// The bounded label for a refusal reason.
-pub fn reason_label(r: &Reason) -> &'static str {
-    match r {
-        Reason::UnknownUser => "unknown_user",
-        Reason::RelayDenied => "relay_denied",
-        Reason::Dnsbl { .. } => "dnsbl",
-        Reason::Helo => "helo",
-        Reason::Fcrdns => "fcrdns",
-        Reason::Greylist => "greylist",
-        Reason::RateLimit { .. } => "rate_limit",
-        Reason::ConnectionLimit => "connection_limit",
-        Reason::Banned => "banned",
-        Reason::CallAheadUnavailable => "callahead_unavailable",
-        Reason::CallAheadBudget => "callahead_budget",
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn value(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> f64 {
-        for fam in m.registry.gather() {
-            if fam.name() != name {
-                continue;
-            }
-            for metric in fam.get_metric() {
-                let ok = labels
-                    .iter()
-                    .all(|(k, v)| metric.get_label().iter().any(|l| l.name() == *k && l.value() == *v));
-                if ok {
-                    return match fam.get_field_type() {
-                        prometheus::proto::MetricType::COUNTER => metric.get_counter().get_value(),
-                        _ => metric.get_gauge().get_value(),
-                    };
-                }
-            }
-        }
-        f64::NAN
-    }
-
-    #[test]
-    fn rcpt_rejections_count_by_result_and_reason() {
-        let m = Metrics::new();
-        let rej = |reason, reply: &str| Event::RcptRejected {
-            session: 1,
-            ip: "192.0.2.1".parse().unwrap(),
-            rcpt: "x@y".into(),
-            reason,
-            reply: reply.into(),
-            evidence: String::new(),
-        };
-        m.observe(&rej(Reason::UnknownUser, "550 5.1.1 no"));
-        m.observe(&rej(Reason::UnknownUser, "550 5.1.1 no"));
-        m.observe(&rej(Reason::Greylist, "451 4.7.1 later"));
-        m.recipient_accepted();
-        assert_eq!(
-            value(
-                &m,
-                "sluice_recipients_total",
-                &[("result", "rejected"), ("reason", "unknown_user")]
-            ),
-            2.0
-        );
-        assert_eq!(
-            value(
-                &m,
-                "sluice_recipients_total",
-                &[("result", "tempfailed"), ("reason", "greylist")]
-            ),
-            1.0
-        );
-        assert_eq!(
-            value(
-                &m,
-                "sluice_recipients_total",
-                &[("result", "accepted"), ("reason", "ok")]
-            ),
-            1.0
-        );
-        assert_eq!(
-            value(&m, "sluice_greylist_decisions_total", &[("decision", "defer")]),
-            1.0
-        );
-        assert_eq!(value(&m, "sluice_events_total", &[("event", "rcpt_rejected")]), 3.0);
-    }
 
     #[test]
     fn render_has_build_info_and_help() {

@@ -11,7 +11,7 @@ use prometheus::core::Collector;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::Metrics;
+use crate::metrics::Metrics;
 use super::health::Readiness;
 use crate::firewall::service::Firewall;
 

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::Metrics;
+use crate::metrics::Metrics;
 use super::health::{Health, Readiness};
 use super::history::History;
 

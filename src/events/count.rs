@@ -1,0 +1,185 @@
+//! The counters the events drive: `EventBus::emit` calls
+//! [`Metrics::observe`] synchronously, so a count is never lost to a slow
+//! subscriber. Here, not in `metrics`, so the registry knows nothing of
+//! events.
+
+use super::{Event, Reason, RcptOutcome};
+use crate::metrics::Metrics;
+
+impl Metrics {
+    /// The counters an event drives.
+    pub fn observe(&self, e: &Event) {
+        if !self.enabled {
+            return;
+        }
+        self.events.with_label_values(&[e.name()]).inc();
+        let message = |result: &str, reason: &str| self.messages.with_label_values(&[result, reason]).inc();
+        match e {
+            Event::SessionOpened { .. } => {
+                self.connections_accepted.inc();
+                self.sessions_active.inc();
+            }
+            Event::SessionClosed { .. } => self.sessions_active.dec(),
+            Event::ConnectRejected { reason, .. } => {
+                self.connections_refused
+                    .with_label_values(&[reason_label(reason)])
+                    .inc();
+                self.limit_hit(reason);
+            }
+            Event::MailRejected { reason, .. } | Event::HeloRejected { reason, .. } => self.limit_hit(reason),
+            Event::RcptRejected { reason, reply, .. } => {
+                let result = if reply.starts_with('4') {
+                    "tempfailed"
+                } else {
+                    "rejected"
+                };
+                self.recipients.with_label_values(&[result, reason_label(reason)]).inc();
+                if *reason == Reason::Greylist {
+                    self.greylist.with_label_values(&["defer"]).inc();
+                }
+                self.limit_hit(reason);
+            }
+            Event::MessageRejected { reply, reason, .. } => message(
+                if reply.starts_with('4') {
+                    "tempfailed"
+                } else {
+                    "rejected"
+                },
+                reason,
+            ),
+            Event::VirusFound { mode, .. } => match *mode {
+                "in-session" => message("rejected", "virus"),
+                _ => message("quarantined", "virus"),
+            },
+            Event::ContentRejected { kind, mode, .. } => match *mode {
+                "in-session" => message("rejected", kind),
+                _ => message("quarantined", kind),
+            },
+            Event::SpamScored { score, action, .. } => {
+                self.spam_score.observe(*score);
+                self.spam_actions.with_label_values(&[action]).inc();
+                match *action {
+                    "reject" => message("rejected", "spam"),
+                    "tempfail" => message("tempfailed", "spam"),
+                    // Quarantined spam got 250: counted by MessageAccepted.
+                    _ => {}
+                }
+            }
+            Event::ScanFailed { session, held, .. } if *session != 0 && !held => message("tempfailed", "scan_failed"),
+            Event::MessageAccepted { size, scan, .. } => {
+                message("accepted", "ok");
+                self.message_size.observe(*size as f64);
+                if *scan != "none" {
+                    self.admission.with_label_values(&[scan]).inc();
+                }
+            }
+            Event::DeliveryAttempt { outcome, .. } => {
+                let result = match outcome {
+                    RcptOutcome::Delivered => "delivered",
+                    RcptOutcome::Deferred => "deferred",
+                    RcptOutcome::Bounced => "bounced",
+                };
+                self.delivery_attempts.with_label_values(&[result]).inc();
+            }
+            Event::DoubleBounce { .. } => self.double_bounces.inc(),
+            Event::BanAdded { offence, .. } => self.bans_added.with_label_values(&[offence]).inc(),
+            Event::BanRemoved { .. } => self.bans_removed.inc(),
+            _ => {}
+        }
+    }
+
+    fn limit_hit(&self, reason: &Reason) {
+        if let Reason::RateLimit { limit } = reason {
+            self.limit_hits.with_label_values(&[limit]).inc();
+        }
+    }
+}
+
+/// The bounded label for a refusal reason.
+pub fn reason_label(r: &Reason) -> &'static str {
+    match r {
+        Reason::UnknownUser => "unknown_user",
+        Reason::RelayDenied => "relay_denied",
+        Reason::Dnsbl { .. } => "dnsbl",
+        Reason::Helo => "helo",
+        Reason::Fcrdns => "fcrdns",
+        Reason::Greylist => "greylist",
+        Reason::RateLimit { .. } => "rate_limit",
+        Reason::ConnectionLimit => "connection_limit",
+        Reason::Banned => "banned",
+        Reason::CallAheadUnavailable => "callahead_unavailable",
+        Reason::CallAheadBudget => "callahead_budget",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn value(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> f64 {
+        for fam in m.registry.gather() {
+            if fam.name() != name {
+                continue;
+            }
+            for metric in fam.get_metric() {
+                let ok = labels
+                    .iter()
+                    .all(|(k, v)| metric.get_label().iter().any(|l| l.name() == *k && l.value() == *v));
+                if ok {
+                    return match fam.get_field_type() {
+                        prometheus::proto::MetricType::COUNTER => metric.get_counter().get_value(),
+                        _ => metric.get_gauge().get_value(),
+                    };
+                }
+            }
+        }
+        f64::NAN
+    }
+
+    #[test]
+    fn rcpt_rejections_count_by_result_and_reason() {
+        let m = Metrics::new();
+        let rej = |reason, reply: &str| Event::RcptRejected {
+            session: 1,
+            ip: "192.0.2.1".parse().unwrap(),
+            rcpt: "x@y".into(),
+            reason,
+            reply: reply.into(),
+            evidence: String::new(),
+        };
+        m.observe(&rej(Reason::UnknownUser, "550 5.1.1 no"));
+        m.observe(&rej(Reason::UnknownUser, "550 5.1.1 no"));
+        m.observe(&rej(Reason::Greylist, "451 4.7.1 later"));
+        m.recipient_accepted();
+        assert_eq!(
+            value(
+                &m,
+                "sluice_recipients_total",
+                &[("result", "rejected"), ("reason", "unknown_user")]
+            ),
+            2.0
+        );
+        assert_eq!(
+            value(
+                &m,
+                "sluice_recipients_total",
+                &[("result", "tempfailed"), ("reason", "greylist")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &m,
+                "sluice_recipients_total",
+                &[("result", "accepted"), ("reason", "ok")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(&m, "sluice_greylist_decisions_total", &[("decision", "defer")]),
+            1.0
+        );
+        assert_eq!(value(&m, "sluice_events_total", &[("event", "rcpt_rejected")]), 3.0);
+    }
+}
