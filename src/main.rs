@@ -136,14 +136,15 @@ fn load(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
     })
 }
 
-/// [`load`], and the spam rules and model the configuration names must
-/// load too (a rule error names its file:line).
-fn load_checked(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
+/// [`load`], and every file the configuration names (TLS certificate,
+/// recipient table, CA files, spam rules and model) loaded by
+/// `app::preflight`: a file that would fail at start fails here (exit 64).
+fn load_checked(path: Option<&PathBuf>) -> Result<(Config, sluice::app::Preflight), ExitCode> {
     let config = load(path)?;
-    match sluice::app::spam_filter(&config, true, None) {
-        Ok(_) => Ok(config),
+    match sluice::app::preflight(&config) {
+        Ok(pre) => Ok((config, pre)),
         Err(e) => {
-            eprintln!("sluice: configuration error: spam: {e:#}");
+            eprintln!("sluice: configuration error: {e}");
             Err(ExitCode::from(EX_CONFIG))
         }
     }
@@ -257,7 +258,7 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from)
         }),
         Cmd::Serve { config } => {
-            let config = match load_checked(config.as_ref()) {
+            let (config, pre) = match load_checked(config.as_ref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -266,7 +267,7 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
-            match rt.block_on(serve(config)) {
+            match rt.block_on(serve(config, pre)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -305,9 +306,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     })
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, pre: sluice::app::Preflight) -> anyhow::Result<()> {
     let mut signals = Signals::new()?;
-    let running = sluice::app::start(config).await?;
+    let running = sluice::app::start_with(config, pre).await?;
     while signals.next().await == Signal::Reload {
         running.reload();
     }

@@ -1,12 +1,158 @@
-//! Validation of `[firewall]`.
+//! `[firewall]`: the ban rules (offence -> window -> ban), escalation,
+//! allowlist, aggregation, and where bans go (nftables, ipset, files).
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
 
 use super::raw::RawFirewall;
 use super::{ConfigError, NextHop, dur, resolve};
-use crate::firewall::engine::{BanConfig, Offence, Rule};
-use crate::firewall::nft::NftNames;
-use crate::firewall::service::FirewallConfig;
+
+/// What an address did that counts towards a ban.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Offence {
+    UnknownUser,
+    Dnsbl,
+    Virus,
+    Spam,
+    Pregreet,
+    Protocol,
+    RateLimit,
+}
+
+impl Offence {
+    pub const ALL: [Offence; 7] = [
+        Offence::UnknownUser,
+        Offence::Dnsbl,
+        Offence::Virus,
+        Offence::Spam,
+        Offence::Pregreet,
+        Offence::Protocol,
+        Offence::RateLimit,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Offence::UnknownUser => "unknown_user",
+            Offence::Dnsbl => "dnsbl",
+            Offence::Virus => "virus",
+            Offence::Spam => "spam",
+            Offence::Pregreet => "pregreet",
+            Offence::Protocol => "protocol",
+            Offence::RateLimit => "rate_limit",
+        }
+    }
+}
+
+/// "`count` offences within `window` seconds → ban for `ban` seconds".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub count: u32,
+    pub window: u64,
+    pub ban: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct BanConfig {
+    pub rules: HashMap<Offence, Rule>,
+    /// How long past bans are remembered for escalation. Default 24 h.
+    pub memory: u64,
+    /// Longest ban escalation may reach. Default 7 days.
+    pub max_ban: u64,
+    /// Never banned (loopback is always added).
+    pub allowlist: Vec<IpNet>,
+    /// Banned hosts in one /24 (IPv4) or /64 (IPv6) that become one prefix
+    /// ban; `None` = no aggregation.
+    pub aggregate: Option<u32>,
+    pub dry_run: bool,
+}
+
+impl Default for BanConfig {
+    fn default() -> Self {
+        let r = |count, window, ban| Rule { count, window, ban };
+        let rules = HashMap::from([
+            // A dictionary attack: many unknown users in a few minutes.
+            (Offence::UnknownUser, r(10, 300, 3600)),
+            (Offence::Dnsbl, r(3, 600, 3600)),
+            (Offence::Virus, r(2, 3600, 6 * 3600)),
+            (Offence::Spam, r(5, 3600, 3600)),
+            (Offence::Pregreet, r(1, 60, 3600)),
+            (Offence::Protocol, r(20, 300, 1800)),
+            (Offence::RateLimit, r(10, 300, 1800)),
+        ]);
+        BanConfig {
+            rules,
+            memory: 24 * 3600,
+            max_ban: 7 * 24 * 3600,
+            allowlist: Vec::new(),
+            aggregate: None,
+            dry_run: false,
+        }
+    }
+}
+
+/// Names of what sluice owns in the ruleset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NftNames {
+    /// `inet` table, e.g. "sluice".
+    pub table: String,
+    /// Banned hosts.
+    pub set_v4: String,
+    pub set_v6: String,
+    /// Banned networks (aggregated prefixes, CIDRs added by hand).
+    pub nets_v4: String,
+    pub nets_v6: String,
+}
+
+impl Default for NftNames {
+    fn default() -> Self {
+        NftNames {
+            table: "sluice".into(),
+            set_v4: "banned_v4".into(),
+            set_v6: "banned_v6".into(),
+            nets_v4: "banned_nets_v4".into(),
+            nets_v6: "banned_nets_v6".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpsetNames {
+    pub set_v4: String,
+    pub set_v6: String,
+}
+
+impl IpsetNames {
+    /// Sets named `<base>_v4` and `<base>_v6`.
+    pub fn new(base: &str) -> IpsetNames {
+        IpsetNames {
+            set_v4: format!("{base}_v4"),
+            set_v6: format!("{base}_v6"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FirewallConfig {
+    pub bans: BanConfig,
+    /// Active bans, kept across restarts.
+    pub store: PathBuf,
+    /// How often changes are pushed to the exporter (and expiry runs).
+    pub flush_interval: Duration,
+    /// The nftables names, when bans go to nftables.
+    pub nft: Option<NftNames>,
+    /// The ipset names, when bans go to iptables + ipset.
+    pub ipset: Option<IpsetNames>,
+    /// The control socket of `sluice bans`.
+    pub control_socket: PathBuf,
+    /// Export for other tools: the banned networks, one CIDR per line, at
+    /// this path, and the bans as JSON at the same path plus `.json`.
+    pub file: Option<PathBuf>,
+}
 
 pub(super) fn validate_firewall(
     raw: RawFirewall,
@@ -77,7 +223,7 @@ pub(super) fn validate_firewall(
         "ipset" => {
             let base = raw.ipset_name.clone().unwrap_or_else(|| "sluice".into());
             name_ok("firewall.ipset_name", &base)?;
-            ipset = Some(crate::firewall::ipset::IpsetNames::new(&base));
+            ipset = Some(IpsetNames::new(&base));
             None
         }
         "nft" => {

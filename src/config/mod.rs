@@ -1,10 +1,16 @@
 //! Configuration: the TOML file ([`raw::RawConfig`]) validated once into
 //! typed structs ([`Config`]). Every error names the dotted key.
 
-mod content;
-mod firewall;
+pub mod callahead;
+pub mod clamd;
+pub mod dnsbl;
+pub mod firewall;
+pub mod greylist;
+pub mod helo;
 pub mod raw;
 mod relay;
+pub mod scan;
+pub mod spam;
 
 pub use relay::{DomainPattern, ForwardClient, Hop, HopTls, NextHop, Relay, Route};
 
@@ -44,18 +50,18 @@ pub struct Config {
     pub dnsbl: Dnsbl,
     pub policy: Policy,
     pub limits: Limits,
-    pub helo: crate::policy::helo::HeloPolicy,
+    pub helo: helo::HeloPolicy,
     /// `None` when greylisting is off.
-    pub greylist: Option<crate::policy::greylist::GreylistConfig>,
+    pub greylist: Option<greylist::GreylistConfig>,
     /// `None` when call-ahead is off.
-    pub callahead: Option<crate::policy::callahead::CallAheadConfig>,
+    pub callahead: Option<callahead::CallAheadConfig>,
     /// `None` when no clamd endpoint is configured.
-    pub clamd: Option<crate::scan::clamd::ClamdConfig>,
-    pub scan: crate::scan::ScanConfig,
+    pub clamd: Option<clamd::ClamdConfig>,
+    pub scan: scan::ScanConfig,
     /// `None` when spam scoring is off.
-    pub spam: Option<crate::spam::filter::SpamConfig>,
+    pub spam: Option<spam::SpamConfig>,
     /// `None` when the firewall is off.
-    pub firewall: Option<crate::firewall::service::FirewallConfig>,
+    pub firewall: Option<firewall::FirewallConfig>,
     /// `None` when `metrics.enabled` is false.
     pub metrics: Option<Metrics>,
 }
@@ -78,8 +84,8 @@ pub struct Dns {
 
 #[derive(Debug, Clone)]
 pub struct Dnsbl {
-    pub zones: Vec<crate::policy::dnsbl::Zone>,
-    pub domain_zones: Vec<crate::policy::dnsbl::Zone>,
+    pub zones: Vec<dnsbl::Zone>,
+    pub domain_zones: Vec<dnsbl::Zone>,
     pub threshold: i32,
     pub replies: std::collections::HashMap<String, String>,
 }
@@ -298,8 +304,6 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
                 cert: resolve(base, &t.cert),
                 key: resolve(base, &t.key),
             };
-            // Load once now so a bad file is a config error, not a runtime one.
-            crate::tls::load_server_config(&tls)?;
             Some(tls)
         }
     };
@@ -334,13 +338,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     };
     let table = match rc.table.as_deref().unwrap_or("deploy/recipients.example") {
         "" => None,
-        t => {
-            let table = resolve(base, t);
-            // Parse once so a broken table is refused at start.
-            crate::policy::recipients::Table::load(&table)
-                .map_err(|e| ConfigError::new("recipients.table", e.to_string()))?;
-            Some(table)
-        }
+        t => Some(resolve(base, t)),
     };
     if table.is_none() && !raw.callahead.enabled.unwrap_or(false) {
         return Err(ConfigError::new(
@@ -429,8 +427,8 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         return Err(ConfigError::new("dnsbl.threshold", "must be between 1 and 1000"));
     }
     let dnsbl = Dnsbl {
-        zones: crate::policy::dnsbl::parse_zones("dnsbl.zones", &rb.zones.unwrap_or_default())?,
-        domain_zones: crate::policy::dnsbl::parse_zones("dnsbl.domain_zones", &rb.domain_zones.unwrap_or_default())?,
+        zones: dnsbl::parse_zones("dnsbl.zones", &rb.zones.unwrap_or_default())?,
+        domain_zones: dnsbl::parse_zones("dnsbl.domain_zones", &rb.domain_zones.unwrap_or_default())?,
         threshold: threshold as i32,
         replies: rb
             .replies
@@ -480,11 +478,11 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         tarpit_delay: dur("limits.tarpit_delay", rl.tarpit_delay, "1s")?,
     };
 
-    let action = |key: &str, v: Option<String>| -> Result<crate::policy::helo::Action, ConfigError> {
-        crate::policy::helo::Action::parse(v.as_deref().unwrap_or("off")).map_err(|e| ConfigError::new(key, e))
+    let action = |key: &str, v: Option<String>| -> Result<helo::Action, ConfigError> {
+        helo::Action::parse(v.as_deref().unwrap_or("off")).map_err(|e| ConfigError::new(key, e))
     };
     let h = raw.helo;
-    let helo = crate::policy::helo::HeloPolicy {
+    let helo = helo::HeloPolicy {
         bare_ip: action("helo.bare_ip", h.bare_ip)?,
         non_fqdn: action("helo.non_fqdn", h.non_fqdn)?,
         our_name: action("helo.our_name", h.our_name)?,
@@ -493,7 +491,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
 
     let g = raw.greylist;
     let greylist = if g.enabled.unwrap_or(false) {
-        let cfg = crate::policy::greylist::GreylistConfig {
+        let cfg = greylist::GreylistConfig {
             delay: dur("greylist.delay", g.delay, "300s")?,
             retry_window: dur("greylist.retry_window", g.retry_window, "2d")?,
             max_age: dur("greylist.max_age", g.max_age, "35d")?,
@@ -523,7 +521,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
                 "must be greater than zero",
             ));
         }
-        Some(crate::policy::callahead::CallAheadConfig {
+        Some(callahead::CallAheadConfig {
             positive_ttl: dur("callahead.positive_ttl", ca.positive_ttl, "7d")?,
             negative_ttl: dur("callahead.negative_ttl", ca.negative_ttl, "3h")?,
             probes_per_client: probes,
@@ -540,12 +538,10 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         Some(eps) => {
             let mut endpoints = Vec::new();
             for (i, e) in eps.iter().enumerate() {
-                endpoints.push(
-                    crate::scan::clamd::Endpoint::parse(e)
-                        .map_err(|m| ConfigError::new(format!("clamd.endpoints[{i}]"), m))?,
-                );
+                endpoints
+                    .push(clamd::Endpoint::parse(e).map_err(|m| ConfigError::new(format!("clamd.endpoints[{i}]"), m))?);
             }
-            Some(crate::scan::clamd::ClamdConfig {
+            Some(clamd::ClamdConfig {
                 endpoints,
                 timeout: dur("clamd.timeout", cd.timeout, "30s")?,
                 max_size: positive("clamd.max_size", cd.max_size, 26_214_400)?,
@@ -555,8 +551,8 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
             })
         }
     };
-    let scan = content::validate_scan(raw.scan, base, &spool.dir)?;
-    let spam = content::validate_spam(raw.spam, base)?;
+    let scan = scan::validate_scan(raw.scan, base, &spool.dir)?;
+    let spam = spam::validate_spam(raw.spam, base)?;
     let firewall = firewall::validate_firewall(raw.firewall, base, &spool.dir, &allowlist, &relay.next_hop)?;
 
     Ok(Config {

@@ -218,14 +218,6 @@ fn parse_forward(key: &str, v: Option<&str>, default: ForwardClient) -> Result<F
     }
 }
 
-/// A CA file that `tls = "required"` will need: readable PEM with at least
-/// one certificate.
-fn check_ca_file(key: &str, path: &Path) -> Result<(), ConfigError> {
-    crate::delivery::tls::load_roots(path)
-        .map(|_| ())
-        .map_err(|e| ConfigError::new(key, e))
-}
-
 fn parse_pattern(key: &str, d: &str) -> Result<DomainPattern, ConfigError> {
     let lower = d.trim_end_matches('.').to_ascii_lowercase();
     let (pattern, name) = match lower.strip_prefix("*.") {
@@ -267,9 +259,6 @@ pub(super) fn validate_relay(r: RawRelay, base: &Path, hostname: &str) -> Result
         base,
         r.tls_ca_file.as_deref().unwrap_or("/etc/ssl/certs/ca-certificates.crt"),
     );
-    if tls == HopTls::Required {
-        check_ca_file("relay.tls_ca_file", &ca_file)?;
-    }
     let forward_client = parse_forward("relay.forward_client", r.forward_client.as_deref(), ForwardClient::Auto)?;
     let mut routes = Vec::new();
     for (domain, raw) in r.routes {
@@ -296,9 +285,6 @@ pub(super) fn validate_relay(r: RawRelay, base: &Path, hostname: &str) -> Result
                         forward_client,
                     )?,
                 };
-                if hop.tls == HopTls::Required {
-                    check_ca_file(&format!("{key}.tls_ca_file"), &hop.ca_file)?;
-                }
                 hop
             }
         };

@@ -1,7 +1,15 @@
 use super::*;
 
+/// The error of `toml`: from validation, or else from loading the files
+/// it names (`app::preflight`, as `serve` and `check-config` do).
 fn err(toml: &str) -> ConfigError {
-    Config::from_toml(toml, Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap_err()
+    match Config::from_toml(toml, Path::new(env!("CARGO_MANIFEST_DIR"))) {
+        Err(e) => e,
+        Ok(c) => match crate::app::preflight(&c) {
+            Err(e) => e,
+            Ok(_) => panic!("{toml}: accepted"),
+        },
+    }
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! subscriber. Here, not in `metrics`, so the registry knows nothing of
 //! events.
 
-use super::{Event, Reason, RcptOutcome};
+use super::{Event, RcptOutcome, Reason};
 use crate::metrics::Metrics;
 
 impl Metrics {

@@ -22,42 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::events::{Event, Reason};
 
-/// What an address did that counts towards a ban.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Offence {
-    UnknownUser,
-    Dnsbl,
-    Virus,
-    Spam,
-    Pregreet,
-    Protocol,
-    RateLimit,
-}
+pub use crate::config::firewall::{BanConfig, Offence, Rule};
 
 impl Offence {
-    pub const ALL: [Offence; 7] = [
-        Offence::UnknownUser,
-        Offence::Dnsbl,
-        Offence::Virus,
-        Offence::Spam,
-        Offence::Pregreet,
-        Offence::Protocol,
-        Offence::RateLimit,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Offence::UnknownUser => "unknown_user",
-            Offence::Dnsbl => "dnsbl",
-            Offence::Virus => "virus",
-            Offence::Spam => "spam",
-            Offence::Pregreet => "pregreet",
-            Offence::Protocol => "protocol",
-            Offence::RateLimit => "rate_limit",
-        }
-    }
-
     /// The offence an event reports, with its client address; `None` for
     /// events that are not offences.
     pub fn of(event: &Event) -> Option<(IpAddr, Offence)> {
@@ -80,53 +47,6 @@ impl Offence {
             Event::VirusFound { ip, .. } => Some((*ip, Offence::Virus)),
             Event::SpamScored { ip, action, .. } if *action == "reject" => Some((*ip, Offence::Spam)),
             _ => None,
-        }
-    }
-}
-
-/// "`count` offences within `window` seconds → ban for `ban` seconds".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rule {
-    pub count: u32,
-    pub window: u64,
-    pub ban: u64,
-}
-
-#[derive(Debug, Clone)]
-pub struct BanConfig {
-    pub rules: HashMap<Offence, Rule>,
-    /// How long past bans are remembered for escalation. Default 24 h.
-    pub memory: u64,
-    /// Longest ban escalation may reach. Default 7 days.
-    pub max_ban: u64,
-    /// Never banned (loopback is always added).
-    pub allowlist: Vec<IpNet>,
-    /// Banned hosts in one /24 (IPv4) or /64 (IPv6) that become one prefix
-    /// ban; `None` = no aggregation.
-    pub aggregate: Option<u32>,
-    pub dry_run: bool,
-}
-
-impl Default for BanConfig {
-    fn default() -> Self {
-        let r = |count, window, ban| Rule { count, window, ban };
-        let rules = HashMap::from([
-            // A dictionary attack: many unknown users in a few minutes.
-            (Offence::UnknownUser, r(10, 300, 3600)),
-            (Offence::Dnsbl, r(3, 600, 3600)),
-            (Offence::Virus, r(2, 3600, 6 * 3600)),
-            (Offence::Spam, r(5, 3600, 3600)),
-            (Offence::Pregreet, r(1, 60, 3600)),
-            (Offence::Protocol, r(20, 300, 1800)),
-            (Offence::RateLimit, r(10, 300, 1800)),
-        ]);
-        BanConfig {
-            rules,
-            memory: 24 * 3600,
-            max_ban: 7 * 24 * 3600,
-            allowlist: Vec::new(),
-            aggregate: None,
-            dry_run: false,
         }
     }
 }

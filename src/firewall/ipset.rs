@@ -9,21 +9,9 @@ use ipnet::IpNet;
 
 use super::nft::Element;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IpsetNames {
-    pub set_v4: String,
-    pub set_v6: String,
-}
+pub use crate::config::firewall::IpsetNames;
 
 impl IpsetNames {
-    /// Sets named `<base>_v4` and `<base>_v6`.
-    pub fn new(base: &str) -> IpsetNames {
-        IpsetNames {
-            set_v4: format!("{base}_v4"),
-            set_v6: format!("{base}_v6"),
-        }
-    }
-
     fn set_of(&self, net: &IpNet) -> &str {
         match net {
             IpNet::V4(_) => &self.set_v4,

@@ -14,30 +14,7 @@ use std::fmt::Write as _;
 
 use ipnet::IpNet;
 
-/// Names of what sluice owns in the ruleset.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NftNames {
-    /// `inet` table, e.g. "sluice".
-    pub table: String,
-    /// Banned hosts.
-    pub set_v4: String,
-    pub set_v6: String,
-    /// Banned networks (aggregated prefixes, CIDRs added by hand).
-    pub nets_v4: String,
-    pub nets_v6: String,
-}
-
-impl Default for NftNames {
-    fn default() -> Self {
-        NftNames {
-            table: "sluice".into(),
-            set_v4: "banned_v4".into(),
-            set_v6: "banned_v6".into(),
-            nets_v4: "banned_nets_v4".into(),
-            nets_v6: "banned_nets_v6".into(),
-        }
-    }
-}
+pub use crate::config::firewall::NftNames;
 
 /// Elements a host set may hold.
 const HOST_SET_SIZE: u32 = 1 << 20;

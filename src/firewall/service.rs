@@ -13,9 +13,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{Ban, BanConfig, Decision, Engine, Offence};
+use super::engine::{Ban, Decision, Engine, Offence};
 use super::nft::{Element, NftNames};
 use crate::events::{Event, EventBus};
+
+pub use crate::config::firewall::FirewallConfig;
 
 /// Where bans are enforced besides the listener.
 pub trait Exporter: Send + Sync + 'static {
@@ -165,24 +167,6 @@ impl Exporter for IpsetExporter {
             succeeds(program, &check)
         })
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct FirewallConfig {
-    pub bans: BanConfig,
-    /// Active bans, kept across restarts.
-    pub store: PathBuf,
-    /// How often changes are pushed to the exporter (and expiry runs).
-    pub flush_interval: Duration,
-    /// The nftables names, when bans go to nftables.
-    pub nft: Option<NftNames>,
-    /// The ipset names, when bans go to iptables + ipset.
-    pub ipset: Option<super::ipset::IpsetNames>,
-    /// The control socket of `sluice bans`.
-    pub control_socket: PathBuf,
-    /// Export for other tools: the banned networks, one CIDR per line, at
-    /// this path, and the bans as JSON at the same path plus `.json`.
-    pub file: Option<PathBuf>,
 }
 
 pub struct Firewall {
@@ -549,6 +533,7 @@ fn write_atomically(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::firewall::BanConfig;
 
     fn unknown_user(ip: &str) -> Event {
         Event::RcptRejected {

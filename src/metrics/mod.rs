@@ -11,12 +11,10 @@
 //! The listener that serves them, the status page and the probes are in
 //! the `status` module; the counting of events is in `events::count`.
 
-
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
-
 
 const LATENCY: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -359,7 +357,6 @@ impl Metrics {
         self.spool_oldest_age
             .set(oldest.map_or(0, |o| now.saturating_sub(o)) as i64);
     }
-
 }
 
 #[cfg(test)]

@@ -21,15 +21,7 @@ use crate::delivery::tls::HopTlsConfig;
 use crate::mail::date::now_secs;
 use crate::proto::{Mailbox, Reply};
 
-#[derive(Debug, Clone)]
-pub struct CallAheadConfig {
-    pub positive_ttl: Duration,
-    pub negative_ttl: Duration,
-    /// Probes each client may cause per minute.
-    pub probes_per_client: u32,
-    /// Idle probe connections kept open.
-    pub pool_size: usize,
-}
+pub use crate::config::callahead::CallAheadConfig;
 
 /// What the next hop said about a recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,7 @@
 
 use std::io::{BufRead, Write};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -24,17 +24,10 @@ use dashmap::DashMap;
 use super::{Check, CheckFuture, Decision, SessionCtx, Stage};
 use crate::proto::{Mailbox, Reply};
 
+pub use crate::config::greylist::GreylistConfig;
+
 /// Seconds since the epoch; injectable for tests.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
-
-#[derive(Debug, Clone)]
-pub struct GreylistConfig {
-    pub delay: Duration,
-    pub retry_window: Duration,
-    pub max_age: Duration,
-    pub auto_allowlist_after: u32,
-    pub state: PathBuf,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {

@@ -2,35 +2,10 @@
 //! by what a decoded part really is (magic bytes), and by the names of the
 //! entries of zip archives found in the message.
 
-use std::collections::HashSet;
-
 use super::mime::Analysis;
 use super::sniff;
 
-/// The classic list of executable and script types.
-pub const DEFAULT_BANNED: &[&str] = &[
-    "ade", "adp", "app", "bat", "chm", "cmd", "com", "cpl", "exe", "hta", "inf", "ins", "isp", "jse", "lib", "lnk",
-    "mde", "msc", "msi", "msp", "mst", "pif", "ps1", "reg", "scr", "sct", "shb", "shs", "sys", "vb", "vbe", "vbs",
-    "vxd", "wsc", "wsf", "wsh",
-];
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Banned {
-    /// Lowercased extensions without the dot. Sniffed kinds use the names
-    /// of [`sniff::sniff`] ("exe", "zip", "rar", "ole", ...).
-    pub extensions: HashSet<String>,
-    /// Look at the names inside zip archives too.
-    pub in_archives: bool,
-}
-
-impl Default for Banned {
-    fn default() -> Self {
-        Banned {
-            extensions: DEFAULT_BANNED.iter().map(|s| s.to_string()).collect(),
-            in_archives: true,
-        }
-    }
-}
+pub use crate::config::scan::{Banned, DEFAULT_BANNED};
 
 /// Zip entries looked at per archive.
 const MAX_ZIP_NAMES: usize = 1000;

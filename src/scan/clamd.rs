@@ -7,7 +7,6 @@
 //! connections, not a set of idle ones. clamd error replies ("INSTREAM size limit exceeded. ERROR") are
 //! errors, never "clean".
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -21,53 +20,7 @@ use crate::metrics::Metrics;
 
 use super::{PushFuture, ScanError, ScanFuture, ScanOutcome, ScanStream, Scanner};
 
-/// One clamd address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
-    Tcp(String),
-    Unix(PathBuf),
-}
-
-impl Endpoint {
-    /// `tcp://host:port` or `unix:/path`.
-    pub fn parse(s: &str) -> Result<Endpoint, String> {
-        if let Some(a) = s.strip_prefix("tcp://") {
-            if a.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
-                return Err(format!("{s:?}: expected tcp://host:port"));
-            }
-            Ok(Endpoint::Tcp(a.to_string()))
-        } else if let Some(p) = s.strip_prefix("unix:") {
-            if p.is_empty() {
-                return Err(format!("{s:?}: expected unix:/path/to/socket"));
-            }
-            Ok(Endpoint::Unix(PathBuf::from(p)))
-        } else {
-            Err(format!("{s:?}: expected tcp://host:port or unix:/path"))
-        }
-    }
-}
-
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Endpoint::Tcp(a) => write!(f, "tcp://{a}"),
-            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct ClamdConfig {
-    pub endpoints: Vec<Endpoint>,
-    pub timeout: Duration,
-    /// Larger messages are not sent (clamd would refuse them): an error.
-    pub max_size: usize,
-    pub max_concurrent: usize,
-    /// How often each endpoint is pinged; a failing one is tried last.
-    pub health_interval: Duration,
-    /// Stream the message to clamd while DATA arrives.
-    pub stream: bool,
-}
+pub use crate::config::clamd::{ClamdConfig, Endpoint};
 
 /// Parses a clamd INSTREAM reply.
 pub fn parse_reply(reply: &[u8]) -> Result<ScanOutcome, ScanError> {

@@ -36,26 +36,7 @@ use headers::{
     filename_candidates, looks_like_message, params, split_headers, split_params, strip_comments, trim_ascii,
 };
 
-/// Bounds on the work one message may cause.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Nesting of decoded messages inside messages.
-    pub max_depth: usize,
-    /// Decoded pieces kept for scanning.
-    pub max_parts: usize,
-    /// Total decoded bytes kept for scanning.
-    pub max_decoded: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_depth: 8,
-            max_parts: 1000,
-            max_decoded: 64 << 20,
-        }
-    }
-}
+pub use crate::config::scan::Limits;
 
 /// One decoded piece to scan.
 #[derive(Debug, Clone)]

@@ -20,12 +20,12 @@ pub mod sniff;
 pub mod tar;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::Semaphore;
+
+pub use crate::config::scan::{Ambiguous, OnFailure, ScanConfig};
 
 /// What a scanner found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,63 +75,6 @@ pub enum Verdict {
     Virus(String),
     Banned(String),
     Malformed(String),
-}
-
-/// What to do with MIME that can be read more than one way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ambiguous {
-    /// Decode and scan every plausible reading (default).
-    ScanAll,
-    /// Refuse the message as malformed.
-    Reject,
-}
-
-/// What to do when the scanner cannot give a verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnFailure {
-    /// `451 4.7.1`: the client retries later (default).
-    Tempfail,
-    /// Accept, hold in the spool, deliver only after a clean scan.
-    Hold,
-}
-
-/// `[scan]`: the content checks' policy.
-#[derive(Debug, Clone)]
-pub struct ScanConfig {
-    pub limits: mime::Limits,
-    pub ambiguous: Ambiguous,
-    /// Parts whose Content-Transfer-Encoding is unknown: refused by
-    /// default (nobody knows how the recipient's client reads them), or
-    /// decoded every way that fits.
-    pub unknown_encoding: Ambiguous,
-    pub banned: banned::Banned,
-    pub on_failure: OnFailure,
-    /// Expected scan latency above which a message is accepted first and
-    /// scanned from the spool. Zero: always in session.
-    pub latency_budget: Duration,
-    /// How often held messages are scanned again when the scanner fails.
-    pub retry: Duration,
-    /// Messages waiting for a deferred scan beyond which new mail gets
-    /// 451 4.7.1 while scanning is over budget.
-    pub max_held: usize,
-    /// Where refused-after-acceptance messages go.
-    pub quarantine_dir: PathBuf,
-}
-
-impl Default for ScanConfig {
-    fn default() -> Self {
-        ScanConfig {
-            limits: mime::Limits::default(),
-            ambiguous: Ambiguous::ScanAll,
-            unknown_encoding: Ambiguous::Reject,
-            banned: banned::Banned::default(),
-            on_failure: OnFailure::Tempfail,
-            latency_budget: Duration::from_secs(20),
-            retry: Duration::from_secs(60),
-            max_held: 100_000,
-            quarantine_dir: PathBuf::from("./var/spool/quarantine"),
-        }
-    }
 }
 
 /// Messages larger than this are decoded on the blocking pool.

@@ -6,10 +6,9 @@
 //! a file that does not load is reported with file:line and the running
 //! set stays.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde::Serialize;
 
@@ -17,6 +16,8 @@ use super::auth::{AuthContext, AuthOutcome, Authenticator};
 use super::bayes::{BayesError, Model};
 use super::rules::{Hit, RuleError, RuleSet};
 use super::view::{AUTH_HEADER, MessageView};
+
+pub use crate::config::spam::{SpamConfig, Thresholds};
 
 /// The rules compiled into the binary (`rules/*.rules`), in file order.
 pub const BUILTIN_RULES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/builtin_rules.rs"));
@@ -48,29 +49,6 @@ impl Action {
     }
 }
 
-/// Score thresholds (a message scoring at least the value gets the
-/// action; `None` = never) and the subject prefix of tagged mail.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Thresholds {
-    pub tag: Option<f64>,
-    pub quarantine: Option<f64>,
-    pub tempfail: Option<f64>,
-    pub reject: Option<f64>,
-    pub subject_prefix: Option<String>,
-}
-
-impl Default for Thresholds {
-    fn default() -> Self {
-        Thresholds {
-            tag: Some(5.0),
-            quarantine: None,
-            tempfail: None,
-            reject: Some(10.0),
-            subject_prefix: None,
-        }
-    }
-}
-
 impl Thresholds {
     /// The strictest action whose threshold the score reaches.
     pub fn action(&self, score: f64) -> Action {
@@ -94,43 +72,6 @@ impl Thresholds {
             .into_iter()
             .flatten()
             .reduce(f64::min)
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct SpamConfig {
-    /// Load the rules compiled into the binary first.
-    pub builtin_rules: bool,
-    /// Every `*.rules` file here, in name order, after the built-in ones
-    /// (a later `score` line re-scores a rule).
-    pub rules_dir: Option<PathBuf>,
-    /// The classifier's model (`sluice learn`).
-    pub bayes_model: Option<PathBuf>,
-    /// SPF, DKIM and DMARC checks (DNS).
-    pub auth: bool,
-    pub auth_timeout: Duration,
-    /// Larger messages are not scored (delivered as they are).
-    pub max_size: usize,
-    /// How often the rule and model files are checked for changes.
-    pub reload_interval: Duration,
-    pub default: Thresholds,
-    /// Per recipient domain (lower case).
-    pub domains: HashMap<String, Thresholds>,
-}
-
-impl Default for SpamConfig {
-    fn default() -> Self {
-        SpamConfig {
-            builtin_rules: true,
-            rules_dir: None,
-            bayes_model: None,
-            auth: true,
-            auth_timeout: Duration::from_secs(5),
-            max_size: 2 << 20,
-            reload_interval: Duration::from_secs(5),
-            default: Thresholds::default(),
-            domains: HashMap::new(),
-        }
     }
 }
 
@@ -222,6 +163,14 @@ impl SpamFilter {
             cfg,
             loaded: RwLock::new(Arc::new(loaded)),
         })
+    }
+
+    /// Adds SPF/DKIM/DMARC (when `spam.auth` is on).
+    pub fn with_auth(mut self, auth: Authenticator) -> Self {
+        if self.cfg.auth {
+            self.auth = Some(auth);
+        }
+        self
     }
 
     fn current(&self) -> Arc<Loaded> {

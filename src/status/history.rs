@@ -11,9 +11,9 @@ use prometheus::core::Collector;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
 use super::health::Readiness;
 use crate::firewall::service::Firewall;
+use crate::metrics::Metrics;
 
 /// Samples kept (one per second).
 pub const KEEP: usize = 600;

@@ -15,9 +15,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
 use super::health::{Health, Readiness};
 use super::history::History;
+use crate::metrics::Metrics;
 
 /// The status page: one file, no external assets (works air-gapped).
 const STATUS_PAGE: &str = include_str!("status.html");

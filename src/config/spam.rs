@@ -1,73 +1,74 @@
-//! Validation of the content sections: `[scan]` and `[spam]`.
+//! `[spam]`: spam scoring, its thresholds per recipient domain, rules and
+//! model files, SPF/DKIM/DMARC.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use super::raw::{RawScan, RawSpam, RawThreshold};
-use super::{ConfigError, dur, dur_or_zero, positive, resolve};
+use super::raw::{RawSpam, RawThreshold};
+use super::{ConfigError, dur, positive, resolve};
 
-pub(super) fn validate_scan(
-    raw: RawScan,
-    base: &Path,
-    spool_dir: &Path,
-) -> Result<crate::scan::ScanConfig, ConfigError> {
-    use crate::scan::{Ambiguous, OnFailure, ScanConfig, banned::Banned, mime::Limits};
-    let mode = |key: &str, v: Option<String>, default: &str| match v.as_deref().unwrap_or(default) {
-        "scan-all" => Ok(Ambiguous::ScanAll),
-        "reject" => Ok(Ambiguous::Reject),
-        other => Err(ConfigError::new(
-            key,
-            format!("{other:?}: expected \"scan-all\" or \"reject\""),
-        )),
-    };
-    let ambiguous = mode("scan.ambiguous_mime", raw.ambiguous_mime, "scan-all")?;
-    let unknown_encoding = mode("scan.unknown_encoding", raw.unknown_encoding, "reject")?;
-    let on_failure = match raw.on_failure.as_deref().unwrap_or("tempfail") {
-        "tempfail" => OnFailure::Tempfail,
-        "hold" => OnFailure::Hold,
-        other => {
-            return Err(ConfigError::new(
-                "scan.on_failure",
-                format!("{other:?}: expected \"tempfail\" or \"hold\""),
-            ));
-        }
-    };
-    let mut banned = Banned::default();
-    if let Some(list) = raw.banned_extensions {
-        banned.extensions.clear();
-        for (i, e) in list.iter().enumerate() {
-            let e = e.trim().trim_start_matches('.').to_ascii_lowercase();
-            if e.is_empty() || !e.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                return Err(ConfigError::new(
-                    format!("scan.banned_extensions[{i}]"),
-                    "expected a file extension such as \"exe\"",
-                ));
-            }
-            banned.extensions.insert(e);
-        }
-    }
-    banned.in_archives = raw.banned_in_archives.unwrap_or(true);
-    Ok(ScanConfig {
-        limits: Limits {
-            max_depth: positive("scan.max_depth", raw.max_depth, 8)?,
-            max_parts: positive("scan.max_parts", raw.max_parts, 1000)?,
-            max_decoded: positive("scan.max_decoded_size", raw.max_decoded_size, 64 << 20)?,
-        },
-        ambiguous,
-        unknown_encoding,
-        banned,
-        on_failure,
-        latency_budget: dur_or_zero("scan.latency_budget", raw.latency_budget, "20s")?,
-        retry: dur("scan.retry", raw.retry, "1m")?,
-        max_held: positive("scan.max_held", raw.max_held, 100_000)?,
-        quarantine_dir: match raw.quarantine_dir {
-            Some(d) => resolve(base, &d),
-            None => spool_dir.join("quarantine"),
-        },
-    })
+/// Score thresholds (a message scoring at least the value gets the
+/// action; `None` = never) and the subject prefix of tagged mail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thresholds {
+    pub tag: Option<f64>,
+    pub quarantine: Option<f64>,
+    pub tempfail: Option<f64>,
+    pub reject: Option<f64>,
+    pub subject_prefix: Option<String>,
 }
 
-pub(super) fn validate_spam(raw: RawSpam, base: &Path) -> Result<Option<crate::spam::filter::SpamConfig>, ConfigError> {
-    use crate::spam::filter::{SpamConfig, Thresholds};
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            tag: Some(5.0),
+            quarantine: None,
+            tempfail: None,
+            reject: Some(10.0),
+            subject_prefix: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SpamConfig {
+    /// Load the rules compiled into the binary first.
+    pub builtin_rules: bool,
+    /// Every `*.rules` file here, in name order, after the built-in ones
+    /// (a later `score` line re-scores a rule).
+    pub rules_dir: Option<PathBuf>,
+    /// The classifier's model (`sluice learn`).
+    pub bayes_model: Option<PathBuf>,
+    /// SPF, DKIM and DMARC checks (DNS).
+    pub auth: bool,
+    pub auth_timeout: Duration,
+    /// Larger messages are not scored (delivered as they are).
+    pub max_size: usize,
+    /// How often the rule and model files are checked for changes.
+    pub reload_interval: Duration,
+    pub default: Thresholds,
+    /// Per recipient domain (lower case).
+    pub domains: HashMap<String, Thresholds>,
+}
+
+impl Default for SpamConfig {
+    fn default() -> Self {
+        SpamConfig {
+            builtin_rules: true,
+            rules_dir: None,
+            bayes_model: None,
+            auth: true,
+            auth_timeout: Duration::from_secs(5),
+            max_size: 2 << 20,
+            reload_interval: Duration::from_secs(5),
+            default: Thresholds::default(),
+            domains: HashMap::new(),
+        }
+    }
+}
+
+pub(super) fn validate_spam(raw: RawSpam, base: &Path) -> Result<Option<SpamConfig>, ConfigError> {
     if raw.enabled == Some(false) {
         return Ok(None);
     }

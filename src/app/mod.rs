@@ -1,6 +1,10 @@
 //! Wiring: builds every component from the [`Config`], starts the tasks,
 //! and shuts them down in order.
 
+mod preflight;
+
+pub use preflight::{Preflight, preflight};
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -25,7 +29,6 @@ use crate::policy::{Check, CheckChain};
 use crate::smtp::session::Shared;
 use crate::spool::Spool;
 use crate::spool::fs::FsSpool;
-use crate::tls::TlsSource;
 
 /// A running sluice: its listening addresses and the handles to stop it.
 pub struct Running {
@@ -43,10 +46,31 @@ pub struct Running {
     spam: Option<Arc<crate::spam::filter::SpamFilter>>,
 }
 
+/// SPF/DKIM/DMARC for the spam filter (`None` when `spam.auth` is off or
+/// `offline`), over `shared` (the server's resolver, whose cache the DNS
+/// lists use too) or a resolver built from `[dns]`.
+fn authenticator(
+    config: &Config,
+    offline: bool,
+    shared: Option<hickory_resolver::TokioResolver>,
+) -> anyhow::Result<Option<crate::spam::auth::Authenticator>> {
+    let Some(cfg) = config.spam.as_ref().filter(|c| c.auth && !offline) else {
+        return Ok(None);
+    };
+    let resolver = match shared {
+        Some(r) => r,
+        None => crate::dns::tokio_resolver(config.dns.resolver, config.dns.timeout)
+            .context("dns.resolver: cannot build the DNS resolver")?,
+    };
+    Ok(Some(crate::spam::auth::Authenticator::new(
+        resolver,
+        config.server.hostname.clone(),
+        cfg.auth_timeout,
+    )))
+}
+
 /// The spam filter of a configuration (`None` when `spam.enabled` is
-/// false): rules, model, and SPF/DKIM/DMARC unless `offline`, over
-/// `shared` (the server's resolver, whose cache the DNS lists use too) or a
-/// resolver built from `[dns]`.
+/// false): rules, model, and SPF/DKIM/DMARC unless `offline`.
 pub fn spam_filter(
     config: &Config,
     offline: bool,
@@ -55,26 +79,20 @@ pub fn spam_filter(
     let Some(cfg) = &config.spam else {
         return Ok(None);
     };
-    let auth = if cfg.auth && !offline {
-        let resolver = match shared {
-            Some(r) => r,
-            None => crate::dns::tokio_resolver(config.dns.resolver, config.dns.timeout)
-                .context("dns.resolver: cannot build the DNS resolver")?,
-        };
-        Some(crate::spam::auth::Authenticator::new(
-            resolver,
-            config.server.hostname.clone(),
-            cfg.auth_timeout,
-        ))
-    } else {
-        None
-    };
+    let auth = authenticator(config, offline, shared)?;
     let filter = crate::spam::filter::SpamFilter::new(cfg.clone(), auth).context("spam rules or model")?;
     Ok(Some(Arc::new(filter)))
 }
 
-/// Binds the listeners, recovers the spool and starts serving.
+/// Loads the files the configuration names ([`preflight`]), binds the
+/// listeners, recovers the spool and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let pre = preflight(&config)?;
+    start_with(config, pre).await
+}
+
+/// [`start`] with the files already loaded.
+pub async fn start_with(config: Config, pre: Preflight) -> anyhow::Result<Running> {
     let config = Arc::new(config);
     let shutdown = CancellationToken::new();
     let metrics = Arc::new(match config.metrics {
@@ -91,20 +109,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown.child_token(),
     ));
 
-    let recipients = Arc::new(
-        Directory::new(&config.recipients)
-            .with_context(|| format!("recipients.table: {:?}", config.recipients.table))?,
-    );
+    let Preflight {
+        tls,
+        recipients,
+        spam: loaded_spam,
+    } = pre;
     background.spawn(
         recipients
             .clone()
             .watch(config.recipients.reload_interval, shutdown.child_token()),
     );
-
-    let tls = match &config.tls {
-        Some(t) => Some(Arc::new(TlsSource::new(t.clone())?)),
-        None => None,
-    };
 
     let sp = &config.spool;
     let recovered = FsSpool::open(&sp.dir, sp.fsync, sp.segment_size)
@@ -146,7 +160,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.server.hostname.clone(),
         events.clone(),
     );
-    let spam = spam_filter(&config, false, dns.clone())?;
+    let spam = match loaded_spam {
+        Some(f) => Some(Arc::new(match authenticator(&config, false, dns.clone())? {
+            Some(auth) => f.with_auth(auth),
+            None => f,
+        })),
+        None => None,
+    };
     if let Some(filter) = &spam {
         let ev = events.clone();
         background.spawn(filter.clone().watch(shutdown.child_token(), move |message| {

@@ -1,0 +1,52 @@
+//! `[clamd]`: the virus scanner's endpoints and limits.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One clamd address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+impl Endpoint {
+    /// `tcp://host:port` or `unix:/path`.
+    pub fn parse(s: &str) -> Result<Endpoint, String> {
+        if let Some(a) = s.strip_prefix("tcp://") {
+            if a.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                return Err(format!("{s:?}: expected tcp://host:port"));
+            }
+            Ok(Endpoint::Tcp(a.to_string()))
+        } else if let Some(p) = s.strip_prefix("unix:") {
+            if p.is_empty() {
+                return Err(format!("{s:?}: expected unix:/path/to/socket"));
+            }
+            Ok(Endpoint::Unix(PathBuf::from(p)))
+        } else {
+            Err(format!("{s:?}: expected tcp://host:port or unix:/path"))
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Tcp(a) => write!(f, "tcp://{a}"),
+            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClamdConfig {
+    pub endpoints: Vec<Endpoint>,
+    pub timeout: Duration,
+    /// Larger messages are not sent (clamd would refuse them): an error.
+    pub max_size: usize,
+    pub max_concurrent: usize,
+    /// How often each endpoint is pinged; a failing one is tried last.
+    pub health_interval: Duration,
+    /// Stream the message to clamd while DATA arrives.
+    pub stream: bool,
+}

@@ -1,0 +1,168 @@
+//! `[scan]`: the content checks' policy (MIME decoding limits, ambiguous
+//! MIME, banned attachments, what to do when scanning fails or is slow).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::RawScan;
+use super::{ConfigError, dur, dur_or_zero, positive, resolve};
+
+/// What to do with MIME that can be read more than one way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ambiguous {
+    /// Decode and scan every plausible reading (default).
+    ScanAll,
+    /// Refuse the message as malformed.
+    Reject,
+}
+
+/// What to do when the scanner cannot give a verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// `451 4.7.1`: the client retries later (default).
+    Tempfail,
+    /// Accept, hold in the spool, deliver only after a clean scan.
+    Hold,
+}
+
+/// `[scan]`: the content checks' policy.
+#[derive(Debug, Clone)]
+pub struct ScanConfig {
+    pub limits: Limits,
+    pub ambiguous: Ambiguous,
+    /// Parts whose Content-Transfer-Encoding is unknown: refused by
+    /// default (nobody knows how the recipient's client reads them), or
+    /// decoded every way that fits.
+    pub unknown_encoding: Ambiguous,
+    pub banned: Banned,
+    pub on_failure: OnFailure,
+    /// Expected scan latency above which a message is accepted first and
+    /// scanned from the spool. Zero: always in session.
+    pub latency_budget: Duration,
+    /// How often held messages are scanned again when the scanner fails.
+    pub retry: Duration,
+    /// Messages waiting for a deferred scan beyond which new mail gets
+    /// 451 4.7.1 while scanning is over budget.
+    pub max_held: usize,
+    /// Where refused-after-acceptance messages go.
+    pub quarantine_dir: PathBuf,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        ScanConfig {
+            limits: Limits::default(),
+            ambiguous: Ambiguous::ScanAll,
+            unknown_encoding: Ambiguous::Reject,
+            banned: Banned::default(),
+            on_failure: OnFailure::Tempfail,
+            latency_budget: Duration::from_secs(20),
+            retry: Duration::from_secs(60),
+            max_held: 100_000,
+            quarantine_dir: PathBuf::from("./var/spool/quarantine"),
+        }
+    }
+}
+
+/// The classic list of executable and script types.
+pub const DEFAULT_BANNED: &[&str] = &[
+    "ade", "adp", "app", "bat", "chm", "cmd", "com", "cpl", "exe", "hta", "inf", "ins", "isp", "jse", "lib", "lnk",
+    "mde", "msc", "msi", "msp", "mst", "pif", "ps1", "reg", "scr", "sct", "shb", "shs", "sys", "vb", "vbe", "vbs",
+    "vxd", "wsc", "wsf", "wsh",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Banned {
+    /// Lowercased extensions without the dot. Sniffed kinds use the names
+    /// of [`sniff::sniff`] ("exe", "zip", "rar", "ole", ...).
+    pub extensions: HashSet<String>,
+    /// Look at the names inside zip archives too.
+    pub in_archives: bool,
+}
+
+impl Default for Banned {
+    fn default() -> Self {
+        Banned {
+            extensions: DEFAULT_BANNED.iter().map(|s| s.to_string()).collect(),
+            in_archives: true,
+        }
+    }
+}
+
+/// Bounds on the work one message may cause.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Nesting of decoded messages inside messages.
+    pub max_depth: usize,
+    /// Decoded pieces kept for scanning.
+    pub max_parts: usize,
+    /// Total decoded bytes kept for scanning.
+    pub max_decoded: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_depth: 8,
+            max_parts: 1000,
+            max_decoded: 64 << 20,
+        }
+    }
+}
+
+pub(super) fn validate_scan(raw: RawScan, base: &Path, spool_dir: &Path) -> Result<ScanConfig, ConfigError> {
+    let mode = |key: &str, v: Option<String>, default: &str| match v.as_deref().unwrap_or(default) {
+        "scan-all" => Ok(Ambiguous::ScanAll),
+        "reject" => Ok(Ambiguous::Reject),
+        other => Err(ConfigError::new(
+            key,
+            format!("{other:?}: expected \"scan-all\" or \"reject\""),
+        )),
+    };
+    let ambiguous = mode("scan.ambiguous_mime", raw.ambiguous_mime, "scan-all")?;
+    let unknown_encoding = mode("scan.unknown_encoding", raw.unknown_encoding, "reject")?;
+    let on_failure = match raw.on_failure.as_deref().unwrap_or("tempfail") {
+        "tempfail" => OnFailure::Tempfail,
+        "hold" => OnFailure::Hold,
+        other => {
+            return Err(ConfigError::new(
+                "scan.on_failure",
+                format!("{other:?}: expected \"tempfail\" or \"hold\""),
+            ));
+        }
+    };
+    let mut banned = Banned::default();
+    if let Some(list) = raw.banned_extensions {
+        banned.extensions.clear();
+        for (i, e) in list.iter().enumerate() {
+            let e = e.trim().trim_start_matches('.').to_ascii_lowercase();
+            if e.is_empty() || !e.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(ConfigError::new(
+                    format!("scan.banned_extensions[{i}]"),
+                    "expected a file extension such as \"exe\"",
+                ));
+            }
+            banned.extensions.insert(e);
+        }
+    }
+    banned.in_archives = raw.banned_in_archives.unwrap_or(true);
+    Ok(ScanConfig {
+        limits: Limits {
+            max_depth: positive("scan.max_depth", raw.max_depth, 8)?,
+            max_parts: positive("scan.max_parts", raw.max_parts, 1000)?,
+            max_decoded: positive("scan.max_decoded_size", raw.max_decoded_size, 64 << 20)?,
+        },
+        ambiguous,
+        unknown_encoding,
+        banned,
+        on_failure,
+        latency_budget: dur_or_zero("scan.latency_budget", raw.latency_budget, "20s")?,
+        retry: dur("scan.retry", raw.retry, "1m")?,
+        max_held: positive("scan.max_held", raw.max_held, 100_000)?,
+        quarantine_dir: match raw.quarantine_dir {
+            Some(d) => resolve(base, &d),
+            None => spool_dir.join("quarantine"),
+        },
+    })
+}
