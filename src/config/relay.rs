@@ -271,22 +271,19 @@ pub(super) fn validate_relay(r: RawRelay, base: &Path, hostname: &str) -> Result
                 ca_file: ca_file.clone(),
                 forward_client,
             },
-            RawRoute::Table(t) => {
-                let hop = Hop {
-                    next_hop: parse_next_hop(&format!("{key}.next_hop"), &t.next_hop, base)?,
-                    tls: parse_tls(&format!("{key}.tls"), t.tls.as_deref(), tls)?,
-                    ca_file: t
-                        .tls_ca_file
-                        .as_deref()
-                        .map_or_else(|| ca_file.clone(), |f| resolve(base, f)),
-                    forward_client: parse_forward(
-                        &format!("{key}.forward_client"),
-                        t.forward_client.as_deref(),
-                        forward_client,
-                    )?,
-                };
-                hop
-            }
+            RawRoute::Table(t) => Hop {
+                next_hop: parse_next_hop(&format!("{key}.next_hop"), &t.next_hop, base)?,
+                tls: parse_tls(&format!("{key}.tls"), t.tls.as_deref(), tls)?,
+                ca_file: t
+                    .tls_ca_file
+                    .as_deref()
+                    .map_or_else(|| ca_file.clone(), |f| resolve(base, f)),
+                forward_client: parse_forward(
+                    &format!("{key}.forward_client"),
+                    t.forward_client.as_deref(),
+                    forward_client,
+                )?,
+            },
         };
         routes.push(Route { domains, hop });
     }
