@@ -78,6 +78,7 @@ pub mod listener;
 pub mod logging;
 pub mod mail;
 pub mod metrics;
+pub mod pipeline;
 pub mod policy;
 pub mod proto;
 pub mod quarantine;

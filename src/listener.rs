@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
-use crate::events::{Disconnect, Event, Reason};
+use crate::events::{Disconnect, Event, Limit, Reason, Refusal};
 use crate::policy::limits::SessionSlot;
 use crate::proto::Reply;
 use crate::smtp::session::{Outcome, Session, Shared};
@@ -49,16 +49,22 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, limit: Arc<
                         tracker.spawn(serve(shared.clone(), sock, peer, (permit, slot)));
                     }
                     (refusal, _) => {
-                        let (reply, reason, evidence) = refusal.unwrap_or((
-                            Reply::TOO_MANY_CONNECTIONS,
-                            Reason::ConnectionLimit,
-                            "server.max_connections reached".into(),
-                        ));
+                        let Refusal {
+                            reply,
+                            reason,
+                            evidence,
+                        } = refusal.unwrap_or_else(|| {
+                            Refusal::new(
+                                Reply::TOO_MANY_CONNECTIONS,
+                                Reason::ConnectionLimit,
+                                "server.max_connections reached",
+                            )
+                        });
                         shared.events.emit(Event::ConnectRejected {
                             session: 0,
                             ip: peer.ip(),
                             reason,
-                            reply: reply.to_string(),
+                            reply: reply.clone(),
                             evidence,
                         });
                         tracker.spawn(async move {
@@ -80,35 +86,27 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, limit: Arc<
 
 /// Per-client connection limits (rate, then concurrency), cheap and
 /// synchronous, before any task is spawned. Allowlisted clients pass.
-fn admit(shared: &Shared, ip: std::net::IpAddr) -> (Option<SessionSlot>, Option<(Reply, Reason, String)>) {
+fn admit(shared: &Shared, ip: std::net::IpAddr) -> (Option<SessionSlot>, Option<Refusal>) {
     let ip = crate::policy::client_ip(ip);
     if let Some(ban) = shared.firewall.as_ref().and_then(|f| f.is_banned(ip)) {
         let evidence = format!("{} banned until {} ({})", ban.net, ban.until, ban.rule);
-        return (
-            None,
-            Some((
-                Reply::new(554, "5.7.1", "Your address is banned here"),
-                Reason::Banned,
-                evidence,
-            )),
-        );
+        return (None, Some(Refusal::new(Reply::CLIENT_BANNED, Reason::Banned, evidence)));
     }
     if shared.config.policy.allowlist.iter().any(|n| n.contains(&ip)) {
         return (None, None);
     }
     let limits = &shared.limits;
     if !limits.connections.hit(ip, tokio::time::Instant::now()) {
-        let reason = format!(
+        let evidence = format!(
             "connection rate of {ip} over {}/min",
             shared.config.limits.per_ip_connection_rate
         );
+        let reason = Reason::RateLimit {
+            limit: Limit::Connections,
+        };
         return (
             None,
-            Some((
-                Reply::new(421, "4.7.0", "Too many connections from your address, slow down"),
-                Reason::RateLimit { limit: "connections" },
-                reason,
-            )),
+            Some(Refusal::new(Reply::CLIENT_CONNECTION_RATE, reason, evidence)),
         );
     }
     if limits.per_ip_connections == 0 {
@@ -118,15 +116,11 @@ fn admit(shared: &Shared, ip: std::net::IpAddr) -> (Option<SessionSlot>, Option<
     match limits.concurrency.acquire(ip, limits.per_ip_connections) {
         Some(slot) => (Some(slot), None),
         None => {
-            let reason = format!("{ip} already has {} sessions", limits.per_ip_connections);
-            (
-                None,
-                Some((
-                    Reply::new(421, "4.7.0", "Too many concurrent sessions from your address"),
-                    Reason::RateLimit { limit: "concurrency" },
-                    reason,
-                )),
-            )
+            let evidence = format!("{ip} already has {} sessions", limits.per_ip_connections);
+            let reason = Reason::RateLimit {
+                limit: Limit::Concurrency,
+            };
+            (None, Some(Refusal::new(Reply::CLIENT_CONCURRENCY, reason, evidence)))
         }
     }
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::delivery::Transport;
 use crate::delivery::client::RcptStatus;
+use crate::events::Cause;
 use crate::mail::envelope::Envelope;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -20,7 +21,7 @@ pub struct Entry {
     pub id: String,
     /// Seconds since the Unix epoch.
     pub quarantined_at: u64,
-    pub reason: String,
+    pub reason: Cause,
     pub envelope: Envelope,
 }
 
@@ -76,12 +77,12 @@ impl Quarantine {
     }
 
     /// Stores a message durably (blocking I/O).
-    pub fn put(&self, envelope: &Envelope, reason: &str, body: &[u8]) -> Result<(), QuarantineError> {
+    pub fn put(&self, envelope: &Envelope, reason: &Cause, body: &[u8]) -> Result<(), QuarantineError> {
         std::fs::create_dir_all(&self.dir)?;
         let entry = Entry {
             id: envelope.id.clone(),
             quarantined_at: crate::mail::date::now_secs(),
-            reason: reason.to_string(),
+            reason: reason.clone(),
             envelope: envelope.clone(),
         };
         let json = serde_json::to_vec_pretty(&entry).map_err(|e| QuarantineError::Corrupt(entry.id.clone(), e))?;
@@ -195,12 +196,19 @@ mod tests {
             q.list().unwrap().is_empty(),
             "a missing directory is an empty quarantine"
         );
-        q.put(&env("A1"), "virus Eicar", b"Subject: x\r\n\r\nbody\r\n").unwrap();
-        q.put(&env("B2"), "banned name", b"m2").unwrap();
+        let virus = Cause::Virus("Eicar".into());
+        q.put(&env("A1"), &virus, b"Subject: x\r\n\r\nbody\r\n").unwrap();
+        let banned = Cause::Content(crate::events::ContentKind::Banned, "banned name".into());
+        q.put(&env("B2"), &banned, b"m2").unwrap();
         let ids: Vec<_> = q.list().unwrap().into_iter().map(|e| e.id).collect();
         assert_eq!(ids.len(), 2);
         assert!(ids.contains(&"A1".to_string()) && ids.contains(&"B2".to_string()));
-        assert_eq!(q.entry("A1").unwrap().reason, "virus Eicar");
+        assert_eq!(q.entry("A1").unwrap().reason, virus);
+        let text = std::fs::read_to_string(dir.path().join("q/A1.json")).unwrap();
+        assert!(
+            text.contains("\"reason\": \"virus found: Eicar\""),
+            "the text as before: {text}"
+        );
         assert_eq!(q.body("A1").unwrap(), b"Subject: x\r\n\r\nbody\r\n");
         q.delete("A1").unwrap();
         assert!(matches!(q.entry("A1"), Err(QuarantineError::NotFound(_))));

@@ -211,7 +211,9 @@ async fn per_ip_concurrent_sessions_and_connection_rate() {
         matches!(
             e,
             sluice::events::Event::ConnectRejected {
-                reason: sluice::events::Reason::RateLimit { limit: "concurrency" },
+                reason: sluice::events::Reason::RateLimit {
+                    limit: sluice::events::Limit::Concurrency
+                },
                 ..
             }
         )

@@ -165,8 +165,8 @@ async fn hidden_zip_names_are_caught_when_zip_is_banned() {
         matches!(
             &*e,
             sluice::events::Event::ContentRejected {
-                kind: "banned",
-                mode: "in-session",
+                kind: sluice::events::ContentKind::Banned,
+                mode: sluice::events::ScanMode::InSession,
                 ..
             }
         ),
@@ -314,7 +314,13 @@ async fn slow_scanner_switches_to_accept_then_scan_and_quarantines_viruses() {
     );
     let e = next_event(&mut events, |e| matches!(e, Event::MessageAccepted { .. })).await;
     assert!(
-        matches!(&*e, Event::MessageAccepted { scan: "in-session", .. }),
+        matches!(
+            &*e,
+            Event::MessageAccepted {
+                scan: sluice::events::ScanMode::InSession,
+                ..
+            }
+        ),
         "{e:?}"
     );
     // Now one scan takes 1.5 s, over the 500 ms budget: accept first.
@@ -328,7 +334,16 @@ async fn slow_scanner_switches_to_accept_then_scan_and_quarantines_viruses() {
     );
     let id = r.rsplit(' ').next().unwrap().to_string();
     let e = next_event(&mut events, |e| matches!(e, Event::MessageAccepted { .. })).await;
-    assert!(matches!(&*e, Event::MessageAccepted { scan: "deferred", .. }), "{e:?}");
+    assert!(
+        matches!(
+            &*e,
+            Event::MessageAccepted {
+                scan: sluice::events::ScanMode::Deferred,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     c.envelope("a@client.example", &["user@example.com"]).await;
     assert!(c.data(&test_message("third")).await.starts_with("250"));
     // The deferred scan finds the virus: quarantine, never the next hop.
@@ -336,7 +351,7 @@ async fn slow_scanner_switches_to_accept_then_scan_and_quarantines_viruses() {
     match &*e {
         Event::Quarantined { id: qid, reason, .. } => {
             assert_eq!(qid, &id);
-            assert!(reason.contains("Eicar"), "{reason}");
+            assert!(reason.to_string().contains("Eicar"), "{reason}");
         }
         _ => unreachable!(),
     }
@@ -412,7 +427,7 @@ async fn hold_policy_accepts_during_an_outage_and_delivers_after_a_clean_scan() 
     let q = sluice::quarantine::Quarantine::new(relay.path("spool/quarantine"));
     let held = q.list().unwrap();
     assert_eq!(held.len(), 1);
-    assert!(held[0].reason.contains("Eicar"), "{}", held[0].reason);
+    assert!(held[0].reason.to_string().contains("Eicar"), "{}", held[0].reason);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -646,7 +661,7 @@ async fn releasing_spam_quarantined_before_its_scan_scans_it_first() {
     let q = sluice::quarantine::Quarantine::new(relay.path("spool/quarantine"));
     for id in &ids {
         let e = q.entry(id).expect("quarantined as spam");
-        assert_eq!(e.reason, "spam");
+        assert_eq!(e.reason, sluice::events::Cause::Spam);
         assert!(e.envelope.scan_pending, "quarantined before its scan");
     }
     let cli = relay.path("cli.toml");

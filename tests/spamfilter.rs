@@ -60,7 +60,7 @@ async fn spam_event(
         } = &*e
             && id_hint.is_none_or(|h| h == id)
         {
-            return (*score, action.to_string(), rules.clone());
+            return (*score, action.as_str().to_string(), rules.clone());
         }
     }
 }
@@ -146,7 +146,7 @@ async fn per_domain_thresholds_strictest_wins_quarantine_and_tempfail() {
     assert_eq!(action, "quarantine");
     let q = sluice::quarantine::Quarantine::new(relay.path("spool/quarantine"));
     let entry = q.entry(&id).expect("quarantined");
-    assert_eq!(entry.reason, "spam");
+    assert_eq!(entry.reason, sluice::events::Cause::Spam);
     assert!(String::from_utf8_lossy(&q.body(&id).unwrap()).starts_with("X-Spam-Score: 6.0\r\n"));
 
     // 12 points: reject for example.com (default 10), tempfail for

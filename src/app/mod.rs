@@ -317,21 +317,29 @@ pub async fn start_with(config: Config, pre: Preflight) -> anyhow::Result<Runnin
         });
     }
 
+    let pipeline = Arc::new(crate::pipeline::Pipeline {
+        limits: crate::pipeline::HeaderLimits {
+            max_header_size: config.server.max_header_size,
+            max_received_headers: config.server.max_received_headers,
+        },
+        content: content.clone(),
+        deferred: deferred.clone(),
+        spam: spam.clone(),
+        spool: spool_dyn,
+        queue: handle,
+        quarantine,
+        events: events.clone(),
+    });
     let shared = Arc::new(Shared {
         config: config.clone(),
         checks: CheckChain::new(checks),
-        spool: spool_dyn,
-        queue: handle,
+        pipeline,
         events: events.clone(),
         tls,
         shutdown: shutdown.clone(),
         session_seq: AtomicU64::new(1),
         message_seq: AtomicU64::new(0),
         limits,
-        content,
-        deferred,
-        spam: spam.clone(),
-        quarantine,
         firewall: firewall.clone(),
     });
 
@@ -357,7 +365,7 @@ pub async fn start_with(config: Config, pre: Preflight) -> anyhow::Result<Runnin
                     m.set_spool(b.messages as u64, b.bytes, b.oldest, now)
                 }));
             }
-            if let (Some(d), Some(content)) = (shared.deferred.clone(), shared.content.clone()) {
+            if let (Some(d), Some(content)) = (deferred, content) {
                 let m = metrics.clone();
                 samplers.push(Box::new(move |_| {
                     m.scanner_queue.set(d.backlog() as i64);

@@ -52,7 +52,7 @@ pub(crate) async fn quarantine(config: &Config, action: QuarantineCmd) -> Result
             // scanned now: release never delivers unscanned mail. Mail the
             // scan itself put here is the operator's call.
             let entry = q.entry(&id)?;
-            if entry.envelope.scan_pending && entry.reason == "spam" {
+            if entry.envelope.scan_pending && entry.reason == sluice::events::Cause::Spam {
                 let (filter, _) = sluice::scan::ContentFilter::from_config(config);
                 let refused = |why: String| QuarantineError::Release(id.clone(), format!("not released: {why}"));
                 match filter.check(&q.body(&id)?).await {

@@ -5,8 +5,37 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::Serialize;
+
 use super::raw::{RawSpam, RawThreshold};
 use super::{ConfigError, dur, positive, resolve};
+
+/// What happens to a message, from mildest to strictest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Deliver,
+    /// Delivered with `X-Spam-Score`/`X-Spam-Status` (and a subject prefix).
+    Tag,
+    /// Accepted (250) and kept in the quarantine, not delivered.
+    Quarantine,
+    /// 451 4.7.1: the client may try again later.
+    Tempfail,
+    /// 550 5.7.1 in the session.
+    Reject,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Deliver => "deliver",
+            Action::Tag => "tag",
+            Action::Quarantine => "quarantine",
+            Action::Tempfail => "tempfail",
+            Action::Reject => "reject",
+        }
+    }
+}
 
 /// Score thresholds (a message scoring at least the value gets the
 /// action; `None` = never) and the subject prefix of tagged mail.

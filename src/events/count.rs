@@ -3,7 +3,7 @@
 //! subscriber. Here, not in `metrics`, so the registry knows nothing of
 //! events.
 
-use super::{Event, RcptOutcome, Reason};
+use super::{Event, RcptOutcome, Reason, ScanMode, SpamAction};
 use crate::metrics::Metrics;
 
 impl Metrics {
@@ -14,6 +14,13 @@ impl Metrics {
         }
         self.events.with_label_values(&[e.name()]).inc();
         let message = |result: &str, reason: &str| self.messages.with_label_values(&[result, reason]).inc();
+        let refused = |reply: &crate::proto::Reply| {
+            if reply.is_temporary() { "tempfailed" } else { "rejected" }
+        };
+        let by_mode = |mode: &ScanMode| match mode {
+            ScanMode::InSession => "rejected",
+            ScanMode::None | ScanMode::Deferred => "quarantined",
+        };
         match e {
             Event::SessionOpened { .. } => {
                 self.connections_accepted.inc();
@@ -21,56 +28,38 @@ impl Metrics {
             }
             Event::SessionClosed { .. } => self.sessions_active.dec(),
             Event::ConnectRejected { reason, .. } => {
-                self.connections_refused
-                    .with_label_values(&[reason_label(reason)])
-                    .inc();
+                self.connections_refused.with_label_values(&[reason.label()]).inc();
                 self.limit_hit(reason);
             }
             Event::MailRejected { reason, .. } | Event::HeloRejected { reason, .. } => self.limit_hit(reason),
             Event::RcptRejected { reason, reply, .. } => {
-                let result = if reply.starts_with('4') {
-                    "tempfailed"
-                } else {
-                    "rejected"
-                };
-                self.recipients.with_label_values(&[result, reason_label(reason)]).inc();
+                self.recipients
+                    .with_label_values(&[refused(reply), reason.label()])
+                    .inc();
                 if *reason == Reason::Greylist {
                     self.greylist.with_label_values(&["defer"]).inc();
                 }
                 self.limit_hit(reason);
             }
-            Event::MessageRejected { reply, reason, .. } => message(
-                if reply.starts_with('4') {
-                    "tempfailed"
-                } else {
-                    "rejected"
-                },
-                reason,
-            ),
-            Event::VirusFound { mode, .. } => match *mode {
-                "in-session" => message("rejected", "virus"),
-                _ => message("quarantined", "virus"),
-            },
-            Event::ContentRejected { kind, mode, .. } => match *mode {
-                "in-session" => message("rejected", kind),
-                _ => message("quarantined", kind),
-            },
+            Event::MessageRejected { reply, reason, .. } => message(refused(reply), reason.label()),
+            Event::VirusFound { mode, .. } => message(by_mode(mode), "virus"),
+            Event::ContentRejected { kind, mode, .. } => message(by_mode(mode), kind.label()),
             Event::SpamScored { score, action, .. } => {
                 self.spam_score.observe(*score);
-                self.spam_actions.with_label_values(&[action]).inc();
-                match *action {
-                    "reject" => message("rejected", "spam"),
-                    "tempfail" => message("tempfailed", "spam"),
+                self.spam_actions.with_label_values(&[action.as_str()]).inc();
+                match action {
+                    SpamAction::Reject => message("rejected", "spam"),
+                    SpamAction::Tempfail => message("tempfailed", "spam"),
                     // Quarantined spam got 250: counted by MessageAccepted.
-                    _ => {}
+                    SpamAction::Deliver | SpamAction::Tag | SpamAction::Quarantine => {}
                 }
             }
             Event::ScanFailed { session, held, .. } if *session != 0 && !held => message("tempfailed", "scan_failed"),
             Event::MessageAccepted { size, scan, .. } => {
                 message("accepted", "ok");
                 self.message_size.observe(*size as f64);
-                if *scan != "none" {
-                    self.admission.with_label_values(&[scan]).inc();
+                if *scan != ScanMode::None {
+                    self.admission.with_label_values(&[scan.label()]).inc();
                 }
             }
             Event::DeliveryAttempt { outcome, .. } => {
@@ -82,7 +71,7 @@ impl Metrics {
                 self.delivery_attempts.with_label_values(&[result]).inc();
             }
             Event::DoubleBounce { .. } => self.double_bounces.inc(),
-            Event::BanAdded { offence, .. } => self.bans_added.with_label_values(&[offence]).inc(),
+            Event::BanAdded { offence, .. } => self.bans_added.with_label_values(&[offence.as_str()]).inc(),
             Event::BanRemoved { .. } => self.bans_removed.inc(),
             _ => {}
         }
@@ -90,25 +79,8 @@ impl Metrics {
 
     fn limit_hit(&self, reason: &Reason) {
         if let Reason::RateLimit { limit } = reason {
-            self.limit_hits.with_label_values(&[limit]).inc();
+            self.limit_hits.with_label_values(&[limit.label()]).inc();
         }
-    }
-}
-
-/// The bounded label for a refusal reason.
-pub fn reason_label(r: &Reason) -> &'static str {
-    match r {
-        Reason::UnknownUser => "unknown_user",
-        Reason::RelayDenied => "relay_denied",
-        Reason::Dnsbl { .. } => "dnsbl",
-        Reason::Helo => "helo",
-        Reason::Fcrdns => "fcrdns",
-        Reason::Greylist => "greylist",
-        Reason::RateLimit { .. } => "rate_limit",
-        Reason::ConnectionLimit => "connection_limit",
-        Reason::Banned => "banned",
-        Reason::CallAheadUnavailable => "callahead_unavailable",
-        Reason::CallAheadBudget => "callahead_budget",
     }
 }
 
@@ -140,17 +112,17 @@ mod tests {
     #[test]
     fn rcpt_rejections_count_by_result_and_reason() {
         let m = Metrics::new();
-        let rej = |reason, reply: &str| Event::RcptRejected {
+        let rej = |reason, reply| Event::RcptRejected {
             session: 1,
             ip: "192.0.2.1".parse().unwrap(),
             rcpt: "x@y".into(),
             reason,
-            reply: reply.into(),
+            reply,
             evidence: String::new(),
         };
-        m.observe(&rej(Reason::UnknownUser, "550 5.1.1 no"));
-        m.observe(&rej(Reason::UnknownUser, "550 5.1.1 no"));
-        m.observe(&rej(Reason::Greylist, "451 4.7.1 later"));
+        m.observe(&rej(Reason::UnknownUser, crate::proto::Reply::UNKNOWN_USER));
+        m.observe(&rej(Reason::UnknownUser, crate::proto::Reply::UNKNOWN_USER));
+        m.observe(&rej(Reason::Greylist, crate::proto::Reply::greylisted(60)));
         m.recipient_accepted();
         assert_eq!(
             value(

@@ -4,8 +4,9 @@
 
 mod count;
 pub mod log;
+mod reason;
 
-pub use count::reason_label;
+pub use reason::{Cause, ContentKind, Limit, Reason, Refusal, ScanMode};
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -14,7 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use crate::config::firewall::Offence;
+pub use crate::config::spam::Action as SpamAction;
 use crate::metrics::Metrics;
+use crate::proto::Reply;
 
 /// Why a client session ended.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -29,34 +33,6 @@ pub enum Disconnect {
     Shutdown,
     TlsFailed(String),
     Io(String),
-}
-
-/// Why a client, command or recipient was refused: the typed reason the
-/// ban engine and the metrics key on. Details go in the event's `evidence`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum Reason {
-    UnknownUser,
-    RelayDenied,
-    /// Listed in DNS lists (and/or scored by HELO/FCrDNS checks) up to the threshold.
-    Dnsbl {
-        zones: Vec<String>,
-    },
-    Helo,
-    Fcrdns,
-    Greylist,
-    /// A per-client limit: "connections", "concurrency", "messages", "recipients".
-    RateLimit {
-        limit: &'static str,
-    },
-    /// `server.max_connections` reached.
-    ConnectionLimit,
-    /// The client's address is banned by the firewall.
-    Banned,
-    /// Call-ahead could not verify the recipient now.
-    CallAheadUnavailable,
-    /// The client used up its call-ahead probe budget.
-    CallAheadBudget,
 }
 
 /// Outcome of one recipient at the next hop.
@@ -86,7 +62,8 @@ pub enum Event {
         session: u64,
         ip: IpAddr,
         reason: Reason,
-        reply: String,
+        #[serde(serialize_with = "reason::reply_text")]
+        reply: Reply,
         evidence: String,
     },
     /// HELO/EHLO refused (HELO checks).
@@ -95,7 +72,8 @@ pub enum Event {
         ip: IpAddr,
         helo: String,
         reason: Reason,
-        reply: String,
+        #[serde(serialize_with = "reason::reply_text")]
+        reply: Reply,
         evidence: String,
     },
     /// MAIL FROM refused or deferred (rate limits).
@@ -103,7 +81,8 @@ pub enum Event {
         session: u64,
         ip: IpAddr,
         reason: Reason,
-        reply: String,
+        #[serde(serialize_with = "reason::reply_text")]
+        reply: Reply,
         evidence: String,
     },
     /// RCPT TO refused or deferred: unknown user, DNSBL, greylisting, ...
@@ -112,7 +91,8 @@ pub enum Event {
         ip: IpAddr,
         rcpt: String,
         reason: Reason,
-        reply: String,
+        #[serde(serialize_with = "reason::reply_text")]
+        reply: Reply,
         evidence: String,
     },
     /// The client talked before the greeting: no service for it.
@@ -125,8 +105,11 @@ pub enum Event {
     ProtocolError {
         session: u64,
         ip: IpAddr,
-        reply: String,
-        reason: String,
+        #[serde(serialize_with = "reason::reply_text")]
+        reply: Reply,
+        /// What the client did (the key is "reason" in the event log).
+        #[serde(rename = "reason")]
+        evidence: String,
     },
     /// A message was refused at end of DATA for its form or for load:
     /// `reason` is one of "size", "line_too_long", "bare_newline",
@@ -134,8 +117,10 @@ pub enum Event {
     MessageRejected {
         session: u64,
         ip: IpAddr,
-        reply: String,
-        reason: &'static str,
+        #[serde(serialize_with = "reason::reply_text")]
+        reply: Reply,
+        #[serde(serialize_with = "reason::reason_label")]
+        reason: Reason,
     },
     /// A virus was found: at the end of DATA (mode "in-session", the
     /// message got 554 5.7.1) or by the scan of an accepted message
@@ -145,16 +130,16 @@ pub enum Event {
         ip: IpAddr,
         id: String,
         name: String,
-        mode: &'static str,
+        mode: ScanMode,
     },
     /// A banned attachment or malformed MIME ("banned", "malformed").
     ContentRejected {
         session: u64,
         ip: IpAddr,
         id: String,
-        kind: &'static str,
+        kind: ContentKind,
         what: String,
-        mode: &'static str,
+        mode: ScanMode,
     },
     /// The spam score of a message and the action taken ("deliver",
     /// "tag", "quarantine", "tempfail", "reject"); `rules` are the rule
@@ -164,14 +149,14 @@ pub enum Event {
         ip: IpAddr,
         id: String,
         score: f64,
-        action: &'static str,
+        action: SpamAction,
         rules: String,
         bayes: Option<f64>,
     },
     /// The firewall banned a network (in dry run: would have).
     BanAdded {
         net: String,
-        offence: &'static str,
+        offence: Offence,
         /// Seconds since the Unix epoch.
         until: u64,
         strike: u32,
@@ -187,7 +172,7 @@ pub enum Event {
     Quarantined {
         ip: IpAddr,
         id: String,
-        reason: String,
+        reason: Cause,
     },
     /// The message could not be scanned: it got 451 4.7.1, or (`held`)
     /// it was accepted and kept for a later scan.
@@ -205,8 +190,8 @@ pub enum Event {
         id: String,
         size: usize,
         rcpts: usize,
-        /// How its virus scan is done: "none", "in-session", "deferred".
-        scan: &'static str,
+        /// How its virus scan is done.
+        scan: ScanMode,
     },
     /// One delivery attempt to the next hop finished.
     DeliveryAttempt {

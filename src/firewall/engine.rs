@@ -20,7 +20,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::events::{Event, Reason};
+use crate::events::{Event, Reason, SpamAction};
 
 pub use crate::config::firewall::{BanConfig, Offence, Rule};
 
@@ -45,7 +45,11 @@ impl Offence {
             Event::Pregreet { ip, .. } => Some((*ip, Offence::Pregreet)),
             Event::ProtocolError { ip, .. } => Some((*ip, Offence::Protocol)),
             Event::VirusFound { ip, .. } => Some((*ip, Offence::Virus)),
-            Event::SpamScored { ip, action, .. } if *action == "reject" => Some((*ip, Offence::Spam)),
+            Event::SpamScored {
+                ip,
+                action: SpamAction::Reject,
+                ..
+            } => Some((*ip, Offence::Spam)),
             _ => None,
         }
     }
@@ -475,7 +479,7 @@ mod tests {
             ip: ip("192.0.2.1"),
             rcpt: "x@example.com".into(),
             reason: Reason::UnknownUser,
-            reply: "550 5.1.1".into(),
+            reply: crate::proto::Reply::UNKNOWN_USER,
             evidence: String::new(),
         };
         assert_eq!(Offence::of(&rcpt), Some((ip("192.0.2.1"), Offence::UnknownUser)));
@@ -484,7 +488,7 @@ mod tests {
             ip: ip("192.0.2.1"),
             rcpt: "x@example.com".into(),
             reason: Reason::Greylist,
-            reply: "451".into(),
+            reply: crate::proto::Reply::greylisted(60),
             evidence: String::new(),
         };
         assert_eq!(Offence::of(&grey), None, "greylisting is not an offence");
@@ -497,7 +501,10 @@ mod tests {
             rules: String::new(),
             bayes: None,
         };
-        assert_eq!(Offence::of(&spam("reject")), Some((ip("192.0.2.2"), Offence::Spam)));
-        assert_eq!(Offence::of(&spam("tag")), None);
+        assert_eq!(
+            Offence::of(&spam(SpamAction::Reject)),
+            Some((ip("192.0.2.2"), Offence::Spam))
+        );
+        assert_eq!(Offence::of(&spam(SpamAction::Tag)), None);
     }
 }

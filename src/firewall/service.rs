@@ -320,7 +320,7 @@ impl Firewall {
                 }
                 self.events.emit(Event::BanAdded {
                     net: b.net.to_string(),
-                    offence: b.offence.as_str(),
+                    offence: b.offence,
                     until: b.until,
                     strike: b.strike,
                     rule: b.rule.clone(),
@@ -541,7 +541,7 @@ mod tests {
             ip: ip.parse().unwrap(),
             rcpt: "x@example.com".into(),
             reason: crate::events::Reason::UnknownUser,
-            reply: "550 5.1.1".into(),
+            reply: crate::proto::Reply::UNKNOWN_USER,
             evidence: String::new(),
         }
     }
@@ -575,7 +575,7 @@ mod tests {
         assert!(fw.is_banned("192.0.2.9".parse().unwrap()).is_some());
         let e = rx.try_recv().unwrap();
         assert!(
-            matches!(&*e, Event::BanAdded { net, offence: "unknown_user", strike: 1, dry_run: false, .. } if net == "192.0.2.9/32")
+            matches!(&*e, Event::BanAdded { net, offence: Offence::UnknownUser, strike: 1, dry_run: false, .. } if net == "192.0.2.9/32")
         );
         // The last flush writes the files before it returns (the others on
         // a thread of their own).

@@ -14,7 +14,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use super::limits::RateCounter;
-use super::{Decision, Reason};
+use super::{Decision, Reason, Refusal};
 use crate::config::{DomainPattern, Hop, Relay};
 use crate::delivery::client::Client;
 use crate::delivery::tls::HopTlsConfig;
@@ -159,21 +159,21 @@ impl CallAhead {
     pub async fn decide(&self, client: IpAddr, rcpt: &Mailbox) -> Decision {
         match self.verify(client, rcpt).await {
             Verified::Exists => Decision::Continue,
-            Verified::Unknown(reply) => Decision::Reject {
-                reply: Reply::UNKNOWN_USER,
-                reason: Reason::UnknownUser,
-                evidence: format!("call-ahead: next hop said {reply}"),
-            },
-            Verified::Unavailable(why) => Decision::Defer {
-                reply: Reply::new(450, "4.1.1", "Recipient address verification temporarily unavailable"),
-                reason: Reason::CallAheadUnavailable,
-                evidence: format!("call-ahead for {rcpt} failed: {why}"),
-            },
-            Verified::OverBudget => Decision::Defer {
-                reply: Reply::new(450, "4.7.1", "Too many unverified recipients, try again later"),
-                reason: Reason::CallAheadBudget,
-                evidence: format!("{client} used up its probes ({rcpt} not probed)"),
-            },
+            Verified::Unknown(reply) => Decision::Reject(Refusal::new(
+                Reply::UNKNOWN_USER,
+                Reason::UnknownUser,
+                format!("call-ahead: next hop said {reply}"),
+            )),
+            Verified::Unavailable(why) => Decision::Defer(Refusal::new(
+                Reply::CALLAHEAD_UNAVAILABLE,
+                Reason::CallAheadUnavailable,
+                format!("call-ahead for {rcpt} failed: {why}"),
+            )),
+            Verified::OverBudget => Decision::Defer(Refusal::new(
+                Reply::CALLAHEAD_BUDGET,
+                Reason::CallAheadBudget,
+                format!("{client} used up its probes ({rcpt} not probed)"),
+            )),
         }
     }
 }

@@ -224,7 +224,7 @@ impl Dnsbl {
             },
             None => format!("Service unavailable; client [{ip}] has a poor reputation"),
         };
-        Reply::owned(554, "5.7.1", text)
+        Reply::dnsbl_listed(text)
     }
 
     pub fn listed(&self, score: &Score) -> bool {
@@ -262,7 +262,7 @@ impl super::Check for DnsblCheck {
     }
 
     fn check<'a>(&'a self, stage: &'a super::Stage<'a>, ctx: &'a super::SessionCtx) -> super::CheckFuture<'a> {
-        use super::{Decision, Stage};
+        use super::{Decision, Refusal, Stage};
         Box::pin(async move {
             if ctx.allowlisted {
                 return Decision::Continue;
@@ -322,9 +322,9 @@ impl super::Check for DnsblCheck {
                             }
                             evidence.push_str(note);
                         }
-                        return Decision::Reject {
-                            reply: self.dnsbl.reply(ctx.ip, &total),
-                            reason: super::Reason::Dnsbl {
+                        return Decision::Reject(Refusal::new(
+                            self.dnsbl.reply(ctx.ip, &total),
+                            super::Reason::Dnsbl {
                                 zones: total
                                     .hits
                                     .iter()
@@ -332,11 +332,11 @@ impl super::Check for DnsblCheck {
                                     .map(|h| h.zone.clone())
                                     .collect(),
                             },
-                            evidence: format!(
+                            format!(
                                 "{evidence}; total {} >= threshold {}",
                                 total.total, self.dnsbl.threshold
                             ),
-                        };
+                        ));
                     }
                 }
                 _ => {}

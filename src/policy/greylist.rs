@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
-use super::{Check, CheckFuture, Decision, SessionCtx, Stage};
+use super::{Check, CheckFuture, Decision, Refusal, SessionCtx, Stage};
 use crate::proto::{Mailbox, Reply};
 
 pub use crate::config::greylist::GreylistConfig;
@@ -297,15 +297,15 @@ impl Check for GreylistCheck {
                         self.metrics.greylist_pass();
                         Decision::Continue
                     }
-                    Verdict::Wait(secs) => Decision::Defer {
-                        reply: Reply::owned(451, "4.7.1", format!("Greylisted, please try again in {secs} seconds")),
-                        reason: super::Reason::Greylist,
-                        evidence: format!(
+                    Verdict::Wait(secs) => Decision::Defer(Refusal::new(
+                        Reply::greylisted(secs),
+                        super::Reason::Greylist,
+                        format!(
                             "new triplet ({}, {:?}, {rcpt}); retry in {secs}s",
                             client_net(ctx.ip),
                             sender.map(|s| s.to_string())
                         ),
-                    },
+                    )),
                 }
             }
             _ => Decision::Continue,

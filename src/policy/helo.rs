@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{Check, CheckFuture, Decision, SessionCtx, Stage};
+use super::{Check, CheckFuture, Decision, Refusal, SessionCtx, Stage};
 use crate::dns::{DnsError, Resolver};
 use crate::proto::Reply;
 
@@ -104,11 +104,11 @@ impl Check for HeloCheck {
                     for (action, why) in self.helo_problems(helo) {
                         match action {
                             Action::Reject => {
-                                return Decision::Reject {
-                                    reply: Reply::owned(550, "5.7.1", format!("Helo command rejected: {why}")),
-                                    reason: super::Reason::Helo,
-                                    evidence: format!("{why}: {helo:?}"),
-                                };
+                                return Decision::Reject(Refusal::new(
+                                    Reply::helo_rejected(why),
+                                    super::Reason::Helo,
+                                    format!("{why}: {helo:?}"),
+                                ));
                             }
                             Action::Score(w) => ctx.add_score(w, format!("helo {why}")),
                             Action::Off => {}
@@ -130,18 +130,10 @@ impl Check for HeloCheck {
                         match task.await.unwrap_or(Fcrdns::Unknown("lookup task failed".into())) {
                             Fcrdns::Fail(why) => match self.policy.fcrdns {
                                 Action::Reject => {
-                                    let reply = Reply::owned(
-                                        550,
-                                        "5.7.25",
-                                        format!("Client host rejected: cannot find your hostname, [{}]", ctx.ip),
-                                    );
+                                    let reply = Reply::no_hostname(ctx.ip);
                                     *ctx.fcrdns.lock().unwrap_or_else(|p| p.into_inner()) =
                                         FcrdnsState::Refused(reply.clone(), why.clone());
-                                    return Decision::Reject {
-                                        reply,
-                                        reason: super::Reason::Fcrdns,
-                                        evidence: why,
-                                    };
+                                    return Decision::Reject(Refusal::new(reply, super::Reason::Fcrdns, why));
                                 }
                                 Action::Score(w) => ctx.add_score(w, format!("fcrdns: {why}")),
                                 Action::Off => {}
@@ -153,11 +145,7 @@ impl Check for HeloCheck {
                         }
                     }
                     if let FcrdnsState::Refused(reply, why) = &*ctx.fcrdns.lock().unwrap_or_else(|p| p.into_inner()) {
-                        return Decision::Reject {
-                            reply: reply.clone(),
-                            reason: super::Reason::Fcrdns,
-                            evidence: why.clone(),
-                        };
+                        return Decision::Reject(Refusal::new(reply.clone(), super::Reason::Fcrdns, why.clone()));
                     }
                 }
                 _ => {}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::time::Instant;
 
-use super::{Check, CheckFuture, Decision, SessionCtx, Stage};
+use super::{Check, CheckFuture, Decision, Refusal, SessionCtx, Stage};
 use crate::proto::Reply;
 
 /// The key a client is counted under: the IPv4 address, or the IPv6 /64.
@@ -180,22 +180,26 @@ impl Check for RateCheck {
             Decision::Continue
         } else {
             match stage {
-                Stage::MailFrom(_) if !self.limits.messages.hit(ctx.ip, now) => Decision::Defer {
-                    reply: Reply::new(451, "4.7.0", "Too many messages from your address, slow down"),
-                    reason: super::Reason::RateLimit { limit: "messages" },
-                    evidence: format!(
+                Stage::MailFrom(_) if !self.limits.messages.hit(ctx.ip, now) => Decision::Defer(Refusal::new(
+                    Reply::CLIENT_MESSAGE_RATE,
+                    super::Reason::RateLimit {
+                        limit: crate::events::Limit::Messages,
+                    },
+                    format!(
                         "message rate of {} over {} per minute",
                         ctx.ip, self.limits.messages.limit
                     ),
-                },
-                Stage::RcptTo(_) if !self.limits.recipients.hit(ctx.ip, now) => Decision::Defer {
-                    reply: Reply::new(452, "4.7.0", "Too many recipients from your address, slow down"),
-                    reason: super::Reason::RateLimit { limit: "recipients" },
-                    evidence: format!(
+                )),
+                Stage::RcptTo(_) if !self.limits.recipients.hit(ctx.ip, now) => Decision::Defer(Refusal::new(
+                    Reply::CLIENT_RCPT_RATE,
+                    super::Reason::RateLimit {
+                        limit: crate::events::Limit::Recipients,
+                    },
+                    format!(
                         "recipient rate of {} over {} per minute",
                         ctx.ip, self.limits.recipients.limit
                     ),
-                },
+                )),
                 _ => Decision::Continue,
             }
         };

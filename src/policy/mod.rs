@@ -17,8 +17,8 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-pub use crate::events::Reason;
-use crate::proto::{Mailbox, Reply};
+pub use crate::events::{Reason, Refusal};
+use crate::proto::Mailbox;
 
 /// The SMTP stage a check is asked about.
 #[derive(Debug)]
@@ -29,21 +29,15 @@ pub enum Stage<'a> {
     RcptTo(&'a Mailbox),
 }
 
-/// What a check decided. `reason` and `evidence` are for events and logs
-/// only; the client sees `reply`.
+/// What a check decided. The refusal's `reason` and `evidence` are for
+/// events and logs only; the client sees its `reply`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     Continue,
-    Reject {
-        reply: Reply,
-        reason: Reason,
-        evidence: String,
-    },
-    Defer {
-        reply: Reply,
-        reason: Reason,
-        evidence: String,
-    },
+    /// 5xx: a verdict.
+    Reject(Refusal),
+    /// 4xx: try again later.
+    Defer(Refusal),
 }
 
 pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Decision> + Send + 'a>>;

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use super::{Check, Decision, Stage};
+use super::{Check, Decision, Refusal, Stage};
 use crate::proto::{Mailbox, Reply};
 
 #[derive(Debug, thiserror::Error)]
@@ -235,19 +235,19 @@ impl Check for RecipientCheck {
                 return Decision::Continue;
             };
             if !self.dir.is_local_domain(&rcpt.domain) {
-                return Decision::Reject {
-                    reply: Reply::RELAY_DENIED,
-                    reason: super::Reason::RelayDenied,
-                    evidence: format!("{} is not a local domain", rcpt.domain),
-                };
+                return Decision::Reject(Refusal::new(
+                    Reply::RELAY_DENIED,
+                    super::Reason::RelayDenied,
+                    format!("{} is not a local domain", rcpt.domain),
+                ));
             }
             match (self.dir.lookup(rcpt), &self.callahead) {
                 (Lookup::Known, _) | (Lookup::Verify, None) => Decision::Continue,
-                (Lookup::Unknown, _) => Decision::Reject {
-                    reply: Reply::UNKNOWN_USER,
-                    reason: super::Reason::UnknownUser,
-                    evidence: format!("{rcpt} is not in the recipient table"),
-                },
+                (Lookup::Unknown, _) => Decision::Reject(Refusal::new(
+                    Reply::UNKNOWN_USER,
+                    super::Reason::UnknownUser,
+                    format!("{rcpt} is not in the recipient table"),
+                )),
                 (Lookup::Verify, Some(ca)) => ca.decide(ctx.ip, rcpt).await,
             }
         })

@@ -135,6 +135,99 @@ impl Reply {
     pub const TOO_MANY_HOPS: Reply = Reply::new(554, "5.4.6", "Too many Received headers: mail loop detected");
     pub const BARE_NEWLINE: Reply = Reply::new(550, "5.6.0", "Message contains bare CR or LF, not accepted");
     pub const SMTPUTF8_REQUIRED: Reply = Reply::new(553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
+    pub const HELP: Reply = Reply::new(214, "2.0.0", "See RFC 5321");
+
+    // Refusals of a client before the greeting (the listener).
+    pub const CLIENT_BANNED: Reply = Reply::new(554, "5.7.1", "Your address is banned here");
+    pub const CLIENT_CONNECTION_RATE: Reply =
+        Reply::new(421, "4.7.0", "Too many connections from your address, slow down");
+    pub const CLIENT_CONCURRENCY: Reply = Reply::new(421, "4.7.0", "Too many concurrent sessions from your address");
+    // Per-client limits and call-ahead at MAIL/RCPT.
+    pub const CLIENT_MESSAGE_RATE: Reply = Reply::new(451, "4.7.0", "Too many messages from your address, slow down");
+    pub const CLIENT_RCPT_RATE: Reply = Reply::new(452, "4.7.0", "Too many recipients from your address, slow down");
+    pub const CALLAHEAD_UNAVAILABLE: Reply =
+        Reply::new(450, "4.1.1", "Recipient address verification temporarily unavailable");
+    pub const CALLAHEAD_BUDGET: Reply = Reply::new(450, "4.7.1", "Too many unverified recipients, try again later");
+    // The end of DATA.
+    pub const SCAN_BACKLOG: Reply = Reply::new(
+        451,
+        "4.7.1",
+        "Too much mail waiting for its virus scan, try again later",
+    );
+    pub const SCAN_FAILED: Reply = Reply::new(451, "4.7.1", "Message could not be scanned, try again later");
+    pub const SPAM_TEMPFAIL: Reply = Reply::new(451, "4.7.1", "Message looks like spam, try again later");
+}
+
+// === replies with a computed part ===
+
+impl Reply {
+    /// The 220 banner.
+    pub fn greeting(host: &str) -> Reply {
+        Reply::owned(220, "", format!("{host} ESMTP sluice"))
+    }
+
+    /// The 554 banner for a client that talked first (RFC 5321 §3.1).
+    pub fn pregreet_banner(host: &str) -> Reply {
+        Reply::owned(
+            554,
+            "5.7.1",
+            format!("{host} ESMTP no service: you talked before the greeting"),
+        )
+    }
+
+    /// The EHLO/HELO answer: `text` is the greeting line, then (EHLO) one
+    /// extension per line.
+    pub fn hello(text: String) -> Reply {
+        Reply::owned(250, "", text)
+    }
+
+    pub fn helo_rejected(why: &str) -> Reply {
+        Reply::owned(550, "5.7.1", format!("Helo command rejected: {why}"))
+    }
+
+    pub fn no_hostname(ip: std::net::IpAddr) -> Reply {
+        Reply::owned(
+            550,
+            "5.7.25",
+            format!("Client host rejected: cannot find your hostname, [{ip}]"),
+        )
+    }
+
+    pub fn greylisted(secs: u64) -> Reply {
+        Reply::owned(451, "4.7.1", format!("Greylisted, please try again in {secs} seconds"))
+    }
+
+    /// A client refused by DNS lists; `text` from `dnsbl.replies` or made
+    /// by the caller.
+    pub fn dnsbl_listed(text: String) -> Reply {
+        Reply::owned(554, "5.7.1", text)
+    }
+
+    /// After each BDAT chunk but the last.
+    pub fn chunk_received(octets: usize) -> Reply {
+        Reply::owned(250, "2.0.0", format!("{octets} octets received"))
+    }
+
+    /// The message is on disk.
+    pub fn queued(id: &str) -> Reply {
+        Reply::owned(250, "2.0.0", format!("Ok: queued as {id}"))
+    }
+
+    pub fn virus(name: &str) -> Reply {
+        Reply::owned(554, "5.7.1", format!("Message rejected: virus found: {name}"))
+    }
+
+    pub fn banned_part(what: &str) -> Reply {
+        Reply::owned(554, "5.7.1", format!("Message rejected: {what}"))
+    }
+
+    pub fn malformed(what: &str) -> Reply {
+        Reply::owned(554, "5.6.0", format!("Message rejected: {what}"))
+    }
+
+    pub fn spam(score: f64) -> Reply {
+        Reply::owned(550, "5.7.1", format!("Message rejected as spam (score {score:.1})"))
+    }
 }
 
 #[cfg(test)]

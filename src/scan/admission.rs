@@ -8,26 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// How a message's virus scan is done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    /// No scanning configured.
-    None,
-    /// Scanned before the reply to DATA.
-    InSession,
-    /// Accepted, then scanned from the spool before delivery.
-    Deferred,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::None => "none",
-            Mode::InSession => "in-session",
-            Mode::Deferred => "deferred",
-        }
-    }
-}
+pub use crate::events::ScanMode as Mode;
 
 pub struct Admission {
     /// Zero disables deferral (always in session).

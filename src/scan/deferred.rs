@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{ContentFilter, Verdict};
 use crate::delivery::queue::QueueHandle;
-use crate::events::{Event, EventBus};
+use crate::events::{Cause, ContentKind, Event, EventBus, ScanMode};
 use crate::quarantine::Quarantine;
 use crate::spool::{Spool, Stored};
 
@@ -152,17 +152,17 @@ impl Worker {
                     ip,
                     id: id.clone(),
                     name: name.clone(),
-                    mode: "deferred",
+                    mode: ScanMode::Deferred,
                 });
-                format!("virus found: {name}")
+                Cause::Virus(name)
             }
             Ok(Verdict::Banned(what)) => {
-                self.content_event(ip, &id, "banned", &what);
-                what
+                self.content_event(ip, &id, ContentKind::Banned, &what);
+                Cause::Content(ContentKind::Banned, what)
             }
             Ok(Verdict::Malformed(what)) => {
-                self.content_event(ip, &id, "malformed", &what);
-                what
+                self.content_event(ip, &id, ContentKind::Malformed, &what);
+                Cause::Content(ContentKind::Malformed, what)
             }
         };
         let (q, env, r) = (self.quarantine.clone(), stored.envelope.clone(), reason.clone());
@@ -179,14 +179,14 @@ impl Worker {
         }
     }
 
-    fn content_event(&self, ip: std::net::IpAddr, id: &str, kind: &'static str, what: &str) {
+    fn content_event(&self, ip: std::net::IpAddr, id: &str, kind: ContentKind, what: &str) {
         self.events.emit(Event::ContentRejected {
             session: 0,
             ip,
             id: id.to_string(),
             kind,
             what: what.to_string(),
-            mode: "deferred",
+            mode: ScanMode::Deferred,
         });
     }
 

@@ -3,16 +3,13 @@
 
 use std::fmt::Write as _;
 
-use super::session::{Mode, STREAM_BATCH, Session, Step, Transaction};
-use crate::events::Event;
+use super::session::{Mode, Session, Step, Transaction};
+use crate::events::{ContentKind, Event, Reason, Refusal, ScanMode};
 use crate::mail::date::{now_secs, rfc5322_date};
 use crate::mail::envelope::{Envelope, Recipient};
+use crate::pipeline::{Outcome, Received, STREAM_BATCH};
 use crate::policy::{Decision, Stage};
-use crate::proto::{BdatReceiver, BodyProblem, DataReceiver, MailParams, Mailbox, RcptParams, Reply, scan_headers};
-use crate::scan::admission::Mode as ScanMode;
-use crate::scan::{Inspected, OnFailure, Verdict};
-
-mod spam;
+use crate::proto::{BdatReceiver, BodyProblem, DataReceiver, MailParams, Mailbox, RcptParams, Reply};
 
 impl Session {
     // === EHLO / HELO ===
@@ -28,7 +25,7 @@ impl Session {
         let greeting = format!("{} Hello {} [{}]", cfg.hostname, host, self.peer.ip());
         self.helo = Some(host);
         if !esmtp {
-            return Reply::owned(250, "", greeting);
+            return Reply::hello(greeting);
         }
         let mut text = greeting;
         let _ = write!(
@@ -39,7 +36,7 @@ impl Session {
         if self.shared.tls.is_some() && !self.tls {
             text.push_str("\nSTARTTLS");
         }
-        Reply::owned(250, "", text)
+        Reply::hello(text)
     }
 
     // === MAIL ===
@@ -160,7 +157,7 @@ impl Session {
             self.finish_message(problem).await
         } else {
             let n = self.tx.as_ref().and_then(|t| t.bdat.as_ref()).map_or(0, |r| r.size());
-            Reply::owned(250, "2.0.0", format!("{n} octets received"))
+            Reply::chunk_received(n)
         }
     }
 
@@ -177,12 +174,7 @@ impl Session {
     /// virus scan when the scanner is keeping up.
     fn start_body(&mut self) {
         let header = self.received_header();
-        let stream = self
-            .shared
-            .content
-            .as_ref()
-            .filter(|c| c.has_scanner() && !c.admission.over_budget())
-            .and_then(|c| c.start_stream());
+        let stream = self.shared.pipeline.start_stream();
         if let Some(tx) = self.tx.as_mut() {
             tx.body = Vec::with_capacity(header.len() + 8192);
             tx.body.extend_from_slice(header.as_bytes());
@@ -238,122 +230,15 @@ impl Session {
         h
     }
 
-    /// End of DATA / BDAT LAST:
-    /// the body is checked, stored durably, queued, and only then 250.
+    /// End of DATA / BDAT LAST: the pipeline checks the message and
+    /// stores it durably; 250 only then.
     pub(super) async fn finish_message(&mut self, problem: Option<BodyProblem>) -> Reply {
         let Some(tx) = self.tx.take() else {
             return Reply::MAIL_FIRST;
         };
-        let cfg = &self.shared.config.server;
-
-        // Step 1: problems found while receiving.
-        if let Some(p) = problem {
-            let (reply, reason) = match p {
-                BodyProblem::TooBig => (Reply::SIZE_EXCEEDED, "size"),
-                BodyProblem::LineTooLong => (Reply::DATA_LINE_TOO_LONG, "line_too_long"),
-                BodyProblem::BareNewline => (Reply::BARE_NEWLINE, "bare_newline"),
-            };
-            return self.reject_message(reply, reason);
-        }
-
-        // Step 2: header section limits and loop detection.
-        let info = scan_headers(&tx.body[tx.trace_len..], cfg.max_header_size);
-        if info.size > cfg.max_header_size {
-            return self.reject_message(Reply::HEADER_TOO_LARGE, "header_too_large");
-        }
-        if info.received >= cfg.max_received_headers {
-            return self.reject_message(Reply::TOO_MANY_HOPS, "mail_loop");
-        }
-
-        // Step 3: content checks. A virus or banned part is refused here, in
-        // the session (no bounce); a scan that could not be done is never a
-        // pass: 451, or held unscanned in the spool when so configured.
-        let mut tx = tx;
-        let mut scan_mode = ScanMode::None;
-        if let Some(content) = self.shared.content.clone() {
-            let stream = tx.stream.take();
-            let verdict = match content.inspect(&tx.body).await {
-                Err(e) => Err(e),
-                Ok(Inspected::Refused(v)) => Ok(v),
-                Ok(Inspected::Bundle(_)) if !content.has_scanner() => Ok(Verdict::Clean),
-                Ok(Inspected::Bundle(_))
-                    if content.admission.over_budget()
-                        && self
-                            .shared
-                            .deferred
-                            .as_ref()
-                            .is_some_and(|d| d.backlog() >= content.cfg.max_held) =>
-                {
-                    // Scanning is behind and the held backlog is full:
-                    // the client waits, memory and disk do not grow.
-                    return self.reject_message(
-                        Reply::new(
-                            451,
-                            "4.7.1",
-                            "Too much mail waiting for its virus scan, try again later",
-                        ),
-                        "scan_backlog",
-                    );
-                }
-                Ok(Inspected::Bundle(bundle)) => {
-                    scan_mode = content.admission.choose();
-                    if scan_mode == ScanMode::Deferred {
-                        Ok(Verdict::Clean)
-                    } else {
-                        let stream = match stream {
-                            Some(mut s) => {
-                                crate::scan::feed(s.as_mut(), &tx.body, &mut tx.streamed, STREAM_BATCH, true).await;
-                                Some(s)
-                            }
-                            None => None,
-                        };
-                        content.virus_scan(&tx.body, bundle, stream).await
-                    }
-                }
-            };
-            match verdict {
-                Ok(Verdict::Clean) => {}
-                Ok(v) => return self.refuse_content(&tx.id, v),
-                Err(e) => {
-                    let room = self
-                        .shared
-                        .deferred
-                        .as_ref()
-                        .is_some_and(|d| d.backlog() < content.cfg.max_held);
-                    let hold = content.cfg.on_failure == OnFailure::Hold && room;
-                    self.shared.events.emit(Event::ScanFailed {
-                        session: self.id,
-                        ip: self.peer.ip(),
-                        id: tx.id.clone(),
-                        error: if hold {
-                            format!("{e} (accepted and held)")
-                        } else {
-                            e.to_string()
-                        },
-                        held: hold,
-                    });
-                    if !hold {
-                        return Reply::new(451, "4.7.1", "Message could not be scanned, try again later");
-                    }
-                    scan_mode = ScanMode::Deferred;
-                }
-            }
-        }
-
-        // Step 4: the spam score: reject, tempfail, quarantine, or go on
-        // (with headers added).
-        let mut quarantined = false;
-        if let Some(spam) = self.shared.spam.clone() {
-            match self.spam_step(&spam, &mut tx).await {
-                Err(reply) => return reply,
-                Ok(spam::SpamOutcome::Quarantined) => quarantined = true,
-                Ok(spam::SpamOutcome::Deliver) => {}
-            }
-        }
-
-        // Step 5: store durably (or quarantine); 250 only after the disk says so.
+        let id = tx.id.clone();
         let envelope = Envelope {
-            id: tx.id.clone(),
+            id: tx.id,
             received_at: now_secs(),
             client_ip: self.peer.ip(),
             helo: self.helo.clone().unwrap_or_default(),
@@ -363,90 +248,85 @@ impl Session {
             ret: tx.params.ret,
             envid: tx.params.envid,
             rcpts: tx.rcpts,
-            scan_pending: scan_mode == ScanMode::Deferred,
+            scan_pending: false,
             client_name: self.ctx.rdns.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             esmtp: self.esmtp,
             generated: None,
         };
-        let rcpts = envelope.rcpts.len();
-        let size = tx.body.len() - tx.trace_len;
-        if quarantined {
-            return self.quarantine_spam(envelope, tx.body, scan_mode).await;
-        }
-        let stored = match self.shared.spool.store(envelope, tx.body).await {
-            Ok(s) => s,
-            Err(e) => {
-                self.shared.events.emit(Event::Warning {
-                    component: "spool",
-                    message: format!("{}: {e}", tx.id),
-                });
-                return self.reject_message(Reply::SPOOL_FAILED, "spool");
-            }
-        };
-
-        // Step 6: hand to delivery (or to the deferred scan) and tell the client.
-        match (&self.shared.deferred, scan_mode) {
-            (Some(d), ScanMode::Deferred) => d.enqueue(stored),
-            _ => self.shared.queue.enqueue(stored),
-        }
-        self.messages += 1;
-        self.shared.events.emit(Event::MessageAccepted {
+        let received = Received {
             session: self.id,
-            ip: self.peer.ip(),
-            id: tx.id.clone(),
-            size,
-            rcpts,
-            scan: scan_mode.as_str(),
-        });
-        Reply::owned(250, "2.0.0", format!("Ok: queued as {}", tx.id))
+            envelope,
+            body: tx.body,
+            trace_len: tx.trace_len,
+            problem,
+            stream: tx.stream,
+            streamed: tx.streamed,
+        };
+        match self.shared.pipeline.process(received).await {
+            Outcome::Accepted { scan, size, rcpts } => {
+                self.messages += 1;
+                self.shared.events.emit(Event::MessageAccepted {
+                    session: self.id,
+                    ip: self.peer.ip(),
+                    id: id.clone(),
+                    size,
+                    rcpts,
+                    scan,
+                });
+                Reply::queued(&id)
+            }
+            Outcome::Refused(r) => self.refuse_message(&id, r),
+        }
     }
 
-    /// The reply and event for a message the content checks refused.
-    fn refuse_content(&self, id: &str, v: Verdict) -> Reply {
+    /// The one place a refused message is reported: the event its reason
+    /// calls for, and the reply.
+    fn refuse_message(&self, id: &str, r: Refusal) -> Reply {
         let (session, ip, id) = (self.id, self.peer.ip(), id.to_string());
-        let (reply, kind, what) = match v {
-            Verdict::Virus(name) => {
-                let reply = Reply::owned(554, "5.7.1", format!("Message rejected: virus found: {name}"));
-                self.shared.events.emit(Event::VirusFound {
-                    session,
-                    ip,
-                    id,
-                    name,
-                    mode: "in-session",
-                });
-                return reply;
-            }
-            Verdict::Banned(what) => (
-                Reply::owned(554, "5.7.1", format!("Message rejected: {what}")),
-                "banned",
-                what,
-            ),
-            Verdict::Malformed(what) => (
-                Reply::owned(554, "5.6.0", format!("Message rejected: {what}")),
-                "malformed",
-                what,
-            ),
-            Verdict::Clean => return Reply::MAIL_FIRST,
-        };
-        self.shared.events.emit(Event::ContentRejected {
-            session,
-            ip,
-            id,
-            kind,
-            what,
-            mode: "in-session",
-        });
-        reply
-    }
-
-    /// `reason` is the event's code (see [`Event::MessageRejected`]).
-    fn reject_message(&self, reply: Reply, reason: &'static str) -> Reply {
-        self.shared.events.emit(Event::MessageRejected {
-            session: self.id,
-            ip: self.peer.ip(),
-            reply: reply.to_string(),
+        let Refusal {
+            reply,
             reason,
-        });
+            evidence,
+        } = r;
+        let event = match reason {
+            Reason::Virus { name } => Some(Event::VirusFound {
+                session,
+                ip,
+                id,
+                name,
+                mode: ScanMode::InSession,
+            }),
+            Reason::BannedPart | Reason::Malformed => Some(Event::ContentRejected {
+                session,
+                ip,
+                id,
+                kind: if reason == Reason::BannedPart {
+                    ContentKind::Banned
+                } else {
+                    ContentKind::Malformed
+                },
+                what: evidence,
+                mode: ScanMode::InSession,
+            }),
+            Reason::ScanFailed => Some(Event::ScanFailed {
+                session,
+                ip,
+                id,
+                error: evidence,
+                held: false,
+            }),
+            // The spam_scored event already says it.
+            Reason::Spam => None,
+            reason => Some(Event::MessageRejected {
+                session,
+                ip,
+                reply: reply.clone(),
+                reason,
+            }),
+        };
+        if let Some(e) = event {
+            self.shared.events.emit(e);
+        }
         reply
     }
 
@@ -475,20 +355,15 @@ impl Session {
     /// and an event.
     pub(super) async fn run_checks(&mut self, stage: Stage<'_>) -> Option<Reply> {
         let verdict = self.shared.checks.run(&stage, &self.ctx).await?;
-        let (reply, reason, evidence) = match verdict.decision {
+        let Refusal {
+            reply,
+            reason,
+            evidence,
+        } = match verdict.decision {
             Decision::Continue => return None,
-            Decision::Reject {
-                reply,
-                reason,
-                evidence,
-            }
-            | Decision::Defer {
-                reply,
-                reason,
-                evidence,
-            } => (reply, reason, evidence),
+            Decision::Reject(r) | Decision::Defer(r) => r,
         };
-        let (session, ip, r) = (self.id, self.peer.ip(), reply.to_string());
+        let (session, ip, r) = (self.id, self.peer.ip(), reply.clone());
         let evidence = format!("{}: {evidence}", verdict.check);
         self.shared.events.emit(match &stage {
             Stage::Connect => Event::ConnectRejected {

@@ -16,22 +16,20 @@ use tokio_util::sync::CancellationToken;
 
 use super::connection::Connection;
 use crate::config::Config;
-use crate::delivery::queue::QueueHandle;
 use crate::events::{Disconnect, Event, EventBus};
 use crate::mail::envelope::Recipient;
 use crate::policy::{CheckChain, SessionCtx, Stage};
 use crate::proto::{
     BdatReceiver, BodyLimits, Command, DataReceiver, DataStatus, Line, LineReceiver, MailParams, Mailbox, Reply,
 };
-use crate::spool::Spool;
 use crate::tls::TlsSource;
 
 /// Everything sessions share. Built once by `app.rs`.
 pub struct Shared {
     pub config: Arc<Config>,
     pub checks: CheckChain,
-    pub spool: Arc<dyn Spool>,
-    pub queue: QueueHandle,
+    /// The end of DATA: checks, spool, queue.
+    pub pipeline: Arc<crate::pipeline::Pipeline>,
     pub events: EventBus,
     pub tls: Option<Arc<TlsSource>>,
     /// Cancelled on SIGTERM/SIGINT: sessions answer 421 at the next command.
@@ -40,15 +38,6 @@ pub struct Shared {
     pub message_seq: AtomicU64,
     /// Per-client connection and rate limits (also used by the listener).
     pub limits: Arc<crate::policy::limits::Limits>,
-    /// Content checks (MIME decoding, banned attachments, virus scan) at
-    /// the end of DATA, if any are configured.
-    pub content: Option<Arc<crate::scan::ContentFilter>>,
-    /// Where messages accepted before their scan go (admission control).
-    pub deferred: Option<crate::scan::deferred::DeferredHandle>,
-    /// Spam scoring at the end of DATA, unless `spam.enabled = false`.
-    pub spam: Option<Arc<crate::spam::filter::SpamFilter>>,
-    /// Where refused-after-acceptance and quarantined spam go.
-    pub quarantine: Arc<crate::quarantine::Quarantine>,
     /// Bans from the firewall; banned clients are refused at connect.
     pub firewall: Option<Arc<crate::firewall::service::Firewall>>,
 }
@@ -89,9 +78,6 @@ pub(super) struct Transaction {
     /// Octets of `body` already fed to `stream`.
     pub streamed: usize,
 }
-
-/// Body octets collected before they are fed to a streamed scan.
-pub(super) const STREAM_BATCH: usize = 32 * 1024;
 
 /// What the receiver is doing with incoming bytes.
 pub(super) enum Mode {
@@ -203,15 +189,11 @@ impl Session {
             }
             let host = self.shared.config.server.hostname.clone();
             let banner = match self.pregreet(&mut conn).await {
-                Ok(None) => Reply::owned(220, "", format!("{host} ESMTP sluice")),
+                Ok(None) => Reply::greeting(&host),
                 // RFC 5321 §3.1: a 554 banner, then 503 to everything but QUIT.
                 Ok(Some(why)) => {
                     self.refuse_service(true, why);
-                    Reply::owned(
-                        554,
-                        "5.7.1",
-                        format!("{host} ESMTP no service: you talked before the greeting"),
-                    )
+                    Reply::pregreet_banner(&host)
                 }
                 Err(d) => return Outcome::Closed(d),
             };
@@ -407,8 +389,8 @@ impl Session {
             Event::ProtocolError {
                 session,
                 ip,
-                reply: Reply::IMPROPER_PIPELINING.to_string(),
-                reason: evidence,
+                reply: Reply::IMPROPER_PIPELINING,
+                evidence,
             }
         });
     }
@@ -485,18 +467,18 @@ impl Session {
             Command::Quit => (Reply::BYE, Step::Close(Disconnect::Quit)),
             Command::Vrfy => (Reply::VRFY_CANNOT, Step::Continue),
             Command::Expn => (Reply::NOT_IMPLEMENTED, Step::Continue),
-            Command::Help => (Reply::new(214, "2.0.0", "See RFC 5321"), Step::Continue),
+            Command::Help => (Reply::HELP, Step::Continue),
             Command::StartTls => self.handle_starttls(),
         };
         (Some(reply), step)
     }
 
-    pub(super) fn protocol_error(&self, reply: &Reply, reason: impl Into<String>) {
+    pub(super) fn protocol_error(&self, reply: &Reply, evidence: impl Into<String>) {
         self.shared.events.emit(Event::ProtocolError {
             session: self.id,
             ip: self.peer.ip(),
-            reply: reply.to_string(),
-            reason: reason.into(),
+            reply: reply.clone(),
+            evidence: evidence.into(),
         });
     }
 }

@@ -17,37 +17,10 @@ use super::bayes::{BayesError, Model};
 use super::rules::{Hit, RuleError, RuleSet};
 use super::view::{AUTH_HEADER, MessageView};
 
-pub use crate::config::spam::{SpamConfig, Thresholds};
+pub use crate::config::spam::{Action, SpamConfig, Thresholds};
 
 /// The rules compiled into the binary (`rules/*.rules`), in file order.
 pub const BUILTIN_RULES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/builtin_rules.rs"));
-
-/// What happens to a message, from mildest to strictest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    Deliver,
-    /// Delivered with `X-Spam-Score`/`X-Spam-Status` (and a subject prefix).
-    Tag,
-    /// Accepted (250) and kept in the quarantine, not delivered.
-    Quarantine,
-    /// 451 4.7.1: the client may try again later.
-    Tempfail,
-    /// 550 5.7.1 in the session.
-    Reject,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Deliver => "deliver",
-            Action::Tag => "tag",
-            Action::Quarantine => "quarantine",
-            Action::Tempfail => "tempfail",
-            Action::Reject => "reject",
-        }
-    }
-}
 
 impl Thresholds {
     /// The strictest action whose threshold the score reaches.

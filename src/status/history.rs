@@ -275,7 +275,7 @@ mod tests {
             ip: "192.0.2.9".parse().unwrap(),
             rcpt: "a@b".into(),
             reason: Reason::UnknownUser,
-            reply: "550 5.1.1 no".into(),
+            reply: crate::proto::Reply::UNKNOWN_USER,
             evidence: String::new(),
         };
         for _ in 0..3 {

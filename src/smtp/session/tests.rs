@@ -34,21 +34,30 @@ impl Harness {
         .unwrap();
         let spool = Arc::new(MemSpool::default());
         let (queue, queued) = QueueHandle::detached();
+        let events = EventBus::new(64);
+        let pipeline = Arc::new(crate::pipeline::Pipeline {
+            limits: crate::pipeline::HeaderLimits {
+                max_header_size: config.server.max_header_size,
+                max_received_headers: config.server.max_received_headers,
+            },
+            content: None,
+            deferred: None,
+            spam: None,
+            spool: spool.clone(),
+            queue,
+            quarantine: Arc::new(crate::quarantine::Quarantine::new("/nonexistent/quarantine")),
+            events: events.clone(),
+        });
         let shared = Arc::new(Shared {
             config: Arc::new(config),
             checks: CheckChain::default(),
-            spool: spool.clone(),
-            queue,
-            events: EventBus::new(64),
+            pipeline,
+            events,
             tls: None,
             shutdown: CancellationToken::new(),
             session_seq: AtomicU64::new(1),
             message_seq: AtomicU64::new(0),
             limits: Arc::new(crate::policy::limits::Limits::new(&config_limits())),
-            content: None,
-            deferred: None,
-            spam: None,
-            quarantine: Arc::new(crate::quarantine::Quarantine::new("/nonexistent/quarantine")),
             firewall: None,
         });
         let (client, server) = tokio::io::duplex(64 * 1024);

@@ -1,0 +1,261 @@
+//! The content pipeline at the end of DATA, apart from the SMTP session:
+//! the session frames the message and asks; this module decides and
+//! stores; the session replies.
+//!
+//! In order: problems found while receiving, the header section's limits
+//! and loop detection, the content checks (MIME, banned parts, the virus
+//! scan in session or deferred by admission control), the spam score and
+//! its action, then the spool (or the quarantine), and the hand-over to
+//! delivery or to the deferred scan. The result is an [`Outcome`]: accepted
+//! (250 only now: the message is on disk) or a typed [`Refusal`].
+
+mod spam;
+
+use std::sync::Arc;
+
+use crate::delivery::queue::QueueHandle;
+use crate::events::{Cause, Event, EventBus, Reason, Refusal, ScanMode};
+use crate::mail::envelope::Envelope;
+use crate::proto::{BodyProblem, Reply, scan_headers};
+use crate::quarantine::Quarantine;
+use crate::scan::deferred::DeferredHandle;
+use crate::scan::{ContentFilter, Inspected, OnFailure, ScanStream, Verdict};
+use crate::spam::filter::SpamFilter;
+use crate::spool::Spool;
+
+/// Octets collected before they are fed to a streamed scan.
+pub const STREAM_BATCH: usize = 32 * 1024;
+
+/// A message as the session received it.
+pub struct Received {
+    /// The session that received it (0 for none), for the events.
+    pub session: u64,
+    pub envelope: Envelope,
+    /// The body as it will be spooled: our Received header, then the
+    /// client's octets.
+    pub body: Vec<u8>,
+    /// Length of the trace headers at the start of `body`.
+    pub trace_len: usize,
+    /// What the receiver found wrong (size, lines, bare newlines).
+    pub problem: Option<BodyProblem>,
+    /// The virus scan fed while the body arrived, if one was started, and
+    /// how much of `body` it has seen.
+    pub stream: Option<Box<dyn ScanStream>>,
+    pub streamed: usize,
+}
+
+/// What became of a message.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Stored durably (spool, or quarantine for spam): the client gets 250.
+    Accepted {
+        scan: ScanMode,
+        size: usize,
+        rcpts: usize,
+    },
+    Refused(Refusal),
+}
+
+/// Header-section limits of `[server]`.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderLimits {
+    pub max_header_size: usize,
+    pub max_received_headers: usize,
+}
+
+/// The pipeline's parts (built once by `app`).
+pub struct Pipeline {
+    pub limits: HeaderLimits,
+    /// Content checks (MIME decoding, banned attachments, virus scan), if
+    /// any are configured.
+    pub content: Option<Arc<ContentFilter>>,
+    /// Where messages accepted before their scan go (admission control).
+    pub deferred: Option<DeferredHandle>,
+    /// Spam scoring, unless `spam.enabled = false`.
+    pub spam: Option<Arc<SpamFilter>>,
+    pub spool: Arc<dyn Spool>,
+    pub queue: QueueHandle,
+    /// Where quarantined spam goes.
+    pub quarantine: Arc<Quarantine>,
+    pub events: EventBus,
+}
+
+impl Pipeline {
+    /// A virus scan to feed while the body arrives, when the scanner is
+    /// keeping up.
+    pub fn start_stream(&self) -> Option<Box<dyn ScanStream>> {
+        self.content
+            .as_ref()
+            .filter(|c| c.has_scanner() && !c.admission.over_budget())
+            .and_then(|c| c.start_stream())
+    }
+
+    /// Decides about `msg`, and stores it when it is accepted.
+    pub async fn process(&self, mut msg: Received) -> Outcome {
+        if let Some(r) = self.form(&msg) {
+            return Outcome::Refused(r);
+        }
+        let scan = match self.content_step(&mut msg).await {
+            Ok(mode) => mode,
+            Err(r) => return Outcome::Refused(r),
+        };
+        msg.envelope.scan_pending = scan == ScanMode::Deferred;
+        let quarantine = match &self.spam {
+            Some(spam) => match self.spam_step(spam, &mut msg).await {
+                Ok(q) => q,
+                Err(r) => return Outcome::Refused(r),
+            },
+            None => false,
+        };
+        let rcpts = msg.envelope.rcpts.len();
+        let size = msg.body.len() - msg.trace_len;
+        let stored = if quarantine {
+            self.quarantine_spam(msg).await
+        } else {
+            self.store(msg, scan).await
+        };
+        match stored {
+            Ok(()) => Outcome::Accepted { scan, size, rcpts },
+            Err(r) => Outcome::Refused(r),
+        }
+    }
+
+    /// Steps 1 and 2: what the receiver found, the header section's size
+    /// and the Received count (a loop).
+    fn form(&self, msg: &Received) -> Option<Refusal> {
+        if let Some(p) = msg.problem {
+            let (reply, reason) = match p {
+                BodyProblem::TooBig => (Reply::SIZE_EXCEEDED, Reason::Size),
+                BodyProblem::LineTooLong => (Reply::DATA_LINE_TOO_LONG, Reason::LineTooLong),
+                BodyProblem::BareNewline => (Reply::BARE_NEWLINE, Reason::BareNewline),
+            };
+            return Some(Refusal::new(reply, reason, ""));
+        }
+        let info = scan_headers(&msg.body[msg.trace_len..], self.limits.max_header_size);
+        if info.size > self.limits.max_header_size {
+            let evidence = format!("header section of {} octets or more", info.size);
+            return Some(Refusal::new(Reply::HEADER_TOO_LARGE, Reason::HeaderTooLarge, evidence));
+        }
+        if info.received >= self.limits.max_received_headers {
+            let evidence = format!("{} Received headers", info.received);
+            return Some(Refusal::new(Reply::TOO_MANY_HOPS, Reason::MailLoop, evidence));
+        }
+        None
+    }
+
+    /// Step 3: the content checks. A virus or banned part is refused here,
+    /// in the session (no bounce); a scan that could not be done is never
+    /// a pass: 451, or held unscanned in the spool when so configured.
+    async fn content_step(&self, msg: &mut Received) -> Result<ScanMode, Refusal> {
+        let Some(content) = self.content.clone() else {
+            return Ok(ScanMode::None);
+        };
+        let mut mode = ScanMode::None;
+        let stream = msg.stream.take();
+        let verdict = match content.inspect(&msg.body).await {
+            Err(e) => Err(e),
+            Ok(Inspected::Refused(v)) => Ok(v),
+            Ok(Inspected::Bundle(_)) if !content.has_scanner() => Ok(Verdict::Clean),
+            Ok(Inspected::Bundle(_)) if content.admission.over_budget() && self.held_full(&content) => {
+                // Scanning is behind and the held backlog is full: the
+                // client waits, memory and disk do not grow.
+                let evidence = format!("{} messages held for their scan", content.cfg.max_held);
+                return Err(Refusal::new(Reply::SCAN_BACKLOG, Reason::ScanBacklog, evidence));
+            }
+            Ok(Inspected::Bundle(bundle)) => {
+                mode = content.admission.choose();
+                if mode == ScanMode::Deferred {
+                    Ok(Verdict::Clean)
+                } else {
+                    let stream = match stream {
+                        Some(mut s) => {
+                            crate::scan::feed(s.as_mut(), &msg.body, &mut msg.streamed, STREAM_BATCH, true).await;
+                            Some(s)
+                        }
+                        None => None,
+                    };
+                    content.virus_scan(&msg.body, bundle, stream).await
+                }
+            }
+        };
+        match verdict {
+            Ok(Verdict::Clean) => Ok(mode),
+            Ok(Verdict::Virus(name)) => Err(Refusal::new(
+                Reply::virus(&name),
+                Reason::Virus { name: name.clone() },
+                name,
+            )),
+            Ok(Verdict::Banned(what)) => Err(Refusal::new(Reply::banned_part(&what), Reason::BannedPart, what)),
+            Ok(Verdict::Malformed(what)) => Err(Refusal::new(Reply::malformed(&what), Reason::Malformed, what)),
+            Err(e) => {
+                let hold = content.cfg.on_failure == OnFailure::Hold && !self.held_full(&content);
+                if !hold {
+                    return Err(Refusal::new(Reply::SCAN_FAILED, Reason::ScanFailed, e.to_string()));
+                }
+                self.events.emit(Event::ScanFailed {
+                    session: msg.session,
+                    ip: msg.envelope.client_ip,
+                    id: msg.envelope.id.clone(),
+                    error: format!("{e} (accepted and held)"),
+                    held: true,
+                });
+                Ok(ScanMode::Deferred)
+            }
+        }
+    }
+
+    /// The held backlog (deferred scans) is at `scan.max_held`.
+    fn held_full(&self, content: &ContentFilter) -> bool {
+        self.deferred
+            .as_ref()
+            .is_some_and(|d| d.backlog() >= content.cfg.max_held)
+    }
+
+    /// Step 5: the spool (250 only after the disk says so), then delivery
+    /// or the deferred scan.
+    async fn store(&self, msg: Received, scan: ScanMode) -> Result<(), Refusal> {
+        let id = msg.envelope.id.clone();
+        let stored = match self.spool.store(msg.envelope, msg.body).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.events.emit(Event::Warning {
+                    component: "spool",
+                    message: format!("{id}: {e}"),
+                });
+                return Err(Refusal::new(Reply::SPOOL_FAILED, Reason::Spool, e.to_string()));
+            }
+        };
+        match (&self.deferred, scan) {
+            (Some(d), ScanMode::Deferred) => d.enqueue(stored),
+            _ => self.queue.enqueue(stored),
+        }
+        Ok(())
+    }
+
+    /// Puts a message the spam policy quarantines on disk (fsynced): the
+    /// client sees an accepted message, nothing is delivered.
+    async fn quarantine_spam(&self, msg: Received) -> Result<(), Refusal> {
+        let q = self.quarantine.clone();
+        let (ip, id) = (msg.envelope.client_ip, msg.envelope.id.clone());
+        let Received { envelope, body, .. } = msg;
+        let put = tokio::task::spawn_blocking(move || q.put(&envelope, &Cause::Spam, &body)).await;
+        let problem = match put {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(p) = problem {
+            self.events.emit(Event::Warning {
+                component: "quarantine",
+                message: format!("{id}: {p}"),
+            });
+            return Err(Refusal::new(Reply::SPOOL_FAILED, Reason::Spool, p));
+        }
+        self.events.emit(Event::Quarantined {
+            ip,
+            id,
+            reason: Cause::Spam,
+        });
+        Ok(())
+    }
+}
