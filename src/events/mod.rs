@@ -29,7 +29,7 @@ pub enum Disconnect {
     Timeout,
     TooManyErrors,
     /// Refused before the greeting (connection limit).
-    Refused(String),
+    Refused(#[serde(serialize_with = "reason::reply_text")] Reply),
     Shutdown,
     TlsFailed(String),
     Io(String),

@@ -185,7 +185,7 @@ impl Session {
                 conn.push(&reply);
                 let _ = conn.flush().await;
                 conn.shutdown().await;
-                return Outcome::Closed(Disconnect::Refused(reply.to_string()));
+                return Outcome::Closed(Disconnect::Refused(reply));
             }
             let host = self.shared.config.server.hostname.clone();
             let banner = match self.pregreet(&mut conn).await {
