@@ -10,7 +10,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
-use crate::events::{Disconnect, Event, Limit, Reason, Refusal};
+use crate::events::{Disconnect, Event, Reason, Refusal};
+use crate::policy::connection::admit_all;
 use crate::policy::limits::SessionSlot;
 use crate::proto::Reply;
 use crate::smtp::session::{Outcome, Session, Shared};
@@ -42,13 +43,18 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, limit: Arc<
         };
         match accepted {
             Ok((sock, peer)) => {
+                // The one place the client address is normalised: an
+                // IPv4-mapped IPv6 peer (`::ffff:192.0.2.1`) is the IPv4
+                // client it stands for, for checks, limits, bans and logs.
+                let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                 let _ = sock.set_nodelay(true);
-                let (slot, refusal) = admit(&shared, peer.ip());
-                match (refusal, limit.clone().try_acquire_owned()) {
-                    (None, Ok(permit)) => {
-                        tracker.spawn(serve(shared.clone(), sock, peer, (permit, slot)));
+                let admitted = admit_all(&shared.filters, peer.ip());
+                match (admitted, limit.clone().try_acquire_owned()) {
+                    (Ok(slots), Ok(permit)) => {
+                        tracker.spawn(serve(shared.clone(), sock, peer, (permit, slots)));
                     }
-                    (refusal, _) => {
+                    (admitted, _) => {
+                        let refusal = admitted.err();
                         let Refusal {
                             reply,
                             reason,
@@ -84,49 +90,8 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, limit: Arc<
     }
 }
 
-/// Per-client connection limits (rate, then concurrency), cheap and
-/// synchronous, before any task is spawned. Allowlisted clients pass.
-fn admit(shared: &Shared, ip: std::net::IpAddr) -> (Option<SessionSlot>, Option<Refusal>) {
-    let ip = crate::policy::client_ip(ip);
-    if let Some(ban) = shared.firewall.as_ref().and_then(|f| f.is_banned(ip)) {
-        let evidence = format!("{} banned until {} ({})", ban.net, ban.until, ban.rule);
-        return (None, Some(Refusal::new(Reply::CLIENT_BANNED, Reason::Banned, evidence)));
-    }
-    if shared.config.policy.allowlist.iter().any(|n| n.contains(&ip)) {
-        return (None, None);
-    }
-    let limits = &shared.limits;
-    if !limits.connections.hit(ip, tokio::time::Instant::now()) {
-        let evidence = format!(
-            "connection rate of {ip} over {}/min",
-            shared.config.limits.per_ip_connection_rate
-        );
-        let reason = Reason::RateLimit {
-            limit: Limit::Connections,
-        };
-        return (
-            None,
-            Some(Refusal::new(Reply::CLIENT_CONNECTION_RATE, reason, evidence)),
-        );
-    }
-    if limits.per_ip_connections == 0 {
-        // Unlimited: no per-client bookkeeping on the accept path.
-        return (None, None);
-    }
-    match limits.concurrency.acquire(ip, limits.per_ip_connections) {
-        Some(slot) => (Some(slot), None),
-        None => {
-            let evidence = format!("{ip} already has {} sessions", limits.per_ip_connections);
-            let reason = Reason::RateLimit {
-                limit: Limit::Concurrency,
-            };
-            (None, Some(Refusal::new(Reply::CLIENT_CONCURRENCY, reason, evidence)))
-        }
-    }
-}
-
-/// Held for the life of a session: the global slot and the per-client one.
-type Slots = (OwnedSemaphorePermit, Option<SessionSlot>);
+/// Held for the life of a session: the global slot and the per-client ones.
+type Slots = (OwnedSemaphorePermit, Vec<SessionSlot>);
 
 async fn serve(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr, _slots: Slots) {
     let mut session = Session::new(shared.clone(), peer);

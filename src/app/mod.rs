@@ -20,6 +20,7 @@ use crate::delivery::route::Router;
 use crate::dns::{HickoryResolver, NoDns, Resolver};
 use crate::events::EventBus;
 use crate::policy::callahead::CallAhead;
+use crate::policy::connection::{Allowlist, ConnectionFilter, ConnectionLimits};
 use crate::policy::dnsbl::{Dnsbl, DnsblCheck};
 use crate::policy::greylist::{Greylist, GreylistCheck};
 use crate::policy::helo::{Action, HeloCheck};
@@ -82,6 +83,25 @@ pub fn spam_filter(
     let auth = authenticator(config, offline, shared)?;
     let filter = crate::spam::filter::SpamFilter::new(cfg.clone(), auth).context("spam rules or model")?;
     Ok(Some(Arc::new(filter)))
+}
+
+/// What the listener asks before a session starts: bans, then the
+/// allowlist (trusted networks skip the limits), then the limits.
+fn connection_filters(
+    config: &Config,
+    firewall: Option<Arc<crate::firewall::service::Firewall>>,
+    limits: Arc<Limits>,
+) -> Vec<Arc<dyn ConnectionFilter>> {
+    let mut filters: Vec<Arc<dyn ConnectionFilter>> = Vec::new();
+    if let Some(fw) = firewall {
+        filters.push(fw);
+    }
+    filters.push(Arc::new(Allowlist(config.policy.allowlist.clone())));
+    filters.push(Arc::new(ConnectionLimits {
+        limits,
+        rate: config.limits.per_ip_connection_rate,
+    }));
+    filters
 }
 
 /// Loads the files the configuration names ([`preflight`]), binds the
@@ -339,8 +359,7 @@ pub async fn start_with(config: Config, pre: Preflight) -> anyhow::Result<Runnin
         shutdown: shutdown.clone(),
         session_seq: AtomicU64::new(1),
         message_seq: AtomicU64::new(0),
-        limits,
-        firewall: firewall.clone(),
+        filters: connection_filters(&config, firewall.clone(), limits),
     });
 
     // Each session needs a socket and each delivery a socket: make sure

@@ -530,6 +530,24 @@ fn write_atomically(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> 
     std::fs::rename(tmp, path)
 }
 
+/// Banned clients are refused before the greeting.
+impl crate::policy::connection::ConnectionFilter for Firewall {
+    fn admit(&self, ip: IpAddr) -> crate::policy::connection::Admit {
+        use crate::policy::connection::Admit;
+        match self.is_banned(ip) {
+            None => Admit::Next,
+            Some(ban) => {
+                let evidence = format!("{} banned until {} ({})", ban.net, ban.until, ban.rule);
+                Admit::Refuse(crate::events::Refusal::new(
+                    crate::proto::Reply::CLIENT_BANNED,
+                    crate::events::Reason::Banned,
+                    evidence,
+                ))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

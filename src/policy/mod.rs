@@ -6,6 +6,7 @@
 //! metrics and the ban engine all know why.
 
 pub mod callahead;
+pub mod connection;
 pub mod dnsbl;
 pub mod greylist;
 pub mod helo;
@@ -65,8 +66,8 @@ pub struct SessionCtx {
 }
 
 impl SessionCtx {
+    /// `ip`: the client as the listener normalised it.
     pub fn new(ip: IpAddr, allowlist: &[ipnet::IpNet]) -> Self {
-        let ip = client_ip(ip);
         Self {
             ip,
             allowlisted: allowlist.iter().any(|n| n.contains(&ip)),
@@ -78,15 +79,6 @@ impl SessionCtx {
             score_notes: Mutex::new(Vec::new()),
             mail_from: Mutex::new(None),
         }
-    }
-}
-
-/// The address checks and limits use: an IPv4-mapped IPv6 peer address
-/// (`::ffff:192.0.2.1`) is the IPv4 client it stands for.
-pub fn client_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 

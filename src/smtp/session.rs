@@ -36,10 +36,9 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     pub session_seq: AtomicU64,
     pub message_seq: AtomicU64,
-    /// Per-client connection and rate limits (also used by the listener).
-    pub limits: Arc<crate::policy::limits::Limits>,
-    /// Bans from the firewall; banned clients are refused at connect.
-    pub firewall: Option<Arc<crate::firewall::service::Firewall>>,
+    /// What the listener asks before a session starts (bans, allowlist,
+    /// connection rate and concurrency), in order.
+    pub filters: Vec<Arc<dyn crate::policy::connection::ConnectionFilter>>,
 }
 
 impl Shared {

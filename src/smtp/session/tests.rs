@@ -13,12 +13,6 @@ use super::*;
 use crate::delivery::queue::QueueHandle;
 use crate::spool::mem::MemSpool;
 
-fn config_limits() -> crate::config::Limits {
-    Config::from_toml("", Path::new(env!("CARGO_MANIFEST_DIR")))
-        .unwrap()
-        .limits
-}
-
 struct Harness {
     spool: Arc<MemSpool>,
     queued: tokio::sync::mpsc::UnboundedReceiver<crate::spool::Stored>,
@@ -57,8 +51,7 @@ impl Harness {
             shutdown: CancellationToken::new(),
             session_seq: AtomicU64::new(1),
             message_seq: AtomicU64::new(0),
-            limits: Arc::new(crate::policy::limits::Limits::new(&config_limits())),
-            firewall: None,
+            filters: Vec::new(),
         });
         let (client, server) = tokio::io::duplex(64 * 1024);
         let peer: SocketAddr = "192.0.2.7:40000".parse().unwrap();
