@@ -187,7 +187,10 @@ fn main() -> ExitCode {
                 offline,
             };
             let code = rt.block_on(async {
-                let (filter, _) = sluice::scan::ContentFilter::from_config(&config);
+                let (filter, _) = sluice::scan::ContentFilter::from_config(
+                    &config,
+                    std::sync::Arc::new(sluice::metrics::Metrics::disabled()),
+                );
                 let spam = match sluice::app::spam_filter(&config, offline, None) {
                     Ok(s) => s,
                     Err(e) => {

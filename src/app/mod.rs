@@ -217,9 +217,8 @@ pub async fn start_with(config: Config, pre: Preflight) -> anyhow::Result<Runnin
         fw
     });
     // Content checks: built when a scanner or a banned list is configured.
-    let (filter, clamd) = crate::scan::ContentFilter::from_config(&config);
+    let (filter, clamd) = crate::scan::ContentFilter::from_config(&config, metrics.clone());
     if let Some(clamd) = &clamd {
-        clamd.set_metrics(metrics.clone());
         background.spawn(clamd.clone().health_loop(shutdown.child_token()));
     }
     let capacity = filter.capacity();
@@ -384,6 +383,7 @@ pub async fn start_with(config: Config, pre: Preflight) -> anyhow::Result<Runnin
                     m.set_spool(b.messages as u64, b.bytes, b.oldest, now)
                 }));
             }
+            let health_content = content.clone();
             if let (Some(d), Some(content)) = (deferred, content) {
                 let m = metrics.clone();
                 samplers.push(Box::new(move |_| {
@@ -400,10 +400,9 @@ pub async fn start_with(config: Config, pre: Preflight) -> anyhow::Result<Runnin
             background.spawn(history.clone().run(shutdown.child_token()));
             let health = Arc::new(crate::status::health::Health {
                 spool_dir: config.spool.dir.clone(),
-                relay: config.relay.clone(),
-                clamd: clamd.clone(),
+                transport: transport.clone(),
+                content: health_content,
                 timeout: mc.probe_timeout,
-                next_hop_up: Some(metrics.next_hop_up.clone()),
             });
             let l = crate::status::http::bind(mc.listen)
                 .with_context(|| format!("metrics.listen: cannot bind {}", mc.listen))?;

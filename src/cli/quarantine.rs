@@ -53,7 +53,10 @@ pub(crate) async fn quarantine(config: &Config, action: QuarantineCmd) -> Result
             // scan itself put here is the operator's call.
             let entry = q.entry(&id)?;
             if entry.envelope.scan_pending && entry.reason == sluice::events::Cause::Spam {
-                let (filter, _) = sluice::scan::ContentFilter::from_config(config);
+                let (filter, _) = sluice::scan::ContentFilter::from_config(
+                    config,
+                    std::sync::Arc::new(sluice::metrics::Metrics::disabled()),
+                );
                 let refused = |why: String| QuarantineError::Release(id.clone(), format!("not released: {why}"));
                 match filter.check(&q.body(&id)?).await {
                     Ok(sluice::scan::Verdict::Clean) => {}

@@ -22,12 +22,20 @@ use crate::config::{Hop, Relay};
 use crate::mail::envelope::Envelope;
 
 pub type DeliverFuture<'a> = Pin<Box<dyn Future<Output = Vec<RcptStatus>> + Send + 'a>>;
+pub type HealthFuture<'a> = Pin<Box<dyn Future<Output = Option<String>> + Send + 'a>>;
 
 /// The delivery seam: one attempt for the recipients `idx` of `env`; a
 /// status per recipient, in the order of `idx`. Never fails as a whole:
 /// connection problems are temporary statuses.
 pub trait Transport: Send + Sync + 'static {
     fn deliver<'a>(&'a self, env: &'a Envelope, idx: &'a [usize], body: &'a [u8]) -> DeliverFuture<'a>;
+
+    /// Whether the next hop takes a session now (`None`), or what is
+    /// wrong; each step bounded by `within`. For `/readyz`.
+    fn health(&self, within: Duration) -> HealthFuture<'_> {
+        let _ = within;
+        Box::pin(async { None })
+    }
 }
 
 /// Per-route metrics: `sluice_route_up{route}` and
@@ -182,18 +190,24 @@ impl NextHopTransport {
         }
     }
 
-    /// Whether the next hop answers a greeting now (`None`) or what is wrong.
-    pub async fn health(&self) -> Option<String> {
+    /// Whether the next hop answers a greeting now (`None`) or what is
+    /// wrong; connect and each reply bounded by `within`.
+    pub async fn probe(&self, within: Duration) -> Option<String> {
         let tls = match &self.tls {
             Ok(t) => t,
             Err(e) => return Some(format!("next hop {}: {e}", self.hop.next_hop)),
         };
-        let problem = match Client::connect_hop(&self.cfg, &self.hop, tls).await {
-            Ok(c) => {
+        let mut cfg = self.cfg.clone();
+        cfg.connect_timeout = within;
+        cfg.command_timeout = within;
+        let hop = &self.hop.next_hop;
+        let problem = match tokio::time::timeout(within * 2, Client::connect_hop(&cfg, &self.hop, tls)).await {
+            Ok(Ok(c)) => {
                 c.quit().await;
                 None
             }
-            Err(e) => Some(format!("next hop {}: {e}", self.hop.next_hop)),
+            Ok(Err(e)) => Some(format!("next hop {hop}: {e}")),
+            Err(_) => Some(format!("next hop {hop}: no answer within {:?}", within * 2)),
         };
         self.count(problem.is_none(), &[]);
         problem
@@ -221,6 +235,10 @@ impl Transport for NextHopTransport {
             self.count(reached, &st);
             st
         })
+    }
+
+    fn health(&self, within: Duration) -> HealthFuture<'_> {
+        Box::pin(self.probe(within))
     }
 }
 

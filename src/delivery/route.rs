@@ -142,6 +142,11 @@ impl Router {
 }
 
 impl Transport for Router {
+    /// The default next hop's.
+    fn health(&self, within: std::time::Duration) -> super::HealthFuture<'_> {
+        self.default.health(within)
+    }
+
     fn deliver<'a>(&'a self, env: &'a Envelope, idx: &'a [usize], body: &'a [u8]) -> DeliverFuture<'a> {
         Box::pin(async move {
             // Group the recipients by target, keeping their positions.

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
-use super::{PushFuture, ScanError, ScanFuture, ScanOutcome, ScanStream, Scanner};
+use super::{PingFuture, PushFuture, ScanError, ScanFuture, ScanOutcome, ScanStream, Scanner};
 
 pub use crate::config::clamd::{ClamdConfig, Endpoint};
 
@@ -47,8 +47,8 @@ pub struct Clamd {
     slots: Arc<Semaphore>,
     next: AtomicUsize,
     healthy: Vec<AtomicBool>,
-    /// Per-endpoint latency, verdicts, in-flight and up (set by the wiring).
-    metrics: std::sync::OnceLock<Arc<Metrics>>,
+    /// Per-endpoint latency, verdicts, in-flight and up.
+    metrics: Arc<Metrics>,
 }
 
 /// Records one scan of an endpoint in the metrics.
@@ -65,24 +65,20 @@ fn record(m: &Metrics, ep: &str, started: std::time::Instant, res: &Result<ScanO
 }
 
 impl Clamd {
-    pub fn new(cfg: ClamdConfig) -> Self {
+    /// The client of `cfg`'s endpoints, reporting to `metrics`.
+    pub fn new(cfg: ClamdConfig, metrics: Arc<Metrics>) -> Self {
         let slots = Arc::new(Semaphore::new(cfg.max_concurrent));
         let healthy = cfg.endpoints.iter().map(|_| AtomicBool::new(true)).collect();
+        for ep in &cfg.endpoints {
+            metrics.scanner_up.with_label_values(&[&ep.to_string()]).set(1);
+        }
         Self {
             cfg,
             slots,
             next: AtomicUsize::new(0),
             healthy,
-            metrics: std::sync::OnceLock::new(),
+            metrics,
         }
-    }
-
-    /// Reports to `m` from now on.
-    pub fn set_metrics(&self, m: Arc<Metrics>) {
-        for ep in &self.cfg.endpoints {
-            m.scanner_up.with_label_values(&[&ep.to_string()]).set(1);
-        }
-        let _ = self.metrics.set(m);
     }
 
     pub fn endpoints(&self) -> &[Endpoint] {
@@ -90,7 +86,7 @@ impl Clamd {
     }
 
     /// PINGs endpoint `i` now; records the answer as its health.
-    pub async fn ping(&self, i: usize, within: Duration) -> bool {
+    pub async fn ping_one(&self, i: usize, within: Duration) -> bool {
         let Some(ep) = self.cfg.endpoints.get(i) else {
             return false;
         };
@@ -112,9 +108,10 @@ impl Clamd {
     fn mark(&self, i: usize, up: bool) {
         if self.healthy[i].swap(up, Ordering::Relaxed) != up {
             let ep = &self.cfg.endpoints[i];
-            if let Some(m) = self.metrics.get() {
-                m.scanner_up.with_label_values(&[&ep.to_string()]).set(i64::from(up));
-            }
+            self.metrics
+                .scanner_up
+                .with_label_values(&[&ep.to_string()])
+                .set(i64::from(up));
             if up {
                 tracing::info!(endpoint = %ep, "clamd endpoint is up");
             } else {
@@ -274,6 +271,16 @@ impl Scanner for Clamd {
         "clamd"
     }
 
+    fn ping(&self, within: Duration) -> PingFuture<'_> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(self.cfg.endpoints.len());
+            for (i, ep) in self.cfg.endpoints.iter().enumerate() {
+                out.push((ep.to_string(), self.ping_one(i, within).await));
+            }
+            out
+        })
+    }
+
     fn scan<'a>(&'a self, message: &'a [u8]) -> ScanFuture<'a> {
         Box::pin(async move {
             if message.len() > self.cfg.max_size {
@@ -294,19 +301,15 @@ impl Scanner for Clamd {
             for i in self.order() {
                 let ep = &self.cfg.endpoints[i];
                 let started = std::time::Instant::now();
-                let label = self.metrics.get().map(|m| (m, ep.to_string()));
-                if let Some((m, l)) = &label {
-                    m.scanner_in_flight.with_label_values(&[l]).inc();
-                }
+                let (m, l) = (&self.metrics, ep.to_string());
+                m.scanner_in_flight.with_label_values(&[&l]).inc();
                 let res = tokio::time::timeout_at(deadline, self.scan_at(ep, message)).await;
-                if let Some((m, l)) = &label {
-                    m.scanner_in_flight.with_label_values(&[l]).dec();
-                    let r = match &res {
-                        Ok(r) => r.clone(),
-                        Err(_) => Err(ScanError::Timeout),
-                    };
-                    record(m, l, started, &r);
-                }
+                m.scanner_in_flight.with_label_values(&[&l]).dec();
+                let r = match &res {
+                    Ok(r) => r.clone(),
+                    Err(_) => Err(ScanError::Timeout),
+                };
+                record(m, &l, started, &r);
                 match res {
                     Err(_) => return Err(ScanError::Timeout),
                     Ok(Ok(outcome)) => {
@@ -336,7 +339,7 @@ impl Scanner for Clamd {
             return None;
         }
         let ep = self.cfg.endpoints[i].clone();
-        let probe = self.metrics.get().map(|m| (m.clone(), ep.to_string()));
+        let probe = Some((self.metrics.clone(), ep.to_string()));
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let task = tokio::spawn(async move {
             let _permit = permit;

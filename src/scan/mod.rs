@@ -47,6 +47,8 @@ pub enum ScanError {
 
 pub type ScanFuture<'a> = Pin<Box<dyn Future<Output = Result<ScanOutcome, ScanError>> + Send + 'a>>;
 pub type PushFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+/// Each endpoint of a scanner and whether it answered.
+pub type PingFuture<'a> = Pin<Box<dyn Future<Output = Vec<(String, bool)>> + Send + 'a>>;
 
 /// The scanning seam. A scanner never returns "clean" when it could not
 /// scan: errors are errors, and the failure policy decides.
@@ -57,6 +59,12 @@ pub trait Scanner: Send + Sync + 'static {
     /// the scanner can and has a free connection.
     fn stream(&self) -> Option<Box<dyn ScanStream>> {
         None
+    }
+    /// Asks each endpoint whether it answers now (for `/readyz`); each
+    /// ask bounded by `within`.
+    fn ping(&self, within: std::time::Duration) -> PingFuture<'_> {
+        let _ = within;
+        Box::pin(async { Vec::new() })
     }
 }
 
@@ -103,8 +111,11 @@ impl ContentFilter {
 
     /// The filter for a configuration: `[scan]`, with clamd when
     /// `[clamd]` has endpoints (also returned, for its health loop).
-    pub fn from_config(config: &crate::config::Config) -> (ContentFilter, Option<Arc<clamd::Clamd>>) {
-        let clamd = config.clamd.clone().map(|c| Arc::new(clamd::Clamd::new(c)));
+    pub fn from_config(
+        config: &crate::config::Config,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> (ContentFilter, Option<Arc<clamd::Clamd>>) {
+        let clamd = config.clamd.clone().map(|c| Arc::new(clamd::Clamd::new(c, metrics)));
         let capacity = config.clamd.as_ref().map_or(1, |c| c.max_concurrent);
         let scanner = clamd.clone().map(|c| c as Arc<dyn Scanner>);
         (ContentFilter::new(config.scan.clone(), scanner, capacity), clamd)
@@ -117,6 +128,14 @@ impl ContentFilter {
 
     pub fn has_scanner(&self) -> bool {
         self.scanner.is_some()
+    }
+
+    /// The scanner's endpoints and whether each answers now.
+    pub async fn ping(&self, within: std::time::Duration) -> Vec<(String, bool)> {
+        match &self.scanner {
+            Some(s) => s.ping(within).await,
+            None => Vec::new(),
+        }
     }
 
     /// A streaming scan for a message about to arrive, if possible.

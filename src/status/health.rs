@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::Relay;
-use crate::scan::clamd::Clamd;
+use crate::delivery::Transport;
+use crate::scan::ContentFilter;
 
 /// The verdict: ready or not, and what is wrong (each item names the part).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -28,11 +28,11 @@ pub struct Readiness {
 
 pub struct Health {
     pub spool_dir: PathBuf,
-    pub relay: Relay,
-    pub clamd: Option<Arc<Clamd>>,
+    /// Asked through its health probe (which also sets `sluice_next_hop_up`).
+    pub transport: Arc<dyn Transport>,
+    /// Its scanner is pinged, when one is configured.
+    pub content: Option<Arc<ContentFilter>>,
     pub timeout: Duration,
-    /// `sluice_next_hop_up`, also set by each probe (not only by delivery).
-    pub next_hop_up: Option<prometheus::IntGauge>,
 }
 
 impl Health {
@@ -71,38 +71,21 @@ impl Health {
     }
 
     async fn next_hop(&self) -> Option<String> {
-        let mut cfg = self.relay.clone();
-        cfg.connect_timeout = self.timeout;
-        cfg.command_timeout = self.timeout;
-        let hop = cfg.next_hop.to_string();
-        let problem = match tokio::time::timeout(self.timeout * 2, crate::delivery::client::Client::connect(&cfg)).await
-        {
-            Ok(Ok(c)) => {
-                c.quit().await;
-                None
-            }
-            Ok(Err(e)) => Some(format!("next hop {hop}: {e}")),
-            Err(_) => Some(format!("next hop {hop}: no answer within {:?}", self.timeout * 2)),
-        };
-        if let Some(up) = &self.next_hop_up {
-            up.set(i64::from(problem.is_none()));
-        }
-        problem
+        self.transport.health(self.timeout).await
     }
 
     /// (problems, degraded): not ready only when no endpoint is up.
     async fn scanners(&self) -> (Vec<String>, Vec<String>) {
-        let Some(clamd) = &self.clamd else {
+        let Some(content) = &self.content else {
             return (Vec::new(), Vec::new());
         };
-        let mut down = Vec::new();
-        let n = clamd.endpoints().len();
-        for (i, ep) in clamd.endpoints().iter().enumerate() {
-            if !clamd.ping(i, self.timeout).await {
-                down.push(format!("clamd {ep} not answering"));
-            }
-        }
-        if down.len() == n {
+        let answers = content.ping(self.timeout).await;
+        let down: Vec<String> = answers
+            .iter()
+            .filter(|(_, up)| !up)
+            .map(|(ep, _)| format!("clamd {ep} not answering"))
+            .collect();
+        if !answers.is_empty() && down.len() == answers.len() {
             (down, Vec::new())
         } else {
             (Vec::new(), down)
