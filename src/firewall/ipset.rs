@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use ipnet::IpNet;
 
+use super::export::{ExportError, Exporter, run_with_stdin, succeeds};
 use super::nft::Element;
 
 pub use crate::config::firewall::IpsetNames;
@@ -59,6 +60,50 @@ impl IpsetNames {
                 .collect()
         };
         [("iptables", rule(&self.set_v4)), ("ip6tables", rule(&self.set_v6))]
+    }
+}
+
+// === the exporter ===
+
+/// `ipset restore` scripts and iptables DROP rules (see [`super::ipset`]).
+pub struct IpsetExporter {
+    pub names: IpsetNames,
+}
+
+impl Exporter for IpsetExporter {
+    fn apply(&self, add: &[Element], del: &[IpNet]) -> Result<(), ExportError> {
+        let script = self.names.batch(add, del);
+        if script.is_empty() {
+            Ok(())
+        } else {
+            run_with_stdin("ipset", &["restore"], &script)
+        }
+    }
+
+    fn reconcile(&self, all: &[Element]) -> Result<(), ExportError> {
+        let mut script = self.names.create();
+        script.push_str(&self.names.batch(all, &[]));
+        run_with_stdin("ipset", &["restore"], &script)?;
+        for (program, rule) in self.names.rules() {
+            let check: Vec<String> = std::iter::once("-C".to_string()).chain(rule.iter().cloned()).collect();
+            if !succeeds(program, &check) {
+                let insert: Vec<String> = std::iter::once("-I".to_string()).chain(rule).collect();
+                if !succeeds(program, &insert) {
+                    return Err(ExportError::Rule {
+                        program,
+                        rule: insert.join(" "),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn intact(&self) -> bool {
+        self.names.rules().into_iter().all(|(program, rule)| {
+            let check: Vec<String> = std::iter::once("-C".to_string()).chain(rule).collect();
+            succeeds(program, &check)
+        })
     }
 }
 

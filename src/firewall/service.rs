@@ -14,160 +14,13 @@ use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{Ban, Decision, Engine, Offence};
-use super::nft::{Element, NftNames};
+use super::export::Exporter;
+use super::files::{FileExporter, write_atomically};
+use super::ipset::IpsetExporter;
+use super::nft::{Element, NftExporter};
 use crate::events::{Event, EventBus};
 
 pub use crate::config::firewall::FirewallConfig;
-
-/// Where bans are enforced besides the listener.
-pub trait Exporter: Send + Sync + 'static {
-    /// Applies a change as one transaction.
-    fn apply(&self, add: &[Element], del: &[IpNet]) -> Result<(), String>;
-    /// Recreates the exporter's state from scratch with these elements.
-    fn reconcile(&self, all: &[Element]) -> Result<(), String>;
-    /// Whether the exporter's state is still there (someone may have
-    /// flushed the ruleset).
-    fn intact(&self) -> bool;
-}
-
-/// `nft -f -` batches (see [`super::nft`]).
-pub struct NftExporter {
-    pub names: NftNames,
-}
-
-impl NftExporter {
-    fn run(&self, script: &str) -> Result<(), String> {
-        use std::io::Write as _;
-        let mut child = std::process::Command::new("nft")
-            .args(["-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("nft: {e}"))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(script.as_bytes()).map_err(|e| format!("nft: {e}"))?;
-        }
-        let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!("nft: {}", String::from_utf8_lossy(&out.stderr).trim()))
-        }
-    }
-}
-
-impl Exporter for NftExporter {
-    fn apply(&self, add: &[Element], del: &[IpNet]) -> Result<(), String> {
-        let batch = self.names.batch(add, del);
-        if batch.is_empty() { Ok(()) } else { self.run(&batch) }
-    }
-
-    fn reconcile(&self, all: &[Element]) -> Result<(), String> {
-        let mut script = self.names.create();
-        script.push_str(&self.names.batch(all, &[]));
-        self.run(&script)
-    }
-
-    /// The table with its four sets and its input chain, listed without
-    /// set elements or rules (`nft -t list sets; list chains`): a few
-    /// milliseconds with 100,000 bans, where listing the table or the
-    /// chain's rules dumps every element (0.7 s). A ruleset flush or a
-    /// reload by another tool removes the table, which this sees; a rule
-    /// deleted by hand inside our chain it does not.
-    fn intact(&self) -> bool {
-        use std::io::Write as _;
-        let child = std::process::Command::new("nft")
-            .args(["-t", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn();
-        let Ok(mut child) = child else { return false };
-        if let Some(mut stdin) = child.stdin.take() {
-            let _ = stdin.write_all(b"list sets inet\nlist chains inet\n");
-        }
-        let Ok(out) = child.wait_with_output() else {
-            return false;
-        };
-        let text = String::from_utf8_lossy(&out.stdout);
-        let n = &self.names;
-        out.status.success()
-            && text.contains(&format!("table inet {} {{", n.table))
-            && [&n.set_v4, &n.set_v6, &n.nets_v4, &n.nets_v6]
-                .iter()
-                .all(|set| text.contains(&format!("set {set} {{")))
-            && text.contains("chain input {")
-    }
-}
-
-/// `ipset restore` scripts and iptables DROP rules (see [`super::ipset`]).
-pub struct IpsetExporter {
-    pub names: super::ipset::IpsetNames,
-}
-
-fn run_with_stdin(program: &str, args: &[&str], input: &str) -> Result<(), String> {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(input.as_bytes())
-            .map_err(|e| format!("{program}: {e}"))?;
-    }
-    let out = child.wait_with_output().map_err(|e| format!("{program}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{program}: {}", String::from_utf8_lossy(&out.stderr).trim()))
-    }
-}
-
-fn succeeds(program: &str, args: &[String]) -> bool {
-    std::process::Command::new(program)
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-impl Exporter for IpsetExporter {
-    fn apply(&self, add: &[Element], del: &[IpNet]) -> Result<(), String> {
-        let script = self.names.batch(add, del);
-        if script.is_empty() {
-            Ok(())
-        } else {
-            run_with_stdin("ipset", &["restore"], &script)
-        }
-    }
-
-    fn reconcile(&self, all: &[Element]) -> Result<(), String> {
-        let mut script = self.names.create();
-        script.push_str(&self.names.batch(all, &[]));
-        run_with_stdin("ipset", &["restore"], &script)?;
-        for (program, rule) in self.names.rules() {
-            let check: Vec<String> = std::iter::once("-C".to_string()).chain(rule.iter().cloned()).collect();
-            if !succeeds(program, &check) {
-                let insert: Vec<String> = std::iter::once("-I".to_string()).chain(rule).collect();
-                if !succeeds(program, &insert) {
-                    return Err(format!("{program} {}: failed", insert.join(" ")));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn intact(&self) -> bool {
-        self.names.rules().into_iter().all(|(program, rule)| {
-            let check: Vec<String> = std::iter::once("-C".to_string()).chain(rule).collect();
-            succeeds(program, &check)
-        })
-    }
-}
 
 pub struct Firewall {
     pub cfg: FirewallConfig,
@@ -187,7 +40,8 @@ pub struct Firewall {
     last_store: Mutex<Option<std::time::Instant>>,
     /// A store write is running (on a thread of its own).
     storing: Arc<std::sync::atomic::AtomicBool>,
-    exporter: Option<Box<dyn Exporter>>,
+    /// Kernel exporter (nft or ipset), then the file export, if any.
+    exporters: Vec<Arc<dyn Exporter>>,
     events: EventBus,
 }
 
@@ -215,7 +69,13 @@ impl Firewall {
         Firewall::with_exporter(cfg, events, exporter)
     }
 
+    /// [`Firewall::new`] with `exporter` as the kernel exporter (tests);
+    /// the file export is added when `firewall.file` is set.
     pub fn with_exporter(cfg: FirewallConfig, events: EventBus, exporter: Option<Box<dyn Exporter>>) -> Firewall {
+        let mut exporters: Vec<Arc<dyn Exporter>> = exporter.map(Arc::from).into_iter().collect();
+        if let Some(path) = &cfg.file {
+            exporters.push(Arc::new(FileExporter { path: path.clone() }));
+        }
         let mut engine = Engine::new(cfg.bans.clone());
         let t = now();
         for ban in load_store(&cfg.store) {
@@ -233,7 +93,7 @@ impl Firewall {
             last_check: Mutex::new(None),
             last_store: Mutex::new(None),
             storing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            exporter,
+            exporters,
             events,
         }
     }
@@ -365,8 +225,8 @@ impl Firewall {
         if changed {
             *self.last_store.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
         }
-        if let Some(ex) = &self.exporter {
-            // The exporter's state is checked at most once a second (one
+        if !self.exporters.is_empty() {
+            // The exporters' state is checked at most once a second (one
             // `nft list` each time); changes go out at every flush.
             let check = {
                 let mut last = self.last_check.lock().unwrap_or_else(|p| p.into_inner());
@@ -376,32 +236,40 @@ impl Firewall {
                 }
                 due
             };
-            let wiped = check && !ex.intact();
-            let result = if wiped {
-                ex.reconcile(&self.elements(t))
-            } else if add.is_empty() && del.is_empty() {
-                Ok(())
-            } else {
-                ex.apply(&add, &del)
-            };
+            let mut failed = None;
+            let mut wiped_any = false;
+            for ex in &self.exporters {
+                let wiped = check && !ex.intact();
+                wiped_any |= wiped;
+                let result = if wiped {
+                    ex.reconcile(&self.elements(t))
+                } else if add.is_empty() && del.is_empty() {
+                    Ok(())
+                } else {
+                    ex.apply(&add, &del)
+                };
+                if let Err(e) = result {
+                    failed = Some(e);
+                }
+            }
             let mut out = self.out_of_sync.lock().unwrap_or_else(|p| p.into_inner());
-            match result {
-                Ok(()) => {
+            match failed {
+                None => {
                     *out = None;
                     if let Some(since) = since {
                         metrics.firewall_sync_delay.observe(since.elapsed().as_secs_f64());
                     }
                 }
-                Err(e) => {
+                Some(e) => {
                     out.get_or_insert(since.unwrap_or_else(std::time::Instant::now));
                     metrics.firewall_sync_errors.inc();
                     self.events.emit(Event::Warning {
                         component: "firewall",
-                        message: e,
+                        message: e.to_string(),
                     });
                 }
             }
-            if wiped {
+            if wiped_any {
                 metrics.firewall_sync_errors.inc();
             }
             metrics
@@ -412,11 +280,11 @@ impl Firewall {
             // Written beside the flush, so that a 15 MB store never holds
             // back the next kernel transaction; the last flush waits for it.
             let bans = self.engine().snapshot();
-            let (store, file, events) = (self.cfg.store.clone(), self.cfg.file.clone(), self.events.clone());
+            let (store, exporters, events) = (self.cfg.store.clone(), self.exporters.clone(), self.events.clone());
             let job = move || {
                 let mut bans: Vec<&Ban> = bans.iter().map(|b| &**b).collect();
                 bans.sort_by_key(|b| b.net);
-                save(&store, file.as_deref(), &bans, &events)
+                save(&store, &exporters, &bans, &events)
             };
             if final_ {
                 while self.storing.load(std::sync::atomic::Ordering::Acquire) {
@@ -451,17 +319,17 @@ impl Firewall {
     /// shutdown. Starts with a full reconcile of the exporter.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut rx = self.events.subscribe();
-        if self.exporter.is_some() {
+        if !self.exporters.is_empty() {
             let this = self.clone();
-            let res = tokio::task::spawn_blocking(move || match &this.exporter {
-                Some(ex) => ex.reconcile(&this.elements(now())),
-                None => Ok(()),
+            let res = tokio::task::spawn_blocking(move || {
+                let all = this.elements(now());
+                this.exporters.iter().try_for_each(|ex| ex.reconcile(&all))
             })
             .await;
             if let Ok(Err(e)) = res {
                 self.events.emit(Event::Warning {
                     component: "firewall",
-                    message: e,
+                    message: e.to_string(),
                 });
             }
         }
@@ -488,25 +356,16 @@ impl Firewall {
     }
 }
 
-/// Writes the store and, when configured, the file export (a CIDR list,
-/// and JSON beside it).
-fn save(store: &std::path::Path, file: Option<&std::path::Path>, bans: &[&Ban], events: &EventBus) {
-    let mut writes = vec![(store.to_path_buf(), serde_json::to_vec(bans).unwrap_or_default())];
-    if let Some(f) = file {
-        // Dry run: the decisions are exported, for other tools to judge.
-        let list: String = bans.iter().map(|b| format!("{}\n", b.net)).collect();
-        writes.push((f.to_path_buf(), list.into_bytes()));
-        let mut json = f.as_os_str().to_owned();
-        json.push(".json");
-        writes.push((json.into(), serde_json::to_vec_pretty(bans).unwrap_or_default()));
-    }
-    for (path, data) in writes {
-        if let Err(e) = write_atomically(&path, &data) {
-            events.emit(Event::Warning {
-                component: "firewall",
-                message: format!("{}: {e}", path.display()),
-            });
-        }
+/// Writes the store, then hands the bans to every exporter (the file
+/// export writes its list and JSON).
+fn save(store: &std::path::Path, exporters: &[Arc<dyn Exporter>], bans: &[&Ban], events: &EventBus) {
+    let stored = write_atomically(store, &serde_json::to_vec(bans).unwrap_or_default());
+    let published = exporters.iter().map(|ex| ex.snapshot(bans));
+    for e in std::iter::once(stored).chain(published).filter_map(Result::err) {
+        events.emit(Event::Warning {
+            component: "firewall",
+            message: e.to_string(),
+        });
     }
 }
 
@@ -515,19 +374,6 @@ fn load_store(path: &PathBuf) -> Vec<Ban> {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
-}
-
-/// Writes a temporary file beside `path`, syncs it and renames it over
-/// `path`: readers see the old or the new content, never a part.
-fn write_atomically(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(tmp, path)
 }
 
 /// Banned clients are refused before the greeting.
