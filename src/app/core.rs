@@ -1,0 +1,75 @@
+//! What every subsystem is built with: the configuration, the metrics
+//! registry and the event bus, the shutdown token, and the task trackers.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::events::EventBus;
+use crate::metrics::Metrics;
+
+pub(super) struct Core {
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub events: EventBus,
+    /// Cancelled on SIGTERM/SIGINT.
+    pub shutdown: CancellationToken,
+    /// Background work (queue, scanners, firewall, listeners of status).
+    pub background: TaskTracker,
+    /// Listeners and the sessions they spawn.
+    pub sessions: TaskTracker,
+}
+
+impl Core {
+    /// The registry (counting off when `[metrics]` is off), the bus, and
+    /// the event log writer.
+    pub fn new(config: Config) -> Core {
+        let config = Arc::new(config);
+        let metrics = Arc::new(match config.metrics {
+            Some(_) => Metrics::new(),
+            None => Metrics::disabled(),
+        });
+        let core = Core {
+            events: EventBus::with_metrics(64 * 1024, metrics.clone()),
+            metrics,
+            shutdown: CancellationToken::new(),
+            background: TaskTracker::new(),
+            sessions: TaskTracker::new(),
+            config,
+        };
+        core.background.spawn(crate::events::log::run(
+            core.events.clone(),
+            core.config.log.events.clone(),
+            core.shutdown.child_token(),
+        ));
+        core
+    }
+
+    /// Runs `task` in the background until shutdown (it gets its own token).
+    pub fn spawn<F, Fut>(&self, task: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.background.spawn(task(self.shutdown.child_token()));
+    }
+
+    /// One resolver (and one answer cache) for the DNS lists, the HELO
+    /// checks and SPF/DKIM/DMARC, when any of them is on.
+    pub fn resolver(&self) -> anyhow::Result<Option<hickory_resolver::TokioResolver>> {
+        let c = &self.config;
+        if !needs_dns(c) && !c.spam.as_ref().is_some_and(|s| s.auth) {
+            return Ok(None);
+        }
+        crate::dns::tokio_resolver(c.dns.resolver, c.dns.timeout)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("dns.resolver: {e}"))
+    }
+}
+
+/// The pre-DATA checks need DNS (lists, FCrDNS).
+pub(super) fn needs_dns(c: &Config) -> bool {
+    !c.dnsbl.zones.is_empty() || !c.dnsbl.domain_zones.is_empty() || c.helo.fcrdns != crate::policy::helo::Action::Off
+}

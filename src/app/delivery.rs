@@ -1,0 +1,56 @@
+//! The delivery subsystem: the router (routes, default next hop, bounces),
+//! the queue and its handle, and recovery of the spool.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::core::Core;
+use crate::delivery::queue::{Queue, QueueHandle};
+use crate::delivery::route::Router;
+use crate::spool::Spool;
+
+pub(super) struct Delivery {
+    pub transport: Arc<Router>,
+    pub queue: Queue,
+    pub handle: QueueHandle,
+}
+
+/// Per-domain routes, the default next hop, and where DSNs to outside
+/// senders go (a bounce relay, or MX lookup through `dns`).
+pub(super) fn build(
+    core: &Core,
+    spool: Arc<dyn Spool>,
+    dns: Option<&hickory_resolver::TokioResolver>,
+) -> anyhow::Result<Delivery> {
+    let c = &core.config;
+    let transport =
+        Arc::new(Router::from_config(c, dns, &core.metrics).map_err(|e| anyhow::anyhow!("dns.resolver: {e}"))?);
+    let (queue, handle) = Queue::new(
+        spool,
+        transport.clone(),
+        c.relay.clone(),
+        c.server.hostname.clone(),
+        core.events.clone(),
+    );
+    Ok(Delivery {
+        transport,
+        queue,
+        handle,
+    })
+}
+
+/// Runs the queue. It stops launching attempts on shutdown but lets
+/// in-flight ones finish: it watches its own token, cancelled once the
+/// sessions are gone (mail accepted just before the stop is tried).
+pub(super) fn start_queue(core: &Core, queue: Queue, handle: QueueHandle) {
+    let queue_stop = CancellationToken::new();
+    core.background.spawn(queue.run(handle, queue_stop.clone()));
+    let (shutdown, sessions) = (core.shutdown.clone(), core.sessions.clone());
+    core.background.spawn(async move {
+        shutdown.cancelled().await;
+        sessions.close();
+        sessions.wait().await;
+        queue_stop.cancel();
+    });
+}

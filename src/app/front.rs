@@ -1,0 +1,192 @@
+//! The front end: the pre-DATA checks, the connection filters, the
+//! session context, and the listeners.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use anyhow::Context as _;
+use tokio::sync::Semaphore;
+
+use super::core::{Core, needs_dns};
+use crate::dns::{HickoryResolver, NoDns, Resolver};
+use crate::pipeline::Pipeline;
+use crate::policy::callahead::CallAhead;
+use crate::policy::connection::{Allowlist, ConnectionFilter, ConnectionLimits};
+use crate::policy::dnsbl::{Dnsbl, DnsblCheck};
+use crate::policy::greylist::{Greylist, GreylistCheck};
+use crate::policy::helo::{Action, HeloCheck};
+use crate::policy::limits::{Limits, RateCheck};
+use crate::policy::recipients::{Directory, RecipientCheck};
+use crate::policy::{Check, CheckChain};
+use crate::smtp::session::Shared;
+use crate::tls::TlsSource;
+
+/// Pre-DATA checks, in order: reputation first (a listed client gets the
+/// DNSBL reason whatever it guesses), then rates, then recipient
+/// validation, greylisting last (unknown users get 550, not 451).
+pub(super) fn checks(
+    core: &Core,
+    recipients: Arc<Directory>,
+    dns: Option<hickory_resolver::TokioResolver>,
+    limits: Arc<Limits>,
+) -> anyhow::Result<CheckChain> {
+    let c = &core.config;
+    let needs = needs_dns(c);
+    let resolver: Arc<dyn Resolver> = match dns.filter(|_| needs) {
+        Some(inner) => Arc::new(HickoryResolver::from_resolver(inner)),
+        None => Arc::new(NoDns),
+    };
+    let mut checks: Vec<Arc<dyn Check>> = Vec::new();
+    let helo = &c.helo;
+    if [helo.bare_ip, helo.non_fqdn, helo.our_name, helo.fcrdns]
+        .iter()
+        .any(|a| *a != Action::Off)
+    {
+        checks.push(Arc::new(HeloCheck {
+            policy: helo.clone(),
+            hostname: c.server.hostname.clone(),
+            our_ips: c.server.listen.iter().map(|a| a.ip()).collect(),
+            resolver: needs.then(|| resolver.clone()),
+            timeout: c.dns.timeout,
+        }));
+    }
+    let bl = &c.dnsbl;
+    if !bl.zones.is_empty() || !bl.domain_zones.is_empty() || helo.uses_scores() {
+        let dnsbl = Arc::new(Dnsbl::new(
+            bl.zones.clone(),
+            bl.domain_zones.clone(),
+            bl.threshold,
+            bl.replies.clone(),
+            c.dns.timeout,
+            resolver,
+            core.events.clone(),
+        ));
+        let d = dnsbl.clone();
+        core.background.spawn(async move { d.health_check().await });
+        checks.push(Arc::new(DnsblCheck { dnsbl }));
+    }
+    checks.push(Arc::new(RateCheck { limits }));
+    let callahead = c
+        .callahead
+        .as_ref()
+        .map(|ca| Arc::new(CallAhead::new(ca.clone(), c.relay.clone())));
+    checks.push(Arc::new(RecipientCheck {
+        dir: recipients,
+        callahead,
+    }));
+    if let Some(g) = greylist(core)? {
+        checks.push(g);
+    }
+    Ok(CheckChain::new(checks))
+}
+
+/// Greylisting with its state loaded and persisted, when on.
+fn greylist(core: &Core) -> anyhow::Result<Option<Arc<dyn Check>>> {
+    let Some(gc) = &core.config.greylist else {
+        return Ok(None);
+    };
+    let greylist = Arc::new(Greylist::new(gc.clone(), Greylist::system_clock()));
+    let loaded = greylist
+        .load()
+        .with_context(|| format!("greylist.state: cannot read {}", gc.state.display()))?;
+    tracing::info!(triplets = loaded, "greylist state loaded");
+    let g = greylist.clone();
+    core.spawn(move |stop| g.persist(std::time::Duration::from_secs(5), stop));
+    Ok(Some(Arc::new(GreylistCheck {
+        greylist,
+        metrics: core.metrics.clone(),
+    })))
+}
+
+/// The per-client limits, swept of clients idle for two windows once a
+/// minute.
+pub(super) fn limits(core: &Core) -> Arc<Limits> {
+    let limits = Arc::new(Limits::new(&core.config.limits));
+    let l = limits.clone();
+    core.spawn(move |stop| async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => l.sweep(),
+                _ = stop.cancelled() => return,
+            }
+        }
+    });
+    limits
+}
+
+/// What the listener asks before a session starts: bans, then the
+/// allowlist (trusted networks skip the limits), then the limits.
+pub(super) fn connection_filters(
+    core: &Core,
+    firewall: Option<Arc<crate::firewall::service::Firewall>>,
+    limits: Arc<Limits>,
+) -> Vec<Arc<dyn ConnectionFilter>> {
+    let c = &core.config;
+    let mut filters: Vec<Arc<dyn ConnectionFilter>> = Vec::new();
+    if let Some(fw) = firewall {
+        filters.push(fw);
+    }
+    filters.push(Arc::new(Allowlist(c.policy.allowlist.clone())));
+    filters.push(Arc::new(ConnectionLimits {
+        limits,
+        rate: c.limits.per_ip_connection_rate,
+    }));
+    filters
+}
+
+/// What every session shares.
+pub(super) fn shared(
+    core: &Core,
+    checks: CheckChain,
+    pipeline: Arc<Pipeline>,
+    tls: Option<Arc<TlsSource>>,
+    filters: Vec<Arc<dyn ConnectionFilter>>,
+) -> Arc<Shared> {
+    Arc::new(Shared {
+        config: core.config.clone(),
+        checks,
+        pipeline,
+        events: core.events.clone(),
+        tls,
+        shutdown: core.shutdown.clone(),
+        session_seq: AtomicU64::new(1),
+        message_seq: AtomicU64::new(0),
+        filters,
+    })
+}
+
+/// Binds `server.listen` and serves; returns the bound addresses.
+pub(super) fn listen(core: &Core, shared: Arc<Shared>) -> anyhow::Result<Vec<SocketAddr>> {
+    let c = &core.config;
+    raise_fd_limit(c);
+    let limit = Arc::new(Semaphore::new(c.server.max_connections));
+    let mut local_addrs = Vec::new();
+    for addr in &c.server.listen {
+        let l = crate::listener::bind(*addr).with_context(|| format!("server.listen: cannot bind {addr}"))?;
+        local_addrs.push(l.local_addr()?);
+        core.sessions.spawn(crate::listener::accept_loop(
+            l,
+            shared.clone(),
+            limit.clone(),
+            core.sessions.clone(),
+        ));
+    }
+    Ok(local_addrs)
+}
+
+/// Each session needs a socket and each delivery a socket: make sure the
+/// descriptor limit allows max_connections before we promise it.
+fn raise_fd_limit(c: &crate::config::Config) {
+    let want = (c.server.max_connections + c.relay.concurrency) as u64 * 2 + 256;
+    match rlimit::increase_nofile_limit(want) {
+        Ok(got) if got < want => tracing::warn!(
+            wanted = want,
+            got,
+            "open-file limit is below what server.max_connections needs; raise LimitNOFILE / ulimit -n"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+}
