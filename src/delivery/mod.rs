@@ -8,6 +8,7 @@ pub mod client;
 pub mod dsn;
 pub mod forward;
 pub mod queue;
+mod reply;
 pub mod route;
 pub mod tls;
 
