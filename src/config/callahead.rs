@@ -1,5 +1,6 @@
 //! `[callahead]`: recipient verification at the next hop.
 
+use super::defaults;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -10,4 +11,35 @@ pub struct CallAheadConfig {
     pub probes_per_client: u32,
     /// Idle probe connections kept open.
     pub pool_size: usize,
+}
+
+/// `None` when call-ahead is off.
+pub(super) fn validate_callahead(ca: super::raw::RawCallAhead) -> Result<Option<CallAheadConfig>, super::ConfigError> {
+    use super::{ConfigError, dur, positive};
+    let callahead = if ca.enabled.unwrap_or(false) {
+        let probes = ca.probes_per_client.unwrap_or(defaults::CALLAHEAD_PROBES_PER_CLIENT);
+        if probes == 0 {
+            return Err(ConfigError::new(
+                "callahead.probes_per_client",
+                "must be greater than zero",
+            ));
+        }
+        Some(CallAheadConfig {
+            positive_ttl: dur(
+                "callahead.positive_ttl",
+                ca.positive_ttl,
+                defaults::CALLAHEAD_POSITIVE_TTL,
+            )?,
+            negative_ttl: dur(
+                "callahead.negative_ttl",
+                ca.negative_ttl,
+                defaults::CALLAHEAD_NEGATIVE_TTL,
+            )?,
+            probes_per_client: probes,
+            pool_size: positive("callahead.pool_size", ca.pool_size, defaults::CALLAHEAD_POOL_SIZE)?,
+        })
+    } else {
+        None
+    };
+    Ok(callahead)
 }

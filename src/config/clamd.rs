@@ -1,5 +1,6 @@
 //! `[clamd]`: the virus scanner's endpoints and limits.
 
+use super::defaults;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -49,4 +50,36 @@ pub struct ClamdConfig {
     pub health_interval: Duration,
     /// Stream the message to clamd while DATA arrives.
     pub stream: bool,
+}
+
+/// `None` when no endpoint is configured.
+pub(super) fn validate_clamd(cd: super::raw::RawClamd) -> Result<Option<ClamdConfig>, super::ConfigError> {
+    use super::{ConfigError, dur, positive};
+    let clamd = match cd.endpoints {
+        None => None,
+        Some(eps) if eps.is_empty() => None,
+        Some(eps) => {
+            let mut endpoints = Vec::new();
+            for (i, e) in eps.iter().enumerate() {
+                endpoints.push(Endpoint::parse(e).map_err(|m| ConfigError::new(format!("clamd.endpoints[{i}]"), m))?);
+            }
+            Some(ClamdConfig {
+                endpoints,
+                timeout: dur("clamd.timeout", cd.timeout, defaults::CLAMD_TIMEOUT)?,
+                max_size: positive("clamd.max_size", cd.max_size, defaults::CLAMD_MAX_SIZE)?,
+                max_concurrent: positive(
+                    "clamd.max_concurrent",
+                    cd.max_concurrent,
+                    defaults::CLAMD_MAX_CONCURRENT,
+                )?,
+                health_interval: dur(
+                    "clamd.health_interval",
+                    cd.health_interval,
+                    defaults::CLAMD_HEALTH_INTERVAL,
+                )?,
+                stream: cd.stream.unwrap_or(defaults::CLAMD_STREAM),
+            })
+        }
+    };
+    Ok(clamd)
 }

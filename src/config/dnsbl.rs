@@ -4,6 +4,8 @@
 use std::net::Ipv4Addr;
 
 use super::ConfigError;
+use super::defaults;
+use super::raw::RawDnsbl;
 
 /// One octet of an answer filter: `n`, `[a..b]` or `[a;b;c]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,4 +114,42 @@ pub fn parse_zones(key: &str, specs: &[String]) -> Result<Vec<Zone>, ConfigError
         .enumerate()
         .map(|(i, s)| Zone::parse(s).map_err(|e| ConfigError::new(format!("{key}[{i}]"), e)))
         .collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct Dnsbl {
+    pub zones: Vec<Zone>,
+    pub domain_zones: Vec<Zone>,
+    pub threshold: i32,
+    pub replies: std::collections::HashMap<String, String>,
+}
+
+pub(super) fn validate_dnsbl(rb: RawDnsbl) -> Result<Dnsbl, ConfigError> {
+    let threshold = rb.threshold.unwrap_or(defaults::DNSBL_THRESHOLD);
+    if !(1..=1000).contains(&threshold) {
+        return Err(ConfigError::new("dnsbl.threshold", "must be between 1 and 1000"));
+    }
+    let dnsbl = Dnsbl {
+        zones: parse_zones("dnsbl.zones", &rb.zones.unwrap_or_default())?,
+        domain_zones: parse_zones("dnsbl.domain_zones", &rb.domain_zones.unwrap_or_default())?,
+        threshold: threshold as i32,
+        replies: rb
+            .replies
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k.trim_end_matches('.').to_ascii_lowercase(), v))
+            .collect(),
+    };
+    for (zone, text) in &dnsbl.replies {
+        if !dnsbl.zones.iter().chain(&dnsbl.domain_zones).any(|z| &z.name == zone) {
+            return Err(ConfigError::new(
+                format!("dnsbl.replies.{zone}"),
+                "not a zone listed in dnsbl.zones",
+            ));
+        }
+        if text.contains(['\r', '\n']) {
+            return Err(ConfigError::new(format!("dnsbl.replies.{zone}"), "must be one line"));
+        }
+    }
+    Ok(dnsbl)
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use super::defaults;
 use super::raw::RawFirewall;
 use super::{ConfigError, NextHop, dur, resolve};
 
@@ -186,8 +187,8 @@ pub(super) fn validate_firewall(
     bans.allowlist = allowlist;
     bans.dry_run = raw.dry_run.unwrap_or(false);
     let secs = |d: std::time::Duration| d.as_secs().max(1);
-    bans.memory = secs(dur("firewall.memory", raw.memory, "24h")?);
-    bans.max_ban = secs(dur("firewall.max_ban", raw.max_ban, "7d")?);
+    bans.memory = secs(dur("firewall.memory", raw.memory, defaults::FIREWALL_MEMORY)?);
+    bans.max_ban = secs(dur("firewall.max_ban", raw.max_ban, defaults::FIREWALL_MAX_BAN)?);
     bans.aggregate = raw.aggregate.filter(|&n| n > 0);
     for (name, r) in raw.rules.unwrap_or_default() {
         let key = format!("firewall.rules.{name}");
@@ -218,16 +219,19 @@ pub(super) fn validate_firewall(
         }
     };
     let mut ipset = None;
-    let nft = match raw.exporter.as_deref().unwrap_or("none") {
+    let nft = match raw.exporter.as_deref().unwrap_or(defaults::FIREWALL_EXPORTER) {
         "none" => None,
         "ipset" => {
-            let base = raw.ipset_name.clone().unwrap_or_else(|| "sluice".into());
+            let base = raw
+                .ipset_name
+                .clone()
+                .unwrap_or_else(|| defaults::FIREWALL_IPSET_NAME.into());
             name_ok("firewall.ipset_name", &base)?;
             ipset = Some(IpsetNames::new(&base));
             None
         }
         "nft" => {
-            let table = raw.nft_table.unwrap_or_else(|| "sluice".into());
+            let table = raw.nft_table.unwrap_or_else(|| defaults::FIREWALL_NFT_TABLE.into());
             if table.is_empty() || !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(ConfigError::new("firewall.nft_table", "letters, digits and _ only"));
             }
@@ -249,7 +253,11 @@ pub(super) fn validate_firewall(
             Some(s) => resolve(base, &s),
             None => spool_dir.join("bans.json"),
         },
-        flush_interval: dur("firewall.flush_interval", raw.flush_interval, "50ms")?,
+        flush_interval: dur(
+            "firewall.flush_interval",
+            raw.flush_interval,
+            defaults::FIREWALL_FLUSH_INTERVAL,
+        )?,
         nft,
         ipset,
         file: raw.file.filter(|f| !f.is_empty()).map(|f| resolve(base, &f)),

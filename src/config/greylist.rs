@@ -1,6 +1,7 @@
 //! `[greylist]`: postgrey-style greylisting.
 
-use std::path::PathBuf;
+use super::defaults;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -10,4 +11,37 @@ pub struct GreylistConfig {
     pub max_age: Duration,
     pub auto_allowlist_after: u32,
     pub state: PathBuf,
+}
+
+/// `None` when greylisting is off; the state file defaults to the spool.
+pub(super) fn validate_greylist(
+    g: super::raw::RawGreylist,
+    base: &Path,
+    spool_dir: &Path,
+) -> Result<Option<GreylistConfig>, super::ConfigError> {
+    use super::{ConfigError, dur, resolve};
+    let greylist = if g.enabled.unwrap_or(false) {
+        let cfg = GreylistConfig {
+            delay: dur("greylist.delay", g.delay, defaults::GREYLIST_DELAY)?,
+            retry_window: dur("greylist.retry_window", g.retry_window, defaults::GREYLIST_RETRY_WINDOW)?,
+            max_age: dur("greylist.max_age", g.max_age, defaults::GREYLIST_MAX_AGE)?,
+            auto_allowlist_after: g
+                .auto_allowlist_after
+                .unwrap_or(defaults::GREYLIST_AUTO_ALLOWLIST_AFTER),
+            state: match g.state {
+                Some(p) => resolve(base, &p),
+                None => spool_dir.join("greylist.state"),
+            },
+        };
+        if cfg.retry_window <= cfg.delay {
+            return Err(ConfigError::new(
+                "greylist.retry_window",
+                "must be longer than greylist.delay",
+            ));
+        }
+        Some(cfg)
+    } else {
+        None
+    };
+    Ok(greylist)
 }

@@ -45,3 +45,16 @@ impl HeloPolicy {
             .any(|a| matches!(a, Action::Score(_)))
     }
 }
+
+pub(super) fn validate_helo(h: super::raw::RawHelo) -> Result<HeloPolicy, super::ConfigError> {
+    let action = |key: &str, v: Option<String>| -> Result<Action, super::ConfigError> {
+        Action::parse(v.as_deref().unwrap_or("off")).map_err(|e| super::ConfigError::new(key, e))
+    };
+    let helo = HeloPolicy {
+        bare_ip: action("helo.bare_ip", h.bare_ip)?,
+        non_fqdn: action("helo.non_fqdn", h.non_fqdn)?,
+        our_name: action("helo.our_name", h.our_name)?,
+        fcrdns: action("helo.fcrdns", h.fcrdns)?,
+    };
+    Ok(helo)
+}

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::defaults;
 use super::raw::{RawRelay, RawRoute};
 use super::{ConfigError, dur, positive, resolve};
 
@@ -236,11 +237,11 @@ fn parse_pattern(key: &str, d: &str) -> Result<DomainPattern, ConfigError> {
 pub(super) fn validate_relay(r: RawRelay, base: &Path, hostname: &str) -> Result<Relay, ConfigError> {
     let next_hop = parse_next_hop(
         "relay.next_hop",
-        r.next_hop.as_deref().unwrap_or("smtp://127.0.0.1:10025"),
+        r.next_hop.as_deref().unwrap_or(defaults::RELAY_NEXT_HOP),
         base,
     )?;
-    let retry_initial = dur("relay.retry_initial", r.retry_initial, "60s")?;
-    let retry_max = dur("relay.retry_max", r.retry_max, "1h")?;
+    let retry_initial = dur("relay.retry_initial", r.retry_initial, defaults::RELAY_RETRY_INITIAL)?;
+    let retry_max = dur("relay.retry_max", r.retry_max, defaults::RELAY_RETRY_MAX)?;
     if retry_max < retry_initial {
         return Err(ConfigError::new(
             "relay.retry_max",
@@ -255,10 +256,7 @@ pub(super) fn validate_relay(r: RawRelay, base: &Path, hostname: &str) -> Result
         ));
     }
     let tls = parse_tls("relay.tls", r.tls.as_deref(), HopTls::None)?;
-    let ca_file = resolve(
-        base,
-        r.tls_ca_file.as_deref().unwrap_or("/etc/ssl/certs/ca-certificates.crt"),
-    );
+    let ca_file = resolve(base, r.tls_ca_file.as_deref().unwrap_or(defaults::RELAY_TLS_CA_FILE));
     let forward_client = parse_forward("relay.forward_client", r.forward_client.as_deref(), ForwardClient::Auto)?;
     let mut routes = Vec::new();
     for (domain, raw) in r.routes {
@@ -306,7 +304,7 @@ pub(super) fn validate_relay(r: RawRelay, base: &Path, hostname: &str) -> Result
             )
         })?),
     };
-    let mx_port = r.mx_port.unwrap_or(25);
+    let mx_port = r.mx_port.unwrap_or(defaults::RELAY_MX_PORT);
     if mx_port == 0 {
         return Err(ConfigError::new("relay.mx_port", "must be greater than zero"));
     }
@@ -322,16 +320,24 @@ pub(super) fn validate_relay(r: RawRelay, base: &Path, hostname: &str) -> Result
         helo_name,
         retry_initial,
         retry_max,
-        max_queue_age: dur("relay.max_queue_age", r.max_queue_age, "5d")?,
-        concurrency: positive("relay.concurrency", r.concurrency, 20)?,
-        connect_timeout: dur("relay.connect_timeout", r.connect_timeout, "30s")?,
-        command_timeout: dur("relay.command_timeout", r.command_timeout, "300s")?,
-        data_timeout: dur("relay.data_timeout", r.data_timeout, "600s")?,
-        idle_timeout: dur("relay.idle_timeout", r.idle_timeout, "10s")?,
+        max_queue_age: dur("relay.max_queue_age", r.max_queue_age, defaults::RELAY_MAX_QUEUE_AGE)?,
+        concurrency: positive("relay.concurrency", r.concurrency, defaults::RELAY_CONCURRENCY)?,
+        connect_timeout: dur(
+            "relay.connect_timeout",
+            r.connect_timeout,
+            defaults::RELAY_CONNECT_TIMEOUT,
+        )?,
+        command_timeout: dur(
+            "relay.command_timeout",
+            r.command_timeout,
+            defaults::RELAY_COMMAND_TIMEOUT,
+        )?,
+        data_timeout: dur("relay.data_timeout", r.data_timeout, defaults::RELAY_DATA_TIMEOUT)?,
+        idle_timeout: dur("relay.idle_timeout", r.idle_timeout, defaults::RELAY_IDLE_TIMEOUT)?,
         max_messages_per_connection: positive(
             "relay.max_messages_per_connection",
             r.max_messages_per_connection,
-            1000,
+            defaults::RELAY_MAX_MESSAGES_PER_CONNECTION,
         )?,
     })
 }

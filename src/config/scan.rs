@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::defaults;
 use super::raw::RawScan;
 use super::{ConfigError, dur, dur_or_zero, positive, resolve};
 
@@ -122,7 +123,7 @@ pub(super) fn validate_scan(raw: RawScan, base: &Path, spool_dir: &Path) -> Resu
     };
     let ambiguous = mode("scan.ambiguous_mime", raw.ambiguous_mime, "scan-all")?;
     let unknown_encoding = mode("scan.unknown_encoding", raw.unknown_encoding, "reject")?;
-    let on_failure = match raw.on_failure.as_deref().unwrap_or("tempfail") {
+    let on_failure = match raw.on_failure.as_deref().unwrap_or(defaults::SCAN_ON_FAILURE) {
         "tempfail" => OnFailure::Tempfail,
         "hold" => OnFailure::Hold,
         other => {
@@ -146,20 +147,24 @@ pub(super) fn validate_scan(raw: RawScan, base: &Path, spool_dir: &Path) -> Resu
             banned.extensions.insert(e);
         }
     }
-    banned.in_archives = raw.banned_in_archives.unwrap_or(true);
+    banned.in_archives = raw.banned_in_archives.unwrap_or(defaults::SCAN_BANNED_IN_ARCHIVES);
     Ok(ScanConfig {
         limits: Limits {
-            max_depth: positive("scan.max_depth", raw.max_depth, 8)?,
-            max_parts: positive("scan.max_parts", raw.max_parts, 1000)?,
-            max_decoded: positive("scan.max_decoded_size", raw.max_decoded_size, 64 << 20)?,
+            max_depth: positive("scan.max_depth", raw.max_depth, defaults::SCAN_MAX_DEPTH)?,
+            max_parts: positive("scan.max_parts", raw.max_parts, defaults::SCAN_MAX_PARTS)?,
+            max_decoded: positive(
+                "scan.max_decoded_size",
+                raw.max_decoded_size,
+                defaults::SCAN_MAX_DECODED_SIZE,
+            )?,
         },
         ambiguous,
         unknown_encoding,
         banned,
         on_failure,
-        latency_budget: dur_or_zero("scan.latency_budget", raw.latency_budget, "20s")?,
-        retry: dur("scan.retry", raw.retry, "1m")?,
-        max_held: positive("scan.max_held", raw.max_held, 100_000)?,
+        latency_budget: dur_or_zero("scan.latency_budget", raw.latency_budget, defaults::SCAN_LATENCY_BUDGET)?,
+        retry: dur("scan.retry", raw.retry, defaults::SCAN_RETRY)?,
+        max_held: positive("scan.max_held", raw.max_held, defaults::SCAN_MAX_HELD)?,
         quarantine_dir: match raw.quarantine_dir {
             Some(d) => resolve(base, &d),
             None => spool_dir.join("quarantine"),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::defaults;
 use super::raw::{RawSpam, RawThreshold};
 use super::{ConfigError, dur, positive, resolve};
 
@@ -166,9 +167,13 @@ pub(super) fn validate_spam(raw: RawSpam, base: &Path) -> Result<Option<SpamConf
         rules_dir: path(raw.rules_dir),
         bayes_model: path(raw.bayes_model),
         auth: raw.auth.unwrap_or(d.auth),
-        auth_timeout: dur("spam.auth_timeout", raw.auth_timeout, "5s")?,
+        auth_timeout: dur("spam.auth_timeout", raw.auth_timeout, defaults::SPAM_AUTH_TIMEOUT)?,
         max_size: positive("spam.max_size", raw.max_size, d.max_size as u64)?,
-        reload_interval: dur("spam.reload_interval", raw.reload_interval, "5s")?,
+        reload_interval: dur(
+            "spam.reload_interval",
+            raw.reload_interval,
+            defaults::SPAM_RELOAD_INTERVAL,
+        )?,
         default,
         domains,
     }))

@@ -1,0 +1,185 @@
+//! Every default of the configuration, in one place: what a key is when
+//! the file leaves it out. `raw.rs` documents each key, and
+//! `deploy/sluice.example.toml` shows them; this is what the code uses.
+//! (Composite defaults, the ban rules and the spam thresholds, are the
+//! `Default` of their types: `firewall::BanConfig`, `spam::SpamConfig`.)
+
+// [callahead]
+/// `callahead.negative_ttl`
+pub const CALLAHEAD_NEGATIVE_TTL: &str = "3h";
+/// `callahead.pool_size`
+pub const CALLAHEAD_POOL_SIZE: u64 = 4;
+/// `callahead.positive_ttl`
+pub const CALLAHEAD_POSITIVE_TTL: &str = "7d";
+/// `callahead.probes_per_client`
+pub const CALLAHEAD_PROBES_PER_CLIENT: u32 = 20;
+
+// [clamd]
+/// `clamd.health_interval`
+pub const CLAMD_HEALTH_INTERVAL: &str = "5s";
+/// `clamd.max_concurrent`
+pub const CLAMD_MAX_CONCURRENT: u64 = 8;
+/// `clamd.max_size`
+pub const CLAMD_MAX_SIZE: u64 = 26_214_400;
+/// `clamd.stream`
+pub const CLAMD_STREAM: bool = true;
+/// `clamd.timeout`
+pub const CLAMD_TIMEOUT: &str = "30s";
+
+// [dns]
+/// `dns.timeout`
+pub const DNS_TIMEOUT: &str = "2s";
+
+// [dnsbl]
+/// `dnsbl.threshold`
+pub const DNSBL_THRESHOLD: i64 = 1;
+
+// [firewall]
+/// `firewall.exporter`
+pub const FIREWALL_EXPORTER: &str = "none";
+/// `firewall.flush_interval`
+pub const FIREWALL_FLUSH_INTERVAL: &str = "50ms";
+/// `firewall.ipset_name`
+pub const FIREWALL_IPSET_NAME: &str = "sluice";
+/// `firewall.max_ban`
+pub const FIREWALL_MAX_BAN: &str = "7d";
+/// `firewall.memory`
+pub const FIREWALL_MEMORY: &str = "24h";
+/// `firewall.nft_table`
+pub const FIREWALL_NFT_TABLE: &str = "sluice";
+
+// [greylist]
+/// `greylist.auto_allowlist_after`
+pub const GREYLIST_AUTO_ALLOWLIST_AFTER: u32 = 5;
+/// `greylist.delay`
+pub const GREYLIST_DELAY: &str = "300s";
+/// `greylist.max_age`
+pub const GREYLIST_MAX_AGE: &str = "35d";
+/// `greylist.retry_window`
+pub const GREYLIST_RETRY_WINDOW: &str = "2d";
+
+// [limits]
+/// `limits.per_ip_connection_rate`
+pub const LIMITS_PER_IP_CONNECTION_RATE: u32 = 0;
+/// `limits.per_ip_connections`
+pub const LIMITS_PER_IP_CONNECTIONS: u32 = 0;
+/// `limits.per_ip_message_rate`
+pub const LIMITS_PER_IP_MESSAGE_RATE: u32 = 0;
+/// `limits.per_ip_recipient_rate`
+pub const LIMITS_PER_IP_RECIPIENT_RATE: u32 = 0;
+/// `limits.tarpit_after_errors`
+pub const LIMITS_TARPIT_AFTER_ERRORS: u32 = 10;
+/// `limits.tarpit_delay`
+pub const LIMITS_TARPIT_DELAY: &str = "1s";
+
+// [log]
+/// `log.level`
+pub const LOG_LEVEL: &str = "info";
+
+// [metrics]
+/// `metrics.listen`
+pub const METRICS_LISTEN: &str = "127.0.0.1:9425";
+/// `metrics.probe_timeout`
+pub const METRICS_PROBE_TIMEOUT: &str = "2s";
+
+// [policy]
+/// `policy.greet_delay`
+pub const POLICY_GREET_DELAY: &str = "0s";
+/// `policy.reject_early_talkers`
+pub const POLICY_REJECT_EARLY_TALKERS: bool = true;
+
+// [recipients]
+/// `recipients.domains`
+pub const RECIPIENTS_DOMAINS: &[&str] = &["example.com"];
+/// `recipients.reload_interval`
+pub const RECIPIENTS_RELOAD_INTERVAL: &str = "2s";
+/// `recipients.table`
+pub const RECIPIENTS_TABLE: &str = "deploy/recipients.example";
+
+// [relay]
+/// `relay.command_timeout`
+pub const RELAY_COMMAND_TIMEOUT: &str = "300s";
+/// `relay.concurrency`
+pub const RELAY_CONCURRENCY: u64 = 20;
+/// `relay.connect_timeout`
+pub const RELAY_CONNECT_TIMEOUT: &str = "30s";
+/// `relay.data_timeout`
+pub const RELAY_DATA_TIMEOUT: &str = "600s";
+/// `relay.idle_timeout`
+pub const RELAY_IDLE_TIMEOUT: &str = "10s";
+/// `relay.max_messages_per_connection`
+pub const RELAY_MAX_MESSAGES_PER_CONNECTION: u64 = 1000;
+/// `relay.max_queue_age`
+pub const RELAY_MAX_QUEUE_AGE: &str = "5d";
+/// `relay.mx_port`
+pub const RELAY_MX_PORT: u16 = 25;
+/// `relay.next_hop`
+pub const RELAY_NEXT_HOP: &str = "smtp://127.0.0.1:10025";
+/// `relay.retry_initial`
+pub const RELAY_RETRY_INITIAL: &str = "60s";
+/// `relay.retry_max`
+pub const RELAY_RETRY_MAX: &str = "1h";
+/// `relay.tls_ca_file`
+pub const RELAY_TLS_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+// [scan]
+/// `scan.banned_in_archives`
+pub const SCAN_BANNED_IN_ARCHIVES: bool = true;
+/// `scan.latency_budget`
+pub const SCAN_LATENCY_BUDGET: &str = "20s";
+/// `scan.max_decoded_size`
+pub const SCAN_MAX_DECODED_SIZE: u64 = 64 << 20;
+/// `scan.max_depth`
+pub const SCAN_MAX_DEPTH: u64 = 8;
+/// `scan.max_held`
+pub const SCAN_MAX_HELD: u64 = 100_000;
+/// `scan.max_parts`
+pub const SCAN_MAX_PARTS: u64 = 1000;
+/// `scan.on_failure`
+pub const SCAN_ON_FAILURE: &str = "tempfail";
+/// `scan.retry`
+pub const SCAN_RETRY: &str = "1m";
+
+// [server]
+/// `server.listen`
+pub const SERVER_LISTEN: &[&str] = &["127.0.0.1:2525"];
+/// `server.max_command_line`
+pub const SERVER_MAX_COMMAND_LINE: u64 = 4096;
+/// `server.max_connections`
+pub const SERVER_MAX_CONNECTIONS: u64 = 10_000;
+/// `server.max_errors`
+pub const SERVER_MAX_ERRORS: u64 = 20;
+/// `server.max_header_size`
+pub const SERVER_MAX_HEADER_SIZE: u64 = 262_144;
+/// `server.max_line_length`
+pub const SERVER_MAX_LINE_LENGTH: u64 = 8192;
+/// `server.max_message_size`
+pub const SERVER_MAX_MESSAGE_SIZE: u64 = 26_214_400;
+/// `server.max_received_headers`
+pub const SERVER_MAX_RECEIVED_HEADERS: u64 = 50;
+/// `server.max_recipients`
+pub const SERVER_MAX_RECIPIENTS: u64 = 100;
+
+// [spam]
+/// `spam.auth_timeout`
+pub const SPAM_AUTH_TIMEOUT: &str = "5s";
+/// `spam.reload_interval`
+pub const SPAM_RELOAD_INTERVAL: &str = "5s";
+
+// [spool]
+/// `spool.dir`
+pub const SPOOL_DIR: &str = "var/spool";
+/// `spool.fsync`
+pub const SPOOL_FSYNC: bool = true;
+/// `spool.segment_size`
+pub const SPOOL_SEGMENT_SIZE: u64 = 64 << 20;
+
+// [timeouts]
+/// `timeouts.command`
+pub const TIMEOUTS_COMMAND: &str = "300s";
+/// `timeouts.data`
+pub const TIMEOUTS_DATA: &str = "180s";
+/// `timeouts.idle`
+pub const TIMEOUTS_IDLE: &str = "300s";
+/// `timeouts.shutdown_grace`
+pub const TIMEOUTS_SHUTDOWN_GRACE: &str = "30s";

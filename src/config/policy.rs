@@ -1,0 +1,93 @@
+//! `[dns]`, `[policy]` and `[limits]`: the resolver, the allowlist and
+//! greeting policy, and the per-client limits.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::defaults;
+use super::raw::{RawDns, RawLimits, RawPolicy};
+use super::{ConfigError, dur};
+
+#[derive(Debug, Clone)]
+pub struct Dns {
+    pub resolver: Option<SocketAddr>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub allowlist: Vec<ipnet::IpNet>,
+    pub greet_delay: Duration,
+    pub reject_early_talkers: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub per_ip_connections: u32,
+    pub per_ip_connection_rate: u32,
+    pub per_ip_message_rate: u32,
+    pub per_ip_recipient_rate: u32,
+    pub tarpit_after_errors: u32,
+    pub tarpit_delay: Duration,
+}
+
+pub(super) fn validate_dns(raw: RawDns) -> Result<Dns, ConfigError> {
+    let dns = Dns {
+        resolver: match raw.resolver.as_deref() {
+            None => None,
+            Some(r) => Some(r.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::new(
+                    "dns.resolver",
+                    format!("{r:?} is not an IP:port address (e.g. \"127.0.0.1:53\")"),
+                )
+            })?),
+        },
+        timeout: dur("dns.timeout", raw.timeout, defaults::DNS_TIMEOUT)?,
+    };
+    Ok(dns)
+}
+
+pub(super) fn validate_policy(raw: RawPolicy) -> Result<Policy, ConfigError> {
+    let greet_delay = match raw.greet_delay.as_deref() {
+        None | Some("0") | Some("0s") => Duration::ZERO,
+        Some(d) => dur("policy.greet_delay", Some(d.to_string()), defaults::POLICY_GREET_DELAY)?,
+    };
+    if greet_delay > Duration::from_secs(30) {
+        return Err(ConfigError::new(
+            "policy.greet_delay",
+            "longer than 30s makes legitimate clients give up",
+        ));
+    }
+    let reject_early_talkers = raw
+        .reject_early_talkers
+        .unwrap_or(defaults::POLICY_REJECT_EARLY_TALKERS);
+    let mut allowlist = Vec::new();
+    for (i, n) in raw.allowlist.unwrap_or_default().iter().enumerate() {
+        let net = n
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| ConfigError::new(format!("policy.allowlist[{i}]"), format!("{n:?} is not a CIDR network")))?;
+        allowlist.push(net);
+    }
+    Ok(Policy {
+        allowlist,
+        greet_delay,
+        reject_early_talkers,
+    })
+}
+
+pub(super) fn validate_limits(rl: RawLimits) -> Result<Limits, ConfigError> {
+    let limits = Limits {
+        per_ip_connections: rl.per_ip_connections.unwrap_or(defaults::LIMITS_PER_IP_CONNECTIONS),
+        per_ip_connection_rate: rl
+            .per_ip_connection_rate
+            .unwrap_or(defaults::LIMITS_PER_IP_CONNECTION_RATE),
+        per_ip_message_rate: rl.per_ip_message_rate.unwrap_or(defaults::LIMITS_PER_IP_MESSAGE_RATE),
+        per_ip_recipient_rate: rl
+            .per_ip_recipient_rate
+            .unwrap_or(defaults::LIMITS_PER_IP_RECIPIENT_RATE),
+        tarpit_after_errors: rl.tarpit_after_errors.unwrap_or(defaults::LIMITS_TARPIT_AFTER_ERRORS),
+        tarpit_delay: dur("limits.tarpit_delay", rl.tarpit_delay, defaults::LIMITS_TARPIT_DELAY)?,
+    };
+    Ok(limits)
+}

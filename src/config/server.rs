@@ -1,0 +1,148 @@
+//! `[server]`, `[timeouts]` and `[tls]`: the SMTP front end's listeners,
+//! limits and timeouts, and the STARTTLS certificate.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::defaults;
+use super::raw::{RawServer, RawTimeouts, RawTls};
+use super::{ConfigError, dur, positive, resolve};
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: Vec<SocketAddr>,
+    pub hostname: String,
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    pub max_command_line: usize,
+    pub max_line_length: usize,
+    pub max_header_size: usize,
+    pub max_received_headers: usize,
+    pub max_errors: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub command: Duration,
+    pub idle: Duration,
+    pub data: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| crate::proto::address::is_valid_helo(s))
+        .unwrap_or_else(|| "localhost".into())
+}
+
+pub(super) fn validate_server(s: RawServer) -> Result<Server, ConfigError> {
+    let listen_raw = s
+        .listen
+        .unwrap_or_else(|| defaults::SERVER_LISTEN.iter().map(|s| s.to_string()).collect());
+    if listen_raw.is_empty() {
+        return Err(ConfigError::new("server.listen", "must list at least one address"));
+    }
+    let mut listen = Vec::new();
+    for (i, a) in listen_raw.iter().enumerate() {
+        listen.push(a.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::new(
+                format!("server.listen[{i}]"),
+                format!("{a:?} is not an IP:port socket address"),
+            )
+        })?);
+    }
+    let hostname = s.hostname.unwrap_or_else(system_hostname);
+    if !crate::proto::address::is_valid_helo(&hostname) {
+        return Err(ConfigError::new(
+            "server.hostname",
+            format!("{hostname:?} is not a valid host name"),
+        ));
+    }
+    let max_command_line = positive(
+        "server.max_command_line",
+        s.max_command_line,
+        defaults::SERVER_MAX_COMMAND_LINE,
+    )?;
+    if max_command_line < 512 {
+        return Err(ConfigError::new(
+            "server.max_command_line",
+            "must be at least 512 (RFC 5321 §4.5.3.1.4)",
+        ));
+    }
+    let max_line_length = positive(
+        "server.max_line_length",
+        s.max_line_length,
+        defaults::SERVER_MAX_LINE_LENGTH,
+    )?;
+    if max_line_length < 998 {
+        return Err(ConfigError::new(
+            "server.max_line_length",
+            "must be at least 998 (RFC 5322 §2.1.1)",
+        ));
+    }
+    let server = Server {
+        listen,
+        hostname: hostname.clone(),
+        max_message_size: positive(
+            "server.max_message_size",
+            s.max_message_size,
+            defaults::SERVER_MAX_MESSAGE_SIZE,
+        )?,
+        max_recipients: positive(
+            "server.max_recipients",
+            s.max_recipients,
+            defaults::SERVER_MAX_RECIPIENTS,
+        )?,
+        max_connections: positive(
+            "server.max_connections",
+            s.max_connections,
+            defaults::SERVER_MAX_CONNECTIONS,
+        )?,
+        max_command_line,
+        max_line_length,
+        max_header_size: positive(
+            "server.max_header_size",
+            s.max_header_size,
+            defaults::SERVER_MAX_HEADER_SIZE,
+        )?,
+        max_received_headers: positive(
+            "server.max_received_headers",
+            s.max_received_headers,
+            defaults::SERVER_MAX_RECEIVED_HEADERS,
+        )?,
+        max_errors: positive("server.max_errors", s.max_errors, defaults::SERVER_MAX_ERRORS)?.min(u32::MAX as usize)
+            as u32,
+    };
+    Ok(server)
+}
+
+pub(super) fn validate_timeouts(t: RawTimeouts) -> Result<Timeouts, ConfigError> {
+    let timeouts = Timeouts {
+        command: dur("timeouts.command", t.command, defaults::TIMEOUTS_COMMAND)?,
+        idle: dur("timeouts.idle", t.idle, defaults::TIMEOUTS_IDLE)?,
+        data: dur("timeouts.data", t.data, defaults::TIMEOUTS_DATA)?,
+        shutdown_grace: dur(
+            "timeouts.shutdown_grace",
+            t.shutdown_grace,
+            defaults::TIMEOUTS_SHUTDOWN_GRACE,
+        )?,
+    };
+    Ok(timeouts)
+}
+
+pub(super) fn validate_tls(raw: Option<RawTls>, base: &Path) -> Option<Tls> {
+    raw.map(|t| Tls {
+        cert: resolve(base, &t.cert),
+        key: resolve(base, &t.key),
+    })
+}
