@@ -119,6 +119,10 @@ pub const RELAY_NEXT_HOP: &str = "smtp://127.0.0.1:10025";
 pub const RELAY_RETRY_INITIAL: &str = "60s";
 /// `relay.retry_max`
 pub const RELAY_RETRY_MAX: &str = "1h";
+/// `relay.tls`
+pub const RELAY_TLS: &str = "none";
+/// `relay.forward_client`
+pub const RELAY_FORWARD_CLIENT: &str = "auto";
 /// `relay.tls_ca_file`
 pub const RELAY_TLS_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 

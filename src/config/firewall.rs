@@ -165,88 +165,19 @@ pub(super) fn validate_firewall(
     if raw.enabled == Some(false) {
         return Ok(None);
     }
-    let mut bans = BanConfig::default();
-    let mut allowlist = policy_allowlist.to_vec();
-    for (i, n) in raw.allowlist.unwrap_or_default().iter().enumerate() {
-        let net = n
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-            .map_err(|_| {
-                ConfigError::new(
-                    format!("firewall.allowlist[{i}]"),
-                    "expected a CIDR such as 192.0.2.0/24",
-                )
-            })?;
-        allowlist.push(net);
-    }
-    if let NextHop::Smtp { host, .. } | NextHop::LmtpTcp { host, .. } = next_hop
-        && let Ok(ip) = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>()
-    {
-        allowlist.push(ipnet::IpNet::from(ip));
-    }
-    bans.allowlist = allowlist;
-    bans.dry_run = raw.dry_run.unwrap_or(false);
-    let secs = |d: std::time::Duration| d.as_secs().max(1);
-    bans.memory = secs(dur("firewall.memory", raw.memory, defaults::FIREWALL_MEMORY)?);
-    bans.max_ban = secs(dur("firewall.max_ban", raw.max_ban, defaults::FIREWALL_MAX_BAN)?);
-    bans.aggregate = raw.aggregate.filter(|&n| n > 0);
+    let (nft, ipset) = exporter_names(&raw)?;
+    let mut bans = BanConfig {
+        allowlist: allowlist(raw.allowlist.as_deref().unwrap_or_default(), policy_allowlist, next_hop)?,
+        dry_run: raw.dry_run.unwrap_or(false),
+        memory: secs(dur("firewall.memory", raw.memory, defaults::FIREWALL_MEMORY)?),
+        max_ban: secs(dur("firewall.max_ban", raw.max_ban, defaults::FIREWALL_MAX_BAN)?),
+        aggregate: raw.aggregate.filter(|&n| n > 0),
+        ..BanConfig::default()
+    };
     for (name, r) in raw.rules.unwrap_or_default() {
-        let key = format!("firewall.rules.{name}");
-        let Some(o) = Offence::ALL.iter().find(|o| o.as_str() == name) else {
-            let known: Vec<&str> = Offence::ALL.iter().map(|o| o.as_str()).collect();
-            return Err(ConfigError::new(
-                key,
-                format!("unknown offence; expected one of {}", known.join(", ")),
-            ));
-        };
-        if r.count == 0 {
-            return Err(ConfigError::new(format!("{key}.count"), "must be greater than zero"));
-        }
-        bans.rules.insert(
-            *o,
-            Rule {
-                count: r.count,
-                window: secs(dur(&format!("{key}.window"), Some(r.window), "")?),
-                ban: secs(dur(&format!("{key}.ban"), Some(r.ban), "")?),
-            },
-        );
+        let (o, rule) = parse_rule(&name, r)?;
+        bans.rules.insert(o, rule);
     }
-    let name_ok = |key: &str, v: &str| {
-        if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            Err(ConfigError::new(key, "letters, digits and _ only"))
-        } else {
-            Ok(())
-        }
-    };
-    let mut ipset = None;
-    let nft = match raw.exporter.as_deref().unwrap_or(defaults::FIREWALL_EXPORTER) {
-        "none" => None,
-        "ipset" => {
-            let base = raw
-                .ipset_name
-                .clone()
-                .unwrap_or_else(|| defaults::FIREWALL_IPSET_NAME.into());
-            name_ok("firewall.ipset_name", &base)?;
-            ipset = Some(IpsetNames::new(&base));
-            None
-        }
-        "nft" => {
-            let table = raw.nft_table.unwrap_or_else(|| defaults::FIREWALL_NFT_TABLE.into());
-            if table.is_empty() || !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(ConfigError::new("firewall.nft_table", "letters, digits and _ only"));
-            }
-            Some(NftNames {
-                table,
-                ..NftNames::default()
-            })
-        }
-        other => {
-            return Err(ConfigError::new(
-                "firewall.exporter",
-                format!("{other:?}: expected \"none\", \"nft\" or \"ipset\""),
-            ));
-        }
-    };
     Ok(Some(FirewallConfig {
         bans,
         store: match raw.store {
@@ -266,4 +197,90 @@ pub(super) fn validate_firewall(
             None => spool_dir.join("control.sock"),
         },
     }))
+}
+
+/// Whole seconds, at least one.
+fn secs(d: std::time::Duration) -> u64 {
+    d.as_secs().max(1)
+}
+
+/// `firewall.allowlist`, plus `policy.allowlist` and the next hop's
+/// address: never banned.
+fn allowlist(
+    raw: &[String],
+    policy_allowlist: &[ipnet::IpNet],
+    next_hop: &NextHop,
+) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    let mut allowlist = policy_allowlist.to_vec();
+    for (i, n) in raw.iter().enumerate() {
+        let net = n
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                ConfigError::new(
+                    format!("firewall.allowlist[{i}]"),
+                    "expected a CIDR such as 192.0.2.0/24",
+                )
+            })?;
+        allowlist.push(net);
+    }
+    if let NextHop::Smtp { host, .. } | NextHop::LmtpTcp { host, .. } = next_hop
+        && let Ok(ip) = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>()
+    {
+        allowlist.push(ipnet::IpNet::from(ip));
+    }
+    Ok(allowlist)
+}
+
+/// `[firewall.rules.NAME]`: the offence it is for, and its rule.
+fn parse_rule(name: &str, r: super::raw::RawBanRule) -> Result<(Offence, Rule), ConfigError> {
+    let key = format!("firewall.rules.{name}");
+    let Some(o) = Offence::ALL.iter().find(|o| o.as_str() == name) else {
+        let known: Vec<&str> = Offence::ALL.iter().map(|o| o.as_str()).collect();
+        return Err(ConfigError::new(
+            key,
+            format!("unknown offence; expected one of {}", known.join(", ")),
+        ));
+    };
+    if r.count == 0 {
+        return Err(ConfigError::new(format!("{key}.count"), "must be greater than zero"));
+    }
+    let rule = Rule {
+        count: r.count,
+        window: secs(dur(&format!("{key}.window"), Some(r.window), "")?),
+        ban: secs(dur(&format!("{key}.ban"), Some(r.ban), "")?),
+    };
+    Ok((*o, rule))
+}
+
+/// `firewall.exporter` and the names of what it owns.
+fn exporter_names(raw: &RawFirewall) -> Result<(Option<NftNames>, Option<IpsetNames>), ConfigError> {
+    let name_ok = |key: &str, v: &str| {
+        if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            Err(ConfigError::new(key, "letters, digits and _ only"))
+        } else {
+            Ok(())
+        }
+    };
+    match raw.exporter.as_deref().unwrap_or(defaults::FIREWALL_EXPORTER) {
+        "none" => Ok((None, None)),
+        "ipset" => {
+            let base = raw.ipset_name.as_deref().unwrap_or(defaults::FIREWALL_IPSET_NAME);
+            name_ok("firewall.ipset_name", base)?;
+            Ok((None, Some(IpsetNames::new(base))))
+        }
+        "nft" => {
+            let table = raw.nft_table.as_deref().unwrap_or(defaults::FIREWALL_NFT_TABLE);
+            name_ok("firewall.nft_table", table)?;
+            let names = NftNames {
+                table: table.to_string(),
+                ..NftNames::default()
+            };
+            Ok((Some(names), None))
+        }
+        other => Err(ConfigError::new(
+            "firewall.exporter",
+            format!("{other:?}: expected \"none\", \"nft\" or \"ipset\""),
+        )),
+    }
 }

@@ -2,6 +2,7 @@
 //! routes (`[relay.routes]`, like Postfix's `transport_maps`), STARTTLS and
 //! client forwarding per hop, and where DSNs go.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -192,27 +193,25 @@ pub(super) fn parse_next_hop(key: &str, s: &str, base: &Path) -> Result<NextHop,
     }
 }
 
-fn parse_tls(key: &str, v: Option<&str>, default: HopTls) -> Result<HopTls, ConfigError> {
+fn parse_tls(key: &str, v: &str) -> Result<HopTls, ConfigError> {
     match v {
-        None => Ok(default),
-        Some("none") => Ok(HopTls::None),
-        Some("opportunistic") => Ok(HopTls::Opportunistic),
-        Some("required") => Ok(HopTls::Required),
-        Some(o) => Err(ConfigError::new(
+        "none" => Ok(HopTls::None),
+        "opportunistic" => Ok(HopTls::Opportunistic),
+        "required" => Ok(HopTls::Required),
+        o => Err(ConfigError::new(
             key,
             format!("{o:?}: expected \"none\", \"opportunistic\" or \"required\""),
         )),
     }
 }
 
-fn parse_forward(key: &str, v: Option<&str>, default: ForwardClient) -> Result<ForwardClient, ConfigError> {
+fn parse_forward(key: &str, v: &str) -> Result<ForwardClient, ConfigError> {
     match v {
-        None => Ok(default),
-        Some("auto") => Ok(ForwardClient::Auto),
-        Some("xforward") => Ok(ForwardClient::Xforward),
-        Some("xclient") => Ok(ForwardClient::Xclient),
-        Some("none") => Ok(ForwardClient::None),
-        Some(o) => Err(ConfigError::new(
+        "auto" => Ok(ForwardClient::Auto),
+        "xforward" => Ok(ForwardClient::Xforward),
+        "xclient" => Ok(ForwardClient::Xclient),
+        "none" => Ok(ForwardClient::None),
+        o => Err(ConfigError::new(
             key,
             format!("{o:?}: expected \"auto\", \"xforward\", \"xclient\" or \"none\""),
         )),
@@ -255,59 +254,35 @@ pub(super) fn validate_relay(r: RawRelay, base: &Path, hostname: &str) -> Result
             format!("{helo_name:?} is not a valid host name"),
         ));
     }
-    let tls = parse_tls("relay.tls", r.tls.as_deref(), HopTls::None)?;
-    let ca_file = resolve(base, r.tls_ca_file.as_deref().unwrap_or(defaults::RELAY_TLS_CA_FILE));
-    let forward_client = parse_forward("relay.forward_client", r.forward_client.as_deref(), ForwardClient::Auto)?;
-    let mut routes = Vec::new();
-    for (domain, raw) in r.routes {
-        let key = format!("relay.routes.\"{domain}\"");
-        let domains = parse_pattern(&key, &domain)?;
-        let hop = match raw {
-            RawRoute::Url(url) => Hop {
-                next_hop: parse_next_hop(&key, &url, base)?,
-                tls,
-                ca_file: ca_file.clone(),
-                forward_client,
-            },
-            RawRoute::Table(t) => Hop {
-                next_hop: parse_next_hop(&format!("{key}.next_hop"), &t.next_hop, base)?,
-                tls: parse_tls(&format!("{key}.tls"), t.tls.as_deref(), tls)?,
-                ca_file: t
-                    .tls_ca_file
-                    .as_deref()
-                    .map_or_else(|| ca_file.clone(), |f| resolve(base, f)),
-                forward_client: parse_forward(
-                    &format!("{key}.forward_client"),
-                    t.forward_client.as_deref(),
-                    forward_client,
-                )?,
-            },
-        };
-        routes.push(Route { domains, hop });
-    }
-    routes.sort_by_key(|r| r.domains.rank());
+    // What every route inherits.
+    let default = Hop {
+        next_hop,
+        tls: parse_tls("relay.tls", r.tls.as_deref().unwrap_or(defaults::RELAY_TLS))?,
+        ca_file: resolve(base, r.tls_ca_file.as_deref().unwrap_or(defaults::RELAY_TLS_CA_FILE)),
+        forward_client: parse_forward(
+            "relay.forward_client",
+            r.forward_client.as_deref().unwrap_or(defaults::RELAY_FORWARD_CLIENT),
+        )?,
+    };
+    let routes = parse_routes(r.routes, base, &default)?;
     let bounce_next_hop = match r.bounce_next_hop.as_deref() {
         None | Some("") => None,
         Some(s) => Some(Hop {
             next_hop: parse_next_hop("relay.bounce_next_hop", s, base)?,
-            tls,
-            ca_file: ca_file.clone(),
             forward_client: ForwardClient::None,
+            ..default.clone()
         }),
-    };
-    let double_bounce_to = match r.double_bounce_to.as_deref() {
-        None | Some("") => None,
-        Some(a) => Some(crate::proto::address::parse_mailbox(a).map_err(|_| {
-            ConfigError::new(
-                "relay.double_bounce_to",
-                format!("{a:?} is not a mail address (user@domain)"),
-            )
-        })?),
     };
     let mx_port = r.mx_port.unwrap_or(defaults::RELAY_MX_PORT);
     if mx_port == 0 {
         return Err(ConfigError::new("relay.mx_port", "must be greater than zero"));
     }
+    let Hop {
+        next_hop,
+        tls,
+        ca_file,
+        forward_client,
+    } = default;
     Ok(Relay {
         next_hop,
         tls,
@@ -316,7 +291,7 @@ pub(super) fn validate_relay(r: RawRelay, base: &Path, hostname: &str) -> Result
         routes,
         bounce_next_hop,
         mx_port,
-        double_bounce_to,
+        double_bounce_to: double_bounce_to(r.double_bounce_to.as_deref())?,
         helo_name,
         retry_initial,
         retry_max,
@@ -340,6 +315,52 @@ pub(super) fn validate_relay(r: RawRelay, base: &Path, hostname: &str) -> Result
             defaults::RELAY_MAX_MESSAGES_PER_CONNECTION,
         )?,
     })
+}
+
+/// `[relay.routes]`, most specific first; what a route leaves out comes
+/// from `default`.
+fn parse_routes(raw: BTreeMap<String, RawRoute>, base: &Path, default: &Hop) -> Result<Vec<Route>, ConfigError> {
+    let mut routes = Vec::new();
+    for (domain, raw) in raw {
+        let key = format!("relay.routes.\"{domain}\"");
+        let domains = parse_pattern(&key, &domain)?;
+        let hop = match raw {
+            RawRoute::Url(url) => Hop {
+                next_hop: parse_next_hop(&key, &url, base)?,
+                ..default.clone()
+            },
+            RawRoute::Table(t) => Hop {
+                next_hop: parse_next_hop(&format!("{key}.next_hop"), &t.next_hop, base)?,
+                tls: match t.tls.as_deref() {
+                    Some(v) => parse_tls(&format!("{key}.tls"), v)?,
+                    None => default.tls,
+                },
+                ca_file: t
+                    .tls_ca_file
+                    .as_deref()
+                    .map_or_else(|| default.ca_file.clone(), |f| resolve(base, f)),
+                forward_client: match t.forward_client.as_deref() {
+                    Some(v) => parse_forward(&format!("{key}.forward_client"), v)?,
+                    None => default.forward_client,
+                },
+            },
+        };
+        routes.push(Route { domains, hop });
+    }
+    routes.sort_by_key(|r| r.domains.rank());
+    Ok(routes)
+}
+
+fn double_bounce_to(v: Option<&str>) -> Result<Option<crate::proto::Mailbox>, ConfigError> {
+    match v {
+        None | Some("") => Ok(None),
+        Some(a) => crate::proto::address::parse_mailbox(a).map(Some).map_err(|_| {
+            ConfigError::new(
+                "relay.double_bounce_to",
+                format!("{a:?} is not a mail address (user@domain)"),
+            )
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -39,8 +39,36 @@ pub fn build(
     if failures.is_empty() {
         return None;
     }
-    let boundary = format!("{}/{}", id, hostname);
+    let boundary = format!("{id}/{hostname}");
     let mut m = String::with_capacity(2048 + original.len().min(64 * 1024));
+    human_part(&mut m, sender, &failures, hostname, &id, &boundary, now);
+    status_part(&mut m, env, &failures, hostname, &boundary);
+    let full = env.ret.as_deref() == Some("FULL");
+    let (ctype, part) = if full {
+        ("message/rfc822", original)
+    } else {
+        ("text/rfc822-headers", header_section(original))
+    };
+    let _ = write!(m, "\r\n--{boundary}\r\nContent-Type: {ctype}\r\n\r\n");
+    let mut bytes = m.into_bytes();
+    bytes.extend_from_slice(part);
+    if !part.ends_with(b"\r\n") {
+        bytes.extend_from_slice(b"\r\n");
+    }
+    bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    Some((dsn_envelope(sender, hostname, id, now)?, bytes))
+}
+
+/// The message's header and its first part, for people.
+fn human_part(
+    m: &mut String,
+    sender: &crate::proto::Mailbox,
+    failures: &[&Failure<'_>],
+    hostname: &str,
+    id: &str,
+    boundary: &str,
+    now: u64,
+) {
     let date = rfc5322_date(now);
     let _ = write!(
         m,
@@ -64,9 +92,13 @@ pub fn build(
          Your message could not be delivered to one or more recipients.\r\n\
          \r\n"
     );
-    for f in &failures {
+    for f in failures {
         let _ = write!(m, "<{}>: {}\r\n", f.rcpt.addr, one_line(&f.diagnostic));
     }
+}
+
+/// The `message/delivery-status` part (RFC 3464 §2.2, §2.3).
+fn status_part(m: &mut String, env: &Envelope, failures: &[&Failure<'_>], hostname: &str, boundary: &str) {
     let _ = write!(
         m,
         "\r\n--{boundary}\r\n\
@@ -81,7 +113,7 @@ pub fn build(
     if let Some(envid) = &env.envid {
         let _ = write!(m, "Original-Envelope-Id: {envid}\r\n");
     }
-    for f in &failures {
+    for f in failures {
         let _ = write!(m, "\r\nFinal-Recipient: rfc822; {}\r\n", f.rcpt.addr);
         if let Some(o) = &f.rcpt.orcpt {
             let _ = write!(m, "Original-Recipient: {o}\r\n");
@@ -92,20 +124,11 @@ pub fn build(
         }
         let _ = write!(m, "Diagnostic-Code: smtp; {}\r\n", one_line(&f.diagnostic));
     }
-    let full = env.ret.as_deref() == Some("FULL");
-    let (ctype, part) = if full {
-        ("message/rfc822", original)
-    } else {
-        ("text/rfc822-headers", header_section(original))
-    };
-    let _ = write!(m, "\r\n--{boundary}\r\nContent-Type: {ctype}\r\n\r\n");
-    let mut bytes = m.into_bytes();
-    bytes.extend_from_slice(part);
-    if !part.ends_with(b"\r\n") {
-        bytes.extend_from_slice(b"\r\n");
-    }
-    bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let dsn_env = Envelope {
+}
+
+/// The DSN's envelope: from the null sender, to `sender`, made here.
+fn dsn_envelope(sender: &crate::proto::Mailbox, hostname: &str, id: String, now: u64) -> Option<Envelope> {
+    Some(Envelope {
         id,
         received_at: now,
         client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
@@ -124,8 +147,7 @@ pub fn build(
             notify: None,
             orcpt: None,
         }],
-    };
-    Some((dsn_env, bytes))
+    })
 }
 
 fn one_line(s: &str) -> String {

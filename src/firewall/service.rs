@@ -226,81 +226,89 @@ impl Firewall {
             *self.last_store.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
         }
         if !self.exporters.is_empty() {
-            // The exporters' state is checked at most once a second (one
-            // `nft list` each time); changes go out at every flush.
-            let check = {
-                let mut last = self.last_check.lock().unwrap_or_else(|p| p.into_inner());
-                let due = last.is_none_or(|l| l.elapsed() >= RECONCILE_CHECK);
-                if due {
-                    *last = Some(std::time::Instant::now());
-                }
-                due
-            };
-            let mut failed = None;
-            let mut wiped_any = false;
-            for ex in &self.exporters {
-                let wiped = check && !ex.intact();
-                wiped_any |= wiped;
-                let result = if wiped {
-                    ex.reconcile(&self.elements(t))
-                } else if add.is_empty() && del.is_empty() {
-                    Ok(())
-                } else {
-                    ex.apply(&add, &del)
-                };
-                if let Err(e) = result {
-                    failed = Some(e);
-                }
-            }
-            let mut out = self.out_of_sync.lock().unwrap_or_else(|p| p.into_inner());
-            match failed {
-                None => {
-                    *out = None;
-                    if let Some(since) = since {
-                        metrics.firewall_sync_delay.observe(since.elapsed().as_secs_f64());
-                    }
-                }
-                Some(e) => {
-                    out.get_or_insert(since.unwrap_or_else(std::time::Instant::now));
-                    metrics.firewall_sync_errors.inc();
-                    self.events.emit(Event::Warning {
-                        component: "firewall",
-                        message: e.to_string(),
-                    });
-                }
-            }
-            if wiped_any {
-                metrics.firewall_sync_errors.inc();
-            }
-            metrics
-                .firewall_sync_lag
-                .set(out.map_or(0.0, |o| o.elapsed().as_secs_f64()));
+            self.export(&add, &del, since, t);
         }
         if changed {
-            // Written beside the flush, so that a 15 MB store never holds
-            // back the next kernel transaction; the last flush waits for it.
-            let bans = self.engine().snapshot();
-            let (store, exporters, events) = (self.cfg.store.clone(), self.exporters.clone(), self.events.clone());
-            let job = move || {
-                let mut bans: Vec<&Ban> = bans.iter().map(|b| &**b).collect();
-                bans.sort_by_key(|b| b.net);
-                save(&store, &exporters, &bans, &events)
-            };
-            if final_ {
-                while self.storing.load(std::sync::atomic::Ordering::Acquire) {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                job();
-            } else if self.storing.swap(true, std::sync::atomic::Ordering::AcqRel) {
-                // One is still being written: this change goes in the next.
-                self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.store(final_);
+        }
+    }
+
+    /// Pushes a change to the exporters; repairs an exporter whose state is
+    /// gone (checked at most once a second: one `nft list` each time).
+    fn export(&self, add: &[Element], del: &[IpNet], since: Option<std::time::Instant>, t: u64) {
+        let metrics = self.events.metrics();
+        let check = {
+            let mut last = self.last_check.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last.is_none_or(|l| l.elapsed() >= RECONCILE_CHECK);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        };
+        let mut failed = None;
+        for ex in &self.exporters {
+            let wiped = check && !ex.intact();
+            if wiped {
+                metrics.firewall_sync_errors.inc();
+            }
+            let result = if wiped {
+                ex.reconcile(&self.elements(t))
+            } else if add.is_empty() && del.is_empty() {
+                Ok(())
             } else {
-                let busy = self.storing.clone();
-                std::thread::spawn(move || {
-                    job();
-                    busy.store(false, std::sync::atomic::Ordering::Release);
+                ex.apply(add, del)
+            };
+            if let Err(e) = result {
+                failed = Some(e);
+            }
+        }
+        let mut out = self.out_of_sync.lock().unwrap_or_else(|p| p.into_inner());
+        match failed {
+            None => {
+                *out = None;
+                if let Some(since) = since {
+                    metrics.firewall_sync_delay.observe(since.elapsed().as_secs_f64());
+                }
+            }
+            Some(e) => {
+                out.get_or_insert(since.unwrap_or_else(std::time::Instant::now));
+                metrics.firewall_sync_errors.inc();
+                self.events.emit(Event::Warning {
+                    component: "firewall",
+                    message: e.to_string(),
                 });
             }
+        }
+        metrics
+            .firewall_sync_lag
+            .set(out.map_or(0.0, |o| o.elapsed().as_secs_f64()));
+    }
+
+    /// Writes the store and the exporters' snapshots beside the flush, so
+    /// that a 15 MB store never holds back the next kernel transaction;
+    /// the last flush (`final_`) waits for it.
+    fn store(&self, final_: bool) {
+        let bans = self.engine().snapshot();
+        let (store, exporters, events) = (self.cfg.store.clone(), self.exporters.clone(), self.events.clone());
+        let job = move || {
+            let mut bans: Vec<&Ban> = bans.iter().map(|b| &**b).collect();
+            bans.sort_by_key(|b| b.net);
+            save(&store, &exporters, &bans, &events)
+        };
+        if final_ {
+            while self.storing.load(std::sync::atomic::Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            job();
+        } else if self.storing.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            // One is still being written: this change goes in the next.
+            self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            let busy = self.storing.clone();
+            std::thread::spawn(move || {
+                job();
+                busy.store(false, std::sync::atomic::Ordering::Release);
+            });
         }
     }
 

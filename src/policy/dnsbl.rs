@@ -262,87 +262,103 @@ impl super::Check for DnsblCheck {
     }
 
     fn check<'a>(&'a self, stage: &'a super::Stage<'a>, ctx: &'a super::SessionCtx) -> super::CheckFuture<'a> {
-        use super::{Decision, Refusal, Stage};
+        use super::{Decision, Stage};
         Box::pin(async move {
             if ctx.allowlisted {
                 return Decision::Continue;
             }
-            let lock = || ctx.reputation.lock().unwrap_or_else(|p| p.into_inner());
             match stage {
                 Stage::Connect if !self.dnsbl.ip_zones.is_empty() => {
                     let (d, ip) = (self.dnsbl.clone(), ctx.ip);
-                    lock().ip_task = Some(tokio::spawn(async move { d.score_ip(ip).await }));
+                    reputation(ctx).ip_task = Some(tokio::spawn(async move { d.score_ip(ip).await }));
                 }
-                Stage::MailFrom(from) if !self.dnsbl.domain_zones.is_empty() => {
-                    let mut domains: Vec<String> = Vec::new();
-                    if let Some(h) = ctx.helo.lock().unwrap_or_else(|p| p.into_inner()).clone() {
-                        domains.push(h.to_ascii_lowercase());
-                    }
-                    if let Some(m) = from {
-                        domains.push(m.domain.clone());
-                    }
-                    let d = self.dnsbl.clone();
-                    let task = tokio::spawn(async move {
-                        let refs: Vec<&str> = domains.iter().map(String::as_str).collect();
-                        d.score_domains(&refs).await
-                    });
-                    let mut r = lock();
-                    r.domain_score = None;
-                    if let Some(old) = r.domain_task.replace(task) {
-                        old.abort();
-                    }
-                }
+                Stage::MailFrom(from) if !self.dnsbl.domain_zones.is_empty() => self.start_domains(ctx, *from),
                 Stage::RcptTo(_) => {
-                    let (ip_task, domain_task) = {
-                        let mut r = lock();
-                        (r.ip_task.take(), r.domain_task.take())
-                    };
-                    if ip_task.is_some() {
-                        let s = Self::settle(ip_task).await;
-                        lock().ip_score = Some(s);
-                    }
-                    if domain_task.is_some() {
-                        let s = Self::settle(domain_task).await;
-                        lock().domain_score = Some(s);
-                    }
-                    let mut total = Score::default();
-                    {
-                        let r = lock();
-                        total.merge(r.ip_score.clone().unwrap_or_default());
-                        total.merge(r.domain_score.clone().unwrap_or_default());
-                    }
-                    // Weights from other checks (HELO, FCrDNS) count too.
-                    let extra = ctx.score.load(std::sync::atomic::Ordering::Relaxed);
-                    total.total += extra;
-                    if self.dnsbl.listed(&total) {
-                        let mut evidence = total.evidence();
-                        for note in ctx.score_notes.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-                            if !evidence.is_empty() {
-                                evidence.push_str(", ");
-                            }
-                            evidence.push_str(note);
-                        }
-                        return Decision::Reject(Refusal::new(
-                            self.dnsbl.reply(ctx.ip, &total),
-                            super::Reason::Dnsbl {
-                                zones: total
-                                    .hits
-                                    .iter()
-                                    .filter(|h| h.weight > 0)
-                                    .map(|h| h.zone.clone())
-                                    .collect(),
-                            },
-                            format!(
-                                "{evidence}; total {} >= threshold {}",
-                                total.total, self.dnsbl.threshold
-                            ),
-                        ));
+                    if let Some(r) = self.decide(ctx).await {
+                        return Decision::Reject(r);
                     }
                 }
                 _ => {}
             }
             Decision::Continue
         })
+    }
+}
+
+/// The session's DNSBL state.
+fn reputation(ctx: &super::SessionCtx) -> std::sync::MutexGuard<'_, Reputation> {
+    ctx.reputation.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl DnsblCheck {
+    /// At MAIL FROM: queries for the HELO and sender domains, replacing
+    /// those of an earlier transaction.
+    fn start_domains(&self, ctx: &super::SessionCtx, from: Option<&crate::proto::Mailbox>) {
+        let mut domains: Vec<String> = Vec::new();
+        if let Some(h) = ctx.helo.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            domains.push(h.to_ascii_lowercase());
+        }
+        if let Some(m) = from {
+            domains.push(m.domain.clone());
+        }
+        let d = self.dnsbl.clone();
+        let task = tokio::spawn(async move {
+            let refs: Vec<&str> = domains.iter().map(String::as_str).collect();
+            d.score_domains(&refs).await
+        });
+        let mut r = reputation(ctx);
+        r.domain_score = None;
+        if let Some(old) = r.domain_task.replace(task) {
+            old.abort();
+        }
+    }
+
+    /// At RCPT: the answers so far, plus the weights of other checks
+    /// (HELO, FCrDNS), against the threshold.
+    async fn decide(&self, ctx: &super::SessionCtx) -> Option<super::Refusal> {
+        let (ip_task, domain_task) = {
+            let mut r = reputation(ctx);
+            (r.ip_task.take(), r.domain_task.take())
+        };
+        if ip_task.is_some() {
+            let s = Self::settle(ip_task).await;
+            reputation(ctx).ip_score = Some(s);
+        }
+        if domain_task.is_some() {
+            let s = Self::settle(domain_task).await;
+            reputation(ctx).domain_score = Some(s);
+        }
+        let mut total = Score::default();
+        {
+            let r = reputation(ctx);
+            total.merge(r.ip_score.clone().unwrap_or_default());
+            total.merge(r.domain_score.clone().unwrap_or_default());
+        }
+        total.total += ctx.score.load(std::sync::atomic::Ordering::Relaxed);
+        if !self.dnsbl.listed(&total) {
+            return None;
+        }
+        let mut evidence = total.evidence();
+        for note in ctx.score_notes.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            if !evidence.is_empty() {
+                evidence.push_str(", ");
+            }
+            evidence.push_str(note);
+        }
+        let zones = total
+            .hits
+            .iter()
+            .filter(|h| h.weight > 0)
+            .map(|h| h.zone.clone())
+            .collect();
+        Some(super::Refusal::new(
+            self.dnsbl.reply(ctx.ip, &total),
+            super::Reason::Dnsbl { zones },
+            format!(
+                "{evidence}; total {} >= threshold {}",
+                total.total, self.dnsbl.threshold
+            ),
+        ))
     }
 }
 

@@ -205,18 +205,11 @@ impl Walker<'_> {
         n
     }
 
+    /// Reads one carved piece: the names its headers give, what they say
+    /// ambiguously, and its body decoded every way that fits; a decoded
+    /// piece that is itself a message is read again.
     fn piece(&mut self, headers: &[(String, String)], body: &[u8], depth: usize) {
-        let mut ctes: Vec<String> = Vec::new();
-        let mut ctypes: Vec<String> = Vec::new();
-        for (name, value) in headers {
-            match name.as_str() {
-                "content-transfer-encoding" => {
-                    ctes.push(strip_comments(value).trim().trim_matches('"').to_ascii_lowercase())
-                }
-                "content-type" => ctypes.push(value.to_ascii_lowercase()),
-                _ => {}
-            }
-        }
+        let (ctes, ctypes) = encoding_headers(headers);
         let names = filename_candidates(headers);
         let named = !names.is_empty();
         for n in names {
@@ -228,18 +221,8 @@ impl Walker<'_> {
         if trimmed.is_empty() {
             return;
         }
-        let declared = |s: &str| ctes.iter().any(|c| c.contains(s));
-        let mut new_leaves: Vec<usize> = Vec::new();
         let first = self.out.leaves.len();
-        for c in &ctes {
-            let known = matches!(
-                c.as_str(),
-                "7bit" | "8bit" | "binary" | "base64" | "quoted-printable" | "x-uuencode" | "uuencode" | "x-uue"
-            );
-            if !known && self.out.unknown_encodings.len() < 8 && !self.out.unknown_encodings.contains(c) {
-                self.out.unknown_encodings.push(c.clone());
-            }
-        }
+        self.note_unknown_encodings(&ctes);
 
         // Guessing the encoding from the content: where a reader might do
         // it too. Not for a text part that declares no encoding (clients
@@ -250,6 +233,32 @@ impl Walker<'_> {
                 .iter()
                 .any(|t| !t.trim_start().starts_with("text/") && !t.trim_start().starts_with("multipart/"));
         let guess = headers.is_empty() || attachment || !ctes.is_empty();
+        self.decode_body(body, trimmed, &ctes, guess);
+
+        // A decoded piece that is itself a message is read again.
+        let is_message = ctypes.iter().any(|t| t.contains("message/"));
+        self.reread_messages(first..self.out.leaves.len(), is_message, depth);
+    }
+
+    /// Lists the transfer encodings that no reader agrees on.
+    fn note_unknown_encodings(&mut self, ctes: &[String]) {
+        for c in ctes {
+            let known = matches!(
+                c.as_str(),
+                "7bit" | "8bit" | "binary" | "base64" | "quoted-printable" | "x-uuencode" | "uuencode" | "x-uue"
+            );
+            if !known && self.out.unknown_encodings.len() < 8 && !self.out.unknown_encodings.contains(c) {
+                self.out.unknown_encodings.push(c.clone());
+            }
+        }
+    }
+
+    /// Keeps every reading of a piece's body (`trimmed` is `body` without
+    /// surrounding whitespace): by each declared encoding, and by the ones
+    /// its content looks like when `guess`ing is in order (uuencode and
+    /// BinHex always); binary content as it is.
+    fn decode_body(&mut self, body: &[u8], trimmed: &[u8], ctes: &[String], guess: bool) {
+        let declared = |s: &str| ctes.iter().any(|c| c.contains(s));
         if declared("base64") || (guess && decode::looks_like_base64(trimmed)) {
             let readings = decode::base64_readings(trimmed, self.room().max(1));
             if declared("base64") && readings.len() > 1 {
@@ -283,11 +292,12 @@ impl Walker<'_> {
         if super::sniff::sniff(trimmed).is_some_and(|k| !matches!(k, "html" | "sh" | "rtf")) {
             self.leaf(trimmed.to_vec(), "raw");
         }
-        new_leaves.extend(first..self.out.leaves.len());
+    }
 
-        // A decoded piece that is itself a message is read again.
-        let is_message = ctypes.iter().any(|t| t.contains("message/"));
-        for i in new_leaves {
+    /// Reads again, as messages, the leaves at `leaves` that are one (all
+    /// of them when the piece was declared `message/...`).
+    fn reread_messages(&mut self, leaves: std::ops::Range<usize>, is_message: bool, depth: usize) {
+        for i in leaves {
             let data = std::mem::take(&mut self.out.leaves[i].data);
             if is_message || looks_like_message(&data) {
                 self.message(&data, depth + 1);
@@ -347,6 +357,23 @@ impl Walker<'_> {
             }
         }
     }
+}
+
+/// The Content-Transfer-Encoding values (comments and quotes stripped) and
+/// the Content-Type values of a piece's headers, in lower case.
+fn encoding_headers(headers: &[(String, String)]) -> (Vec<String>, Vec<String>) {
+    let mut ctes: Vec<String> = Vec::new();
+    let mut ctypes: Vec<String> = Vec::new();
+    for (name, value) in headers {
+        match name.as_str() {
+            "content-transfer-encoding" => {
+                ctes.push(strip_comments(value).trim().trim_matches('"').to_ascii_lowercase())
+            }
+            "content-type" => ctypes.push(value.to_ascii_lowercase()),
+            _ => {}
+        }
+    }
+    (ctes, ctypes)
 }
 
 #[cfg(test)]

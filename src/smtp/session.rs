@@ -262,97 +262,110 @@ impl Session {
         if conn.input().is_empty() && !matches!(self.mode, Mode::Bdat { .. }) {
             return Step::NeedMore;
         }
-        match &mut self.mode {
-            Mode::Command => {
-                let (line, used) = self.lines.ingest(conn.input());
-                let parsed = match line {
-                    Line::NeedsMoreData => {
-                        conn.consume(used);
-                        return Step::NeedMore;
-                    }
-                    Line::TooLong => Err((Reply::LINE_TOO_LONG, "command line too long".to_string())),
-                    Line::Complete(l) => crate::proto::parse(l).map_err(|e| (e.reply(), e.to_string())),
-                };
+        match &self.mode {
+            Mode::Command => self.command_step(conn).await,
+            Mode::Data(_) => self.data_step(conn).await,
+            Mode::Bdat { .. } => self.bdat_step(conn).await,
+        }
+    }
+
+    /// One command line, if complete: parsed, checked against the
+    /// pipelining rules, handled, answered.
+    async fn command_step<S: AsyncRead + AsyncWrite + Unpin>(&mut self, conn: &mut Connection<S>) -> Step {
+        let (line, used) = self.lines.ingest(conn.input());
+        let parsed = match line {
+            Line::NeedsMoreData => {
                 conn.consume(used);
-                // Pipelining is allowed only after an EHLO reply offered it.
-                let more = !conn.input().is_empty();
-                let verb = parsed.as_ref().map_or("invalid", |c| c.verb());
-                let (reply, step) = match parsed {
-                    Ok(cmd) if self.no_service && cmd != Command::Quit => {
-                        self.discard_bdat(&cmd);
-                        (Some(Reply::NO_SERVICE), Step::Continue)
-                    }
-                    Ok(cmd) if more && self.improper_pipelining(&cmd) => {
-                        self.discard_bdat(&cmd);
-                        let why = format!("pipelined after {} without PIPELINING", cmd.verb());
-                        self.refuse_service(false, why);
-                        (Some(Reply::IMPROPER_PIPELINING), Step::Continue)
-                    }
-                    Ok(cmd) => self.dispatch(cmd).await,
-                    Err((reply, reason)) => {
-                        self.protocol_error(&reply, reason);
-                        (Some(reply), Step::Continue)
-                    }
-                };
-                if let Some(r) = &reply {
-                    self.shared.events.metrics().command(verb, r.code);
-                }
-                match reply {
-                    Some(reply) => self.reply(conn, reply, step).await,
-                    None => step,
-                }
+                return Step::NeedMore;
             }
-            Mode::Data(rx) => {
-                let Some(tx) = self.tx.as_mut() else {
-                    self.mode = Mode::Command;
-                    return Step::Continue;
-                };
-                let (status, used) = rx.ingest(conn.input(), &mut tx.body);
-                conn.consume(used);
-                self.feed_stream(false).await;
-                match status {
-                    DataStatus::NeedsMoreData => Step::NeedMore,
-                    DataStatus::Done => {
-                        let Mode::Data(rx) = std::mem::replace(&mut self.mode, Mode::Command) else {
-                            unreachable!("mode checked above")
-                        };
-                        let reply = self.finish_message(rx.problem()).await;
-                        self.reply(conn, reply, Step::Continue).await
-                    }
-                }
+            Line::TooLong => Err((Reply::LINE_TOO_LONG, "command line too long".to_string())),
+            Line::Complete(l) => crate::proto::parse(l).map_err(|e| (e.reply(), e.to_string())),
+        };
+        conn.consume(used);
+        // Pipelining is allowed only after an EHLO reply offered it.
+        let more = !conn.input().is_empty();
+        let verb = parsed.as_ref().map_or("invalid", |c| c.verb());
+        let (reply, step) = match parsed {
+            Ok(cmd) if self.no_service && cmd != Command::Quit => {
+                self.discard_bdat(&cmd);
+                (Some(Reply::NO_SERVICE), Step::Continue)
             }
-            Mode::Bdat { last, refuse, discard } => {
-                let last = *last;
-                let complete = if refuse.is_some() {
-                    let take = (*discard).min(conn.input().len() as u64);
-                    *discard -= take;
-                    conn.consume(take as usize);
-                    *discard == 0
-                } else {
-                    let Some(rx) = self
-                        .tx
-                        .as_mut()
-                        .and_then(|tx| tx.bdat.as_mut().map(|rx| (rx, &mut tx.body)))
-                    else {
-                        self.mode = Mode::Command;
-                        return Step::Continue;
-                    };
-                    let (complete, used) = rx.0.ingest(conn.input(), rx.1);
-                    conn.consume(used);
-                    self.feed_stream(false).await;
-                    complete
-                };
-                if !complete {
-                    return Step::NeedMore;
-                }
-                let Mode::Bdat { refuse, .. } = std::mem::replace(&mut self.mode, Mode::Command) else {
+            Ok(cmd) if more && self.improper_pipelining(&cmd) => {
+                self.discard_bdat(&cmd);
+                let why = format!("pipelined after {} without PIPELINING", cmd.verb());
+                self.refuse_service(false, why);
+                (Some(Reply::IMPROPER_PIPELINING), Step::Continue)
+            }
+            Ok(cmd) => self.dispatch(cmd).await,
+            Err((reply, reason)) => {
+                self.protocol_error(&reply, reason);
+                (Some(reply), Step::Continue)
+            }
+        };
+        if let Some(r) = &reply {
+            self.shared.events.metrics().command(verb, r.code);
+        }
+        match reply {
+            Some(reply) => self.reply(conn, reply, step).await,
+            None => step,
+        }
+    }
+
+    /// Message text after DATA, up to the final dot.
+    async fn data_step<S: AsyncRead + AsyncWrite + Unpin>(&mut self, conn: &mut Connection<S>) -> Step {
+        let (Mode::Data(rx), Some(tx)) = (&mut self.mode, self.tx.as_mut()) else {
+            self.mode = Mode::Command;
+            return Step::Continue;
+        };
+        let (status, used) = rx.ingest(conn.input(), &mut tx.body);
+        conn.consume(used);
+        self.feed_stream(false).await;
+        match status {
+            DataStatus::NeedsMoreData => Step::NeedMore,
+            DataStatus::Done => {
+                let Mode::Data(rx) = std::mem::replace(&mut self.mode, Mode::Command) else {
                     unreachable!("mode checked above")
                 };
-                let reply = self.bdat_chunk_done(last, refuse).await;
-                self.shared.events.metrics().command("BDAT", reply.code);
+                let reply = self.finish_message(rx.problem()).await;
                 self.reply(conn, reply, Step::Continue).await
             }
         }
+    }
+
+    /// The octets of a BDAT chunk (or of one that is refused and skipped).
+    async fn bdat_step<S: AsyncRead + AsyncWrite + Unpin>(&mut self, conn: &mut Connection<S>) -> Step {
+        let Mode::Bdat { last, refuse, discard } = &mut self.mode else {
+            return Step::Continue;
+        };
+        let last = *last;
+        let complete = if refuse.is_some() {
+            let take = (*discard).min(conn.input().len() as u64);
+            *discard -= take;
+            conn.consume(take as usize);
+            *discard == 0
+        } else {
+            let Some(rx) = self
+                .tx
+                .as_mut()
+                .and_then(|tx| tx.bdat.as_mut().map(|rx| (rx, &mut tx.body)))
+            else {
+                self.mode = Mode::Command;
+                return Step::Continue;
+            };
+            let (complete, used) = rx.0.ingest(conn.input(), rx.1);
+            conn.consume(used);
+            self.feed_stream(false).await;
+            complete
+        };
+        if !complete {
+            return Step::NeedMore;
+        }
+        let Mode::Bdat { refuse, .. } = std::mem::replace(&mut self.mode, Mode::Command) else {
+            unreachable!("mode checked above")
+        };
+        let reply = self.bdat_chunk_done(last, refuse).await;
+        self.shared.events.metrics().command("BDAT", reply.code);
+        self.reply(conn, reply, Step::Continue).await
     }
 
     /// Early-talker test: with `policy.greet_delay`, waits that long for

@@ -7,7 +7,6 @@
 //! become `temperror`, broken records `permerror`. The outcome is both a
 //! header to prepend and a [`AuthOutcome::summary`] line for the rules.
 
-use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -19,15 +18,9 @@ use mail_auth::{
     SpfOutput, SpfResult,
 };
 
-/// Folded header lines are kept to this many characters (RFC 5322 §2.1.1),
-/// except where a single token is longer.
-const LINE_LIMIT: usize = 78;
-
-/// Property values longer than this are left out of the header rather than
-/// producing an unreasonably long line.
-const MAX_PVALUE: usize = 255;
-
 pub use crate::dns::tokio_resolver;
+pub use forged::strip_forged_results;
+use header::{ResInfo, base64, format_header, push_prop};
 
 /// The SMTP facts the checks need.
 #[derive(Debug, Clone, Copy)]
@@ -89,14 +82,6 @@ impl std::fmt::Debug for Authenticator {
     }
 }
 
-/// One `method=result` entry of the header.
-struct ResInfo {
-    method: &'static str,
-    result: &'static str,
-    comment: Option<&'static str>,
-    props: Vec<(&'static str, String)>,
-}
-
 impl Authenticator {
     /// `authserv_id` is our host name (the header's first word and what
     /// [`strip_forged_results`] removes); `timeout` bounds a whole
@@ -122,21 +107,8 @@ impl Authenticator {
     pub async fn check(&self, ctx: &AuthContext<'_>, parsed: &mail_parser::Message<'_>, raw: &[u8]) -> AuthOutcome {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let msg = authenticated_message(parsed, raw);
-
-        // SPF: the MAIL FROM identity, or for <> the HELO identity (RFC 7208 §2.4).
-        let helo_identity = ctx.mail_from.is_empty();
-        let spf_params = if helo_identity {
-            SpfParameters::verify_ehlo(ctx.ip, ctx.helo, &self.authserv_id)
-        } else {
-            SpfParameters::verify_mail_from(ctx.ip, ctx.helo, &self.authserv_id, ctx.mail_from)
-        };
-        let spf_domain = if helo_identity {
-            ctx.helo
-        } else {
-            ctx.mail_from.rsplit_once('@').map_or(ctx.helo, |(_, d)| d)
-        };
         let c = &*self.caches;
-        let spf_params = Parameters::new(spf_params)
+        let spf_params = Parameters::new(ctx.spf_parameters(&self.authserv_id))
             .with_txt_cache(&c.txt)
             .with_mx_cache(&c.mx)
             .with_ipv4_cache(&c.ipv4)
@@ -154,65 +126,21 @@ impl Authenticator {
         let spf_timed_out = spf.is_err();
         let timed_out = spf_timed_out || dkim.is_err();
         let spf: SpfOutput =
-            spf.unwrap_or_else(|_| SpfOutput::new(spf_domain.to_string()).with_result(SpfResult::TempError));
+            spf.unwrap_or_else(|_| SpfOutput::new(ctx.spf_domain().to_string()).with_result(SpfResult::TempError));
 
         let mut infos = Vec::with_capacity(4);
-
-        // SPF
         let spf_word = spf_word(spf.result());
-        let mut props = Vec::new();
-        if helo_identity {
-            push_prop(&mut props, "smtp.helo", ctx.helo);
-        } else {
-            push_prop(&mut props, "smtp.mailfrom", ctx.mail_from);
-        }
-        infos.push(ResInfo {
-            method: "spf",
-            result: spf_word,
-            comment: spf_timed_out.then_some("timeout"),
-            props,
-        });
-
-        // DKIM
+        infos.push(ctx.spf_info(spf_word, spf_timed_out));
         let dkim_word = match &dkim {
             Ok(outputs) => dkim_results(outputs, &mut infos),
-            Err(_) => {
-                let signed = !msg.dkim_headers.is_empty() || msg.has_dkim_errors;
-                let word = if signed { "temperror" } else { "none" };
-                infos.push(ResInfo {
-                    method: "dkim",
-                    result: word,
-                    comment: signed.then_some("timeout"),
-                    props: Vec::new(),
-                });
-                word
-            }
+            Err(_) => dkim_timed_out(&msg, &mut infos),
         };
-
         // DMARC: only with time left; otherwise temperror.
-        let from_domain = from_domain(&msg);
         let (dmarc_word, dmarc_policy) = if timed_out {
-            infos.push(dmarc_info("temperror", Some("timeout"), from_domain.as_deref(), None));
-            ("temperror", None)
+            dmarc_timed_out(&msg, &mut infos)
         } else {
             let outputs: &[DkimOutput<'_>] = dkim.as_deref().unwrap_or(&[]);
-            let params = Parameters::new(DmarcParameters::new(&msg, outputs, spf.domain(), &spf))
-                .with_txt_cache(&c.txt)
-                .with_ipv4_cache(&c.ipv4)
-                .with_ipv6_cache(&c.ipv6);
-            match tokio::time::timeout_at(deadline, Box::pin(self.inner.verify_dmarc(params))).await {
-                Ok(out) => {
-                    let word = dmarc_word(&out.result());
-                    let policy = out.dmarc_record().map(|_| policy_word(out.policy()));
-                    let domain = (!out.domain().is_empty()).then(|| out.domain().to_string());
-                    infos.push(dmarc_info(word, dmarc_comment(&out), domain.as_deref(), policy));
-                    (word, policy)
-                }
-                Err(_) => {
-                    infos.push(dmarc_info("temperror", Some("timeout"), from_domain.as_deref(), None));
-                    ("temperror", None)
-                }
-            }
+            self.dmarc(&msg, outputs, &spf, deadline, &mut infos).await
         };
 
         AuthOutcome {
@@ -221,6 +149,75 @@ impl Authenticator {
             dmarc: dmarc_word,
             dmarc_policy,
             header: format_header(&self.authserv_id, &infos),
+        }
+    }
+
+    /// DMARC for the From domain of `msg` (with the SPF and DKIM results),
+    /// if it answers before `deadline`; adds its entry to `infos` and
+    /// returns the result and the policy that applies.
+    async fn dmarc(
+        &self,
+        msg: &AuthenticatedMessage<'_>,
+        dkim: &[DkimOutput<'_>],
+        spf: &SpfOutput,
+        deadline: tokio::time::Instant,
+        infos: &mut Vec<ResInfo>,
+    ) -> (&'static str, Option<&'static str>) {
+        let c = &*self.caches;
+        let params = Parameters::new(DmarcParameters::new(msg, dkim, spf.domain(), spf))
+            .with_txt_cache(&c.txt)
+            .with_ipv4_cache(&c.ipv4)
+            .with_ipv6_cache(&c.ipv6);
+        match tokio::time::timeout_at(deadline, Box::pin(self.inner.verify_dmarc(params))).await {
+            Ok(out) => {
+                let word = dmarc_word(&out.result());
+                let policy = out.dmarc_record().map(|_| policy_word(out.policy()));
+                let domain = (!out.domain().is_empty()).then(|| out.domain().to_string());
+                infos.push(dmarc_info(word, dmarc_comment(&out), domain.as_deref(), policy));
+                (word, policy)
+            }
+            Err(_) => dmarc_timed_out(msg, infos),
+        }
+    }
+}
+
+impl<'a> AuthContext<'a> {
+    /// Whether SPF checks the HELO identity: for `<>` (RFC 7208 §2.4).
+    fn spf_checks_helo(&self) -> bool {
+        self.mail_from.is_empty()
+    }
+
+    /// The SPF check of the MAIL FROM identity, or for `<>` the HELO one.
+    fn spf_parameters(&self, authserv_id: &'a str) -> SpfParameters<'a> {
+        if self.spf_checks_helo() {
+            SpfParameters::verify_ehlo(self.ip, self.helo, authserv_id)
+        } else {
+            SpfParameters::verify_mail_from(self.ip, self.helo, authserv_id, self.mail_from)
+        }
+    }
+
+    /// The domain SPF checks (for the result when it timed out).
+    fn spf_domain(&self) -> &'a str {
+        if self.spf_checks_helo() {
+            self.helo
+        } else {
+            self.mail_from.rsplit_once('@').map_or(self.helo, |(_, d)| d)
+        }
+    }
+
+    /// The `spf=` entry, with the identity that was checked.
+    fn spf_info(&self, result: &'static str, timed_out: bool) -> ResInfo {
+        let mut props = Vec::new();
+        if self.spf_checks_helo() {
+            push_prop(&mut props, "smtp.helo", self.helo);
+        } else {
+            push_prop(&mut props, "smtp.mailfrom", self.mail_from);
+        }
+        ResInfo {
+            method: "spf",
+            result,
+            comment: timed_out.then_some("timeout"),
+            props,
         }
     }
 }
@@ -273,6 +270,28 @@ fn dkim_results(outputs: &[DkimOutput<'_>], infos: &mut Vec<ResInfo>) -> &'stati
         });
     }
     aggregate_dkim(&words)
+}
+
+/// The `dkim=` entry when DKIM did not finish in time: temperror for a
+/// signed message, none for an unsigned one; returns that result.
+fn dkim_timed_out(msg: &AuthenticatedMessage<'_>, infos: &mut Vec<ResInfo>) -> &'static str {
+    let signed = !msg.dkim_headers.is_empty() || msg.has_dkim_errors;
+    let word = if signed { "temperror" } else { "none" };
+    infos.push(ResInfo {
+        method: "dkim",
+        result: word,
+        comment: signed.then_some("timeout"),
+        props: Vec::new(),
+    });
+    word
+}
+
+/// The `dmarc=temperror` entry when there was no time left for DMARC;
+/// returns that result, with no policy.
+fn dmarc_timed_out(msg: &AuthenticatedMessage<'_>, infos: &mut Vec<ResInfo>) -> (&'static str, Option<&'static str>) {
+    let from = from_domain(msg);
+    infos.push(dmarc_info("temperror", Some("timeout"), from.as_deref(), None));
+    ("temperror", None)
 }
 
 fn dmarc_info(
@@ -430,236 +449,9 @@ fn policy_word(p: Policy) -> &'static str {
     }
 }
 
-/// Adds `name=value` if the value can be written sensibly.
-fn push_prop(props: &mut Vec<(&'static str, String)>, name: &'static str, value: &str) {
-    if let Some(v) = pvalue(value) {
-        props.push((name, v));
-    }
-}
-
-/// A property value (RFC 8601 `pvalue`): as is when it is a plain
-/// [local-part@]domain made of atext, dots and one `@`; otherwise a
-/// quoted-string. Control characters are dropped; empty or overlong
-/// values give `None`.
-fn pvalue(v: &str) -> Option<String> {
-    let clean: String = v.chars().filter(|c| !c.is_control()).collect();
-    if clean.is_empty() || clean.len() > MAX_PVALUE {
-        return None;
-    }
-    let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c);
-    let dot_atom = |s: &str| !s.is_empty() && s.split('.').all(|p| !p.is_empty() && p.chars().all(atext));
-    let plain = match clean.rsplit_once('@') {
-        Some((local, domain)) => (local.is_empty() || dot_atom(local)) && dot_atom(domain),
-        None => dot_atom(&clean),
-    };
-    if plain {
-        return Some(clean);
-    }
-    let mut q = String::with_capacity(clean.len() + 2);
-    q.push('"');
-    for c in clean.chars() {
-        if c == '"' || c == '\\' {
-            q.push('\\');
-        }
-        q.push(c);
-    }
-    q.push('"');
-    Some(q)
-}
-
-/// Standard base64 of a few bytes (the `header.b` prefix).
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk.first().copied().unwrap_or(0),
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// `Authentication-Results: id;` then one resinfo per line (`;` between
-/// them), each folded at spaces to keep lines within [`LINE_LIMIT`].
-fn format_header(authserv_id: &str, infos: &[ResInfo]) -> String {
-    let id: String = authserv_id
-        .chars()
-        .filter(|c| !c.is_control() && !c.is_whitespace() && *c != ';')
-        .collect();
-    let mut out = String::with_capacity(256);
-    out.push_str("Authentication-Results: ");
-    out.push_str(&id);
-    if infos.is_empty() {
-        out.push_str("; none\r\n");
-        return out;
-    }
-    out.push(';');
-    for (n, info) in infos.iter().enumerate() {
-        let mut tokens = vec![format!("{}={}", info.method, info.result)];
-        if let Some(c) = info.comment {
-            let words: Vec<&str> = c.split(' ').collect();
-            let last = words.len().saturating_sub(1);
-            for (i, w) in words.iter().enumerate() {
-                let open = if i == 0 { "(" } else { "" };
-                let close = if i == last { ")" } else { "" };
-                tokens.push(format!("{open}{w}{close}"));
-            }
-        }
-        tokens.extend(info.props.iter().map(|(k, v)| format!("{k}={v}")));
-        if n + 1 < infos.len()
-            && let Some(t) = tokens.last_mut()
-        {
-            t.push(';');
-        }
-        out.push_str("\r\n\t");
-        let mut col = 1;
-        for (i, t) in tokens.iter().enumerate() {
-            if i > 0 {
-                if col + 1 + t.len() > LINE_LIMIT {
-                    out.push_str("\r\n\t");
-                    col = 1;
-                } else {
-                    out.push(' ');
-                    col += 1;
-                }
-            }
-            out.push_str(t);
-            col += t.len();
-        }
-    }
-    out.push_str("\r\n");
-    out
-}
-
-// ------------------------------------------------------------------ forged results
-
-/// Removes from the header section of `msg` every `Authentication-Results`
-/// field whose authserv-id is `authserv_id` (ASCII case-insensitive, CFWS
-/// and a version after it ignored), as RFC 8601 §5 requires of a border
-/// MTA. Every other byte, line ending (CRLF or LF) and the body stay as
-/// they are; nothing to remove gives `Cow::Borrowed`.
-pub fn strip_forged_results<'a>(msg: &'a [u8], authserv_id: &str) -> Cow<'a, [u8]> {
-    let mut remove: Vec<(usize, usize)> = Vec::new();
-    // Start of the Authentication-Results field being read, if any.
-    let mut field: Option<usize> = None;
-    let mut pos = 0;
-    loop {
-        // The end of the message reads as a blank line.
-        let line_end = memchr::memchr(b'\n', &msg[pos..]).map_or(msg.len(), |i| pos + i + 1);
-        let line = &msg[pos..line_end];
-        let blank = line.is_empty() || line == b"\n" || line == b"\r\n";
-        if blank || !matches!(line.first(), Some(b' ' | b'\t')) {
-            // Not a continuation line: the previous field ends here.
-            if let Some(start) = field.take()
-                && is_ours(&msg[start..pos], authserv_id)
-            {
-                remove.push((start, pos));
-            }
-            if blank {
-                break;
-            }
-            if is_auth_results_name(line) {
-                field = Some(pos);
-            }
-        }
-        pos = line_end;
-    }
-    if remove.is_empty() {
-        return Cow::Borrowed(msg);
-    }
-    let removed: usize = remove.iter().map(|(s, e)| e - s).sum();
-    let mut out = Vec::with_capacity(msg.len() - removed);
-    let mut at = 0;
-    for (s, e) in remove {
-        out.extend_from_slice(&msg[at..s]);
-        at = e;
-    }
-    out.extend_from_slice(&msg[at..]);
-    Cow::Owned(out)
-}
-
-/// Whether a header line starts with the field name `Authentication-Results`
-/// (any case; WSP before the colon is tolerated, RFC 5322 §4.5.3).
-fn is_auth_results_name(line: &[u8]) -> bool {
-    const NAME: &[u8] = b"authentication-results";
-    line.len() > NAME.len()
-        && line[..NAME.len()].eq_ignore_ascii_case(NAME)
-        && line[NAME.len()..]
-            .iter()
-            .find(|b| !matches!(b, b' ' | b'\t'))
-            .is_some_and(|b| *b == b':')
-}
-
-/// Whether the authserv-id of a whole `Authentication-Results` field is `id`.
-fn is_ours(field: &[u8], id: &str) -> bool {
-    let Some(colon) = memchr::memchr(b':', field) else {
-        return false;
-    };
-    let value = &field[colon + 1..];
-    let mut i = skip_cfws(value, 0);
-    let found: Vec<u8> = if value.get(i) == Some(&b'"') {
-        // quoted-string
-        let mut s = Vec::new();
-        i += 1;
-        loop {
-            match value.get(i) {
-                None => return false, // unterminated
-                Some(b'"') => break,
-                Some(b'\\') => {
-                    if let Some(c) = value.get(i + 1) {
-                        s.push(*c);
-                    }
-                    i += 2;
-                }
-                Some(b'\r' | b'\n') => i += 1, // folding
-                Some(c) => {
-                    s.push(*c);
-                    i += 1;
-                }
-            }
-        }
-        s
-    } else {
-        let start = i;
-        while let Some(c) = value.get(i) {
-            if matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b'(' | b';' | b'"') {
-                break;
-            }
-            i += 1;
-        }
-        value[start..i].to_vec()
-    };
-    !found.is_empty() && found.eq_ignore_ascii_case(id.trim().as_bytes())
-}
-
-/// Skips whitespace (folding included) and nested comments from `i`.
-fn skip_cfws(v: &[u8], mut i: usize) -> usize {
-    let mut depth = 0usize;
-    while let Some(c) = v.get(i) {
-        match c {
-            b' ' | b'\t' | b'\r' | b'\n' => {}
-            b'(' => depth += 1,
-            b')' if depth > 0 => depth -= 1,
-            b'\\' if depth > 0 => i += 1,
-            _ if depth > 0 => {}
-            _ => break,
-        }
-        i += 1;
-    }
-    i
-}
+mod cache;
+mod forged;
+mod header;
 
 #[cfg(test)]
 mod tests;
-
-mod cache;

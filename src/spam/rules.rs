@@ -17,12 +17,13 @@
 //! evaluated over those results in dependency order.
 //!
 //! Here: the compiled [`RuleSet`] and matching; `parse` reads rule files,
-//! `meta` parses and evaluates meta expressions.
+//! `compile` turns them into sets, `meta` parses and evaluates meta
+//! expressions.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use regex::bytes::{RegexSet, RegexSetBuilder};
+use regex::bytes::RegexSet;
 
 /// Compiled-size limit of one rule's regex (as `regex`'s own default).
 const RULE_SIZE_LIMIT: usize = 10 * (1 << 20);
@@ -276,230 +277,6 @@ impl RuleSet {
     }
 }
 
-// ---------------------------------------------------------------- parsing
-
-impl Parsed {
-    fn finish(mut self) -> Result<RuleSet, RuleError> {
-        // Scores and descriptions of unknown rules, in file order.
-        let mut orphans: Vec<(&Loc, &str, &str)> = Vec::new();
-        for (name, (_, at)) in &self.scores {
-            if !self.by_name.contains_key(name) {
-                orphans.push((at, name, "score"));
-            }
-        }
-        for (name, (_, at)) in &self.describes {
-            if !self.by_name.contains_key(name) {
-                orphans.push((at, name, "describe"));
-            }
-        }
-        if let Some((at, name, what)) = orphans.into_iter().min_by(|a, b| loc_order(a.0, b.0)) {
-            return Err(at.err(format!("{what} for unknown rule {name}")));
-        }
-        // Resolve meta references.
-        let mut metas = Vec::new();
-        for (i, d) in self.defs.iter_mut().enumerate() {
-            if let Def::Meta { expr, refs } = &mut d.def {
-                let mut deps = Vec::new();
-                for name in refs.iter() {
-                    let Some(&j) = self.by_name.get(name) else {
-                        return Err(d.at.err(format!("meta {} refers to unknown rule {name}", d.name)));
-                    };
-                    deps.push(j);
-                }
-                expr.resolve(&deps);
-                metas.push((i, deps));
-            }
-        }
-        let order = meta_order(&self.defs, &metas)?;
-
-        let mut rules = Vec::with_capacity(self.defs.len());
-        type Patterns = (Vec<String>, Vec<(usize, bool)>, Loc);
-        let mut headers: HashMap<String, Patterns> = HashMap::new();
-        let mut exists = Vec::new();
-        let mut texts: [(Vec<String>, Vec<usize>, Option<Loc>); 4] = Default::default();
-        let mut meta_exprs: HashMap<usize, Expr> = HashMap::new();
-        let mut bayes = Vec::new();
-        for (i, d) in self.defs.into_iter().enumerate() {
-            let sub = d.name.starts_with("__");
-            let score = if sub {
-                0.0
-            } else {
-                self.scores.get(&d.name).map_or(1.0, |s| s.0)
-            };
-            let description = self.describes.get(&d.name).map(|s| s.0.clone()).unwrap_or_default();
-            rules.push(RuleInfo {
-                name: d.name,
-                score,
-                description,
-            });
-            match d.def {
-                Def::Header {
-                    header,
-                    pattern,
-                    negated,
-                } => {
-                    let g = headers
-                        .entry(header)
-                        .or_insert_with(|| (Vec::new(), Vec::new(), d.at.clone()));
-                    g.0.push(pattern);
-                    g.1.push((i, negated));
-                }
-                Def::Exists { header } => exists.push((header, i)),
-                Def::Text { kind, pattern } => {
-                    let t = &mut texts[kind as usize];
-                    t.0.push(pattern);
-                    t.1.push(i);
-                    t.2.get_or_insert(d.at);
-                }
-                Def::Meta { expr, .. } => {
-                    meta_exprs.insert(i, expr);
-                }
-                Def::Bayes { low, high } => bayes.push((low, high, i)),
-            }
-        }
-        let mut header_groups = HashMap::new();
-        for (name, (patterns, rules, at)) in headers {
-            let set = build_set(&patterns, &at, &format!("header rules on {name}"))?;
-            header_groups.insert(name, HeaderGroup { set, rules });
-        }
-        let [body, rawbody, uri, full] = texts;
-        let text_set = |t: (Vec<String>, Vec<usize>, Option<Loc>), what: &str| -> Result<Option<TextSet>, RuleError> {
-            match t.2 {
-                None => Ok(None),
-                Some(at) => Ok(Some(TextSet {
-                    matcher: TextMatcher::build(&t.0, |rest| build_set(rest, &at, what))?,
-                    rules: t.1,
-                })),
-            }
-        };
-        let metas = order
-            .into_iter()
-            .filter_map(|i| meta_exprs.remove(&i).map(|e| (i, e)))
-            .collect();
-        Ok(RuleSet {
-            rules,
-            headers: header_groups,
-            exists,
-            body: text_set(body, "body rules")?,
-            rawbody: text_set(rawbody, "rawbody rules")?,
-            uri: text_set(uri, "uri rules")?,
-            full: text_set(full, "full rules")?,
-            bayes,
-            metas,
-        })
-    }
-}
-
-fn loc_order(a: &Loc, b: &Loc) -> std::cmp::Ordering {
-    (a.file_no, a.line).cmp(&(b.file_no, b.line))
-}
-
-fn build_set(patterns: &[String], at: &Loc, what: &str) -> Result<PatternSet, RuleError> {
-    let (ascii, unicode): (Vec<usize>, Vec<usize>) =
-        (0..patterns.len()).partition(|&i| patterns[i].starts_with(ASCII_MODE));
-    // Patterns anchored at the start of the text (`\A...`) get sets of their
-    // own: such a set stops as soon as its automaton dies, a few bytes in,
-    // where a set mixing them with unanchored patterns reads the whole text.
-    let (ascii_anchored, ascii): (Vec<usize>, Vec<usize>) =
-        ascii.into_iter().partition(|&i| anchored_start(&patterns[i]));
-    let (unicode_anchored, unicode): (Vec<usize>, Vec<usize>) =
-        unicode.into_iter().partition(|&i| anchored_start(&patterns[i]));
-    let mut chunks = Vec::new();
-    for group in [ascii, ascii_anchored, unicode, unicode_anchored] {
-        for idx in group.chunks(SET_CHUNK) {
-            let set = RegexSetBuilder::new(idx.iter().map(|&i| &patterns[i]))
-                .size_limit(SET_SIZE_LIMIT)
-                .dfa_size_limit(SET_DFA_LIMIT)
-                .build()
-                .map_err(|e| {
-                    at.err(format!(
-                        "cannot compile the {what} together: {}",
-                        one_line(&e.to_string())
-                    ))
-                })?;
-            chunks.push((set, idx.to_vec()));
-        }
-    }
-    Ok(PatternSet { chunks })
-}
-
-/// Whether every match of `pattern` starts at the start of the text.
-fn anchored_start(pattern: &str) -> bool {
-    prefilter::parse_hir(pattern).is_some_and(|h| {
-        h.properties()
-            .look_set_prefix()
-            .contains(regex_syntax::hir::Look::Start)
-    })
-}
-
-/// Orders the metas so that each comes after the metas it uses (Kahn's
-/// algorithm); a cycle is reported at the first-defined meta on it.
-fn meta_order(defs: &[RuleDef], metas: &[(usize, Vec<usize>)]) -> Result<Vec<usize>, RuleError> {
-    let is_meta: HashSet<usize> = metas.iter().map(|m| m.0).collect();
-    let mut pending: HashMap<usize, usize> = HashMap::new();
-    let mut users: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (m, deps) in metas {
-        let meta_deps: Vec<usize> = deps.iter().copied().filter(|d| is_meta.contains(d)).collect();
-        pending.insert(*m, meta_deps.len());
-        for d in meta_deps {
-            users.entry(d).or_default().push(*m);
-        }
-    }
-    let mut ready: Vec<usize> = metas
-        .iter()
-        .map(|m| m.0)
-        .filter(|m| pending.get(m) == Some(&0))
-        .collect();
-    ready.reverse();
-    let mut order = Vec::with_capacity(metas.len());
-    while let Some(m) = ready.pop() {
-        order.push(m);
-        for u in users.get(&m).map(Vec::as_slice).unwrap_or(&[]) {
-            if let Some(n) = pending.get_mut(u) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    ready.push(*u);
-                }
-            }
-        }
-    }
-    if order.len() == metas.len() {
-        return Ok(order);
-    }
-    // Every meta left waits on another one left: walk until one repeats.
-    let done: HashSet<usize> = order.iter().copied().collect();
-    let deps: HashMap<usize, &Vec<usize>> = metas.iter().map(|(m, d)| (*m, d)).collect();
-    let Some(mut cur) = metas.iter().map(|m| m.0).find(|m| !done.contains(m)) else {
-        return Ok(order);
-    };
-    let mut path: Vec<usize> = Vec::new();
-    let mut seen: HashMap<usize, usize> = HashMap::new();
-    while let std::collections::hash_map::Entry::Vacant(v) = seen.entry(cur) {
-        v.insert(path.len());
-        path.push(cur);
-        let next = deps
-            .get(&cur)
-            .and_then(|ds| ds.iter().copied().find(|d| is_meta.contains(d) && !done.contains(d)));
-        match next {
-            Some(n) => cur = n,
-            None => break,
-        }
-    }
-    let start = seen.get(&cur).copied().unwrap_or(0);
-    let cycle = &path[start.min(path.len())..];
-    let first = cycle.iter().copied().min().unwrap_or(cur);
-    let pos = cycle.iter().position(|&c| c == first).unwrap_or(0);
-    let mut names: Vec<&str> = cycle[pos..]
-        .iter()
-        .chain(&cycle[..pos])
-        .map(|&i| defs[i].name.as_str())
-        .collect();
-    names.push(defs[first].name.as_str());
-    Err(defs[first].at.err(format!("meta cycle: {}", names.join(" -> "))))
-}
-
-// ------------------------------------------------------- meta expressions
-
 /// Checks a fixture against a compiled set.
 ///
 /// Blocks are separated by lines starting with `=== `; each such line is
@@ -577,6 +354,7 @@ pub fn check_fixture(set: &RuleSet, fixture: &str) -> Vec<String> {
     failures
 }
 
+mod compile;
 mod meta;
 mod parse;
 mod prefilter;

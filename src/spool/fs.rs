@@ -22,9 +22,9 @@
 //! are flushed at most a second late, so a crash can cause a duplicate
 //! delivery, never a lost one.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,8 +37,10 @@ use super::{Spool, SpoolError, SpoolFuture, SpoolRef, Stored};
 use crate::mail::envelope::Envelope;
 
 mod backlog;
+mod recover;
 use backlog::Backlog;
 pub use backlog::BacklogStats;
+use recover::recover_segment;
 
 const MAGIC: &[u8; 4] = b"SLR1";
 const HEADER_LEN: usize = 16;
@@ -49,11 +51,33 @@ enum Req {
     Store {
         envelope: Box<Envelope>,
         body: Vec<u8>,
-        reply: oneshot::Sender<Result<Stored, SpoolError>>,
+        reply: Reply,
     },
     RcptDone(SpoolRef, usize),
     Done(SpoolRef),
     Close,
+}
+
+/// Where the outcome of a [`Req::Store`] goes.
+type Reply = oneshot::Sender<Result<Stored, SpoolError>>;
+
+/// The requests to handle next: the first to arrive within [`MARK_FLUSH`]
+/// (none when that passes; a closed channel reads as [`Req::Close`]), then,
+/// for the group commit, everything already waiting behind it.
+fn next_requests(rx: &mpsc::Receiver<Req>) -> Vec<Req> {
+    let first = match rx.recv_timeout(MARK_FLUSH) {
+        Ok(r) => Some(r),
+        Err(mpsc::RecvTimeoutError::Timeout) => None,
+        Err(mpsc::RecvTimeoutError::Disconnected) => Some(Req::Close),
+    };
+    let mut reqs: Vec<Req> = first.into_iter().collect();
+    while reqs.len() < 4096 {
+        match rx.try_recv() {
+            Ok(r) => reqs.push(r),
+            Err(_) => break,
+        }
+    }
+    reqs
 }
 
 /// Counters of the writer thread (for tests, benchmarks and metrics).
@@ -244,111 +268,6 @@ fn decode(rec: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&rec[HEADER_LEN..HEADER_LEN + env_len], &rec[HEADER_LEN + env_len..end]))
 }
 
-/// Reads the done marks and the records of one segment; returns the
-/// messages that are not done.
-fn recover_segment(dir: &Path, seg: u64) -> Result<Vec<Stored>, SpoolError> {
-    let mut done_msgs: HashSet<u64> = HashSet::new();
-    let mut done_rcpts: HashMap<u64, Vec<usize>> = HashMap::new();
-    if let Ok(f) = File::open(seg_path(dir, seg, "done")) {
-        for line in BufReader::new(f).lines() {
-            let line = line?;
-            let mut it = line.split(' ');
-            match (it.next(), it.next().and_then(|s| s.parse().ok()), it.next()) {
-                (Some("D"), Some(off), None) => {
-                    done_msgs.insert(off);
-                }
-                (Some("R"), Some(off), Some(idx)) => {
-                    if let Ok(i) = idx.parse() {
-                        done_rcpts.entry(off).or_default().push(i);
-                    }
-                }
-                // A torn last line from a crash: ignore.
-                _ => {}
-            }
-        }
-    }
-    let mut f = BufReader::with_capacity(1 << 20, File::open(seg_path(dir, seg, "log"))?);
-    let mut out = Vec::new();
-    let mut offset = 0u64;
-    loop {
-        let mut hdr = [0u8; HEADER_LEN];
-        match f.read_exact(&mut hdr) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(e) => return Err(e.into()),
-        }
-        if &hdr[..4] != MAGIC {
-            tracing::warn!(
-                segment = seg,
-                offset,
-                "spool: bad record magic; ignoring the rest of the segment"
-            );
-            break;
-        }
-        let env_len = u32::from_le_bytes(hdr[4..8].try_into().unwrap_or_default()) as u64;
-        let body_len = u64::from_le_bytes(hdr[8..16].try_into().unwrap_or_default());
-        let total = HEADER_LEN as u64 + env_len + body_len + 4;
-        if total > (1 << 34) {
-            tracing::warn!(
-                segment = seg,
-                offset,
-                "spool: implausible record length; ignoring the rest of the segment"
-            );
-            break;
-        }
-        let mut rec = hdr.to_vec();
-        rec.resize(total as usize, 0);
-        if f.read_exact(&mut rec[HEADER_LEN..]).is_err() {
-            tracing::warn!(
-                segment = seg,
-                offset,
-                "spool: torn record at end of segment (never acknowledged)"
-            );
-            break;
-        }
-        let Some((env_json, _body)) = decode(&rec) else {
-            tracing::warn!(
-                segment = seg,
-                offset,
-                "spool: record fails its checksum; ignoring the rest of the segment"
-            );
-            break;
-        };
-        let sref = SpoolRef {
-            segment: seg,
-            offset,
-            len: total,
-        };
-        offset += total;
-        if done_msgs.contains(&sref.offset) {
-            continue;
-        }
-        let envelope: Envelope = match serde_json::from_slice(env_json) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!(segment = seg, offset = sref.offset, error = %e, "spool: unreadable envelope; record skipped");
-                continue;
-            }
-        };
-        let mut done = vec![false; envelope.rcpts.len()];
-        for &i in done_rcpts.get(&sref.offset).map(Vec::as_slice).unwrap_or(&[]) {
-            if let Some(d) = done.get_mut(i) {
-                *d = true;
-            }
-        }
-        if done.iter().all(|d| *d) {
-            continue;
-        }
-        out.push(Stored {
-            sref,
-            envelope: Arc::new(envelope),
-            done,
-            body: None,
-        });
-    }
-    Ok(out)
-}
-
 /// The writer thread's state.
 struct Writer {
     dir: PathBuf,
@@ -403,49 +322,19 @@ impl Writer {
         Ok(f)
     }
 
+    /// The writer's loop: takes the requests waiting (at most
+    /// [`MARK_FLUSH`] apart), commits the records among them as one batch,
+    /// flushes the done marks when due, and ends on [`Req::Close`].
     fn run(mut self, rx: mpsc::Receiver<Req>) {
-        let mut waiting: Vec<(oneshot::Sender<Result<Stored, SpoolError>>, Stored)> = Vec::new();
+        let mut waiting: Vec<(Reply, Stored)> = Vec::new();
         loop {
-            let first = match rx.recv_timeout(MARK_FLUSH) {
-                Ok(r) => Some(r),
-                Err(mpsc::RecvTimeoutError::Timeout) => None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => Some(Req::Close),
-            };
             let mut close = false;
-            let mut reqs: Vec<Req> = first.into_iter().collect();
-            // Group commit: take everything that is already waiting.
-            while reqs.len() < 4096 {
-                match rx.try_recv() {
-                    Ok(r) => reqs.push(r),
-                    Err(_) => break,
-                }
-            }
-            for req in reqs {
+            for req in next_requests(&rx) {
                 match req {
                     Req::Store { envelope, body, reply } => {
-                        let env_json = match serde_json::to_vec(&envelope) {
-                            Ok(j) => j,
-                            Err(e) => {
-                                let _ = reply.send(Err(SpoolError::Io(std::io::Error::other(e))));
-                                continue;
-                            }
-                        };
-                        let start = self.batch.len() as u64;
-                        encode(&mut self.batch, &env_json, &body);
-                        let len = self.batch.len() as u64 - start;
-                        let sref = SpoolRef {
-                            segment: self.seg,
-                            offset: self.log_len + start,
-                            len,
-                        };
-                        let done = vec![false; envelope.rcpts.len()];
-                        let stored = Stored {
-                            sref,
-                            envelope: Arc::from(envelope),
-                            done,
-                            body: Some(Arc::new(body)),
-                        };
-                        waiting.push((reply, stored));
+                        if let Some(staged) = self.stage(envelope, body, reply) {
+                            waiting.push(staged);
+                        }
                     }
                     Req::RcptDone(sref, idx) => self.mark(sref, &format!("R {} {idx}\n", sref.offset)),
                     Req::Done(sref) => {
@@ -456,27 +345,7 @@ impl Writer {
                 }
             }
             if !waiting.is_empty() {
-                let res = self.commit_batch();
-                if res.is_ok() {
-                    self.stats.flushes.fetch_add(1, Ordering::Relaxed);
-                    self.stats.records.fetch_add(waiting.len() as u64, Ordering::Relaxed);
-                }
-                for (reply, stored) in waiting.drain(..) {
-                    let r = match &res {
-                        Ok(()) => {
-                            *self.live.entry(stored.sref.segment).or_default() += 1;
-                            Ok(stored)
-                        }
-                        Err(e) => Err(SpoolError::Io(std::io::Error::new(e.kind(), e.to_string()))),
-                    };
-                    let _ = reply.send(r);
-                }
-                if res.is_err() {
-                    // The segment may now hold a partial record: continue in a new one.
-                    self.rotate();
-                } else if self.log_len >= self.segment_size {
-                    self.rotate();
-                }
+                self.commit_waiting(&mut waiting);
             }
             if self.marks_dirty && (close || self.last_mark_flush.elapsed() >= MARK_FLUSH) {
                 self.flush_marks();
@@ -485,6 +354,61 @@ impl Writer {
                 self.flush_marks();
                 return;
             }
+        }
+    }
+
+    /// Encodes a record into the batch; returns the reply to send once the
+    /// batch is committed, with the message as stored. An envelope that
+    /// cannot be serialised is answered at once.
+    fn stage(&mut self, envelope: Box<Envelope>, body: Vec<u8>, reply: Reply) -> Option<(Reply, Stored)> {
+        let env_json = match serde_json::to_vec(&envelope) {
+            Ok(j) => j,
+            Err(e) => {
+                let _ = reply.send(Err(SpoolError::Io(std::io::Error::other(e))));
+                return None;
+            }
+        };
+        let start = self.batch.len() as u64;
+        encode(&mut self.batch, &env_json, &body);
+        let len = self.batch.len() as u64 - start;
+        let sref = SpoolRef {
+            segment: self.seg,
+            offset: self.log_len + start,
+            len,
+        };
+        let done = vec![false; envelope.rcpts.len()];
+        let stored = Stored {
+            sref,
+            envelope: Arc::from(envelope),
+            done,
+            body: Some(Arc::new(body)),
+        };
+        Some((reply, stored))
+    }
+
+    /// Commits the batch (group commit) and answers every waiting store;
+    /// starts a new segment after a failed write or when this one is full.
+    fn commit_waiting(&mut self, waiting: &mut Vec<(Reply, Stored)>) {
+        let res = self.commit_batch();
+        if res.is_ok() {
+            self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+            self.stats.records.fetch_add(waiting.len() as u64, Ordering::Relaxed);
+        }
+        for (reply, stored) in waiting.drain(..) {
+            let r = match &res {
+                Ok(()) => {
+                    *self.live.entry(stored.sref.segment).or_default() += 1;
+                    Ok(stored)
+                }
+                Err(e) => Err(SpoolError::Io(std::io::Error::new(e.kind(), e.to_string()))),
+            };
+            let _ = reply.send(r);
+        }
+        if res.is_err() {
+            // The segment may now hold a partial record: continue in a new one.
+            self.rotate();
+        } else if self.log_len >= self.segment_size {
+            self.rotate();
         }
     }
 

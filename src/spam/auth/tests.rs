@@ -1,3 +1,6 @@
+use std::borrow::Cow;
+
+use super::header::{LINE_LIMIT, pvalue};
 use super::*;
 
 const ID: &str = "mx.test.example";

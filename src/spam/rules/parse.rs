@@ -216,6 +216,8 @@ pub(super) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// Reads one line of a rule file into `p`: a rule, a `score` or a
+/// `describe`; blank lines and `#` comments are skipped.
 pub(super) fn parse_line(p: &mut Parsed, line: &str, at: Loc) -> Result<(), RuleError> {
     let t = line.trim();
     if t.is_empty() || t.starts_with('#') {
@@ -238,88 +240,106 @@ pub(super) fn parse_line(p: &mut Parsed, line: &str, at: Loc) -> Result<(), Rule
         )));
     }
     let def = match kind {
-        "score" => {
-            let (num, extra) = word(rest);
-            if num.is_empty() || !extra.is_empty() {
-                return Err(at.err("expected: score NAME NUMBER"));
-            }
-            let v: f64 = match num.parse() {
-                Ok(v) if f64::is_finite(v) => v,
-                _ => return Err(at.err(format!("bad score '{num}'"))),
-            };
-            if name.starts_with("__") {
-                return Err(at.err(format!("sub-rule {name} cannot be scored")));
-            }
-            p.scores.insert(name.to_string(), (v, at));
-            return Ok(());
-        }
+        "score" => return p.score(name, rest, at),
         "describe" => {
             p.describes.insert(name.to_string(), (rest.to_string(), at));
             return Ok(());
         }
-        "header" => {
-            if let Some(h) = rest.strip_prefix("exists:") {
-                let h = h.trim();
-                if !valid_header_name(h) {
-                    return Err(at.err(format!("bad header name '{h}'")));
-                }
-                Def::Exists {
-                    header: h.to_ascii_lowercase(),
-                }
-            } else {
-                let (header, rest) = word(rest);
-                let (op, rest) = word(rest);
-                if !valid_header_name(header) {
-                    return Err(at.err(format!("bad header name '{header}'")));
-                }
-                let negated = match op {
-                    "=~" => false,
-                    "!~" => true,
-                    _ => return Err(at.err("expected: header NAME Header-Name =~ /regex/ (or !~, or exists:Header)")),
-                };
-                let pattern = parse_regex(rest, &at)?;
-                Def::Header {
-                    header: header.to_ascii_lowercase(),
-                    pattern,
-                    negated,
-                }
-            }
-        }
-        "bayes" => {
-            let (low, rest) = word(rest);
-            let (high, extra) = word(rest);
-            let band = |s: &str| s.parse::<f64>().ok().filter(|v| (0.0..=1.0).contains(v));
-            match (band(low), band(high)) {
-                (Some(low), Some(high)) if low < high && extra.is_empty() => Def::Bayes { low, high },
-                _ => return Err(at.err("expected: bayes NAME LOW HIGH (0 <= LOW < HIGH <= 1)")),
-            }
-        }
-        "body" | "rawbody" | "uri" | "full" => {
-            let kind = match kind {
-                "body" => TextKind::Body,
-                "rawbody" => TextKind::Rawbody,
-                "uri" => TextKind::Uri,
-                _ => TextKind::Full,
-            };
-            Def::Text {
-                kind,
-                pattern: parse_regex(rest, &at)?,
-            }
-        }
+        "header" => parse_header(rest, &at)?,
+        "bayes" => parse_bayes(rest, &at)?,
+        "body" | "rawbody" | "uri" | "full" => Def::Text {
+            kind: text_kind(kind),
+            pattern: parse_regex(rest, &at)?,
+        },
         _ => {
             let (expr, refs) = parse_meta(rest).map_err(|e| at.err(format!("bad meta expression: {e}")))?;
             Def::Meta { expr, refs }
         }
     };
-    if let Some(&i) = p.by_name.get(name) {
-        let first = &p.defs[i].at;
-        return Err(at.err(format!("rule {name} already defined at {}:{}", first.file, first.line)));
+    p.define(name, at, def)
+}
+
+impl Parsed {
+    /// `score NAME NUMBER` (`rest` is the number): the latest score given
+    /// for a rule is the one kept.
+    fn score(&mut self, name: &str, rest: &str, at: Loc) -> Result<(), RuleError> {
+        let (num, extra) = word(rest);
+        if num.is_empty() || !extra.is_empty() {
+            return Err(at.err("expected: score NAME NUMBER"));
+        }
+        let v: f64 = match num.parse() {
+            Ok(v) if f64::is_finite(v) => v,
+            _ => return Err(at.err(format!("bad score '{num}'"))),
+        };
+        if name.starts_with("__") {
+            return Err(at.err(format!("sub-rule {name} cannot be scored")));
+        }
+        self.scores.insert(name.to_string(), (v, at));
+        Ok(())
     }
-    p.by_name.insert(name.to_string(), p.defs.len());
-    p.defs.push(RuleDef {
-        name: name.to_string(),
-        at,
-        def,
-    });
-    Ok(())
+
+    /// Adds a rule; each name is defined once.
+    fn define(&mut self, name: &str, at: Loc, def: Def) -> Result<(), RuleError> {
+        if let Some(&i) = self.by_name.get(name) {
+            let first = &self.defs[i].at;
+            return Err(at.err(format!("rule {name} already defined at {}:{}", first.file, first.line)));
+        }
+        self.by_name.insert(name.to_string(), self.defs.len());
+        self.defs.push(RuleDef {
+            name: name.to_string(),
+            at,
+            def,
+        });
+        Ok(())
+    }
+}
+
+/// The rest of a `header` line: `Header-Name =~ /regex/` (or `!~`), or
+/// `exists:Header-Name`.
+fn parse_header(rest: &str, at: &Loc) -> Result<Def, RuleError> {
+    if let Some(h) = rest.strip_prefix("exists:") {
+        let h = h.trim();
+        if !valid_header_name(h) {
+            return Err(at.err(format!("bad header name '{h}'")));
+        }
+        return Ok(Def::Exists {
+            header: h.to_ascii_lowercase(),
+        });
+    }
+    let (header, rest) = word(rest);
+    let (op, rest) = word(rest);
+    if !valid_header_name(header) {
+        return Err(at.err(format!("bad header name '{header}'")));
+    }
+    let negated = match op {
+        "=~" => false,
+        "!~" => true,
+        _ => return Err(at.err("expected: header NAME Header-Name =~ /regex/ (or !~, or exists:Header)")),
+    };
+    Ok(Def::Header {
+        header: header.to_ascii_lowercase(),
+        pattern: parse_regex(rest, at)?,
+        negated,
+    })
+}
+
+/// The rest of a `bayes` line: `LOW HIGH`, with 0 <= LOW < HIGH <= 1.
+fn parse_bayes(rest: &str, at: &Loc) -> Result<Def, RuleError> {
+    let (low, rest) = word(rest);
+    let (high, extra) = word(rest);
+    let band = |s: &str| s.parse::<f64>().ok().filter(|v| (0.0..=1.0).contains(v));
+    match (band(low), band(high)) {
+        (Some(low), Some(high)) if low < high && extra.is_empty() => Ok(Def::Bayes { low, high }),
+        _ => Err(at.err("expected: bayes NAME LOW HIGH (0 <= LOW < HIGH <= 1)")),
+    }
+}
+
+/// The text a `body`, `rawbody`, `uri` or `full` rule looks at.
+fn text_kind(kind: &str) -> TextKind {
+    match kind {
+        "body" => TextKind::Body,
+        "rawbody" => TextKind::Rawbody,
+        "uri" => TextKind::Uri,
+        _ => TextKind::Full,
+    }
 }

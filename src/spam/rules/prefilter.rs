@@ -23,9 +23,9 @@
 //! extractor guarantees it for the pattern's own syntax tree; for ASCII-mode
 //! patterns with flag `i` the literals are extracted with `i` removed and
 //! compared case-insensitively, which accepts a superset of what the pattern
-//! does. `tests::prefilter_agrees_with_plain_matching` (the built-in rules on
-//! the corpora) and `..._on_random_patterns` check it against plain regex
-//! matching, pattern by pattern.
+//! does. `tests::prefilter::prefilter_agrees_with_plain_matching` (the
+//! built-in rules on the corpora) and `..._on_random_patterns` check it
+//! against plain regex matching, pattern by pattern.
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex_automata::meta::Regex;
@@ -447,7 +447,7 @@ mod tests {
     fn many_occurrences_and_inner_literals_still_match() {
         let pats = ["(?-u)\\$\\d{3}".to_string(), "(?-u)[a-z]+ing".to_string()];
         let m = TextMatcher::build(&pats, |rest| {
-            super::super::build_set(rest, &super::super::Loc::test(), "t")
+            super::super::compile::build_set(rest, &super::super::Loc::test(), "t")
         })
         .expect("builds");
         assert_eq!(m.prefiltered(), 2);

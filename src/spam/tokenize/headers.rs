@@ -39,7 +39,41 @@ pub(super) fn is_ignored_header(name: &str) -> bool {
         })
 }
 
+/// Tokens of the header section: Subject, the addresses, and (for the top
+/// message only, `depth` 0) header names, mailers, priorities, Return-Path,
+/// Message-ID, the Received chain and Date.
 pub(super) fn header_tokens(message: &Message<'_>, sink: &mut Sink, depth: usize) {
+    subject_tokens(message, sink, depth);
+    let from_reg = from_address_tokens(message, sink, depth);
+    if let Some(reply_to) = message.reply_to() {
+        address_tokens(reply_to, "r:", sink, true);
+        let rt_reg = first_domain(reply_to);
+        let same = rt_reg.as_deref().and_then(registrable) == from_reg.as_deref();
+        sink.push(if same { "r:same" } else { "r:differs" });
+    }
+    recipient_tokens(message, sink, depth);
+    if depth > 0 {
+        return;
+    }
+    header_name_tokens(message, sink);
+    client_tokens(message, sink);
+    return_path_tokens(message, from_reg.as_deref(), sink);
+    message_id_tokens(message, from_reg.as_deref(), sink);
+    let received_time = received_chain_tokens(message, sink);
+    date_tokens(message, received_time, sink);
+}
+
+/// The domain of the first address (trimmed, lower case), if it has one.
+fn first_domain(address: &Address<'_>) -> Option<String> {
+    address
+        .first()
+        .and_then(|a| a.address())
+        .and_then(|a| a.rsplit_once('@'))
+        .map(|(_, d)| d.trim().trim_end_matches('.').to_ascii_lowercase())
+}
+
+/// `s:` words of the Subject and the encoded words it was written in.
+fn subject_tokens(message: &Message<'_>, sink: &mut Sink, depth: usize) {
     if let Some(subject) = message.subject() {
         text_tokens(subject, "s:", sink);
         if let Some(raw) = raw_header(message, "Subject") {
@@ -48,12 +82,13 @@ pub(super) fn header_tokens(message: &Message<'_>, sink: &mut Sink, depth: usize
     } else if depth == 0 {
         sink.push("h:nosubject");
     }
-    let from_domain = message
-        .from()
-        .and_then(|a| a.first())
-        .and_then(|a| a.address())
-        .and_then(|a| a.rsplit_once('@'))
-        .map(|(_, d)| d.trim().trim_end_matches('.').to_ascii_lowercase());
+}
+
+/// `f:` tokens of the From addresses (display name, local-part shape);
+/// returns the registrable domain of the first, which other headers are
+/// compared with.
+fn from_address_tokens(message: &Message<'_>, sink: &mut Sink, depth: usize) -> Option<String> {
+    let from_domain = message.from().and_then(first_domain);
     let from_reg = from_domain.as_deref().and_then(registrable).map(str::to_string);
     if let Some(from) = message.from() {
         address_tokens(from, "f:", sink, true);
@@ -62,25 +97,17 @@ pub(super) fn header_tokens(message: &Message<'_>, sink: &mut Sink, depth: usize
                 sink.push("f:noname");
             }
             if let Some((local, _)) = first.address().and_then(|a| a.rsplit_once('@')) {
-                sink.push_short_with(|b| {
-                    b.push_str("f:lp:");
-                    shape_into(b, local, 12);
-                });
+                sink.push_shape("f:lp:", local, 12);
             }
         }
     } else if depth == 0 {
         sink.push("h:nofrom");
     }
-    if let Some(reply_to) = message.reply_to() {
-        address_tokens(reply_to, "r:", sink, true);
-        let rt_reg = reply_to
-            .first()
-            .and_then(|a| a.address())
-            .and_then(|a| a.rsplit_once('@'))
-            .map(|(_, d)| d.trim().trim_end_matches('.').to_ascii_lowercase());
-        let same = rt_reg.as_deref().and_then(registrable) == from_reg.as_deref();
-        sink.push(if same { "r:same" } else { "r:differs" });
-    }
+    from_reg
+}
+
+/// `to:` and `cc:` tokens, with the number of addresses.
+fn recipient_tokens(message: &Message<'_>, sink: &mut Sink, depth: usize) {
     if let Some(to) = message.to() {
         address_tokens(to, "to:", sink, true);
         sink.push2("h:nto:", bucket_count(to.iter().count()));
@@ -91,9 +118,10 @@ pub(super) fn header_tokens(message: &Message<'_>, sink: &mut Sink, depth: usize
         address_tokens(cc, "cc:", sink, false);
         sink.push2("h:ncc:", bucket_count(cc.iter().count()));
     }
-    if depth > 0 {
-        return;
-    }
+}
+
+/// `hn:` the name of each header present, except the ignored ones.
+fn header_name_tokens(message: &Message<'_>, sink: &mut Sink) {
     for header in message.headers() {
         let name = header.name();
         if name.len() > 30 {
@@ -107,6 +135,11 @@ pub(super) fn header_tokens(message: &Message<'_>, sink: &mut Sink, depth: usize
             });
         }
     }
+}
+
+/// What the sending client says of itself: mailer headers, priority and
+/// precedence words, Organization words.
+fn client_tokens(message: &Message<'_>, sink: &mut Sink) {
     for (tag, header) in [("xm", "X-Mailer"), ("xm", "User-Agent"), ("xo", "X-MimeOLE")] {
         if let Some(value) = raw_header(message, header) {
             mailer_tokens(value, tag, sink);
@@ -138,47 +171,52 @@ pub(super) fn header_tokens(message: &Message<'_>, sink: &mut Sink, depth: usize
             sink.push2("org:", &w.to_lowercase());
         }
     }
+}
+
+/// `rp:` the registrable domain of the Return-Path, and whether it is the
+/// From one (`from_reg`).
+fn return_path_tokens(message: &Message<'_>, from_reg: Option<&str>, sink: &mut Sink) {
     if let Some(rp) = message.return_address()
         && let Some((_, domain)) = rp.rsplit_once('@')
     {
         let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
         if let Some(reg) = registrable(&domain) {
             sink.push2("rp:", reg);
-            sink.push(if Some(reg) == from_reg.as_deref() {
-                "rp:same"
-            } else {
-                "rp:differs"
-            });
+            sink.push(if Some(reg) == from_reg { "rp:same" } else { "rp:differs" });
         }
     }
-    match raw_header(message, "Message-ID") {
-        Some(id) => {
-            let id = id.trim_start_matches('<').trim_end_matches('>');
-            match id.rsplit_once('@') {
-                Some((local, domain)) => {
-                    sink.push_short_with(|b| {
-                        b.push_str("h:mid:");
-                        shape_into(b, local, 20);
-                    });
-                    let domain = domain.trim().to_ascii_lowercase();
-                    let same = registrable(&domain).is_some() && registrable(&domain) == from_reg.as_deref();
-                    sink.push(if same { "h:mid:dom:same" } else { "h:mid:dom:differs" });
-                    if !domain.contains('.') {
-                        sink.push("h:mid:dom:nodot");
-                    }
-                }
-                None => sink.push("h:mid:noat"),
-            }
-        }
-        None => sink.push("h:nomsgid"),
+}
+
+/// The shape of the Message-ID's local part, and whether its domain is the
+/// From one (`from_reg`).
+fn message_id_tokens(message: &Message<'_>, from_reg: Option<&str>, sink: &mut Sink) {
+    let Some(id) = raw_header(message, "Message-ID") else {
+        sink.push("h:nomsgid");
+        return;
+    };
+    let id = id.trim_start_matches('<').trim_end_matches('>');
+    let Some((local, domain)) = id.rsplit_once('@') else {
+        sink.push("h:mid:noat");
+        return;
+    };
+    sink.push_shape("h:mid:", local, 20);
+    let domain = domain.trim().to_ascii_lowercase();
+    let same = registrable(&domain).is_some() && registrable(&domain) == from_reg;
+    sink.push(if same { "h:mid:dom:same" } else { "h:mid:dom:differs" });
+    if !domain.contains('.') {
+        sink.push("h:mid:dom:nodot");
     }
+}
+
+/// The length of the Received chain and the tokens of its first
+/// [`MAX_RECEIVED`] hops; returns the first valid time a hop gives.
+fn received_chain_tokens(message: &Message<'_>, sink: &mut Sink) -> Option<i64> {
     let received: Vec<&mail_parser::Header<'_>> = message
         .headers()
         .iter()
         .filter(|h| h.name().eq_ignore_ascii_case("Received"))
         .collect();
-    let n = received.len();
-    sink.push(match n {
+    sink.push(match received.len() {
         0 => "h:rcvd:0",
         1 => "h:rcvd:1",
         2 => "h:rcvd:2",
@@ -200,24 +238,26 @@ pub(super) fn header_tokens(message: &Message<'_>, sink: &mut Sink, depth: usize
             }
         }
     }
-    match raw_header(message, "Date") {
-        Some(raw) => {
-            sink.push_short_with(|b| {
-                b.push_str("h:date:");
-                shape_into(b, raw, 30);
-            });
-            match message.date().filter(|d| d.is_valid()) {
-                Some(date) => {
-                    let sign = if date.tz_before_gmt { '-' } else { '+' };
-                    sink.push(&format!("h:tz:{sign}{:02}{:02}", date.tz_hour, date.tz_minute));
-                    if let Some(received) = received_time {
-                        sink.push2("h:dskew:", skew_bucket(date.to_timestamp() - received));
-                    }
-                }
-                None => sink.push("h:date:bad"),
+    received_time
+}
+
+/// The shape of the Date, its time zone, and how far it is from the time
+/// of the first hop (`received_time`).
+fn date_tokens(message: &Message<'_>, received_time: Option<i64>, sink: &mut Sink) {
+    let Some(raw) = raw_header(message, "Date") else {
+        sink.push("h:nodate");
+        return;
+    };
+    sink.push_shape("h:date:", raw, 30);
+    match message.date().filter(|d| d.is_valid()) {
+        Some(date) => {
+            let sign = if date.tz_before_gmt { '-' } else { '+' };
+            sink.push(&format!("h:tz:{sign}{:02}{:02}", date.tz_hour, date.tz_minute));
+            if let Some(received) = received_time {
+                sink.push2("h:dskew:", skew_bucket(date.to_timestamp() - received));
             }
         }
-        None => sink.push("h:nodate"),
+        None => sink.push("h:date:bad"),
     }
 }
 
@@ -384,10 +424,7 @@ pub(super) fn mime_tokens(message: &Message<'_>, sink: &mut Sink, depth: usize) 
                 });
             }
             if let Some(boundary) = ct.attribute("boundary") {
-                sink.push_short_with(|b| {
-                    b.push_str("h:bnd:");
-                    shape_into(b, boundary, 30);
-                });
+                sink.push_shape("h:bnd:", boundary, 30);
             }
         }
         if part.is_encoding_problem {

@@ -143,6 +143,14 @@ impl Sink {
         });
     }
 
+    /// [`Sink::push_short`] of `prefix` and the [`shape`] of `s` (at most `max` symbols).
+    pub(super) fn push_shape(&mut self, prefix: &str, s: &str, max: usize) {
+        self.push_short_with(|b| {
+            b.push_str(prefix);
+            shape_into(b, s, max);
+        });
+    }
+
     /// [`Sink::push_clean`] of `prefix + rest`, for words: alphanumerics and joiners are never control characters
     /// (and neither are their lowercase forms), so cleaning would not change them.
     pub(super) fn push_word(&mut self, prefix: &str, rest: &str) {

@@ -1,5 +1,5 @@
 //! Tokens from text: words (with word pairs, capitals, number shapes),
-//! URLs and their parts, and HTML reduced to text (tags and entities).
+//! URLs and their parts.
 
 use super::*;
 
@@ -29,27 +29,14 @@ pub(super) fn char_at(text: &str, i: usize) -> Option<(char, usize)> {
 /// Walks `text` by byte offset, decoding characters on the fly (ASCII directly), rather than collecting it into a
 /// `Vec<char>`; the character before a joiner is the last one taken into the word.
 pub(super) fn text_tokens(text: &str, prefix: &str, sink: &mut Sink) {
-    let WordBufs {
-        mut word,
-        mut lower,
-        mut norm,
-        mut prev,
-    } = std::mem::take(&mut sink.words);
+    let mut bufs = std::mem::take(&mut sink.words);
     let bytes = text.as_bytes();
     let mut i = 0;
-    // Whether `prev` holds the previous word (normalised) for pair tokens; cleared at paragraph breaks.
+    // Whether `bufs.prev` holds the previous word (normalised) for pair tokens; cleared at paragraph breaks.
     let mut has_prev = false;
     let mut newlines = 0;
     while !sink.full() {
-        // Fast path: skip ASCII separators (bytes that start neither a word nor a punctuation run).
-        while let Some(&b) = bytes.get(i)
-            && b.is_ascii()
-            && !b.is_ascii_alphanumeric()
-            && !matches!(b, b'!' | b'$' | b'?' | b'*' | b'%')
-        {
-            newlines += usize::from(b == b'\n');
-            i += 1;
-        }
+        i = skip_separators(bytes, i, &mut newlines);
         let Some((c, len)) = char_at(text, i) else {
             break;
         };
@@ -58,92 +45,16 @@ pub(super) fn text_tokens(text: &str, prefix: &str, sink: &mut Sink) {
                 has_prev = false;
             }
             newlines = 0;
-            // A word starts here; internal ' - . , join alphanumerics ("don't", "e-mail", "1,000", "3.5").
-            // The word is the text from `start` to `i`, except that a typographic apostrophe becomes '\''.
-            let start = i;
-            let mut apostrophe = false;
-            let mut nchars = 1;
-            let mut last = c;
-            i += len;
-            loop {
-                // Fast path: a run of ASCII letters and digits.
-                let run = bytes[i..].iter().take_while(|b| b.is_ascii_alphanumeric()).count();
-                if run > 0 {
-                    i += run;
-                    nchars += run;
-                    last = char::from(bytes[i - 1]);
-                }
-                let Some((c, len)) = char_at(text, i) else {
-                    break;
-                };
-                if c.is_alphanumeric() {
-                    // Nothing more to check.
-                } else if matches!(c, '\'' | '-' | '.' | ',' | '\u{2019}')
-                    && last.is_alphanumeric()
-                    && let Some((next, _)) = char_at(text, i + len)
-                    && next.is_alphanumeric()
-                    && !(c == ',' && !(last.is_ascii_digit() && next.is_ascii_digit()))
-                {
-                    apostrophe |= c == '\u{2019}';
-                } else {
-                    break;
-                }
-                nchars += 1;
-                last = c;
-                i += len;
-            }
-            if nchars < MIN_WORD_LEN {
+            let span = scan_word(text, i, c, len);
+            i = span.end;
+            if span.nchars < MIN_WORD_LEN {
                 // Too short: no tokens, and the previous word stays the pair partner.
                 continue;
             }
-            let word = if apostrophe {
-                word.clear();
-                word.extend(text[start..i].chars().map(|c| if c == '\u{2019}' { '\'' } else { c }));
-                word.as_str()
-            } else {
-                &text[start..i]
-            };
-            push_lowercase_into(&mut lower, word);
-            // A trailing '!' stays attached as a separate signal ("free!").
-            if bytes.get(i) == Some(&b'!') {
-                sink.build(
-                    |b| {
-                        b.push_str(prefix);
-                        b.push_str(&lower);
-                        b.push('!');
-                    },
-                    Sink::push_clean,
-                );
-            }
-            emit_word(word, &lower, nchars, prefix, sink, &mut norm);
-            if has_prev {
-                sink.build(
-                    |b| {
-                        b.push_str(prefix);
-                        b.push_str(&prev);
-                        b.push(' ');
-                        b.push_str(&norm);
-                    },
-                    Sink::push_short_clean,
-                );
-            }
-            std::mem::swap(&mut prev, &mut norm);
+            bufs.emit(text, &span, prefix, has_prev, sink);
             has_prev = true;
         } else if matches!(c, '!' | '$' | '?' | '*' | '%') {
-            // `c` is ASCII: compare bytes.
-            let byte = bytes[i];
-            let mut run = 0;
-            while bytes.get(i) == Some(&byte) {
-                run += 1;
-                i += 1;
-            }
-            if run >= 3 {
-                sink.push_with(|b| {
-                    b.push_str(prefix);
-                    b.push_str("p:");
-                    b.extend([c, c, c]);
-                });
-            }
+            i = punctuation_run(bytes, i, c, prefix, sink);
         } else {
             if c == '\n' {
                 newlines += 1;
@@ -151,12 +62,146 @@ pub(super) fn text_tokens(text: &str, prefix: &str, sink: &mut Sink) {
             i += len;
         }
     }
-    sink.words = WordBufs {
-        word,
-        lower,
-        norm,
-        prev,
-    };
+    sink.words = bufs;
+}
+
+/// Skips the ASCII separators from `i` (bytes that start neither a word nor a punctuation run), counting the
+/// newlines among them; returns where the next character to look at starts.
+#[inline]
+fn skip_separators(bytes: &[u8], mut i: usize, newlines: &mut usize) -> usize {
+    while let Some(&b) = bytes.get(i)
+        && b.is_ascii()
+        && !b.is_ascii_alphanumeric()
+        && !matches!(b, b'!' | b'$' | b'?' | b'*' | b'%')
+    {
+        *newlines += usize::from(b == b'\n');
+        i += 1;
+    }
+    i
+}
+
+/// Where a word is in the text: `start..end`, `nchars` characters.
+struct WordSpan {
+    start: usize,
+    end: usize,
+    nchars: usize,
+    /// Whether it holds a typographic apostrophe (read as '\'').
+    apostrophe: bool,
+}
+
+/// The word that starts at `start` with `c` (`len` bytes). Internal ' - . , join alphanumerics ("don't",
+/// "e-mail", "1,000", "3.5"), a comma only between digits.
+#[inline]
+fn scan_word(text: &str, start: usize, c: char, len: usize) -> WordSpan {
+    let bytes = text.as_bytes();
+    let mut apostrophe = false;
+    let mut nchars = 1;
+    let mut last = c;
+    let mut i = start + len;
+    loop {
+        // Fast path: a run of ASCII letters and digits.
+        let run = bytes[i..].iter().take_while(|b| b.is_ascii_alphanumeric()).count();
+        if run > 0 {
+            i += run;
+            nchars += run;
+            last = char::from(bytes[i - 1]);
+        }
+        let Some((c, len)) = char_at(text, i) else {
+            break;
+        };
+        if c.is_alphanumeric() {
+            // Nothing more to check.
+        } else if matches!(c, '\'' | '-' | '.' | ',' | '\u{2019}')
+            && last.is_alphanumeric()
+            && let Some((next, _)) = char_at(text, i + len)
+            && next.is_alphanumeric()
+            && !(c == ',' && !(last.is_ascii_digit() && next.is_ascii_digit()))
+        {
+            apostrophe |= c == '\u{2019}';
+        } else {
+            break;
+        }
+        nchars += 1;
+        last = c;
+        i += len;
+    }
+    WordSpan {
+        start,
+        end: i,
+        nchars,
+        apostrophe,
+    }
+}
+
+/// A run of the punctuation character `c` (ASCII) at `i`: three or more give a `p:` token. Returns where the
+/// run ends.
+#[inline]
+fn punctuation_run(bytes: &[u8], mut i: usize, c: char, prefix: &str, sink: &mut Sink) -> usize {
+    let byte = bytes[i];
+    let mut run = 0;
+    while bytes.get(i) == Some(&byte) {
+        run += 1;
+        i += 1;
+    }
+    if run >= 3 {
+        sink.push_with(|b| {
+            b.push_str(prefix);
+            b.push_str("p:");
+            b.extend([c, c, c]);
+        });
+    }
+    i
+}
+
+impl WordBufs {
+    /// Emit the tokens of the word at `span` of `text` (at least [`MIN_WORD_LEN`] characters): the word, a
+    /// trailing '!' form, and the pair with the previous word when `has_prev`; it becomes the previous word.
+    #[inline]
+    fn emit(&mut self, text: &str, span: &WordSpan, prefix: &str, has_prev: bool, sink: &mut Sink) {
+        let WordBufs {
+            word,
+            lower,
+            norm,
+            prev,
+        } = self;
+        // The text of the word, except that a typographic apostrophe becomes '\''.
+        let word = if span.apostrophe {
+            word.clear();
+            word.extend(
+                text[span.start..span.end]
+                    .chars()
+                    .map(|c| if c == '\u{2019}' { '\'' } else { c }),
+            );
+            word.as_str()
+        } else {
+            &text[span.start..span.end]
+        };
+        push_lowercase_into(lower, word);
+        // A trailing '!' stays attached as a separate signal ("free!").
+        if text.as_bytes().get(span.end) == Some(&b'!') {
+            sink.build(
+                |b| {
+                    b.push_str(prefix);
+                    b.push_str(lower);
+                    b.push('!');
+                },
+                Sink::push_clean,
+            );
+        }
+        emit_word(word, lower, span.nchars, prefix, sink, norm);
+        if has_prev {
+            sink.build(
+                |b| {
+                    b.push_str(prefix);
+                    b.push_str(prev);
+                    b.push(' ');
+                    b.push_str(norm);
+                },
+                Sink::push_short_clean,
+            );
+        }
+        std::mem::swap(prev, norm);
+    }
 }
 
 /// `out` set to `word.to_lowercase()`.
@@ -280,20 +325,17 @@ pub(super) fn lowercase_url_tokens(lower: &str, sink: &mut Sink) {
             break;
         };
         i += pos;
-        let rest = &bytes[i..];
-        let (skip, scheme) = if rest.starts_with(b"http://") {
-            (7, "u:http")
-        } else if rest.starts_with(b"https://") {
-            (8, "u:https")
-        } else if rest.starts_with(b"www.") && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric()) {
-            (0, "u:bare")
-        } else if rest.starts_with(b"mailto:") {
-            sink.push("u:mailto");
-            i += 7;
-            continue;
-        } else {
-            i += 1;
-            continue;
+        let (skip, scheme) = match url_start(bytes, i) {
+            UrlStart::Authority(skip, scheme) => (skip, scheme),
+            UrlStart::Mailto => {
+                sink.push("u:mailto");
+                i += 7;
+                continue;
+            }
+            UrlStart::Nothing => {
+                i += 1;
+                continue;
+            }
         };
         let start = i + skip;
         let mut end = start;
@@ -302,235 +344,130 @@ pub(super) fn lowercase_url_tokens(lower: &str, sink: &mut Sink) {
         {
             end += 1;
         }
-        let authority = &lower[start..end];
-        let (userinfo, host_port) = match authority.rsplit_once('@') {
-            Some((_, h)) => (true, h),
-            None => (false, authority),
-        };
-        let (host, port) = match host_port.split_once(':') {
-            Some((h, p)) => (h, !p.is_empty()),
-            None => (host_port, false),
-        };
-        let host = host.trim_matches(|c| c == '.' || c == '-');
-        if !host.is_empty() {
+        if authority_tokens(&lower[start..end], scheme, sink) {
             count += 1;
-            sink.push(scheme);
-            if userinfo {
-                sink.push("u:userinfo");
-            }
-            if port {
-                sink.push("u:port");
-            }
-            if host.contains('%') {
-                sink.push("u:pct");
-            }
-            if host
-                .split('.')
-                .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
-            {
-                sink.push("u:ip");
-            } else if host.contains('.') {
-                host_tokens(host, "u:", sink);
-            }
-            // Path pieces.
-            let mut path_end = end;
-            while path_end < bytes.len()
-                && path_end - end < 512
-                && !bytes[path_end].is_ascii_whitespace()
-                && !matches!(bytes[path_end], b'"' | b'\'' | b'<' | b'>' | b')')
-            {
-                path_end += 1;
-            }
-            // The 512-byte cap may stop inside a character.
-            while !lower.is_char_boundary(path_end) {
-                path_end -= 1;
-            }
-            let path = &lower[end.min(path_end)..path_end];
-            if path.contains('%') {
-                sink.push("u:pct");
-            }
-            if path.contains('?') {
-                sink.push("u:query");
-            }
-            for piece in path
-                .split(|c: char| !c.is_ascii_alphanumeric())
-                .filter(|p| p.len() >= 2)
-                .take(MAX_URL_PIECES)
-            {
-                if piece.bytes().all(|b| b.is_ascii_digit()) {
-                    sink.push_with(|b| {
-                        b.push_str("up:num:");
-                        push_decimal(b, piece.len().min(9));
-                    });
-                } else if piece.len() > 20
-                    || (piece.len() >= 8 && piece.bytes().filter(u8::is_ascii_digit).count() >= 3)
-                {
-                    sink.push_with(|b| {
-                        b.push_str("up:mix:");
-                        push_decimal(b, bucket_len(piece.len()).max(1));
-                    });
-                } else {
-                    sink.push2("up:", piece);
-                }
-            }
+            let path_end = path_end(lower, end);
+            path_tokens(&lower[end.min(path_end)..path_end], sink);
             end = path_end;
         }
         i = end.max(i + 1);
     }
 }
 
+/// What starts at a position of [`lowercase_url_tokens`]'s text.
+enum UrlStart {
+    /// A URL whose authority starts this many bytes on, with its scheme token.
+    Authority(usize, &'static str),
+    /// `mailto:`.
+    Mailto,
+    /// No URL.
+    Nothing,
+}
+
+/// What starts at `i` of `bytes` (ASCII-lowercased): `http://`, `https://`, `www.` (not inside a word),
+/// `mailto:`, or nothing.
+#[inline]
+fn url_start(bytes: &[u8], i: usize) -> UrlStart {
+    let rest = &bytes[i..];
+    if rest.starts_with(b"http://") {
+        UrlStart::Authority(7, "u:http")
+    } else if rest.starts_with(b"https://") {
+        UrlStart::Authority(8, "u:https")
+    } else if rest.starts_with(b"www.") && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric()) {
+        UrlStart::Authority(0, "u:bare")
+    } else if rest.starts_with(b"mailto:") {
+        UrlStart::Mailto
+    } else {
+        UrlStart::Nothing
+    }
+}
+
+/// The tokens of a URL's authority (`[userinfo@]host[:port]`), preceded by its `scheme` token; nothing, and
+/// `false`, when there is no host.
+fn authority_tokens(authority: &str, scheme: &'static str, sink: &mut Sink) -> bool {
+    let (userinfo, host_port) = match authority.rsplit_once('@') {
+        Some((_, h)) => (true, h),
+        None => (false, authority),
+    };
+    let (host, port) = match host_port.split_once(':') {
+        Some((h, p)) => (h, !p.is_empty()),
+        None => (host_port, false),
+    };
+    let host = host.trim_matches(|c| c == '.' || c == '-');
+    if host.is_empty() {
+        return false;
+    }
+    sink.push(scheme);
+    if userinfo {
+        sink.push("u:userinfo");
+    }
+    if port {
+        sink.push("u:port");
+    }
+    if host.contains('%') {
+        sink.push("u:pct");
+    }
+    if host
+        .split('.')
+        .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+    {
+        sink.push("u:ip");
+    } else if host.contains('.') {
+        host_tokens(host, "u:", sink);
+    }
+    true
+}
+
+/// Where the path of a URL whose authority ends at `end` ends: at whitespace, a quote, '<', '>' or ')', after
+/// at most 512 bytes (on a character boundary).
+fn path_end(lower: &str, end: usize) -> usize {
+    let bytes = lower.as_bytes();
+    let mut path_end = end;
+    while path_end < bytes.len()
+        && path_end - end < 512
+        && !bytes[path_end].is_ascii_whitespace()
+        && !matches!(bytes[path_end], b'"' | b'\'' | b'<' | b'>' | b')')
+    {
+        path_end += 1;
+    }
+    // The 512-byte cap may stop inside a character.
+    while !lower.is_char_boundary(path_end) {
+        path_end -= 1;
+    }
+    path_end
+}
+
+/// The tokens of a URL's path (query included): `u:pct`, `u:query`, and `up:` its first pieces, numbers and
+/// letter/digit mixes reduced to their length.
+fn path_tokens(path: &str, sink: &mut Sink) {
+    if path.contains('%') {
+        sink.push("u:pct");
+    }
+    if path.contains('?') {
+        sink.push("u:query");
+    }
+    for piece in path
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|p| p.len() >= 2)
+        .take(MAX_URL_PIECES)
+    {
+        if piece.bytes().all(|b| b.is_ascii_digit()) {
+            sink.push_with(|b| {
+                b.push_str("up:num:");
+                push_decimal(b, piece.len().min(9));
+            });
+        } else if piece.len() > 20 || (piece.len() >= 8 && piece.bytes().filter(u8::is_ascii_digit).count() >= 3) {
+            sink.push_with(|b| {
+                b.push_str("up:mix:");
+                push_decimal(b, bucket_len(piece.len()).max(1));
+            });
+        } else {
+            sink.push2("up:", piece);
+        }
+    }
+}
+
 /// Position of the first byte that may start a URL ('h', 'w' or 'm').
 pub(super) fn memchr_any(bytes: &[u8]) -> Option<usize> {
     memchr::memchr3(b'h', b'w', b'm', bytes)
-}
-
-/// Reduce HTML to text: strip tags and comments, drop script/style content, decode entities.
-/// Tag names are emitted as `tag:name` tokens.
-pub(super) fn html_to_text(html: &str, out: &mut String, sink: &mut Sink) {
-    let mut rest = html;
-    let mut ntags = 0usize;
-    while let Some(lt) = rest.find('<') {
-        decode_entities(&rest[..lt], out);
-        rest = &rest[lt..];
-        if rest.starts_with("<!--") {
-            rest = match rest.find("-->") {
-                Some(end) => &rest[end + 3..],
-                None => "",
-            };
-            sink.push("tag:comment");
-            out.push(' ');
-            continue;
-        }
-        let end = rest.find('>').map_or(rest.len(), |e| e + 1);
-        let tag = &rest[..end];
-        rest = &rest[end..];
-        let body = tag.trim_start_matches('<');
-        let closing = body.starts_with('/');
-        let body = body.trim_start_matches('/');
-        let name_len = body.bytes().take_while(|b| b.is_ascii_alphanumeric()).count();
-        // ASCII alphanumerics only, so any cut is on a character boundary.
-        let name = &body[..name_len.min(12)];
-        if !name.is_empty() {
-            ntags += 1;
-            if ntags <= 2000 {
-                sink.push_with(|b| {
-                    b.push_str("tag:");
-                    push_ascii_lower(b, name);
-                });
-            }
-        }
-        let close = if closing {
-            None
-        } else if name.eq_ignore_ascii_case("script") {
-            Some("</script")
-        } else if name.eq_ignore_ascii_case("style") {
-            Some("</style")
-        } else {
-            None
-        };
-        if let Some(close) = close {
-            rest = match find_ignore_ascii_case(rest, close) {
-                Some(pos) => &rest[pos..],
-                None => "",
-            };
-        }
-        out.push(' ');
-    }
-    decode_entities(rest, out);
-}
-
-/// Byte offset of the first ASCII-case-insensitive occurrence of the ASCII string `needle` in `hay`.
-pub(super) fn find_ignore_ascii_case(hay: &str, needle: &str) -> Option<usize> {
-    let n = needle.as_bytes();
-    if n.is_empty() {
-        return Some(0);
-    }
-    // Candidates start with the needle's first byte (exactly, unless it is a letter).
-    let hay = hay.as_bytes();
-    let first = n[0];
-    let matches = |pos: usize| hay.get(pos..pos + n.len()).is_some_and(|w| w.eq_ignore_ascii_case(n));
-    if first.is_ascii_alphabetic() {
-        memchr::memchr2_iter(first.to_ascii_lowercase(), first.to_ascii_uppercase(), hay).find(|&pos| matches(pos))
-    } else {
-        memchr::memchr_iter(first, hay).find(|&pos| matches(pos))
-    }
-}
-
-/// Named character references decoded besides numeric ones.
-pub(super) const ENTITIES: &[(&str, char)] = &[
-    ("nbsp", ' '),
-    ("amp", '&'),
-    ("lt", '<'),
-    ("gt", '>'),
-    ("quot", '"'),
-    ("apos", '\''),
-    ("copy", '©'),
-    ("reg", '®'),
-    ("trade", '™'),
-    ("euro", '€'),
-    ("pound", '£'),
-    ("cent", '¢'),
-    ("yen", '¥'),
-    ("middot", '·'),
-    ("bull", '•'),
-    ("hellip", '…'),
-    ("ndash", '–'),
-    ("mdash", '—'),
-    ("lsquo", '\''),
-    ("rsquo", '\''),
-    ("ldquo", '"'),
-    ("rdquo", '"'),
-    ("laquo", '«'),
-    ("raquo", '»'),
-    ("shy", '\u{ad}'),
-    ("eacute", 'é'),
-    ("egrave", 'è'),
-    ("aacute", 'á'),
-    ("agrave", 'à'),
-    ("iacute", 'í'),
-    ("oacute", 'ó'),
-    ("uacute", 'ú'),
-    ("ntilde", 'ñ'),
-    ("ccedil", 'ç'),
-    ("auml", 'ä'),
-    ("ouml", 'ö'),
-    ("uuml", 'ü'),
-    ("szlig", 'ß'),
-];
-
-pub(super) fn decode_entities(text: &str, out: &mut String) {
-    let mut rest = text;
-    while let Some(amp) = rest.find('&') {
-        out.push_str(&rest[..amp]);
-        rest = &rest[amp..];
-        let semi = rest.bytes().take(12).skip(1).position(|b| b == b';').map(|p| p + 1);
-        let Some(semi) = semi else {
-            out.push('&');
-            rest = &rest[1..];
-            continue;
-        };
-        let entity = &rest[1..semi];
-        let decoded = if let Some(hex) = entity.strip_prefix("#x").or_else(|| entity.strip_prefix("#X")) {
-            u32::from_str_radix(hex, 16).ok().and_then(char::from_u32)
-        } else if let Some(dec) = entity.strip_prefix('#') {
-            dec.parse::<u32>().ok().and_then(char::from_u32)
-        } else {
-            ENTITIES
-                .iter()
-                .find(|(name, _)| *name == entity)
-                .or_else(|| ENTITIES.iter().find(|(name, _)| name.eq_ignore_ascii_case(entity)))
-                .map(|&(_, c)| c)
-        };
-        match decoded {
-            Some(c) => {
-                out.push(if c == '\u{a0}' { ' ' } else { c });
-                rest = &rest[semi + 1..];
-            }
-            None => {
-                out.push('&');
-                rest = &rest[1..];
-            }
-        }
-    }
-    out.push_str(rest);
 }

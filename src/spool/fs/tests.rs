@@ -1,3 +1,5 @@
+use std::collections::HashSet;
+
 use super::*;
 use crate::mail::envelope::Recipient;
 use crate::proto::address::parse_mailbox;
