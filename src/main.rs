@@ -171,13 +171,6 @@ fn main() -> ExitCode {
             mail_from,
             files,
         } => {
-            let (mut config, rt) = match load(config.as_ref()).and_then(|c| Ok((c, runtime()?))) {
-                Ok(v) => v,
-                Err(code) => return code,
-            };
-            if let (Some(m), Some(spam)) = (bayes_model, config.spam.as_mut()) {
-                spam.bayes_model = Some(m);
-            }
             let opts = sluice::scan_cli::ScanOptions {
                 json,
                 rcpt_domain: rcpt.map(|r| r.rsplit('@').next().unwrap_or_default().to_string()),
@@ -186,21 +179,7 @@ fn main() -> ExitCode {
                 mail_from,
                 offline,
             };
-            let code = rt.block_on(async {
-                let (filter, _) = sluice::scan::ContentFilter::from_config(
-                    &config,
-                    std::sync::Arc::new(sluice::metrics::Metrics::disabled()),
-                );
-                let spam = match sluice::app::spam_filter(&config, offline, None) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        eprintln!("sluice: {e:#}");
-                        return EX_CONFIG;
-                    }
-                };
-                sluice::scan_cli::run(&filter, spam.as_deref(), &files, &opts).await
-            });
-            ExitCode::from(code)
+            scan(config.as_ref(), bayes_model, &files, &opts)
         }
         Cmd::Learn {
             cross_validate: Some(k),
@@ -208,35 +187,17 @@ fn main() -> ExitCode {
             ham,
             config,
             ..
-        } => {
-            let config = match load(config.as_ref()) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            match cli::learn::cross_validate(&config, &spam, &ham, k) {
-                Ok(report) => {
-                    print!("{report}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("sluice: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        } => match load(config.as_ref()) {
+            Ok(config) => done(cli::learn::cross_validate(&config, &spam, &ham, k).map(|report| print!("{report}"))),
+            Err(code) => code,
+        },
         Cmd::Learn {
             spam,
             ham,
             out,
             min_count,
             ..
-        } => match cli::learn::learn(&spam, &ham, &out, min_count) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("sluice: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        } => done(cli::learn::learn(&spam, &ham, &out, min_count)),
         Cmd::Check {
             config,
             addr,
@@ -260,24 +221,68 @@ fn main() -> ExitCode {
                 .await
                 .map_err(anyhow::Error::from)
         }),
-        Cmd::Serve { config } => {
-            let (config, pre) = match load_checked(config.as_ref()) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            sluice::logging::init(&config.log);
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(code) => return code,
-            };
-            match rt.block_on(serve(config, pre)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("sluice: {e:#}");
-                    ExitCode::FAILURE
-                }
+        Cmd::Serve { config } => run_server(config.as_ref()),
+    }
+}
+
+/// Success, or the error printed and exit 1.
+fn done(res: anyhow::Result<()>) -> ExitCode {
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `sluice scan`: the content pipeline on files.
+fn scan(
+    config: Option<&PathBuf>,
+    bayes_model: Option<PathBuf>,
+    files: &[PathBuf],
+    opts: &sluice::scan_cli::ScanOptions,
+) -> ExitCode {
+    let (mut config, rt) = match load(config).and_then(|c| Ok((c, runtime()?))) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    if let (Some(m), Some(spam)) = (bayes_model, config.spam.as_mut()) {
+        spam.bayes_model = Some(m);
+    }
+    let code = rt.block_on(async {
+        let metrics = std::sync::Arc::new(sluice::metrics::Metrics::disabled());
+        let (filter, _) = sluice::scan::ContentFilter::from_config(&config, metrics);
+        let spam = match sluice::app::spam_filter(&config, opts.offline, None) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("sluice: {e:#}");
+                return EX_CONFIG;
             }
+        };
+        sluice::scan_cli::run(&filter, spam.as_deref(), files, opts).await
+    });
+    ExitCode::from(code)
+}
+
+/// `sluice serve`: every file loaded first (exit 64 when one fails), then
+/// serve until SIGTERM/SIGINT.
+fn run_server(config: Option<&PathBuf>) -> ExitCode {
+    let (config, pre) = match load_checked(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    sluice::logging::init(&config.log);
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match rt.block_on(serve(config, pre)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("sluice: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

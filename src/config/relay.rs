@@ -247,13 +247,7 @@ pub(super) fn validate_relay(r: RawRelay, base: &Path, hostname: &str) -> Result
             "must not be shorter than relay.retry_initial",
         ));
     }
-    let helo_name = r.helo_name.unwrap_or_else(|| hostname.to_string());
-    if !crate::proto::address::is_valid_helo(&helo_name) {
-        return Err(ConfigError::new(
-            "relay.helo_name",
-            format!("{helo_name:?} is not a valid host name"),
-        ));
-    }
+    let helo_name = helo_name(r.helo_name, hostname)?;
     // What every route inherits.
     let default = Hop {
         next_hop,
@@ -349,6 +343,18 @@ fn parse_routes(raw: BTreeMap<String, RawRoute>, base: &Path, default: &Hop) -> 
     }
     routes.sort_by_key(|r| r.domains.rank());
     Ok(routes)
+}
+
+/// `relay.helo_name`, by default `server.hostname`.
+fn helo_name(v: Option<String>, hostname: &str) -> Result<String, ConfigError> {
+    let name = v.unwrap_or_else(|| hostname.to_string());
+    if !crate::proto::address::is_valid_helo(&name) {
+        return Err(ConfigError::new(
+            "relay.helo_name",
+            format!("{name:?} is not a valid host name"),
+        ));
+    }
+    Ok(name)
 }
 
 fn double_bounce_to(v: Option<&str>) -> Result<Option<crate::proto::Mailbox>, ConfigError> {
