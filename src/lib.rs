@@ -2,68 +2,97 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the TOML file (`config::raw`) validated once into typed
-//!   structs; every error names its dotted key (exit 64).
-//! - [`app`]: wiring; builds the components and owns shutdown.
-//! - [`listener`]: accept loop, connection limit, STARTTLS hand-over.
-//! - [`smtp`]: the front end. `proto` is the sans-IO core (command
-//!   parser, typed replies, line/DATA/BDAT receivers; no tokio, fuzzed);
-//!   `smtp::session` drives it over a stream; `smtp::handlers` has one
-//!   handler per verb.
-//! - [`policy`]: pre-DATA [`policy::Check`]s run by stage (recipients).
-//! - [`spool`]: durable storage seam; `spool::fs` is the segment log with
-//!   group commit.
-//! - [`delivery`]: the [`delivery::Transport`] seam, the next-hop SMTP/LMTP
-//!   client with a connection pool, the retry queue and DSNs.
-//! - [`scan`]: content checks at the end of DATA: our own MIME decoding
-//!   (every plausible reading), banned attachments, the [`scan::Scanner`]
-//!   seam with clamd (streamed INSTREAM, failover), admission control and
-//!   the deferred scan of held mail.
+//! Leaves first (they import nothing above them; `../shared/tools/modgraph.py
+//! src` keeps the module graph free of cycles):
+//!
+//! - [`proto`]: the SMTP wire protocol, sans I/O: command parser, typed
+//!   replies (every reply sluice gives is built in `proto::reply`),
+//!   line/DATA/BDAT receivers, addresses. No tokio; fuzzed.
+//! - [`mail`]: the shared vocabulary: the envelope (what the spool stores
+//!   and delivery reads), dates and the clock.
+//! - [`config`]: plain data, one file per section of the TOML file
+//!   (`config::raw` is the file as written), each with its validation;
+//!   every default in `config::defaults`; every error names its dotted key
+//!   (exit 64). No I/O: files are loaded by `app::preflight`.
+//! - [`metrics`]: the Prometheus registry (one place).
+//! - [`events`]: every decision as an [`events::Event`] with a typed
+//!   reason ([`events::Refusal`], [`events::Reason`], scan modes, spam
+//!   actions); the bus counts them into the metrics as they are emitted;
+//!   `events::log` writes the event log (JSON lines, SIGUSR1 reopen).
+//! - [`dns`]: the [`dns::Resolver`] seam (hickory, or `NoDns`).
+//! - [`spool`]: durable storage; `spool::fs` is the segment log with group
+//!   commit and recovery.
+//!
+//! The subsystems:
+//!
+//! - [`policy`]: the [`policy::connection::ConnectionFilter`]s the listener
+//!   asks (bans, allowlist, connection limits) and the pre-DATA
+//!   [`policy::Check`]s run by stage (HELO, DNS lists, rates, recipients
+//!   and call-ahead, greylisting).
+//! - [`scan`]: content checks: our own MIME decoding (every plausible
+//!   reading), banned attachments, the [`scan::Scanner`] seam with clamd
+//!   (streamed INSTREAM, failover, ping), admission control and the
+//!   deferred scan of held mail.
+//! - [`spam`]: spam scoring: `spam::view` (the message as rules see it),
+//!   `spam::rules` (one Aho-Corasick pass over each text for the rules'
+//!   literals, then only the rules whose literal occurs), `spam::tokenize`
+//!   + `spam::bayes` (the classifier), `spam::auth` (SPF/DKIM/DMARC),
+//!   `spam::filter` (score -> action per recipient domain, hot reload),
+//!   `spam::eval` (k-fold cross-validation).
 //! - [`quarantine`]: refused-after-acceptance mail on disk.
-//! - [`spam`]: spam scoring at the end of DATA: `spam::view` (the message as
-//!   rules see it), `spam::rules` (the engine of `rules/`: one
-//!   Aho-Corasick pass over each text for the rules' literals, then only
-//!   the rules whose literal occurs; RegexSets for the few without one),
-//!   `spam::tokenize` + `spam::bayes` (the classifier), `spam::auth`
-//!   (SPF/DKIM/DMARC, Authentication-Results), `spam::filter` (score ->
-//!   action per recipient domain, hot reload), `spam::eval` (k-fold
-//!   cross-validation).
-//! - [`scan_cli`]: `sluice scan`, the content pipeline on files.
-//! - `src/cli/` (binary only, not in this crate): the bodies of `sluice
-//!   learn`, `bans`, `quarantine` and `check`; `main.rs` parses and dispatches.
-//! - [`firewall`]: the ban engine: offences from events -> bans with
-//!   windows, escalation, allowlist, aggregation; exporters (nftables,
-//!   iptables+ipset, files), the control socket.
-//! - [`events`]: every decision as an [`events::Event`] on a broadcast bus;
-//!   `events::log` writes the event log (JSON lines, SIGUSR1 reopen); the
-//!   metrics are updated on emit and the firewall reads the bus.
-//! - [`metrics`]: the Prometheus registry (one place), the metrics listener
-//!   (`/metrics`, `/healthz`, `/readyz`, the status page), the per-second
-//!   history the page draws, and the readiness probes.
+//! - [`pipeline`]: the end of DATA, apart from the session: form checks,
+//!   content checks, spam, then the spool (or the quarantine) and the
+//!   hand-over to delivery; returns an accepted outcome or a typed refusal.
+//! - [`delivery`]: the [`delivery::Transport`] seam; `delivery::route`
+//!   picks the next hop per recipient domain (routes, the default, bounces
+//!   to a relay or by MX); `delivery::client` is the SMTP/LMTP client
+//!   (RSET discipline, STARTTLS, XFORWARD/XCLIENT); `delivery::queue`
+//!   retries with backoff and bounces (DSNs, double bounces).
+//! - [`firewall`]: the ban engine (offences from events -> bans with
+//!   windows, escalation, allowlist, aggregation), the
+//!   [`firewall::export::Exporter`]s (nftables, iptables+ipset, files), the
+//!   control socket.
+//! - [`smtp`]: the session: drives `proto` over a stream, one handler per
+//!   verb, asks the checks and the pipeline, replies.
+//! - [`listener`]: accept loop, connection limit, the connection filters,
+//!   STARTTLS hand-over.
 //! - [`tls`]: rustls server config, reloaded when the files change.
+//! - [`status`]: the metrics listener (`/metrics`, `/healthz`, `/readyz`
+//!   through `Transport::health` and `Scanner::ping`, the status page and
+//!   its history), and `sluice check`.
+//! - [`app`]: wiring: `preflight` loads the files, then one builder per
+//!   subsystem (delivery, pipeline, front end, firewall and status) and the
+//!   shutdown order.
+//! - [`scan_cli`]: `sluice scan`, the content pipeline on files.
+//! - `src/cli/` (binary only): the bodies of `sluice learn`, `bans`,
+//!   `quarantine` and `check`; `main.rs` parses and dispatches.
 //!
 //! # Data flow
 //!
 //! ```text
-//! TcpListener ─accept─► limit (Semaphore) ─► Session (smtp/session.rs)
-//!   EHLO/MAIL/RCPT ─► CheckChain (policy/) ─ reject ─► reply + Event
-//!   DATA/BDAT ─► DataReceiver/BdatReceiver (smtp/proto) ─► body + Received
+//! TcpListener ─accept─► normalise the client IP ─► ConnectionFilters
+//!   (bans, allowlist, rate, concurrency) ─ refuse ─► 554/421 + Event
+//!   ─► Session (smtp/session.rs)
+//!   EHLO/MAIL/RCPT ─► CheckChain (policy/) ─ Refusal ─► reply + Event
+//!   DATA/BDAT ─► DataReceiver/BdatReceiver (proto) ─► body + Received
 //!             └─ chunks ─► ScanStream (clamd INSTREAM, bounded channel)
-//!   end of DATA ─► ContentFilter: mime::analyse ─► banned? ─► 554
-//!             ─► Admission: in session: clamd(raw + tar of decoded parts)
-//!                  virus ─► 554 5.7.1 │ failure ─► 451 4.7.1 (or hold)
-//!             ─► SpamFilter: view + rules + classifier + SPF/DKIM/DMARC
-//!                  reject 550 5.7.1 │ tempfail 451 │ quarantine (250)
-//!                  │ tag: Authentication-Results, X-Spam-* prepended
-//!             ─► Spool::store (group commit, fsync) ─► 250 only now
-//!             ─► QueueHandle::enqueue, or DeferredHandle when deferred:
-//!                scan from the spool ─► clean: queue │ virus: quarantine
-//! Queue (delivery/queue.rs): N concurrent attempts ─► Transport (SMTP/LMTP)
+//!   end of DATA ─► Pipeline::process (pipeline/):
+//!      form (size, lines, header, loop) ─► content: MIME, banned parts,
+//!      virus scan in session or deferred (admission control)
+//!      ─► spam: view + rules + classifier + SPF/DKIM/DMARC
+//!      ─► Spool::store (group commit, fsync) or quarantine
+//!      ─► QueueHandle::enqueue, or the deferred scan
+//!   ◄─ Outcome::Accepted (250 only now) │ Outcome::Refused(Refusal)
+//!   the session emits one event per refusal, in one place
+//! Queue (delivery/queue.rs): N concurrent attempts ─► Router
+//!   ─► route per recipient domain ─► NextHopTransport (pool, STARTTLS,
+//!      XFORWARD/XCLIENT) │ bounce relay │ MX hosts
 //!   per recipient: delivered ─► mark done │ 4xx ─► backoff retry
 //!                  5xx / expired ─► DSN (stored + queued) ─► mark done
+//!                  null sender ─► double bounce (event, counter)
 //! EventBus ─emit─► Metrics (counters, synchronously)
-//!          └─► event log (JSON lines) │ Firewall (bans) ─► nft / ipset
-//! Metrics listener: /metrics /healthz /readyz / (status page) /api/status
+//!          └─► event log (JSON lines) │ Firewall (bans) ─► Exporters
+//! Status listener: /metrics /healthz /readyz / (status page) /api/status
 //! ```
 #![forbid(unsafe_code)]
 #![warn(clippy::large_futures)]

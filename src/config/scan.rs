@@ -76,7 +76,7 @@ pub const DEFAULT_BANNED: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Banned {
     /// Lowercased extensions without the dot. Sniffed kinds use the names
-    /// of [`sniff::sniff`] ("exe", "zip", "rar", "ole", ...).
+    /// of the content sniffer ("exe", "zip", "rar", "ole", ...).
     pub extensions: HashSet<String>,
     /// Look at the names inside zip archives too.
     pub in_archives: bool,
