@@ -22,6 +22,8 @@
 //! - [`dns`]: the [`dns::Resolver`] seam (hickory, or `NoDns`).
 //! - [`spool`]: durable storage; `spool::fs` is the segment log with group
 //!   commit and recovery.
+//! - [`state`]: per-client state behind the [`state::StateStore`] seam
+//!   (rates, sessions, greylisting, call-ahead answers), in memory today.
 //!
 //! The subsystems:
 //!
@@ -36,7 +38,7 @@
 //! - [`spam`]: spam scoring: `spam::view` (the message as rules see it),
 //!   `spam::rules` (one Aho-Corasick pass over each text for the rules'
 //!   literals, then only the rules whose literal occurs), `spam::tokenize`
-//!   + `spam::bayes` (the classifier), `spam::auth` (SPF/DKIM/DMARC),
+//!   and `spam::bayes` (the classifier), `spam::auth` (SPF/DKIM/DMARC),
 //!   `spam::filter` (score -> action per recipient domain, hot reload),
 //!   `spam::eval` (k-fold cross-validation).
 //! - [`quarantine`]: refused-after-acceptance mail on disk.
@@ -117,5 +119,6 @@ pub mod shutdown;
 pub mod smtp;
 pub mod spam;
 pub mod spool;
+pub mod state;
 pub mod status;
 pub mod tls;

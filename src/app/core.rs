@@ -20,6 +20,8 @@ pub(super) struct Core {
     pub background: TaskTracker,
     /// Listeners and the sessions they spawn.
     pub sessions: TaskTracker,
+    /// Per-client state: rates, sessions, greylisting, call-ahead answers.
+    pub state: Arc<dyn crate::state::StateStore>,
 }
 
 impl Core {
@@ -37,6 +39,7 @@ impl Core {
             shutdown: CancellationToken::new(),
             background: TaskTracker::new(),
             sessions: TaskTracker::new(),
+            state: Arc::new(crate::state::MemoryStore::default()),
             config,
         };
         core.background.spawn(crate::events::log::run(

@@ -70,7 +70,7 @@ pub(super) fn checks(
     let callahead = c
         .callahead
         .as_ref()
-        .map(|ca| Arc::new(CallAhead::new(ca.clone(), c.relay.clone())));
+        .map(|ca| Arc::new(CallAhead::new(ca.clone(), c.relay.clone(), core.state.clone())));
     checks.push(Arc::new(RecipientCheck {
         dir: recipients,
         callahead,
@@ -102,7 +102,7 @@ fn greylist(core: &Core) -> anyhow::Result<Option<Arc<dyn Check>>> {
 /// The per-client limits, swept of clients idle for two windows once a
 /// minute.
 pub(super) fn limits(core: &Core) -> Arc<Limits> {
-    let limits = Arc::new(Limits::new(&core.config.limits));
+    let limits = Arc::new(Limits::new(&core.config.limits, core.state.clone()));
     let l = limits.clone();
     core.spawn(move |stop| async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));

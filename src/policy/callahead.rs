@@ -8,10 +8,8 @@
 //! never flood the next hop.
 
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use dashmap::DashMap;
 
 use super::limits::RateCounter;
 use super::{Decision, Reason, Refusal};
@@ -20,6 +18,7 @@ use crate::delivery::client::Client;
 use crate::delivery::tls::HopTlsConfig;
 use crate::mail::date::now_secs;
 use crate::proto::{Mailbox, Reply};
+use crate::state::{Rate, StateStore, Verified as Answer};
 
 pub use crate::config::callahead::CallAheadConfig;
 
@@ -51,14 +50,15 @@ pub struct CallAhead {
     /// The routes' next hops, most specific first, then the default: a
     /// recipient is asked where its mail would go.
     hops: Vec<ProbeHop>,
-    /// address → expiry (seconds since the epoch), and whether it exists.
-    cache: DashMap<String, (u64, bool, String)>,
+    /// The answers (by address), and the probe budgets.
+    store: Arc<dyn StateStore>,
     budget: RateCounter,
 }
 
 impl CallAhead {
-    pub fn new(cfg: CallAheadConfig, relay: Relay) -> Self {
-        let budget = RateCounter::new(cfg.probes_per_client, Duration::from_secs(60));
+    pub fn new(cfg: CallAheadConfig, relay: Relay, store: Arc<dyn StateStore>) -> Self {
+        let minute = Duration::from_secs(60);
+        let budget = RateCounter::new(store.clone(), Rate::Probes, cfg.probes_per_client, minute);
         let probe_hop = |domains: Option<DomainPattern>, hop: Hop| ProbeHop {
             tls: HopTlsConfig::new(&hop).unwrap_or_else(|_| HopTlsConfig::plain()),
             domains,
@@ -75,33 +75,19 @@ impl CallAhead {
             cfg,
             relay,
             hops,
-            cache: DashMap::new(),
+            store,
             budget,
-        }
-    }
-
-    /// Cached answer, if fresh.
-    fn cached(&self, key: &str, now: u64) -> Option<(bool, String)> {
-        // Clone out of the map before touching it again (no guard held).
-        let hit = self.cache.get(key).map(|e| e.value().clone());
-        match hit {
-            Some((exp, exists, reply)) if exp > now => Some((exists, reply)),
-            Some(_) => {
-                self.cache.remove(key);
-                None
-            }
-            None => None,
         }
     }
 
     pub async fn verify(&self, client: IpAddr, rcpt: &Mailbox) -> Verified {
         let key = rcpt.key();
         let now = now_secs();
-        if let Some((exists, reply)) = self.cached(&key, now) {
-            return if exists {
+        if let Some(v) = self.store.verified(&key, now) {
+            return if v.exists {
                 Verified::Exists
             } else {
-                Verified::Unknown(reply)
+                Verified::Unknown(v.reply)
             };
         }
         if !self.budget.hit(client, tokio::time::Instant::now()) {
@@ -110,13 +96,23 @@ impl CallAhead {
         let res = tokio::time::timeout(self.relay.command_timeout, self.probe(rcpt)).await;
         match res {
             Ok(Ok(r)) if r.is_positive() => {
-                self.cache
-                    .insert(key, (now + self.cfg.positive_ttl.as_secs(), true, r.to_string()));
+                let expires = now + self.cfg.positive_ttl.as_secs();
+                let answer = Answer {
+                    exists: true,
+                    reply: r.to_string(),
+                    expires,
+                };
+                self.store.remember(&key, answer);
                 Verified::Exists
             }
             Ok(Ok(r)) if r.is_permanent() => {
-                self.cache
-                    .insert(key, (now + self.cfg.negative_ttl.as_secs(), false, r.to_string()));
+                let expires = now + self.cfg.negative_ttl.as_secs();
+                let answer = Answer {
+                    exists: false,
+                    reply: r.to_string(),
+                    expires,
+                };
+                self.store.remember(&key, answer);
                 Verified::Unknown(r.to_string())
             }
             Ok(Ok(r)) => Verified::Unavailable(r.to_string()),

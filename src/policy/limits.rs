@@ -1,18 +1,17 @@
 //! Per-client limits: concurrent sessions, and rates of connections,
 //! messages and recipients per IP (IPv6 clients by /64, since one host
-//! owns a whole /64). Counters are sliding windows approximated from the
-//! current and previous fixed window, as in Cloudflare's and pingora's
-//! estimators: O(1) memory per client, no timestamps per event.
+//! owns a whole /64). The counts live in the [`StateStore`] (sliding
+//! windows; see `state::MemoryStore`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
 use tokio::time::Instant;
 
 use super::{Check, CheckFuture, Decision, Refusal, SessionCtx, Stage};
 use crate::proto::Reply;
+use crate::state::{Rate, StateStore};
 
 /// The key a client is counted under: the IPv4 address, or the IPv6 /64.
 pub fn client_key(ip: IpAddr) -> IpAddr {
@@ -26,28 +25,22 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Window {
-    start: Instant,
-    current: u32,
-    previous: u32,
-}
-
-/// Events per client over a sliding window.
+/// Events per client over a sliding window, counted in the state store.
 pub struct RateCounter {
+    store: Arc<dyn StateStore>,
+    rate: Rate,
     window: Duration,
-    limit: u32,
-    /// Sharded map: sessions on all worker threads update it without a
-    /// global lock.
-    counts: DashMap<IpAddr, Window>,
+    /// Zero: unlimited (nothing is counted).
+    pub limit: u32,
 }
 
 impl RateCounter {
-    pub fn new(limit: u32, window: Duration) -> Self {
+    pub fn new(store: Arc<dyn StateStore>, rate: Rate, limit: u32, window: Duration) -> Self {
         Self {
+            store,
+            rate,
             window,
             limit,
-            counts: DashMap::new(),
         }
     }
 
@@ -61,59 +54,31 @@ impl RateCounter {
         if self.limit == 0 {
             return true;
         }
-        let mut w = self.counts.entry(client_key(ip)).or_insert(Window {
-            start: now,
-            current: 0,
-            previous: 0,
-        });
-        let elapsed = now.saturating_duration_since(w.start);
-        if elapsed >= self.window * 2 {
-            *w = Window {
-                start: now,
-                current: 0,
-                previous: 0,
-            };
-        } else if elapsed >= self.window {
-            *w = Window {
-                start: w.start + self.window,
-                current: 0,
-                previous: w.current,
-            };
-        }
-        w.current = w.current.saturating_add(n);
-        let into = now.saturating_duration_since(w.start).as_secs_f64() / self.window.as_secs_f64();
-        let estimate = f64::from(w.previous) * (1.0 - into).max(0.0) + f64::from(w.current);
-        estimate <= f64::from(self.limit)
+        self.store
+            .hit(self.rate, client_key(ip), n, self.limit, self.window, now)
     }
 
     /// Drops clients idle for two windows (call now and then).
     pub fn sweep(&self, now: Instant) {
-        self.counts
-            .retain(|_, w| now.saturating_duration_since(w.start) < self.window * 2);
-    }
-
-    pub fn clients(&self) -> usize {
-        self.counts.len()
+        self.store.sweep(self.rate, self.window, now);
     }
 }
 
-/// Concurrent sessions per client.
-#[derive(Default)]
+/// Concurrent sessions per client, counted in the state store.
 pub struct ConcurrencyCounter {
-    counts: DashMap<IpAddr, u32>,
+    store: Arc<dyn StateStore>,
 }
 
 impl ConcurrencyCounter {
+    pub fn new(store: Arc<dyn StateStore>) -> Self {
+        Self { store }
+    }
+
     /// Takes a slot for `ip` if fewer than `limit` are held (0 = unlimited).
-    pub fn acquire(self: &Arc<Self>, ip: IpAddr, limit: u32) -> Option<SessionSlot> {
+    pub fn acquire(&self, ip: IpAddr, limit: u32) -> Option<SessionSlot> {
         let key = client_key(ip);
-        let mut n = self.counts.entry(key).or_insert(0);
-        if limit != 0 && *n >= limit {
-            return None;
-        }
-        *n += 1;
-        Some(SessionSlot {
-            counter: self.clone(),
+        self.store.acquire(key, limit).then(|| SessionSlot {
+            store: self.store.clone(),
             key,
         })
     }
@@ -121,16 +86,13 @@ impl ConcurrencyCounter {
 
 /// Held for the life of a session; frees its slot on drop.
 pub struct SessionSlot {
-    counter: Arc<ConcurrencyCounter>,
+    store: Arc<dyn StateStore>,
     key: IpAddr,
 }
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
-        self.counter.counts.remove_if_mut(&self.key, |_, n| {
-            *n = n.saturating_sub(1);
-            *n == 0
-        });
+        self.store.release(self.key);
     }
 }
 
@@ -138,21 +100,22 @@ impl Drop for SessionSlot {
 /// session checks (messages, recipients).
 pub struct Limits {
     pub per_ip_connections: u32,
-    pub concurrency: Arc<ConcurrencyCounter>,
+    pub concurrency: ConcurrencyCounter,
     pub connections: RateCounter,
     pub messages: RateCounter,
     pub recipients: RateCounter,
 }
 
 impl Limits {
-    pub fn new(cfg: &crate::config::Limits) -> Self {
+    pub fn new(cfg: &crate::config::Limits, store: Arc<dyn StateStore>) -> Self {
         let minute = Duration::from_secs(60);
+        let rate = |r, limit| RateCounter::new(store.clone(), r, limit, minute);
         Self {
             per_ip_connections: cfg.per_ip_connections,
-            concurrency: Arc::new(ConcurrencyCounter::default()),
-            connections: RateCounter::new(cfg.per_ip_connection_rate, minute),
-            messages: RateCounter::new(cfg.per_ip_message_rate, minute),
-            recipients: RateCounter::new(cfg.per_ip_recipient_rate, minute),
+            concurrency: ConcurrencyCounter::new(store.clone()),
+            connections: rate(Rate::Connections, cfg.per_ip_connection_rate),
+            messages: rate(Rate::Messages, cfg.per_ip_message_rate),
+            recipients: rate(Rate::Recipients, cfg.per_ip_recipient_rate),
         }
     }
 
@@ -210,10 +173,17 @@ impl Check for RateCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::MemoryStore;
+
+    fn counter(limit: u32) -> (RateCounter, Arc<MemoryStore>) {
+        let store = Arc::new(MemoryStore::default());
+        let r = RateCounter::new(store.clone(), Rate::Messages, limit, Duration::from_secs(60));
+        (r, store)
+    }
 
     #[test]
     fn sliding_window_rate() {
-        let r = RateCounter::new(10, Duration::from_secs(60));
+        let (r, store) = counter(10);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let t0 = Instant::now();
         for _ in 0..10 {
@@ -232,12 +202,12 @@ mod tests {
         // Two idle windows later: a fresh start.
         assert!(r.hit(ip, t0 + Duration::from_secs(300)));
         r.sweep(t0 + Duration::from_secs(1000));
-        assert_eq!(r.clients(), 0);
+        assert_eq!(store.clients(Rate::Messages), 0);
     }
 
     #[test]
     fn ipv6_counts_per_64() {
-        let r = RateCounter::new(1, Duration::from_secs(60));
+        let (r, _) = counter(1);
         let t0 = Instant::now();
         assert!(r.hit("2001:db8:1:2::1".parse().unwrap(), t0));
         assert!(!r.hit("2001:db8:1:2:ffff::9".parse().unwrap(), t0), "same /64");
@@ -246,7 +216,7 @@ mod tests {
 
     #[test]
     fn concurrency_slots_are_released() {
-        let c = Arc::new(ConcurrencyCounter::default());
+        let c = ConcurrencyCounter::new(Arc::new(MemoryStore::default()));
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let a = c.acquire(ip, 2).unwrap();
         let _b = c.acquire(ip, 2).unwrap();
@@ -258,9 +228,9 @@ mod tests {
 
     #[test]
     fn unlimited_by_default() {
-        let r = RateCounter::new(0, Duration::from_secs(60));
+        let (r, store) = counter(0);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         assert!((0..10_000).all(|_| r.hit(ip, Instant::now())));
-        assert_eq!(r.clients(), 0);
+        assert_eq!(store.clients(Rate::Messages), 0);
     }
 }
