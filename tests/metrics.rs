@@ -252,7 +252,8 @@ async fn event_log_is_one_json_line_per_decision_and_reopens_on_sigusr1() {
         .status()
         .unwrap();
     assert!(ok.success());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The reopen creates the file at once: then the next events go there.
+    wait_until(|| log.exists().then_some(())).await;
     let mut c = relay.client().await;
     c.cmd("QUIT", "221").await;
     let fresh = wait_until(|| {
@@ -325,8 +326,6 @@ async fn status_page_draws_the_traffic_in_headless_chromium() {
     let addr = metrics_addr(&relay);
     storm(&relay).await;
     sink.wait_for(1).await;
-    // The history samples once a second: let it take the traffic in.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
 
     let (code, page) = get(addr, "/").await;
     assert_eq!(code, 200);
@@ -334,12 +333,30 @@ async fn status_page_draws_the_traffic_in_headless_chromium() {
         !page.contains("http://") && !page.contains("https://"),
         "external assets"
     );
-    let (_, status) = get(addr, "/api/status").await;
-    let st: serde_json::Value = serde_json::from_str(&status).unwrap();
-    let sum = |v: &serde_json::Value| v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).sum::<u64>();
-    assert_eq!(sum(&st["accepted"]), 1, "{status}");
-    assert_eq!(sum(&st["rejected"]["unknown_user"]), 1, "{status}");
-    assert_eq!(sum(&st["rejected"]["virus"]), 1, "{status}");
+    // The history samples once a second: wait until it has taken the
+    // traffic in (a series is absent until it has a sample).
+    let sum = |v: &serde_json::Value| {
+        v.as_array()
+            .map_or(0, |a| a.iter().map(|x| x.as_u64().unwrap()).sum::<u64>())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, status) = get(addr, "/api/status").await;
+        let st: serde_json::Value = serde_json::from_str(&status).unwrap();
+        let seen = (
+            sum(&st["accepted"]),
+            sum(&st["rejected"]["unknown_user"]),
+            sum(&st["rejected"]["virus"]),
+        );
+        if seen == (1, 1, 1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "accepted, unknown user, virus: {seen:?}, want one each: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let shot = relay.path("status.png");
     let url = format!("http://{addr}/");

@@ -413,6 +413,9 @@ async fn helo_checks_and_fcrdns_against_real_dns() {
     assert!(r.contains("poor reputation"), "{r}");
 }
 
+/// The wiring, with the real clock: the delay, the retry window and the
+/// auto-allowlist are tested to the second with a fake clock in
+/// src/policy/greylist.rs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn greylisting_defers_then_passes_and_survives_restart() {
     let sink = Sink::start().await;
@@ -432,6 +435,7 @@ async fn greylisting_defers_then_passes_and_survives_restart() {
     c.cmd("RCPT TO:<nobody@example.com>", "550 5.1.1").await;
     // A second triplet, greylisted before the restart.
     c.cmd("RCPT TO:<known@example.com>", "451 4.7.1").await;
+    // The delay is whole seconds of the wall clock: 1.1 s is always past it.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     c.cmd("RCPT TO:<user@example.com>", "250").await;
     c.cmd("QUIT", "221").await;

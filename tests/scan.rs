@@ -135,7 +135,10 @@ async fn every_hide_content_evasion_is_caught_or_rejected() {
         eprintln!("{name}: {r}");
     }
     assert!(malformed >= 10, "only {malformed} refused as malformed");
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Every message was refused: none was accepted, so none can be relayed.
+    for r in [&relay, &strict] {
+        assert_eq!(event_count(&r.running().events, "message_accepted"), 0);
+    }
     assert!(sink.messages().is_empty(), "nothing was relayed");
 }
 
@@ -355,9 +358,9 @@ async fn slow_scanner_switches_to_accept_then_scan_and_quarantines_viruses() {
         }
         _ => unreachable!(),
     }
+    // The two clean ones are relayed (the count is checked again at the end,
+    // once the relay has stopped and nothing more can arrive).
     let got = sink.wait_for(2).await;
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert_eq!(sink.messages().len(), 2, "{got:?}");
     assert!(got.iter().all(|m| !String::from_utf8_lossy(&m.data).contains("eicar")));
 
     // The operator's view: list, show, release, delete.
@@ -389,6 +392,10 @@ async fn slow_scanner_switches_to_accept_then_scan_and_quarantines_viruses() {
     sink.wait_for(3).await;
     assert_eq!(q(&["list"]).1, "", "released messages leave the quarantine");
     assert_eq!(q(&["delete", &id]).0, Some(1), "already gone");
+    // The relay owes nothing more: the two clean messages and the released
+    // one are all the sink will ever get (the relay never sent the virus).
+    assert_eq!(stop_and_pending(relay).await, Vec::<String>::new());
+    assert_eq!(sink.messages().len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,16 +411,36 @@ async fn hold_policy_accepts_during_an_outage_and_delivers_after_a_clean_scan() 
     )
     .await;
     proxy.set_down(true);
+    let mut events = relay.running().events.subscribe();
     let mut c = relay.client().await;
+    let mut ids = Vec::new();
     c.envelope("a@client.example", &["user@example.com"]).await;
-    assert!(c.data(&test_message("held")).await.starts_with("250"));
+    let r = c.data(&test_message("held")).await;
+    assert!(r.starts_with("250"), "{r}");
+    ids.push(r.rsplit(' ').next().unwrap().to_string());
     c.envelope("a@client.example", &["user@example.com"]).await;
-    assert!(
-        c.data(&with_attachment("sample.bin", &eicar()))
-            .await
-            .starts_with("250")
-    );
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let r = c.data(&with_attachment("sample.bin", &eicar())).await;
+    assert!(r.starts_with("250"), "{r}");
+    ids.push(r.rsplit(' ').next().unwrap().to_string());
+    // Both held messages fail their scan from the spool, and again after
+    // scan.retry: still nothing unscanned is delivered.
+    let mut failed: std::collections::HashMap<String, usize> = Default::default();
+    while ids.iter().any(|id| failed.get(id).copied().unwrap_or(0) < 2) {
+        let id = next_event(&mut events, |e| {
+            matches!(
+                e,
+                sluice::events::Event::ScanFailed {
+                    session: 0,
+                    held: true,
+                    ..
+                }
+            )
+        })
+        .await;
+        if let sluice::events::Event::ScanFailed { id, .. } = &*id {
+            *failed.entry(id.clone()).or_default() += 1;
+        }
+    }
     assert!(sink.messages().is_empty(), "nothing unscanned is delivered");
     // Held mail survives a restart: it is scanned when sluice comes back.
     let toml = std::fs::read_to_string(relay.path("sluice.toml")).unwrap();
@@ -422,12 +449,23 @@ async fn hold_policy_accepts_during_an_outage_and_delivers_after_a_clean_scan() 
     let relay = TestRelay::start_in(dir, &toml, |_| {}).await;
     let got = sink.wait_for(1).await;
     assert!(String::from_utf8_lossy(&got[0].data).contains("held"));
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    assert_eq!(sink.messages().len(), 1, "the virus went to quarantine");
+    // The virus is scanned too, and goes to the quarantine.
     let q = sluice::quarantine::Quarantine::new(relay.path("spool/quarantine"));
-    let held = q.list().unwrap();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let held = loop {
+        let held = q.list().unwrap();
+        if !held.is_empty() {
+            break held;
+        }
+        assert!(std::time::Instant::now() < deadline, "the virus was not quarantined");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     assert_eq!(held.len(), 1);
+    assert_eq!(held[0].envelope.id, ids[1]);
     assert!(held[0].reason.to_string().contains("Eicar"), "{}", held[0].reason);
+    // Nothing is left to deliver: the sink got the clean message only.
+    assert_eq!(stop_and_pending(relay).await, Vec::<String>::new());
+    assert_eq!(sink.messages().len(), 1, "the virus went to quarantine");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -479,6 +517,7 @@ async fn virus_is_refused_in_session_clean_mail_passes() {
     )
     .await;
     let mut events = relay.running().events.subscribe();
+    let bus = relay.running().events.clone();
     let mut c = relay.client().await;
     c.envelope("a@client.example", &["user@example.com"]).await;
     let r = c.data(&with_attachment("eicar.bin", &eicar())).await;
@@ -490,9 +529,10 @@ async fn virus_is_refused_in_session_clean_mail_passes() {
     c.envelope("a@client.example", &["user@example.com"]).await;
     let gtube = corpus_message(&corpora().join("virus/gtube/gtube.eml"));
     assert!(c.data(&gtube).await.starts_with("250"));
+    // Two accepted, the virus refused: it can never be relayed.
+    assert_eq!(event_count(&bus, "message_accepted"), 2);
     let got = sink.wait_for(2).await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(sink.messages().len(), 2, "the virus was never relayed");
+    assert_eq!(got.len(), 2, "the virus was never relayed");
     assert!(
         got.iter()
             .all(|m| !String::from_utf8_lossy(&m.data).contains("attachment"))
@@ -569,8 +609,10 @@ async fn clamd_down_gives_451_never_unscanned_acceptance() {
     c.envelope("a@client.example", &["user@example.com"]).await;
     let r = c.data(&test_message("during-outage")).await;
     assert!(r.starts_with("451 4.7.1"), "{r}");
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(sink.messages().len(), 1);
+    // Only the message before the outage was accepted (and so relayed).
+    assert_eq!(event_count(&relay.running().events, "message_accepted"), 1);
+    let got = sink.wait_for(1).await;
+    assert!(String::from_utf8_lossy(&got[0].data).contains("Subject: before"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

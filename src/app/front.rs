@@ -86,7 +86,7 @@ fn greylist(core: &Core) -> anyhow::Result<Option<Arc<dyn Check>>> {
     let Some(gc) = &core.config.greylist else {
         return Ok(None);
     };
-    let greylist = Arc::new(Greylist::new(gc.clone(), Greylist::system_clock()));
+    let greylist = Arc::new(Greylist::new(gc.clone(), Greylist::system_clock(), core.state.clone()));
     let loaded = greylist
         .load()
         .with_context(|| format!("greylist.state: cannot read {}", gc.state.display()))?;

@@ -371,14 +371,4 @@ impl QueueShared {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let (i, m) = (Duration::from_secs(60), Duration::from_secs(3600));
-        let got: Vec<u64> = (1..=8).map(|a| backoff(i, m, a).as_secs()).collect();
-        assert_eq!(got, [60, 120, 240, 480, 960, 1920, 3600, 3600]);
-        assert_eq!(backoff(i, m, 1000).as_secs(), 3600);
-    }
-}
+mod tests;

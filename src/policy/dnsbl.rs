@@ -272,8 +272,10 @@ impl super::Check for DnsblCheck {
                     let (d, ip) = (self.dnsbl.clone(), ctx.ip);
                     reputation(ctx).ip_task = Some(tokio::spawn(async move { d.score_ip(ip).await }));
                 }
-                Stage::MailFrom(from) if !self.dnsbl.domain_zones.is_empty() => self.start_domains(ctx, *from),
-                Stage::RcptTo(_) => {
+                Stage::MailFrom { from, helo } if !self.dnsbl.domain_zones.is_empty() => {
+                    self.start_domains(ctx, *helo, *from)
+                }
+                Stage::RcptTo { .. } => {
                     if let Some(r) = self.decide(ctx).await {
                         return Decision::Reject(r);
                     }
@@ -293,9 +295,9 @@ fn reputation(ctx: &super::SessionCtx) -> std::sync::MutexGuard<'_, Reputation> 
 impl DnsblCheck {
     /// At MAIL FROM: queries for the HELO and sender domains, replacing
     /// those of an earlier transaction.
-    fn start_domains(&self, ctx: &super::SessionCtx, from: Option<&crate::proto::Mailbox>) {
+    fn start_domains(&self, ctx: &super::SessionCtx, helo: Option<&str>, from: Option<&crate::proto::Mailbox>) {
         let mut domains: Vec<String> = Vec::new();
-        if let Some(h) = ctx.helo.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        if let Some(h) = helo {
             domains.push(h.to_ascii_lowercase());
         }
         if let Some(m) = from {

@@ -6,7 +6,8 @@
 //! is then accepted until unused for `max_age` (35 d). A client network
 //! with `auto_allowlist_after` (5) passed deliveries skips greylisting.
 //!
-//! State is in memory (sharded maps) and written to a snapshot file every
+//! The triplets live in the [`StateStore`] (decided and recorded in one
+//! atomic step). The in-process store is written to a snapshot file every
 //! few seconds when it changed and at shutdown (temp file, fsync, rename),
 //! and read back at start: it survives restarts. A crash loses at most the
 //! last few seconds of changes, which means a few senders are greylisted
@@ -16,46 +17,22 @@ use std::io::{BufRead, Write};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-use dashmap::DashMap;
 
 use super::{Check, CheckFuture, Decision, Refusal, SessionCtx, Stage};
 use crate::proto::{Mailbox, Reply};
+use crate::state::{GreyPolicy, GreyRecord, StateStore};
 
 pub use crate::config::greylist::GreylistConfig;
+pub use crate::state::Verdict;
 
 /// Seconds since the epoch; injectable for tests.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Entry {
-    first: u64,
-    last: u64,
-    passed: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ClientEntry {
-    passes: u32,
-    last: u64,
-}
-
-/// What greylisting says about one recipient.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Pass,
-    /// Come back in this many seconds.
-    Wait(u64),
-}
-
 pub struct Greylist {
     cfg: GreylistConfig,
     clock: Clock,
-    triplets: DashMap<String, Entry>,
-    clients: DashMap<String, ClientEntry>,
-    dirty: AtomicBool,
+    store: Arc<dyn StateStore>,
 }
 
 /// The client network a triplet is keyed by.
@@ -73,14 +50,8 @@ pub fn client_net(ip: IpAddr) -> String {
 }
 
 impl Greylist {
-    pub fn new(cfg: GreylistConfig, clock: Clock) -> Self {
-        Self {
-            cfg,
-            clock,
-            triplets: DashMap::new(),
-            clients: DashMap::new(),
-            dirty: AtomicBool::new(false),
-        }
+    pub fn new(cfg: GreylistConfig, clock: Clock, store: Arc<dyn StateStore>) -> Self {
+        Self { cfg, clock, store }
     }
 
     pub fn system_clock() -> Clock {
@@ -92,91 +63,31 @@ impl Greylist {
         format!("{net}/{s}/{}", rcpt.key())
     }
 
-    /// Decides for one (client, sender, recipient) and records it.
-    pub fn check(&self, ip: IpAddr, sender: Option<&Mailbox>, rcpt: &Mailbox) -> Verdict {
-        let now = (self.clock)();
-        let net = client_net(ip);
-        let (delay, window, max_age) = (
-            self.cfg.delay.as_secs(),
-            self.cfg.retry_window.as_secs(),
-            self.cfg.max_age.as_secs(),
-        );
-        // Copy out of the map before updating it (a DashMap guard held
-        // across another access to the same shard would deadlock).
-        let client = self.clients.get(&net).map(|c| *c);
-        if self.cfg.auto_allowlist_after > 0
-            && let Some(c) = client
-            && c.passes >= self.cfg.auto_allowlist_after
-            && now.saturating_sub(c.last) <= max_age
-        {
-            self.count_pass(&net, now);
-            return Verdict::Pass;
-        }
-        let key = Self::key(&net, sender, rcpt);
-        self.dirty.store(true, Ordering::Relaxed);
-        let mut e = self.triplets.entry(key).or_insert(Entry {
-            first: now,
-            last: now,
-            passed: false,
-        });
-        let fresh = Entry {
-            first: now,
-            last: now,
-            passed: false,
-        };
-        let stale = if e.passed {
-            now.saturating_sub(e.last) > max_age
-        } else {
-            now.saturating_sub(e.first) > window
-        };
-        if stale {
-            *e = fresh;
-        }
-        if e.passed {
-            e.last = now;
-            drop(e);
-            self.count_pass(&net, now);
-            return Verdict::Pass;
-        }
-        let waited = now.saturating_sub(e.first);
-        if waited >= delay && waited > 0 {
-            e.passed = true;
-            e.last = now;
-            drop(e);
-            self.count_pass(&net, now);
-            Verdict::Pass
-        } else {
-            Verdict::Wait(delay - waited)
+    fn policy(&self) -> GreyPolicy {
+        GreyPolicy {
+            delay: self.cfg.delay.as_secs(),
+            retry_window: self.cfg.retry_window.as_secs(),
+            max_age: self.cfg.max_age.as_secs(),
+            auto_allowlist_after: self.cfg.auto_allowlist_after,
         }
     }
 
-    fn count_pass(&self, net: &str, now: u64) {
-        let mut c = self
-            .clients
-            .entry(net.to_string())
-            .or_insert(ClientEntry { passes: 0, last: now });
-        c.passes = c.passes.saturating_add(1);
-        c.last = now;
-        self.dirty.store(true, Ordering::Relaxed);
+    /// Decides for one (client, sender, recipient) and records it.
+    pub fn check(&self, ip: IpAddr, sender: Option<&Mailbox>, rcpt: &Mailbox) -> Verdict {
+        let net = client_net(ip);
+        let key = Self::key(&net, sender, rcpt);
+        self.store.greylist(&net, &key, (self.clock)(), &self.policy())
     }
 
     /// Drops expired entries.
     pub fn expire(&self) {
-        let now = (self.clock)();
-        let (window, max_age) = (self.cfg.retry_window.as_secs(), self.cfg.max_age.as_secs());
-        self.triplets.retain(|_, e| {
-            if e.passed {
-                now.saturating_sub(e.last) <= max_age
-            } else {
-                now.saturating_sub(e.first) <= window
-            }
-        });
-        self.clients.retain(|_, c| now.saturating_sub(c.last) <= max_age);
+        self.store.greylist_expire((self.clock)(), &self.policy());
     }
 
     /// Writes the snapshot if anything changed (temp file, fsync, rename).
     pub fn save(&self) -> std::io::Result<bool> {
-        if !self.dirty.swap(false, Ordering::Relaxed) {
+        let (records, changed) = self.store.greylist_snapshot();
+        if !changed {
             return Ok(false);
         }
         let path = &self.cfg.state;
@@ -186,12 +97,16 @@ impl Greylist {
         let tmp = path.with_extension("tmp");
         let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
         writeln!(w, "# sluice greylist v1")?;
-        for r in self.triplets.iter() {
-            let e = r.value();
-            writeln!(w, "T\t{}\t{}\t{}\t{}", r.key(), e.first, e.last, u8::from(e.passed))?;
-        }
-        for r in self.clients.iter() {
-            writeln!(w, "C\t{}\t{}\t{}", r.key(), r.value().passes, r.value().last)?;
+        for r in &records {
+            match r {
+                GreyRecord::Triplet {
+                    key,
+                    first,
+                    last,
+                    passed,
+                } => writeln!(w, "T\t{key}\t{first}\t{last}\t{}", u8::from(*passed))?,
+                GreyRecord::Client { net, passes, last } => writeln!(w, "C\t{net}\t{passes}\t{last}")?,
+            }
         }
         let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
@@ -200,39 +115,24 @@ impl Greylist {
     }
 
     /// Reads a snapshot written by [`save`](Self::save); a missing file is
-    /// an empty state, a bad line is skipped.
+    /// an empty state, a bad line is skipped. Returns the triplets read.
     pub fn load(&self) -> std::io::Result<usize> {
         let f = match std::fs::File::open(&self.cfg.state) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(e),
         };
-        let mut n = 0;
+        let mut records = Vec::new();
         for line in std::io::BufReader::new(f).lines() {
-            let line = line?;
-            let p: Vec<&str> = line.split('\t').collect();
-            match p.as_slice() {
-                ["T", key, first, last, passed] => {
-                    if let (Ok(first), Ok(last)) = (first.parse(), last.parse()) {
-                        self.triplets.insert(
-                            key.to_string(),
-                            Entry {
-                                first,
-                                last,
-                                passed: *passed == "1",
-                            },
-                        );
-                        n += 1;
-                    }
-                }
-                ["C", net, passes, last] => {
-                    if let (Ok(passes), Ok(last)) = (passes.parse(), last.parse()) {
-                        self.clients.insert(net.to_string(), ClientEntry { passes, last });
-                    }
-                }
-                _ => {}
+            if let Some(r) = parse_record(&line?) {
+                records.push(r);
             }
         }
+        let n = records
+            .iter()
+            .filter(|r| matches!(r, GreyRecord::Triplet { .. }))
+            .count();
+        self.store.greylist_restore(records);
         Ok(n)
     }
 
@@ -285,32 +185,43 @@ impl Check for GreylistCheck {
 
     fn check<'a>(&'a self, stage: &'a Stage<'a>, ctx: &'a SessionCtx) -> CheckFuture<'a> {
         let d = match stage {
-            Stage::RcptTo(rcpt) if !ctx.allowlisted => {
-                let sender = ctx
-                    .mail_from
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone()
-                    .flatten();
-                match self.greylist.check(ctx.ip, sender.as_ref(), rcpt) {
-                    Verdict::Pass => {
-                        self.metrics.greylist_pass();
-                        Decision::Continue
-                    }
-                    Verdict::Wait(secs) => Decision::Defer(Refusal::new(
-                        Reply::greylisted(secs),
-                        super::Reason::Greylist,
-                        format!(
-                            "new triplet ({}, {:?}, {rcpt}); retry in {secs}s",
-                            client_net(ctx.ip),
-                            sender.map(|s| s.to_string())
-                        ),
-                    )),
+            Stage::RcptTo { rcpt, from } if !ctx.allowlisted => match self.greylist.check(ctx.ip, *from, rcpt) {
+                Verdict::Pass => {
+                    self.metrics.greylist_pass();
+                    Decision::Continue
                 }
-            }
+                Verdict::Wait(secs) => Decision::Defer(Refusal::new(
+                    Reply::greylisted(secs),
+                    super::Reason::Greylist,
+                    format!(
+                        "new triplet ({}, {:?}, {rcpt}); retry in {secs}s",
+                        client_net(ctx.ip),
+                        from.map(|s| s.to_string())
+                    ),
+                )),
+            },
             _ => Decision::Continue,
         };
         Box::pin(std::future::ready(d))
+    }
+}
+
+/// One line of a snapshot.
+fn parse_record(line: &str) -> Option<GreyRecord> {
+    let p: Vec<&str> = line.split('\t').collect();
+    match p.as_slice() {
+        ["T", key, first, last, passed] => Some(GreyRecord::Triplet {
+            key: key.to_string(),
+            first: first.parse().ok()?,
+            last: last.parse().ok()?,
+            passed: *passed == "1",
+        }),
+        ["C", net, passes, last] => Some(GreyRecord::Client {
+            net: net.to_string(),
+            passes: passes.parse().ok()?,
+            last: last.parse().ok()?,
+        }),
+        _ => None,
     }
 }
 
@@ -318,11 +229,14 @@ impl Check for GreylistCheck {
 mod tests {
     use super::*;
     use crate::proto::address::parse_mailbox;
-    use std::sync::atomic::AtomicU64;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
-    fn setup(dir: &Path) -> (Arc<AtomicU64>, Greylist) {
+    use crate::state::MemoryStore;
+
+    fn setup(dir: &Path) -> (Arc<AtomicU64>, Greylist, Arc<MemoryStore>) {
         let t = Arc::new(AtomicU64::new(1_000_000));
         let t2 = t.clone();
+        let store = Arc::new(MemoryStore::default());
         let g = Greylist::new(
             GreylistConfig {
                 delay: Duration::from_secs(300),
@@ -332,14 +246,15 @@ mod tests {
                 state: dir.join("greylist.state"),
             },
             Arc::new(move || t2.load(Ordering::Relaxed)),
+            store.clone(),
         );
-        (t, g)
+        (t, g, store)
     }
 
     #[test]
     fn postgrey_semantics() {
         let dir = tempfile::tempdir().unwrap();
-        let (t, g) = setup(dir.path());
+        let (t, g, _store) = setup(dir.path());
         let ip: IpAddr = "192.0.2.10".parse().unwrap();
         let s = parse_mailbox("a@sender.example").unwrap();
         let r = parse_mailbox("u@example.com").unwrap();
@@ -365,7 +280,7 @@ mod tests {
     #[test]
     fn auto_allowlist_after_five_passes() {
         let dir = tempfile::tempdir().unwrap();
-        let (t, g) = setup(dir.path());
+        let (t, g, _store) = setup(dir.path());
         let ip: IpAddr = "198.51.100.7".parse().unwrap();
         let s = parse_mailbox("list@lists.example").unwrap();
         for i in 0..5 {
@@ -385,16 +300,126 @@ mod tests {
     #[test]
     fn state_survives_save_and_load() {
         let dir = tempfile::tempdir().unwrap();
-        let (t, g) = setup(dir.path());
+        let (t, g, _store) = setup(dir.path());
         let ip: IpAddr = "2001:db8:1:2::5".parse().unwrap();
         let r = parse_mailbox("u@example.com").unwrap();
         assert!(matches!(g.check(ip, None, &r), Verdict::Wait(_)));
         assert!(g.save().unwrap());
         assert!(!g.save().unwrap(), "unchanged: no write");
-        let (t2, g2) = setup(dir.path());
+        let (t2, g2, _store) = setup(dir.path());
         assert_eq!(g2.load().unwrap(), 1);
         t2.store(t.load(Ordering::Relaxed) + 301, Ordering::Relaxed);
         // Same /64, after the delay: passes only because the state was kept.
         assert_eq!(g2.check("2001:db8:1:2::77".parse().unwrap(), None, &r), Verdict::Pass);
+    }
+
+    #[test]
+    fn delay_and_retry_window_boundaries_to_the_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t, g, _store) = setup(dir.path());
+        let ip: IpAddr = "192.0.2.10".parse().unwrap();
+        let s = parse_mailbox("a@sender.example").unwrap();
+        let r = parse_mailbox("u@example.com").unwrap();
+        assert_eq!(g.check(ip, Some(&s), &r), Verdict::Wait(300));
+        // Retries do not move the start of the delay.
+        t.fetch_add(299, Ordering::Relaxed);
+        assert_eq!(g.check(ip, Some(&s), &r), Verdict::Wait(1), "one second early");
+        t.fetch_add(1, Ordering::Relaxed);
+        assert_eq!(g.check(ip, Some(&s), &r), Verdict::Pass, "exactly at the delay");
+        // The retry window counts from the first attempt, its last second
+        // included.
+        let r2 = parse_mailbox("v@example.com").unwrap();
+        assert_eq!(g.check(ip, Some(&s), &r2), Verdict::Wait(300));
+        t.fetch_add(2 * 86400, Ordering::Relaxed);
+        assert_eq!(g.check(ip, Some(&s), &r2), Verdict::Pass, "at the end of the window");
+        let r3 = parse_mailbox("w@example.com").unwrap();
+        assert_eq!(g.check(ip, Some(&s), &r3), Verdict::Wait(300));
+        t.fetch_add(2 * 86400 + 1, Ordering::Relaxed);
+        assert_eq!(g.check(ip, Some(&s), &r3), Verdict::Wait(300), "past it: starts over");
+    }
+
+    #[test]
+    fn expire_drops_stale_triplets_and_clients() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t, g, store) = setup(dir.path());
+        let ip: IpAddr = "192.0.2.10".parse().unwrap();
+        let r = parse_mailbox("u@example.com").unwrap();
+        assert!(matches!(g.check(ip, None, &r), Verdict::Wait(_)));
+        t.fetch_add(2 * 86400, Ordering::Relaxed);
+        g.expire();
+        assert_eq!(store.grey_counts().0, 1, "inside the window: kept");
+        t.fetch_add(1, Ordering::Relaxed);
+        g.expire();
+        assert_eq!(store.grey_counts().0, 0, "past the window: dropped");
+        // A passed triplet and its client live until unused for max_age.
+        assert!(matches!(g.check(ip, None, &r), Verdict::Wait(_)));
+        t.fetch_add(300, Ordering::Relaxed);
+        assert_eq!(g.check(ip, None, &r), Verdict::Pass);
+        t.fetch_add(35 * 86400, Ordering::Relaxed);
+        g.expire();
+        assert_eq!(store.grey_counts(), (1, 1));
+        t.fetch_add(1, Ordering::Relaxed);
+        g.expire();
+        assert_eq!(store.grey_counts(), (0, 0));
+    }
+
+    #[test]
+    fn the_check_defers_with_the_time_left_then_passes_and_counts_the_pass() {
+        use crate::policy::{Check, Decision, Reason, Stage};
+        let dir = tempfile::tempdir().unwrap();
+        let (t, g, store) = setup(dir.path());
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let check = GreylistCheck {
+            greylist: Arc::new(g),
+            metrics: metrics.clone(),
+        };
+        let passes = || metrics.greylist.with_label_values(&["pass"]).get();
+        let ctx = SessionCtx::new("192.0.2.10".parse().unwrap(), &[]);
+        let sender = parse_mailbox("a@sender.example").unwrap();
+        let r = parse_mailbox("u@example.com").unwrap();
+        let rcpt = Stage::RcptTo {
+            rcpt: &r,
+            from: Some(&sender),
+        };
+        let run = |stage: &Stage<'_>, ctx: &SessionCtx| {
+            let f = check.check(stage, ctx);
+            // The check is synchronous: its future is ready at once.
+            futures_ready(f)
+        };
+        match run(&rcpt, &ctx) {
+            Decision::Defer(refusal) => {
+                assert_eq!(refusal.reply, Reply::greylisted(300));
+                assert_eq!(refusal.reason, Reason::Greylist);
+                assert!(refusal.evidence.contains("192.0.2"), "{}", refusal.evidence);
+            }
+            d => panic!("{d:?}"),
+        }
+        t.fetch_add(120, Ordering::Relaxed);
+        assert!(matches!(run(&rcpt, &ctx), Decision::Defer(r) if r.reply == Reply::greylisted(180)));
+        assert_eq!(passes(), 0);
+        t.fetch_add(180, Ordering::Relaxed);
+        assert_eq!(run(&rcpt, &ctx), Decision::Continue);
+        assert_eq!(passes(), 1, "the pass is counted");
+        // Other stages and allowlisted clients are not greylisted.
+        assert_eq!(run(&Stage::Connect, &ctx), Decision::Continue);
+        let allowed = SessionCtx::new("198.51.100.1".parse().unwrap(), &["198.51.100.0/24".parse().unwrap()]);
+        let fresh = parse_mailbox("fresh@example.com").unwrap();
+        let fresh_rcpt = Stage::RcptTo {
+            rcpt: &fresh,
+            from: Some(&sender),
+        };
+        assert_eq!(run(&fresh_rcpt, &allowed), Decision::Continue);
+        assert_eq!(passes(), 1, "an allowlisted client is not a greylist pass");
+        assert_eq!(store.grey_counts().0, 1, "nothing recorded for the allowlisted client");
+    }
+
+    /// The output of a future that is ready at once.
+    fn futures_ready<T>(f: std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + '_>>) -> T {
+        let mut f = f;
+        let waker = std::task::Waker::noop();
+        match f.as_mut().poll(&mut std::task::Context::from_waker(waker)) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("the greylist check waited"),
+        }
     }
 }

@@ -115,7 +115,7 @@ impl Check for HeloCheck {
                         }
                     }
                 }
-                Stage::RcptTo(_) => {
+                Stage::RcptTo { .. } => {
                     let pending = {
                         let mut st = ctx.fcrdns.lock().unwrap_or_else(|p| p.into_inner());
                         match std::mem::replace(&mut *st, FcrdnsState::Done) {

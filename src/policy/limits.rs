@@ -143,7 +143,7 @@ impl Check for RateCheck {
             Decision::Continue
         } else {
             match stage {
-                Stage::MailFrom(_) if !self.limits.messages.hit(ctx.ip, now) => Decision::Defer(Refusal::new(
+                Stage::MailFrom { .. } if !self.limits.messages.hit(ctx.ip, now) => Decision::Defer(Refusal::new(
                     Reply::CLIENT_MESSAGE_RATE,
                     super::Reason::RateLimit {
                         limit: crate::events::Limit::Messages,
@@ -153,7 +153,7 @@ impl Check for RateCheck {
                         ctx.ip, self.limits.messages.limit
                     ),
                 )),
-                Stage::RcptTo(_) if !self.limits.recipients.hit(ctx.ip, now) => Decision::Defer(Refusal::new(
+                Stage::RcptTo { .. } if !self.limits.recipients.hit(ctx.ip, now) => Decision::Defer(Refusal::new(
                     Reply::CLIENT_RCPT_RATE,
                     super::Reason::RateLimit {
                         limit: crate::events::Limit::Recipients,

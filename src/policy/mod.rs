@@ -26,8 +26,16 @@ use crate::proto::Mailbox;
 pub enum Stage<'a> {
     Connect,
     Helo(&'a str),
-    MailFrom(Option<&'a Mailbox>),
-    RcptTo(&'a Mailbox),
+    /// The sender (`None`: `<>`), and the HELO name given before it.
+    MailFrom {
+        from: Option<&'a Mailbox>,
+        helo: Option<&'a str>,
+    },
+    /// One recipient, with the transaction's sender.
+    RcptTo {
+        rcpt: &'a Mailbox,
+        from: Option<&'a Mailbox>,
+    },
 }
 
 /// What a check decided. The refusal's `reason` and `evidence` are for
@@ -49,8 +57,6 @@ pub struct SessionCtx {
     pub ip: IpAddr,
     /// In `policy.allowlist`: reputation checks are skipped.
     pub allowlisted: bool,
-    /// The HELO/EHLO name, once given.
-    pub helo: Mutex<Option<String>>,
     /// DNSBL state; a std mutex, held only to move handles in and out.
     pub reputation: Mutex<dnsbl::Reputation>,
     /// FCrDNS lookup started at connect.
@@ -61,8 +67,6 @@ pub struct SessionCtx {
     /// the DNSBL decision adds these to its own score.
     pub score: std::sync::atomic::AtomicI32,
     pub score_notes: Mutex<Vec<String>>,
-    /// The current transaction's sender: `Some(None)` is the null sender.
-    pub mail_from: Mutex<Option<Option<Mailbox>>>,
 }
 
 impl SessionCtx {
@@ -71,13 +75,11 @@ impl SessionCtx {
         Self {
             ip,
             allowlisted: allowlist.iter().any(|n| n.contains(&ip)),
-            helo: Mutex::new(None),
             reputation: Mutex::new(dnsbl::Reputation::default()),
             fcrdns: Mutex::new(helo::FcrdnsState::default()),
             rdns: Mutex::new(None),
             score: std::sync::atomic::AtomicI32::new(0),
             score_notes: Mutex::new(Vec::new()),
-            mail_from: Mutex::new(None),
         }
     }
 }

@@ -231,7 +231,7 @@ impl Check for RecipientCheck {
 
     fn check<'a>(&'a self, stage: &'a Stage<'a>, ctx: &'a super::SessionCtx) -> super::CheckFuture<'a> {
         Box::pin(async move {
-            let Stage::RcptTo(rcpt) = stage else {
+            let Stage::RcptTo { rcpt, .. } = stage else {
                 return Decision::Continue;
             };
             if !self.dir.is_local_domain(&rcpt.domain) {

@@ -20,7 +20,6 @@ impl Session {
         }
         self.tx = None;
         self.esmtp = esmtp;
-        *self.ctx.helo.lock().unwrap_or_else(|p| p.into_inner()) = Some(host.clone());
         let cfg = &self.shared.config.server;
         let greeting = format!("{} Hello {} [{}]", cfg.hostname, host, self.peer.ip());
         self.helo = Some(host);
@@ -57,10 +56,14 @@ impl Session {
         if from.as_ref().is_some_and(Mailbox::is_utf8) && !params.smtputf8 {
             return Reply::SMTPUTF8_REQUIRED;
         }
-        if let Some(r) = self.run_checks(Stage::MailFrom(from.as_ref())).await {
+        let helo = self.helo.clone();
+        let stage = Stage::MailFrom {
+            from: from.as_ref(),
+            helo: helo.as_deref(),
+        };
+        if let Some(r) = self.run_checks(stage).await {
             return r;
         }
-        *self.ctx.mail_from.lock().unwrap_or_else(|p| p.into_inner()) = Some(from.clone());
         self.tx = Some(Transaction {
             id: self.shared.new_message_id(),
             mail_from: from,
@@ -87,7 +90,12 @@ impl Session {
         if to.is_utf8() && !tx.params.smtputf8 {
             return Reply::SMTPUTF8_REQUIRED;
         }
-        if let Some(r) = self.run_checks(Stage::RcptTo(&to)).await {
+        let from = tx.mail_from.clone();
+        let stage = Stage::RcptTo {
+            rcpt: &to,
+            from: from.as_ref(),
+        };
+        if let Some(r) = self.run_checks(stage).await {
             return r;
         }
         if let Some(tx) = self.tx.as_mut() {
@@ -381,14 +389,14 @@ impl Session {
                 reply: r,
                 evidence,
             },
-            Stage::MailFrom(_) => Event::MailRejected {
+            Stage::MailFrom { .. } => Event::MailRejected {
                 session,
                 ip,
                 reason,
                 reply: r,
                 evidence,
             },
-            Stage::RcptTo(rcpt) => Event::RcptRejected {
+            Stage::RcptTo { rcpt, .. } => Event::RcptRejected {
                 session,
                 ip,
                 rcpt: rcpt.to_string(),

@@ -56,6 +56,11 @@ impl MemoryStore {
         }
     }
 
+    /// Greylist triplets and client networks held.
+    pub fn grey_counts(&self) -> (usize, usize) {
+        (self.triplets.len(), self.clients.len())
+    }
+
     /// Clients with a rate window (tests, metrics).
     pub fn clients(&self, rate: Rate) -> usize {
         self.rates(rate).len()

@@ -95,6 +95,30 @@ pub async fn wait_event<T>(
     }
 }
 
+/// Stops `relay` gracefully (in-flight attempts finish, mail accepted
+/// before the stop gets its first attempt, marks are flushed) and returns
+/// the ids of the messages its spool still owes a delivery. After this,
+/// nothing more can reach a next hop from it: an empty list means every
+/// message was settled (delivered, bounced or expired) and no retry is due.
+pub async fn stop_and_pending(relay: TestRelay) -> Vec<String> {
+    let dir = relay.stop().await;
+    tokio::task::spawn_blocking(move || {
+        let r = sluice::spool::fs::FsSpool::open(&dir.path().join("spool"), false, 64 << 20).expect("spool reopens");
+        let ids = r.pending.iter().map(|s| s.envelope.id.clone()).collect();
+        sluice::spool::Spool::close(&*r.spool);
+        ids
+    })
+    .await
+    .unwrap()
+}
+
+/// How many events named `name` (`Event::name`) were emitted on `bus` so
+/// far; counted synchronously on emit, so none is missed (and the count
+/// stays readable after the relay stopped: clone the bus first).
+pub fn event_count(bus: &sluice::events::EventBus, name: &str) -> u64 {
+    bus.metrics().events.with_label_values(&[name]).get()
+}
+
 /// A sluice running in this process.
 pub struct TestRelay {
     pub addr: SocketAddr,
@@ -413,6 +437,8 @@ pub type RcptPolicy = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 struct SinkState {
     messages: Vec<Received>,
     sessions: usize,
+    /// When each connection was accepted, in order.
+    accepted_at: Vec<std::time::Instant>,
 }
 
 /// A minimal SMTP/LMTP server that records what it receives.
@@ -440,7 +466,11 @@ impl Sink {
         let task = tokio::spawn(async move {
             loop {
                 let Ok((s, _)) = l.accept().await else { return };
-                st.lock().unwrap().sessions += 1;
+                {
+                    let mut st = st.lock().unwrap();
+                    st.sessions += 1;
+                    st.accepted_at.push(std::time::Instant::now());
+                }
                 let (st, policy) = (st.clone(), policy.clone());
                 tokio::spawn(async move {
                     let _ = sink_session(s, lmtp, policy, st).await;
@@ -460,6 +490,11 @@ impl Sink {
 
     pub fn sessions(&self) -> usize {
         self.state.lock().unwrap().sessions
+    }
+
+    /// When each connection to the sink was accepted, in order.
+    pub fn session_times(&self) -> Vec<std::time::Instant> {
+        self.state.lock().unwrap().accepted_at.clone()
     }
 
     /// Waits until at least `n` messages arrived; returns them.
