@@ -6,13 +6,15 @@
 #   dnsbl : client 127.0.0.2, listed in bl.test (dnslib on 127.0.0.1:5353)
 #   idle  : N sessions after EHLO, held; PSS of the relay
 #   env: COUNT (20000) RUNS (3) CONC (20,100) IDLE_N (1000,10000) OUT (/tmp/sluice-reject)
-#        SKIP_POSTFIX=1
+#        SKIP_POSTFIX=1, SKIP_IDLE=1; to compare builds in one run: LABEL (sluice)
+#        names the rows, SLUICE_BIN another binary, KEEP=1 keeps OUT's results
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=${BENCH:-$(cd "$ROOT/../shared/bench" && pwd)}
 OUT=${OUT:-/tmp/sluice-reject}; COUNT=${COUNT:-20000}; RUNS=${RUNS:-3}; CONC=${CONC:-20,100}
 IDLE_N=${IDLE_N:-1000,10000}
-mkdir -p "$OUT"; rm -f "$OUT"/*.jsonl
+mkdir -p "$OUT"; [ "${KEEP:-0}" = 1 ] || rm -f "$OUT"/*.jsonl
+LABEL=${LABEL:-sluice}
 (cd "$ROOT" && cargo build --release -q)
 cc -O2 -Wall -Wno-format-nonliteral -Wno-format-security -o "$OUT/smtpflood" "$BENCH/smtpflood.c"
 export SMTPFLOOD="$OUT/smtpflood"
@@ -34,24 +36,26 @@ stop_sluice() { sluice_stop "$W"; }
 
 start_sluice "[limits]
 tarpit_after_errors = 0"
-$RB flood --label sluice-flood --relay 127.0.0.1:2535 --relay-pidfile "$W/pid" --conc "$CONC" --count "$COUNT" \
-  --rcpts 1 --runs "$RUNS" --jsonl "$OUT/sluice.jsonl"
-$RB flood --label sluice-dict-notarpit --relay 127.0.0.1:2535 --relay-pidfile "$W/pid" --conc "$CONC" --count 2000 \
-  --rcpts 50 --runs "$RUNS" --jsonl "$OUT/sluice.jsonl"
+$RB flood --label "$LABEL-flood" --relay 127.0.0.1:2535 --relay-pidfile "$W/pid" --conc "$CONC" --count "$COUNT" \
+  --rcpts 1 --runs "$RUNS" --jsonl "$OUT/$LABEL.jsonl"
+$RB flood --label "$LABEL-dict-notarpit" --relay 127.0.0.1:2535 --relay-pidfile "$W/pid" --conc "$CONC" --count 2000 \
+  --rcpts 50 --runs "$RUNS" --jsonl "$OUT/$LABEL.jsonl"
 stop_sluice
 start_sluice "[dns]
 resolver = \"127.0.0.1:5353\"
 [dnsbl]
 zones = [\"bl.test*3\"]
 threshold = 3"
-$RB flood --label sluice-dnsbl --relay 127.0.0.1:2535 --relay-pidfile "$W/pid" --aux-pidfiles "$OUT/dns.pid" \
+$RB flood --label "$LABEL-dnsbl" --relay 127.0.0.1:2535 --relay-pidfile "$W/pid" --aux-pidfiles "$OUT/dns.pid" \
   --bind 127.0.0.2 --rcpt-fmt user0500@example.com --conc "$CONC" --count "$COUNT" --rcpts 1 --runs "$RUNS" \
-  --jsonl "$OUT/sluice.jsonl"
+  --jsonl "$OUT/$LABEL.jsonl"
 stop_sluice
+if [ "${SKIP_IDLE:-0}" != 1 ]; then
 start_sluice ""
-$RB idle --label sluice-idle --relay 127.0.0.1:2535 --relay-pidfile "$W/pid" \
-  --n "$IDLE_N" --hold 2 --idle-settle 60 --wall 150 --runs 1 --jsonl "$OUT/sluice.jsonl"
+$RB idle --label "$LABEL-idle" --relay 127.0.0.1:2535 --relay-pidfile "$W/pid" \
+  --n "$IDLE_N" --hold 2 --idle-settle 60 --wall 150 --runs 1 --jsonl "$OUT/$LABEL.jsonl"
 stop_sluice
+fi
 # The Postfix script starts its own zone server on 5353.
 kill "$(cat "$OUT/dns.pid")" 2>/dev/null || true; sleep 0.5
 
