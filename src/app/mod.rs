@@ -95,10 +95,10 @@ pub async fn start_with(config: Config, pre: Preflight) -> anyhow::Result<Runnin
     let every = core.config.recipients.reload_interval;
     core.spawn(move |stop| r.watch(every, stop));
     let sp = &core.config.spool;
-    let recovered = FsSpool::open(&sp.dir, sp.fsync, sp.segment_size)
+    let fsync_latency = Some(core.metrics.spool_fsync.clone());
+    let recovered = FsSpool::open_with(&sp.dir, sp.fsync, sp.segment_size, fsync_latency)
         .with_context(|| format!("spool.dir: cannot open {}", sp.dir.display()))?;
     let spool = recovered.spool.clone();
-    let _ = spool.stats.fsync_latency.set(core.metrics.spool_fsync.clone());
     let spool_dyn: Arc<dyn Spool> = spool.clone();
     let dns = core.resolver()?;
     let delivery = delivery::build(&core, spool_dyn.clone(), dns.as_ref())?;

@@ -87,8 +87,8 @@ pub struct SpoolStats {
     pub records: AtomicU64,
     /// Batches written (one write + one fdatasync each, when fsync is on).
     pub flushes: AtomicU64,
-    /// Where the writer reports each fdatasync's latency (set by the wiring).
-    pub fsync_latency: std::sync::OnceLock<prometheus::Histogram>,
+    /// Where the writer reports each fdatasync's latency.
+    pub fsync_latency: Option<prometheus::Histogram>,
 }
 
 /// File-backed spool; see the module docs for the format.
@@ -134,6 +134,16 @@ impl FsSpool {
     /// Opens (creating) the spool directory, recovers every undelivered
     /// message, and starts the writer thread on a fresh segment.
     pub fn open(dir: &Path, fsync: bool, segment_size: u64) -> Result<Recovered, SpoolError> {
+        Self::open_with(dir, fsync, segment_size, None)
+    }
+
+    /// [`FsSpool::open`], reporting each fdatasync's latency to `fsync_latency`.
+    pub fn open_with(
+        dir: &Path,
+        fsync: bool,
+        segment_size: u64,
+        fsync_latency: Option<prometheus::Histogram>,
+    ) -> Result<Recovered, SpoolError> {
         std::fs::create_dir_all(dir)?;
         let mut segs: Vec<u64> = Vec::new();
         for entry in std::fs::read_dir(dir)? {
@@ -160,7 +170,10 @@ impl FsSpool {
         }
         let next_seg = segs.last().map_or(1, |s| s + 1);
         let (tx, rx) = mpsc::channel();
-        let stats = Arc::new(SpoolStats::default());
+        let stats = Arc::new(SpoolStats {
+            fsync_latency,
+            ..SpoolStats::default()
+        });
         let writer = Writer::new(dir.to_path_buf(), next_seg, fsync, segment_size, live, stats.clone())?;
         let handle = std::thread::Builder::new()
             .name("spool-writer".into())
@@ -418,7 +431,7 @@ impl Writer {
             if self.fsync {
                 let started = Instant::now();
                 self.log.sync_data()?;
-                if let Some(h) = self.stats.fsync_latency.get() {
+                if let Some(h) = &self.stats.fsync_latency {
                     h.observe(started.elapsed().as_secs_f64());
                 }
             }
