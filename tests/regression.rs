@@ -590,3 +590,57 @@ fn sluice_scan_panicked_when_its_output_pipe_closed() {
     assert!(out.status.code().is_some(), "killed by a signal: {:?}", out.status);
     assert!(first.contains("000.eml: deliver"), "{first:?}");
 }
+
+/// Writes `bytes` one octet every `gap` until the server closes (or all
+/// are sent); returns what the server said and how long it took.
+async fn trickle(c: &mut Client, bytes: &[u8], gap: Duration) -> (String, Duration) {
+    let started = std::time::Instant::now();
+    let mut said = String::new();
+    for b in bytes {
+        c.send_raw(std::slice::from_ref(b)).await;
+        // What the server wrote in the meantime, without waiting for it.
+        if let Ok(r) = tokio::time::timeout(gap, c.reply()).await {
+            said = r;
+            break;
+        }
+    }
+    (said, started.elapsed())
+}
+
+// See: issue 17: a trickle reset the command timeout with every byte.
+#[tokio::test]
+async fn a_command_line_trickled_a_byte_at_a_time_outlived_the_command_timeout() {
+    let sink = Sink::start().await;
+    let relay = TestRelay::start_with(&sink.next_hop(), |c| {
+        c.timeouts.command = Duration::from_secs(1);
+        c.timeouts.idle = Duration::from_secs(1);
+    })
+    .await;
+    let mut c = relay.client().await;
+    // 40 octets at 150 ms each would take 6 s; the line must be done in 1 s.
+    let line = format!("EHLO {}\r\n", "x".repeat(32));
+    let (said, took) = trickle(&mut c, line.as_bytes(), Duration::from_millis(150)).await;
+    assert!(said.starts_with("421 4.4.2"), "{said:?}");
+    assert!(took < Duration::from_millis(2500), "closed after {took:?}");
+}
+
+// See: issue 17: a body trickled at a few bytes a second held its session
+// for hours.
+#[tokio::test]
+async fn a_body_trickled_below_the_minimum_data_rate_held_the_session() {
+    let sink = Sink::start().await;
+    let relay = TestRelay::start_with(&sink.next_hop(), |c| {
+        c.timeouts.data = Duration::from_secs(1);
+        c.timeouts.data_min_rate = 500;
+    })
+    .await;
+    let mut c = relay.client().await;
+    c.envelope("a@client.example", &["user@example.com"]).await;
+    c.cmd("DATA", "354").await;
+    // 5 bytes a second, far below 500 after the 1 s grace.
+    let body = vec![b'a'; 200];
+    let (said, took) = trickle(&mut c, &body, Duration::from_millis(200)).await;
+    assert!(said.starts_with("421 4.4.2"), "{said:?}");
+    assert!(took < Duration::from_secs(4), "closed after {took:?}");
+    assert!(sink.messages().is_empty());
+}

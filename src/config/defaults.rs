@@ -181,6 +181,10 @@ pub const SPOOL_SEGMENT_SIZE: u64 = 64 << 20;
 // [timeouts]
 /// `timeouts.command`
 pub const TIMEOUTS_COMMAND: &str = "300s";
+/// `timeouts.data_min_rate` (bytes per second)
+pub const TIMEOUTS_DATA_MIN_RATE: u64 = 500;
+/// `timeouts.message`
+pub const TIMEOUTS_MESSAGE: &str = "1h";
 /// `timeouts.data`
 pub const TIMEOUTS_DATA: &str = "180s";
 /// `timeouts.idle`

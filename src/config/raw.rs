@@ -247,13 +247,23 @@ pub struct RawServer {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTimeouts {
-    /// Waiting for the next command inside a transaction. Default "300s" (RFC 5321 §4.5.3.2.7).
+    /// Waiting for the next command inside a transaction, and the longest
+    /// a command line may take from its first octet to its end (a client
+    /// trickling one byte at a time gets no more). Default "300s"
+    /// (RFC 5321 §4.5.3.2.7).
     pub command: Option<String>,
     /// Waiting for the next command outside a transaction (after connect or
     /// after a finished message). Default "300s".
     pub idle: Option<String>,
     /// Waiting for the next block of DATA/BDAT octets. Default "180s".
     pub data: Option<String>,
+    /// The least average rate of a message's octets, in bytes per second,
+    /// after `data` of grace (Postfix's `smtpd_min_data_rate`): each octet
+    /// received extends the deadline by 1/rate. 0 turns it off. Default 500.
+    pub data_min_rate: Option<u64>,
+    /// The longest a message (DATA, or every BDAT chunk) may take from its
+    /// first octet to its last. Default "1h".
+    pub message: Option<String>,
     /// After SIGTERM/SIGINT: how long sessions mid-DATA and in-flight
     /// deliveries may take to finish. Default "30s".
     pub shutdown_grace: Option<String>,

@@ -28,6 +28,9 @@ pub struct Timeouts {
     pub command: Duration,
     pub idle: Duration,
     pub data: Duration,
+    /// Bytes per second after `data` of grace; 0: no minimum.
+    pub data_min_rate: u64,
+    pub message: Duration,
     pub shutdown_grace: Duration,
 }
 
@@ -131,6 +134,8 @@ pub(super) fn validate_timeouts(t: RawTimeouts) -> Result<Timeouts, ConfigError>
         command: dur("timeouts.command", t.command, defaults::TIMEOUTS_COMMAND)?,
         idle: dur("timeouts.idle", t.idle, defaults::TIMEOUTS_IDLE)?,
         data: dur("timeouts.data", t.data, defaults::TIMEOUTS_DATA)?,
+        data_min_rate: t.data_min_rate.unwrap_or(defaults::TIMEOUTS_DATA_MIN_RATE),
+        message: dur("timeouts.message", t.message, defaults::TIMEOUTS_MESSAGE)?,
         shutdown_grace: dur(
             "timeouts.shutdown_grace",
             t.shutdown_grace,

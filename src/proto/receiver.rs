@@ -57,6 +57,12 @@ impl LineReceiver {
         }
     }
 
+    /// Whether the rest of an oversize line is being skipped (a line is
+    /// in progress although nothing of it is buffered).
+    pub fn swallowing(&self) -> bool {
+        self.swallowing
+    }
+
     /// Looks for one line at the start of `buf`. Returns the item and the
     /// number of bytes consumed.
     pub fn ingest<'a>(&mut self, buf: &'a [u8]) -> (Line<'a>, usize) {

@@ -116,6 +116,12 @@ pub struct Session {
     pub(super) ctx: SessionCtx,
     /// Refused (early talker, improper pipelining): only QUIT is served.
     pub(super) no_service: bool,
+    /// When the partial command line now buffered began.
+    line_started: Option<tokio::time::Instant>,
+    /// When the message's first octet (after DATA, or of the first BDAT
+    /// chunk) came, and how many octets have come since.
+    body_started: Option<tokio::time::Instant>,
+    body_octets: u64,
 }
 
 /// What `run` ended with.
@@ -133,6 +139,9 @@ impl Session {
         Self {
             ctx,
             no_service: false,
+            line_started: None,
+            body_started: None,
+            body_octets: 0,
             shared,
             id,
             peer,
@@ -165,12 +174,47 @@ impl Session {
         self.mode = Mode::Command;
     }
 
-    fn read_timeout(&self) -> Duration {
+    /// When the next read must have come: the idle, command or data
+    /// timeout from now, but no later than what a trickle may stretch it
+    /// to: a command line completes within `timeouts.command` of its first
+    /// octet; a message keeps `timeouts.data_min_rate` after
+    /// `timeouts.data` of grace and ends within `timeouts.message`.
+    fn read_deadline(&mut self, conn_pending: bool) -> tokio::time::Instant {
         let t = &self.shared.config.timeouts;
-        match self.mode {
+        let now = tokio::time::Instant::now();
+        let in_body = matches!(self.mode, Mode::Data(_) | Mode::Bdat { .. });
+        let partial = !in_body && (conn_pending || self.lines.swallowing());
+        if !partial {
+            self.line_started = None;
+        }
+        if self.tx.as_ref().is_none_or(|tx| tx.body.is_empty()) {
+            self.body_started = None;
+        }
+        let idle = match self.mode {
             Mode::Data(_) | Mode::Bdat { .. } => t.data,
             Mode::Command if self.tx.is_some() => t.command,
             Mode::Command => t.idle,
+        };
+        let mut deadline = now + idle;
+        if partial {
+            let started = *self.line_started.get_or_insert(now);
+            deadline = deadline.min(started + t.command);
+        }
+        if let Some(started) = self.body_started {
+            deadline = deadline.min(started + t.message);
+            if t.data_min_rate > 0 {
+                let earned = Duration::from_secs_f64(self.body_octets as f64 / t.data_min_rate as f64);
+                deadline = deadline.min(started + t.data + earned);
+            }
+        }
+        deadline
+    }
+
+    /// Counts octets read for the message's rate (from its first octet).
+    fn note_read(&mut self, n: usize) {
+        if matches!(self.mode, Mode::Data(_) | Mode::Bdat { .. }) || self.body_started.is_some() {
+            self.body_started.get_or_insert_with(tokio::time::Instant::now);
+            self.body_octets += n as u64;
         }
     }
 
@@ -236,11 +280,11 @@ impl Session {
             if let Err(e) = conn.flush().await {
                 return Outcome::Closed(Disconnect::Io(e.to_string()));
             }
-            let timeout = self.read_timeout();
+            let deadline = self.read_deadline(!conn.input().is_empty());
             let bulk = !at_boundary;
             let shutdown = self.shared.shutdown.clone();
             let read = tokio::select! {
-                r = tokio::time::timeout(timeout, conn.read_more(bulk)) => r,
+                r = tokio::time::timeout_at(deadline, conn.read_more(bulk)) => r,
                 _ = shutdown.cancelled(), if at_boundary => continue,
             };
             match read {
@@ -250,7 +294,7 @@ impl Session {
                     return Outcome::Closed(Disconnect::Timeout);
                 }
                 Ok(Ok(0)) => return Outcome::Closed(Disconnect::PeerClosed),
-                Ok(Ok(_)) => {}
+                Ok(Ok(n)) => self.note_read(n),
                 Ok(Err(e)) => return Outcome::Closed(Disconnect::Io(e.to_string())),
             }
         }
