@@ -18,7 +18,7 @@ use crate::status::history::{History, Sampler};
 /// socket serves `sluice bans`.
 pub(super) fn firewall(core: &Core) -> Option<Arc<Firewall>> {
     let cfg = core.config.firewall.clone()?;
-    let fw = Arc::new(Firewall::new(cfg, core.events.clone()));
+    let fw = Arc::new(Firewall::new(cfg, core.events.clone(), core.state.clone()));
     let run = fw.clone();
     core.spawn(move |stop| run.run(stop));
     let (control, path, events) = (fw.clone(), fw.cfg.control_socket.clone(), core.events.clone());

@@ -14,7 +14,7 @@
 //! - Dry run: decisions are made and reported, nothing is enforced
 //!   ([`Engine::is_banned`] says no).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -87,13 +87,11 @@ pub enum Decision {
 }
 
 /// The engine's state; see the module docs.
-#[derive(Debug)]
 pub struct Engine {
     cfg: BanConfig,
-    /// Recent offences per (address, offence), oldest first.
-    recent: HashMap<(IpAddr, Offence), VecDeque<u64>>,
-    /// Start times of past bans per address, for escalation.
-    history: HashMap<IpAddr, Vec<u64>>,
+    /// Offence windows and strike history (per-client state, shared by
+    /// every node when the store is).
+    state: std::sync::Arc<dyn crate::state::StateStore>,
     bans: BanTable,
     /// When the offence counters and the history were last swept.
     swept_at: u64,
@@ -143,11 +141,15 @@ impl BanTable {
 }
 
 impl Engine {
+    /// An engine with its own in-process state (tools, tests).
     pub fn new(cfg: BanConfig) -> Engine {
+        Self::with_state(cfg, std::sync::Arc::new(crate::state::MemoryStore::default()))
+    }
+
+    pub fn with_state(cfg: BanConfig, state: std::sync::Arc<dyn crate::state::StateStore>) -> Engine {
         Engine {
             cfg,
-            recent: HashMap::new(),
-            history: HashMap::new(),
+            state,
             bans: BanTable::default(),
             swept_at: 0,
         }
@@ -168,23 +170,14 @@ impl Engine {
         let Some(rule) = cfg.rules.get(&offence).copied() else {
             return Decision::Counted;
         };
-        let q = self.recent.entry((ip, offence)).or_default();
-        q.push_back(now);
-        while q.front().is_some_and(|&t| t + rule.window <= now) {
-            q.pop_front();
-        }
-        if (q.len() as u64) < u64::from(rule.count) {
+        let Some(evidence) = self.state.offence(ip, offence.as_str(), now, rule.window, rule.count) else {
             return Decision::Counted;
-        }
-        let evidence: Vec<u64> = q.drain(..).collect();
+        };
         if allowlisted(cfg, ip) {
             return Decision::Allowlisted { ip, offence };
         }
         // Escalation: ×2 for each earlier ban within the memory window.
-        let past = self.history.entry(ip).or_default();
-        past.retain(|&t| t + cfg.memory > now);
-        past.push(now);
-        let strike = past.len() as u32;
+        let strike = self.state.strike(ip, now, cfg.memory);
         let factor = 1u64.checked_shl(strike - 1).unwrap_or(u64::MAX);
         let length = rule.ban.saturating_mul(factor).min(cfg.max_ban.max(rule.ban));
         let ban = Ban {
@@ -237,12 +230,13 @@ impl Engine {
         if now > self.swept_at {
             self.swept_at = now;
             let cfg = &self.cfg;
-            self.recent.retain(|(_, o), q| {
-                let window = cfg.rules.get(o).map_or(0, |r| r.window);
-                q.back().is_some_and(|&t| t + window > now)
-            });
-            self.history
-                .retain(|_, past| past.iter().any(|&t| t + cfg.memory > now));
+            let window = |kind: &'static str| {
+                cfg.rules
+                    .iter()
+                    .find(|(o, _)| o.as_str() == kind)
+                    .map_or(0, |(_, r)| r.window)
+            };
+            self.state.sweep_offences(now, &window, cfg.memory);
         }
         gone
     }

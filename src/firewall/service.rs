@@ -59,24 +59,35 @@ pub(crate) fn now() -> u64 {
 
 impl Firewall {
     /// Builds the firewall and restores the stored bans (those still
-    /// running).
-    pub fn new(cfg: FirewallConfig, events: EventBus) -> Firewall {
+    /// running); its offence windows live in `state`.
+    pub fn new(cfg: FirewallConfig, events: EventBus, state: Arc<dyn crate::state::StateStore>) -> Firewall {
         let exporter: Option<Box<dyn Exporter>> = match (&cfg.nft, &cfg.ipset) {
             (Some(names), _) => Some(Box::new(NftExporter { names: names.clone() })),
             (None, Some(names)) => Some(Box::new(IpsetExporter { names: names.clone() })),
             (None, None) => None,
         };
-        Firewall::with_exporter(cfg, events, exporter)
+        Firewall::build(cfg, events, exporter, state)
     }
 
-    /// [`Firewall::new`] with `exporter` as the kernel exporter (tests);
-    /// the file export is added when `firewall.file` is set.
+    /// [`Firewall::new`] with `exporter` as the kernel exporter and its own
+    /// in-process state (tests).
     pub fn with_exporter(cfg: FirewallConfig, events: EventBus, exporter: Option<Box<dyn Exporter>>) -> Firewall {
+        let state = Arc::new(crate::state::MemoryStore::default());
+        Firewall::build(cfg, events, exporter, state)
+    }
+
+    /// The file export is added when `firewall.file` is set.
+    fn build(
+        cfg: FirewallConfig,
+        events: EventBus,
+        exporter: Option<Box<dyn Exporter>>,
+        state: Arc<dyn crate::state::StateStore>,
+    ) -> Firewall {
         let mut exporters: Vec<Arc<dyn Exporter>> = exporter.map(Arc::from).into_iter().collect();
         if let Some(path) = &cfg.file {
             exporters.push(Arc::new(FileExporter { path: path.clone() }));
         }
-        let mut engine = Engine::new(cfg.bans.clone());
+        let mut engine = Engine::with_state(cfg.bans.clone(), state);
         let t = now();
         for ban in load_store(&cfg.store) {
             if ban.until > t {
@@ -441,7 +452,11 @@ mod tests {
         };
         let events = EventBus::new(64);
         let mut rx = events.subscribe();
-        let fw = Firewall::new(cfg.clone(), events.clone());
+        let fw = Firewall::new(
+            cfg.clone(),
+            events.clone(),
+            Arc::new(crate::state::MemoryStore::default()),
+        );
         assert_eq!(fw.observe(&unknown_user("192.0.2.9")), Some(Decision::Counted));
         assert!(matches!(fw.observe(&unknown_user("192.0.2.9")), Some(Decision::Ban(_))));
         assert!(fw.is_banned("192.0.2.9".parse().unwrap()).is_some());
@@ -460,7 +475,7 @@ mod tests {
             serde_json::from_slice(&std::fs::read(dir.path().join("banned.txt.json")).unwrap()).unwrap();
         assert_eq!(json.len(), 1);
         // A new process restores the ban from the store.
-        let again = Firewall::new(cfg, EventBus::new(4));
+        let again = Firewall::new(cfg, EventBus::new(4), Arc::new(crate::state::MemoryStore::default()));
         assert!(again.is_banned("192.0.2.9".parse().unwrap()).is_some());
         assert!(again.is_banned("192.0.2.10".parse().unwrap()).is_none());
     }

@@ -80,6 +80,11 @@ impl CallAhead {
         }
     }
 
+    /// Keeps the next hop's answer for `key` until `expires`.
+    fn remember(&self, key: &str, exists: bool, reply: String, expires: u64) {
+        self.store.remember(key, Answer { exists, reply, expires });
+    }
+
     pub async fn verify(&self, client: IpAddr, rcpt: &Mailbox) -> Verified {
         let key = rcpt.key();
         let now = now_secs();
@@ -96,23 +101,11 @@ impl CallAhead {
         let res = tokio::time::timeout(self.relay.command_timeout, self.probe(rcpt)).await;
         match res {
             Ok(Ok(r)) if r.is_positive() => {
-                let expires = now + self.cfg.positive_ttl.as_secs();
-                let answer = Answer {
-                    exists: true,
-                    reply: r.to_string(),
-                    expires,
-                };
-                self.store.remember(&key, answer);
+                self.remember(&key, true, r.to_string(), now + self.cfg.positive_ttl.as_secs());
                 Verified::Exists
             }
             Ok(Ok(r)) if r.is_permanent() => {
-                let expires = now + self.cfg.negative_ttl.as_secs();
-                let answer = Answer {
-                    exists: false,
-                    reply: r.to_string(),
-                    expires,
-                };
-                self.store.remember(&key, answer);
+                self.remember(&key, false, r.to_string(), now + self.cfg.negative_ttl.as_secs());
                 Verified::Unknown(r.to_string())
             }
             Ok(Ok(r)) => Verified::Unavailable(r.to_string()),

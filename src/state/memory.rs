@@ -44,6 +44,10 @@ pub struct MemoryStore {
     clients: DashMap<String, ClientPasses>,
     grey_dirty: AtomicBool,
     verified: DashMap<String, Verified>,
+    /// Offence times per (address, kind), oldest first.
+    offences: DashMap<(IpAddr, &'static str), std::collections::VecDeque<u64>>,
+    /// Start times of past bans per address, for escalation.
+    strikes: DashMap<IpAddr, Vec<u64>>,
 }
 
 impl MemoryStore {
@@ -236,5 +240,27 @@ impl StateStore for MemoryStore {
 
     fn remember(&self, key: &str, answer: Verified) {
         self.verified.insert(key.to_string(), answer);
+    }
+
+    fn offence(&self, ip: IpAddr, kind: &'static str, now: u64, window: u64, count: u32) -> Option<Vec<u64>> {
+        let mut q = self.offences.entry((ip, kind)).or_default();
+        q.push_back(now);
+        while q.front().is_some_and(|&t| t + window <= now) {
+            q.pop_front();
+        }
+        ((q.len() as u64) >= u64::from(count)).then(|| q.drain(..).collect())
+    }
+
+    fn strike(&self, ip: IpAddr, now: u64, memory: u64) -> u32 {
+        let mut past = self.strikes.entry(ip).or_default();
+        past.retain(|&t| t + memory > now);
+        past.push(now);
+        past.len() as u32
+    }
+
+    fn sweep_offences(&self, now: u64, window: &dyn Fn(&'static str) -> u64, memory: u64) {
+        self.offences
+            .retain(|(_, kind), q| q.back().is_some_and(|&t| t + window(kind) > now));
+        self.strikes.retain(|_, past| past.iter().any(|&t| t + memory > now));
     }
 }

@@ -5,7 +5,8 @@
 //! each as one script on one key and several nodes see one state.
 //!
 //! [`MemoryStore`] keeps it in this process (sharded maps, no global
-//! lock). The ban engine keeps its own windows (`firewall::engine`).
+//! lock). The ban engine's offence windows and strike history live here
+//! too; the bans themselves are the firewall's (its store and exporters).
 
 mod memory;
 
@@ -95,4 +96,14 @@ pub trait StateStore: Send + Sync + 'static {
     /// The call-ahead answer for `key` while it is fresh at `now`.
     fn verified(&self, key: &str, now: u64) -> Option<Verified>;
     fn remember(&self, key: &str, answer: Verified);
+    /// Records an offence of `kind` by `ip` at `now`: when `count` of them
+    /// fall within `window` seconds, their times (the evidence of a ban,
+    /// then forgotten); `None` while fewer.
+    fn offence(&self, ip: IpAddr, kind: &'static str, now: u64, window: u64, count: u32) -> Option<Vec<u64>>;
+    /// Records a ban of `ip` at `now`; its strike number counting the bans
+    /// within `memory` seconds (1 for the first).
+    fn strike(&self, ip: IpAddr, now: u64, memory: u64) -> u32;
+    /// Forgets offences whose newest is older than their `window(kind)`, and
+    /// strikes older than `memory`.
+    fn sweep_offences(&self, now: u64, window: &dyn Fn(&'static str) -> u64, memory: u64);
 }

@@ -101,11 +101,7 @@ impl Client {
             self.push_rcpt(env, i);
         }
         self.out.extend_from_slice(b"DATA\r\n");
-        self.flush().await?;
-        if xforward {
-            self.forward_reply().await?;
-        }
-        let mail = self.read_reply("MAIL").await?;
+        let mail = self.send_mail(xforward).await?;
         let mut rcpt = Vec::with_capacity(idx.len());
         for _ in idx {
             rcpt.push(self.read_reply("RCPT").await?);
@@ -138,11 +134,7 @@ impl Client {
         xforward: bool,
         t: &mut Tx,
     ) -> Result<Option<Vec<RcptStatus>>, ClientError> {
-        self.flush().await?;
-        if xforward {
-            self.forward_reply().await?;
-        }
-        let mail = self.read_reply("MAIL").await?;
+        let mail = self.send_mail(xforward).await?;
         if !judge(&mail, 2, "MAIL")? {
             self.end_failed(false).await;
             return Ok(Some(idx.iter().map(|_| RcptStatus::from_reply(&mail)).collect()));
@@ -161,6 +153,16 @@ impl Client {
         self.flush().await?;
         let data = self.read_reply("DATA").await?;
         self.after_data(&data, t).await
+    }
+
+    /// Writes what is queued (XFORWARD, MAIL, and when pipelining the
+    /// rest); returns the reply to MAIL (after XFORWARD's, when sent).
+    async fn send_mail(&mut self, xforward: bool) -> Result<HopReply, ClientError> {
+        self.flush().await?;
+        if xforward {
+            self.forward_reply().await?;
+        }
+        self.read_reply("MAIL").await
     }
 
     /// `None` when the body is to be sent, else the final statuses.
