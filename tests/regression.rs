@@ -644,3 +644,60 @@ async fn a_body_trickled_below_the_minimum_data_rate_held_the_session() {
     assert!(took < Duration::from_secs(4), "closed after {took:?}");
     assert!(sink.messages().is_empty());
 }
+
+// See: issue 17: BODY=BINARYMIME (not advertised) got 250 and ended in a
+// bounce at the next hop, to a possibly forged sender.
+#[tokio::test]
+async fn an_unadvertised_body_binarymime_was_accepted_and_bounced_later() {
+    let sink = Sink::start().await;
+    let relay = TestRelay::start(&sink.next_hop()).await;
+    let mut c = relay.client().await;
+    c.cmd("EHLO client.example", "250").await;
+    let ehlo = c.last.clone();
+    assert!(!ehlo.contains("BINARYMIME"), "{ehlo}");
+    c.cmd("MAIL FROM:<a@client.example> BODY=BINARYMIME", "555 5.5.4").await;
+    c.cmd("MAIL FROM:<a@client.example> BODY=8BITMIME", "250").await;
+}
+
+// See: issue 17: the same mailbox in several spellings was relayed as as
+// many envelope recipients, and a quoted local part got 550.
+#[tokio::test]
+async fn the_same_mailbox_spelled_several_ways_was_relayed_as_several_recipients() {
+    let sink = Sink::start().await;
+    let relay = TestRelay::start(&sink.next_hop()).await;
+    let mut c = relay.client().await;
+    c.cmd("EHLO client.example", "250").await;
+    c.cmd("MAIL FROM:<a@client.example>", "250").await;
+    for to in [
+        "user@example.com",
+        "user@EXAMPLE.com",
+        "user@example.com.",
+        "\"user\"@example.com",
+        "\"user\"@Example.COM.",
+    ] {
+        c.cmd(&format!("RCPT TO:<{to}>"), "250").await;
+    }
+    let msg = test_message("dedupe");
+    assert!(c.data(&msg).await.starts_with("250"));
+    let got = sink.wait_for(1).await;
+    assert_eq!(got[0].rcpts, ["user@example.com"], "one recipient");
+    let pending = stop_and_pending(relay).await;
+    assert!(pending.is_empty());
+    assert_eq!(sink.messages().len(), 1);
+}
+
+// See: issue 17: RCPT TO:<postmaster> without a domain got 501, although
+// RFC 5321 §4.5.1 requires every server to accept it.
+#[tokio::test]
+async fn rcpt_to_postmaster_without_a_domain_was_refused() {
+    let sink = Sink::start().await;
+    let relay = TestRelay::start(&sink.next_hop()).await;
+    let mut c = relay.client().await;
+    c.cmd("EHLO client.example", "250").await;
+    c.cmd("MAIL FROM:<a@client.example>", "250").await;
+    // The test table does not list postmaster@example.com: accepted anyway.
+    c.cmd("RCPT TO:<Postmaster>", "250").await;
+    assert!(c.data(&test_message("to-postmaster")).await.starts_with("250"));
+    let got = sink.wait_for(1).await;
+    assert_eq!(got[0].rcpts, ["postmaster@example.com"], "the configured postmaster");
+}

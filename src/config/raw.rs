@@ -365,6 +365,9 @@ pub struct RawRecipients {
     pub delimiter: Option<String>,
     /// How often the table file is checked for changes. Default "2s".
     pub reload_interval: Option<String>,
+    /// Where `RCPT TO:<postmaster>` (no domain, RFC 5321 §4.5.1) goes.
+    /// Default "postmaster@" the first of `domains`.
+    pub postmaster: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -15,6 +15,8 @@ pub struct Recipients {
     pub table: Option<PathBuf>,
     pub delimiter: Option<char>,
     pub reload_interval: Duration,
+    /// `RCPT TO:<postmaster>` goes here.
+    pub postmaster: crate::proto::Mailbox,
 }
 
 /// `callahead`: whether `[callahead]` is on (an empty table needs it).
@@ -56,7 +58,20 @@ pub(super) fn validate_recipients(rc: RawRecipients, base: &Path, callahead: boo
             "empty means \"verify every recipient at the next hop\": set [callahead] enabled = true, or name a table",
         ));
     }
+    let postmaster = match rc.postmaster.as_deref() {
+        Some(a) => crate::proto::address::parse_mailbox(a).map_err(|_| {
+            ConfigError::new(
+                "recipients.postmaster",
+                format!("{a:?} is not a mail address (user@domain)"),
+            )
+        })?,
+        None => crate::proto::Mailbox {
+            local: "postmaster".into(),
+            domain: domains[0].clone(),
+        },
+    };
     let recipients = Recipients {
+        postmaster,
         domains,
         table,
         delimiter,

@@ -150,6 +150,8 @@ pub struct Directory {
     delimiter: Option<char>,
     /// `None`: no table, every recipient is verified at the next hop.
     path: Option<PathBuf>,
+    /// Always accepted (RFC 5321 §4.5.1), whatever the table says.
+    postmaster: Mailbox,
     /// Swapped whole on reload; a std `RwLock` because it is held only to
     /// clone an `Arc`, never across an await.
     table: RwLock<(Arc<Table>, Option<SystemTime>)>,
@@ -165,6 +167,7 @@ impl Directory {
             domains: cfg.domains.iter().cloned().collect(),
             delimiter: cfg.delimiter,
             path: cfg.table.clone(),
+            postmaster: cfg.postmaster.clone(),
             table: RwLock::new((Arc::new(table), stamp)),
         })
     }
@@ -178,6 +181,9 @@ impl Directory {
     }
 
     pub fn lookup(&self, rcpt: &Mailbox) -> Lookup {
+        if rcpt.key() == self.postmaster.key() {
+            return Lookup::Known;
+        }
         if self.path.is_none() {
             return Lookup::Verify;
         }

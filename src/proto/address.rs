@@ -108,9 +108,24 @@ pub fn parse_mailbox(s: &str) -> Result<Mailbox, AddressError> {
     check_local(local)?;
     let domain = check_domain(domain)?;
     Ok(Mailbox {
-        local: local.to_string(),
+        local: unquote_if_plain(local),
         domain,
     })
+}
+
+/// A quoted local part whose content needs no quoting is the same mailbox
+/// as its unquoted form (`"user"@d` is `user@d`, RFC 5321 §4.1.2): the
+/// plain form, so tables and duplicates compare equal. Others are kept.
+fn unquote_if_plain(local: &str) -> String {
+    if let Some(inner) = local.strip_prefix('"').and_then(|l| l.strip_suffix('"'))
+        && !inner.contains('\\')
+        && !inner.is_empty()
+        && !inner.starts_with('"')
+        && check_local(inner).is_ok()
+    {
+        return inner.to_string();
+    }
+    local.to_string()
 }
 
 fn check_local(local: &str) -> Result<(), AddressError> {

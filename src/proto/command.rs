@@ -47,10 +47,24 @@ pub struct RcptParams {
 pub enum Command {
     Ehlo(String),
     Helo(String),
-    Mail { from: Option<Mailbox>, params: MailParams },
-    Rcpt { to: Mailbox, params: RcptParams },
+    Mail {
+        from: Option<Mailbox>,
+        params: MailParams,
+    },
+    Rcpt {
+        to: Mailbox,
+        params: RcptParams,
+    },
+    /// `RCPT TO:<postmaster>` without a domain, which every server must
+    /// accept (RFC 5321 §4.5.1): the session routes it to its postmaster.
+    RcptPostmaster {
+        params: RcptParams,
+    },
     Data,
-    Bdat { size: u64, last: bool },
+    Bdat {
+        size: u64,
+        last: bool,
+    },
     Rset,
     Noop,
     Quit,
@@ -67,7 +81,7 @@ impl Command {
             Command::Ehlo(_) => "EHLO",
             Command::Helo(_) => "HELO",
             Command::Mail { .. } => "MAIL",
-            Command::Rcpt { .. } => "RCPT",
+            Command::Rcpt { .. } | Command::RcptPostmaster { .. } => "RCPT",
             Command::Data => "DATA",
             Command::Bdat { .. } => "BDAT",
             Command::Rset => "RSET",
@@ -188,7 +202,9 @@ fn parse_mail(arg: &str) -> Result<Command, ParseError> {
                 p.body = match v.to_ascii_uppercase().as_str() {
                     "7BIT" => Body::SevenBit,
                     "8BITMIME" => Body::EightBitMime,
-                    "BINARYMIME" => Body::BinaryMime,
+                    // Not advertised (it needs BINARYMIME, RFC 3030): a
+                    // 250 here would end in a bounce at the next hop.
+                    "BINARYMIME" => return Err(ParseError::UnknownParam),
                     _ => return Err(ParseError::Syntax),
                 }
             }
@@ -207,10 +223,16 @@ fn parse_mail(arg: &str) -> Result<Command, ParseError> {
 
 fn parse_rcpt(arg: &str) -> Result<Command, ParseError> {
     let rest = strip_ci(arg, "TO:").ok_or(ParseError::Syntax)?;
-    let (to, rest) = parse_path(rest).map_err(ParseError::Recipient)?;
-    // <postmaster> without domain is legal (RFC 5321 §4.1.1.3) but we only
-    // route by domain, so it is reported as a syntax error.
-    let to = to.ok_or(ParseError::Recipient(AddressError::NoDomain))?;
+    let postmaster = rest
+        .trim_start_matches(' ')
+        .get(..12)
+        .is_some_and(|p| p.eq_ignore_ascii_case("<postmaster>"));
+    let (to, rest) = if postmaster {
+        (None, &rest.trim_start_matches(' ')[12..])
+    } else {
+        let (to, rest) = parse_path(rest).map_err(ParseError::Recipient)?;
+        (Some(to.ok_or(ParseError::Recipient(AddressError::NoDomain))?), rest)
+    };
     if !rest.is_empty() && !rest.starts_with(' ') {
         return Err(ParseError::Syntax);
     }
@@ -222,7 +244,10 @@ fn parse_rcpt(arg: &str) -> Result<Command, ParseError> {
             _ => return Err(ParseError::UnknownParam),
         }
     }
-    Ok(Command::Rcpt { to, params: p })
+    Ok(match to {
+        Some(to) => Command::Rcpt { to, params: p },
+        None => Command::RcptPostmaster { params: p },
+    })
 }
 
 fn parse_bdat(arg: &str) -> Result<Command, ParseError> {

@@ -90,6 +90,11 @@ impl Session {
         if to.is_utf8() && !tx.params.smtputf8 {
             return Reply::SMTPUTF8_REQUIRED;
         }
+        // The same mailbox again (the domain is compared without case or
+        // trailing dot, a quoted local part by its content): one recipient.
+        if tx.rcpts.iter().any(|r| r.addr == to) {
+            return Reply::RCPT_OK;
+        }
         let from = tx.mail_from.clone();
         let stage = Stage::RcptTo {
             rcpt: &to,

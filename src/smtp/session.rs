@@ -516,6 +516,10 @@ impl Session {
             Command::Helo(host) => (self.handle_ehlo(host, false).await, Step::Continue),
             Command::Mail { from, params } => (self.handle_mail(from, params).await, Step::Continue),
             Command::Rcpt { to, params } => (self.handle_rcpt(to, params).await, Step::Continue),
+            Command::RcptPostmaster { params } => {
+                let to = self.shared.config.recipients.postmaster.clone();
+                (self.handle_rcpt(to, params).await, Step::Continue)
+            }
             Command::Data => (self.handle_data(), Step::Continue),
             Command::Bdat { .. } => unreachable!("handled above"),
             Command::Rset => (self.handle_rset(), Step::Continue),
