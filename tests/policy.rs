@@ -245,7 +245,8 @@ async fn message_and_recipient_rates() {
     c.cmd("RCPT TO:<user@example.com>", "250").await;
     c.cmd("RCPT TO:<known@example.com>", "250").await;
     c.cmd("RCPT TO:<other@example.com>", "250").await;
-    c.cmd("RCPT TO:<user@example.com>", "452 4.7.0").await;
+    // A fourth (a repeat would be the same recipient again: 250, not counted).
+    c.cmd("RCPT TO:<anyone@catchall.example.net>", "452 4.7.0").await;
     c.cmd("RSET", "250").await;
     c.cmd("MAIL FROM:<a@client.example>", "250").await;
     c.cmd("RSET", "250").await;

@@ -701,3 +701,23 @@ async fn rcpt_to_postmaster_without_a_domain_was_refused() {
     let got = sink.wait_for(1).await;
     assert_eq!(got[0].rcpts, ["postmaster@example.com"], "the configured postmaster");
 }
+
+// See: issue 17: a full spool was refused only at the end of DATA, after
+// the whole body had been sent.
+#[tokio::test]
+async fn a_full_spool_was_refused_only_after_the_whole_body() {
+    let sink = Sink::start().await;
+    // More free space than any disk has: the spool counts as full.
+    let relay = TestRelay::start_with(&sink.next_hop(), |c| c.spool.min_free = u64::MAX / 4).await;
+    let mut c = relay.client().await;
+    c.cmd("EHLO client.example", "250").await;
+    c.cmd("MAIL FROM:<a@client.example> SIZE=1000", "452 4.3.1").await;
+    c.cmd("MAIL FROM:<a@client.example>", "452 4.3.1").await;
+    // With room, the same dialogue goes on to DATA (both checks pass).
+    let room = TestRelay::start_with(&sink.next_hop(), |c| c.spool.min_free = 1).await;
+    let mut c = room.client().await;
+    c.cmd("EHLO client.example", "250").await;
+    c.cmd("MAIL FROM:<a@client.example> SIZE=1000", "250").await;
+    c.cmd("RCPT TO:<user@example.com>", "250").await;
+    c.cmd("DATA", "354").await;
+}

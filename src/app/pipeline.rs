@@ -53,6 +53,7 @@ pub(super) fn build(
             max_header_size: c.server.max_header_size,
             max_received_headers: c.server.max_received_headers,
         },
+        min_free: c.spool.min_free,
         content: content.clone(),
         deferred: deferred.clone(),
         spam: spam.clone(),

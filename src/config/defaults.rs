@@ -175,6 +175,8 @@ pub const SPAM_RELOAD_INTERVAL: &str = "5s";
 pub const SPOOL_DIR: &str = "var/spool";
 /// `spool.fsync`
 pub const SPOOL_FSYNC: bool = true;
+/// `spool.min_free` (bytes)
+pub const SPOOL_MIN_FREE: u64 = 64 << 20;
 /// `spool.segment_size`
 pub const SPOOL_SEGMENT_SIZE: u64 = 64 << 20;
 

@@ -14,6 +14,8 @@ pub struct Spool {
     pub dir: PathBuf,
     pub fsync: bool,
     pub segment_size: u64,
+    /// Bytes to keep free; 0: no check.
+    pub min_free: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +51,7 @@ pub(super) fn validate_spool(sp: RawSpool, base: &Path) -> Result<Spool, ConfigE
         dir: resolve(base, sp.dir.as_deref().unwrap_or(defaults::SPOOL_DIR)),
         fsync: sp.fsync.unwrap_or(defaults::SPOOL_FSYNC),
         segment_size,
+        min_free: sp.min_free.unwrap_or(defaults::SPOOL_MIN_FREE),
     };
     Ok(spool)
 }

@@ -379,6 +379,11 @@ pub struct RawSpool {
     pub fsync: Option<bool>,
     /// Size at which a spool segment file is closed and a new one started. Default 67108864.
     pub segment_size: Option<u64>,
+    /// Free bytes the spool's file system must keep (Postfix's
+    /// `queue_minfree`): below it, MAIL (also when SIZE would not fit one
+    /// and a half times) and DATA get 452 4.3.1. 0 turns it off.
+    /// Default 67108864.
+    pub min_free: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

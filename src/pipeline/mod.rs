@@ -66,6 +66,8 @@ pub struct HeaderLimits {
 /// The pipeline's parts (built once by `app`).
 pub struct Pipeline {
     pub limits: HeaderLimits,
+    /// Free bytes the spool must keep (`spool.min_free`); 0: no check.
+    pub min_free: u64,
     /// Content checks (MIME decoding, banned attachments, virus scan), if
     /// any are configured.
     pub content: Option<Arc<ContentFilter>>,
@@ -88,6 +90,19 @@ impl Pipeline {
             .as_ref()
             .filter(|c| c.has_scanner() && !c.admission.over_budget())
             .and_then(|c| c.start_stream())
+    }
+
+    /// Whether the spool has room for a message of `size` bytes (one and a
+    /// half times, as Postfix asks) above `spool.min_free`, checked at MAIL
+    /// and at DATA so a full disk is refused before the body is sent.
+    pub fn room_for(&self, size: u64) -> bool {
+        if self.min_free == 0 {
+            return true;
+        }
+        match self.spool.free_space() {
+            Some(free) => free >= self.min_free.saturating_add(size.saturating_mul(3) / 2),
+            None => true,
+        }
     }
 
     /// Decides about `msg`, and stores it when it is accepted.

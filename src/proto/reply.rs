@@ -111,6 +111,7 @@ impl Reply {
     pub const TIMEOUT: Reply = Reply::new(421, "4.4.2", "Timeout, closing connection");
     pub const TOO_MANY_ERRORS: Reply = Reply::new(421, "4.7.0", "Too many errors, closing connection");
     pub const SPOOL_FAILED: Reply = Reply::new(451, "4.3.0", "Message could not be stored, try again later");
+    pub const NO_STORAGE: Reply = Reply::new(452, "4.3.1", "Insufficient system storage, try again later");
     pub const TOO_MANY_RCPTS: Reply = Reply::new(452, "4.5.3", "Too many recipients");
 
     pub const SYNTAX_ERROR: Reply = Reply::new(500, "5.5.2", "Syntax error, command unrecognized");

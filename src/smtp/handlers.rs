@@ -56,6 +56,9 @@ impl Session {
         if from.as_ref().is_some_and(Mailbox::is_utf8) && !params.smtputf8 {
             return Reply::SMTPUTF8_REQUIRED;
         }
+        if !self.shared.pipeline.room_for(params.size.unwrap_or(0)) {
+            return Reply::NO_STORAGE;
+        }
         let helo = self.helo.clone();
         let stage = Stage::MailFrom {
             from: from.as_ref(),
@@ -126,6 +129,9 @@ impl Session {
         if tx.bdat.is_some() {
             return Reply::BDAT_MIXED;
         }
+        if !self.shared.pipeline.room_for(0) {
+            return Reply::NO_STORAGE;
+        }
         self.start_body();
         self.mode = Mode::Data(DataReceiver::new(self.shared.body_limits()));
         Reply::START_DATA
@@ -137,10 +143,13 @@ impl Session {
     pub(super) fn handle_bdat(&mut self, size: u64, last: bool) {
         // The chunk follows the command whatever we answer: read it either
         // way, and answer after it.
-        let refuse = self.check_ready_for_body();
+        let first = self.tx.as_ref().is_some_and(|t| t.bdat.is_none());
+        let mut refuse = self.check_ready_for_body();
+        if refuse.is_none() && first && !self.shared.pipeline.room_for(0) {
+            refuse = Some(Reply::NO_STORAGE);
+        }
         if refuse.is_none() {
             let limits = self.shared.body_limits();
-            let first = self.tx.as_ref().is_some_and(|t| t.bdat.is_none());
             if first {
                 self.start_body();
             }

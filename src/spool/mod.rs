@@ -57,4 +57,8 @@ pub trait Spool: Send + Sync + 'static {
     fn read_body(&self, sref: SpoolRef) -> Result<Vec<u8>, SpoolError>;
     /// Flushes pending marks and stops the writer.
     fn close(&self);
+    /// Bytes free for the spool now, if the storage can say.
+    fn free_space(&self) -> Option<u64> {
+        None
+    }
 }

@@ -34,6 +34,7 @@ impl Harness {
                 max_header_size: config.server.max_header_size,
                 max_received_headers: config.server.max_received_headers,
             },
+            min_free: 0,
             content: None,
             deferred: None,
             spam: None,
