@@ -42,10 +42,13 @@ pub struct HickoryResolver {
 /// A hickory resolver (with its TTL cache) as sluice uses it, for the
 /// DNS lists and for mail-auth: `server` (UDP, then TCP on truncation) or
 /// /etc/resolv.conf when `None`; `timeout` bounds one query; one attempt;
-/// names are absolute (no search domains).
+/// names are absolute (no search domains); a negative answer is cached for
+/// at least `negative_ttl`, also without an SOA to give it a TTL (else
+/// every message from one sender domain would ask again).
 pub fn tokio_resolver(
     server: Option<SocketAddr>,
     timeout: Duration,
+    negative_ttl: Duration,
 ) -> Result<hickory_resolver::TokioResolver, DnsError> {
     use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
     use hickory_resolver::net::runtime::TokioRuntimeProvider;
@@ -68,6 +71,7 @@ pub fn tokio_resolver(
     opts.attempts = 1;
     opts.cache_size = 32 * 1024;
     opts.ndots = 0;
+    opts.negative_min_ttl = Some(negative_ttl);
     builder.build().map_err(|e| DnsError::Failed(e.to_string()))
 }
 
@@ -76,7 +80,7 @@ impl HickoryResolver {
     /// reads /etc/resolv.conf. `timeout` bounds one query.
     pub fn new(server: Option<SocketAddr>, timeout: Duration) -> Result<Self, DnsError> {
         Ok(Self {
-            inner: tokio_resolver(server, timeout)?,
+            inner: tokio_resolver(server, timeout, Duration::from_secs(60))?,
         })
     }
 

@@ -721,3 +721,30 @@ async fn a_full_spool_was_refused_only_after_the_whole_body() {
     c.cmd("RCPT TO:<user@example.com>", "250").await;
     c.cmd("DATA", "354").await;
 }
+
+// See: issue 17: negative answers without an SOA were not cached, so every
+// message from one sender domain asked the resolver again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_answers_without_an_soa_were_asked_for_again_and_again() {
+    use sluice::dns::Resolver;
+    let zone = corpora().join("dnsbl/bl.test.zone");
+    let dns = tokio::task::spawn_blocking(move || crate::util::services::DnsServer::start(&zone))
+        .await
+        .unwrap();
+    let server = format!("127.0.0.1:{}", dns.port).parse().unwrap();
+    let inner = sluice::dns::tokio_resolver(Some(server), Duration::from_secs(2), Duration::from_secs(60)).unwrap();
+    let r = sluice::dns::HickoryResolver::from_resolver(inner);
+    for _ in 0..5 {
+        assert_eq!(
+            r.lookup_a("nothere.bl.test").await,
+            Err(sluice::dns::DnsError::NotFound)
+        );
+    }
+    // dnslib answers NXDOMAIN without an SOA: asked once, then cached.
+    let asked = dns
+        .log()
+        .lines()
+        .filter(|l| l.starts_with("Request:") && l.contains("'nothere.bl.test.'"))
+        .count();
+    assert_eq!(asked, 1, "{}", dns.log());
+}

@@ -55,7 +55,7 @@ fn authenticator(
     };
     let resolver = match shared {
         Some(r) => r,
-        None => crate::dns::tokio_resolver(config.dns.resolver, config.dns.timeout)
+        None => crate::dns::tokio_resolver(config.dns.resolver, config.dns.timeout, config.dns.negative_ttl)
             .context("dns.resolver: cannot build the DNS resolver")?,
     };
     Ok(Some(crate::spam::auth::Authenticator::new(

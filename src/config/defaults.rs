@@ -27,6 +27,8 @@ pub const CLAMD_STREAM: bool = true;
 pub const CLAMD_TIMEOUT: &str = "30s";
 
 // [dns]
+/// `dns.negative_ttl`
+pub const DNS_NEGATIVE_TTL: &str = "60s";
 /// `dns.timeout`
 pub const DNS_TIMEOUT: &str = "2s";
 

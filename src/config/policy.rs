@@ -12,6 +12,8 @@ use super::{ConfigError, dur};
 pub struct Dns {
     pub resolver: Option<SocketAddr>,
     pub timeout: Duration,
+    /// Negative answers are cached at least this long.
+    pub negative_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +45,7 @@ pub(super) fn validate_dns(raw: RawDns) -> Result<Dns, ConfigError> {
             })?),
         },
         timeout: dur("dns.timeout", raw.timeout, defaults::DNS_TIMEOUT)?,
+        negative_ttl: dur("dns.negative_ttl", raw.negative_ttl, defaults::DNS_NEGATIVE_TTL)?,
     };
     Ok(dns)
 }

@@ -182,6 +182,9 @@ pub struct RawDns {
     pub resolver: Option<String>,
     /// Deadline for each DNS query (DNSBL, RHSBL). Default "2s".
     pub timeout: Option<String>,
+    /// A negative answer (no such name or record) is cached at least this
+    /// long, also when it carries no SOA to give it a TTL. Default "60s".
+    pub negative_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -89,10 +89,11 @@ impl Router {
         let resolver: Arc<dyn Resolver> = match (&config.relay.bounce_next_hop, dns) {
             (Some(_), _) => Arc::new(crate::dns::NoDns),
             (None, Some(inner)) => Arc::new(crate::dns::HickoryResolver::from_resolver(inner.clone())),
-            (None, None) => Arc::new(crate::dns::HickoryResolver::new(
+            (None, None) => Arc::new(crate::dns::HickoryResolver::from_resolver(crate::dns::tokio_resolver(
                 config.dns.resolver,
                 config.dns.timeout,
-            )?),
+                config.dns.negative_ttl,
+            )?)),
         };
         Ok(Router::new(
             &config.relay,
