@@ -11,6 +11,10 @@ pub struct CallAheadConfig {
     pub probes_per_client: u32,
     /// Idle probe connections kept open.
     pub pool_size: usize,
+    /// Probes in progress at once, from all clients.
+    pub max_concurrent: usize,
+    /// Probes per second, from all clients.
+    pub max_per_second: u32,
 }
 
 /// `None` when call-ahead is off.
@@ -37,6 +41,20 @@ pub(super) fn validate_callahead(ca: super::raw::RawCallAhead) -> Result<Option<
             )?,
             probes_per_client: probes,
             pool_size: positive("callahead.pool_size", ca.pool_size, defaults::CALLAHEAD_POOL_SIZE)?,
+            max_concurrent: positive(
+                "callahead.max_concurrent",
+                ca.max_concurrent,
+                defaults::CALLAHEAD_MAX_CONCURRENT,
+            )?,
+            max_per_second: match ca.max_per_second.unwrap_or(defaults::CALLAHEAD_MAX_PER_SECOND) {
+                0 => {
+                    return Err(ConfigError::new(
+                        "callahead.max_per_second",
+                        "must be greater than zero",
+                    ));
+                }
+                n => n,
+            },
         })
     } else {
         None

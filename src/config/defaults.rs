@@ -5,6 +5,10 @@
 //! `Default` of their types: `firewall::BanConfig`, `spam::SpamConfig`.)
 
 // [callahead]
+/// `callahead.max_concurrent`
+pub const CALLAHEAD_MAX_CONCURRENT: u64 = 8;
+/// `callahead.max_per_second`
+pub const CALLAHEAD_MAX_PER_SECOND: u32 = 50;
 /// `callahead.negative_ttl`
 pub const CALLAHEAD_NEGATIVE_TTL: &str = "3h";
 /// `callahead.pool_size`

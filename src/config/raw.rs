@@ -120,6 +120,12 @@ pub struct RawCallAhead {
     pub probes_per_client: Option<u32>,
     /// Idle probe connections kept open to the next hop. Default 4.
     pub pool_size: Option<u64>,
+    /// Probes in progress at once, from all clients; beyond: 450 without a
+    /// probe, so no attack can turn call-ahead against the next hop.
+    /// Default 8.
+    pub max_concurrent: Option<u64>,
+    /// Probes per second from all clients; beyond: 450. Default 50.
+    pub max_per_second: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

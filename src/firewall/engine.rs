@@ -32,7 +32,9 @@ impl Offence {
             let o = match reason {
                 Reason::UnknownUser | Reason::RelayDenied => Offence::UnknownUser,
                 Reason::Dnsbl { .. } => Offence::Dnsbl,
-                Reason::RateLimit { .. } => Offence::RateLimit,
+                // Out of call-ahead probes: a dictionary run, counted as
+                // hitting a limit.
+                Reason::RateLimit { .. } | Reason::CallAheadBudget => Offence::RateLimit,
                 _ => return None,
             };
             Some((*ip, o))
@@ -486,6 +488,19 @@ mod tests {
             evidence: String::new(),
         };
         assert_eq!(Offence::of(&grey), None, "greylisting is not an offence");
+        let probes = Event::RcptRejected {
+            session: 1,
+            ip: ip("192.0.2.3"),
+            rcpt: "x@example.com".into(),
+            reason: Reason::CallAheadBudget,
+            reply: crate::proto::Reply::CALLAHEAD_BUDGET,
+            evidence: String::new(),
+        };
+        assert_eq!(
+            Offence::of(&probes),
+            Some((ip("192.0.2.3"), Offence::RateLimit)),
+            "out of call-ahead probes: an offence"
+        );
         let spam = |action| Event::SpamScored {
             session: 1,
             ip: ip("192.0.2.2"),

@@ -53,12 +53,18 @@ pub struct CallAhead {
     /// The answers (by address), and the probe budgets.
     store: Arc<dyn StateStore>,
     budget: RateCounter,
+    /// All clients' probes per second, and the probes in progress.
+    total: RateCounter,
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl CallAhead {
     pub fn new(cfg: CallAheadConfig, relay: Relay, store: Arc<dyn StateStore>) -> Self {
         let minute = Duration::from_secs(60);
         let budget = RateCounter::new(store.clone(), Rate::Probes, cfg.probes_per_client, minute);
+        let second = Duration::from_secs(1);
+        let total = RateCounter::new(store.clone(), Rate::ProbesTotal, cfg.max_per_second, second);
+        let in_flight = tokio::sync::Semaphore::new(cfg.max_concurrent);
         let probe_hop = |domains: Option<DomainPattern>, hop: Hop| ProbeHop {
             tls: HopTlsConfig::new(&hop).unwrap_or_else(|_| HopTlsConfig::plain()),
             domains,
@@ -77,6 +83,8 @@ impl CallAhead {
             hops,
             store,
             budget,
+            total,
+            in_flight,
         }
     }
 
@@ -95,9 +103,19 @@ impl CallAhead {
                 Verified::Unknown(v.reply)
             };
         }
-        if !self.budget.hit(client, tokio::time::Instant::now()) {
+        let now_t = tokio::time::Instant::now();
+        if !self.budget.hit(client, now_t) {
             return Verified::OverBudget;
         }
+        // The next hop is asked at a bounded rate and concurrency, whoever
+        // asks: beyond, the recipient is deferred without a probe.
+        let everyone = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+        if !self.total.hit(everyone, now_t) {
+            return Verified::Unavailable("call-ahead over callahead.max_per_second".into());
+        }
+        let Ok(_slot) = self.in_flight.try_acquire() else {
+            return Verified::Unavailable("call-ahead over callahead.max_concurrent".into());
+        };
         let res = tokio::time::timeout(self.relay.command_timeout, self.probe(rcpt)).await;
         match res {
             Ok(Ok(r)) if r.is_positive() => {
