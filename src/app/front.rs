@@ -63,7 +63,8 @@ pub(super) fn checks(
             core.events.clone(),
         ));
         let d = dnsbl.clone();
-        core.background.spawn(async move { d.health_check().await });
+        let every = c.dnsbl.probe_interval;
+        core.spawn(move |stop| d.watch(every, stop));
         checks.push(Arc::new(DnsblCheck { dnsbl }));
     }
     checks.push(Arc::new(RateCheck { limits }));

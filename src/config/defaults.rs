@@ -37,6 +37,8 @@ pub const DNS_NEGATIVE_TTL: &str = "60s";
 pub const DNS_TIMEOUT: &str = "2s";
 
 // [dnsbl]
+/// `dnsbl.probe_interval`
+pub const DNSBL_PROBE_INTERVAL: &str = "5m";
 /// `dnsbl.threshold`
 pub const DNSBL_THRESHOLD: i64 = 1;
 

@@ -122,6 +122,7 @@ pub struct Dnsbl {
     pub domain_zones: Vec<Zone>,
     pub threshold: i32,
     pub replies: std::collections::HashMap<String, String>,
+    pub probe_interval: std::time::Duration,
 }
 
 pub(super) fn validate_dnsbl(rb: RawDnsbl) -> Result<Dnsbl, ConfigError> {
@@ -139,6 +140,11 @@ pub(super) fn validate_dnsbl(rb: RawDnsbl) -> Result<Dnsbl, ConfigError> {
             .into_iter()
             .map(|(k, v)| (k.trim_end_matches('.').to_ascii_lowercase(), v))
             .collect(),
+        probe_interval: super::dur(
+            "dnsbl.probe_interval",
+            rb.probe_interval,
+            super::defaults::DNSBL_PROBE_INTERVAL,
+        )?,
     };
     for (zone, text) in &dnsbl.replies {
         if !dnsbl.zones.iter().chain(&dnsbl.domain_zones).any(|z| &z.name == zone) {

@@ -203,6 +203,10 @@ pub struct RawDnsbl {
     /// Domain lists (RHSBL) for the HELO name and the MAIL FROM domain,
     /// same syntax. Default: none.
     pub domain_zones: Option<Vec<String>>,
+    /// How often each client-IP zone is probed with its RFC 5782 test
+    /// entries; a zone that lists everything, nothing, or does not answer
+    /// is disabled until it answers right again. Default "5m".
+    pub probe_interval: Option<String>,
     /// Total weight at which the client is refused (554 5.7.1 at RCPT). Default 1.
     pub threshold: Option<i64>,
     /// Reply text per zone; "$client" becomes the client IP. Hides the

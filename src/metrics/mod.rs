@@ -43,6 +43,7 @@ pub struct Metrics {
     pub dnsbl_listed: IntCounterVec,
     pub dnsbl_errors: IntCounterVec,
     pub dnsbl_duration: HistogramVec,
+    pub dnsbl_zone_enabled: IntGaugeVec,
     pub greylist: IntCounterVec,
     pub limit_hits: IntCounterVec,
     pub scanner_scans: IntCounterVec,
@@ -159,6 +160,17 @@ impl Metrics {
                 "sluice_dnsbl_query_duration_seconds",
                 "DNS list lookup latency",
                 &["zone"],
+            ),
+            dnsbl_zone_enabled: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "sluice_dnsbl_zone_enabled",
+                        "1 if the DNS list zone answered its test entries right at its last probe, 0 if disabled",
+                    ),
+                    &["zone"],
+                )
+                .expect("metric options"),
             ),
             greylist: counters(
                 "sluice_greylist_decisions_total",

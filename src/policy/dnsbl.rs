@@ -79,6 +79,15 @@ pub struct Dnsbl {
     events: EventBus,
 }
 
+/// What probing a zone's test entries found.
+enum Probe {
+    Healthy,
+    /// The zone answered, wrongly: it is disabled.
+    Broken(String),
+    /// No usable answer (timeout, SERVFAIL): nothing learnt.
+    Unanswered(String),
+}
+
 impl Dnsbl {
     pub fn new(
         ip_zones: Vec<Zone>,
@@ -90,6 +99,10 @@ impl Dnsbl {
         events: EventBus,
     ) -> Self {
         let disabled = ip_zones.iter().map(|_| AtomicBool::new(false)).collect();
+        for z in &ip_zones {
+            let enabled = events.metrics().dnsbl_zone_enabled.with_label_values(&[&z.name]);
+            enabled.set(1);
+        }
         Self {
             ip_zones,
             domain_zones,
@@ -106,29 +119,71 @@ impl Dnsbl {
         !self.ip_zones.is_empty() || !self.domain_zones.is_empty()
     }
 
-    /// RFC 5782 §5: 127.0.0.1 must never be listed. A zone that lists it
-    /// is broken (or has shut down and lists everything): disable it.
+    /// RFC 5782 §5: 127.0.0.1 must never be listed and 127.0.0.2 must be.
+    /// A zone that lists the first (shut down, lists everyone) or not the
+    /// second (lists nothing) is disabled until a later probe finds it
+    /// answering right again.
     pub async fn health_check(&self) {
-        let probe = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let checks = self.ip_zones.iter().enumerate().map(|(i, z)| async move {
-            let name = reverse_name(probe, &z.name);
-            let res = tokio::time::timeout(self.timeout, self.resolver.lookup_a(&name)).await;
-            if let Ok(Ok(answers)) = res
-                && !answers.is_empty()
-            {
-                self.disabled[i].store(true, Ordering::Relaxed);
-                let msg = format!(
-                    "DNSBL zone {} lists 127.0.0.1 ({answers:?}): it is broken or lists everyone; DISABLED",
-                    z.name
-                );
-                tracing::error!("{msg}");
-                self.events.emit(Event::Warning {
-                    component: "dnsbl",
-                    message: msg,
-                });
+            let problem = match self.probe(&z.name).await {
+                Probe::Healthy => None,
+                Probe::Broken(why) => Some(why),
+                Probe::Unanswered(why) => {
+                    // A timeout or SERVFAIL says nothing about the zone's
+                    // data: keep its state (lookups fail open meanwhile).
+                    tracing::warn!(zone = %z.name, "DNSBL zone probe {why}; state unchanged");
+                    return;
+                }
+            };
+            let was = self.disabled[i].swap(problem.is_some(), Ordering::Relaxed);
+            self.events
+                .metrics()
+                .dnsbl_zone_enabled
+                .with_label_values(&[&z.name])
+                .set(i64::from(problem.is_none()));
+            match (problem, was) {
+                (Some(why), false) => {
+                    let msg = format!("DNSBL zone {} {why}; DISABLED until it answers as it should", z.name);
+                    tracing::error!("{msg}");
+                    self.events.emit(Event::Warning {
+                        component: "dnsbl",
+                        message: msg,
+                    });
+                }
+                (None, true) => tracing::info!(zone = %z.name, "DNSBL zone answers as it should again; re-enabled"),
+                _ => {}
             }
         });
         futures_join_all(checks).await;
+    }
+
+    /// The RFC 5782 §5 test entries of `zone`: 127.0.0.1 must not be
+    /// listed, 127.0.0.2 must be.
+    async fn probe(&self, zone: &str) -> Probe {
+        let ask = |ip: [u8; 4]| {
+            let name = reverse_name(IpAddr::from(ip), zone);
+            async move { tokio::time::timeout(self.timeout, self.resolver.lookup_a(&name)).await }
+        };
+        let (never, always) = tokio::join!(ask([127, 0, 0, 1]), ask([127, 0, 0, 2]));
+        match (never, always) {
+            (Ok(Ok(a)), _) if !a.is_empty() => Probe::Broken(format!("lists 127.0.0.1 ({a:?}): it lists everyone")),
+            (Err(_), _) | (_, Err(_)) => Probe::Unanswered("timed out".into()),
+            (Ok(Err(e)), _) | (_, Ok(Err(e))) if e != DnsError::NotFound => Probe::Unanswered(format!("failed: {e}")),
+            (_, Ok(Err(_))) => Probe::Broken("does not list its 127.0.0.2 test entry: it lists nothing".into()),
+            _ => Probe::Healthy,
+        }
+    }
+
+    /// Probes every zone now and then every `every`, until `stop`: a
+    /// broken zone is disabled, and enabled again once it answers right.
+    pub async fn watch(self: Arc<Self>, every: Duration, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            self.health_check().await;
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
     }
 
     /// Scores the client IP over all enabled IP zones, concurrently.
@@ -479,6 +534,74 @@ mod tests {
         assert!(d.listed(&d.score_ip("192.0.2.2".parse().unwrap()).await));
         d.health_check().await;
         assert!(!d.listed(&d.score_ip("192.0.2.2".parse().unwrap()).await));
+    }
+
+    /// A zone whose A answers can change between probes.
+    #[derive(Default)]
+    struct Switchable(std::sync::Mutex<HashMap<String, Vec<Ipv4Addr>>>);
+
+    impl Resolver for Switchable {
+        fn lookup_a<'a>(&'a self, name: &'a str) -> crate::dns::DnsFuture<'a, Vec<Ipv4Addr>> {
+            let hit = self.0.lock().unwrap().get(name).cloned();
+            Box::pin(async move { hit.ok_or(DnsError::NotFound) })
+        }
+        fn lookup_txt<'a>(&'a self, _: &'a str) -> crate::dns::DnsFuture<'a, Vec<String>> {
+            Box::pin(async { Err(DnsError::NotFound) })
+        }
+        fn lookup_aaaa<'a>(&'a self, _: &'a str) -> crate::dns::DnsFuture<'a, Vec<std::net::Ipv6Addr>> {
+            Box::pin(async { Err(DnsError::NotFound) })
+        }
+        fn lookup_ptr<'a>(&'a self, _: IpAddr) -> crate::dns::DnsFuture<'a, Vec<String>> {
+            Box::pin(async { Err(DnsError::NotFound) })
+        }
+        fn lookup_mx<'a>(&'a self, _: &'a str) -> crate::dns::DnsFuture<'a, Vec<(u16, String)>> {
+            Box::pin(async { Err(DnsError::NotFound) })
+        }
+    }
+
+    #[tokio::test]
+    async fn zone_that_lists_nothing_is_disabled_and_re_enabled_when_it_answers_again() {
+        let answers = Arc::new(Switchable::default());
+        let set = |name: &str, on: bool| {
+            let mut m = answers.0.lock().unwrap();
+            if on {
+                m.insert(name.to_string(), vec![Ipv4Addr::new(127, 0, 0, 2)]);
+            } else {
+                m.remove(name);
+            }
+        };
+        set("2.2.0.192.flaky.example", true);
+        let d = Dnsbl::new(
+            vec![Zone::parse("flaky.example*5").unwrap()],
+            vec![],
+            1,
+            HashMap::new(),
+            Duration::from_millis(200),
+            answers.clone(),
+            EventBus::new(16),
+        );
+        let client: IpAddr = "192.0.2.2".parse().unwrap();
+        let gauge = |d: &Dnsbl| {
+            d.events
+                .metrics()
+                .dnsbl_zone_enabled
+                .with_label_values(&["flaky.example"])
+                .get()
+        };
+        // The test entry 127.0.0.2 is missing: the zone lists nothing.
+        d.health_check().await;
+        assert_eq!(gauge(&d), 0);
+        assert!(!d.listed(&d.score_ip(client).await));
+        // The zone is repaired: the next probe turns it back on.
+        set("2.0.0.127.flaky.example", true);
+        d.health_check().await;
+        assert_eq!(gauge(&d), 1);
+        assert!(d.listed(&d.score_ip(client).await));
+        // It starts listing everyone, 127.0.0.1 included: off again.
+        set("1.0.0.127.flaky.example", true);
+        d.health_check().await;
+        assert_eq!(gauge(&d), 0);
+        assert!(!d.listed(&d.score_ip(client).await));
     }
 
     #[tokio::test]
