@@ -79,14 +79,8 @@ pub struct Dnsbl {
     events: EventBus,
 }
 
-/// What probing a zone's test entries found.
-enum Probe {
-    Healthy,
-    /// The zone answered, wrongly: it is disabled.
-    Broken(String),
-    /// No usable answer (timeout, SERVFAIL): nothing learnt.
-    Unanswered(String),
-}
+/// How soon a disabled zone is probed again (at most `probe_interval`).
+const RETRY_DISABLED: Duration = Duration::from_secs(30);
 
 impl Dnsbl {
     pub fn new(
@@ -125,16 +119,9 @@ impl Dnsbl {
     /// answering right again.
     pub async fn health_check(&self) {
         let checks = self.ip_zones.iter().enumerate().map(|(i, z)| async move {
-            let problem = match self.probe(&z.name).await {
-                Probe::Healthy => None,
-                Probe::Broken(why) => Some(why),
-                Probe::Unanswered(why) => {
-                    // A timeout or SERVFAIL says nothing about the zone's
-                    // data: keep its state (lookups fail open meanwhile).
-                    tracing::warn!(zone = %z.name, "DNSBL zone probe {why}; state unchanged");
-                    return;
-                }
-            };
+            // A zone that times out is disabled too: every lookup would
+            // cost each session the whole DNS deadline for nothing.
+            let problem = self.probe(&z.name).await;
             let was = self.disabled[i].swap(problem.is_some(), Ordering::Relaxed);
             self.events
                 .metrics()
@@ -159,18 +146,19 @@ impl Dnsbl {
 
     /// The RFC 5782 §5 test entries of `zone`: 127.0.0.1 must not be
     /// listed, 127.0.0.2 must be.
-    async fn probe(&self, zone: &str) -> Probe {
+    /// `Some(why)` when the zone is broken.
+    async fn probe(&self, zone: &str) -> Option<String> {
         let ask = |ip: [u8; 4]| {
             let name = reverse_name(IpAddr::from(ip), zone);
             async move { tokio::time::timeout(self.timeout, self.resolver.lookup_a(&name)).await }
         };
         let (never, always) = tokio::join!(ask([127, 0, 0, 1]), ask([127, 0, 0, 2]));
         match (never, always) {
-            (Ok(Ok(a)), _) if !a.is_empty() => Probe::Broken(format!("lists 127.0.0.1 ({a:?}): it lists everyone")),
-            (Err(_), _) | (_, Err(_)) => Probe::Unanswered("timed out".into()),
-            (Ok(Err(e)), _) | (_, Ok(Err(e))) if e != DnsError::NotFound => Probe::Unanswered(format!("failed: {e}")),
-            (_, Ok(Err(_))) => Probe::Broken("does not list its 127.0.0.2 test entry: it lists nothing".into()),
-            _ => Probe::Healthy,
+            (Ok(Ok(a)), _) if !a.is_empty() => Some(format!("lists 127.0.0.1 ({a:?}): it lists everyone")),
+            (Err(_), _) | (_, Err(_)) => Some("does not answer in time".into()),
+            (Ok(Err(e)), _) | (_, Ok(Err(e))) if e != DnsError::NotFound => Some(format!("fails: {e}")),
+            (_, Ok(Err(_))) => Some("does not list its 127.0.0.2 test entry: it lists nothing".into()),
+            _ => None,
         }
     }
 
@@ -179,8 +167,12 @@ impl Dnsbl {
     pub async fn watch(self: Arc<Self>, every: Duration, stop: tokio_util::sync::CancellationToken) {
         loop {
             self.health_check().await;
+            // While a zone is off, look again sooner so that a zone that
+            // only hiccupped is back within half a minute.
+            let any_off = self.disabled.iter().any(|d| d.load(Ordering::Relaxed));
+            let next = if any_off { every.min(RETRY_DISABLED) } else { every };
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep(next) => {}
                 _ = stop.cancelled() => return,
             }
         }
@@ -597,6 +589,23 @@ mod tests {
         d.health_check().await;
         assert_eq!(gauge(&d), 1);
         assert!(d.listed(&d.score_ip(client).await));
+        // It stops answering (the probes time out): off, then back on.
+        let slow = Dnsbl::new(
+            vec![Zone::parse("flaky.example*5").unwrap()],
+            vec![],
+            1,
+            HashMap::new(),
+            Duration::from_millis(200),
+            Arc::new(FakeResolver {
+                slow: vec!["1.0.0.127.flaky.example".into(), "2.0.0.127.flaky.example".into()],
+                ..Default::default()
+            }),
+            d.events.clone(),
+        );
+        slow.health_check().await;
+        assert_eq!(gauge(&slow), 0);
+        d.health_check().await;
+        assert_eq!(gauge(&d), 1);
         // It starts listing everyone, 127.0.0.1 included: off again.
         set("1.0.0.127.flaky.example", true);
         d.health_check().await;
