@@ -90,9 +90,8 @@ impl Config {
         let de = toml::Deserializer::parse(text)
             .map_err(|e| ConfigError::new("(syntax)", e.to_string().trim().to_string()))?;
         let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
             let msg = e.inner().message().to_string();
-            ConfigError::new(if key == "." { "(top level)".into() } else { key }, msg)
+            ConfigError::new(dotted_key(e.path()), msg)
         })?;
         validate(raw, base)
     }
@@ -169,6 +168,32 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         relay,
         spool,
     })
+}
+
+/// The TOML key a deserialisation error points at, as the user would write
+/// it: `relay.routes."example.com"`; a segment that is empty or not a bare
+/// key is quoted, and an error about the file itself is "(top level)".
+fn dotted_key(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let bare = |k: &str| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                if bare(key) {
+                    out.push_str(key);
+                } else {
+                    out.push_str(&format!("{key:?}"));
+                }
+            }
+            Segment::Unknown => {}
+        }
+    }
+    if out.is_empty() { "(top level)".into() } else { out }
 }
 
 #[cfg(test)]

@@ -36,6 +36,12 @@ fn errors_name_the_dotted_key() {
         ("[server]\nmax_message_size = 0", "server.max_message_size"),
         ("[server]\nmax_recipients = \"ten\"", "server.max_recipients"),
         ("[server]\nbogus = 1", "server.bogus"),
+        // Keys that are empty or not bare are quoted, as in TOML (found by
+        // the config_toml fuzz target: the empty key gave an empty name).
+        ("['']\nx = 1", "\"\""),
+        ("\t''= \"of\"", "\"\""),
+        ("[server]\n'' = 1", "server.\"\""),
+        ("[server]\n'a.b' = 1", "server.\"a.b\""),
         ("[relay]\nnext_hop = \"http://x\"", "relay.next_hop"),
         ("[relay]\nnext_hop = \"smtp://h:notaport\"", "relay.next_hop"),
         ("[relay]\nretry_initial = \"soon\"", "relay.retry_initial"),

@@ -22,17 +22,22 @@ impl HopReply {
     pub fn is_permanent(&self) -> bool {
         self.code >= 500
     }
-    /// The enhanced status code in the text, or one derived from the class.
+    /// The enhanced status code in the text (RFC 3463: class 2, 4 or 5,
+    /// matching the reply's own class; subject and detail of 1-3 digits),
+    /// or one derived from the reply code. `550 2.0.0 ...` gives 5.0.0, so
+    /// a DSN never says "failed" next to a success status.
     pub fn status(&self) -> String {
+        let class = self.code / 100;
         let first = self.text.split(' ').next().unwrap_or("");
-        let looks = first.split('.').count() == 3
-            && first
-                .split('.')
-                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-        if looks {
+        let part = |p: &str, max: usize| (1..=max).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit());
+        let valid = match first.split('.').collect::<Vec<_>>()[..] {
+            [c, s, d] => part(c, 1) && part(s, 3) && part(d, 3) && c.parse() == Ok(class) && matches!(class, 2 | 4 | 5),
+            _ => false,
+        };
+        if valid {
             first.to_string()
         } else {
-            format!("{}.0.0", self.code / 100)
+            format!("{class}.0.0")
         }
     }
 }
@@ -122,4 +127,25 @@ pub(super) fn fill(statuses: Vec<Option<RcptStatus>>, why: &HopReply) -> Vec<Rcp
         .into_iter()
         .map(|s| s.unwrap_or_else(|| RcptStatus::Temporary(why.clone())))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HopReply;
+
+    #[test]
+    fn enhanced_status_is_taken_only_when_valid_and_of_the_same_class() {
+        for (code, text, want) in [
+            (550, "5.1.1 <u@example.com>: unknown user", "5.1.1"),
+            (452, "4.3.1 Insufficient system storage", "4.3.1"),
+            (250, "2.0.0 Ok: queued", "2.0.0"),
+            (550, "2.0.0 contradicts its own code", "5.0.0"),
+            (550, "999.999.999 no such class", "5.0.0"),
+            (550, "5.1234.1 subject too long", "5.0.0"),
+            (554, "Transaction failed", "5.0.0"),
+            (421, "4.4.2 timeout", "4.4.2"),
+        ] {
+            assert_eq!(HopReply::local(code, text).status(), want, "{code} {text}");
+        }
+    }
 }
