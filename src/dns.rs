@@ -4,7 +4,10 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use dashmap::DashMap;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -180,6 +183,103 @@ impl Resolver for HickoryResolver {
     }
 }
 
+/// One lookup in flight, shared by every caller that asks the same
+/// question meanwhile.
+type Flight<T> = Arc<tokio::sync::OnceCell<Result<T, DnsError>>>;
+
+/// Coalesces identical lookups in flight: during a storm from one sender
+/// domain or one client network, a hundred sessions asking the same name at
+/// once send one query and share its answer. Nothing is kept once the
+/// answer is in (repeats are the TTL cache's job, below). When the caller
+/// that sent the query gives up (its deadline), a waiting caller asks again.
+pub struct Coalescing<R> {
+    inner: R,
+    a: DashMap<String, Flight<Vec<Ipv4Addr>>>,
+    aaaa: DashMap<String, Flight<Vec<Ipv6Addr>>>,
+    txt: DashMap<String, Flight<Vec<String>>>,
+    ptr: DashMap<IpAddr, Flight<Vec<String>>>,
+    mx: DashMap<String, Flight<Vec<(u16, String)>>>,
+}
+
+impl<R: Resolver> Coalescing<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            a: DashMap::new(),
+            aaaa: DashMap::new(),
+            txt: DashMap::new(),
+            ptr: DashMap::new(),
+            mx: DashMap::new(),
+        }
+    }
+}
+
+async fn shared<K, T>(
+    flights: &DashMap<K, Flight<T>>,
+    key: K,
+    lookup: impl Future<Output = Result<T, DnsError>>,
+) -> Result<T, DnsError>
+where
+    K: Eq + std::hash::Hash + Clone,
+    T: Clone,
+{
+    let flight = flights.entry(key.clone()).or_default().clone();
+    let answer = flight.get_or_init(|| lookup).await.clone();
+    flights.remove_if(&key, |_, f| Arc::ptr_eq(f, &flight));
+    answer
+}
+
+impl<R: Resolver> Resolver for Coalescing<R> {
+    fn lookup_a<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<Ipv4Addr>> {
+        Box::pin(shared(&self.a, name.to_ascii_lowercase(), self.inner.lookup_a(name)))
+    }
+    fn lookup_txt<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<String>> {
+        Box::pin(shared(
+            &self.txt,
+            name.to_ascii_lowercase(),
+            self.inner.lookup_txt(name),
+        ))
+    }
+    fn lookup_aaaa<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<Ipv6Addr>> {
+        Box::pin(shared(
+            &self.aaaa,
+            name.to_ascii_lowercase(),
+            self.inner.lookup_aaaa(name),
+        ))
+    }
+    fn lookup_ptr<'a>(&'a self, ip: IpAddr) -> DnsFuture<'a, Vec<String>> {
+        Box::pin(shared(&self.ptr, ip, self.inner.lookup_ptr(ip)))
+    }
+    fn lookup_mx<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<(u16, String)>> {
+        Box::pin(shared(&self.mx, name.to_ascii_lowercase(), self.inner.lookup_mx(name)))
+    }
+}
+
+/// Joins futures concurrently, in one task, so borrowed futures work (the
+/// DNS lists ask all their zones at once).
+pub(crate) async fn join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
 /// The resolver of a configuration that needs no DNS: every lookup fails
 /// (nothing asks it).
 pub struct NoDns;
@@ -277,6 +377,69 @@ pub fn reverse_name(ip: IpAddr, zone: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Answers every A query after 50 ms, counting the queries it gets.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    impl Resolver for Counting {
+        fn lookup_a<'a>(&'a self, _: &'a str) -> DnsFuture<'a, Vec<Ipv4Addr>> {
+            Box::pin(async move {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(vec![Ipv4Addr::new(127, 0, 0, 2)])
+            })
+        }
+        fn lookup_txt<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<String>> {
+            NoDns.lookup_txt(name)
+        }
+        fn lookup_aaaa<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<Ipv6Addr>> {
+            NoDns.lookup_aaaa(name)
+        }
+        fn lookup_ptr<'a>(&'a self, ip: IpAddr) -> DnsFuture<'a, Vec<String>> {
+            NoDns.lookup_ptr(ip)
+        }
+        fn lookup_mx<'a>(&'a self, name: &'a str) -> DnsFuture<'a, Vec<(u16, String)>> {
+            NoDns.lookup_mx(name)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn identical_lookups_in_flight_send_one_query() {
+        let dns = Coalescing::new(Counting::default());
+        let ask = |name: &'static str| dns.lookup_a(name);
+        let same = (0..20).map(|i| {
+            ask(if i % 2 == 0 {
+                "2.0.0.127.bl.test"
+            } else {
+                "2.0.0.127.BL.test"
+            })
+        });
+        let answers = join_all(same.chain([ask("3.0.0.127.bl.test")])).await;
+        assert!(
+            answers
+                .iter()
+                .all(|a| a.as_deref() == Ok(&[Ipv4Addr::new(127, 0, 0, 2)][..]))
+        );
+        // Twenty askers of one name (any case), one of another: two queries.
+        assert_eq!(dns.inner.0.load(Ordering::SeqCst), 2);
+        // Once answered nothing is kept: the next question is asked again.
+        dns.lookup_a("2.0.0.127.bl.test").await.unwrap();
+        assert_eq!(dns.inner.0.load(Ordering::SeqCst), 3);
+        assert!(dns.a.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_asks_again_when_the_first_caller_gives_up() {
+        let dns = Coalescing::new(Counting::default());
+        let impatient = tokio::time::timeout(Duration::from_millis(10), dns.lookup_a("x.bl.test"));
+        let patient = dns.lookup_a("x.bl.test");
+        let (gave_up, answer) = tokio::join!(impatient, patient);
+        assert!(gave_up.is_err());
+        assert_eq!(answer, Ok(vec![Ipv4Addr::new(127, 0, 0, 2)]));
+        assert_eq!(dns.inner.0.load(Ordering::SeqCst), 2);
+    }
 
     #[test]
     fn reverse_names() {

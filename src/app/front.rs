@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use tokio::sync::Semaphore;
 
 use super::core::{Core, needs_dns};
-use crate::dns::{HickoryResolver, NoDns, Resolver};
+use crate::dns::{Coalescing, HickoryResolver, NoDns, Resolver};
 use crate::pipeline::Pipeline;
 use crate::policy::callahead::CallAhead;
 use crate::policy::connection::{Allowlist, ConnectionFilter, ConnectionLimits};
@@ -34,7 +34,7 @@ pub(super) fn checks(
     let c = &core.config;
     let needs = needs_dns(c);
     let resolver: Arc<dyn Resolver> = match dns.filter(|_| needs) {
-        Some(inner) => Arc::new(HickoryResolver::from_resolver(inner)),
+        Some(inner) => Arc::new(Coalescing::new(HickoryResolver::from_resolver(inner))),
         None => Arc::new(NoDns),
     };
     let mut checks: Vec<Arc<dyn Check>> = Vec::new();

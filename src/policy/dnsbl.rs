@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::dns::{DnsError, Resolver, reverse_name};
+use crate::dns::{DnsError, Resolver, join_all, reverse_name};
 use crate::events::{Event, EventBus};
 use crate::proto::Reply;
 
@@ -141,7 +141,7 @@ impl Dnsbl {
                 _ => {}
             }
         });
-        futures_join_all(checks).await;
+        join_all(checks).await;
     }
 
     /// The RFC 5782 §5 test entries of `zone`: 127.0.0.1 must not be
@@ -221,7 +221,7 @@ impl Dnsbl {
             (zone, res)
         });
         let mut score = Score::default();
-        for (zone, res) in futures_join_all(futs).await {
+        for (zone, res) in join_all(futs).await {
             let z: &str = &zone.name;
             m.dnsbl_queries.with_label_values(&[z]).inc();
             match &res {
@@ -409,31 +409,6 @@ impl DnsblCheck {
             ),
         ))
     }
-}
-
-/// Joins futures concurrently (a tiny `join_all` on tokio's JoinSet-free
-/// path: polls all in one task, so borrowed futures work).
-async fn futures_join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
-    let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
-            if o.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *o = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().flatten().collect()
 }
 
 #[cfg(test)]
