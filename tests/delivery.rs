@@ -11,20 +11,6 @@ use sluice::events::{Event, RcptOutcome};
 
 use crate::util::*;
 
-/// The `DeliveryAttempt` event for `rcpt`: (outcome, attempt number).
-async fn attempt_of(events: &mut tokio::sync::broadcast::Receiver<Arc<Event>>, rcpt: &str) -> (RcptOutcome, u32) {
-    wait_event(events, |e| match e {
-        Event::DeliveryAttempt {
-            rcpt: r,
-            outcome,
-            attempt,
-            ..
-        } if r == rcpt => Some((outcome.clone(), *attempt)),
-        _ => None,
-    })
-    .await
-}
-
 #[tokio::test]
 async fn connection_failure_is_retried_with_backoff() {
     let retry_initial = Duration::from_secs(1);

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice::events::{Event, RcptOutcome};
+use sluice::events::RcptOutcome;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -205,20 +205,6 @@ async fn hop_session(
     }
 }
 
-/// The next `DeliveryAttempt` for `rcpt`: (outcome, attempt number).
-async fn attempt_of(events: &mut tokio::sync::broadcast::Receiver<Arc<Event>>, rcpt: &str) -> (RcptOutcome, u32) {
-    wait_event(events, |e| match e {
-        Event::DeliveryAttempt {
-            rcpt: r,
-            outcome,
-            attempt,
-            ..
-        } if r == rcpt => Some((outcome.clone(), *attempt)),
-        _ => None,
-    })
-    .await
-}
-
 /// Refuses RCPT known@example.com, as a next hop that does not know it.
 fn refuse_known(verb: &str, line: &str, _: &HopState) -> Option<String> {
     (verb == "RCPT" && line.contains("<known@example.com>"))
@@ -235,16 +221,11 @@ async fn send(c: &mut Client, from: &str, rcpts: &[&str], msg: &[u8]) {
     assert!(r.starts_with("250"), "{r}");
 }
 
-// === the bugs ===
-
-/// Issue 15: after a transaction in which the next hop refused every
-/// recipient, the client sent no RSET; the next message on that connection
-/// got `503 nested MAIL`, and was bounced (or, when the hop answered 354,
-/// delivered empty).
-#[tokio::test]
-async fn a_next_hop_that_refused_every_recipient_got_no_rset_so_the_next_message_met_503_nested_mail() {
-    // See: 219378c Next-hop client: RSET after a failed transaction (reuse only on 250)
-    let hop = StrictHop::start(false, Arc::new(refuse_known)).await;
+/// Over one pooled connection to `hop` (which refuses known@example.com):
+/// a message to that recipient alone, bounced, then one to
+/// user@example.com, delivered by its first attempt. Returns the running
+/// relay, the sink its bounces go to, and the second message.
+async fn refused_then_accepted(hop: &StrictHop) -> (TestRelay, Sink, Vec<u8>) {
     let bounces = Sink::start().await;
     let port = bounces.port;
     let relay = TestRelay::start_with(&hop.next_hop(), |c| {
@@ -255,19 +236,12 @@ async fn a_next_hop_that_refused_every_recipient_got_no_rset_so_the_next_message
     let mut events = relay.running().events.subscribe();
     let mut c = relay.client().await;
     c.cmd("EHLO client.example", "250").await;
-    // The first message's only recipient is refused by the next hop.
-    send(
-        &mut c,
-        "sender@client.example",
-        &["known@example.com"],
-        &test_message("first"),
-    )
-    .await;
+    let first = test_message("first");
+    send(&mut c, "sender@client.example", &["known@example.com"], &first).await;
     assert_eq!(
         attempt_of(&mut events, "known@example.com").await,
         (RcptOutcome::Bounced, 1)
     );
-    // The second goes over the same connection and arrives once and whole.
     let second = test_message("second");
     send(&mut c, "sender@client.example", &["user@example.com"], &second).await;
     assert_eq!(
@@ -276,6 +250,22 @@ async fn a_next_hop_that_refused_every_recipient_got_no_rset_so_the_next_message
         "delivered by its first attempt: {:?}",
         hop.conns()
     );
+    (relay, bounces, second)
+}
+
+// === the bugs ===
+
+/// Issue 15: after a transaction in which the next hop refused every
+/// recipient, the client sent no RSET; the next message on that connection
+/// got `503 nested MAIL`, and was bounced (or, when the hop answered 354,
+/// delivered empty).
+#[tokio::test]
+async fn a_next_hop_that_refused_every_recipient_got_no_rset_so_the_next_message_met_503_nested_mail() {
+    // See: 219378c Next-hop client: RSET after a failed transaction (reuse only on 250)
+    let hop = StrictHop::start(false, Arc::new(refuse_known)).await;
+    // The second message goes over the same connection and arrives once
+    // and whole.
+    let (_relay, bounces, second) = refused_then_accepted(&hop).await;
     let conns = hop.conns();
     assert_eq!(conns.len(), 1, "one connection for both messages: {conns:?}");
     let taken = hop.taken();
@@ -313,33 +303,7 @@ async fn a_354_to_data_after_every_recipient_was_refused_got_an_empty_message() 
         }),
     )
     .await;
-    let bounces = Sink::start().await;
-    let port = bounces.port;
-    let relay = TestRelay::start_with(&hop.next_hop(), |c| {
-        c.relay.concurrency = 1;
-        set_bounce_relay(c, port);
-    })
-    .await;
-    let mut events = relay.running().events.subscribe();
-    let mut c = relay.client().await;
-    c.cmd("EHLO client.example", "250").await;
-    send(
-        &mut c,
-        "sender@client.example",
-        &["known@example.com"],
-        &test_message("first"),
-    )
-    .await;
-    assert_eq!(
-        attempt_of(&mut events, "known@example.com").await,
-        (RcptOutcome::Bounced, 1)
-    );
-    let second = test_message("second");
-    send(&mut c, "sender@client.example", &["user@example.com"], &second).await;
-    assert_eq!(
-        attempt_of(&mut events, "user@example.com").await,
-        (RcptOutcome::Delivered, 1)
-    );
+    let (_relay, _bounces, second) = refused_then_accepted(&hop).await;
     // The hop took exactly one message: the second, whole. Nothing (not
     // even a dot) followed the 354 that had no recipient.
     let taken = hop.taken();

@@ -289,15 +289,7 @@ impl QueueShared {
             self.double_bounce(stored, failures).await;
             return;
         }
-        let fs: Vec<Failure<'_>> = failures
-            .iter()
-            .map(|(i, status, diag)| Failure {
-                rcpt: &env.rcpts[*i],
-                status: status.clone(),
-                diagnostic: diag.clone(),
-                remote: Some(self.cfg.next_hop.to_string()),
-            })
-            .collect();
+        let fs = dsn_failures(env, failures, Some(self.cfg.next_hop.to_string()));
         let Some(original) = self.body(stored).await else {
             return;
         };
@@ -334,15 +326,7 @@ impl QueueShared {
         let mut as_sent = (**env).clone();
         as_sent.mail_from = Some(postmaster.clone());
         as_sent.ret = Some("HDRS".into());
-        let fs: Vec<Failure<'_>> = failures
-            .iter()
-            .map(|(i, status, diag)| Failure {
-                rcpt: &env.rcpts[*i],
-                status: status.clone(),
-                diagnostic: diag.clone(),
-                remote: None,
-            })
-            .collect();
+        let fs = dsn_failures(env, failures, None);
         let id = format!("{}D{}", env.id, failures[0].0);
         let Some((mut denv, msg)) = dsn::build(&as_sent, &fs, &original, &self.hostname, id, now_secs()) else {
             return;
@@ -368,6 +352,24 @@ impl QueueShared {
             }),
         }
     }
+}
+
+/// The DSN's view of `failures` (recipient index, status, diagnostic) of
+/// `env`; `remote` is the next hop that gave them, when there was one.
+fn dsn_failures<'e>(
+    env: &'e Envelope,
+    failures: &[(usize, String, String)],
+    remote: Option<String>,
+) -> Vec<Failure<'e>> {
+    failures
+        .iter()
+        .map(|(i, status, diag)| Failure {
+            rcpt: &env.rcpts[*i],
+            status: status.clone(),
+            diagnostic: diag.clone(),
+            remote: remote.clone(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

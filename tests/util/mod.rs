@@ -95,6 +95,23 @@ pub async fn wait_event<T>(
     }
 }
 
+/// The next `DeliveryAttempt` event for `rcpt`: (outcome, attempt number).
+pub async fn attempt_of(
+    events: &mut tokio::sync::broadcast::Receiver<Arc<sluice::events::Event>>,
+    rcpt: &str,
+) -> (sluice::events::RcptOutcome, u32) {
+    wait_event(events, |e| match e {
+        sluice::events::Event::DeliveryAttempt {
+            rcpt: r,
+            outcome,
+            attempt,
+            ..
+        } if r == rcpt => Some((outcome.clone(), *attempt)),
+        _ => None,
+    })
+    .await
+}
+
 /// Stops `relay` gracefully (in-flight attempts finish, mail accepted
 /// before the stop gets its first attempt, marks are flushed) and returns
 /// the ids of the messages its spool still owes a delivery. After this,
