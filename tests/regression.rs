@@ -712,3 +712,84 @@ async fn negative_answers_without_an_soa_were_asked_for_again_and_again() {
         .count();
     assert_eq!(asked, 1, "{}", dns.log());
 }
+
+// See: issue 17: bodies were held in memory until the end of DATA, so 200
+// clients sending 5 MiB each took the relay to 1.2 GiB. Now a session holds
+// `server.body_memory` and the rest waits in `spool/incoming/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_in_flight_were_held_in_memory() {
+    const CLIENTS: usize = 24;
+    const BODY: usize = 4 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start().await;
+    let p = Proc::start(dir.path(), free_port(), sink.port);
+    let line = format!("{}\r\n", "0123456789abcdef".repeat(4));
+    let body: Arc<Vec<u8>> = Arc::new(line.repeat(BODY / line.len()).into_bytes());
+    let sent = Arc::new(tokio::sync::Barrier::new(CLIENTS + 1));
+    let finish = Arc::new(tokio::sync::Barrier::new(CLIENTS + 1));
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..CLIENTS {
+        let (addr, body, sent, finish) = (p.addr, body.clone(), sent.clone(), finish.clone());
+        clients.spawn(async move {
+            let mut c = Client::connect(addr).await;
+            c.expect("220").await;
+            c.envelope("a@client.example", &["user@example.com"]).await;
+            c.cmd("DATA", "354").await;
+            c.send_raw(format!("Subject: big {i}\r\n\r\n").as_bytes()).await;
+            c.send_raw(&body).await;
+            sent.wait().await;
+            finish.wait().await;
+            c.send_raw(b".\r\n").await;
+            c.expect("250 2.0.0").await;
+            c.send("QUIT").await;
+        });
+    }
+    sent.wait().await;
+    // Every body is with the relay (and not in socket buffers) once the
+    // files under incoming/ hold all but the last buffer of each.
+    let incoming = dir.path().join("spool/incoming");
+    let want = (CLIENTS * (BODY - (64 << 10))) as u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let on_disk = || -> u64 {
+        std::fs::read_dir(&incoming)
+            .map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+            .unwrap_or(0)
+    };
+    while on_disk() < want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {want} body octets went to spool/incoming",
+            on_disk()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rss_mib = p.rss_kib() / 1024;
+    let in_flight_mib = (CLIENTS * BODY) >> 20;
+    assert!(
+        rss_mib < 64,
+        "{rss_mib} MiB resident with {in_flight_mib} MiB of bodies in flight"
+    );
+    finish.wait().await;
+    while let Some(r) = clients.join_next().await {
+        r.unwrap();
+    }
+    let got = sink.wait_for(CLIENTS).await;
+    let mut seen = std::collections::HashSet::new();
+    for m in &got {
+        let text = strip_trace(&m.data);
+        let i: usize = String::from_utf8_lossy(&text[..text.len().min(20)])
+            .strip_prefix("Subject: big ")
+            .and_then(|t| t.split('\r').next()?.parse().ok())
+            .expect("the test's Subject first");
+        let mut want = format!("Subject: big {i}\r\n\r\n").into_bytes();
+        want.extend_from_slice(&body);
+        assert!(text == want.as_slice(), "message {i} relayed byte-exact");
+        seen.insert(i);
+    }
+    assert_eq!(seen.len(), CLIENTS);
+    assert_eq!(
+        std::fs::read_dir(&incoming).unwrap().count(),
+        0,
+        "incoming/ is empty again"
+    );
+}

@@ -3,90 +3,12 @@
 //! DATA in progress finish.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::util::*;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The sluice binary with a config in `dir`, listening on `port`.
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Proc {
-    fn start(dir: &std::path::Path, port: u16, next_hop_port: u16) -> Proc {
-        Self::start_with(dir, port, next_hop_port, "1s")
-    }
-
-    /// `retry_initial`: the first retry delay after a failed attempt.
-    fn start_with(dir: &std::path::Path, port: u16, next_hop_port: u16, retry_initial: &str) -> Proc {
-        let toml = base_toml(&format!("smtp://127.0.0.1:{next_hop_port}"))
-            .replace(
-                "retry_initial = \"1s\"\nretry_max = \"2s\"",
-                &format!("retry_initial = \"{retry_initial}\"\nretry_max = \"2h\""),
-            )
-            .replace(
-                "listen = [\"127.0.0.1:0\"]",
-                &format!("listen = [\"127.0.0.1:{port}\"]"),
-            )
-            .replace(
-                "table = \"recipients\"",
-                "table = \"recipients\"\nreload_interval = \"1h\"",
-            );
-        assert!(toml.contains(&format!("retry_initial = \"{retry_initial}\"")), "{toml}");
-        std::fs::write(dir.join("sluice.toml"), toml).unwrap();
-        if !dir.join("recipients").exists() {
-            std::fs::write(dir.join("recipients"), TABLE).unwrap();
-        }
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["serve", "--config"])
-            .arg(dir.join("sluice.toml"))
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(std::time::Instant::now() < deadline, "sluice did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Proc { child, addr }
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args(["-s", sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn send_one(addr: SocketAddr, marker: &str) -> String {
     let mut c = Client::connect(addr).await;

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
+
 use super::core::Core;
 use crate::delivery::queue::QueueHandle;
 use crate::pipeline::{HeaderLimits, Pipeline};
@@ -10,6 +12,7 @@ use crate::scan::ContentFilter;
 use crate::scan::deferred::{DeferredHandle, DeferredScanner};
 use crate::spam::filter::SpamFilter;
 use crate::spool::Spool;
+use crate::spool::incoming::IncomingDir;
 
 pub(super) struct Parts {
     pub pipeline: Arc<Pipeline>,
@@ -58,6 +61,11 @@ pub(super) fn build(
         deferred: deferred.clone(),
         spam: spam.clone(),
         spool,
+        check_memory: crate::pipeline::CheckMemory::new(c.server.check_memory),
+        incoming: Some(
+            IncomingDir::open(&c.spool.dir, c.server.body_memory)
+                .with_context(|| format!("spool.dir: cannot prepare {}/incoming", c.spool.dir.display()))?,
+        ),
         queue,
         quarantine,
         events: core.events.clone(),

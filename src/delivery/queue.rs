@@ -22,9 +22,42 @@ use crate::mail::date::now_secs;
 use crate::mail::envelope::{Envelope, Generated};
 use crate::spool::{Spool, Stored};
 
-/// Messages waiting in memory with their body; beyond this, bodies are
-/// dropped and re-read from the spool when their turn comes.
-const MAX_BODIES_IN_MEMORY: usize = 2000;
+/// Body octets kept in memory by messages waiting for their turn; beyond
+/// this, bodies are dropped and re-read from the spool when their turn
+/// comes (large bodies are read back from the page cache, usually).
+const READY_BODY_BYTES: usize = 16 << 20;
+
+/// Messages ready for an attempt, in order, and the body octets they hold.
+#[derive(Default)]
+struct Ready {
+    jobs: VecDeque<Job>,
+    body_bytes: usize,
+}
+
+impl Ready {
+    fn push_back(&mut self, mut job: Job) {
+        if let Some(b) = &job.stored.body {
+            if self.body_bytes + b.len() > READY_BODY_BYTES {
+                job.stored.body = None;
+            } else {
+                self.body_bytes += b.len();
+            }
+        }
+        self.jobs.push_back(job);
+    }
+
+    fn pop_front(&mut self) -> Option<Job> {
+        let job = self.jobs.pop_front()?;
+        self.body_bytes -= job.stored.body.as_ref().map_or(0, |b| b.len());
+        Some(job)
+    }
+
+    /// Keeps only the messages not yet tried.
+    fn retain_fresh(&mut self) {
+        self.jobs.retain(|j| j.attempts == 0);
+        self.body_bytes = self.jobs.iter().filter_map(|j| j.stored.body.as_ref()).map(|b| b.len()).sum();
+    }
+}
 
 /// Handle to enqueue stored messages.
 #[derive(Clone)]
@@ -99,7 +132,7 @@ impl Queue {
             events: self.events.clone(),
             handle,
         });
-        let mut ready: VecDeque<Job> = VecDeque::new();
+        let mut ready = Ready::default();
         let mut delayed: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
         let mut parked: std::collections::HashMap<u64, Job> = std::collections::HashMap::new();
         let mut seq = 0u64;
@@ -124,10 +157,7 @@ impl Queue {
                     }
                 }
                 msg = self.rx.recv() => {
-                    let Some(mut stored) = msg else { break };
-                    if ready.len() >= MAX_BODIES_IN_MEMORY {
-                        stored.body = None;
-                    }
+                    let Some(stored) = msg else { break };
                     ready.push_back(Job { stored, attempts: 0 });
                 }
                 _ = sleep_until(next_due), if next_due.is_some() => {
@@ -149,7 +179,7 @@ impl Queue {
         while let Ok(stored) = self.rx.try_recv() {
             ready.push_back(Job { stored, attempts: 0 });
         }
-        ready.retain(|j| j.attempts == 0);
+        ready.retain_fresh();
         loop {
             while inflight.len() < self.cfg.concurrency {
                 let Some(job) = ready.pop_front() else { break };

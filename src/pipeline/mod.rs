@@ -19,14 +19,30 @@ use crate::mail::envelope::Envelope;
 use crate::proto::{BodyProblem, Reply, scan_headers};
 use crate::quarantine::Quarantine;
 use crate::scan::deferred::DeferredHandle;
-use crate::scan::{ContentFilter, Inspected, OnFailure, ScanStream, Verdict};
+use crate::scan::{ContentFilter, Fed, Inspected, OnFailure, ScanStream, Verdict};
 use crate::spam::filter::SpamFilter;
 use crate::spool::Spool;
+use crate::spool::incoming::{BodyBuf, IncomingDir};
 
 /// Octets collected before they are fed to a streamed scan.
 pub const STREAM_BATCH: usize = 32 * 1024;
 
-/// A message as the session received it.
+/// A message as the session hands it over at the end of DATA: its body
+/// may be partly in a file (see [`crate::spool::incoming`]).
+pub struct Arrived {
+    pub session: u64,
+    pub envelope: Envelope,
+    pub body: BodyBuf,
+    /// Length of the trace headers at the start of `body`.
+    pub trace_len: usize,
+    pub problem: Option<BodyProblem>,
+    /// The virus scan fed while the body arrived, and what it has seen of
+    /// the octets still in memory (`body.mem`).
+    pub stream: Option<Box<dyn ScanStream>>,
+    pub streamed: Fed,
+}
+
+/// A message with its whole body in memory, as the checks see it.
 pub struct Received {
     /// The session that received it (0 for none), for the events.
     pub session: u64,
@@ -41,7 +57,47 @@ pub struct Received {
     /// The virus scan fed while the body arrived, if one was started, and
     /// how much of `body` it has seen.
     pub stream: Option<Box<dyn ScanStream>>,
-    pub streamed: usize,
+    pub streamed: Fed,
+}
+
+/// The refusal for what the receiver found wrong.
+fn body_problem(p: BodyProblem) -> Refusal {
+    let (reply, reason) = match p {
+        BodyProblem::TooBig => (Reply::SIZE_EXCEEDED, Reason::Size),
+        BodyProblem::LineTooLong => (Reply::DATA_LINE_TOO_LONG, Reason::LineTooLong),
+        BodyProblem::BareNewline => (Reply::BARE_NEWLINE, Reason::BareNewline),
+    };
+    Refusal::new(reply, reason, "")
+}
+
+/// The memory the end-of-DATA checks may use at once, shared by all
+/// sessions: a message holds twice its size of it (its body, and what
+/// decoding and scoring make of it) while it is checked and stored.
+pub struct CheckMemory {
+    kib: Arc<tokio::sync::Semaphore>,
+    total_kib: u32,
+}
+
+impl CheckMemory {
+    pub fn new(bytes: usize) -> Self {
+        let total_kib = (bytes / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS.min(u32::MAX as usize)) as u32;
+        Self {
+            kib: Arc::new(tokio::sync::Semaphore::new(total_kib as usize)),
+            total_kib,
+        }
+    }
+
+    /// Waits until a message of `size` octets may be checked; a message
+    /// larger than the budget waits for all of it.
+    pub async fn acquire(&self, size: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let want = (size.saturating_mul(2) / 1024 + 1).min(u64::from(self.total_kib)) as u32;
+        self.kib.clone().acquire_many_owned(want).await.ok()
+    }
+
+    /// KiB in use now.
+    pub fn in_use_kib(&self) -> u32 {
+        self.total_kib - self.kib.available_permits() as u32
+    }
 }
 
 /// What became of a message.
@@ -76,6 +132,11 @@ pub struct Pipeline {
     /// Spam scoring, unless `spam.enabled = false`.
     pub spam: Option<Arc<SpamFilter>>,
     pub spool: Arc<dyn Spool>,
+    /// The memory budget of the checks (`server.check_memory`), in KiB.
+    pub check_memory: CheckMemory,
+    /// Where bodies larger than `server.body_memory` go while they arrive
+    /// (none: they stay in memory, as with the in-memory spool of tests).
+    pub incoming: Option<IncomingDir>,
     pub queue: QueueHandle,
     /// Where quarantined spam goes.
     pub quarantine: Arc<Quarantine>,
@@ -105,8 +166,43 @@ impl Pipeline {
         }
     }
 
+    /// Decides about a message that has just arrived, and stores it when
+    /// it is accepted. Its body is read into memory (from its file, if it
+    /// went to one) once the memory budget has room for it.
+    pub async fn process(&self, msg: Arrived) -> Outcome {
+        if let Some(p) = msg.problem {
+            return Outcome::Refused(body_problem(p));
+        }
+        let _permit = self.check_memory.acquire(msg.body.len()).await;
+        let spilled = msg.body.spilled_len() as usize;
+        let body = match msg.body.load().await {
+            Ok(b) => b,
+            Err(e) => {
+                self.events.emit(Event::Warning {
+                    component: "spool",
+                    message: format!("{}: incoming body: {e}", msg.envelope.id),
+                });
+                return Outcome::Refused(Refusal::new(Reply::SPOOL_FAILED, Reason::Spool, e.to_string()));
+            }
+        };
+        let streamed = Fed {
+            head: msg.streamed.head,
+            upto: msg.streamed.upto + spilled,
+        };
+        self.check(Received {
+            session: msg.session,
+            envelope: msg.envelope,
+            body,
+            trace_len: msg.trace_len,
+            problem: None,
+            stream: msg.stream,
+            streamed,
+        })
+        .await
+    }
+
     /// Decides about `msg`, and stores it when it is accepted.
-    pub async fn process(&self, mut msg: Received) -> Outcome {
+    pub async fn check(&self, mut msg: Received) -> Outcome {
         if let Some(r) = self.form(&msg) {
             return Outcome::Refused(r);
         }
@@ -139,12 +235,7 @@ impl Pipeline {
     /// and the Received count (a loop).
     fn form(&self, msg: &Received) -> Option<Refusal> {
         if let Some(p) = msg.problem {
-            let (reply, reason) = match p {
-                BodyProblem::TooBig => (Reply::SIZE_EXCEEDED, Reason::Size),
-                BodyProblem::LineTooLong => (Reply::DATA_LINE_TOO_LONG, Reason::LineTooLong),
-                BodyProblem::BareNewline => (Reply::BARE_NEWLINE, Reason::BareNewline),
-            };
-            return Some(Refusal::new(reply, reason, ""));
+            return Some(body_problem(p));
         }
         let info = scan_headers(&msg.body[msg.trace_len..], self.limits.max_header_size);
         if info.size > self.limits.max_header_size {

@@ -289,28 +289,42 @@ pub fn scan_view(msg: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     }
 }
 
-/// Feeds a streamed scan with `body[*streamed..]`: the header block of
+/// How much of a body a streamed scan has seen: whether the header block
+/// went out, and the offset in `body` up to which octets were sent.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Fed {
+    pub head: bool,
+    pub upto: usize,
+}
+
+/// Feeds a streamed scan with `body[fed.upto..]`: the header block of
 /// [`scan_head`] first, then the body in batches of at least `batch`
 /// octets (everything when `all`).
-pub async fn feed(stream: &mut dyn ScanStream, body: &[u8], streamed: &mut usize, batch: usize, all: bool) {
-    if *streamed == 0 {
+pub async fn feed(stream: &mut dyn ScanStream, body: &[u8], fed: &mut Fed, batch: usize, all: bool) {
+    if !fed.head {
         match scan_head(body) {
             Some((head, start)) => {
                 stream.push(&head).await;
-                *streamed = start;
+                *fed = Fed {
+                    head: true,
+                    upto: start,
+                };
             }
             None if all => {
                 stream.push(&scan_view(body)).await;
-                *streamed = body.len();
+                *fed = Fed {
+                    head: true,
+                    upto: body.len(),
+                };
                 return;
             }
             None => return,
         }
     }
-    let pending = body.len().saturating_sub(*streamed);
+    let pending = body.len().saturating_sub(fed.upto);
     if pending > 0 && (all || pending >= batch) {
-        stream.push(&body[*streamed..]).await;
-        *streamed = body.len();
+        stream.push(&body[fed.upto..]).await;
+        fed.upto = body.len();
     }
 }
 

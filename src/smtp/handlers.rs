@@ -7,9 +7,11 @@ use super::session::{Mode, Session, Step, Transaction};
 use crate::events::{ContentKind, Event, Reason, Refusal, ScanMode};
 use crate::mail::date::{now_secs, rfc5322_date};
 use crate::mail::envelope::{Envelope, Recipient};
-use crate::pipeline::{Outcome, Received, STREAM_BATCH};
+use crate::pipeline::{Arrived, Outcome, STREAM_BATCH};
 use crate::policy::{Decision, Stage};
 use crate::proto::{BdatReceiver, BodyProblem, DataReceiver, MailParams, Mailbox, RcptParams, Reply};
+use crate::scan::Fed;
+use crate::spool::incoming::BodyBuf;
 
 impl Session {
     // === EHLO / HELO ===
@@ -72,11 +74,11 @@ impl Session {
             mail_from: from,
             params,
             rcpts: Vec::new(),
-            body: Vec::new(),
+            body: BodyBuf::default(),
             trace_len: 0,
             bdat: None,
             stream: None,
-            streamed: 0,
+            streamed: Fed::default(),
         });
         Reply::SENDER_OK
     }
@@ -198,12 +200,34 @@ impl Session {
         let header = self.received_header();
         let stream = self.shared.pipeline.start_stream();
         if let Some(tx) = self.tx.as_mut() {
-            tx.body = Vec::with_capacity(header.len() + 8192);
-            tx.body.extend_from_slice(header.as_bytes());
+            tx.body = BodyBuf::with_head(header.as_bytes());
             tx.trace_len = header.len();
             tx.stream = stream;
-            tx.streamed = 0;
+            tx.streamed = Fed::default();
         }
+    }
+
+    /// Moves the body's octets in memory to its file once they pass
+    /// `server.body_memory`; the streamed scan gets them first (a scan
+    /// that has not yet seen the whole header block is given up, and the
+    /// message is scanned whole at the end).
+    pub(super) async fn spill_body(&mut self) {
+        let Some(dir) = self.shared.pipeline.incoming.as_ref() else {
+            return;
+        };
+        let Some(tx) = self.tx.as_mut() else { return };
+        if !tx.body.over(dir) {
+            return;
+        }
+        if let Some(stream) = tx.stream.as_mut() {
+            if tx.streamed.head {
+                crate::scan::feed(stream.as_mut(), &tx.body.mem, &mut tx.streamed, STREAM_BATCH, true).await;
+            } else {
+                tx.stream = None;
+            }
+        }
+        tx.body.spill(dir).await;
+        tx.streamed.upto = 0;
     }
 
     /// Feeds the body received so far to the streamed scan, in batches
@@ -219,7 +243,7 @@ impl Session {
         else {
             return;
         };
-        crate::scan::feed(stream.as_mut(), body, streamed, STREAM_BATCH, all).await;
+        crate::scan::feed(stream.as_mut(), &body.mem, streamed, STREAM_BATCH, all).await;
     }
 
     /// `Received:` trace header (RFC 5321 §4.4, protocol names RFC 3848/6531).
@@ -275,7 +299,7 @@ impl Session {
             esmtp: self.esmtp,
             generated: None,
         };
-        let received = Received {
+        let received = Arrived {
             session: self.id,
             envelope,
             body: tx.body,

@@ -22,6 +22,8 @@ use crate::policy::{CheckChain, SessionCtx, Stage};
 use crate::proto::{
     BdatReceiver, BodyLimits, Command, DataReceiver, DataStatus, Line, LineReceiver, MailParams, Mailbox, Reply,
 };
+use crate::scan::Fed;
+use crate::spool::incoming::BodyBuf;
 use crate::tls::TlsSource;
 
 /// Everything sessions share. Built once by `app.rs`.
@@ -66,16 +68,16 @@ pub(super) struct Transaction {
     pub params: MailParams,
     pub rcpts: Vec<Recipient>,
     /// The body as it will be spooled: our Received header, then the
-    /// client's octets.
-    pub body: Vec<u8>,
+    /// client's octets (beyond `server.body_memory`, in a file).
+    pub body: BodyBuf,
     /// Length of the Received header at the start of `body`.
     pub trace_len: usize,
     /// BDAT state, once the first BDAT arrived.
     pub bdat: Option<BdatReceiver>,
     /// Virus scan fed while the body arrives, if one could be started.
     pub stream: Option<Box<dyn crate::scan::ScanStream>>,
-    /// Octets of `body` already fed to `stream`.
-    pub streamed: usize,
+    /// What `stream` has seen of `body.mem`.
+    pub streamed: Fed,
 }
 
 /// What the receiver is doing with incoming bytes.
@@ -361,9 +363,10 @@ impl Session {
             self.mode = Mode::Command;
             return Step::Continue;
         };
-        let (status, used) = rx.ingest(conn.input(), &mut tx.body);
+        let (status, used) = rx.ingest(conn.input(), &mut tx.body.mem);
         conn.consume(used);
         self.feed_stream(false).await;
+        self.spill_body().await;
         match status {
             DataStatus::NeedsMoreData => Step::NeedMore,
             DataStatus::Done => {
@@ -391,7 +394,7 @@ impl Session {
             let Some(rx) = self
                 .tx
                 .as_mut()
-                .and_then(|tx| tx.bdat.as_mut().map(|rx| (rx, &mut tx.body)))
+                .and_then(|tx| tx.bdat.as_mut().map(|rx| (rx, &mut tx.body.mem)))
             else {
                 self.mode = Mode::Command;
                 return Step::Continue;
@@ -399,6 +402,7 @@ impl Session {
             let (complete, used) = rx.0.ingest(conn.input(), rx.1);
             conn.consume(used);
             self.feed_stream(false).await;
+            self.spill_body().await;
             complete
         };
         if !complete {

@@ -5,6 +5,7 @@
 //! not marked done is handed back by [`Spool::recover`] after a restart.
 
 pub mod fs;
+pub mod incoming;
 pub mod mem;
 
 use std::future::Future;

@@ -4,7 +4,10 @@
 
 #![allow(dead_code)]
 
+pub mod process;
 pub mod services;
+
+pub use process::{Proc, free_port};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

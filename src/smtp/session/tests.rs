@@ -14,6 +14,8 @@ use crate::delivery::queue::QueueHandle;
 use crate::spool::mem::MemSpool;
 
 struct Harness {
+    /// Holds `incoming/`, where bodies over 4 KiB go while they arrive.
+    _incoming: tempfile::TempDir,
     spool: Arc<MemSpool>,
     queued: tokio::sync::mpsc::UnboundedReceiver<crate::spool::Stored>,
     client: BufReader<DuplexStream>,
@@ -27,6 +29,7 @@ impl Harness {
         )
         .unwrap();
         let spool = Arc::new(MemSpool::default());
+        let incoming = tempfile::tempdir().unwrap();
         let (queue, queued) = QueueHandle::detached();
         let events = EventBus::new(64);
         let pipeline = Arc::new(crate::pipeline::Pipeline {
@@ -39,6 +42,8 @@ impl Harness {
             deferred: None,
             spam: None,
             spool: spool.clone(),
+            check_memory: crate::pipeline::CheckMemory::new(config.server.check_memory),
+            incoming: Some(crate::spool::incoming::IncomingDir::open(incoming.path(), 4096).unwrap()),
             queue,
             quarantine: Arc::new(crate::quarantine::Quarantine::new("/nonexistent/quarantine")),
             events: events.clone(),
@@ -61,6 +66,7 @@ impl Harness {
             s.run(server, true).await
         });
         let mut h = Harness {
+            _incoming: incoming,
             spool,
             queued,
             client: BufReader::new(client),
