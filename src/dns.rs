@@ -11,6 +11,10 @@ use dashmap::DashMap;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub mod health;
+
+pub use health::{Health, HealthConfig, QueryOutcome};
+
 /// Why a lookup gave no records.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DnsError {
@@ -40,6 +44,8 @@ pub trait Resolver: Send + Sync + 'static {
 /// hickory-resolver, with its answer cache (entries live for their TTL).
 pub struct HickoryResolver {
     inner: hickory_resolver::TokioResolver,
+    /// Told the outcome of every query (see [`health`]).
+    health: Option<Arc<Health>>,
 }
 
 /// A hickory resolver (with its TTL cache) as sluice uses it, for the
@@ -84,12 +90,19 @@ impl HickoryResolver {
     pub fn new(server: Option<SocketAddr>, timeout: Duration) -> Result<Self, DnsError> {
         Ok(Self {
             inner: tokio_resolver(server, timeout, Duration::from_secs(60))?,
+            health: None,
         })
     }
 
     /// Wraps a resolver built by [`tokio_resolver`] (clones share its cache).
     pub fn from_resolver(inner: hickory_resolver::TokioResolver) -> Self {
-        Self { inner }
+        Self { inner, health: None }
+    }
+
+    /// Reports every query's outcome to `health`.
+    pub fn with_health(mut self, health: Arc<Health>) -> Self {
+        self.health = Some(health);
+        self
     }
 
     async fn lookup(
@@ -102,7 +115,11 @@ impl HickoryResolver {
         } else {
             format!("{name}.")
         };
-        self.inner.lookup(fqdn.as_str(), rtype).await.map_err(|e| {
+        let mut pending = Pending {
+            health: self.health.as_deref(),
+            started: std::time::Instant::now(),
+        };
+        let res = self.inner.lookup(fqdn.as_str(), rtype).await.map_err(|e| {
             if e.is_no_records_found() || e.is_nx_domain() {
                 DnsError::NotFound
             } else if e.to_string().to_ascii_lowercase().contains("timed out") {
@@ -110,7 +127,38 @@ impl HickoryResolver {
             } else {
                 DnsError::Failed(e.to_string())
             }
-        })
+        });
+        if let Some(h) = pending.health.take() {
+            h.record(match &res {
+                Ok(_) | Err(DnsError::NotFound) => QueryOutcome::Answered,
+                Err(DnsError::Timeout) => QueryOutcome::Timeout,
+                Err(DnsError::Failed(_)) => QueryOutcome::Failed,
+            });
+        }
+        res
+    }
+}
+
+/// A query the health view has not been told about yet. Callers bound
+/// their waits (`dns.timeout`, the transaction's budget) and drop the
+/// query when they give up, usually just before hickory's own timeout: a
+/// query abandoned after [`ABANDONED_AFTER`] counts as timed out (one given
+/// up sooner, e.g. by a client hanging up, counts as nothing).
+struct Pending<'a> {
+    health: Option<&'a Health>,
+    started: std::time::Instant,
+}
+
+/// See [`Pending`].
+const ABANDONED_AFTER: Duration = Duration::from_secs(1);
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(h) = self.health
+            && self.started.elapsed() >= ABANDONED_AFTER
+        {
+            h.record(QueryOutcome::Timeout);
+        }
     }
 }
 

@@ -167,6 +167,7 @@ pub async fn scan_one(
             ip: *ip,
             helo: &facts.helo,
             mail_from: &facts.mail_from,
+            deadline: None,
         }),
         _ => None,
     };

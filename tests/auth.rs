@@ -126,7 +126,12 @@ async fn check(auth: &Authenticator, ip: IpAddr, helo: &str, mail_from: &str, ra
     let parsed = mail_parser::MessageParser::default()
         .parse(raw.as_bytes())
         .expect("parse");
-    let ctx = AuthContext { ip, helo, mail_from };
+    let ctx = AuthContext {
+        ip,
+        helo,
+        mail_from,
+        deadline: None,
+    };
     auth.check(&ctx, &parsed, raw.as_bytes()).await
 }
 
@@ -366,6 +371,7 @@ fn auth_check_future_is_send() {
             ip: LISTED_IP,
             helo: "h",
             mail_from: "",
+            deadline: None,
         };
         let fut = auth.check(&ctx, &parsed, raw);
         assert_send(&fut);

@@ -14,26 +14,6 @@ use crate::util::services::{Clamd, DnsServer};
 use crate::util::*;
 
 /// GET over plain HTTP/1.0: (status code, body).
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("metrics listener");
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf))
-        .await
-        .expect("HTTP answer")
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let code = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
-}
-
 /// Every sample of a scrape: `name{labels}` -> value.
 fn samples(scrape: &str) -> HashMap<String, f64> {
     scrape
@@ -50,7 +30,7 @@ struct Scrape(HashMap<String, f64>);
 
 impl Scrape {
     async fn take(addr: SocketAddr) -> (Scrape, String) {
-        let (code, body) = get(addr, "/metrics").await;
+        let (code, body) = http_get(addr, "/metrics").await;
         assert_eq!(code, 200);
         (Scrape(samples(&body)), body)
     }
@@ -292,8 +272,8 @@ async fn health_endpoints_and_sluice_check_follow_the_next_hop() {
     let relay = TestRelay::start(&sink.next_hop()).await;
     let addr = metrics_addr(&relay);
 
-    assert_eq!(get(addr, "/healthz").await, (200, "ok\n".to_string()));
-    assert_eq!(get(addr, "/readyz").await, (200, "ready\n".to_string()));
+    assert_eq!(http_get(addr, "/healthz").await, (200, "ok\n".to_string()));
+    assert_eq!(http_get(addr, "/readyz").await, (200, "ready\n".to_string()));
     let (code, line) = tokio::task::spawn_blocking(move || sluice_check(addr)).await.unwrap();
     assert_eq!(code, 0, "{line}");
     assert!(line.starts_with("SLUICE OK - ready; queue 0"), "{line}");
@@ -302,7 +282,7 @@ async fn health_endpoints_and_sluice_check_follow_the_next_hop() {
     // The next hop goes away: not ready, naming it; CRITICAL.
     let hop = sink.next_hop().replace("smtp://", "");
     drop(sink);
-    let (code, body) = get(addr, "/readyz").await;
+    let (code, body) = http_get(addr, "/readyz").await;
     assert_eq!(code, 503, "{body}");
     assert!(body.starts_with(&format!("not ready: next hop smtp://{hop}")), "{body}");
     let (scrape, _) = Scrape::take(addr).await;
@@ -327,7 +307,7 @@ async fn status_page_draws_the_traffic_in_headless_chromium() {
     storm(&relay).await;
     sink.wait_for(1).await;
 
-    let (code, page) = get(addr, "/").await;
+    let (code, page) = http_get(addr, "/").await;
     assert_eq!(code, 200);
     assert!(
         !page.contains("http://") && !page.contains("https://"),
@@ -341,7 +321,7 @@ async fn status_page_draws_the_traffic_in_headless_chromium() {
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, status) = get(addr, "/api/status").await;
+        let (_, status) = http_get(addr, "/api/status").await;
         let st: serde_json::Value = serde_json::from_str(&status).unwrap();
         let seen = (
             sum(&st["accepted"]),
@@ -422,7 +402,7 @@ async fn readyz_names_a_dead_scanner_and_an_unwritable_spool() {
     );
     let relay = TestRelay::start_in(dir, &toml, |_| {}).await;
     let addr = metrics_addr(&relay);
-    let (code, body) = get(addr, "/readyz").await;
+    let (code, body) = http_get(addr, "/readyz").await;
     assert_eq!(code, 503, "{body}");
     assert_eq!(body, "not ready: clamd tcp://127.0.0.1:1 not answering\n");
 
@@ -431,7 +411,7 @@ async fn readyz_names_a_dead_scanner_and_an_unwritable_spool() {
     // probe's place.
     let probe = relay.path("spool/.ready-probe");
     std::fs::create_dir_all(probe.join("x")).unwrap();
-    let (code, body) = get(addr, "/readyz").await;
+    let (code, body) = http_get(addr, "/readyz").await;
     assert_eq!(code, 503, "{body}");
     assert!(body.starts_with("not ready: spool "), "{body}");
     assert!(body.contains("not writable"), "{body}");

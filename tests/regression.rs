@@ -793,3 +793,71 @@ async fn bodies_in_flight_were_held_in_memory() {
         "incoming/ is empty again"
     );
 }
+
+// See: issue 17: a black-holed resolver cost every session the DNS lists'
+// wait plus authentication's (7 s), and nothing noticed that the resolver
+// itself was the problem. Now one budget per transaction (`dns.budget`)
+// bounds both, and once the resolver is judged failing, authentication
+// answers temperror at once (metric, event, /readyz).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_resolver_cost_every_message_the_lists_and_the_auth_waits() {
+    let hole = tokio::task::spawn_blocking(crate::util::services::BlackHoleDns::start)
+        .await
+        .unwrap();
+    let sink = Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("recipients"), TABLE).unwrap();
+    let toml = format!(
+        "{}\n[dns]\nresolver = \"127.0.0.1:{}\"\ntimeout = \"3s\"\nbudget = \"1500ms\"\nhealth_min_queries = 2\n\
+         [dnsbl]\nzones = [\"bl.test\"]\n",
+        base_toml(&sink.next_hop()).replace("[spam]\nenabled = false", "[spam]\nauth_timeout = \"5s\""),
+        hole.port
+    );
+    let relay = TestRelay::start_in(dir, &toml, |_| {}).await;
+    let metrics = relay.running().events.metrics().clone();
+    let send = |subject: &'static str| {
+        let addr = relay.addr;
+        async move {
+            let mut c = Client::connect(addr).await;
+            c.expect("220").await;
+            c.cmd("EHLO client.example", "250").await;
+            let started = tokio::time::Instant::now();
+            c.envelope("alice@sender.example", &["user@example.com"]).await;
+            let r = c.data(format!("Subject: {subject}\r\n\r\nhello\r\n").as_bytes()).await;
+            assert!(r.starts_with("250"), "{r}");
+            started.elapsed()
+        }
+    };
+    // The lists and authentication share 1.5 s (they had 3 s + 5 s).
+    let took = send("first").await;
+    assert!(took < Duration::from_millis(2500), "MAIL to 250 took {took:?}");
+
+    // The DNS list probes time out too: the resolver is failing.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while metrics.dns_resolver_failing.get() != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the resolver was never judged failing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, body) = http_get(relay.running().metrics_addr.unwrap(), "/readyz").await;
+    assert!(body.contains("degraded: DNS resolver failing"), "{code} {body}");
+
+    // Authentication no longer waits at all (the list still waits for
+    // its answer within the budget, as before).
+    let skipped = || metrics.auth_skipped.with_label_values(&["resolver_failing"]).get();
+    let before = skipped();
+    send("second").await;
+    assert_eq!(skipped(), before + 1);
+    let got = sink.wait_for(2).await;
+    let second = got
+        .iter()
+        .find(|m| String::from_utf8_lossy(&m.data).contains("Subject: second"))
+        .expect("second message relayed");
+    assert!(
+        String::from_utf8_lossy(&second.data).contains("spf=temperror"),
+        "{}",
+        String::from_utf8_lossy(&second.data)
+    );
+}

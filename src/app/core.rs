@@ -22,6 +22,8 @@ pub(super) struct Core {
     pub sessions: TaskTracker,
     /// Per-client state: rates, sessions, greylisting, call-ahead answers.
     pub state: Arc<dyn crate::state::StateStore>,
+    /// The resolver's health, fed by the lists' and HELO checks' queries.
+    pub dns_health: Arc<crate::dns::Health>,
 }
 
 impl Core {
@@ -33,8 +35,21 @@ impl Core {
             Some(_) => Metrics::new(),
             None => Metrics::disabled(),
         });
+        let events = EventBus::with_metrics(64 * 1024, metrics.clone());
+        let bus = events.clone();
+        let dns_health = Arc::new(crate::dns::Health::new(config.dns.health).observed(
+            metrics.clone(),
+            Box::new(move |t| {
+                bus.emit(crate::events::Event::ResolverHealth {
+                    failing: t.failing,
+                    ratio: t.ratio,
+                    queries: t.queries,
+                })
+            }),
+        ));
         let core = Core {
-            events: EventBus::with_metrics(64 * 1024, metrics.clone()),
+            events,
+            dns_health,
             metrics,
             shutdown: CancellationToken::new(),
             background: TaskTracker::new(),

@@ -34,7 +34,9 @@ pub(super) fn checks(
     let c = &core.config;
     let needs = needs_dns(c);
     let resolver: Arc<dyn Resolver> = match dns.filter(|_| needs) {
-        Some(inner) => Arc::new(Coalescing::new(HickoryResolver::from_resolver(inner))),
+        Some(inner) => Arc::new(Coalescing::new(
+            HickoryResolver::from_resolver(inner).with_health(core.dns_health.clone()),
+        )),
         None => Arc::new(NoDns),
     };
     let mut checks: Vec<Arc<dyn Check>> = Vec::new();

@@ -89,7 +89,7 @@ fn spam_filter(
         return Ok(None);
     };
     let filter = Arc::new(match super::authenticator(&core.config, false, dns)? {
-        Some(auth) => f.with_auth(auth),
+        Some(auth) => f.with_auth(auth.with_health(core.dns_health.clone(), core.metrics.clone())),
         None => f,
     });
     let events = core.events.clone();

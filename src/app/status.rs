@@ -59,6 +59,7 @@ pub(super) fn listen(core: &Core, w: Watched) -> anyhow::Result<Option<SocketAdd
         spool_dir: core.config.spool.dir.clone(),
         transport: w.transport,
         content: w.content,
+        dns: Some(core.dns_health.clone()),
         timeout: mc.probe_timeout,
     });
     let l =

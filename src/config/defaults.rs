@@ -31,6 +31,14 @@ pub const CLAMD_STREAM: bool = true;
 pub const CLAMD_TIMEOUT: &str = "30s";
 
 // [dns]
+/// `dns.budget`
+pub const DNS_BUDGET: &str = "5s";
+/// `dns.health_window`
+pub const DNS_HEALTH_WINDOW: &str = "60s";
+/// `dns.health_min_queries`
+pub const DNS_HEALTH_MIN_QUERIES: u32 = 20;
+/// `dns.health_failing_ratio`
+pub const DNS_HEALTH_FAILING_RATIO: f64 = 0.5;
 /// `dns.negative_ttl`
 pub const DNS_NEGATIVE_TTL: &str = "60s";
 /// `dns.timeout`

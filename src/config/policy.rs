@@ -14,6 +14,9 @@ pub struct Dns {
     pub timeout: Duration,
     /// Negative answers are cached at least this long.
     pub negative_ttl: Duration,
+    /// DNS time per transaction (DNS lists and authentication together).
+    pub budget: Duration,
+    pub health: crate::dns::HealthConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -46,7 +49,25 @@ pub(super) fn validate_dns(raw: RawDns) -> Result<Dns, ConfigError> {
         },
         timeout: dur("dns.timeout", raw.timeout, defaults::DNS_TIMEOUT)?,
         negative_ttl: dur("dns.negative_ttl", raw.negative_ttl, defaults::DNS_NEGATIVE_TTL)?,
+        budget: dur("dns.budget", raw.budget, defaults::DNS_BUDGET)?,
+        health: crate::dns::HealthConfig {
+            window: dur("dns.health_window", raw.health_window, defaults::DNS_HEALTH_WINDOW)?,
+            min_queries: raw
+                .health_min_queries
+                .unwrap_or(defaults::DNS_HEALTH_MIN_QUERIES)
+                .max(1),
+            failing_ratio: raw.health_failing_ratio.unwrap_or(defaults::DNS_HEALTH_FAILING_RATIO),
+        },
     };
+    if !(dns.health.failing_ratio > 0.0 && dns.health.failing_ratio <= 1.0) {
+        return Err(ConfigError::new(
+            "dns.health_failing_ratio",
+            "must be above 0 and at most 1",
+        ));
+    }
+    if dns.health.window < Duration::from_secs(1) {
+        return Err(ConfigError::new("dns.health_window", "must be at least 1s"));
+    }
     Ok(dns)
 }
 

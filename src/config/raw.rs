@@ -191,6 +191,18 @@ pub struct RawDns {
     /// A negative answer (no such name or record) is cached at least this
     /// long, also when it carries no SOA to give it a TTL. Default "60s".
     pub negative_ttl: Option<String>,
+    /// The DNS time one transaction may spend, shared by the DNS lists
+    /// (waited for at RCPT) and SPF/DKIM/DMARC (at the end of DATA);
+    /// counted from the connection for the first transaction, from MAIL
+    /// for the next ones. Default "5s".
+    pub budget: Option<String>,
+    /// The window over which the resolver's health is judged. Default "60s".
+    pub health_window: Option<String>,
+    /// Queries the window must hold before it judges. Default 20.
+    pub health_min_queries: Option<u32>,
+    /// Share of timed-out or failed queries at which the resolver is
+    /// failing (healthy again below half of it). Default 0.5.
+    pub health_failing_ratio: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -55,7 +55,12 @@ impl Ready {
     /// Keeps only the messages not yet tried.
     fn retain_fresh(&mut self) {
         self.jobs.retain(|j| j.attempts == 0);
-        self.body_bytes = self.jobs.iter().filter_map(|j| j.stored.body.as_ref()).map(|b| b.len()).sum();
+        self.body_bytes = self
+            .jobs
+            .iter()
+            .filter_map(|j| j.stored.body.as_ref())
+            .map(|b| b.len())
+            .sum();
     }
 }
 

@@ -73,6 +73,8 @@ impl Metrics {
             Event::DoubleBounce { .. } => self.double_bounces.inc(),
             Event::BanAdded { offence, .. } => self.bans_added.with_label_values(&[offence.as_str()]).inc(),
             Event::BanRemoved { .. } => self.bans_removed.inc(),
+            Event::ResolverHealth { failing, .. } => self.dns_resolver_failing.set(i64::from(*failing)),
+            Event::StressMode { on, .. } => self.stress_mode.set(i64::from(*on)),
             _ => {}
         }
     }

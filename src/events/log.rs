@@ -78,7 +78,12 @@ async fn to_tracing(bus: EventBus, shutdown: CancellationToken) {
         };
         match ev {
             Ok(e) => {
-                let warning = matches!(*e, Event::Warning { .. });
+                let warning = matches!(
+                    *e,
+                    Event::Warning { .. }
+                        | Event::ResolverHealth { failing: true, .. }
+                        | Event::StressMode { on: true, .. }
+                );
                 if !warning && !tracing::enabled!(target: "sluice::event", tracing::Level::INFO) {
                     continue;
                 }

@@ -214,6 +214,21 @@ pub enum Event {
         rcpt: String,
         reply: String,
     },
+    /// The resolver turned failing (too many of sluice's own queries
+    /// timed out or failed in the window) or healthy again.
+    ResolverHealth {
+        failing: bool,
+        /// Share of failed queries in the window.
+        ratio: f64,
+        queries: u32,
+    },
+    /// Stress mode turned on or off (see `listener::stress`).
+    StressMode {
+        on: bool,
+        /// Sessions open when it changed.
+        sessions: usize,
+        why: String,
+    },
     /// A TLS certificate or recipient table reload, a spool problem, ...
     Warning {
         component: &'static str,
@@ -244,6 +259,8 @@ impl Event {
             Event::DeliveryAttempt { .. } => "delivery_attempt",
             Event::BounceQueued { .. } => "bounce_queued",
             Event::DoubleBounce { .. } => "double_bounce",
+            Event::ResolverHealth { .. } => "resolver_health",
+            Event::StressMode { .. } => "stress_mode",
             Event::Warning { .. } => "warning",
         }
     }

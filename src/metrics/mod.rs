@@ -44,6 +44,10 @@ pub struct Metrics {
     pub dnsbl_errors: IntCounterVec,
     pub dnsbl_duration: HistogramVec,
     pub dnsbl_zone_enabled: IntGaugeVec,
+    pub dns_queries: IntCounterVec,
+    pub dns_resolver_failing: IntGauge,
+    pub auth_skipped: IntCounterVec,
+    pub stress_mode: IntGauge,
     pub greylist: IntCounterVec,
     pub limit_hits: IntCounterVec,
     pub scanner_scans: IntCounterVec,
@@ -171,6 +175,24 @@ impl Metrics {
                     &["zone"],
                 )
                 .expect("metric options"),
+            ),
+            dns_queries: counters(
+                "sluice_dns_queries_total",
+                "sluice's own DNS queries (lists, HELO, reverse DNS) by outcome: answered (records or a negative answer), timeout, failed",
+                &["outcome"],
+            ),
+            dns_resolver_failing: gauge(
+                "sluice_dns_resolver_failing",
+                "1 while the resolver is failing (too many timeouts or failures in the window); authentication then answers temperror at once",
+            ),
+            auth_skipped: counters(
+                "sluice_auth_skipped_total",
+                "SPF/DKIM/DMARC checks answered temperror at once: the resolver was failing, or the transaction's DNS budget was spent",
+                &["reason"],
+            ),
+            stress_mode: gauge(
+                "sluice_stress_mode",
+                "1 while stress mode is on (shorter timeouts, fewer errors allowed, earlier tarpit)",
             ),
             greylist: counters(
                 "sluice_greylist_decisions_total",

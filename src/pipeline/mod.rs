@@ -40,6 +40,8 @@ pub struct Arrived {
     /// the octets still in memory (`body.mem`).
     pub stream: Option<Box<dyn ScanStream>>,
     pub streamed: Fed,
+    /// When the transaction's DNS budget runs out (`dns.budget`).
+    pub dns_deadline: Option<tokio::time::Instant>,
 }
 
 /// A message with its whole body in memory, as the checks see it.
@@ -58,6 +60,9 @@ pub struct Received {
     /// how much of `body` it has seen.
     pub stream: Option<Box<dyn ScanStream>>,
     pub streamed: Fed,
+    /// When the transaction's DNS budget runs out: authentication ends
+    /// then at the latest.
+    pub dns_deadline: Option<tokio::time::Instant>,
 }
 
 /// The refusal for what the receiver found wrong.
@@ -197,6 +202,7 @@ impl Pipeline {
             problem: None,
             stream: msg.stream,
             streamed,
+            dns_deadline: msg.dns_deadline,
         })
         .await
     }

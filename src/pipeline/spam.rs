@@ -24,6 +24,7 @@ impl Pipeline {
             ip: env.client_ip.to_canonical(),
             helo: &env.helo,
             mail_from: &mail_from,
+            deadline: msg.dns_deadline,
         };
         let scored = spam.score(&msg.body[msg.trace_len..], Some(&ctx)).await;
         let (action, th) = spam

@@ -369,12 +369,21 @@ impl DnsblCheck {
             let mut r = reputation(ctx);
             (r.ip_task.take(), r.domain_task.take())
         };
+        // Within the transaction's DNS budget: what has not answered by
+        // then counts as not listed.
+        let deadline = ctx.dns_deadline();
+        let within = |task| async move {
+            match deadline {
+                Some(d) => tokio::time::timeout_at(d, Self::settle(task)).await.unwrap_or_default(),
+                None => Self::settle(task).await,
+            }
+        };
         if ip_task.is_some() {
-            let s = Self::settle(ip_task).await;
+            let s = within(ip_task).await;
             reputation(ctx).ip_score = Some(s);
         }
         if domain_task.is_some() {
-            let s = Self::settle(domain_task).await;
+            let s = within(domain_task).await;
             reputation(ctx).domain_score = Some(s);
         }
         let mut total = Score::default();

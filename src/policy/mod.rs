@@ -67,6 +67,9 @@ pub struct SessionCtx {
     /// the DNSBL decision adds these to its own score.
     pub score: std::sync::atomic::AtomicI32,
     pub score_notes: Mutex<Vec<String>>,
+    /// When the transaction's DNS budget (`dns.budget`) runs out: set at
+    /// MAIL; the DNS lists wait no longer (nor does authentication).
+    pub dns_deadline: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl SessionCtx {
@@ -80,7 +83,18 @@ impl SessionCtx {
             rdns: Mutex::new(None),
             score: std::sync::atomic::AtomicI32::new(0),
             score_notes: Mutex::new(Vec::new()),
+            dns_deadline: Mutex::new(None),
         }
+    }
+
+    /// The DNS budget's end for the current transaction, if set.
+    pub fn dns_deadline(&self) -> Option<tokio::time::Instant> {
+        *self.dns_deadline.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a transaction's DNS budget of `budget` from now.
+    pub fn start_dns_budget(&self, budget: std::time::Duration) {
+        *self.dns_deadline.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now() + budget);
     }
 }
 

@@ -66,6 +66,7 @@ impl Session {
             from: from.as_ref(),
             helo: helo.as_deref(),
         };
+        self.ctx.start_dns_budget(self.shared.config.dns.budget);
         if let Some(r) = self.run_checks(stage).await {
             return r;
         }
@@ -307,6 +308,7 @@ impl Session {
             problem,
             stream: tx.stream,
             streamed: tx.streamed,
+            dns_deadline: self.ctx.dns_deadline(),
         };
         match self.shared.pipeline.process(received).await {
             Outcome::Accepted { scan, size, rcpts } => {

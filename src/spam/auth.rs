@@ -31,6 +31,9 @@ pub struct AuthContext<'a> {
     pub helo: &'a str,
     /// The MAIL FROM address without brackets; `""` for `<>`.
     pub mail_from: &'a str,
+    /// When the transaction's DNS budget (`dns.budget`) runs out, if it
+    /// has one: the checks end then at the latest.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 /// The results of the three checks, in RFC 8601 result words.
@@ -71,6 +74,10 @@ pub struct Authenticator {
     timeout: Duration,
     /// Parsed records until their TTL (see `cache`).
     caches: std::sync::Arc<cache::Caches>,
+    /// While the resolver is failing, the checks answer temperror at once.
+    health: Option<std::sync::Arc<crate::dns::Health>>,
+    /// Counts the checks answered at once (`sluice_auth_skipped_total`).
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -92,7 +99,44 @@ impl Authenticator {
             authserv_id,
             timeout,
             caches: std::sync::Arc::default(),
+            health: None,
+            metrics: None,
         }
+    }
+
+    /// Answers temperror at once while `health` says the resolver is
+    /// failing, counting that (and spent budgets) in `metrics`.
+    pub fn with_health(
+        mut self,
+        health: std::sync::Arc<crate::dns::Health>,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+    ) -> Self {
+        self.health = Some(health);
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// When the checks must end: the timeout, the transaction's DNS
+    /// budget, or now when the resolver is failing (cached answers still
+    /// count: the futures are polled once).
+    fn deadline(&self, ctx: &AuthContext<'_>) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let mut deadline = now + self.timeout;
+        let mut skipped = None;
+        if let Some(d) = ctx.deadline {
+            deadline = deadline.min(d);
+            if d <= now {
+                skipped = Some("budget_spent");
+            }
+        }
+        if self.health.as_ref().is_some_and(|h| h.failing()) {
+            deadline = now;
+            skipped = Some("resolver_failing");
+        }
+        if let (Some(reason), Some(m)) = (skipped, &self.metrics) {
+            m.auth_skipped.with_label_values(&[reason]).inc();
+        }
+        deadline
     }
 
     pub fn authserv_id(&self) -> &str {
@@ -105,7 +149,7 @@ impl Authenticator {
     /// (different bytes), `raw` is parsed again. Results not known when
     /// the timeout expires are `temperror`.
     pub async fn check(&self, ctx: &AuthContext<'_>, parsed: &mail_parser::Message<'_>, raw: &[u8]) -> AuthOutcome {
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let deadline = self.deadline(ctx);
         let msg = authenticated_message(parsed, raw);
         let c = &*self.caches;
         let spf_params = Parameters::new(ctx.spf_parameters(&self.authserv_id))

@@ -6,6 +6,10 @@
 //! - the next hop greets and answers EHLO/LHLO (then QUIT);
 //! - at least one clamd endpoint answers (when scanning is configured);
 //!   endpoints that do not are named.
+//!
+//! A failing resolver is reported as degraded, not as not ready: mail still
+//! flows (authentication answers temperror), and every node behind one
+//! load balancer usually shares the resolver.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,6 +36,8 @@ pub struct Health {
     pub transport: Arc<dyn Transport>,
     /// Its scanner is pinged, when one is configured.
     pub content: Option<Arc<ContentFilter>>,
+    /// The resolver's health view, when DNS is used.
+    pub dns: Option<Arc<crate::dns::Health>>,
     pub timeout: Duration,
 }
 
@@ -45,6 +51,10 @@ impl Health {
         let (problems, degraded) = scan;
         r.problems.extend(problems);
         r.degraded = degraded;
+        if self.dns.as_ref().is_some_and(|h| h.failing()) {
+            r.degraded
+                .push("DNS resolver failing: SPF/DKIM/DMARC answer temperror at once".into());
+        }
         r.ok = r.problems.is_empty();
         r
     }

@@ -238,6 +238,7 @@ async fn malformed_input_gives_results_not_panics() {
                 ip: IpAddr::from([192, 0, 2, 1]),
                 helo,
                 mail_from,
+                deadline: None,
             };
             let o = auth.check(&ctx, &parsed, raw.as_bytes()).await;
             assert_eq!(o.dkim, "permerror", "{sig}: {}", o.header);
@@ -254,6 +255,7 @@ async fn malformed_input_gives_results_not_panics() {
         ip: IpAddr::from([192, 0, 2, 1]),
         helo: "h.example",
         mail_from: "a@x.example",
+        deadline: None,
     };
     let o = auth.check(&ctx, &parsed, raw).await;
     assert_eq!(
