@@ -217,6 +217,7 @@ async fn per_ip_concurrent_sessions_and_connection_rate() {
                 ..
             }
         )
+        .then_some(())
     })
     .await;
     // Another client address is not affected.
@@ -294,6 +295,7 @@ async fn early_talker_gets_no_service_in_the_same_session() {
     c.expect_closed().await;
     wait_event(&mut events, |e| {
         matches!(e, sluice::events::Event::Pregreet { evidence, .. } if evidence.contains("EHLO impatient.example"))
+            .then_some(())
     })
     .await;
     // A patient client waits for the banner and is served.
@@ -505,22 +507,6 @@ async fn callahead_against_real_postfix_with_cache_and_budget() {
     }
 }
 
-/// Waits (up to 5 s) for an event matching `pred`.
-async fn wait_event(
-    rx: &mut tokio::sync::broadcast::Receiver<Arc<sluice::events::Event>>,
-    pred: impl Fn(&sluice::events::Event) -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, rx.recv()).await {
-            Ok(Ok(e)) if pred(&e) => return,
-            Ok(Ok(_)) => {}
-            other => panic!("expected event not seen: {other:?}"),
-        }
-    }
-}
-
 #[tokio::test]
 async fn without_a_table_every_recipient_is_verified_at_the_next_hop() {
     let sink = Sink::start_with(
@@ -541,4 +527,62 @@ async fn without_a_table_every_recipient_is_verified_at_the_next_hop() {
     assert!(c.data(&test_message("no-table")).await.starts_with("250"));
     let got = sink.wait_for(1).await;
     assert_eq!(got[0].rcpts, ["anyone@example.com"]);
+}
+
+/// Stress mode: near `server.max_connections`, idle sessions are closed
+/// after `stress.timeout` (not `timeouts.idle`) and a session ends at
+/// `stress.max_errors`; when the load falls it turns off again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stress_mode_shortens_timeouts_and_error_limits_near_the_connection_limit() {
+    use sluice::events::Event;
+    let sink = Sink::start().await;
+    let relay = relay_with_limits(&sink, |c| {
+        c.server.max_connections = 10;
+        c.stress.sessions_ratio = 0.5;
+        c.stress.timeout = Duration::from_secs(1);
+        c.stress.max_errors = 2;
+        c.stress.min_duration = Duration::from_millis(200);
+        c.stress.check_interval = Duration::from_millis(50);
+    })
+    .await;
+    let metrics = relay.running().events.metrics().clone();
+    let mut events = relay.running().events.subscribe();
+
+    // Below the mark: bad commands count against the normal limit (20).
+    let mut calm = relay.client().await;
+    for _ in 0..3 {
+        calm.cmd("BOGUS", "500").await;
+    }
+    calm.cmd("NOOP", "250").await;
+    drop(calm);
+
+    // Five sessions of ten: stress mode.
+    let mut idle = Vec::new();
+    for _ in 0..5 {
+        idle.push(relay.client().await);
+    }
+    let why = wait_event(&mut events, |e| match e {
+        Event::StressMode { on: true, why, .. } => Some(why.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(why.contains("of 10 sessions"), "{why}");
+    assert_eq!(metrics.stress_mode.get(), 1);
+    let started = Instant::now();
+    // Two errors end a session.
+    idle[1].cmd("BOGUS", "500").await;
+    idle[1].send("BOGUS").await;
+    idle[1].expect("500").await;
+    idle[1].expect("421 4.7.0 Too many errors").await;
+    // An idle session is closed after the stress timeout (1 s, not 300 s).
+    idle[0].expect("421 4.4.2").await;
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+
+    // The load falls: off again.
+    drop(idle);
+    wait_event(&mut events, |e| {
+        matches!(e, Event::StressMode { on: false, .. }).then_some(())
+    })
+    .await;
+    assert_eq!(metrics.stress_mode.get(), 0);
 }

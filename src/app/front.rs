@@ -157,6 +157,7 @@ pub(super) fn shared(
         session_seq: AtomicU64::new(1),
         message_seq: AtomicU64::new(0),
         filters,
+        stress: Arc::new(crate::policy::stress::Stress::new(core.config.stress.clone())),
     })
 }
 
@@ -176,7 +177,48 @@ pub(super) fn listen(core: &Core, shared: Arc<Shared>) -> anyhow::Result<Vec<Soc
             core.sessions.clone(),
         ));
     }
+    if c.stress.enabled {
+        let (events, every) = (core.events.clone(), c.stress.check_interval);
+        core.spawn(move |stop| watch_stress(shared, limit, events, every, stop));
+    }
     Ok(local_addrs)
+}
+
+/// Looks at the load every `every` and turns stress mode on or off (an
+/// event each time, which sets `sluice_stress_mode`).
+async fn watch_stress(
+    shared: Arc<Shared>,
+    limit: Arc<Semaphore>,
+    events: crate::events::EventBus,
+    every: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let max = shared.config.server.max_connections;
+    let content = shared.pipeline.content.clone();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let load = crate::policy::stress::Load {
+            sessions: max.saturating_sub(limit.available_permits()),
+            max_sessions: max,
+            scanner_behind: content
+                .as_ref()
+                .is_some_and(|c| c.has_scanner() && c.admission.over_budget()),
+            held: shared.pipeline.deferred.as_ref().map_or(0, |d| d.backlog()),
+            max_held: content.as_ref().map_or(0, |c| c.cfg.max_held),
+        };
+        if let Some(change) = shared.stress.assess(load) {
+            events.emit(crate::events::Event::StressMode {
+                on: change.on,
+                sessions: change.sessions,
+                why: change.why,
+            });
+        }
+    }
 }
 
 /// Each session needs a socket and each delivery a socket: make sure the

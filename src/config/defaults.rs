@@ -213,3 +213,18 @@ pub const TIMEOUTS_DATA: &str = "180s";
 pub const TIMEOUTS_IDLE: &str = "300s";
 /// `timeouts.shutdown_grace`
 pub const TIMEOUTS_SHUTDOWN_GRACE: &str = "30s";
+
+// [stress]
+
+/// `stress.sessions_ratio`
+pub const STRESS_SESSIONS_RATIO: f64 = 0.8;
+/// `stress.timeout` (Postfix's smtpd_timeout under stress)
+pub const STRESS_TIMEOUT: &str = "10s";
+/// `stress.max_errors`
+pub const STRESS_MAX_ERRORS: u32 = 3;
+/// `stress.tarpit_after_errors`
+pub const STRESS_TARPIT_AFTER_ERRORS: u32 = 1;
+/// `stress.min_duration`
+pub const STRESS_MIN_DURATION: &str = "30s";
+/// `stress.check_interval`
+pub const STRESS_CHECK_INTERVAL: &str = "250ms";

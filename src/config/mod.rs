@@ -22,7 +22,7 @@ pub use output::{EventSink, Log, Metrics, Spool};
 pub use policy::{Dns, Limits, Policy};
 pub use recipients::Recipients;
 pub use relay::{DomainPattern, ForwardClient, Hop, HopTls, NextHop, Relay, Route};
-pub use server::{Server, Timeouts, Tls};
+pub use server::{Server, Stress, Timeouts, Tls};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -73,6 +73,7 @@ pub struct Config {
     pub firewall: Option<firewall::FirewallConfig>,
     /// `None` when `metrics.enabled` is false.
     pub metrics: Option<Metrics>,
+    pub stress: Stress,
 }
 
 impl Config {
@@ -149,6 +150,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     let firewall = firewall::validate_firewall(raw.firewall, base, &spool.dir, &policy.allowlist, &relay.next_hop)?;
     Ok(Config {
         timeouts: server::validate_timeouts(raw.timeouts)?,
+        stress: server::validate_stress(raw.stress)?,
         tls: server::validate_tls(raw.tls, base),
         recipients: recipients::validate_recipients(raw.recipients, base, callahead_on)?,
         log: output::validate_log(raw.log, base)?,

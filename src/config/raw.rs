@@ -46,6 +46,27 @@ pub struct RawConfig {
     pub firewall: RawFirewall,
     #[serde(default)]
     pub metrics: RawMetrics,
+    #[serde(default)]
+    pub stress: RawStress,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStress {
+    /// Stress mode on when the relay nears its limits. Default true.
+    pub enabled: Option<bool>,
+    /// Share of `server.max_connections` open at which it turns on. Default 0.8.
+    pub sessions_ratio: Option<f64>,
+    /// Every timeout (idle, command, data) is at most this. Default "10s".
+    pub timeout: Option<String>,
+    /// `server.max_errors` under stress. Default 3.
+    pub max_errors: Option<u32>,
+    /// `limits.tarpit_after_errors` under stress. Default 1.
+    pub tarpit_after_errors: Option<u32>,
+    /// It stays on at least this long. Default "30s".
+    pub min_duration: Option<String>,
+    /// How often the load is looked at. Default "250ms".
+    pub check_interval: Option<String>,
 }
 
 /// Content checks at the end of DATA: MIME decoding, banned attachments,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::defaults;
-use super::raw::{RawServer, RawTimeouts, RawTls};
+use super::raw::{RawServer, RawStress, RawTimeouts, RawTls};
 use super::{ConfigError, dur, positive, resolve};
 
 #[derive(Debug, Clone)]
@@ -36,6 +36,52 @@ pub struct Timeouts {
     pub data_min_rate: u64,
     pub message: Duration,
     pub shutdown_grace: Duration,
+}
+
+/// `[stress]`: see `policy::stress`.
+#[derive(Debug, Clone)]
+pub struct Stress {
+    pub enabled: bool,
+    pub sessions_ratio: f64,
+    pub timeout: Duration,
+    pub max_errors: u32,
+    pub tarpit_after_errors: u32,
+    pub min_duration: Duration,
+    pub check_interval: Duration,
+}
+
+pub(super) fn validate_stress(s: RawStress) -> Result<Stress, ConfigError> {
+    let stress = Stress {
+        enabled: s.enabled.unwrap_or(true),
+        sessions_ratio: s.sessions_ratio.unwrap_or(defaults::STRESS_SESSIONS_RATIO),
+        timeout: dur("stress.timeout", s.timeout, defaults::STRESS_TIMEOUT)?,
+        max_errors: s.max_errors.unwrap_or(defaults::STRESS_MAX_ERRORS),
+        tarpit_after_errors: s.tarpit_after_errors.unwrap_or(defaults::STRESS_TARPIT_AFTER_ERRORS),
+        min_duration: dur("stress.min_duration", s.min_duration, defaults::STRESS_MIN_DURATION)?,
+        check_interval: dur(
+            "stress.check_interval",
+            s.check_interval,
+            defaults::STRESS_CHECK_INTERVAL,
+        )?,
+    };
+    if !(stress.sessions_ratio > 0.0 && stress.sessions_ratio <= 1.0) {
+        return Err(ConfigError::new(
+            "stress.sessions_ratio",
+            "must be above 0 and at most 1",
+        ));
+    }
+    if stress.max_errors == 0 {
+        return Err(ConfigError::new("stress.max_errors", "must be at least 1"));
+    }
+    if stress.check_interval.is_zero() || stress.timeout.is_zero() {
+        let key = if stress.timeout.is_zero() {
+            "stress.timeout"
+        } else {
+            "stress.check_interval"
+        };
+        return Err(ConfigError::new(key, "must be above 0"));
+    }
+    Ok(stress)
 }
 
 #[derive(Debug, Clone)]

@@ -12,6 +12,7 @@ pub mod greylist;
 pub mod helo;
 pub mod limits;
 pub mod recipients;
+pub mod stress;
 
 use std::future::Future;
 use std::net::IpAddr;

@@ -41,6 +41,8 @@ pub struct Shared {
     /// What the listener asks before a session starts (bans, allowlist,
     /// connection rate and concurrency), in order.
     pub filters: Vec<Arc<dyn crate::policy::connection::ConnectionFilter>>,
+    /// Stress mode: shorter timeouts, fewer errors, earlier tarpit.
+    pub stress: Arc<crate::policy::stress::Stress>,
 }
 
 impl Shared {
@@ -124,6 +126,8 @@ pub struct Session {
     /// chunk) came, and how many octets have come since.
     body_started: Option<tokio::time::Instant>,
     body_octets: u64,
+    /// Stress mode's changes.
+    stress: tokio::sync::watch::Receiver<bool>,
 }
 
 /// What `run` ended with.
@@ -144,6 +148,7 @@ impl Session {
             line_started: None,
             body_started: None,
             body_octets: 0,
+            stress: shared.stress.subscribe(),
             shared,
             id,
             peer,
@@ -192,21 +197,22 @@ impl Session {
         if self.tx.as_ref().is_none_or(|tx| tx.body.is_empty()) {
             self.body_started = None;
         }
-        let idle = match self.mode {
+        let stress = &self.shared.stress;
+        let idle = stress.timeout(match self.mode {
             Mode::Data(_) | Mode::Bdat { .. } => t.data,
             Mode::Command if self.tx.is_some() => t.command,
             Mode::Command => t.idle,
-        };
+        });
         let mut deadline = now + idle;
         if partial {
             let started = *self.line_started.get_or_insert(now);
-            deadline = deadline.min(started + t.command);
+            deadline = deadline.min(started + stress.timeout(t.command));
         }
         if let Some(started) = self.body_started {
             deadline = deadline.min(started + t.message);
             if t.data_min_rate > 0 {
                 let earned = Duration::from_secs_f64(self.body_octets as f64 / t.data_min_rate as f64);
-                deadline = deadline.min(started + t.data + earned);
+                deadline = deadline.min(started + stress.timeout(t.data) + earned);
             }
         }
         deadline
@@ -288,6 +294,8 @@ impl Session {
             let read = tokio::select! {
                 r = tokio::time::timeout_at(deadline, conn.read_more(bulk)) => r,
                 _ = shutdown.cancelled(), if at_boundary => continue,
+                // Stress mode changed: the deadline follows it.
+                _ = self.stress.changed() => continue,
             };
             match read {
                 Err(_) => {
@@ -469,13 +477,15 @@ impl Session {
         if reply.is_permanent() {
             self.errors += 1;
             let limits = &self.shared.config.limits;
-            if self.errors >= self.shared.config.server.max_errors {
+            let stress = &self.shared.stress;
+            if self.errors >= stress.max_errors(self.shared.config.server.max_errors) {
                 conn.push(&reply);
                 conn.push(&Reply::TOO_MANY_ERRORS);
                 return Step::Close(Disconnect::TooManyErrors);
             }
-            if limits.tarpit_after_errors != 0 && self.errors > limits.tarpit_after_errors && !self.ctx.allowlisted {
-                let over = (self.errors - limits.tarpit_after_errors).min(10);
+            let tarpit_after = stress.tarpit_after(limits.tarpit_after_errors);
+            if tarpit_after != 0 && self.errors > tarpit_after && !self.ctx.allowlisted {
+                let over = (self.errors - tarpit_after).min(10);
                 let _ = conn.flush().await;
                 tokio::time::sleep(limits.tarpit_delay * over).await;
             }

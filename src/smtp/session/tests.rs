@@ -48,6 +48,7 @@ impl Harness {
             quarantine: Arc::new(crate::quarantine::Quarantine::new("/nonexistent/quarantine")),
             events: events.clone(),
         });
+        let config_stress = config.stress.clone();
         let shared = Arc::new(Shared {
             config: Arc::new(config),
             checks: CheckChain::default(),
@@ -58,6 +59,7 @@ impl Harness {
             session_seq: AtomicU64::new(1),
             message_seq: AtomicU64::new(0),
             filters: Vec::new(),
+            stress: Arc::new(crate::policy::stress::Stress::new(config_stress)),
         });
         let (client, server) = tokio::io::duplex(64 * 1024);
         let peer: SocketAddr = "192.0.2.7:40000".parse().unwrap();
