@@ -1,5 +1,9 @@
-//! `sluice serve [--config FILE]` and `sluice check-config FILE`.
+//! The command line: `sluice [-c FILE] serve | check-config | scan | ...`.
 //! Parse, validate, build, run, map errors to exit codes; nothing else.
+//!
+//! The configuration is found as Postfix admins expect: `-c/--config`
+//! anywhere on the line, else `SLUICE_CONFIG`, else
+//! `/etc/sluice/sluice.toml` when it exists, else the built-in defaults.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,26 +22,36 @@ const EX_CONFIG: u8 = 64;
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "High-throughput SMTP relay and content filter")]
 struct Cli {
+    /// The configuration file (also SLUICE_CONFIG; default
+    /// /etc/sluice/sluice.toml when it exists, else the built-in defaults).
+    #[arg(short, long, env = "SLUICE_CONFIG", global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
 
+/// Where the configuration is read from when neither `--config` nor
+/// `SLUICE_CONFIG` names it.
+const DEFAULT_CONFIG: &str = "/etc/sluice/sluice.toml";
+
+/// `--config`/`SLUICE_CONFIG`, else the default file if it exists.
+fn config_path(given: Option<PathBuf>) -> Option<PathBuf> {
+    given.or_else(|| Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.is_file()))
+}
+
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the relay (without --config: built-in defaults, see README).
-    Serve {
-        #[arg(short, long, env = "SLUICE_CONFIG")]
-        config: Option<PathBuf>,
-    },
-    /// Validate a configuration file and exit (0 = valid, 64 = invalid).
-    CheckConfig { file: PathBuf },
+    /// Run the relay.
+    Serve,
+    /// Validate a configuration file and every file it names, and exit
+    /// (0 = valid, 64 = invalid). FILE defaults to the configuration the
+    /// other commands use.
+    CheckConfig { file: Option<PathBuf> },
     /// Run the content pipeline (virus scan, banned parts, spam score) on
     /// messages and print the verdict and every contribution. FILE may be a
     /// directory (its files) or - (stdin). Exit 0 = all delivered as they
     /// are, 1 = something tagged, held or refused, 75 = a scan failed.
     Scan {
-        #[arg(short, long, env = "SLUICE_CONFIG")]
-        config: Option<PathBuf>,
         /// One JSON object per message.
         #[arg(long)]
         json: bool,
@@ -82,14 +96,9 @@ enum Cmd {
         /// the curve.
         #[arg(long, value_name = "K")]
         cross_validate: Option<usize>,
-        /// The configuration whose rules and thresholds --cross-validate uses.
-        #[arg(short, long, env = "SLUICE_CONFIG")]
-        config: Option<PathBuf>,
     },
     /// The firewall's bans, from the running daemon (its control socket).
     Bans {
-        #[arg(short, long, env = "SLUICE_CONFIG")]
-        config: Option<PathBuf>,
         #[command(subcommand)]
         action: BansCmd,
     },
@@ -97,8 +106,6 @@ enum Cmd {
     /// one status line with perfdata; exit 0 OK, 1 WARNING, 2 CRITICAL
     /// (not ready: spool, next hop or scanners), 3 UNKNOWN (not answering).
     Check {
-        #[arg(short, long, env = "SLUICE_CONFIG")]
-        config: Option<PathBuf>,
         /// The metrics listener (default: metrics.listen of the config).
         #[arg(long)]
         addr: Option<std::net::SocketAddr>,
@@ -118,8 +125,6 @@ enum Cmd {
     },
     /// Messages refused after acceptance (virus found by a deferred scan).
     Quarantine {
-        #[arg(short, long, env = "SLUICE_CONFIG")]
-        config: Option<PathBuf>,
         #[command(subcommand)]
         action: QuarantineCmd,
     },
@@ -152,16 +157,22 @@ fn load_checked(path: Option<&PathBuf>) -> Result<(Config, sluice::app::Prefligh
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let config = config_path(cli.config);
     match cli.command {
-        Cmd::CheckConfig { file } => match load_checked(Some(&file)) {
-            Ok(_) => {
-                println!("{}: OK", file.display());
-                ExitCode::SUCCESS
+        Cmd::CheckConfig { file } => match file.or(config) {
+            Some(file) => match load_checked(Some(&file)) {
+                Ok(_) => {
+                    println!("{}: OK", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
+            },
+            None => {
+                eprintln!("sluice: no configuration file: give one, --config, SLUICE_CONFIG, or create {DEFAULT_CONFIG}");
+                ExitCode::from(EX_CONFIG)
             }
-            Err(code) => code,
         },
         Cmd::Scan {
-            config,
             json,
             offline,
             bayes_model,
@@ -185,7 +196,6 @@ fn main() -> ExitCode {
             cross_validate: Some(k),
             spam,
             ham,
-            config,
             ..
         } => match load(config.as_ref()) {
             Ok(config) => done(cli::learn::cross_validate(&config, &spam, &ham, k).map(|report| print!("{report}"))),
@@ -199,7 +209,6 @@ fn main() -> ExitCode {
             ..
         } => done(cli::learn::learn(&spam, &ham, &out, min_count)),
         Cmd::Check {
-            config,
             addr,
             warn_queue,
             crit_queue,
@@ -213,15 +222,15 @@ fn main() -> ExitCode {
             (&warn_age, &crit_age),
             &timeout,
         ),
-        Cmd::Bans { config, action } => {
+        Cmd::Bans { action } => {
             with_config(config.as_ref(), |c| async move { cli::bans::bans(&c, action).await })
         }
-        Cmd::Quarantine { config, action } => with_config(config.as_ref(), |c| async move {
+        Cmd::Quarantine { action } => with_config(config.as_ref(), |c| async move {
             cli::quarantine::quarantine(&c, action)
                 .await
                 .map_err(anyhow::Error::from)
         }),
-        Cmd::Serve { config } => run_server(config.as_ref()),
+        Cmd::Serve => run_server(config.as_ref()),
     }
 }
 

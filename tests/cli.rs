@@ -76,3 +76,34 @@ fn missing_config_file_exits_64() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
+
+/// The configuration is found the way admins expect: `-c/--config`
+/// anywhere on the line (also after a sub-subcommand), else
+/// `SLUICE_CONFIG`; `check-config` uses the same as the other commands.
+#[test]
+fn config_flag_anywhere_and_from_the_environment() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/sluice.example.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[server]\nmax_recipients = -1\n").unwrap();
+    let run = |args: &[&str], env: Option<&str>| {
+        let mut c = sluice();
+        c.args(args).env_remove("SLUICE_CONFIG");
+        if let Some(e) = env {
+            c.env("SLUICE_CONFIG", e);
+        }
+        let out = c.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    assert_eq!(run(&["check-config"], Some(example)).0, Some(0));
+    let (code, err) = run(&["check-config"], Some(bad.to_str().unwrap()));
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("server.max_recipients"), "{err}");
+    assert_eq!(run(&["--config", example, "check-config"], None).0, Some(0));
+    assert_eq!(run(&["check-config", "-c", example], None).0, Some(0));
+    // After the sub-subcommand: the bad file is read (and refused), so
+    // the flag was taken.
+    let (code, err) = run(&["bans", "list", "--config", bad.to_str().unwrap()], None);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("server.max_recipients"), "{err}");
+}
