@@ -168,7 +168,9 @@ fn main() -> ExitCode {
                 Err(code) => code,
             },
             None => {
-                eprintln!("sluice: no configuration file: give one, --config, SLUICE_CONFIG, or create {DEFAULT_CONFIG}");
+                eprintln!(
+                    "sluice: no configuration file: give one, --config, SLUICE_CONFIG, or create {DEFAULT_CONFIG}"
+                );
                 ExitCode::from(EX_CONFIG)
             }
         },
@@ -222,9 +224,7 @@ fn main() -> ExitCode {
             (&warn_age, &crit_age),
             &timeout,
         ),
-        Cmd::Bans { action } => {
-            with_config(config.as_ref(), |c| async move { cli::bans::bans(&c, action).await })
-        }
+        Cmd::Bans { action } => with_config(config.as_ref(), |c| async move { cli::bans::bans(&c, action).await }),
         Cmd::Quarantine { action } => with_config(config.as_ref(), |c| async move {
             cli::quarantine::quarantine(&c, action)
                 .await

@@ -219,3 +219,42 @@ async fn serve_without_config_uses_the_builtin_defaults() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// Events emitted during the shutdown grace period reach the event log: a
+/// message accepted just before SIGTERM leaves its acceptance and its
+/// delivery in the log (it used to leave only `session_opened`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_the_grace_period_are_written_before_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start().await;
+    let mut p = Proc::start_extra(
+        dir.path(),
+        free_port(),
+        sink.port,
+        "1s",
+        "[log]\nevents = \"events.jsonl\"\n",
+    );
+    let mut c = Client::connect(p.addr).await;
+    c.expect("220").await;
+    c.envelope("a@client.example", &["user@example.com"]).await;
+    c.cmd("DATA", "354").await;
+    c.send_raw(b"Subject: last one\r\n\r\nbody\r\n").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    p.signal("TERM");
+    c.send_raw(b".\r\n").await;
+    c.expect("250 2.0.0").await;
+    let status = tokio::task::spawn_blocking(move || p.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
+    for event in [
+        "\"session_opened\"",
+        "\"message_accepted\"",
+        "\"delivery_attempt\"",
+        "\"session_closed\"",
+    ] {
+        assert!(log.contains(event), "{event} missing from:\n{log}");
+    }
+    assert_eq!(sink.messages().len(), 1);
+}

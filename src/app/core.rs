@@ -24,6 +24,10 @@ pub(super) struct Core {
     pub state: Arc<dyn crate::state::StateStore>,
     /// The resolver's health, fed by the lists' and HELO checks' queries.
     pub dns_health: Arc<crate::dns::Health>,
+    /// The event log: stopped last, after sessions and deliveries, so
+    /// every event emitted before exit is written.
+    pub log_stop: CancellationToken,
+    pub log_task: TaskTracker,
 }
 
 impl Core {
@@ -50,6 +54,8 @@ impl Core {
         let core = Core {
             events,
             dns_health,
+            log_stop: CancellationToken::new(),
+            log_task: TaskTracker::new(),
             metrics,
             shutdown: CancellationToken::new(),
             background: TaskTracker::new(),
@@ -57,11 +63,12 @@ impl Core {
             state: Arc::new(crate::state::MemoryStore::default()),
             config,
         };
-        core.background.spawn(crate::events::log::run(
+        core.log_task.spawn(crate::events::log::run(
             core.events.clone(),
             core.config.log.events.clone(),
-            core.shutdown.child_token(),
+            core.log_stop.clone(),
         ));
+        core.log_task.close();
         core
     }
 

@@ -154,7 +154,13 @@ pub(super) fn shared(
         events: core.events.clone(),
         tls,
         shutdown: core.shutdown.clone(),
-        session_seq: AtomicU64::new(1),
+        // Unique across restarts (an event log spans many): sessions are
+        // numbered on from the start time in microseconds.
+        session_seq: AtomicU64::new(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_micros() as u64),
+        ),
         message_seq: AtomicU64::new(0),
         filters,
         stress: Arc::new(crate::policy::stress::Stress::new(core.config.stress.clone())),

@@ -40,6 +40,8 @@ pub struct Running {
     spool: Arc<FsSpool>,
     transport: Arc<Router>,
     spam: Option<Arc<crate::spam::filter::SpamFilter>>,
+    log_stop: CancellationToken,
+    log_task: TaskTracker,
 }
 
 /// SPF/DKIM/DMARC for the spam filter (`None` when `spam.auth` is off or
@@ -145,8 +147,13 @@ pub async fn start_with(config: Config, pre: Preflight) -> anyhow::Result<Runnin
         spool,
         transport: delivery.transport,
         spam: parts.spam,
+        log_stop: core.log_stop,
+        log_task: core.log_task,
     })
 }
+
+/// How long the event log may take to write what is left at exit.
+const LOG_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Running {
     /// Graceful shutdown: stop accepting, 421 at command boundaries, let
@@ -172,6 +179,12 @@ impl Running {
         self.transport.close_idle().await;
         let spool = self.spool.clone();
         let _ = tokio::task::spawn_blocking(move || spool.close()).await;
+        // Last, the event log: what happened during the grace period is
+        // written too.
+        self.log_stop.cancel();
+        if tokio::time::timeout(LOG_DRAIN, self.log_task.wait()).await.is_err() {
+            tracing::warn!("the event log did not drain in time");
+        }
         tracing::info!("stopped");
     }
 

@@ -28,6 +28,11 @@ impl Proc {
 
     /// `retry_initial`: the first retry delay after a failed attempt.
     pub fn start_with(dir: &std::path::Path, port: u16, next_hop_port: u16, retry_initial: &str) -> Proc {
+        Self::start_extra(dir, port, next_hop_port, retry_initial, "")
+    }
+
+    /// As [`Proc::start_with`], with `extra` TOML (whole sections) appended.
+    pub fn start_extra(dir: &std::path::Path, port: u16, next_hop_port: u16, retry_initial: &str, extra: &str) -> Proc {
         let toml = base_toml(&format!("smtp://127.0.0.1:{next_hop_port}"))
             .replace(
                 "retry_initial = \"1s\"\nretry_max = \"2s\"",
@@ -40,7 +45,8 @@ impl Proc {
             .replace(
                 "table = \"recipients\"",
                 "table = \"recipients\"\nreload_interval = \"1h\"",
-            );
+            )
+            + extra;
         assert!(toml.contains(&format!("retry_initial = \"{retry_initial}\"")), "{toml}");
         std::fs::write(dir.join("sluice.toml"), toml).unwrap();
         if !dir.join("recipients").exists() {
