@@ -237,6 +237,7 @@ async fn events_of_the_grace_period_are_written_before_exit() {
     let mut c = Client::connect(p.addr).await;
     c.expect("220").await;
     c.envelope("a@client.example", &["user@example.com"]).await;
+    c.cmd("RCPT TO:<nobody@example.com>", "550 5.1.1").await;
     c.cmd("DATA", "354").await;
     c.send_raw(b"Subject: last one\r\n\r\nbody\r\n").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -257,4 +258,17 @@ async fn events_of_the_grace_period_are_written_before_exit() {
         assert!(log.contains(event), "{event} missing from:\n{log}");
     }
     assert_eq!(sink.messages().len(), 1);
+    // What an admin greps for is on every message event: client, HELO,
+    // sender, queue id.
+    for event in ["rcpt_rejected", "message_accepted"] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("\"event\":\"{event}\"")))
+            .unwrap_or_else(|| panic!("no {event} in:\n{log}"));
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["ip"], "127.0.0.1", "{line}");
+        assert_eq!(v["from"], "a@client.example", "{line}");
+        assert!(v["helo"].as_str().is_some_and(|h| !h.is_empty()), "{line}");
+        assert!(v["id"].as_str().is_some_and(|id| id.len() > 8), "{line}");
+    }
 }

@@ -115,6 +115,8 @@ mod tests {
     fn rcpt_rejections_count_by_result_and_reason() {
         let m = Metrics::new();
         let rej = |reason, reply| Event::RcptRejected {
+            tx: Default::default(),
+            id: String::new(),
             session: 1,
             ip: "192.0.2.1".parse().unwrap(),
             rcpt: "x@y".into(),

@@ -44,6 +44,24 @@ pub enum RcptOutcome {
     Bounced,
 }
 
+/// The transaction a message event belongs to, as an admin greps for it:
+/// the HELO name and the sender (`""` for `<>`). In the event log these
+/// are top-level keys, `helo` and `from`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Tx {
+    pub helo: String,
+    pub from: String,
+}
+
+impl Tx {
+    pub fn of(envelope: &crate::mail::envelope::Envelope) -> Tx {
+        Tx {
+            helo: envelope.helo.clone(),
+            from: envelope.mail_from.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case", tag = "event")]
 pub enum Event {
@@ -90,6 +108,10 @@ pub enum Event {
         session: u64,
         ip: IpAddr,
         rcpt: String,
+        /// The transaction's queue id.
+        id: String,
+        #[serde(flatten)]
+        tx: Tx,
         reason: Reason,
         #[serde(serialize_with = "reason::reply_text")]
         reply: Reply,
@@ -117,6 +139,9 @@ pub enum Event {
     MessageRejected {
         session: u64,
         ip: IpAddr,
+        id: String,
+        #[serde(flatten)]
+        tx: Tx,
         #[serde(serialize_with = "reason::reply_text")]
         reply: Reply,
         #[serde(serialize_with = "reason::reason_label")]
@@ -129,6 +154,8 @@ pub enum Event {
         session: u64,
         ip: IpAddr,
         id: String,
+        #[serde(flatten)]
+        tx: Tx,
         name: String,
         mode: ScanMode,
     },
@@ -137,6 +164,8 @@ pub enum Event {
         session: u64,
         ip: IpAddr,
         id: String,
+        #[serde(flatten)]
+        tx: Tx,
         kind: ContentKind,
         what: String,
         mode: ScanMode,
@@ -148,6 +177,8 @@ pub enum Event {
         session: u64,
         ip: IpAddr,
         id: String,
+        #[serde(flatten)]
+        tx: Tx,
         score: f64,
         action: SpamAction,
         rules: String,
@@ -188,6 +219,8 @@ pub enum Event {
         session: u64,
         ip: IpAddr,
         id: String,
+        #[serde(flatten)]
+        tx: Tx,
         size: usize,
         rcpts: usize,
         /// How its virus scan is done.

@@ -246,6 +246,11 @@ mod tests {
     fn typed_fields_keep_the_event_log_json() {
         let ip = "192.0.2.1".parse().unwrap();
         let e = Event::MessageRejected {
+            tx: crate::events::Tx {
+                helo: "mx.client.example".into(),
+                from: "a@client.example".into(),
+            },
+            id: "Q".into(),
             session: 3,
             ip,
             reply: Reply::SIZE_EXCEEDED,
@@ -253,7 +258,7 @@ mod tests {
         };
         assert_eq!(
             json(&e),
-            r#"{"event":"message_rejected","session":3,"ip":"192.0.2.1","reply":"552 5.3.4 Message size exceeds fixed limit","reason":"size"}"#
+            r#"{"event":"message_rejected","session":3,"ip":"192.0.2.1","id":"Q","helo":"mx.client.example","from":"a@client.example","reply":"552 5.3.4 Message size exceeds fixed limit","reason":"size"}"#
         );
         let e = Event::ProtocolError {
             session: 3,
@@ -265,6 +270,7 @@ mod tests {
             json(&e).ends_with(r#""reply":"500 5.5.2 Syntax error, command unrecognized","reason":"bad command"}"#)
         );
         let e = Event::VirusFound {
+            tx: Default::default(),
             session: 3,
             ip,
             id: "Q".into(),
@@ -277,6 +283,7 @@ mod tests {
             json(&e)
         );
         let e = Event::SpamScored {
+            tx: Default::default(),
             session: 3,
             ip,
             id: "Q".into(),
@@ -287,6 +294,7 @@ mod tests {
         };
         assert!(json(&e).contains(r#""action":"reject""#), "{}", json(&e));
         let e = Event::ContentRejected {
+            tx: Default::default(),
             session: 3,
             ip,
             id: "Q".into(),
@@ -300,6 +308,8 @@ mod tests {
             json(&e)
         );
         let e = Event::RcptRejected {
+            tx: Default::default(),
+            id: String::new(),
             session: 3,
             ip,
             rcpt: "a@b".into(),

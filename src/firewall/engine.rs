@@ -471,6 +471,8 @@ mod tests {
     #[test]
     fn offences_from_events() {
         let rcpt = Event::RcptRejected {
+            tx: Default::default(),
+            id: String::new(),
             session: 1,
             ip: ip("192.0.2.1"),
             rcpt: "x@example.com".into(),
@@ -480,6 +482,8 @@ mod tests {
         };
         assert_eq!(Offence::of(&rcpt), Some((ip("192.0.2.1"), Offence::UnknownUser)));
         let grey = Event::RcptRejected {
+            tx: Default::default(),
+            id: String::new(),
             session: 1,
             ip: ip("192.0.2.1"),
             rcpt: "x@example.com".into(),
@@ -489,6 +493,8 @@ mod tests {
         };
         assert_eq!(Offence::of(&grey), None, "greylisting is not an offence");
         let probes = Event::RcptRejected {
+            tx: Default::default(),
+            id: String::new(),
             session: 1,
             ip: ip("192.0.2.3"),
             rcpt: "x@example.com".into(),
@@ -502,6 +508,7 @@ mod tests {
             "out of call-ahead probes: an offence"
         );
         let spam = |action| Event::SpamScored {
+            tx: Default::default(),
             session: 1,
             ip: ip("192.0.2.2"),
             id: "X".into(),

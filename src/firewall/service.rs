@@ -420,6 +420,8 @@ mod tests {
 
     fn unknown_user(ip: &str) -> Event {
         Event::RcptRejected {
+            tx: Default::default(),
+            id: String::new(),
             session: 1,
             ip: ip.parse().unwrap(),
             rcpt: "x@example.com".into(),

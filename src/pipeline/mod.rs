@@ -180,7 +180,7 @@ impl Pipeline {
         }
         let _permit = self.check_memory.acquire(msg.body.len()).await;
         let spilled = msg.body.spilled_len() as usize;
-        let body = match msg.body.load().await {
+        let body = match msg.body.load() {
             Ok(b) => b,
             Err(e) => {
                 self.events.emit(Event::Warning {

@@ -34,6 +34,7 @@ impl Pipeline {
             session: msg.session,
             ip: env.client_ip,
             id: env.id.clone(),
+            tx: crate::events::Tx::of(env),
             score: scored.score,
             action,
             rules: scored.rule_names(),

@@ -151,17 +151,18 @@ impl Worker {
                     session: 0,
                     ip,
                     id: id.clone(),
+                    tx: crate::events::Tx::of(&stored.envelope),
                     name: name.clone(),
                     mode: ScanMode::Deferred,
                 });
                 Cause::Virus(name)
             }
             Ok(Verdict::Banned(what)) => {
-                self.content_event(ip, &id, ContentKind::Banned, &what);
+                self.content_event(&stored.envelope, ContentKind::Banned, &what);
                 Cause::Content(ContentKind::Banned, what)
             }
             Ok(Verdict::Malformed(what)) => {
-                self.content_event(ip, &id, ContentKind::Malformed, &what);
+                self.content_event(&stored.envelope, ContentKind::Malformed, &what);
                 Cause::Content(ContentKind::Malformed, what)
             }
         };
@@ -179,11 +180,12 @@ impl Worker {
         }
     }
 
-    fn content_event(&self, ip: std::net::IpAddr, id: &str, kind: ContentKind, what: &str) {
+    fn content_event(&self, env: &crate::mail::envelope::Envelope, kind: ContentKind, what: &str) {
         self.events.emit(Event::ContentRejected {
             session: 0,
-            ip,
-            id: id.to_string(),
+            ip: env.client_ip,
+            id: env.id.clone(),
+            tx: crate::events::Tx::of(env),
             kind,
             what: what.to_string(),
             mode: ScanMode::Deferred,

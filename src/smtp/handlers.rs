@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::session::{Mode, Session, Step, Transaction};
-use crate::events::{ContentKind, Event, Reason, Refusal, ScanMode};
+use crate::events::{ContentKind, Event, Reason, Refusal, ScanMode, Tx};
 use crate::mail::date::{now_secs, rfc5322_date};
 use crate::mail::envelope::{Envelope, Recipient};
 use crate::pipeline::{Arrived, Outcome, STREAM_BATCH};
@@ -227,7 +227,7 @@ impl Session {
                 tx.stream = None;
             }
         }
-        tx.body.spill(dir).await;
+        tx.body.spill(dir);
         tx.streamed.upto = 0;
     }
 
@@ -284,6 +284,7 @@ impl Session {
             return Reply::MAIL_FIRST;
         };
         let id = tx.id.clone();
+        let tx_info = self.tx_info(tx.mail_from.as_ref());
         let envelope = Envelope {
             id: tx.id,
             received_at: now_secs(),
@@ -317,19 +318,20 @@ impl Session {
                     session: self.id,
                     ip: self.peer.ip(),
                     id: id.clone(),
+                    tx: tx_info,
                     size,
                     rcpts,
                     scan,
                 });
                 Reply::queued(&id)
             }
-            Outcome::Refused(r) => self.refuse_message(&id, r),
+            Outcome::Refused(r) => self.refuse_message(&id, tx_info, r),
         }
     }
 
     /// The one place a refused message is reported: the event its reason
     /// calls for, and the reply.
-    fn refuse_message(&self, id: &str, r: Refusal) -> Reply {
+    fn refuse_message(&self, id: &str, tx: Tx, r: Refusal) -> Reply {
         let (session, ip, id) = (self.id, self.peer.ip(), id.to_string());
         let Refusal {
             reply,
@@ -341,6 +343,7 @@ impl Session {
                 session,
                 ip,
                 id,
+                tx,
                 name,
                 mode: ScanMode::InSession,
             }),
@@ -348,6 +351,7 @@ impl Session {
                 session,
                 ip,
                 id,
+                tx,
                 kind: if reason == Reason::BannedPart {
                     ContentKind::Banned
                 } else {
@@ -368,6 +372,8 @@ impl Session {
             reason => Some(Event::MessageRejected {
                 session,
                 ip,
+                id,
+                tx,
                 reply: reply.clone(),
                 reason,
             }),
@@ -376,6 +382,14 @@ impl Session {
             self.shared.events.emit(e);
         }
         reply
+    }
+
+    /// The HELO name and sender for a message event.
+    fn tx_info(&self, from: Option<&Mailbox>) -> Tx {
+        Tx {
+            helo: self.helo.clone().unwrap_or_default(),
+            from: from.map(|m| m.to_string()).unwrap_or_default(),
+        }
     }
 
     // === RSET ===
@@ -440,6 +454,8 @@ impl Session {
                 session,
                 ip,
                 rcpt: rcpt.to_string(),
+                id: self.tx.as_ref().map(|t| t.id.clone()).unwrap_or_default(),
+                tx: self.tx_info(self.tx.as_ref().and_then(|t| t.mail_from.as_ref())),
                 reason,
                 reply: r,
                 evidence,

@@ -271,6 +271,8 @@ mod tests {
         let h = History::new(m.clone(), Vec::new(), None, "mx".into());
         h.sample(100);
         let rej = Event::RcptRejected {
+            tx: Default::default(),
+            id: String::new(),
             session: 1,
             ip: "192.0.2.9".parse().unwrap(),
             rcpt: "a@b".into(),
