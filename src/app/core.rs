@@ -28,6 +28,9 @@ pub(super) struct Core {
     /// every event emitted before exit is written.
     pub log_stop: CancellationToken,
     pub log_task: TaskTracker,
+    /// Memory for whole bodies (`server.check_memory`): the end-of-DATA
+    /// checks and delivery share it.
+    pub body_budget: crate::spool::incoming::BodyBudget,
 }
 
 impl Core {
@@ -54,6 +57,7 @@ impl Core {
         let core = Core {
             events,
             dns_health,
+            body_budget: crate::spool::incoming::BodyBudget::new(config.server.check_memory),
             log_stop: CancellationToken::new(),
             log_task: TaskTracker::new(),
             metrics,

@@ -33,6 +33,7 @@ pub(super) fn build(
         c.server.hostname.clone(),
         core.events.clone(),
     );
+    let queue = queue.with_body_budget(core.body_budget.clone());
     Ok(Delivery {
         transport,
         queue,

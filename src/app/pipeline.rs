@@ -61,7 +61,7 @@ pub(super) fn build(
         deferred: deferred.clone(),
         spam: spam.clone(),
         spool,
-        check_memory: crate::pipeline::CheckMemory::new(c.server.check_memory),
+        check_memory: core.body_budget.clone(),
         incoming: Some(
             IncomingDir::open(&c.spool.dir, c.server.body_memory)
                 .with_context(|| format!("spool.dir: cannot prepare {}/incoming", c.spool.dir.display()))?,

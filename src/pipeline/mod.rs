@@ -22,7 +22,7 @@ use crate::scan::deferred::DeferredHandle;
 use crate::scan::{ContentFilter, Fed, Inspected, OnFailure, ScanStream, Verdict};
 use crate::spam::filter::SpamFilter;
 use crate::spool::Spool;
-use crate::spool::incoming::{BodyBuf, IncomingDir};
+use crate::spool::incoming::{BodyBudget, BodyBuf, IncomingDir};
 
 /// Octets collected before they are fed to a streamed scan.
 pub const STREAM_BATCH: usize = 32 * 1024;
@@ -75,36 +75,6 @@ fn body_problem(p: BodyProblem) -> Refusal {
     Refusal::new(reply, reason, "")
 }
 
-/// The memory the end-of-DATA checks may use at once, shared by all
-/// sessions: a message holds twice its size of it (its body, and what
-/// decoding and scoring make of it) while it is checked and stored.
-pub struct CheckMemory {
-    kib: Arc<tokio::sync::Semaphore>,
-    total_kib: u32,
-}
-
-impl CheckMemory {
-    pub fn new(bytes: usize) -> Self {
-        let total_kib = (bytes / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS.min(u32::MAX as usize)) as u32;
-        Self {
-            kib: Arc::new(tokio::sync::Semaphore::new(total_kib as usize)),
-            total_kib,
-        }
-    }
-
-    /// Waits until a message of `size` octets may be checked; a message
-    /// larger than the budget waits for all of it.
-    pub async fn acquire(&self, size: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let want = (size.saturating_mul(2) / 1024 + 1).min(u64::from(self.total_kib)) as u32;
-        self.kib.clone().acquire_many_owned(want).await.ok()
-    }
-
-    /// KiB in use now.
-    pub fn in_use_kib(&self) -> u32 {
-        self.total_kib - self.kib.available_permits() as u32
-    }
-}
-
 /// What became of a message.
 #[derive(Debug)]
 pub enum Outcome {
@@ -137,8 +107,9 @@ pub struct Pipeline {
     /// Spam scoring, unless `spam.enabled = false`.
     pub spam: Option<Arc<SpamFilter>>,
     pub spool: Arc<dyn Spool>,
-    /// The memory budget of the checks (`server.check_memory`), in KiB.
-    pub check_memory: CheckMemory,
+    /// The memory budget for whole bodies (`server.check_memory`),
+    /// shared with delivery.
+    pub check_memory: BodyBudget,
     /// Where bodies larger than `server.body_memory` go while they arrive
     /// (none: they stay in memory, as with the in-memory spool of tests).
     pub incoming: Option<IncomingDir>,
@@ -178,7 +149,8 @@ impl Pipeline {
         if let Some(p) = msg.problem {
             return Outcome::Refused(body_problem(p));
         }
-        let _permit = self.check_memory.acquire(msg.body.len()).await;
+        // Twice its size: the body, and what decoding and scoring make of it.
+        let _permit = self.check_memory.acquire(msg.body.len().saturating_mul(2)).await;
         let spilled = msg.body.spilled_len() as usize;
         let body = match msg.body.load() {
             Ok(b) => b,

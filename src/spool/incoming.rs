@@ -13,6 +13,40 @@ use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The memory whole message bodies may take at once (`server.check_memory`),
+/// shared by all sessions and by delivery: the end-of-DATA checks hold a
+/// message's share while they decode, score and store it, and delivery
+/// while it sends a body read back from the spool. Many large messages at
+/// once take turns; a message larger than the whole budget waits for all
+/// of it.
+#[derive(Clone, Debug)]
+pub struct BodyBudget {
+    kib: std::sync::Arc<tokio::sync::Semaphore>,
+    total_kib: u32,
+}
+
+impl BodyBudget {
+    pub fn new(bytes: usize) -> Self {
+        let total_kib = (bytes / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS.min(u32::MAX as usize)) as u32;
+        Self {
+            kib: std::sync::Arc::new(tokio::sync::Semaphore::new(total_kib as usize)),
+            total_kib,
+        }
+    }
+
+    /// Waits until `bytes` of the budget are free, and holds them until
+    /// the permit is dropped.
+    pub async fn acquire(&self, bytes: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let want = (bytes / 1024 + 1).min(u64::from(self.total_kib)) as u32;
+        self.kib.clone().acquire_many_owned(want).await.ok()
+    }
+
+    /// KiB in use now.
+    pub fn in_use_kib(&self) -> u32 {
+        self.total_kib - self.kib.available_permits() as u32
+    }
+}
+
 /// Where bodies too large for memory go, and from what size.
 #[derive(Debug)]
 pub struct IncomingDir {
@@ -215,6 +249,20 @@ mod tests {
         std::fs::write(tmp.path().join("incoming/left-over"), b"x").unwrap();
         IncomingDir::open(tmp.path(), 4096).unwrap();
         assert_eq!(std::fs::read_dir(tmp.path().join("incoming")).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_budget_makes_large_bodies_take_turns() {
+        let b = BodyBudget::new(10 << 20);
+        let first = b.acquire(6 << 20).await;
+        assert_eq!(b.in_use_kib(), 6 * 1024 + 1);
+        let second = tokio::time::timeout(std::time::Duration::from_millis(50), b.acquire(6 << 20)).await;
+        assert!(second.is_err(), "the second waits while the first holds its share");
+        drop(first);
+        let huge = b.acquire(100 << 20).await;
+        assert_eq!(b.in_use_kib(), 10 * 1024, "larger than the budget: all of it");
+        drop(huge);
+        assert_eq!(b.in_use_kib(), 0);
     }
 
     #[tokio::test]

@@ -42,7 +42,7 @@ impl Harness {
             deferred: None,
             spam: None,
             spool: spool.clone(),
-            check_memory: crate::pipeline::CheckMemory::new(config.server.check_memory),
+            check_memory: crate::spool::incoming::BodyBudget::new(config.server.check_memory),
             incoming: Some(crate::spool::incoming::IncomingDir::open(incoming.path(), 4096).unwrap()),
             queue,
             quarantine: Arc::new(crate::quarantine::Quarantine::new("/nonexistent/quarantine")),
