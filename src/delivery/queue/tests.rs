@@ -205,6 +205,7 @@ impl Settle {
         let (transport, _) = FakeHop::new(|_, _, _| delivered());
         Settle {
             shared: QueueShared {
+                budget: None,
                 spool: spool.clone(),
                 transport,
                 cfg,
