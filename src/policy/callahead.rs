@@ -53,17 +53,53 @@ pub struct CallAhead {
     /// The answers (by address), and the probe budgets.
     store: Arc<dyn StateStore>,
     budget: RateCounter,
-    /// All clients' probes per second, and the probes in progress.
-    total: RateCounter,
+    /// All clients' probes per second (only probes sent are counted: a
+    /// flood that is refused does not keep the door shut for everyone),
+    /// and the probes in progress.
+    total: Mutex<TokenBucket>,
     in_flight: tokio::sync::Semaphore,
+}
+
+/// Probes per second for everyone: `rate` tokens a second, at most `rate`
+/// saved up.
+#[derive(Debug)]
+struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    last: tokio::time::Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32) -> Self {
+        Self {
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
+            last: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Takes one token if there is one (0 per second: unlimited).
+    fn take(&mut self, now: tokio::time::Instant) -> bool {
+        if self.rate == 0.0 {
+            return true;
+        }
+        let earned = now.saturating_duration_since(self.last).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + earned).min(self.rate);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl CallAhead {
     pub fn new(cfg: CallAheadConfig, relay: Relay, store: Arc<dyn StateStore>) -> Self {
         let minute = Duration::from_secs(60);
         let budget = RateCounter::new(store.clone(), Rate::Probes, cfg.probes_per_client, minute);
-        let second = Duration::from_secs(1);
-        let total = RateCounter::new(store.clone(), Rate::ProbesTotal, cfg.max_per_second, second);
+        let total = Mutex::new(TokenBucket::new(cfg.max_per_second));
         let in_flight = tokio::sync::Semaphore::new(cfg.max_concurrent);
         let probe_hop = |domains: Option<DomainPattern>, hop: Hop| ProbeHop {
             tls: HopTlsConfig::new(&hop).unwrap_or_else(|_| HopTlsConfig::plain()),
@@ -109,13 +145,12 @@ impl CallAhead {
         }
         // The next hop is asked at a bounded rate and concurrency, whoever
         // asks: beyond, the recipient is deferred without a probe.
-        let everyone = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
-        if !self.total.hit(everyone, now_t) {
-            return Verified::Unavailable("call-ahead over callahead.max_per_second".into());
-        }
         let Ok(_slot) = self.in_flight.try_acquire() else {
             return Verified::Unavailable("call-ahead over callahead.max_concurrent".into());
         };
+        if !self.total.lock().unwrap_or_else(|p| p.into_inner()).take(now_t) {
+            return Verified::Unavailable("call-ahead over callahead.max_per_second".into());
+        }
         let res = tokio::time::timeout(self.relay.command_timeout, self.probe(rcpt)).await;
         match res {
             Ok(Ok(r)) if r.is_positive() => {
@@ -182,5 +217,26 @@ impl CallAhead {
                 format!("{client} used up its probes ({rcpt} not probed)"),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TokenBucket;
+    use std::time::Duration;
+
+    #[test]
+    fn a_refused_flood_does_not_keep_the_bucket_empty() {
+        let mut b = TokenBucket::new(50);
+        let t = b.last;
+        assert_eq!((0..100).filter(|_| b.take(t)).count(), 50, "a burst of the rate");
+        // A flood of refused probes over the next half second...
+        for i in 0..10_000u64 {
+            let _ = b.take(t + Duration::from_micros(i * 50));
+        }
+        // ...does not stop the next second's probes: 50 a second again.
+        let later = t + Duration::from_secs(2);
+        assert_eq!((0..100).filter(|_| b.take(later)).count(), 50);
+        assert!(TokenBucket::new(0).take(t), "0: unlimited");
     }
 }

@@ -39,7 +39,6 @@ pub struct MemoryStore {
     messages: DashMap<IpAddr, Window>,
     recipients: DashMap<IpAddr, Window>,
     probes: DashMap<IpAddr, Window>,
-    probes_total: DashMap<IpAddr, Window>,
     sessions: DashMap<IpAddr, u32>,
     triplets: DashMap<String, Triplet>,
     clients: DashMap<String, ClientPasses>,
@@ -58,7 +57,6 @@ impl MemoryStore {
             Rate::Messages => &self.messages,
             Rate::Recipients => &self.recipients,
             Rate::Probes => &self.probes,
-            Rate::ProbesTotal => &self.probes_total,
         }
     }
 

@@ -23,8 +23,6 @@ pub enum Rate {
     Recipients,
     /// Call-ahead probes a client causes.
     Probes,
-    /// Call-ahead probes from all clients (key: the unspecified address).
-    ProbesTotal,
 }
 
 /// Greylisting's timing (postgrey's semantics), in seconds.
