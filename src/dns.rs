@@ -53,11 +53,15 @@ pub struct HickoryResolver {
 /// /etc/resolv.conf when `None`; `timeout` bounds one query; one attempt;
 /// names are absolute (no search domains); a negative answer is cached for
 /// at least `negative_ttl`, also without an SOA to give it a TTL (else
-/// every message from one sender domain would ask again).
+/// every message from one sender domain would ask again), and an answer
+/// for at least `min_ttl` (as unbound's cache-min-ttl: records with a TTL
+/// of 0 or a few seconds would make every message ask, and every lost
+/// query stall one).
 pub fn tokio_resolver(
     server: Option<SocketAddr>,
     timeout: Duration,
     negative_ttl: Duration,
+    min_ttl: Duration,
 ) -> Result<hickory_resolver::TokioResolver, DnsError> {
     use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
     use hickory_resolver::net::runtime::TokioRuntimeProvider;
@@ -81,6 +85,7 @@ pub fn tokio_resolver(
     opts.cache_size = 32 * 1024;
     opts.ndots = 0;
     opts.negative_min_ttl = Some(negative_ttl);
+    opts.positive_min_ttl = Some(min_ttl);
     builder.build().map_err(|e| DnsError::Failed(e.to_string()))
 }
 
@@ -89,7 +94,7 @@ impl HickoryResolver {
     /// reads /etc/resolv.conf. `timeout` bounds one query.
     pub fn new(server: Option<SocketAddr>, timeout: Duration) -> Result<Self, DnsError> {
         Ok(Self {
-            inner: tokio_resolver(server, timeout, Duration::from_secs(60))?,
+            inner: tokio_resolver(server, timeout, Duration::from_secs(60), Duration::ZERO)?,
             health: None,
         })
     }
@@ -117,6 +122,7 @@ impl HickoryResolver {
         };
         let mut pending = Pending {
             health: self.health.as_deref(),
+            name,
             started: std::time::Instant::now(),
         };
         let res = self.inner.lookup(fqdn.as_str(), rtype).await.map_err(|e| {
@@ -129,7 +135,7 @@ impl HickoryResolver {
             }
         });
         if let Some(h) = pending.health.take() {
-            h.record(match &res {
+            h.record(health::key_of(name), match &res {
                 Ok(_) | Err(DnsError::NotFound) => QueryOutcome::Answered,
                 Err(DnsError::Timeout) => QueryOutcome::Timeout,
                 Err(DnsError::Failed(_)) => QueryOutcome::Failed,
@@ -146,6 +152,7 @@ impl HickoryResolver {
 /// up sooner, e.g. by a client hanging up, counts as nothing).
 struct Pending<'a> {
     health: Option<&'a Health>,
+    name: &'a str,
     started: std::time::Instant,
 }
 
@@ -157,7 +164,31 @@ impl Drop for Pending<'_> {
         if let Some(h) = self.health
             && self.started.elapsed() >= ABANDONED_AFTER
         {
-            h.record(QueryOutcome::Timeout);
+            h.record(health::key_of(self.name), QueryOutcome::Timeout);
+        }
+    }
+}
+
+/// Probes the root (`. NS`) through `resolver` while its health view has
+/// seen failures (every 5 s; every second while failing), so a dead
+/// resolver is told from a dead sender domain, and a revived one is seen
+/// at once. Ends with `stop`.
+pub async fn probe_while_troubled(resolver: HickoryResolver, stop: tokio_util::sync::CancellationToken) {
+    let Some(health) = resolver.health.clone() else {
+        return;
+    };
+    loop {
+        let pause = if health.failing() {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(5)
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        if health.failing() || health.troubled() {
+            let _ = resolver.lookup(".", hickory_resolver::proto::rr::RecordType::NS).await;
         }
     }
 }

@@ -696,7 +696,7 @@ async fn negative_answers_without_an_soa_were_asked_for_again_and_again() {
         .await
         .unwrap();
     let server = format!("127.0.0.1:{}", dns.port).parse().unwrap();
-    let inner = sluice::dns::tokio_resolver(Some(server), Duration::from_secs(2), Duration::from_secs(60)).unwrap();
+    let inner = sluice::dns::tokio_resolver(Some(server), Duration::from_secs(2), Duration::from_secs(60), Duration::ZERO).unwrap();
     let r = sluice::dns::HickoryResolver::from_resolver(inner);
     for _ in 0..5 {
         assert_eq!(

@@ -92,7 +92,7 @@ impl Core {
         if !needs_dns(c) && !c.spam.as_ref().is_some_and(|s| s.auth) {
             return Ok(None);
         }
-        crate::dns::tokio_resolver(c.dns.resolver, c.dns.timeout, c.dns.negative_ttl)
+        crate::dns::tokio_resolver(c.dns.resolver, c.dns.timeout, c.dns.negative_ttl, c.dns.min_ttl)
             .map(Some)
             .map_err(|e| anyhow::anyhow!("dns.resolver: {e}"))
     }

@@ -57,7 +57,7 @@ fn authenticator(
     };
     let resolver = match shared {
         Some(r) => r,
-        None => crate::dns::tokio_resolver(config.dns.resolver, config.dns.timeout, config.dns.negative_ttl)
+        None => crate::dns::tokio_resolver(config.dns.resolver, config.dns.timeout, config.dns.negative_ttl, config.dns.min_ttl)
             .context("dns.resolver: cannot build the DNS resolver")?,
     };
     Ok(Some(crate::spam::auth::Authenticator::new(
@@ -103,6 +103,10 @@ pub async fn start_with(config: Config, pre: Preflight) -> anyhow::Result<Runnin
     let spool = recovered.spool.clone();
     let spool_dyn: Arc<dyn Spool> = spool.clone();
     let dns = core.resolver()?;
+    if let Some(inner) = &dns {
+        let probe = crate::dns::HickoryResolver::from_resolver(inner.clone()).with_health(core.dns_health.clone());
+        core.spawn(move |stop| crate::dns::probe_while_troubled(probe, stop));
+    }
     let delivery = delivery::build(&core, spool_dyn.clone(), dns.as_ref())?;
     let parts = pipeline::build(&core, spool_dyn, delivery.handle.clone(), spam, dns.clone())?;
     let firewall = status::firewall(&core);

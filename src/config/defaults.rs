@@ -31,6 +31,8 @@ pub const CLAMD_STREAM: bool = true;
 pub const CLAMD_TIMEOUT: &str = "30s";
 
 // [dns]
+/// `dns.min_ttl`
+pub const DNS_MIN_TTL: &str = "60s";
 /// `dns.budget`
 pub const DNS_BUDGET: &str = "5s";
 /// `dns.health_window`

@@ -14,6 +14,8 @@ pub struct Dns {
     pub timeout: Duration,
     /// Negative answers are cached at least this long.
     pub negative_ttl: Duration,
+    /// Answers are cached at least this long.
+    pub min_ttl: Duration,
     /// DNS time per transaction (DNS lists and authentication together).
     pub budget: Duration,
     pub health: crate::dns::HealthConfig,
@@ -49,6 +51,10 @@ pub(super) fn validate_dns(raw: RawDns) -> Result<Dns, ConfigError> {
         },
         timeout: dur("dns.timeout", raw.timeout, defaults::DNS_TIMEOUT)?,
         negative_ttl: dur("dns.negative_ttl", raw.negative_ttl, defaults::DNS_NEGATIVE_TTL)?,
+        min_ttl: match raw.min_ttl {
+            Some(v) if v.trim() == "0" || v.trim() == "0s" => Duration::ZERO,
+            v => dur("dns.min_ttl", v, defaults::DNS_MIN_TTL)?,
+        },
         budget: dur("dns.budget", raw.budget, defaults::DNS_BUDGET)?,
         health: crate::dns::HealthConfig {
             window: dur("dns.health_window", raw.health_window, defaults::DNS_HEALTH_WINDOW)?,

@@ -212,6 +212,9 @@ pub struct RawDns {
     /// A negative answer (no such name or record) is cached at least this
     /// long, also when it carries no SOA to give it a TTL. Default "60s".
     pub negative_ttl: Option<String>,
+    /// An answer is cached at least this long, whatever its TTL (as
+    /// unbound's cache-min-ttl); "0s" keeps the servers' TTLs. Default "60s".
+    pub min_ttl: Option<String>,
     /// The DNS time one transaction may spend, shared by the DNS lists
     /// (waited for at RCPT) and SPF/DKIM/DMARC (at the end of DATA);
     /// counted from the connection for the first transaction, from MAIL

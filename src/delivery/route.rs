@@ -93,6 +93,7 @@ impl Router {
                 config.dns.resolver,
                 config.dns.timeout,
                 config.dns.negative_ttl,
+                config.dns.min_ttl,
             )?)),
         };
         Ok(Router::new(

@@ -118,8 +118,8 @@ impl Authenticator {
 
     /// When the checks must end: the timeout, the transaction's DNS
     /// budget, or now when the resolver is failing (cached answers still
-    /// count: the futures are polled once).
-    fn deadline(&self, ctx: &AuthContext<'_>) -> tokio::time::Instant {
+    /// count: the futures are polled once). True when they are skipped so.
+    fn deadline(&self, ctx: &AuthContext<'_>) -> (tokio::time::Instant, bool) {
         let now = tokio::time::Instant::now();
         let mut deadline = now + self.timeout;
         let mut skipped = None;
@@ -136,7 +136,7 @@ impl Authenticator {
         if let (Some(reason), Some(m)) = (skipped, &self.metrics) {
             m.auth_skipped.with_label_values(&[reason]).inc();
         }
-        deadline
+        (deadline, skipped.is_some())
     }
 
     pub fn authserv_id(&self) -> &str {
@@ -149,7 +149,7 @@ impl Authenticator {
     /// (different bytes), `raw` is parsed again. Results not known when
     /// the timeout expires are `temperror`.
     pub async fn check(&self, ctx: &AuthContext<'_>, parsed: &mail_parser::Message<'_>, raw: &[u8]) -> AuthOutcome {
-        let deadline = self.deadline(ctx);
+        let (deadline, skipped) = self.deadline(ctx);
         let msg = authenticated_message(parsed, raw);
         let c = &*self.caches;
         let spf_params = Parameters::new(ctx.spf_parameters(&self.authserv_id))
@@ -171,6 +171,17 @@ impl Authenticator {
         let timed_out = spf_timed_out || dkim.is_err();
         let spf: SpfOutput =
             spf.unwrap_or_else(|_| SpfOutput::new(ctx.spf_domain().to_string()).with_result(SpfResult::TempError));
+        // The resolver's health hears how the sender domain's SPF went
+        // (not when the checks were skipped: that says nothing new).
+        if !skipped && let Some(h) = &self.health {
+            let failed = spf_timed_out || spf.result() == SpfResult::TempError;
+            let outcome = if failed {
+                crate::dns::QueryOutcome::Timeout
+            } else {
+                crate::dns::QueryOutcome::Answered
+            };
+            h.record(crate::dns::health::key_of(ctx.spf_domain()), outcome);
+        }
 
         let mut infos = Vec::with_capacity(4);
         let spf_word = spf_word(spf.result());
