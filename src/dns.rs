@@ -135,11 +135,14 @@ impl HickoryResolver {
             }
         });
         if let Some(h) = pending.health.take() {
-            h.record(health::key_of(name), match &res {
-                Ok(_) | Err(DnsError::NotFound) => QueryOutcome::Answered,
-                Err(DnsError::Timeout) => QueryOutcome::Timeout,
-                Err(DnsError::Failed(_)) => QueryOutcome::Failed,
-            });
+            h.record(
+                health::key_of(name),
+                match &res {
+                    Ok(_) | Err(DnsError::NotFound) => QueryOutcome::Answered,
+                    Err(DnsError::Timeout) => QueryOutcome::Timeout,
+                    Err(DnsError::Failed(_)) => QueryOutcome::Failed,
+                },
+            );
         }
         res
     }

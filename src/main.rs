@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use cli::bans::BansCmd;
 use cli::quarantine::QuarantineCmd;
+use cli::queue::QueueCmd;
 use sluice::config::Config;
 use sluice::shutdown::{Signal, Signals};
 
@@ -123,6 +124,12 @@ enum Cmd {
         #[arg(long, default_value = "10s")]
         timeout: String,
     },
+    /// The running daemon's queue: list, flush, hold, release, delete
+    /// (as postqueue/postsuper).
+    Queue {
+        #[command(subcommand)]
+        action: QueueCmd,
+    },
     /// Messages refused after acceptance (virus found by a deferred scan).
     Quarantine {
         #[command(subcommand)]
@@ -225,6 +232,7 @@ fn main() -> ExitCode {
             &timeout,
         ),
         Cmd::Bans { action } => with_config(config.as_ref(), |c| async move { cli::bans::bans(&c, action).await }),
+        Cmd::Queue { action } => with_config(config.as_ref(), |c| async move { cli::queue::queue(&c, action).await }),
         Cmd::Quarantine { action } => with_config(config.as_ref(), |c| async move {
             cli::quarantine::quarantine(&c, action)
                 .await

@@ -106,7 +106,13 @@ async fn fixture() -> Fixture {
 
 fn authenticator(port: u16, overall: Duration) -> Authenticator {
     let server = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let resolver = tokio_resolver(Some(server), Duration::from_secs(2), Duration::from_secs(60), Duration::ZERO).expect("resolver");
+    let resolver = tokio_resolver(
+        Some(server),
+        Duration::from_secs(2),
+        Duration::from_secs(60),
+        Duration::ZERO,
+    )
+    .expect("resolver");
     Authenticator::new(resolver, AUTHSERV_ID.to_string(), overall)
 }
 

@@ -12,6 +12,7 @@ mod front; // in front of a real Postfix and Dovecot: drift, DSNs, XFORWARD/XCLI
 mod metrics; // /metrics scrape after real traffic, promtool, event log, health, sluice check, status page in Chromium
 mod nexthop; // next-hop client conformance against a scripted server
 mod policy; // pre-DATA checks against a real DNS server (DNSBL, RHSBL, allowlist)
+mod queue; // sluice queue list/hold/delete/flush/release against the running binary
 mod regression; // one test per fixed bug, named by what broke, with the commit that fixed it
 mod restart; // durability: kill -9, restart, SIGTERM
 mod scan; // virus scanning against a real clamd

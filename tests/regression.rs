@@ -696,7 +696,13 @@ async fn negative_answers_without_an_soa_were_asked_for_again_and_again() {
         .await
         .unwrap();
     let server = format!("127.0.0.1:{}", dns.port).parse().unwrap();
-    let inner = sluice::dns::tokio_resolver(Some(server), Duration::from_secs(2), Duration::from_secs(60), Duration::ZERO).unwrap();
+    let inner = sluice::dns::tokio_resolver(
+        Some(server),
+        Duration::from_secs(2),
+        Duration::from_secs(60),
+        Duration::ZERO,
+    )
+    .unwrap();
     let r = sluice::dns::HickoryResolver::from_resolver(inner);
     for _ in 0..5 {
         assert_eq!(
@@ -714,15 +720,22 @@ async fn negative_answers_without_an_soa_were_asked_for_again_and_again() {
 }
 
 // See: issue 17: bodies were held in memory until the end of DATA, so 200
-// clients sending 5 MiB each took the relay to 1.2 GiB. Now a session holds
-// `server.body_memory` and the rest waits in `spool/incoming/`.
+// clients sending 5 MiB each took the relay to 1.2 GiB. Now all sessions
+// hold at most `server.body_memory` and the rest waits in `spool/incoming/`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_in_flight_were_held_in_memory() {
     const CLIENTS: usize = 24;
     const BODY: usize = 4 << 20;
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start().await;
-    let p = Proc::start(dir.path(), free_port(), sink.port);
+    // 4 MiB of bodies in memory for all sessions together.
+    let p = Proc::start_extra(
+        dir.path(),
+        free_port(),
+        sink.port,
+        "1s",
+        "[server]\nbody_memory = 4194304\n",
+    );
     let line = format!("{}\r\n", "0123456789abcdef".repeat(4));
     let body: Arc<Vec<u8>> = Arc::new(line.repeat(BODY / line.len()).into_bytes());
     let sent = Arc::new(tokio::sync::Barrier::new(CLIENTS + 1));
@@ -746,9 +759,9 @@ async fn bodies_in_flight_were_held_in_memory() {
     }
     sent.wait().await;
     // Every body is with the relay (and not in socket buffers) once the
-    // files under incoming/ hold all but the last buffer of each.
+    // files under incoming/ hold all but the pool and the last read of each.
     let incoming = dir.path().join("spool/incoming");
-    let want = (CLIENTS * (BODY - (64 << 10))) as u64;
+    let want = (CLIENTS * (BODY - (64 << 10)) - (4 << 20) - BODY) as u64;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let on_disk = || -> u64 {
         std::fs::read_dir(&incoming)

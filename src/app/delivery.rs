@@ -46,6 +46,16 @@ pub(super) fn build(
 /// sessions are gone (mail accepted just before the stop is tried).
 pub(super) fn start_queue(core: &Core, queue: Queue, handle: QueueHandle) {
     let queue_stop = CancellationToken::new();
+    let socket = core.config.spool.dir.join("queue.sock");
+    let (events, ask) = (core.events.clone(), handle.clone());
+    core.spawn(move |stop| async move {
+        if let Err(e) = crate::delivery::queue::control::serve(ask, &socket, stop).await {
+            events.emit(crate::events::Event::Warning {
+                component: "queue",
+                message: format!("queue socket {}: {e}", socket.display()),
+            });
+        }
+    });
     core.background.spawn(queue.run(handle, queue_stop.clone()));
     let (shutdown, sessions) = (core.shutdown.clone(), core.sessions.clone());
     core.background.spawn(async move {

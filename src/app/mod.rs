@@ -57,8 +57,13 @@ fn authenticator(
     };
     let resolver = match shared {
         Some(r) => r,
-        None => crate::dns::tokio_resolver(config.dns.resolver, config.dns.timeout, config.dns.negative_ttl, config.dns.min_ttl)
-            .context("dns.resolver: cannot build the DNS resolver")?,
+        None => crate::dns::tokio_resolver(
+            config.dns.resolver,
+            config.dns.timeout,
+            config.dns.negative_ttl,
+            config.dns.min_ttl,
+        )
+        .context("dns.resolver: cannot build the DNS resolver")?,
     };
     Ok(Some(crate::spam::auth::Authenticator::new(
         resolver,

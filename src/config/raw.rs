@@ -291,9 +291,9 @@ pub struct RawServer {
     pub max_received_headers: Option<u64>,
     /// Protocol errors a session may make before 421 and disconnect. Default 20.
     pub max_errors: Option<u64>,
-    /// Octets of a message body a session holds in memory while it
-    /// arrives; beyond this the body goes to a file under the spool's
-    /// `incoming/`. Default 65536.
+    /// Octets of arriving message bodies all sessions together hold in
+    /// memory; beyond this (and a 32 KiB floor per session) a body goes to
+    /// a file under the spool's `incoming/`. Default 67108864 (64 MiB).
     pub body_memory: Option<u64>,
     /// Memory for checking messages at the end of DATA, in octets: a
     /// message is checked once twice its size fits (one larger than half

@@ -21,7 +21,7 @@ pub struct Server {
     pub max_header_size: usize,
     pub max_received_headers: usize,
     pub max_errors: u32,
-    /// Body octets held in memory per session before they go to a file.
+    /// Octets of arriving bodies all sessions hold in memory (a pool).
     pub body_memory: usize,
     /// Memory for end-of-DATA checks, shared by all sessions.
     pub check_memory: usize,
@@ -178,9 +178,7 @@ pub(super) fn validate_server(s: RawServer) -> Result<Server, ConfigError> {
         body_memory: positive("server.body_memory", s.body_memory, defaults::SERVER_BODY_MEMORY)?,
         check_memory: positive("server.check_memory", s.check_memory, defaults::SERVER_CHECK_MEMORY)?,
     };
-    if server.body_memory < 4096 {
-        return Err(ConfigError::new("server.body_memory", "must be at least 4096"));
-    }
+
     if server.check_memory < 1 << 20 {
         return Err(ConfigError::new(
             "server.check_memory",

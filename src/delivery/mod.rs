@@ -37,6 +37,10 @@ pub trait Transport: Send + Sync + 'static {
         let _ = within;
         Box::pin(async { None })
     }
+
+    /// Forgets that a next hop failed recently: the next attempt connects
+    /// (an admin's flush: `sluice queue flush`).
+    fn retry_now(&self) {}
 }
 
 /// Per-route metrics: `sluice_route_up{route}` and
@@ -240,6 +244,10 @@ impl Transport for NextHopTransport {
 
     fn health(&self, within: Duration) -> HealthFuture<'_> {
         Box::pin(self.probe(within))
+    }
+
+    fn retry_now(&self) {
+        *self.down_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 

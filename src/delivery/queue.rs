@@ -3,8 +3,7 @@
 //! bounces permanent failures and expired mail, and marks progress in the
 //! spool so a restart resumes where this run stopped.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +26,10 @@ use crate::spool::{Spool, Stored};
 /// this, bodies are dropped and re-read from the spool when their turn
 /// comes (large bodies are read back from the page cache, usually).
 const READY_BODY_BYTES: usize = 16 << 20;
+
+/// After a successful delivery, deferred mail is retried at once, at most
+/// this often.
+const FLUSH_ON_SUCCESS_EVERY: Duration = Duration::from_secs(5);
 
 /// Messages ready for an attempt, in order, and the body octets they hold.
 #[derive(Default)]
@@ -53,6 +56,14 @@ impl Ready {
         Some(job)
     }
 
+    /// Takes the message `id` out.
+    fn take(&mut self, id: &str) -> Option<Job> {
+        let i = self.jobs.iter().position(|j| j.stored.envelope.id == id)?;
+        let job = self.jobs.remove(i)?;
+        self.body_bytes -= job.stored.body.as_ref().map_or(0, |b| b.len());
+        Some(job)
+    }
+
     /// Keeps only the messages not yet tried.
     fn retain_fresh(&mut self) {
         self.jobs.retain(|j| j.attempts == 0);
@@ -65,10 +76,15 @@ impl Ready {
     }
 }
 
-/// Handle to enqueue stored messages.
+pub mod control;
+
+use control::{Command, State, Waiting};
+
+/// Handle to enqueue stored messages, and to ask the queue (`sluice queue`).
 #[derive(Clone)]
 pub struct QueueHandle {
     tx: mpsc::UnboundedSender<Stored>,
+    cmd: mpsc::UnboundedSender<Command>,
 }
 
 impl QueueHandle {
@@ -76,7 +92,8 @@ impl QueueHandle {
     /// running queue (tests of the front end alone).
     pub fn detached() -> (QueueHandle, mpsc::UnboundedReceiver<Stored>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (QueueHandle { tx }, rx)
+        let (cmd, _) = mpsc::unbounded_channel();
+        (QueueHandle { tx, cmd }, rx)
     }
 
     pub fn enqueue(&self, s: Stored) {
@@ -88,6 +105,18 @@ impl QueueHandle {
 struct Job {
     stored: Stored,
     attempts: u32,
+    /// The next hop's last temporary reply.
+    last_reply: Option<String>,
+}
+
+impl Job {
+    fn new(stored: Stored) -> Job {
+        Job {
+            stored,
+            attempts: 0,
+            last_reply: None,
+        }
+    }
 }
 
 /// Backoff: `initial * 2^(attempts-1)`, capped at `max`.
@@ -101,6 +130,7 @@ pub struct Queue {
     /// are sent (none: no limit).
     budget: Option<BodyBudget>,
     rx: mpsc::UnboundedReceiver<Stored>,
+    cmd_rx: mpsc::UnboundedReceiver<Command>,
     spool: Arc<dyn Spool>,
     transport: Arc<dyn Transport>,
     cfg: Relay,
@@ -117,17 +147,19 @@ impl Queue {
         events: EventBus,
     ) -> (Queue, QueueHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (cmd, cmd_rx) = mpsc::unbounded_channel();
         (
             Queue {
                 budget: None,
                 rx,
+                cmd_rx,
                 spool,
                 transport,
                 cfg,
                 hostname,
                 events,
             },
-            QueueHandle { tx },
+            QueueHandle { tx, cmd },
         )
     }
 
@@ -151,41 +183,48 @@ impl Queue {
             handle,
         });
         let mut ready = Ready::default();
-        let mut delayed: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
-        let mut parked: std::collections::HashMap<u64, Job> = std::collections::HashMap::new();
-        let mut seq = 0u64;
+        let mut waiting = Waiting::default();
+        let mut active: std::collections::HashMap<String, control::Entry> = std::collections::HashMap::new();
         let mut inflight: JoinSet<(Job, Vec<(usize, RcptStatus)>)> = JoinSet::new();
+        let mut last_flush = Instant::now();
         loop {
             while inflight.len() < self.cfg.concurrency {
                 let Some(job) = ready.pop_front() else { break };
+                active.insert(job.stored.envelope.id.clone(), job.entry(State::Active, None));
                 let shared = this.clone();
                 inflight.spawn(async move { shared.attempt(job).await });
             }
-            let next_due = delayed.peek().map(|Reverse((t, _))| *t);
+            let next_due = waiting.next_due();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(res) = inflight.join_next(), if !inflight.is_empty() => {
-                    if let Ok((job, results)) = res
-                        && let Some((job, delay)) = this.settle(job, results).await
-                    {
-                        seq += 1;
-                        delayed.push(Reverse((Instant::now() + delay, seq)));
-                        parked.insert(seq, job);
+                    let Ok((job, results)) = res else { continue };
+                    active.remove(&job.stored.envelope.id);
+                    let delivered = results.iter().any(|(_, st)| matches!(st, RcptStatus::Delivered(_)));
+                    if let Some((job, delay)) = this.settle(job, results).await {
+                        waiting.park(job, Instant::now() + delay);
+                    }
+                    // The next hop takes mail again: what waits for a
+                    // retry goes now, not at its next backoff step (at
+                    // most every few seconds).
+                    if delivered && !waiting.is_empty() && last_flush.elapsed() >= FLUSH_ON_SUCCESS_EVERY {
+                        last_flush = Instant::now();
+                        for job in waiting.flush(None) {
+                            ready.push_back(job);
+                        }
                     }
                 }
                 msg = self.rx.recv() => {
                     let Some(stored) = msg else { break };
-                    ready.push_back(Job { stored, attempts: 0 });
+                    ready.push_back(Job::new(stored));
+                }
+                Some(cmd) = self.cmd_rx.recv() => {
+                    this.command(cmd, &mut ready, &mut waiting, &active);
                 }
                 _ = sleep_until(next_due), if next_due.is_some() => {
-                    let now = Instant::now();
-                    while let Some(Reverse((t, id))) = delayed.peek().copied() {
-                        if t > now { break; }
-                        delayed.pop();
-                        if let Some(job) = parked.remove(&id) {
-                            ready.push_back(job);
-                        }
+                    for job in waiting.take_due(Instant::now()) {
+                        ready.push_back(job);
                     }
                 }
             }
@@ -195,7 +234,7 @@ impl Queue {
         // bounds all of this with the grace period; what is left stays
         // spooled for the next start).
         while let Ok(stored) = self.rx.try_recv() {
-            ready.push_back(Job { stored, attempts: 0 });
+            ready.push_back(Job::new(stored));
         }
         ready.retain_fresh();
         loop {
@@ -232,6 +271,58 @@ struct QueueShared {
 }
 
 impl QueueShared {
+    /// An admin's command (`sluice queue`).
+    fn command(
+        &self,
+        cmd: Command,
+        ready: &mut Ready,
+        waiting: &mut Waiting,
+        active: &std::collections::HashMap<String, control::Entry>,
+    ) {
+        let take = |ready: &mut Ready, waiting: &mut Waiting, id: &str| ready.take(id).or_else(|| waiting.take(id));
+        match cmd {
+            Command::List(tx) => {
+                let mut out: Vec<control::Entry> = active.values().cloned().collect();
+                out.extend(ready.jobs.iter().map(|j| j.entry(State::Ready, None)));
+                waiting.entries(&mut out);
+                out.sort_by(|a, b| (a.received_at, &a.id).cmp(&(b.received_at, &b.id)));
+                let _ = tx.send(out);
+            }
+            Command::Flush(id, tx) => {
+                self.transport.retry_now();
+                let jobs = waiting.flush(id.as_deref());
+                let n = jobs.len();
+                for job in jobs {
+                    ready.push_back(job);
+                }
+                let _ = tx.send(n);
+            }
+            Command::Hold(id, tx) => {
+                let found = take(ready, waiting, &id).map(|job| waiting.hold(job)).is_some();
+                let _ = tx.send(found);
+            }
+            Command::Release(id, tx) => {
+                self.transport.retry_now();
+                let found = waiting.release(&id).map(|job| ready.push_back(job)).is_some();
+                let _ = tx.send(found);
+            }
+            Command::Delete(id, tx) => {
+                let found = match take(ready, waiting, &id) {
+                    Some(job) => {
+                        self.spool.mark_done(job.stored.sref);
+                        self.events.emit(Event::Warning {
+                            component: "queue",
+                            message: format!("{id}: deleted by the admin (no DSN)"),
+                        });
+                        true
+                    }
+                    None => false,
+                };
+                let _ = tx.send(found);
+            }
+        }
+    }
+
     async fn body(&self, stored: &Stored) -> Option<Arc<Vec<u8>>> {
         if let Some(b) = &stored.body {
             return Some(b.clone());
@@ -332,6 +423,9 @@ impl QueueShared {
             }
         }
         let delay = backoff(self.cfg.retry_initial, self.cfg.retry_max, job.attempts);
+        if temp_last.is_some() {
+            job.last_reply = temp_last.clone();
+        }
         tracing::debug!(id = %env.id, attempts = job.attempts, ?delay, last = ?temp_last, "deferred");
         if job.stored.body.as_ref().is_some_and(|b| b.len() > 64 * 1024) {
             job.stored.body = None;

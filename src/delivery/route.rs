@@ -149,6 +149,16 @@ impl Transport for Router {
         self.default.health(within)
     }
 
+    fn retry_now(&self) {
+        self.default.retry_now();
+        for (_, t) in &self.routes {
+            t.retry_now();
+        }
+        if let Outside::Relay(t) = &self.outside {
+            t.retry_now();
+        }
+    }
+
     fn deliver<'a>(&'a self, env: &'a Envelope, idx: &'a [usize], body: &'a [u8]) -> DeliverFuture<'a> {
         Box::pin(async move {
             // Group the recipients by target, keeping their positions.

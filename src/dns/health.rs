@@ -264,7 +264,11 @@ impl Health {
         let queries = answered + failed;
         Transition {
             failing: false,
-            ratio: if queries == 0 { 0.0 } else { f64::from(failed) / f64::from(queries) },
+            ratio: if queries == 0 {
+                0.0
+            } else {
+                f64::from(failed) / f64::from(queries)
+            },
             queries,
         }
     }
@@ -297,7 +301,11 @@ mod tests {
         let h = health();
         let t = h.start;
         for i in 0..100 {
-            let (key, o) = if i % 10 == 0 { (".", Timeout) } else { ("sender.example", Answered) };
+            let (key, o) = if i % 10 == 0 {
+                (".", Timeout)
+            } else {
+                ("sender.example", Answered)
+            };
             assert_eq!(h.record_at(t, key, o), None);
         }
         assert!(!h.failing());
@@ -321,7 +329,11 @@ mod tests {
         let h = health();
         let t = h.start + Duration::from_secs(1);
         for _ in 0..9 {
-            assert_eq!(h.record_at(t, "sender.example", Timeout), None, "too few queries, one key");
+            assert_eq!(
+                h.record_at(t, "sender.example", Timeout),
+                None,
+                "too few queries, one key"
+            );
         }
         let turned = h.record_at(t, ".", Timeout).expect("turns failing: two keys");
         assert!(turned.failing && turned.queries == 10);

@@ -208,16 +208,16 @@ impl Session {
         }
     }
 
-    /// Moves the body's octets in memory to its file once they pass
-    /// `server.body_memory`; the streamed scan gets them first (a scan
-    /// that has not yet seen the whole header block is given up, and the
-    /// message is scanned whole at the end).
+    /// After a read: the body's octets stay in memory while the pool has
+    /// room (`server.body_memory`), else they go to its file; the streamed
+    /// scan gets them first (a scan that has not yet seen the whole header
+    /// block is given up, and the message is scanned whole at the end).
     pub(super) async fn spill_body(&mut self) {
         let Some(dir) = self.shared.pipeline.incoming.as_ref() else {
             return;
         };
         let Some(tx) = self.tx.as_mut() else { return };
-        if !tx.body.over(dir) {
+        if tx.body.mem.len() <= dir.floor() {
             return;
         }
         if let Some(stream) = tx.stream.as_mut() {
@@ -227,8 +227,9 @@ impl Session {
                 tx.stream = None;
             }
         }
-        tx.body.spill(dir);
-        tx.streamed.upto = 0;
+        if tx.body.settle(dir) {
+            tx.streamed.upto = 0;
+        }
     }
 
     /// Feeds the body received so far to the streamed scan, in batches

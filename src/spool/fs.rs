@@ -245,11 +245,15 @@ impl Spool for FsSpool {
         let f = File::open(seg_path(&self.dir, sref.segment, "log"))?;
         let mut rec = vec![0u8; sref.len as usize];
         f.read_exact_at(&mut rec, sref.offset)?;
-        let (_, body) = decode(&rec).ok_or(SpoolError::Corrupt {
+        let (env, body) = decode(&rec).ok_or(SpoolError::Corrupt {
             segment: sref.segment,
             offset: sref.offset,
         })?;
-        Ok(body.to_vec())
+        // The body in place: no second copy of a large message.
+        let (start, len) = (HEADER_LEN + env.len(), body.len());
+        rec.truncate(start + len);
+        rec.drain(..start);
+        Ok(rec)
     }
 
     fn free_space(&self) -> Option<u64> {

@@ -1,17 +1,47 @@
-//! Message bodies while they arrive: the last octets in memory, the rest
-//! in a file under the spool directory's `incoming/`.
+//! Message bodies while they arrive: in memory while there is room, the
+//! rest in a file under the spool directory's `incoming/`.
 //!
-//! A session in DATA holds at most `server.body_memory` octets of its
-//! body; beyond that [`BodyBuf::spill`] appends them to its own file. At
-//! the end of DATA the pipeline reads the body back ([`BodyBuf::load`])
-//! under its memory budget, checks it, and stores it in the spool proper.
+//! All sessions together hold at most `server.body_memory` octets of
+//! arriving bodies in memory (each may always keep a small floor, 32 KiB).
+//! A body that grows past its floor when the pool is full goes to its own
+//! file ([`BodyBuf::settle`] after each read), and from then on only the
+//! latest read is in memory. So twenty clients sending 1 MiB each never
+//! touch the disk twice, and a thousand sending 25 MiB each cost the pool
+//! plus a thousand small buffers. At the end of DATA the pipeline takes
+//! the body ([`BodyBuf::load`], from its file if it has one) under its own
+//! budget, checks it, and stores it in the spool proper.
 //! A file here is never accepted mail (the client has no 250 yet): it is
 //! removed when its body is dropped, and the directory is emptied when
 //! sluice starts.
 
 use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// What each session may keep in memory whatever the pool holds.
+pub const SESSION_FLOOR: usize = 32 * 1024;
+
+/// The octets of arriving bodies held in memory by all sessions.
+#[derive(Debug)]
+struct Pool {
+    limit: usize,
+    held: AtomicUsize,
+}
+
+impl Pool {
+    fn try_take(&self, n: usize) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
+                h.checked_add(n).filter(|t| *t <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, n: usize) {
+        self.held.fetch_sub(n, Ordering::AcqRel);
+    }
+}
 
 /// The memory whole message bodies may take at once (`server.check_memory`),
 /// shared by all sessions and by delivery: the end-of-DATA checks hold a
@@ -47,18 +77,20 @@ impl BodyBudget {
     }
 }
 
-/// Where bodies too large for memory go, and from what size.
+/// Where bodies go when memory is full, and the pool of memory.
 #[derive(Debug)]
 pub struct IncomingDir {
     dir: PathBuf,
-    /// Octets held in memory before the body goes to a file.
-    pub threshold: usize,
+    pool: Arc<Pool>,
+    /// What each session may keep whatever the pool holds.
+    floor: usize,
     seq: AtomicU64,
 }
 
 impl IncomingDir {
-    /// `<spool>/incoming`, created and emptied of what an earlier run left.
-    pub fn open(spool_dir: &Path, threshold: usize) -> io::Result<Self> {
+    /// `<spool>/incoming`, created and emptied of what an earlier run
+    /// left; `pool` octets of arriving bodies may be held in memory.
+    pub fn open(spool_dir: &Path, pool: usize) -> io::Result<Self> {
         let dir = spool_dir.join("incoming");
         std::fs::create_dir_all(&dir)?;
         for entry in std::fs::read_dir(&dir)? {
@@ -69,9 +101,29 @@ impl IncomingDir {
         }
         Ok(Self {
             dir,
-            threshold,
+            pool: Arc::new(Pool {
+                limit: pool,
+                held: AtomicUsize::new(0),
+            }),
+            floor: SESSION_FLOOR,
             seq: AtomicU64::new(0),
         })
+    }
+
+    /// Another floor per session (tests).
+    pub fn with_floor(mut self, floor: usize) -> Self {
+        self.floor = floor;
+        self
+    }
+
+    /// What each session may keep whatever the pool holds.
+    pub fn floor(&self) -> usize {
+        self.floor
+    }
+
+    /// Octets of arriving bodies in memory now (beyond the floors).
+    pub fn held(&self) -> usize {
+        self.pool.held.load(Ordering::Acquire)
     }
 
     fn next_path(&self) -> PathBuf {
@@ -108,7 +160,7 @@ impl Drop for Spilled {
 }
 
 /// A message body as it arrives. Receivers append to [`BodyBuf::mem`];
-/// the session calls [`BodyBuf::spill`] after each read.
+/// the session calls [`BodyBuf::settle`] after each read.
 #[derive(Debug, Default)]
 pub struct BodyBuf {
     /// The octets not yet written to the file (all of them, for a small
@@ -118,6 +170,15 @@ pub struct BodyBuf {
     /// The first write error; the body is then incomplete and refused at
     /// the end (451), and nothing more is written.
     failed: Option<io::Error>,
+    /// Octets of `mem` counted in the pool, and the pool.
+    counted: usize,
+    pool: Option<Arc<Pool>>,
+}
+
+impl Drop for BodyBuf {
+    fn drop(&mut self) {
+        self.uncount();
+    }
 }
 
 impl BodyBuf {
@@ -125,7 +186,13 @@ impl BodyBuf {
     pub fn with_head(head: &[u8]) -> Self {
         let mut mem = Vec::with_capacity(head.len() + 8192);
         mem.extend_from_slice(head);
-        Self { mem, ..Self::default() }
+        Self {
+            mem,
+            spilled: None,
+            failed: None,
+            counted: 0,
+            pool: None,
+        }
     }
 
     /// Octets so far, in the file and in memory.
@@ -142,9 +209,34 @@ impl BodyBuf {
         self.spilled.as_ref().map_or(0, |s| s.len)
     }
 
-    /// Whether the octets in memory should go to the file now.
-    pub fn over(&self, dir: &IncomingDir) -> bool {
-        self.mem.len() >= dir.threshold
+    fn uncount(&mut self) {
+        if let Some(p) = &self.pool {
+            p.release(self.counted);
+        }
+        self.counted = 0;
+    }
+
+    /// After a read: the octets in memory stay there if they are within the
+    /// floor, or the pool has room for them (and are counted); otherwise
+    /// they go to the body's file. Returns whether they went.
+    pub fn settle(&mut self, dir: &IncomingDir) -> bool {
+        let len = self.mem.len();
+        if self.spilled.is_none() && len <= dir.floor {
+            return false;
+        }
+        if self.spilled.is_none() {
+            let growth = len.saturating_sub(self.counted);
+            if dir.pool.try_take(growth) {
+                self.counted = len;
+                self.pool.get_or_insert_with(|| dir.pool.clone());
+                return false;
+            }
+        } else if len <= dir.floor {
+            // Already in a file: only the latest reads are kept, up to the floor.
+            return false;
+        }
+        self.spill(dir);
+        true
     }
 
     /// Appends the octets in memory to the body's file (created on first
@@ -161,8 +253,11 @@ impl BodyBuf {
             self.failed = Some(e);
         }
         self.mem.clear();
-        if self.mem.capacity() > 2 * dir.threshold {
-            self.mem.shrink_to(dir.threshold);
+        self.uncount();
+        // What a session keeps between reads: the floor, not the largest
+        // body or read it ever had.
+        if self.mem.capacity() > dir.floor {
+            self.mem.shrink_to(dir.floor);
         }
     }
 
@@ -185,6 +280,8 @@ impl BodyBuf {
     /// The whole body in memory (the file's octets, then the rest); the
     /// file is removed.
     pub fn load(mut self) -> io::Result<Vec<u8>> {
+        // From here the body is the pipeline's (and its budget's).
+        self.uncount();
         if let Some(e) = self.failed.take() {
             return Err(e);
         }
@@ -212,9 +309,9 @@ mod tests {
     #[tokio::test]
     async fn small_bodies_stay_in_memory_large_ones_go_to_a_file_and_come_back_whole() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = IncomingDir::open(tmp.path(), 4096).unwrap();
-        let small = BodyBuf::with_head(b"Received: x\r\n");
-        assert!(!small.over(&dir));
+        let dir = IncomingDir::open(tmp.path(), 0).unwrap().with_floor(4096);
+        let mut small = BodyBuf::with_head(b"Received: x\r\n");
+        assert!(!small.settle(&dir));
         assert_eq!(small.load().unwrap(), b"Received: x\r\n");
 
         let mut big = BodyBuf::with_head(b"H\r\n");
@@ -223,10 +320,8 @@ mod tests {
             let line = format!("line {i:05} {}\r\n", "x".repeat(90));
             big.mem.extend_from_slice(line.as_bytes());
             expect.extend_from_slice(line.as_bytes());
-            if big.over(&dir) {
-                big.spill(&dir);
-                assert!(big.mem.len() < 4096, "memory holds only the unspilled tail");
-            }
+            big.settle(&dir);
+            assert!(big.mem.len() <= 4096, "memory holds only the unspilled tail");
         }
         assert!(big.spilled_len() > 0);
         assert_eq!(big.len(), expect.len() as u64);
@@ -235,6 +330,27 @@ mod tests {
         assert_eq!(big.load().unwrap(), expect);
         let files = std::fs::read_dir(tmp.path().join("incoming")).unwrap().count();
         assert_eq!(files, 0, "the file is removed once the body is loaded");
+    }
+
+    #[tokio::test]
+    async fn bodies_stay_in_memory_while_the_pool_has_room_and_give_it_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = IncomingDir::open(tmp.path(), 100_000).unwrap().with_floor(1000);
+        let mut a = BodyBuf::with_head(&[b'a'; 60_000]);
+        assert!(!a.settle(&dir), "room in the pool");
+        assert_eq!(dir.held(), 60_000);
+        let mut b = BodyBuf::with_head(&[b'b'; 60_000]);
+        assert!(b.settle(&dir), "the pool is full: to a file");
+        assert_eq!((dir.held(), b.mem.len()), (60_000, 0));
+        b.mem.extend_from_slice(&[b'b'; 500]);
+        assert!(!b.settle(&dir), "after a spill, reads up to the floor stay");
+        let body = a.load().unwrap();
+        assert_eq!((body.len(), dir.held()), (60_000, 0), "taken by the pipeline");
+        drop(b);
+        let mut c = BodyBuf::with_head(&[b'c'; 90_000]);
+        assert!(!c.settle(&dir));
+        drop(c);
+        assert_eq!(dir.held(), 0, "a dropped body gives its share back");
     }
 
     #[tokio::test]

@@ -31,7 +31,8 @@ impl Proc {
         Self::start_extra(dir, port, next_hop_port, retry_initial, "")
     }
 
-    /// As [`Proc::start_with`], with `extra` TOML (whole sections) appended.
+    /// As [`Proc::start_with`], with `extra` TOML: whole sections, or
+    /// `[server]` keys.
     pub fn start_extra(dir: &std::path::Path, port: u16, next_hop_port: u16, retry_initial: &str, extra: &str) -> Proc {
         let toml = base_toml(&format!("smtp://127.0.0.1:{next_hop_port}"))
             .replace(
@@ -45,8 +46,13 @@ impl Proc {
             .replace(
                 "table = \"recipients\"",
                 "table = \"recipients\"\nreload_interval = \"1h\"",
-            )
-            + extra;
+            );
+        // Keys for [server] go into the base's [server]; whole sections
+        // are appended.
+        let toml = match extra.strip_prefix("[server]\n") {
+            Some(keys) => toml.replacen("[server]\n", &format!("[server]\n{keys}"), 1),
+            None => toml + extra,
+        };
         assert!(toml.contains(&format!("retry_initial = \"{retry_initial}\"")), "{toml}");
         std::fs::write(dir.join("sluice.toml"), toml).unwrap();
         if !dir.join("recipients").exists() {

@@ -223,7 +223,11 @@ impl Settle {
     /// Stores `env` and returns it as a job after `attempts` attempts.
     async fn job(&self, env: Envelope, attempts: u32) -> Job {
         let stored = self.spool.store(env, BODY.to_vec()).await.expect("stored");
-        Job { stored, attempts }
+        Job {
+            stored,
+            attempts,
+            last_reply: None,
+        }
     }
 
     fn marks(&mut self) -> Vec<Mark> {
@@ -435,6 +439,7 @@ async fn a_double_bounce_is_reported_to_double_bounce_to_once_never_a_report_of_
     let job = Job {
         stored: report,
         attempts: 1,
+        last_reply: None,
     };
     assert!(s.shared.settle(job, vec![(0, refused())]).await.is_none());
     assert!(s.queued().is_empty(), "no report of the report");

@@ -43,7 +43,11 @@ impl Harness {
             spam: None,
             spool: spool.clone(),
             check_memory: crate::spool::incoming::BodyBudget::new(config.server.check_memory),
-            incoming: Some(crate::spool::incoming::IncomingDir::open(incoming.path(), 4096).unwrap()),
+            incoming: Some(
+                crate::spool::incoming::IncomingDir::open(incoming.path(), 0)
+                    .unwrap()
+                    .with_floor(4096),
+            ),
             queue,
             quarantine: Arc::new(crate::quarantine::Quarantine::new("/nonexistent/quarantine")),
             events: events.clone(),

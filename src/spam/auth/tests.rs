@@ -216,7 +216,13 @@ fn dkim_aggregate_and_base64() {
 /// port), so lookups fail fast without leaving the machine.
 fn refusing() -> Authenticator {
     let server = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
-    let resolver = tokio_resolver(Some(server), Duration::from_millis(200), Duration::from_secs(60), Duration::ZERO).unwrap();
+    let resolver = tokio_resolver(
+        Some(server),
+        Duration::from_millis(200),
+        Duration::from_secs(60),
+        Duration::ZERO,
+    )
+    .unwrap();
     Authenticator::new(resolver, ID.to_string(), Duration::from_millis(500))
 }
 

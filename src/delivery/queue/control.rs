@@ -1,0 +1,287 @@
+//! `sluice queue`: what the running queue holds, and the admin's commands,
+//! as Postfix's `postqueue -p`/`-f` and `postsuper -h`/`-H`/`-d`: list,
+//! flush (retry now), hold, release, delete. Served on a unix socket
+//! (`<spool.dir>/queue.sock`, mode 0600), one JSON request per line, one
+//! JSON answer.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Job, QueueHandle};
+
+/// Where a message is in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Waiting for a free delivery slot.
+    Ready,
+    /// Being delivered now.
+    Active,
+    /// Waiting for its next attempt after a temporary failure.
+    Deferred,
+    /// Held by the admin: not tried until released.
+    Held,
+}
+
+/// One message as `sluice queue list` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Entry {
+    pub id: String,
+    /// Unix seconds.
+    pub received_at: u64,
+    /// Octets in the spool record.
+    pub size: u64,
+    pub from: String,
+    /// Recipients still to deliver.
+    pub rcpts: Vec<String>,
+    pub attempts: u32,
+    pub state: State,
+    /// Unix seconds of the next attempt, when deferred.
+    pub next_attempt: Option<u64>,
+    /// The next hop's last temporary reply.
+    pub last_reply: Option<String>,
+}
+
+impl Job {
+    pub(super) fn entry(&self, state: State, next: Option<Instant>) -> Entry {
+        let env = &self.stored.envelope;
+        let now = Instant::now();
+        Entry {
+            id: env.id.clone(),
+            received_at: env.received_at,
+            size: self.stored.sref.len,
+            from: env.mail_from.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+            rcpts: env
+                .rcpts
+                .iter()
+                .zip(&self.stored.done)
+                .filter(|(_, done)| !**done)
+                .map(|(r, _)| r.addr.to_string())
+                .collect(),
+            attempts: self.attempts,
+            state,
+            next_attempt: next.map(|t| crate::mail::date::now_secs() + t.saturating_duration_since(now).as_secs()),
+            last_reply: self.last_reply.clone(),
+        }
+    }
+}
+
+/// An admin's command to the running queue, with where to answer.
+#[derive(Debug)]
+pub enum Command {
+    List(oneshot::Sender<Vec<Entry>>),
+    /// Retry now: one message, or every deferred one; answers how many.
+    Flush(Option<String>, oneshot::Sender<usize>),
+    Hold(String, oneshot::Sender<bool>),
+    Release(String, oneshot::Sender<bool>),
+    /// Removed from the queue and the spool, without a DSN.
+    Delete(String, oneshot::Sender<bool>),
+}
+
+/// Messages waiting for a later attempt, and the held ones.
+#[derive(Default)]
+pub(super) struct Waiting {
+    due: BinaryHeap<Reverse<(Instant, u64)>>,
+    parked: HashMap<u64, (Instant, Job)>,
+    held: Vec<Job>,
+    seq: u64,
+}
+
+impl Waiting {
+    pub(super) fn park(&mut self, job: Job, at: Instant) {
+        self.seq += 1;
+        self.due.push(Reverse((at, self.seq)));
+        self.parked.insert(self.seq, (at, job));
+    }
+
+    /// When the next parked message is due.
+    pub(super) fn next_due(&mut self) -> Option<Instant> {
+        // Entries of flushed or deleted messages are skipped.
+        while let Some(Reverse((t, seq))) = self.due.peek().copied() {
+            if self.parked.contains_key(&seq) {
+                return Some(t);
+            }
+            self.due.pop();
+        }
+        None
+    }
+
+    /// The parked messages due by `now`.
+    pub(super) fn take_due(&mut self, now: Instant) -> Vec<Job> {
+        let mut out = Vec::new();
+        while let Some(Reverse((t, seq))) = self.due.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.due.pop();
+            if let Some((_, job)) = self.parked.remove(&seq) {
+                out.push(job);
+            }
+        }
+        out
+    }
+
+    /// Parked messages (all, or the one with `id`) taken out to be tried now.
+    pub(super) fn flush(&mut self, id: Option<&str>) -> Vec<Job> {
+        let keys: Vec<u64> = self
+            .parked
+            .iter()
+            .filter(|(_, (_, j))| id.is_none_or(|id| j.stored.envelope.id == id))
+            .map(|(k, _)| *k)
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| self.parked.remove(&k))
+            .map(|(_, j)| j)
+            .collect()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.parked.is_empty()
+    }
+
+    /// Takes a parked or held message out.
+    pub(super) fn take(&mut self, id: &str) -> Option<Job> {
+        if let Some(i) = self.held.iter().position(|j| j.stored.envelope.id == id) {
+            return Some(self.held.remove(i));
+        }
+        self.flush(Some(id)).pop()
+    }
+
+    pub(super) fn hold(&mut self, job: Job) {
+        self.held.push(job);
+    }
+
+    pub(super) fn release(&mut self, id: &str) -> Option<Job> {
+        let i = self.held.iter().position(|j| j.stored.envelope.id == id)?;
+        Some(self.held.remove(i))
+    }
+
+    pub(super) fn entries(&self, out: &mut Vec<Entry>) {
+        for (at, job) in self.parked.values() {
+            out.push(job.entry(State::Deferred, Some(*at)));
+        }
+        for job in &self.held {
+            out.push(job.entry(State::Held, None));
+        }
+    }
+}
+
+/// A request on the socket.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    List,
+    Flush { id: Option<String> },
+    Hold { id: String },
+    Release { id: String },
+    Delete { id: String },
+}
+
+/// The answer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    Entries(Vec<Entry>),
+    /// Messages the command applied to.
+    Done(usize),
+    Error(String),
+}
+
+impl QueueHandle {
+    /// Asks the running queue; `None` when it is gone.
+    pub async fn ask(&self, req: Request) -> Response {
+        fn flag(b: Option<bool>) -> Response {
+            match b {
+                Some(true) => Response::Done(1),
+                Some(false) => Response::Error("no such message in the queue (delivered, or in delivery now?)".into()),
+                None => Response::Error("the queue is shutting down".into()),
+            }
+        }
+        match req {
+            Request::List => {
+                let (tx, rx) = oneshot::channel();
+                let _ = self.cmd.send(Command::List(tx));
+                rx.await.map_or_else(
+                    |_| Response::Error("the queue is shutting down".into()),
+                    Response::Entries,
+                )
+            }
+            Request::Flush { id } => {
+                let (tx, rx) = oneshot::channel();
+                let _ = self.cmd.send(Command::Flush(id, tx));
+                rx.await
+                    .map_or_else(|_| Response::Error("the queue is shutting down".into()), Response::Done)
+            }
+            Request::Hold { id } => {
+                let (tx, rx) = oneshot::channel();
+                let _ = self.cmd.send(Command::Hold(id, tx));
+                flag(rx.await.ok())
+            }
+            Request::Release { id } => {
+                let (tx, rx) = oneshot::channel();
+                let _ = self.cmd.send(Command::Release(id, tx));
+                flag(rx.await.ok())
+            }
+            Request::Delete { id } => {
+                let (tx, rx) = oneshot::channel();
+                let _ = self.cmd.send(Command::Delete(id, tx));
+                flag(rx.await.ok())
+            }
+        }
+    }
+}
+
+/// Serves the queue socket until `stop`. An old socket file is replaced.
+pub async fn serve(handle: QueueHandle, path: &Path, stop: CancellationToken) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)?;
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    loop {
+        let (sock, _) = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(_) => continue,
+            },
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = sock.into_split();
+            let mut line = String::new();
+            if BufReader::new(r).read_line(&mut line).await.is_err() {
+                return;
+            }
+            let resp = match serde_json::from_str::<Request>(&line) {
+                Ok(req) => handle.ask(req).await,
+                Err(e) => Response::Error(format!("bad request: {e}")),
+            };
+            let mut out = serde_json::to_vec(&resp).unwrap_or_default();
+            out.push(b'\n');
+            let _ = w.write_all(&out).await;
+        });
+    }
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}
+
+/// Sends one request to the socket at `path` (the CLI's side).
+pub async fn request(path: &Path, req: &Request) -> std::io::Result<Response> {
+    let sock = tokio::net::UnixStream::connect(path).await?;
+    let (r, mut w) = sock.into_split();
+    let mut line = serde_json::to_vec(req).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    w.write_all(&line).await?;
+    let mut answer = String::new();
+    BufReader::new(r).read_line(&mut answer).await?;
+    serde_json::from_str(&answer).map_err(std::io::Error::other)
+}
