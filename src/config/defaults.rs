@@ -168,7 +168,7 @@ pub const SERVER_LISTEN: &[&str] = &["127.0.0.1:2525"];
 /// `server.max_command_line`
 pub const SERVER_MAX_COMMAND_LINE: u64 = 4096;
 /// `server.body_memory`
-pub const SERVER_BODY_MEMORY: u64 = 64 << 20;
+pub const SERVER_BODY_MEMORY: u64 = 32 << 20;
 /// `server.check_memory`
 pub const SERVER_CHECK_MEMORY: u64 = 64 << 20;
 /// `server.max_connections`

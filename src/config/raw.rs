@@ -292,8 +292,8 @@ pub struct RawServer {
     /// Protocol errors a session may make before 421 and disconnect. Default 20.
     pub max_errors: Option<u64>,
     /// Octets of arriving message bodies all sessions together hold in
-    /// memory; beyond this (and a 32 KiB floor per session) a body goes to
-    /// a file under the spool's `incoming/`. Default 67108864 (64 MiB).
+    /// memory; beyond this (and a 16 KiB floor per session) a body goes to
+    /// a file under the spool's `incoming/`. Default 33554432 (32 MiB).
     pub body_memory: Option<u64>,
     /// Memory for checking messages at the end of DATA, in octets: a
     /// message is checked once twice its size fits (one larger than half

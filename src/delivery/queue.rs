@@ -27,6 +27,11 @@ use crate::spool::{Spool, Stored};
 /// comes (large bodies are read back from the page cache, usually).
 const READY_BODY_BYTES: usize = 16 << 20;
 
+/// Bodies larger than this are not kept in memory between the spool and
+/// their delivery (nor for a retry): they are read back when their turn
+/// comes, holding their size of the body budget while they are sent.
+const LARGE_BODY: usize = 64 * 1024;
+
 /// After a successful delivery, deferred mail is retried at once, at most
 /// this often.
 const FLUSH_ON_SUCCESS_EVERY: Duration = Duration::from_secs(5);
@@ -41,7 +46,9 @@ struct Ready {
 impl Ready {
     fn push_back(&mut self, mut job: Job) {
         if let Some(b) = &job.stored.body {
-            if self.body_bytes + b.len() > READY_BODY_BYTES {
+            // A large body is read back from the spool when its turn comes,
+            // under the body budget; only small ones wait in memory.
+            if b.len() > LARGE_BODY || self.body_bytes + b.len() > READY_BODY_BYTES {
                 job.stored.body = None;
             } else {
                 self.body_bytes += b.len();
@@ -362,7 +369,7 @@ impl QueueShared {
             .delivery_duration
             .observe(started.elapsed().as_secs_f64());
         // Keep the body only for the retry if it is small; otherwise re-read.
-        if job.stored.body.is_some() && body.len() > 64 * 1024 {
+        if job.stored.body.is_some() && body.len() > LARGE_BODY {
             job.stored.body = None;
         }
         (job, idx.into_iter().zip(statuses).collect())
@@ -427,7 +434,7 @@ impl QueueShared {
             job.last_reply = temp_last.clone();
         }
         tracing::debug!(id = %env.id, attempts = job.attempts, ?delay, last = ?temp_last, "deferred");
-        if job.stored.body.as_ref().is_some_and(|b| b.len() > 64 * 1024) {
+        if job.stored.body.as_ref().is_some_and(|b| b.len() > LARGE_BODY) {
             job.stored.body = None;
         }
         Some((job, delay))

@@ -65,7 +65,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             (true, _) => 16 * 1024,
             (false, _) => 1024,
         };
-        self.buf.reserve(want);
+        // Exact, not doubling: a thousand sessions each with a buffer
+        // that doubled once too often is a lot of memory.
+        self.buf.reserve_exact(want);
         self.stream.read_buf(&mut self.buf).await
     }
 

@@ -2,7 +2,7 @@
 //! rest in a file under the spool directory's `incoming/`.
 //!
 //! All sessions together hold at most `server.body_memory` octets of
-//! arriving bodies in memory (each may always keep a small floor, 32 KiB).
+//! arriving bodies in memory (each may always keep a small floor, 16 KiB).
 //! A body that grows past its floor when the pool is full goes to its own
 //! file ([`BodyBuf::settle`] after each read), and from then on only the
 //! latest read is in memory. So twenty clients sending 1 MiB each never
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// What each session may keep in memory whatever the pool holds.
-pub const SESSION_FLOOR: usize = 32 * 1024;
+pub const SESSION_FLOOR: usize = 16 * 1024;
 
 /// The octets of arriving bodies held in memory by all sessions.
 #[derive(Debug)]
@@ -140,17 +140,14 @@ struct Spilled {
     len: u64,
 }
 
-/// Runs a short file operation from async code. Writes of a few dozen KiB
-/// to the page cache take microseconds: done in place, with no thread hop
-/// and no second buffer (a thousand sessions each with a buffer in a
-/// blocking thread's malloc arena is what this module exists to avoid).
-/// On a multi-threaded runtime the worker is handed over first, so a disk
-/// that stalls does not stall the other sessions.
+/// Runs a short file operation from async code, in place: appending a few
+/// dozen KiB to a file or reading one back goes to the page cache in
+/// microseconds, and doing it here costs no thread hop, no second buffer
+/// and no extra thread (a thousand sessions handing writes to blocking
+/// threads grew a hundred threads, each with its own malloc arena and
+/// stack, which is the memory this module exists to save).
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
+    f()
 }
 
 impl Drop for Spilled {
