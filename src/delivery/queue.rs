@@ -30,7 +30,7 @@ const READY_BODY_BYTES: usize = 16 << 20;
 /// Bodies larger than this are not kept in memory between the spool and
 /// their delivery (nor for a retry): they are read back when their turn
 /// comes, holding their size of the body budget while they are sent.
-const LARGE_BODY: usize = 64 * 1024;
+const LARGE_BODY: usize = 1 << 20;
 
 /// After a successful delivery, deferred mail is retried at once, at most
 /// this often.
@@ -357,6 +357,7 @@ impl QueueShared {
         // their turn instead of taking 500 MiB.
         let _permit = match (&self.budget, &job.stored.body) {
             (Some(b), None) => b.acquire(job.stored.sref.len).await,
+            (Some(b), Some(body)) if body.len() > 64 * 1024 => b.acquire(body.len() as u64).await,
             _ => None,
         };
         let Some(body) = self.body(&job.stored).await else {
@@ -369,7 +370,7 @@ impl QueueShared {
             .delivery_duration
             .observe(started.elapsed().as_secs_f64());
         // Keep the body only for the retry if it is small; otherwise re-read.
-        if job.stored.body.is_some() && body.len() > LARGE_BODY {
+        if job.stored.body.is_some() && body.len() > 64 * 1024 {
             job.stored.body = None;
         }
         (job, idx.into_iter().zip(statuses).collect())
@@ -434,7 +435,7 @@ impl QueueShared {
             job.last_reply = temp_last.clone();
         }
         tracing::debug!(id = %env.id, attempts = job.attempts, ?delay, last = ?temp_last, "deferred");
-        if job.stored.body.as_ref().is_some_and(|b| b.len() > LARGE_BODY) {
+        if job.stored.body.as_ref().is_some_and(|b| b.len() > 64 * 1024) {
             job.stored.body = None;
         }
         Some((job, delay))
