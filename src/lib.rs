@@ -19,9 +19,12 @@
 //!   reason ([`events::Refusal`], [`events::Reason`], scan modes, spam
 //!   actions); the bus counts them into the metrics as they are emitted;
 //!   `events::log` writes the event log (JSON lines, SIGUSR1 reopen).
-//! - [`dns`]: the [`dns::Resolver`] seam (hickory, or `NoDns`).
+//! - [`dns`]: the [`dns::Resolver`] seam (hickory, or `NoDns`), the
+//!   coalescing of identical lookups, and `dns::health` (is the resolver
+//!   itself failing? then authentication answers temperror at once).
 //! - [`spool`]: durable storage; `spool::fs` is the segment log with group
-//!   commit and recovery.
+//!   commit and recovery; `spool::incoming` holds bodies while they arrive
+//!   (a shared in-memory pool, then files) and the body memory budget.
 //! - [`state`]: per-client state behind the [`state::StateStore`] seam
 //!   (rates, sessions, greylisting, call-ahead answers), in memory today.
 //!
@@ -30,7 +33,7 @@
 //! - [`policy`]: the [`policy::connection::ConnectionFilter`]s the listener
 //!   asks (bans, allowlist, connection limits) and the pre-DATA
 //!   [`policy::Check`]s run by stage (HELO, DNS lists, rates, recipients
-//!   and call-ahead, greylisting).
+//!   and call-ahead, greylisting), and `policy::stress` (stress mode).
 //! - [`scan`]: content checks: our own MIME decoding (every plausible
 //!   reading), banned attachments, the [`scan::Scanner`] seam with clamd
 //!   (streamed INSTREAM, failover, ping), admission control and the
@@ -49,7 +52,9 @@
 //!   picks the next hop per recipient domain (routes, the default, bounces
 //!   to a relay or by MX); `delivery::client` is the SMTP/LMTP client
 //!   (RSET discipline, STARTTLS, XFORWARD/XCLIENT); `delivery::queue`
-//!   retries with backoff and bounces (DSNs, double bounces).
+//!   retries with backoff and bounces (DSNs, double bounces);
+//!   `delivery::queue::control` is `sluice queue` (list, flush, hold,
+//!   release, delete) over the queue socket.
 //! - [`firewall`]: the ban engine (offences from events -> bans with
 //!   windows, escalation, allowlist, aggregation), the
 //!   [`firewall::export::Exporter`]s (nftables, iptables+ipset, files), the
@@ -76,9 +81,10 @@
 //!   (bans, allowlist, rate, concurrency) ─ refuse ─► 554/421 + Event
 //!   ─► Session (smtp/session.rs)
 //!   EHLO/MAIL/RCPT ─► CheckChain (policy/) ─ Refusal ─► reply + Event
-//!   DATA/BDAT ─► DataReceiver/BdatReceiver (proto) ─► body + Received
+//!   DATA/BDAT ─► DataReceiver/BdatReceiver (proto) ─► BodyBuf + Received
+//!             └─ pool full ─► spool/incoming/ file (spool::incoming)
 //!             └─ chunks ─► ScanStream (clamd INSTREAM, bounded channel)
-//!   end of DATA ─► Pipeline::process (pipeline/):
+//!   end of DATA ─► Pipeline::process (pipeline/), under the body budget:
 //!      form (size, lines, header, loop) ─► content: MIME, banned parts,
 //!      virus scan in session or deferred (admission control)
 //!      ─► spam: view + rules + classifier + SPF/DKIM/DMARC
