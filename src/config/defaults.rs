@@ -170,7 +170,7 @@ pub const SERVER_MAX_COMMAND_LINE: u64 = 4096;
 /// `server.body_memory`
 pub const SERVER_BODY_MEMORY: u64 = 32 << 20;
 /// `server.check_memory`
-pub const SERVER_CHECK_MEMORY: u64 = 64 << 20;
+pub const SERVER_CHECK_MEMORY: u64 = 24 << 20;
 /// `server.max_connections`
 pub const SERVER_MAX_CONNECTIONS: u64 = 10_000;
 /// `server.max_errors`

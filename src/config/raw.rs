@@ -292,13 +292,14 @@ pub struct RawServer {
     /// Protocol errors a session may make before 421 and disconnect. Default 20.
     pub max_errors: Option<u64>,
     /// Octets of arriving message bodies all sessions together hold in
-    /// memory; beyond this (and a 16 KiB floor per session) a body goes to
+    /// memory; beyond this (and an 8 KiB floor per session) a body goes to
     /// a file under the spool's `incoming/`. Default 33554432 (32 MiB).
     pub body_memory: Option<u64>,
-    /// Memory for checking messages at the end of DATA, in octets: a
-    /// message is checked once twice its size fits (one larger than half
-    /// of this waits for all of it), so many large bodies ending at once
-    /// take turns. Default 67108864 (64 MiB).
+    /// Memory for whole message bodies, in octets: a message is checked
+    /// at the end of DATA once twice its size fits (one larger than half
+    /// of this waits for all of it), and delivery holds a body's size while
+    /// it sends one read back from the spool, so many large bodies take
+    /// turns. Default 25165824 (24 MiB).
     pub check_memory: Option<u64>,
 }
 

@@ -14,6 +14,10 @@ pub struct Connection<S> {
     /// Start of unconsumed input in `buf`.
     pos: usize,
     out: Vec<u8>,
+    /// Bulk reads stay small (the body is going to a file because memory
+    /// is short: a thousand such sessions each with a 64 KiB buffer is
+    /// what the body pool exists to avoid).
+    pub small_reads: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -23,6 +27,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             buf: Vec::new(),
             pos: 0,
             out: Vec::new(),
+            small_reads: false,
         }
     }
 
@@ -61,6 +66,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.buf = Vec::new();
         }
         let want = match (bulk, self.buf.len()) {
+            (true, _) if self.small_reads => 8 * 1024,
             (true, n) if n > 32 * 1024 => 64 * 1024,
             (true, _) => 16 * 1024,
             (false, _) => 1024,

@@ -290,6 +290,7 @@ impl Session {
             }
             let deadline = self.read_deadline(!conn.input().is_empty());
             let bulk = !at_boundary;
+            conn.small_reads = self.tx.as_ref().is_some_and(|tx| tx.body.spilled_len() > 0);
             let shutdown = self.shared.shutdown.clone();
             let read = tokio::select! {
                 r = tokio::time::timeout_at(deadline, conn.read_more(bulk)) => r,

@@ -2,7 +2,7 @@
 //! rest in a file under the spool directory's `incoming/`.
 //!
 //! All sessions together hold at most `server.body_memory` octets of
-//! arriving bodies in memory (each may always keep a small floor, 16 KiB).
+//! arriving bodies in memory (each may always keep a small floor, 8 KiB).
 //! A body that grows past its floor when the pool is full goes to its own
 //! file ([`BodyBuf::settle`] after each read), and from then on only the
 //! latest read is in memory. So twenty clients sending 1 MiB each never
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// What each session may keep in memory whatever the pool holds.
-pub const SESSION_FLOOR: usize = 16 * 1024;
+pub const SESSION_FLOOR: usize = 8 * 1024;
 
 /// The octets of arriving bodies held in memory by all sessions.
 #[derive(Debug)]
