@@ -41,7 +41,13 @@ async fn send(addr: std::net::SocketAddr, subject: &str) -> String {
 async fn list_hold_delete_flush_release_against_a_next_hop_that_comes_back() {
     let dir = tempfile::tempdir().unwrap();
     let hop_port = free_port();
-    let p = Proc::start_with(dir.path(), free_port(), hop_port, "1h");
+    let p = Proc::start_extra(
+        dir.path(),
+        free_port(),
+        hop_port,
+        "1h",
+        "[log]\nevents = \"events.jsonl\"\n",
+    );
     let (a, b, c) = (
         send(p.addr, "held").await,
         send(p.addr, "deleted").await,
@@ -62,6 +68,13 @@ async fn list_hold_delete_flush_release_against_a_next_hop_that_comes_back() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(queue_cli(dir.path(), &["hold", &a]).0, Some(0));
+    let (code, shown) = queue_cli(dir.path(), &["show", &a]);
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(shown.contains(&a) && shown.contains("\theld\t"), "{shown}");
+    assert!(
+        shown.contains("Subject: held") && shown.contains("Received: from"),
+        "{shown}"
+    );
     assert_eq!(queue_cli(dir.path(), &["delete", &b]).0, Some(0));
     let (code, err) = queue_cli(dir.path(), &["delete", "NOSUCHID"]);
     assert_eq!(code, Some(1), "{err}");
@@ -93,5 +106,24 @@ async fn list_hold_delete_flush_release_against_a_next_hop_that_comes_back() {
             .any(|m| String::from_utf8_lossy(&m.data).contains("Subject: deleted")),
         "deleted mail is never sent"
     );
+    // Every command that changed something is an event (the log is
+    // written every 100 ms).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    for action in ["hold", "delete", "flush", "release"] {
+        loop {
+            let log = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
+            let seen = log
+                .lines()
+                .any(|l| l.contains("\"queue_command\"") && l.contains(&format!("\"action\":\"{action}\"")));
+            if seen {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no queue_command {action} in:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     drop(p);
 }

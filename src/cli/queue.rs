@@ -16,6 +16,9 @@ pub(crate) enum QueueCmd {
         #[arg(long)]
         json: bool,
     },
+    /// The envelope, state, attempts and the message as spooled
+    /// (`postcat -q`). Example: `sluice queue show 6620246496C3E3EB`.
+    Show { id: String },
     /// Retries deferred mail now: one message, or all (`postqueue -f`).
     /// Example: `sluice queue flush`.
     Flush { id: Option<String> },
@@ -36,6 +39,7 @@ pub(crate) async fn queue(config: &Config, action: QueueCmd) -> anyhow::Result<(
         QueueCmd::Hold { id } => (Request::Hold { id }, false),
         QueueCmd::Release { id } => (Request::Release { id }, false),
         QueueCmd::Delete { id } => (Request::Delete { id }, false),
+        QueueCmd::Show { id } => (Request::Show { id }, false),
     };
     let resp = request(&socket, &req).await.map_err(|e| {
         anyhow::anyhow!(
@@ -51,6 +55,11 @@ pub(crate) async fn queue(config: &Config, action: QueueCmd) -> anyhow::Result<(
         }
         Response::Entries(entries) => print_table(&entries),
         Response::Done(n) => println!("{n} message(s)"),
+        Response::Message { entry, message } => {
+            print_table(std::slice::from_ref(&entry));
+            println!();
+            print!("{message}");
+        }
         Response::Error(e) => anyhow::bail!("{e}"),
     }
     Ok(())

@@ -191,13 +191,17 @@ impl Queue {
         });
         let mut ready = Ready::default();
         let mut waiting = Waiting::default();
-        let mut active: std::collections::HashMap<String, control::Entry> = std::collections::HashMap::new();
+        let mut active: std::collections::HashMap<String, (control::Entry, crate::spool::SpoolRef)> =
+            std::collections::HashMap::new();
         let mut inflight: JoinSet<(Job, Vec<(usize, RcptStatus)>)> = JoinSet::new();
         let mut last_flush = Instant::now();
         loop {
             while inflight.len() < self.cfg.concurrency {
                 let Some(job) = ready.pop_front() else { break };
-                active.insert(job.stored.envelope.id.clone(), job.entry(State::Active, None));
+                active.insert(
+                    job.stored.envelope.id.clone(),
+                    (job.entry(State::Active, None), job.stored.sref),
+                );
                 let shared = this.clone();
                 inflight.spawn(async move { shared.attempt(job).await });
             }
@@ -284,12 +288,12 @@ impl QueueShared {
         cmd: Command,
         ready: &mut Ready,
         waiting: &mut Waiting,
-        active: &std::collections::HashMap<String, control::Entry>,
+        active: &std::collections::HashMap<String, (control::Entry, crate::spool::SpoolRef)>,
     ) {
         let take = |ready: &mut Ready, waiting: &mut Waiting, id: &str| ready.take(id).or_else(|| waiting.take(id));
         match cmd {
             Command::List(tx) => {
-                let mut out: Vec<control::Entry> = active.values().cloned().collect();
+                let mut out: Vec<control::Entry> = active.values().map(|(e, _)| e.clone()).collect();
                 out.extend(ready.jobs.iter().map(|j| j.entry(State::Ready, None)));
                 waiting.entries(&mut out);
                 out.sort_by(|a, b| (a.received_at, &a.id).cmp(&(b.received_at, &b.id)));
@@ -302,31 +306,56 @@ impl QueueShared {
                 for job in jobs {
                     ready.push_back(job);
                 }
+                self.admin("flush", id.unwrap_or_default(), n);
                 let _ = tx.send(n);
             }
             Command::Hold(id, tx) => {
                 let found = take(ready, waiting, &id).map(|job| waiting.hold(job)).is_some();
+                self.admin("hold", id, usize::from(found));
                 let _ = tx.send(found);
             }
             Command::Release(id, tx) => {
                 self.transport.retry_now();
                 let found = waiting.release(&id).map(|job| ready.push_back(job)).is_some();
+                self.admin("release", id, usize::from(found));
                 let _ = tx.send(found);
             }
             Command::Delete(id, tx) => {
                 let found = match take(ready, waiting, &id) {
                     Some(job) => {
                         self.spool.mark_done(job.stored.sref);
-                        self.events.emit(Event::Warning {
-                            component: "queue",
-                            message: format!("{id}: deleted by the admin (no DSN)"),
-                        });
                         true
                     }
                     None => false,
                 };
+                self.admin("delete", id, usize::from(found));
                 let _ = tx.send(found);
             }
+            Command::Show(id, tx) => {
+                let found = active
+                    .get(&id)
+                    .cloned()
+                    .or_else(|| {
+                        let j = ready.jobs.iter().find(|j| j.stored.envelope.id == id)?;
+                        Some((j.entry(State::Ready, None), j.stored.sref))
+                    })
+                    .or_else(|| waiting.find(&id));
+                // The message as spooled (an admin's request: a blocking read
+                // here is fine).
+                let shown = found.map(|(entry, sref)| {
+                    let body = self.spool.read_body(sref).unwrap_or_default();
+                    (entry, body)
+                });
+                let _ = tx.send(shown);
+            }
+        }
+    }
+
+    /// An admin's command that changed something: an event (the log and
+    /// `sluice trace` see it).
+    fn admin(&self, action: &'static str, id: String, messages: usize) {
+        if messages > 0 {
+            self.events.emit(Event::QueueCommand { action, id, messages });
         }
     }
 

@@ -247,6 +247,14 @@ pub enum Event {
         rcpt: String,
         reply: String,
     },
+    /// An admin's `sluice queue` command changed a message: "flush",
+    /// "hold", "release" or "delete" (`id` is empty for a flush of all).
+    QueueCommand {
+        action: &'static str,
+        id: String,
+        /// Messages it applied to.
+        messages: usize,
+    },
     /// The resolver turned failing (too many of sluice's own queries
     /// timed out or failed in the window) or healthy again.
     ResolverHealth {
@@ -292,6 +300,7 @@ impl Event {
             Event::DeliveryAttempt { .. } => "delivery_attempt",
             Event::BounceQueued { .. } => "bounce_queued",
             Event::DoubleBounce { .. } => "double_bounce",
+            Event::QueueCommand { .. } => "queue_command",
             Event::ResolverHealth { .. } => "resolver_health",
             Event::StressMode { .. } => "stress_mode",
             Event::Warning { .. } => "warning",

@@ -83,6 +83,8 @@ pub enum Command {
     Release(String, oneshot::Sender<bool>),
     /// Removed from the queue and the spool, without a DSN.
     Delete(String, oneshot::Sender<bool>),
+    /// The entry and the message as spooled.
+    Show(String, oneshot::Sender<Option<(Entry, Vec<u8>)>>),
 }
 
 /// Messages waiting for a later attempt, and the held ones.
@@ -163,6 +165,15 @@ impl Waiting {
         Some(self.held.remove(i))
     }
 
+    /// A parked or held message's entry and where it is stored.
+    pub(super) fn find(&self, id: &str) -> Option<(Entry, crate::spool::SpoolRef)> {
+        if let Some((at, j)) = self.parked.values().find(|(_, j)| j.stored.envelope.id == id) {
+            return Some((j.entry(State::Deferred, Some(*at)), j.stored.sref));
+        }
+        let j = self.held.iter().find(|j| j.stored.envelope.id == id)?;
+        Some((j.entry(State::Held, None), j.stored.sref))
+    }
+
     pub(super) fn entries(&self, out: &mut Vec<Entry>) {
         for (at, job) in self.parked.values() {
             out.push(job.entry(State::Deferred, Some(*at)));
@@ -182,6 +193,7 @@ pub enum Request {
     Hold { id: String },
     Release { id: String },
     Delete { id: String },
+    Show { id: String },
 }
 
 /// The answer.
@@ -191,6 +203,11 @@ pub enum Response {
     Entries(Vec<Entry>),
     /// Messages the command applied to.
     Done(usize),
+    /// `show`: the entry and the message as spooled (lossy UTF-8).
+    Message {
+        entry: Entry,
+        message: String,
+    },
     Error(String),
 }
 
@@ -233,6 +250,18 @@ impl QueueHandle {
                 let (tx, rx) = oneshot::channel();
                 let _ = self.cmd.send(Command::Delete(id, tx));
                 flag(rx.await.ok())
+            }
+            Request::Show { id } => {
+                let (tx, rx) = oneshot::channel();
+                let _ = self.cmd.send(Command::Show(id, tx));
+                match rx.await {
+                    Ok(Some((entry, body))) => Response::Message {
+                        entry,
+                        message: String::from_utf8_lossy(&body).into_owned(),
+                    },
+                    Ok(None) => flag(Some(false)),
+                    Err(_) => flag(None),
+                }
             }
         }
     }
