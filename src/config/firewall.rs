@@ -175,7 +175,7 @@ pub(super) fn validate_firewall(
         ..BanConfig::default()
     };
     for (name, r) in raw.rules.unwrap_or_default() {
-        let (o, rule) = parse_rule(&name, r)?;
+        let (o, rule) = parse_rule(&name, r, &bans.rules)?;
         bans.rules.insert(o, rule);
     }
     Ok(Some(FirewallConfig {
@@ -232,8 +232,13 @@ fn allowlist(
     Ok(allowlist)
 }
 
-/// `[firewall.rules.NAME]`: the offence it is for, and its rule.
-fn parse_rule(name: &str, r: super::raw::RawBanRule) -> Result<(Offence, Rule), ConfigError> {
+/// `[firewall.rules.NAME]`: the offence it is for, and its rule; a key
+/// left out keeps the offence's default (from `defaults`).
+fn parse_rule(
+    name: &str,
+    r: super::raw::RawBanRule,
+    defaults: &HashMap<Offence, Rule>,
+) -> Result<(Offence, Rule), ConfigError> {
     let key = format!("firewall.rules.{name}");
     let Some(o) = Offence::ALL.iter().find(|o| o.as_str() == name) else {
         let known: Vec<&str> = Offence::ALL.iter().map(|o| o.as_str()).collect();
@@ -242,13 +247,24 @@ fn parse_rule(name: &str, r: super::raw::RawBanRule) -> Result<(Offence, Rule), 
             format!("unknown offence; expected one of {}", known.join(", ")),
         ));
     };
-    if r.count == 0 {
+    let base = defaults.get(o).cloned().unwrap_or(Rule {
+        count: 1,
+        window: 60,
+        ban: 3600,
+    });
+    if r.count == Some(0) {
         return Err(ConfigError::new(format!("{key}.count"), "must be greater than zero"));
     }
+    let secs_or = |field: &str, v: Option<String>, default: u64| -> Result<u64, ConfigError> {
+        match v {
+            Some(v) => Ok(secs(dur(&format!("{key}.{field}"), Some(v), "")?)),
+            None => Ok(default),
+        }
+    };
     let rule = Rule {
-        count: r.count,
-        window: secs(dur(&format!("{key}.window"), Some(r.window), "")?),
-        ban: secs(dur(&format!("{key}.ban"), Some(r.ban), "")?),
+        count: r.count.unwrap_or(base.count),
+        window: secs_or("window", r.window, base.window)?,
+        ban: secs_or("ban", r.ban, base.ban)?,
     };
     Ok((*o, rule))
 }

@@ -567,7 +567,10 @@ pub struct RawFirewall {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBanRule {
-    pub count: u32,
-    pub window: String,
-    pub ban: String,
+    /// Offences within `window` that earn a ban. Default: the offence's own.
+    pub count: Option<u32>,
+    /// Default: the offence's own (e.g. "5m" for unknown_user).
+    pub window: Option<String>,
+    /// The first ban's length. Default: the offence's own.
+    pub ban: Option<String>,
 }

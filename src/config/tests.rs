@@ -134,3 +134,34 @@ fn routes_most_specific_first_with_inherited_settings() {
     assert!(c.relay.bounce_next_hop.is_none(), "MX lookup by default");
     assert_eq!(c.relay.mx_port, 25);
 }
+
+/// Every key may be left out, as the example config says: a ban rule with
+/// only `count` keeps the offence's own window and ban.
+#[test]
+fn a_ban_rule_with_only_a_count_keeps_the_offences_window_and_ban() {
+    let c = Config::from_toml(
+        "[firewall.rules.unknown_user]\ncount = 5\n[firewall.rules.virus]\nban = \"2h\"\n",
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+    )
+    .unwrap();
+    let fw = c.firewall.expect("firewall on by default");
+    let default = firewall::BanConfig::default();
+    let unknown = crate::firewall::engine::Offence::UnknownUser;
+    let virus = crate::firewall::engine::Offence::Virus;
+    let rule = fw.bans.rules[&unknown];
+    assert_eq!(rule.count, 5);
+    assert_eq!(
+        (rule.window, rule.ban),
+        (default.rules[&unknown].window, default.rules[&unknown].ban)
+    );
+    let rule = fw.bans.rules[&virus];
+    assert_eq!(
+        (rule.count, rule.window),
+        (default.rules[&virus].count, default.rules[&virus].window)
+    );
+    assert_eq!(rule.ban, 7200);
+    assert_eq!(
+        err("[firewall.rules.unknown_user]\ncount = 0\n").key,
+        "firewall.rules.unknown_user.count"
+    );
+}
