@@ -15,6 +15,8 @@
 //!   every default in `config::defaults`; every error names its dotted key
 //!   (exit 64). No I/O: files are loaded by `app::preflight`.
 //! - [`metrics`]: the Prometheus registry (one place).
+//! - [`control`]: the wire of the control sockets (`sluice bans`,
+//!   `sluice queue`): one JSON request per line over a unix socket.
 //! - [`events`]: every decision as an [`events::Event`] with a typed
 //!   reason ([`events::Refusal`], [`events::Reason`], scan modes, spam
 //!   actions); the bus counts them into the metrics as they are emitted;
@@ -107,6 +109,7 @@
 
 pub mod app;
 pub mod config;
+pub mod control;
 pub mod delivery;
 pub mod dns;
 pub mod events;

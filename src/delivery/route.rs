@@ -180,7 +180,7 @@ impl Transport for Router {
             let runs = groups
                 .iter()
                 .map(|(t, _, rcpts)| -> DeliverFuture<'_> { Box::pin(self.deliver_to(*t, env, rcpts, body)) });
-            let results = join_all(runs).await;
+            let results = crate::dns::join_all(runs).await;
             for ((_, positions, _), st) in groups.iter().zip(results) {
                 for (&pos, s) in positions.iter().zip(st) {
                     out[pos] = Some(s);
@@ -191,30 +191,6 @@ impl Transport for Router {
                 .collect()
         })
     }
-}
-
-/// Runs the futures concurrently, results in order.
-async fn join_all<'a>(runs: impl Iterator<Item = DeliverFuture<'a>>) -> Vec<Vec<RcptStatus>> {
-    let mut set: Vec<DeliverFuture<'a>> = runs.collect();
-    let mut done: Vec<Option<Vec<RcptStatus>>> = vec![None; set.len()];
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in set.iter_mut().enumerate() {
-            if done[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => done[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    done.into_iter().map(Option::unwrap_or_default).collect()
 }
 
 /// Delivery to the MX hosts of each recipient's domain (RFC 5321 §5.1):

@@ -1,7 +1,5 @@
-//! The control socket of the running daemon, for `sluice bans`: a unix
-//! socket (mode 0600: only its owner, normally root or the sluice user, may
-//! talk to it) taking one JSON request per line and answering one JSON
-//! line.
+//! The control socket of the running daemon, for `sluice bans` (the wire
+//! is [`crate::control`]).
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -9,7 +7,6 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{Ban, Decision, Offence};
@@ -47,41 +44,13 @@ pub enum Response {
     Error(String),
 }
 
-/// Serves the socket until shutdown. An old socket file is replaced.
+/// Serves the socket until shutdown (see [`crate::control`]).
 pub async fn serve(fw: Arc<Firewall>, path: &Path, shutdown: CancellationToken) -> std::io::Result<()> {
-    let _ = std::fs::remove_file(path);
-    let listener = tokio::net::UnixListener::bind(path)?;
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    loop {
-        let (sock, _) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(_) => continue,
-            },
-        };
+    crate::control::serve(path, shutdown, Response::Error, move |req| {
         let fw = fw.clone();
-        tokio::spawn(async move {
-            let (r, mut w) = sock.into_split();
-            let mut line = String::new();
-            let mut r = BufReader::new(r);
-            if r.read_line(&mut line).await.is_err() {
-                return;
-            }
-            let resp = match serde_json::from_str::<Request>(&line) {
-                Ok(req) => handle(&fw, req),
-                Err(e) => Response::Error(format!("bad request: {e}")),
-            };
-            let mut out = serde_json::to_vec(&resp).unwrap_or_default();
-            out.push(b'\n');
-            let _ = w.write_all(&out).await;
-        });
-    }
-    let _ = std::fs::remove_file(path);
-    Ok(())
+        async move { handle(&fw, req) }
+    })
+    .await
 }
 
 fn handle(fw: &Firewall, req: Request) -> Response {
@@ -127,12 +96,5 @@ fn handle(fw: &Firewall, req: Request) -> Response {
 
 /// One request to the daemon's socket (the `sluice bans` side).
 pub async fn request(path: &Path, req: &Request) -> std::io::Result<Response> {
-    let sock = tokio::net::UnixStream::connect(path).await?;
-    let (r, mut w) = sock.into_split();
-    let mut line = serde_json::to_vec(req).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    w.write_all(&line).await?;
-    let mut answer = String::new();
-    BufReader::new(r).read_line(&mut answer).await?;
-    serde_json::from_str(&answer).map_err(std::io::Error::other)
+    crate::control::request(path, req).await
 }

@@ -217,7 +217,7 @@ impl Session {
             return;
         };
         let Some(tx) = self.tx.as_mut() else { return };
-        if tx.body.mem.len() <= dir.floor() {
+        if tx.body.keep(dir) {
             return;
         }
         if let Some(stream) = tx.stream.as_mut() {
@@ -227,9 +227,8 @@ impl Session {
                 tx.stream = None;
             }
         }
-        if tx.body.settle(dir) {
-            tx.streamed.upto = 0;
-        }
+        tx.body.spill(dir);
+        tx.streamed.upto = 0;
     }
 
     /// Feeds the body received so far to the streamed scan, in batches

@@ -4,7 +4,7 @@
 //! All sessions together hold at most `server.body_memory` octets of
 //! arriving bodies in memory (each may always keep a small floor, 8 KiB).
 //! A body that grows past its floor when the pool is full goes to its own
-//! file ([`BodyBuf::settle`] after each read), and from then on only the
+//! file ([`BodyBuf::keep`] after each read), and from then on only the
 //! latest read is in memory. So twenty clients sending 1 MiB each never
 //! touch the disk twice, and a thousand sending 25 MiB each cost the pool
 //! plus a thousand small buffers. At the end of DATA the pipeline takes
@@ -116,11 +116,6 @@ impl IncomingDir {
         self
     }
 
-    /// What each session may keep whatever the pool holds.
-    pub fn floor(&self) -> usize {
-        self.floor
-    }
-
     /// Octets of arriving bodies in memory now (beyond the floors).
     pub fn held(&self) -> usize {
         self.pool.held.load(Ordering::Acquire)
@@ -157,7 +152,7 @@ impl Drop for Spilled {
 }
 
 /// A message body as it arrives. Receivers append to [`BodyBuf::mem`];
-/// the session calls [`BodyBuf::settle`] after each read.
+/// the session asks [`BodyBuf::keep`] after each read.
 #[derive(Debug, Default)]
 pub struct BodyBuf {
     /// The octets not yet written to the file (all of them, for a small
@@ -213,27 +208,35 @@ impl BodyBuf {
         self.counted = 0;
     }
 
-    /// After a read: the octets in memory stay there if they are within the
-    /// floor, or the pool has room for them (and are counted); otherwise
-    /// they go to the body's file. Returns whether they went.
-    pub fn settle(&mut self, dir: &IncomingDir) -> bool {
+    /// After a read: whether the octets in memory may stay there: within
+    /// the floor, or while the pool has room for them (they are counted).
+    /// When not, the caller [`spill`](Self::spill)s them.
+    pub fn keep(&mut self, dir: &IncomingDir) -> bool {
         let len = self.mem.len();
-        if self.spilled.is_none() && len <= dir.floor {
+        if len <= dir.floor {
+            // Before a file: a small body; after: the latest reads.
+            return true;
+        }
+        if self.spilled.is_some() {
             return false;
         }
-        if self.spilled.is_none() {
-            let growth = len.saturating_sub(self.counted);
-            if dir.pool.try_take(growth) {
-                self.counted = len;
-                self.pool.get_or_insert_with(|| dir.pool.clone());
-                return false;
-            }
-        } else if len <= dir.floor {
-            // Already in a file: only the latest reads are kept, up to the floor.
+        let growth = len.saturating_sub(self.counted);
+        if !dir.pool.try_take(growth) {
             return false;
         }
-        self.spill(dir);
+        self.counted = len;
+        self.pool.get_or_insert_with(|| dir.pool.clone());
         true
+    }
+
+    /// [`keep`](Self::keep), else [`spill`](Self::spill); whether it spilled.
+    #[cfg(test)]
+    fn settle(&mut self, dir: &IncomingDir) -> bool {
+        let spill = !self.keep(dir);
+        if spill {
+            self.spill(dir);
+        }
+        spill
     }
 
     /// Appends the octets in memory to the body's file (created on first

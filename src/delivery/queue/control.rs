@@ -1,15 +1,13 @@
 //! `sluice queue`: what the running queue holds, and the admin's commands,
 //! as Postfix's `postqueue -p`/`-f` and `postsuper -h`/`-H`/`-d`: list,
-//! flush (retry now), hold, release, delete. Served on a unix socket
-//! (`<spool.dir>/queue.sock`, mode 0600), one JSON request per line, one
-//! JSON answer.
+//! flush (retry now), hold, release, delete. Served on a unix socket,
+//! `<spool.dir>/queue.sock` (the wire is [`crate::control`]).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -267,50 +265,16 @@ impl QueueHandle {
     }
 }
 
-/// Serves the queue socket until `stop`. An old socket file is replaced.
+/// Serves the queue socket until `stop` (see [`crate::control`]).
 pub async fn serve(handle: QueueHandle, path: &Path, stop: CancellationToken) -> std::io::Result<()> {
-    let _ = std::fs::remove_file(path);
-    let listener = tokio::net::UnixListener::bind(path)?;
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    loop {
-        let (sock, _) = tokio::select! {
-            _ = stop.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(_) => continue,
-            },
-        };
+    crate::control::serve(path, stop, Response::Error, move |req| {
         let handle = handle.clone();
-        tokio::spawn(async move {
-            let (r, mut w) = sock.into_split();
-            let mut line = String::new();
-            if BufReader::new(r).read_line(&mut line).await.is_err() {
-                return;
-            }
-            let resp = match serde_json::from_str::<Request>(&line) {
-                Ok(req) => handle.ask(req).await,
-                Err(e) => Response::Error(format!("bad request: {e}")),
-            };
-            let mut out = serde_json::to_vec(&resp).unwrap_or_default();
-            out.push(b'\n');
-            let _ = w.write_all(&out).await;
-        });
-    }
-    let _ = std::fs::remove_file(path);
-    Ok(())
+        async move { handle.ask(req).await }
+    })
+    .await
 }
 
 /// Sends one request to the socket at `path` (the CLI's side).
 pub async fn request(path: &Path, req: &Request) -> std::io::Result<Response> {
-    let sock = tokio::net::UnixStream::connect(path).await?;
-    let (r, mut w) = sock.into_split();
-    let mut line = serde_json::to_vec(req).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    w.write_all(&line).await?;
-    let mut answer = String::new();
-    BufReader::new(r).read_line(&mut answer).await?;
-    serde_json::from_str(&answer).map_err(std::io::Error::other)
+    crate::control::request(path, req).await
 }
