@@ -29,6 +29,8 @@
 //!   (a shared in-memory pool, then files) and the body memory budget.
 //! - [`state`]: per-client state behind the [`state::StateStore`] seam
 //!   (rates, sessions, greylisting, call-ahead answers), in memory today.
+//! - [`swap`]: a value replaced whole on reload (the front end's settings,
+//!   the router, the content filter).
 //!
 //! The subsystems:
 //!
@@ -130,4 +132,5 @@ pub mod spam;
 pub mod spool;
 pub mod state;
 pub mod status;
+pub mod swap;
 pub mod tls;

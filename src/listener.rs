@@ -14,7 +14,7 @@ use crate::events::{Disconnect, Event, Reason, Refusal};
 use crate::policy::connection::admit_all;
 use crate::policy::limits::SessionSlot;
 use crate::proto::Reply;
-use crate::smtp::session::{Outcome, Session, Shared};
+use crate::smtp::session::{Front, Outcome, Session};
 
 /// Binds a listening socket. IPv6 sockets are v6-only, so `0.0.0.0:25`
 /// and `[::]:25` can both be listed; the backlog is deep enough for
@@ -34,8 +34,8 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Accepts until shutdown. `limit` caps concurrent sessions
 /// (`server.max_connections`); a client over the limit gets 421 4.7.0.
-pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, limit: Arc<Semaphore>, tracker: TaskTracker) {
-    let shutdown = shared.shutdown.clone();
+pub async fn accept_loop(listener: TcpListener, front: Arc<Front>, limit: Arc<Semaphore>, tracker: TaskTracker) {
+    let shutdown = front.load().shutdown.clone();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -48,10 +48,11 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, limit: Arc<
                 // client it stands for, for checks, limits, bans and logs.
                 let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                 let _ = sock.set_nodelay(true);
+                let shared = front.load();
                 let admitted = admit_all(&shared.filters, peer.ip());
                 match (admitted, limit.clone().try_acquire_owned()) {
                     (Ok(slots), Ok(permit)) => {
-                        tracker.spawn(serve(shared.clone(), sock, peer, (permit, slots)));
+                        tracker.spawn(serve(front.clone(), sock, peer, (permit, slots)));
                     }
                     (admitted, _) => {
                         let refusal = admitted.err();
@@ -93,19 +94,21 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, limit: Arc<
 /// Held for the life of a session: the global slot and the per-client ones.
 type Slots = (OwnedSemaphorePermit, Vec<SessionSlot>);
 
-async fn serve(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr, _slots: Slots) {
-    let mut session = Session::new(shared.clone(), peer);
-    shared.events.emit(Event::SessionOpened {
+async fn serve(front: Arc<Front>, sock: TcpStream, peer: SocketAddr, _slots: Slots) {
+    let mut session = Session::new(front.load(), peer).with_front(front);
+    let events = session.shared().events.clone();
+    events.emit(Event::SessionOpened {
         session: session.id(),
         ip: peer.ip(),
     });
     let reason = match session.run(sock, true).await {
         Outcome::Closed(d) => d,
-        Outcome::StartTls(sock) => match &shared.tls {
+        Outcome::StartTls(sock) => match session.shared().tls.clone() {
             None => Disconnect::TlsFailed("TLS not configured".into()),
             Some(tls) => {
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
-                match tokio::time::timeout(shared.config.timeouts.command, acceptor.accept(sock)).await {
+                let within = session.shared().config.timeouts.command;
+                match tokio::time::timeout(within, acceptor.accept(sock)).await {
                     Ok(Ok(stream)) => {
                         session.tls_established();
                         match session.run(stream, false).await {
@@ -119,7 +122,7 @@ async fn serve(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr, _slots: S
             }
         },
     };
-    shared.events.emit(Event::SessionClosed {
+    events.emit(Event::SessionClosed {
         session: session.id(),
         ip: peer.ip(),
         reason,

@@ -44,6 +44,12 @@ fn config_path(given: Option<PathBuf>) -> Option<PathBuf> {
 enum Cmd {
     /// Run the relay.
     Serve,
+    /// Make the running daemon re-read its configuration file, as SIGHUP
+    /// does, and say what happened: applied (settings that need a restart
+    /// are named and keep their running value) or failed (nothing changed;
+    /// the failing key is named, exit 1). Talks to <spool.dir>/daemon.sock.
+    #[command(after_help = "Example:\n  sluice -c /etc/sluice/sluice.toml reload")]
+    Reload,
     /// Validate a configuration file and every file it names, and exit
     /// (0 = valid, 64 = invalid). FILE defaults to the configuration the
     /// other commands use.
@@ -239,6 +245,30 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from)
         }),
         Cmd::Serve => run_server(config.as_ref()),
+        Cmd::Reload => with_config(config.as_ref(), |c| async move { reload(&c).await }),
+    }
+}
+
+/// `sluice reload`: asks the daemon; exit 1 when the file did not apply.
+async fn reload(config: &Config) -> anyhow::Result<()> {
+    use sluice::app::ReloadResult;
+    let path = sluice::app::daemon_socket(config);
+    match sluice::app::request_reload(config).await {
+        Ok(ReloadResult::Applied { restart_needed }) if restart_needed.is_empty() => {
+            println!("configuration reloaded");
+            Ok(())
+        }
+        Ok(ReloadResult::Applied { restart_needed }) => {
+            println!("configuration reloaded; these changed settings need a restart and keep their running value:");
+            for key in restart_needed {
+                println!("  {key}");
+            }
+            Ok(())
+        }
+        Ok(ReloadResult::Failed { error }) => {
+            anyhow::bail!("configuration not reloaded (the running one stays): {error}")
+        }
+        Err(e) => anyhow::bail!("cannot reach the daemon at {}: {e}", path.display()),
     }
 }
 
@@ -284,8 +314,8 @@ fn scan(
 
 /// `sluice serve`: every file loaded first (exit 64 when one fails), then
 /// serve until SIGTERM/SIGINT.
-fn run_server(config: Option<&PathBuf>) -> ExitCode {
-    let (config, pre) = match load_checked(config) {
+fn run_server(path: Option<&PathBuf>) -> ExitCode {
+    let (config, pre) = match load_checked(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -294,7 +324,7 @@ fn run_server(config: Option<&PathBuf>) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match rt.block_on(serve(config, pre)) {
+    match rt.block_on(serve(config, pre, path.cloned())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -331,11 +361,11 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     })
 }
 
-async fn serve(config: Config, pre: sluice::app::Preflight) -> anyhow::Result<()> {
+async fn serve(config: Config, pre: sluice::app::Preflight, path: Option<PathBuf>) -> anyhow::Result<()> {
     let mut signals = Signals::new()?;
-    let running = sluice::app::start_with(config, pre).await?;
+    let running = sluice::app::start_with(config, pre, path).await?;
     while signals.next().await == Signal::Reload {
-        running.reload();
+        running.reload().await;
     }
     running.shutdown().await;
     Ok(())

@@ -288,7 +288,7 @@ async fn bdat_chunks() {
 async fn smtputf8_addresses() {
     let (sink, relay) = relay().await;
     std::fs::write(relay.path("recipients"), format!("{TABLE}jörg@example.com OK\n")).unwrap();
-    relay.running().reload();
+    relay.running().reload().await;
     let mut c = relay.client().await;
     c.cmd("EHLO client.example", "250").await;
     c.cmd("MAIL FROM:<jörg@client.example>", "553 5.6.7").await;

@@ -14,6 +14,7 @@ mod nexthop; // next-hop client conformance against a scripted server
 mod policy; // pre-DATA checks against a real DNS server (DNSBL, RHSBL, allowlist)
 mod queue; // sluice queue list/hold/delete/flush/release against the running binary
 mod regression; // one test per fixed bug, named by what broke, with the commit that fixed it
+mod reload; // sluice reload and SIGHUP under open sessions: thresholds, DNS lists, restart-only keys
 mod restart; // durability: kill -9, restart, SIGTERM
 mod scan; // virus scanning against a real clamd
 mod spam; // the statistical classifier on the SpamAssassin sample; sluice learn

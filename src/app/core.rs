@@ -10,12 +10,17 @@ use crate::config::Config;
 use crate::events::EventBus;
 use crate::metrics::Metrics;
 
+#[derive(Clone)]
 pub(super) struct Core {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub events: EventBus,
     /// Cancelled on SIGTERM/SIGINT.
     pub shutdown: CancellationToken,
+    /// What [`Core::spawn`]ed tasks stop on: the shutdown for the parts
+    /// built once, a generation's own token for the parts a reload
+    /// replaces (cancelled when the next generation takes over).
+    pub scope: CancellationToken,
     /// Background work (queue, scanners, firewall, listeners of status).
     pub background: TaskTracker,
     /// Listeners and the sessions they spawn.
@@ -54,14 +59,16 @@ impl Core {
                 })
             }),
         ));
+        let shutdown = CancellationToken::new();
         let core = Core {
+            scope: shutdown.clone(),
+            shutdown,
             events,
             dns_health,
             body_budget: crate::spool::incoming::BodyBudget::new(config.server.check_memory),
             log_stop: CancellationToken::new(),
             log_task: TaskTracker::new(),
             metrics,
-            shutdown: CancellationToken::new(),
             background: TaskTracker::new(),
             sessions: TaskTracker::new(),
             state: Arc::new(crate::state::MemoryStore::default()),
@@ -76,13 +83,24 @@ impl Core {
         core
     }
 
-    /// Runs `task` in the background until shutdown (it gets its own token).
+    /// Runs `task` in the background until shutdown, or until its
+    /// generation is replaced (it gets its own token).
     pub fn spawn<F, Fut>(&self, task: F)
     where
         F: FnOnce(CancellationToken) -> Fut,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.background.spawn(task(self.shutdown.child_token()));
+        self.background.spawn(task(self.scope.child_token()));
+    }
+
+    /// The same core for the parts built from `config` that a reload
+    /// replaces: their tasks stop on the returned core's `scope`.
+    pub fn generation(&self, config: Arc<Config>) -> Core {
+        Core {
+            config,
+            scope: self.shutdown.child_token(),
+            ..self.clone()
+        }
     }
 
     /// One resolver (and one answer cache) for the DNS lists, the HELO

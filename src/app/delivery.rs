@@ -7,25 +7,23 @@ use tokio_util::sync::CancellationToken;
 
 use super::core::Core;
 use crate::delivery::queue::{Queue, QueueHandle};
-use crate::delivery::route::Router;
+use crate::delivery::route::{Router, Routes};
 use crate::spool::Spool;
 
 pub(super) struct Delivery {
-    pub transport: Arc<Router>,
     pub queue: Queue,
     pub handle: QueueHandle,
 }
 
 /// Per-domain routes, the default next hop, and where DSNs to outside
 /// senders go (a bounce relay, or MX lookup through `dns`).
-pub(super) fn build(
-    core: &Core,
-    spool: Arc<dyn Spool>,
-    dns: Option<&hickory_resolver::TokioResolver>,
-) -> anyhow::Result<Delivery> {
+pub(super) fn router(core: &Core, dns: Option<&hickory_resolver::TokioResolver>) -> anyhow::Result<Router> {
+    Router::from_config(&core.config, dns, &core.metrics).map_err(|e| anyhow::anyhow!("dns.resolver: {e}"))
+}
+
+/// The queue over `transport` (the router in use; a reload replaces it).
+pub(super) fn build(core: &Core, spool: Arc<dyn Spool>, transport: Arc<Routes>) -> Delivery {
     let c = &core.config;
-    let transport =
-        Arc::new(Router::from_config(c, dns, &core.metrics).map_err(|e| anyhow::anyhow!("dns.resolver: {e}"))?);
     let (queue, handle) = Queue::new(
         spool,
         transport.clone(),
@@ -34,11 +32,7 @@ pub(super) fn build(
         core.events.clone(),
     );
     let queue = queue.with_body_budget(core.body_budget.clone());
-    Ok(Delivery {
-        transport,
-        queue,
-        handle,
-    })
+    Delivery { queue, handle }
 }
 
 /// Runs the queue. It stops launching attempts on shutdown but lets

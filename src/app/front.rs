@@ -19,7 +19,7 @@ use crate::policy::helo::{Action, HeloCheck};
 use crate::policy::limits::{Limits, RateCheck};
 use crate::policy::recipients::{Directory, RecipientCheck};
 use crate::policy::{Check, CheckChain};
-use crate::smtp::session::Shared;
+use crate::smtp::session::{Front, Shared};
 use crate::tls::TlsSource;
 
 /// Pre-DATA checks, in order: reputation first (a listed client gets the
@@ -30,6 +30,7 @@ pub(super) fn checks(
     recipients: Arc<Directory>,
     dns: Option<hickory_resolver::TokioResolver>,
     limits: Arc<Limits>,
+    first: bool,
 ) -> anyhow::Result<CheckChain> {
     let c = &core.config;
     let needs = needs_dns(c);
@@ -78,22 +79,25 @@ pub(super) fn checks(
         dir: recipients,
         callahead,
     }));
-    if let Some(g) = greylist(core)? {
+    if let Some(g) = greylist(core, first)? {
         checks.push(g);
     }
     Ok(CheckChain::new(checks))
 }
 
-/// Greylisting with its state loaded and persisted, when on.
-fn greylist(core: &Core) -> anyhow::Result<Option<Arc<dyn Check>>> {
+/// Greylisting, persisted, when on; its state is loaded by the `first`
+/// generation (later ones share the state store it filled).
+fn greylist(core: &Core, first: bool) -> anyhow::Result<Option<Arc<dyn Check>>> {
     let Some(gc) = &core.config.greylist else {
         return Ok(None);
     };
     let greylist = Arc::new(Greylist::new(gc.clone(), Greylist::system_clock(), core.state.clone()));
-    let loaded = greylist
-        .load()
-        .with_context(|| format!("greylist.state: cannot read {}", gc.state.display()))?;
-    tracing::info!(triplets = loaded, "greylist state loaded");
+    if first {
+        let loaded = greylist
+            .load()
+            .with_context(|| format!("greylist.state: cannot read {}", gc.state.display()))?;
+        tracing::info!(triplets = loaded, "greylist state loaded");
+    }
     let g = greylist.clone();
     core.spawn(move |stop| g.persist(std::time::Duration::from_secs(5), stop));
     Ok(Some(Arc::new(GreylistCheck {
@@ -139,13 +143,39 @@ pub(super) fn connection_filters(
     filters
 }
 
-/// What every session shares.
+/// What every generation of the front end shares: the numbering of
+/// sessions and messages, and stress mode.
+#[derive(Clone)]
+pub(super) struct Lasting {
+    session_seq: Arc<AtomicU64>,
+    message_seq: Arc<AtomicU64>,
+    pub stress: Arc<crate::policy::stress::Stress>,
+}
+
+impl Lasting {
+    pub fn new(core: &Core) -> Lasting {
+        Lasting {
+            // Unique across restarts (an event log spans many): sessions
+            // are numbered on from the start time in microseconds.
+            session_seq: Arc::new(AtomicU64::new(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_micros() as u64),
+            )),
+            message_seq: Arc::new(AtomicU64::new(0)),
+            stress: Arc::new(crate::policy::stress::Stress::new(core.config.stress.clone())),
+        }
+    }
+}
+
+/// What every session of one generation shares.
 pub(super) fn shared(
     core: &Core,
     checks: CheckChain,
     pipeline: Arc<Pipeline>,
     tls: Option<Arc<TlsSource>>,
     filters: Vec<Arc<dyn ConnectionFilter>>,
+    lasting: &Lasting,
 ) -> Arc<Shared> {
     Arc::new(Shared {
         config: core.config.clone(),
@@ -154,21 +184,15 @@ pub(super) fn shared(
         events: core.events.clone(),
         tls,
         shutdown: core.shutdown.clone(),
-        // Unique across restarts (an event log spans many): sessions are
-        // numbered on from the start time in microseconds.
-        session_seq: AtomicU64::new(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_micros() as u64),
-        ),
-        message_seq: AtomicU64::new(0),
+        session_seq: lasting.session_seq.clone(),
+        message_seq: lasting.message_seq.clone(),
         filters,
-        stress: Arc::new(crate::policy::stress::Stress::new(core.config.stress.clone())),
+        stress: lasting.stress.clone(),
     })
 }
 
 /// Binds `server.listen` and serves; returns the bound addresses.
-pub(super) fn listen(core: &Core, shared: Arc<Shared>) -> anyhow::Result<Vec<SocketAddr>> {
+pub(super) fn listen(core: &Core, front: Arc<Front>) -> anyhow::Result<Vec<SocketAddr>> {
     let c = &core.config;
     raise_fd_limit(c);
     let limit = Arc::new(Semaphore::new(c.server.max_connections));
@@ -178,14 +202,14 @@ pub(super) fn listen(core: &Core, shared: Arc<Shared>) -> anyhow::Result<Vec<Soc
         local_addrs.push(l.local_addr()?);
         core.sessions.spawn(crate::listener::accept_loop(
             l,
-            shared.clone(),
+            front.clone(),
             limit.clone(),
             core.sessions.clone(),
         ));
     }
     if c.stress.enabled {
         let (events, every) = (core.events.clone(), c.stress.check_interval);
-        core.spawn(move |stop| watch_stress(shared, limit, events, every, stop));
+        core.spawn(move |stop| watch_stress(front, limit, events, every, stop));
     }
     Ok(local_addrs)
 }
@@ -193,14 +217,13 @@ pub(super) fn listen(core: &Core, shared: Arc<Shared>) -> anyhow::Result<Vec<Soc
 /// Looks at the load every `every` and turns stress mode on or off (an
 /// event each time, which sets `sluice_stress_mode`).
 async fn watch_stress(
-    shared: Arc<Shared>,
+    front: Arc<Front>,
     limit: Arc<Semaphore>,
     events: crate::events::EventBus,
     every: std::time::Duration,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let max = shared.config.server.max_connections;
-    let content = shared.pipeline.content.clone();
+    let max = front.load().config.server.max_connections;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -208,6 +231,8 @@ async fn watch_stress(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
+        let shared = front.load();
+        let content = &shared.pipeline.content;
         let load = crate::policy::stress::Load {
             sessions: max.saturating_sub(limit.available_permits()),
             max_sessions: max,

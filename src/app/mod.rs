@@ -8,11 +8,14 @@ mod delivery;
 mod front;
 mod pipeline;
 mod preflight;
+mod reload;
 mod status;
 
 pub use preflight::{Preflight, preflight};
+pub use reload::{ReloadResult, request_reload, socket_path as daemon_socket};
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -20,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::delivery::route::Router;
+use crate::delivery::route::Routes;
 use crate::events::EventBus;
-use crate::policy::recipients::Directory;
+use crate::smtp::session::Front;
 use crate::spool::Spool;
 use crate::spool::fs::FsSpool;
 
@@ -32,14 +35,12 @@ pub struct Running {
     /// Where `/metrics`, `/readyz` and the status page are served.
     pub metrics_addr: Option<SocketAddr>,
     pub events: EventBus,
-    pub recipients: Arc<Directory>,
     config: Arc<Config>,
     shutdown: CancellationToken,
     sessions: TaskTracker,
     background: TaskTracker,
     spool: Arc<FsSpool>,
-    transport: Arc<Router>,
-    spam: Option<Arc<crate::spam::filter::SpamFilter>>,
+    reloader: Arc<reload::Reloader>,
     log_stop: CancellationToken,
     log_task: TaskTracker,
 }
@@ -91,30 +92,38 @@ pub fn spam_filter(
 /// listeners, recovers the spool and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let pre = preflight(&config)?;
-    start_with(config, pre).await
+    start_with(config, pre, None).await
 }
 
-/// [`start`] with the files already loaded.
-pub async fn start_with(config: Config, pre: Preflight) -> anyhow::Result<Running> {
+/// [`start`] with the files already loaded; `path` is the configuration
+/// file a reload re-reads (`None`: a reload re-reads only the files the
+/// configuration names).
+pub async fn start_with(config: Config, pre: Preflight, path: Option<PathBuf>) -> anyhow::Result<Running> {
     let core = core::Core::new(config);
-    let Preflight { tls, recipients, spam } = pre;
-    let r = recipients.clone();
-    let every = core.config.recipients.reload_interval;
-    core.spawn(move |stop| r.watch(every, stop));
     let sp = &core.config.spool;
     let fsync_latency = Some(core.metrics.spool_fsync.clone());
     let recovered = FsSpool::open_with(&sp.dir, sp.fsync, sp.segment_size, fsync_latency)
         .with_context(|| format!("spool.dir: cannot open {}", sp.dir.display()))?;
     let spool = recovered.spool.clone();
     let spool_dyn: Arc<dyn Spool> = spool.clone();
-    let dns = core.resolver()?;
-    if let Some(inner) = &dns {
-        let probe = crate::dns::HickoryResolver::from_resolver(inner.clone()).with_health(core.dns_health.clone());
-        core.spawn(move |stop| crate::dns::probe_while_troubled(probe, stop));
-    }
-    let delivery = delivery::build(&core, spool_dyn.clone(), dns.as_ref())?;
-    let parts = pipeline::build(&core, spool_dyn, delivery.handle.clone(), spam, dns.clone())?;
+    // The first generation of what a reload rebuilds; what is built once
+    // (spool, queue, deferred scanner, firewall, status) lives on `core`.
+    let next = core.generation(core.config.clone());
+    let dns = reload::resolver(&next)?;
+    let routes = Arc::new(Routes::new(delivery::router(&next, dns.as_ref())?));
+    let delivery = delivery::build(&core, spool_dyn.clone(), routes.clone());
+    let content = pipeline::content(&next, false);
+    let held = pipeline::held(&core, spool_dyn, delivery.handle.clone(), content)?;
     let firewall = status::firewall(&core);
+    let lasts = reload::Lasts {
+        lasting: front::Lasting::new(&core),
+        core: core.clone(),
+        held,
+        firewall,
+        routes,
+    };
+    let recipients = pre.recipients.clone();
+    let built = reload::build(&next, &lasts, pre, true, dns)?;
     // Recovered mail is tried at once, not after a backoff; mail accepted
     // before its scan is scanned first.
     if !recovered.pending.is_empty() {
@@ -124,38 +133,52 @@ pub async fn start_with(config: Config, pre: Preflight) -> anyhow::Result<Runnin
         );
     }
     for s in recovered.pending {
-        match &parts.deferred {
+        match &lasts.held.deferred {
             Some(d) if s.envelope.scan_pending => d.enqueue(s),
             _ => delivery.handle.enqueue(s),
         }
     }
     delivery::start_queue(&core, delivery.queue, delivery.handle);
-    let limits = front::limits(&core);
-    let checks = front::checks(&core, recipients.clone(), dns, limits.clone())?;
-    let filters = front::connection_filters(&core, firewall.clone(), limits);
-    let shared = front::shared(&core, checks, parts.pipeline, tls, filters);
+    let front = Arc::new(Front::new(built.shared));
     let watched = status::Watched {
         spool: spool.clone(),
-        transport: delivery.transport.clone(),
-        content: parts.content,
-        deferred: parts.deferred,
-        firewall,
+        transport: lasts.routes.clone(),
+        content: lasts.held.content.clone(),
+        deferred: lasts.held.deferred.clone(),
+        firewall: lasts.firewall.clone(),
     };
     let metrics_addr = status::listen(&core, watched)?;
-    let local_addrs = front::listen(&core, shared)?;
+    let local_addrs = front::listen(&core, front.clone())?;
+    let reloader = Arc::new(reload::Reloader {
+        lasts,
+        front,
+        path,
+        current: tokio::sync::Mutex::new(reload::Generation {
+            config: core.config.clone(),
+            scope: next.scope.clone(),
+            recipients,
+        }),
+    });
+    let (r, socket, events) = (reloader.clone(), reload::socket_path(&core.config), core.events.clone());
+    core.spawn(move |stop| async move {
+        if let Err(e) = reload::serve(r, socket.clone(), stop).await {
+            events.emit(crate::events::Event::Warning {
+                component: "control",
+                message: format!("control socket {}: {e}", socket.display()),
+            });
+        }
+    });
     tracing::info!(listen = ?local_addrs, next_hop = %core.config.relay.next_hop, "sluice started");
     Ok(Running {
         local_addrs,
         metrics_addr,
         events: core.events,
-        recipients,
         config: core.config,
         shutdown: core.shutdown,
         sessions: core.sessions,
         background: core.background,
         spool,
-        transport: delivery.transport,
-        spam: parts.spam,
+        reloader,
         log_stop: core.log_stop,
         log_task: core.log_task,
     })
@@ -185,7 +208,7 @@ impl Running {
                 "grace period over; exiting with work in progress (it stays spooled)"
             );
         }
-        self.transport.close_idle().await;
+        self.reloader.lasts.routes.close_idle().await;
         let spool = self.spool.clone();
         let _ = tokio::task::spawn_blocking(move || spool.close()).await;
         // Last, the event log: what happened during the grace period is
@@ -197,19 +220,9 @@ impl Running {
         tracing::info!("stopped");
     }
 
-    /// Reloads the recipient table, spam rules and model now (SIGHUP).
-    /// What fails to load is reported; the running version stays.
-    pub fn reload(&self) {
-        if let Err(e) = self.recipients.reload(true) {
-            tracing::warn!(error = %e, "recipient table reload failed; keeping the previous table")
-        }
-        if let Some(spam) = &self.spam
-            && let Err(e) = spam.reload(true)
-        {
-            self.events.emit(crate::events::Event::Warning {
-                component: "spam",
-                message: format!("spam rules/model not reloaded, keeping the running set: {e}"),
-            });
-        }
+    /// Re-reads the configuration file (SIGHUP, `sluice reload`) and
+    /// applies it; see [`reload`].
+    pub async fn reload(&self) -> ReloadResult {
+        self.reloader.reload().await
     }
 }

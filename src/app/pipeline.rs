@@ -1,5 +1,9 @@
 //! The content pipeline's parts: the content checks with clamd and the
 //! deferred scanner, the spam filter with SPF/DKIM/DMARC, the quarantine.
+//!
+//! [`Held`] is built once (the quarantine, the deferred scanner and its
+//! backlog, the incoming directory); [`content`], [`spam_filter`] and
+//! [`pipeline`] are built again by each reload.
 
 use std::sync::Arc;
 
@@ -8,35 +12,53 @@ use anyhow::Context as _;
 use super::core::Core;
 use crate::delivery::queue::QueueHandle;
 use crate::pipeline::{HeaderLimits, Pipeline};
+use crate::quarantine::Quarantine;
 use crate::scan::ContentFilter;
 use crate::scan::deferred::{DeferredHandle, DeferredScanner};
 use crate::spam::filter::SpamFilter;
 use crate::spool::Spool;
 use crate::spool::incoming::IncomingDir;
+use crate::swap::Swap;
 
-pub(super) struct Parts {
-    pub pipeline: Arc<Pipeline>,
-    pub content: Option<Arc<ContentFilter>>,
+/// The parts a reload keeps.
+#[derive(Clone)]
+pub(super) struct Held {
+    pub spool: Arc<dyn Spool>,
+    pub queue: QueueHandle,
+    pub quarantine: Arc<Quarantine>,
+    pub incoming: Arc<IncomingDir>,
+    /// The content filter in use (a reload replaces it), when content
+    /// checks are on.
+    pub content: Option<Arc<Swap<ContentFilter>>>,
     pub deferred: Option<DeferredHandle>,
-    pub spam: Option<Arc<SpamFilter>>,
 }
 
-pub(super) fn build(
-    core: &Core,
-    spool: Arc<dyn Spool>,
-    queue: QueueHandle,
-    spam: Option<SpamFilter>,
-    dns: Option<hickory_resolver::TokioResolver>,
-) -> anyhow::Result<Parts> {
+/// The content checks of `core.config` (their clamd health loop on the
+/// core's scope): `None` when neither a scanner nor a banned list is
+/// configured, unless `always`.
+pub(super) fn content(core: &Core, always: bool) -> Option<Arc<ContentFilter>> {
     let c = &core.config;
-    let quarantine = Arc::new(crate::quarantine::Quarantine::new(&c.scan.quarantine_dir));
-    // Content checks: built when a scanner or a banned list is configured.
     let (filter, clamd) = ContentFilter::from_config(c, core.metrics.clone());
+    if !(always || filter.has_scanner() || !c.scan.banned.is_empty()) {
+        return None;
+    }
     if let Some(clamd) = clamd {
         core.spawn(|stop| clamd.health_loop(stop));
     }
-    let capacity = filter.capacity();
-    let content = (filter.has_scanner() || !c.scan.banned.is_empty()).then(|| Arc::new(filter));
+    Some(Arc::new(filter))
+}
+
+/// The quarantine, the incoming directory, and the deferred scanner over
+/// `content` (when content checks are on).
+pub(super) fn held(
+    core: &Core,
+    spool: Arc<dyn Spool>,
+    queue: QueueHandle,
+    content: Option<Arc<ContentFilter>>,
+) -> anyhow::Result<Held> {
+    let c = &core.config;
+    let quarantine = Arc::new(Quarantine::new(&c.scan.quarantine_dir));
+    let content = content.map(|f| Arc::new(Swap::new(f)));
     let deferred = content.as_ref().map(|filter| {
         let (scanner, handle) = DeferredScanner::new(
             filter.clone(),
@@ -44,43 +66,53 @@ pub(super) fn build(
             queue.clone(),
             quarantine.clone(),
             core.events.clone(),
-            capacity,
+            filter.load().capacity(),
             core.shutdown.child_token(),
         );
         core.background.spawn(scanner.run());
         handle
     });
-    let spam = spam_filter(core, spam, dns)?;
-    let pipeline = Arc::new(Pipeline {
+    let incoming = IncomingDir::open(&c.spool.dir, c.server.body_memory)
+        .with_context(|| format!("spool.dir: cannot prepare {}/incoming", c.spool.dir.display()))?;
+    Ok(Held {
+        spool,
+        queue,
+        quarantine,
+        incoming: Arc::new(incoming),
+        content,
+        deferred,
+    })
+}
+
+/// The end of DATA for one generation of the configuration.
+pub(super) fn pipeline(
+    core: &Core,
+    held: &Held,
+    content: Option<Arc<ContentFilter>>,
+    spam: Option<Arc<SpamFilter>>,
+) -> Arc<Pipeline> {
+    let c = &core.config;
+    Arc::new(Pipeline {
         limits: HeaderLimits {
             max_header_size: c.server.max_header_size,
             max_received_headers: c.server.max_received_headers,
         },
         min_free: c.spool.min_free,
-        content: content.clone(),
-        deferred: deferred.clone(),
-        spam: spam.clone(),
-        spool,
-        check_memory: core.body_budget.clone(),
-        incoming: Some(
-            IncomingDir::open(&c.spool.dir, c.server.body_memory)
-                .with_context(|| format!("spool.dir: cannot prepare {}/incoming", c.spool.dir.display()))?,
-        ),
-        queue,
-        quarantine,
-        events: core.events.clone(),
-    });
-    Ok(Parts {
-        pipeline,
         content,
-        deferred,
+        deferred: held.deferred.clone(),
         spam,
+        spool: held.spool.clone(),
+        check_memory: core.body_budget.clone(),
+        incoming: Some(held.incoming.clone()),
+        queue: held.queue.clone(),
+        quarantine: held.quarantine.clone(),
+        events: core.events.clone(),
     })
 }
 
 /// The loaded rules and model with SPF/DKIM/DMARC over the shared
 /// resolver; reloaded when their files change.
-fn spam_filter(
+pub(super) fn spam_filter(
     core: &Core,
     loaded: Option<SpamFilter>,
     dns: Option<hickory_resolver::TokioResolver>,

@@ -13,6 +13,7 @@ use crate::scan::ContentFilter;
 use crate::scan::deferred::DeferredHandle;
 use crate::spool::fs::FsSpool;
 use crate::status::history::{History, Sampler};
+use crate::swap::Swap;
 
 /// The firewall reads the events; the listener asks it first. Its control
 /// socket serves `sluice bans`.
@@ -37,7 +38,7 @@ pub(super) fn firewall(core: &Core) -> Option<Arc<Firewall>> {
 pub(super) struct Watched {
     pub spool: Arc<FsSpool>,
     pub transport: Arc<dyn Transport>,
-    pub content: Option<Arc<ContentFilter>>,
+    pub content: Option<Arc<Swap<ContentFilter>>>,
     pub deferred: Option<DeferredHandle>,
     pub firewall: Option<Arc<Firewall>>,
 }
@@ -88,7 +89,7 @@ fn samplers(core: &Core, w: &Watched) -> Vec<Sampler> {
         let m = core.metrics.clone();
         samplers.push(Box::new(move |_| {
             m.scanner_queue.set(d.backlog() as i64);
-            m.scan_deferring.set(i64::from(content.admission.over_budget()));
+            m.scan_deferring.set(i64::from(content.load().admission.over_budget()));
         }));
     }
     samplers

@@ -13,6 +13,7 @@ mod policy;
 pub mod raw;
 mod recipients;
 mod relay;
+pub mod restart;
 pub mod scan;
 mod server;
 pub mod spam;

@@ -324,3 +324,42 @@ impl Transport for MxTransport {
         })
     }
 }
+
+/// The router in use, replaced whole when the configuration is reloaded
+/// (next hops and routes): an attempt keeps the router it started with;
+/// the replaced one's idle connections are closed.
+pub struct Routes(crate::swap::Swap<Router>);
+
+impl Routes {
+    pub fn new(router: Router) -> Self {
+        Routes(crate::swap::Swap::new(Arc::new(router)))
+    }
+
+    pub fn current(&self) -> Arc<Router> {
+        self.0.load()
+    }
+
+    /// Puts `router` in place; the old one's idle connections get QUIT.
+    pub async fn replace(&self, router: Router) {
+        let old = self.0.store(Arc::new(router));
+        old.close_idle().await;
+    }
+
+    pub async fn close_idle(&self) {
+        self.current().close_idle().await;
+    }
+}
+
+impl Transport for Routes {
+    fn health(&self, within: std::time::Duration) -> super::HealthFuture<'_> {
+        Box::pin(async move { self.current().health(within).await })
+    }
+
+    fn retry_now(&self) {
+        self.current().retry_now();
+    }
+
+    fn deliver<'a>(&'a self, env: &'a Envelope, idx: &'a [usize], body: &'a [u8]) -> DeliverFuture<'a> {
+        Box::pin(async move { self.current().deliver(env, idx, body).await })
+    }
+}

@@ -75,6 +75,7 @@ impl Metrics {
             Event::BanRemoved { .. } => self.bans_removed.inc(),
             Event::ResolverHealth { failing, .. } => self.dns_resolver_failing.set(i64::from(*failing)),
             Event::StressMode { on, .. } => self.stress_mode.set(i64::from(*on)),
+            Event::ConfigReload { result, .. } => self.config_reloads.with_label_values(&[result]).inc(),
             _ => {}
         }
     }

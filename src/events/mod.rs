@@ -255,6 +255,17 @@ pub enum Event {
         /// Messages it applied to.
         messages: usize,
     },
+    /// `sluice reload` or SIGHUP re-read the configuration: `result` is
+    /// "applied" or "failed" (`error` names the failing key; nothing
+    /// changed); `restart_needed` lists changed settings that keep their
+    /// running value until a restart.
+    ConfigReload {
+        result: &'static str,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        restart_needed: Vec<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// The resolver turned failing (too many of sluice's own queries
     /// timed out or failed in the window) or healthy again.
     ResolverHealth {
@@ -301,6 +312,7 @@ impl Event {
             Event::BounceQueued { .. } => "bounce_queued",
             Event::DoubleBounce { .. } => "double_bounce",
             Event::QueueCommand { .. } => "queue_command",
+            Event::ConfigReload { .. } => "config_reload",
             Event::ResolverHealth { .. } => "resolver_health",
             Event::StressMode { .. } => "stress_mode",
             Event::Warning { .. } => "warning",

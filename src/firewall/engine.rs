@@ -157,6 +157,11 @@ impl Engine {
         }
     }
 
+    /// Replaces the rules, allowlist and escalation settings.
+    pub fn set_config(&mut self, cfg: BanConfig) {
+        self.cfg = cfg;
+    }
+
     /// Whether an address may never be banned.
     pub fn allowlisted(&self, ip: IpAddr) -> bool {
         allowlisted(&self.cfg, ip)

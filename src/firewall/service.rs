@@ -109,6 +109,14 @@ impl Firewall {
         }
     }
 
+    /// New ban rules and allowlist (a reload): bans in force stay, and
+    /// offences already counted count towards the new rules. `dry_run`
+    /// keeps its value until a restart.
+    pub fn reconfigure(&self, mut bans: crate::config::firewall::BanConfig) {
+        bans.dry_run = self.cfg.bans.dry_run;
+        self.engine().set_config(bans);
+    }
+
     fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
         self.engine.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -48,6 +48,7 @@ pub struct Metrics {
     pub dns_resolver_failing: IntGauge,
     pub auth_skipped: IntCounterVec,
     pub stress_mode: IntGauge,
+    pub config_reloads: IntCounterVec,
     pub greylist: IntCounterVec,
     pub limit_hits: IntCounterVec,
     pub scanner_scans: IntCounterVec,
@@ -193,6 +194,11 @@ impl Metrics {
             stress_mode: gauge(
                 "sluice_stress_mode",
                 "1 while stress mode is on (shorter timeouts, fewer errors allowed, earlier tarpit)",
+            ),
+            config_reloads: counters(
+                "sluice_config_reloads_total",
+                "Reloads of the configuration (SIGHUP, sluice reload) by result: applied, failed (the file did not validate; nothing changed)",
+                &["result"],
             ),
             greylist: counters(
                 "sluice_greylist_decisions_total",

@@ -112,7 +112,7 @@ pub struct Pipeline {
     pub check_memory: BodyBudget,
     /// Where bodies larger than `server.body_memory` go while they arrive
     /// (none: they stay in memory, as with the in-memory spool of tests).
-    pub incoming: Option<IncomingDir>,
+    pub incoming: Option<Arc<IncomingDir>>,
     pub queue: QueueHandle,
     /// Where quarantined spam goes.
     pub quarantine: Arc<Quarantine>,

@@ -282,6 +282,9 @@ impl Dnsbl {
 /// Per-session DNSBL state, kept in [`super::SessionCtx`].
 #[derive(Default)]
 pub struct Reputation {
+    /// Which lists (`Dnsbl`, by address) the client IP was scored by: after
+    /// a reload the session's next RCPT asks the new lists.
+    ip_by: usize,
     ip_task: Option<tokio::task::JoinHandle<Score>>,
     ip_score: Option<Score>,
     domain_task: Option<tokio::task::JoinHandle<Score>>,
@@ -315,10 +318,7 @@ impl super::Check for DnsblCheck {
                 return Decision::Continue;
             }
             match stage {
-                Stage::Connect if !self.dnsbl.ip_zones.is_empty() => {
-                    let (d, ip) = (self.dnsbl.clone(), ctx.ip);
-                    reputation(ctx).ip_task = Some(tokio::spawn(async move { d.score_ip(ip).await }));
-                }
+                Stage::Connect if !self.dnsbl.ip_zones.is_empty() => self.start_ip(&mut reputation(ctx), ctx.ip),
                 Stage::MailFrom { from, helo } if !self.dnsbl.domain_zones.is_empty() => {
                     self.start_domains(ctx, *helo, *from)
                 }
@@ -340,6 +340,25 @@ fn reputation(ctx: &super::SessionCtx) -> std::sync::MutexGuard<'_, Reputation> 
 }
 
 impl DnsblCheck {
+    /// Which lists these are, for [`Reputation::ip_by`].
+    fn id(&self) -> usize {
+        Arc::as_ptr(&self.dnsbl) as usize
+    }
+
+    /// Queries the client IP (at connect, or at the first RCPT after a
+    /// reload changed the lists).
+    fn start_ip(&self, r: &mut Reputation, ip: std::net::IpAddr) {
+        r.ip_by = self.id();
+        r.ip_score = None;
+        if let Some(old) = r.ip_task.take() {
+            old.abort();
+        }
+        if !self.dnsbl.ip_zones.is_empty() {
+            let d = self.dnsbl.clone();
+            r.ip_task = Some(tokio::spawn(async move { d.score_ip(ip).await }));
+        }
+    }
+
     /// At MAIL FROM: queries for the HELO and sender domains, replacing
     /// those of an earlier transaction.
     fn start_domains(&self, ctx: &super::SessionCtx, helo: Option<&str>, from: Option<&crate::proto::Mailbox>) {
@@ -367,6 +386,9 @@ impl DnsblCheck {
     async fn decide(&self, ctx: &super::SessionCtx) -> Option<super::Refusal> {
         let (ip_task, domain_task) = {
             let mut r = reputation(ctx);
+            if r.ip_by != self.id() {
+                self.start_ip(&mut r, ctx.ip);
+            }
             (r.ip_task.take(), r.domain_task.take())
         };
         // Within the transaction's DNS budget: what has not answered by

@@ -50,8 +50,9 @@ pub struct DeferredScanner {
 }
 
 impl DeferredScanner {
+    /// `filter` is the current content filter (a reload replaces it).
     pub fn new(
-        filter: Arc<ContentFilter>,
+        filter: Arc<crate::swap::Swap<ContentFilter>>,
         spool: Arc<dyn Spool>,
         queue: QueueHandle,
         quarantine: Arc<Quarantine>,
@@ -65,7 +66,7 @@ impl DeferredScanner {
             backlog: Arc::new(AtomicUsize::new(0)),
         };
         let worker = Arc::new(Worker {
-            retry: filter.cfg.retry,
+            retry: filter.load().cfg.retry,
             filter,
             spool,
             queue,
@@ -100,7 +101,7 @@ impl DeferredScanner {
 }
 
 struct Worker {
-    filter: Arc<ContentFilter>,
+    filter: Arc<crate::swap::Swap<ContentFilter>>,
     spool: Arc<dyn Spool>,
     queue: QueueHandle,
     quarantine: Arc<Quarantine>,
@@ -128,7 +129,8 @@ impl Worker {
                 }
             }
         };
-        let verdict = self.filter.check(&body).await;
+        let filter = self.filter.load();
+        let verdict = filter.check(&body).await;
         let reason = match verdict {
             Ok(Verdict::Clean) => {
                 tracing::debug!(id = %id, "deferred scan: clean");

@@ -36,8 +36,9 @@ pub struct Shared {
     pub tls: Option<Arc<TlsSource>>,
     /// Cancelled on SIGTERM/SIGINT: sessions answer 421 at the next command.
     pub shutdown: CancellationToken,
-    pub session_seq: AtomicU64,
-    pub message_seq: AtomicU64,
+    /// Shared by every generation of settings (ids never repeat).
+    pub session_seq: Arc<AtomicU64>,
+    pub message_seq: Arc<AtomicU64>,
     /// What the listener asks before a session starts (bans, allowlist,
     /// connection rate and concurrency), in order.
     pub filters: Vec<Arc<dyn crate::policy::connection::ConnectionFilter>>,
@@ -104,8 +105,16 @@ pub(super) enum Step {
     StartTls,
 }
 
+/// The current settings of the front end; a reload puts a new [`Shared`]
+/// in place, and each session takes it between transactions.
+pub type Front = crate::swap::Swap<Shared>;
+
 pub struct Session {
+    /// The settings this session works with now: taken from `front` when
+    /// no transaction is open, so a message sees one set from MAIL to the
+    /// end of DATA.
     pub(super) shared: Arc<Shared>,
+    front: Option<Arc<Front>>,
     pub(super) id: u64,
     pub(super) peer: SocketAddr,
     pub(super) helo: Option<String>,
@@ -150,6 +159,7 @@ impl Session {
             body_octets: 0,
             stress: shared.stress.subscribe(),
             shared,
+            front: None,
             id,
             peer,
             helo: None,
@@ -160,6 +170,31 @@ impl Session {
             lines: LineReceiver::new(max_line),
             errors: 0,
             messages: 0,
+        }
+    }
+
+    /// Follows reloads: the settings are taken from `front` between
+    /// transactions.
+    pub fn with_front(mut self, front: Arc<Front>) -> Self {
+        self.front = Some(front);
+        self
+    }
+
+    /// The settings in use now.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Takes the current settings when no transaction is open.
+    fn follow_reload(&mut self) {
+        if self.tx.is_some() || !matches!(self.mode, Mode::Command) {
+            return;
+        }
+        if let Some(front) = &self.front {
+            let cur = front.load();
+            if !Arc::ptr_eq(&cur, &self.shared) {
+                self.shared = cur;
+            }
         }
     }
 
@@ -317,6 +352,7 @@ impl Session {
         if conn.input().is_empty() && !matches!(self.mode, Mode::Bdat { .. }) {
             return Step::NeedMore;
         }
+        self.follow_reload();
         match &self.mode {
             Mode::Command => self.command_step(conn).await,
             Mode::Data(_) => self.data_step(conn).await,

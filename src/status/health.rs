@@ -35,7 +35,7 @@ pub struct Health {
     /// Asked through its health probe (which also sets `sluice_next_hop_up`).
     pub transport: Arc<dyn Transport>,
     /// Its scanner is pinged, when one is configured.
-    pub content: Option<Arc<ContentFilter>>,
+    pub content: Option<Arc<crate::swap::Swap<ContentFilter>>>,
     /// The resolver's health view, when DNS is used.
     pub dns: Option<Arc<crate::dns::Health>>,
     pub timeout: Duration,
@@ -89,6 +89,7 @@ impl Health {
         let Some(content) = &self.content else {
             return (Vec::new(), Vec::new());
         };
+        let content = content.load();
         let answers = content.ping(self.timeout).await;
         let down: Vec<String> = answers
             .iter()

@@ -54,6 +54,12 @@ impl Proc {
             None => toml + extra,
         };
         assert!(toml.contains(&format!("retry_initial = \"{retry_initial}\"")), "{toml}");
+        Self::start_toml(dir, port, &toml)
+    }
+
+    /// The binary with `toml` as `dir`/sluice.toml (and the test table as
+    /// `dir`/recipients unless there is one), listening on `port`.
+    pub fn start_toml(dir: &std::path::Path, port: u16, toml: &str) -> Proc {
         std::fs::write(dir.join("sluice.toml"), toml).unwrap();
         if !dir.join("recipients").exists() {
             std::fs::write(dir.join("recipients"), TABLE).unwrap();

@@ -43,11 +43,11 @@ impl Harness {
             spam: None,
             spool: spool.clone(),
             check_memory: crate::spool::incoming::BodyBudget::new(config.server.check_memory),
-            incoming: Some(
+            incoming: Some(Arc::new(
                 crate::spool::incoming::IncomingDir::open(incoming.path(), 0)
                     .unwrap()
                     .with_floor(4096),
-            ),
+            )),
             queue,
             quarantine: Arc::new(crate::quarantine::Quarantine::new("/nonexistent/quarantine")),
             events: events.clone(),
@@ -60,8 +60,8 @@ impl Harness {
             events,
             tls: None,
             shutdown: CancellationToken::new(),
-            session_seq: AtomicU64::new(1),
-            message_seq: AtomicU64::new(0),
+            session_seq: Arc::new(AtomicU64::new(1)),
+            message_seq: Arc::new(AtomicU64::new(0)),
             filters: Vec::new(),
             stress: Arc::new(crate::policy::stress::Stress::new(config_stress)),
         });
