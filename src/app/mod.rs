@@ -129,6 +129,7 @@ pub async fn start_with(config: Config, pre: Preflight) -> anyhow::Result<Runnin
             _ => delivery.handle.enqueue(s),
         }
     }
+    let queue = delivery.handle.clone();
     delivery::start_queue(&core, delivery.queue, delivery.handle);
     let limits = front::limits(&core);
     let checks = front::checks(&core, recipients.clone(), dns, limits.clone())?;
@@ -137,6 +138,7 @@ pub async fn start_with(config: Config, pre: Preflight) -> anyhow::Result<Runnin
     let watched = status::Watched {
         spool: spool.clone(),
         transport: delivery.transport.clone(),
+        queue,
         content: parts.content,
         deferred: parts.deferred,
         firewall,
