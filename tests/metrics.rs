@@ -486,6 +486,10 @@ async fn status_page_draws_the_traffic_in_headless_chromium() {
     assert!(attr("g-quarantine", "data-max") >= 1.0, "nothing quarantined drawn");
     assert!(attr("g-scan", "data-max") > 0.0, "no scan latency drawn");
     assert_eq!(attr("quarantine-stats", "data-messages"), 1.0);
+    assert!(
+        dom.contains("<span id=\"deferring\" class=\"state\" hidden=\"\">"),
+        "admission control is not deferring"
+    );
     assert!(dom.contains("mx.test.example"), "hostname not shown");
     // The next hops: the default one up with the sink's 250, the route
     // to port 1 down with its message queued.
