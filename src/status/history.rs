@@ -5,6 +5,7 @@
 //! each) and the quarantine.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +31,9 @@ pub const GROUP_V4: u8 = 24;
 pub const GROUP_V6: u8 = 64;
 /// The clamd latency figures cover this many seconds.
 const SCAN_WINDOW: u64 = 60;
+/// The costlier samples (the queue's list, the quarantine directory) stop
+/// this long after the status page was last read.
+const WATCHED_FOR: u64 = 60;
 
 #[derive(Debug, Clone, Default)]
 struct Sample {
@@ -209,6 +213,9 @@ pub struct History {
     watch: Watch,
     hostname: String,
     state: Mutex<State>,
+    /// When the page last read the history (Unix seconds): the queue is
+    /// listed and the quarantine counted only while someone watches.
+    read_at: AtomicU64,
 }
 
 #[derive(Default)]
@@ -272,6 +279,7 @@ impl History {
             watch,
             hostname,
             state: Mutex::new(State::default()),
+            read_at: AtomicU64::new(0),
         }
     }
 
@@ -498,8 +506,15 @@ impl History {
         self.state().ready = r;
     }
 
+    /// Whether the status page was read in the last `WATCHED_FOR`
+    /// seconds before `now`.
+    fn watched(&self, now: u64) -> bool {
+        self.read_at.load(Ordering::Relaxed) + WATCHED_FOR >= now
+    }
+
     /// The JSON the status page draws.
     pub fn status(&self) -> Status {
+        self.read_at.store(crate::mail::date::now_secs(), Ordering::Relaxed);
         let st = self.state();
         let mut rejected: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         for s in &st.samples {
@@ -554,23 +569,29 @@ impl History {
         }
     }
 
-    /// Samples every second (bans, the queue per route and the
-    /// quarantine every 5 s) until `stop`.
+    /// Samples every second (bans every 5 s; the queue per route and the
+    /// quarantine every 5 s while the page is read) until `stop`.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut n = 0u64;
+        let mut was_watched = false;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stop.cancelled() => return,
             }
             self.sample(crate::mail::date::now_secs());
-            if n.is_multiple_of(5) {
+            // The first read of the page is answered within 1 s, not 5.
+            let watched = self.watched(crate::mail::date::now_secs());
+            if n.is_multiple_of(5) || (watched && !was_watched) {
                 self.sample_bans();
-                self.sample_queue().await;
-                self.sample_quarantine().await;
+                if watched {
+                    self.sample_queue().await;
+                    self.sample_quarantine().await;
+                }
             }
+            was_watched = watched;
             n += 1;
         }
     }
@@ -653,7 +674,10 @@ mod tests {
             mode: crate::events::ScanMode::Deferred,
         });
         h.sample(102);
+        let now = crate::mail::date::now_secs();
+        assert!(!h.watched(now), "nobody has read the page");
         let s = h.status();
+        assert!(h.watched(now) && !h.watched(now + WATCHED_FOR + 1));
         assert_eq!(s.spam_actions["tag"], [0, 2, 0]);
         assert_eq!(s.spam_actions["quarantine"], [0, 1, 0]);
         assert_eq!(s.spam_actions["reject"], [0, 1, 0]);
