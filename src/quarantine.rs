@@ -43,6 +43,17 @@ pub struct Quarantine {
     dir: PathBuf,
 }
 
+/// What the quarantine holds, from the directory alone (no entry is
+/// parsed, so it stays cheap with many messages): for the status page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct QuarantineStats {
+    pub messages: u64,
+    /// Octets of the stored messages.
+    pub bytes: u64,
+    /// Unix seconds when the oldest entry was written.
+    pub oldest: Option<u64>,
+}
+
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
@@ -109,6 +120,37 @@ impl Quarantine {
         }
         out.sort_by(|a, b| (a.quarantined_at, &a.id).cmp(&(b.quarantined_at, &b.id)));
         Ok(out)
+    }
+
+    /// Counts the entries (`.json`) and the size of their messages.
+    pub fn stats(&self) -> Result<QuarantineStats, QuarantineError> {
+        let mut st = QuarantineStats::default();
+        let rd = match std::fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(st),
+            Err(e) => return Err(e.into()),
+        };
+        for e in rd {
+            let e = e?;
+            let name = e.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            st.messages += 1;
+            let at = e
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs());
+            if let Some(at) = at {
+                st.oldest = Some(st.oldest.map_or(at, |o| o.min(at)));
+            }
+            if let Ok(m) = std::fs::metadata(self.dir.join(format!("{id}.eml"))) {
+                st.bytes += m.len();
+            }
+        }
+        Ok(st)
     }
 
     pub fn entry(&self, id: &str) -> Result<Entry, QuarantineError> {
@@ -196,12 +238,17 @@ mod tests {
             q.list().unwrap().is_empty(),
             "a missing directory is an empty quarantine"
         );
+        assert_eq!(q.stats().unwrap(), QuarantineStats::default());
         let virus = Cause::Virus("Eicar".into());
         q.put(&env("A1"), &virus, b"Subject: x\r\n\r\nbody\r\n").unwrap();
         let banned = Cause::Content(crate::events::ContentKind::Banned, "banned name".into());
         q.put(&env("B2"), &banned, b"m2").unwrap();
         let ids: Vec<_> = q.list().unwrap().into_iter().map(|e| e.id).collect();
         assert_eq!(ids.len(), 2);
+        let st = q.stats().unwrap();
+        assert_eq!((st.messages, st.bytes), (2, 20 + 2), "{st:?}");
+        let now = crate::mail::date::now_secs();
+        assert!(st.oldest.is_some_and(|t| t + 60 > now && t <= now), "{st:?}");
         assert!(ids.contains(&"A1".to_string()) && ids.contains(&"B2".to_string()));
         assert_eq!(q.entry("A1").unwrap().reason, virus);
         let text = std::fs::read_to_string(dir.path().join("q/A1.json")).unwrap();

@@ -298,14 +298,66 @@ async fn health_endpoints_and_sluice_check_follow_the_next_hop() {
     assert!(line.starts_with("SLUICE UNKNOWN - metrics listener"), "{line}");
 }
 
+/// Local spam rules for deterministic scores (`score6`: tagged, or
+/// quarantined for catchall.example.net; `score12`: rejected).
+const SPAM_RULES: &str = "\
+body SCORE6 /\\bscore6\\b/
+score SCORE6 6
+body SCORE12 /\\bscore12\\b/
+score SCORE12 12
+";
+
+fn spam_message(marker: &str, word: &str, to: &str) -> Vec<u8> {
+    format!(
+        "From: a@client.example\r\nTo: {to}\r\nSubject: {marker}\r\n\
+Message-ID: <{marker}@client.example>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\n\
+Hello, this is {marker}.\r\n{word}\r\n"
+    )
+    .into_bytes()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_draws_the_traffic_in_headless_chromium() {
     let (dns, clamd) = services().await;
     let sink = Sink::start().await;
-    let relay = relay_with_everything(&sink, &dns, &clamd, "").await;
+    // Everything, plus spam scoring, and a route to a next hop that is
+    // down (nothing listens on port 1): its mail stays queued.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("recipients"), TABLE).unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::write(dir.path().join("rules/50_local.rules"), SPAM_RULES).unwrap();
+    let toml = format!(
+        "{}\n[dns]\nresolver = \"127.0.0.1:{}\"\ntimeout = \"1s\"\n[dnsbl]\nzones = [\"bl.test*3\"]\nthreshold = 3\n\
+         [clamd]\nendpoints = [\"tcp://127.0.0.1:{}\"]\ntimeout = \"20s\"\n\
+         [spam]\nauth = false\nrules_dir = \"rules\"\n\
+         [spam.domains.\"catchall.example.net\"]\nquarantine = 5\nreject = \"off\"\n\
+         [relay.routes]\n\"catchall.example.net\" = \"smtp://127.0.0.1:1\"\n",
+        base_toml(&sink.next_hop()).replace("[spam]\nenabled = false\n", ""),
+        dns.port,
+        clamd.port
+    );
+    let relay = TestRelay::start_in(dir, &toml, |_| {}).await;
     let addr = metrics_addr(&relay);
     storm(&relay).await;
-    sink.wait_for(1).await;
+    let mut c = relay.client().await;
+    // Tagged, quarantined, rejected as spam, and one for the dead route.
+    c.envelope("a@client.example", &["user@example.com"]).await;
+    let r = c.data(&spam_message("tagged", "score6", "user@example.com")).await;
+    assert!(r.starts_with("250"), "{r}");
+    c.envelope("a@client.example", &["x@catchall.example.net"]).await;
+    let r = c
+        .data(&spam_message("quarantined", "score6", "x@catchall.example.net"))
+        .await;
+    assert!(r.starts_with("250"), "{r}");
+    c.envelope("a@client.example", &["user@example.com"]).await;
+    let r = c.data(&spam_message("rejected", "score12", "user@example.com")).await;
+    assert!(r.starts_with("550 5.7.1"), "{r}");
+    c.envelope("a@client.example", &["y@catchall.example.net"]).await;
+    let r = c.data(&spam_message("stuck", "hello", "y@catchall.example.net")).await;
+    assert!(r.starts_with("250"), "{r}");
+    c.cmd("QUIT", "221").await;
+    sink.wait_for(2).await;
+    let clamd_ep = format!("tcp://127.0.0.1:{}", clamd.port);
 
     let (code, page) = http_get(addr, "/").await;
     assert_eq!(code, 200);
@@ -313,29 +365,76 @@ async fn status_page_draws_the_traffic_in_headless_chromium() {
         !page.contains("http://") && !page.contains("https://"),
         "external assets"
     );
-    // The history samples once a second: wait until it has taken the
-    // traffic in (a series is absent until it has a sample).
+    // The history samples once a second (the queue per route and the
+    // quarantine every 5 s): wait until it has taken the traffic in (a
+    // series is absent until it has a sample).
     let sum = |v: &serde_json::Value| {
         v.as_array()
             .map_or(0, |a| a.iter().map(|x| x.as_u64().unwrap()).sum::<u64>())
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let (_, status) = http_get(addr, "/api/status").await;
         let st: serde_json::Value = serde_json::from_str(&status).unwrap();
+        let hop = |route: &str| {
+            st["next_hops"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|h| h["route"] == route)
+                .cloned()
+                .unwrap_or_else(|| panic!("no next hop {route}: {status}"))
+        };
+        let (default, stuck) = (hop("default"), hop("catchall.example.net"));
+        let ep = st["clamd"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["endpoint"] == clamd_ep.as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("no clamd endpoint: {status}"));
         let seen = (
             sum(&st["accepted"]),
             sum(&st["rejected"]["unknown_user"]),
             sum(&st["rejected"]["virus"]),
+            sum(&st["rejected"]["spam"]),
+            [
+                sum(&st["spam_actions"]["tag"]),
+                sum(&st["spam_actions"]["quarantine"]),
+                sum(&st["spam_actions"]["reject"]),
+            ],
+            sum(&st["quarantined"]),
+            st["quarantine"]["messages"].as_u64(),
+            (default["up"].as_bool(), stuck["up"].as_bool(), stuck["queued"].as_u64()),
+            (
+                ep["up"].as_bool(),
+                ep["scans"].as_u64().unwrap_or(0) > 0,
+                ep["p95_ms"].is_f64(),
+            ),
         );
-        if seen == (1, 1, 1) {
+        let want = (
+            4,
+            1,
+            1,
+            1,
+            [1, 1, 1],
+            1,
+            Some(1),
+            (Some(true), Some(false), Some(1)),
+            (Some(true), true, true),
+        );
+        if seen == want {
+            let reply = |h: &serde_json::Value| h["last_reply"].as_str().unwrap_or("").to_string();
+            assert!(reply(&default).starts_with("250 "), "{default}");
+            assert!(reply(&stuck).starts_with('4'), "a temporary failure: {stuck}");
+            assert_eq!(stuck["next_hop"], "smtp://127.0.0.1:1");
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "accepted, unknown user, virus: {seen:?}, want one each: {status}"
+            "seen {seen:?}, want {want:?}: {status}"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     let shot = relay.path("status.png");
@@ -370,13 +469,68 @@ async fn status_page_draws_the_traffic_in_headless_chromium() {
             .unwrap_or_else(|| panic!("{name} on {id}: {tag}"));
         v[..v.find('"').unwrap()].parse().unwrap()
     };
-    for g in ["g-traffic", "g-scan", "g-queue", "g-bans"] {
+    for g in [
+        "g-traffic",
+        "g-spam",
+        "g-scan",
+        "g-backlog",
+        "g-quarantine",
+        "g-queue",
+        "g-bans",
+    ] {
         assert!(attr(g, "data-points") > 0.0, "{g} is empty");
     }
     // The graphs show the traffic, not just a flat line.
     assert!(attr("g-traffic", "data-max") >= 1.0, "no traffic drawn");
+    assert!(attr("g-spam", "data-max") >= 1.0, "no spam actions drawn");
+    assert!(attr("g-quarantine", "data-max") >= 1.0, "nothing quarantined drawn");
     assert!(attr("g-scan", "data-max") > 0.0, "no scan latency drawn");
+    assert_eq!(attr("quarantine-stats", "data-messages"), 1.0);
+    assert!(
+        dom.contains("<span id=\"deferring\" class=\"state\" hidden=\"\">"),
+        "admission control is not deferring"
+    );
     assert!(dom.contains("mx.test.example"), "hostname not shown");
+    // The next hops: the default one up with the sink's 250, the route
+    // to port 1 down with its message queued.
+    let row = |key: &str| -> &str {
+        let at = dom.find(key).unwrap_or_else(|| panic!("no row {key}: {dom}"));
+        &dom[at..at + dom[at..].find("</tr>").unwrap()]
+    };
+    let default = row("<tr data-route=\"default\"");
+    assert!(default.contains("data-up=\"up\""), "{default}");
+    assert!(default.contains("<td class=\"reply\">250 "), "{default}");
+    let stuck = row("<tr data-route=\"catchall.example.net\"");
+    assert!(stuck.contains("data-up=\"down\" data-queued=\"1\""), "{stuck}");
+    assert!(stuck.contains("smtp://127.0.0.1:1"), "{stuck}");
+    assert!(stuck.contains("<span class=\"state down\">down</span>"), "{stuck}");
+    // clamd: up, with the last minute's scans and their latency.
+    let ep = row(&format!("<tr data-endpoint=\"{clamd_ep}\""));
+    assert!(ep.contains("data-up=\"up\""), "{ep}");
+    assert!(!ep.contains("data-scans=\"0\""), "{ep}");
+    assert!(!ep.contains("<td class=\"n\">–</td>"), "latency shown: {ep}");
+    // Each reject reason has its own colour, apart from accepted's.
+    let traffic = &dom[dom.find("id=\"g-traffic\"").unwrap()..];
+    let traffic = &traffic[..traffic.find("</section>").unwrap()];
+    let color = |series: &str| -> String {
+        let key = format!("data-series=\"{series}\" data-color=\"");
+        let at = traffic
+            .find(&key)
+            .unwrap_or_else(|| panic!("{series} not in the legend: {traffic}"))
+            + key.len();
+        traffic[at..at + traffic[at..].find('"').unwrap()].to_string()
+    };
+    let colors: Vec<String> = ["accepted", "dnsbl", "spam", "unknown_user", "virus"]
+        .iter()
+        .map(|s| color(s))
+        .collect();
+    let distinct: std::collections::HashSet<&String> = colors.iter().collect();
+    assert_eq!(distinct.len(), colors.len(), "{colors:?}");
+    // The banned networks are labelled with their grouping.
+    assert!(
+        dom.contains("grouped by /<span id=\"group-v4\">24</span> (IPv4) and /<span id=\"group-v6\">64</span> (IPv6)"),
+        "grouping label"
+    );
 
     let out =
         tokio::task::block_in_place(|| chromium(&["--hide-scrollbars", &format!("--screenshot={}", shot.display())]));

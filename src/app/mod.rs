@@ -138,11 +138,13 @@ pub async fn start_with(config: Config, pre: Preflight, path: Option<PathBuf>) -
             _ => delivery.handle.enqueue(s),
         }
     }
+    let queue = delivery.handle.clone();
     delivery::start_queue(&core, delivery.queue, delivery.handle);
     let front = Arc::new(Front::new(built.shared));
     let watched = status::Watched {
         spool: spool.clone(),
         transport: lasts.routes.clone(),
+        queue,
         content: lasts.held.content.clone(),
         deferred: lasts.held.deferred.clone(),
         firewall: lasts.firewall.clone(),

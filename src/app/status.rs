@@ -8,11 +8,13 @@ use anyhow::Context as _;
 
 use super::core::Core;
 use crate::delivery::Transport;
+use crate::delivery::queue::QueueHandle;
+use crate::delivery::route::Routes;
 use crate::firewall::service::Firewall;
 use crate::scan::ContentFilter;
 use crate::scan::deferred::DeferredHandle;
 use crate::spool::fs::FsSpool;
-use crate::status::history::{History, Sampler};
+use crate::status::history::{History, Sampler, Watch};
 use crate::swap::Swap;
 
 /// The firewall reads the events; the listener asks it first. Its control
@@ -37,7 +39,9 @@ pub(super) fn firewall(core: &Core) -> Option<Arc<Firewall>> {
 /// What the status listener watches.
 pub(super) struct Watched {
     pub spool: Arc<FsSpool>,
-    pub transport: Arc<dyn Transport>,
+    pub transport: Arc<Routes>,
+    /// Asked for its messages, counted per next hop.
+    pub queue: QueueHandle,
     pub content: Option<Arc<Swap<ContentFilter>>>,
     pub deferred: Option<DeferredHandle>,
     pub firewall: Option<Arc<Firewall>>,
@@ -48,17 +52,25 @@ pub(super) fn listen(core: &Core, w: Watched) -> anyhow::Result<Option<SocketAdd
     let Some(mc) = &core.config.metrics else {
         return Ok(None);
     };
+    let watch = Watch {
+        firewall: w.firewall.clone(),
+        router: Some(w.transport.clone()),
+        queue: Some(w.queue.clone()),
+        quarantine: Some(Arc::new(crate::quarantine::Quarantine::new(
+            &core.config.scan.quarantine_dir,
+        ))),
+    };
     let history = Arc::new(History::new(
         core.metrics.clone(),
         samplers(core, &w),
-        w.firewall.clone(),
+        watch,
         core.config.server.hostname.clone(),
     ));
     let h = history.clone();
     core.spawn(move |stop| h.run(stop));
     let health = Arc::new(crate::status::health::Health {
         spool_dir: core.config.spool.dir.clone(),
-        transport: w.transport,
+        transport: w.transport as Arc<dyn Transport>,
         content: w.content,
         dns: Some(core.dns_health.clone()),
         timeout: mc.probe_timeout,

@@ -52,6 +52,31 @@ struct RouteMetrics {
     bounced: prometheus::IntCounter,
 }
 
+/// What the status page shows of a next hop: whether its last attempt (or
+/// probe) reached it, and the last reply of a delivery attempt (a local
+/// reply when the attempt failed before the next hop answered).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HopState {
+    /// `None` until the first attempt or probe.
+    pub up: Option<bool>,
+    pub last_reply: Option<HopReply>,
+    /// Unix seconds of `last_reply`.
+    pub last_reply_at: Option<u64>,
+}
+
+impl HopState {
+    /// Records an attempt's statuses: the first failure, else the last
+    /// success, is the reply shown.
+    fn record(&mut self, st: &[RcptStatus]) {
+        let failed = st.iter().find(|s| !matches!(s, RcptStatus::Delivered(_)));
+        if let Some(s) = failed.or(st.last()) {
+            let (RcptStatus::Delivered(r) | RcptStatus::Temporary(r) | RcptStatus::Permanent(r)) = s;
+            self.last_reply = Some(r.clone());
+            self.last_reply_at = Some(crate::mail::date::now_secs());
+        }
+    }
+}
+
 /// SMTP or LMTP to one next hop, reusing idle connections.
 pub struct NextHopTransport {
     cfg: Relay,
@@ -67,6 +92,9 @@ pub struct NextHopTransport {
     /// After a failed connect, attempts fail at once until then (so a dead
     /// next hop costs one connect timeout, not one per message).
     down_until: Mutex<Option<Instant>>,
+    /// For the status page. A std mutex: set and copied, never held
+    /// across an await.
+    state: Mutex<HopState>,
 }
 
 impl NextHopTransport {
@@ -86,6 +114,7 @@ impl NextHopTransport {
             up: None,
             route: None,
             down_until: Mutex::new(None),
+            state: Mutex::new(HopState::default()),
         }
     }
 
@@ -111,6 +140,11 @@ impl NextHopTransport {
 
     pub fn hop(&self) -> &Hop {
         &self.hop
+    }
+
+    /// Up or down, and the last reply (the status page).
+    pub fn state(&self) -> HopState {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn take_idle(&self) -> Option<Client> {
@@ -180,6 +214,11 @@ impl NextHopTransport {
     }
 
     fn count(&self, reached: bool, st: &[RcptStatus]) {
+        {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.up = Some(reached);
+            state.record(st);
+        }
         if let Some(up) = &self.up {
             up.set(i64::from(reached));
         }
@@ -270,4 +309,32 @@ impl NextHopTransport {
 /// A local reply (no next hop said it).
 fn local(code: u16, text: impl Into<String>) -> HopReply {
     HopReply::local(code, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_state_shows_the_first_failure_else_the_last_reply() {
+        let mut s = HopState::default();
+        s.record(&[]);
+        assert_eq!(s, HopState::default(), "a probe records no reply");
+        let ok = |t: &str| RcptStatus::Delivered(HopReply::local(250, t));
+        s.record(&[ok("2.0.0 one"), ok("2.0.0 two")]);
+        assert_eq!(
+            s.last_reply.as_ref().map(|r| r.to_string()).as_deref(),
+            Some("250 2.0.0 two")
+        );
+        assert!(s.last_reply_at.is_some());
+        s.record(&[
+            ok("2.0.0 three"),
+            RcptStatus::Temporary(HopReply::local(452, "4.2.2 mailbox full")),
+            RcptStatus::Permanent(HopReply::local(550, "5.1.1 no such user")),
+        ]);
+        assert_eq!(
+            s.last_reply.map(|r| r.to_string()).as_deref(),
+            Some("452 4.2.2 mailbox full")
+        );
+    }
 }

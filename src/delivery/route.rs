@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::client::RcptStatus;
-use super::{DeliverFuture, NextHopTransport, Transport, local};
+use super::{DeliverFuture, HopState, NextHopTransport, Transport, local};
 use crate::config::{DomainPattern, ForwardClient, Hop, HopTls, NextHop, Relay};
 use crate::dns::{DnsError, Resolver};
 use crate::mail::envelope::Envelope;
@@ -27,6 +27,17 @@ pub struct Router {
     /// Our domains (`recipients.domains`), lowercase.
     local: Vec<String>,
     outside: Outside,
+}
+
+/// One next hop as the status page lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HopView {
+    /// The route, as the `sluice_route_*` metrics label it: "default", a
+    /// `[relay.routes]` domain pattern, "bounce" or "mx".
+    pub route: String,
+    /// Where it goes ("MX of the recipient's domain" for "mx").
+    pub next_hop: String,
+    pub state: HopState,
 }
 
 /// The index of the transport a domain goes to.
@@ -68,6 +79,7 @@ impl Router {
                 cfg: cfg.clone(),
                 resolver,
                 metrics: metrics.route_deliveries.clone(),
+                state: std::sync::Mutex::new(HopState::default()),
             })),
         };
         Router {
@@ -107,6 +119,38 @@ impl Router {
     /// The default next hop's transport (health probe, quarantine release).
     pub fn default_transport(&self) -> &Arc<NextHopTransport> {
         &self.default
+    }
+
+    /// Every next hop, the default first, with its state.
+    pub fn hops(&self) -> Vec<HopView> {
+        let view = |route: String, t: &NextHopTransport| HopView {
+            route,
+            next_hop: t.hop().next_hop.to_string(),
+            state: t.state(),
+        };
+        let mut out = vec![view("default".into(), &self.default)];
+        out.extend(self.routes.iter().map(|(p, t)| view(p.to_string(), t)));
+        out.push(match &self.outside {
+            Outside::Relay(t) => view("bounce".into(), t),
+            Outside::Mx(mx) => HopView {
+                route: "mx".into(),
+                next_hop: "MX of the recipient's domain".into(),
+                state: mx.state.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            },
+        });
+        out
+    }
+
+    /// The route (as [`HopView::route`] names it) mail to `domain` takes.
+    pub fn route_of(&self, domain: &str) -> String {
+        match self.target(domain) {
+            Target::Route(i) => self.routes[i].0.to_string(),
+            Target::Default => "default".into(),
+            Target::Outside => match &self.outside {
+                Outside::Relay(_) => "bounce".into(),
+                Outside::Mx(_) => "mx".into(),
+            },
+        }
     }
 
     fn target(&self, domain: &str) -> Target {
@@ -201,6 +245,8 @@ pub struct MxTransport {
     cfg: Relay,
     resolver: Arc<dyn Resolver>,
     metrics: prometheus::IntCounterVec,
+    /// The last reply (up stays unknown: each domain has its own hosts).
+    state: std::sync::Mutex<HopState>,
 }
 
 /// Why a domain has no address to deliver to.
@@ -308,6 +354,7 @@ impl Transport for MxTransport {
                     .map(|(p, i)| (p, *i))
                     .unzip();
                 let st = self.deliver_domain(d, env, &rcpts, body).await;
+                self.state.lock().unwrap_or_else(|p| p.into_inner()).record(&st);
                 for (p, s) in pos.into_iter().zip(st) {
                     let result = match &s {
                         RcptStatus::Delivered(_) => "delivered",
