@@ -389,6 +389,17 @@ async fn slow_scanner_switches_to_accept_then_scan_and_quarantines_viruses() {
     );
     let (code, out) = q(&["release", &id]);
     assert_eq!(code, Some(0), "{out}");
+    // The admin's release is an event like the daemon's own.
+    let e = next_event(&mut events, |e| matches!(e, Event::QuarantineCommand { .. })).await;
+    match &*e {
+        Event::QuarantineCommand {
+            action, id: rid, tx, ..
+        } => {
+            assert_eq!((*action, rid), (sluice::events::QuarantineAction::Release, &id));
+            assert_eq!(tx.from, "a@client.example");
+        }
+        _ => unreachable!(),
+    }
     sink.wait_for(3).await;
     assert_eq!(q(&["list"]).1, "", "released messages leave the quarantine");
     assert_eq!(q(&["delete", &id]).0, Some(1), "already gone");

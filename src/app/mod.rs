@@ -12,7 +12,7 @@ mod reload;
 mod status;
 
 pub use preflight::{Preflight, preflight};
-pub use reload::{ReloadResult, request_reload, socket_path as daemon_socket};
+pub use reload::{ReloadResult, record, request_reload, socket_path as daemon_socket};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -120,7 +120,11 @@ impl Reloader {
     }
 
     /// Builds the new generation and puts it in place.
-    async fn apply(&self, running: &Generation, mut new: Config) -> Result<(Generation, Vec<&'static str>), ConfigError> {
+    async fn apply(
+        &self,
+        running: &Generation,
+        mut new: Config,
+    ) -> Result<(Generation, Vec<&'static str>), ConfigError> {
         let restart_needed = crate::config::restart::carry_over(&running.config, &mut new);
         let mut pre = super::preflight(&new)?;
         // The same table settings: the running table is reloaded in place,
@@ -229,6 +233,10 @@ pub fn socket_path(config: &Config) -> PathBuf {
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Request {
     Reload,
+    /// An admin's action outside the daemon, to be an event.
+    Record {
+        what: crate::events::AdminRecord,
+    },
 }
 
 pub(super) async fn serve(reloader: Arc<Reloader>, path: PathBuf, stop: CancellationToken) -> std::io::Result<()> {
@@ -241,11 +249,37 @@ pub(super) async fn serve(reloader: Arc<Reloader>, path: PathBuf, stop: Cancella
             async move {
                 match req {
                     Request::Reload => reloader.reload().await,
+                    Request::Record { what } => {
+                        reloader.lasts.core.events.emit(what.event());
+                        ReloadResult::Applied {
+                            restart_needed: Vec::new(),
+                        }
+                    }
                 }
             }
         },
     )
     .await
+}
+
+/// Makes an admin's action outside the daemon an event: sent to the
+/// daemon (its event log, metrics and bus see it), or, when it does not
+/// answer, appended to the event log file (when `log.events` is a file).
+pub async fn record(config: &Config, what: crate::events::AdminRecord) -> std::io::Result<()> {
+    let req = Request::Record { what: what.clone() };
+    if crate::control::request::<_, ReloadResult>(&socket_path(config), &req)
+        .await
+        .is_ok()
+    {
+        return Ok(());
+    }
+    if let crate::config::EventSink::File(path) = &config.log.events {
+        use std::io::Write as _;
+        let line = crate::events::log::line(&what.event(), std::time::SystemTime::now());
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        f.write_all(line.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// Sends `sluice reload` to the daemon whose configuration is `config`.

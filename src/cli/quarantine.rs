@@ -2,6 +2,7 @@
 
 use clap::Subcommand;
 use sluice::config::Config;
+use sluice::events::{AdminRecord, QuarantineAction};
 use sluice::quarantine::{Quarantine, QuarantineError};
 
 #[derive(Subcommand)]
@@ -14,6 +15,22 @@ pub(crate) enum QuarantineCmd {
     Release { id: String },
     /// Removes the message.
     Delete { id: String },
+}
+
+/// The admin's action as an event (through the daemon, or into the event
+/// log file); a failure to record it is said, not fatal.
+async fn note(config: &Config, action: QuarantineAction, e: &sluice::quarantine::Entry) {
+    let what = AdminRecord::Quarantine {
+        action,
+        id: e.id.clone(),
+        ip: e.envelope.client_ip,
+        helo: e.envelope.helo.clone(),
+        from: e.envelope.mail_from.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+        reason: e.reason.to_string(),
+    };
+    if let Err(err) = sluice::app::record(config, what).await {
+        eprintln!("sluice: {}: not recorded in the event log: {err}", e.id);
+    }
 }
 
 pub(crate) async fn quarantine(config: &Config, action: QuarantineCmd) -> Result<(), QuarantineError> {
@@ -72,10 +89,13 @@ pub(crate) async fn quarantine(config: &Config, action: QuarantineCmd) -> Result
                 .map_err(|e| QuarantineError::Release(id.clone(), format!("dns.resolver: {e}")))?;
             let e = q.release(&id, &transport).await?;
             println!("{}: released to {}", e.id, config.relay.next_hop);
+            note(config, QuarantineAction::Release, &e).await;
         }
         QuarantineCmd::Delete { id } => {
+            let e = q.entry(&id)?;
             q.delete(&id)?;
             println!("{id}: deleted");
+            note(config, QuarantineAction::Delete, &e).await;
         }
     }
     Ok(())

@@ -16,7 +16,7 @@ use super::Transport;
 use super::client::RcptStatus;
 use super::dsn::{self, Failure};
 use crate::config::Relay;
-use crate::events::{Event, EventBus, RcptOutcome};
+use crate::events::{Event, EventBus, RcptOutcome, Tx};
 use crate::mail::date::now_secs;
 use crate::mail::envelope::{Envelope, Generated};
 use crate::spool::incoming::BodyBudget;
@@ -426,6 +426,8 @@ impl QueueShared {
             };
             self.events.emit(Event::DeliveryAttempt {
                 id: env.id.clone(),
+                ip: env.client_ip,
+                tx: Tx::of(&env),
                 rcpt: env.rcpts[*i].addr.to_string(),
                 outcome,
                 reply,
@@ -496,6 +498,8 @@ impl QueueShared {
         for (i, _, diag) in failures {
             self.events.emit(Event::DoubleBounce {
                 id: env.id.clone(),
+                ip: env.client_ip,
+                tx: Tx::of(env),
                 rcpt: env.rcpts[*i].addr.to_string(),
                 reply: diag.clone(),
             });
@@ -528,6 +532,8 @@ impl QueueShared {
             Ok(s) => {
                 self.events.emit(Event::BounceQueued {
                     id: env.id.clone(),
+                    ip: env.client_ip,
+                    tx: Tx::of(env),
                     to,
                     rcpts,
                 });

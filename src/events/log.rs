@@ -190,11 +190,12 @@ mod tests {
     fn a_line_is_the_event_with_its_time_first() {
         let e = Event::BanRemoved {
             net: "192.0.2.0/24".into(),
+            by: "expiry",
         };
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_795_482_123_456);
         assert_eq!(
             line(&e, t),
-            "{\"ts\":\"2026-11-24T01:02:03.456Z\",\"event\":\"ban_removed\",\"net\":\"192.0.2.0/24\"}\n"
+            "{\"ts\":\"2026-11-24T01:02:03.456Z\",\"event\":\"ban_removed\",\"net\":\"192.0.2.0/24\",\"by\":\"expiry\"}\n"
         );
     }
 }

@@ -44,6 +44,50 @@ pub enum RcptOutcome {
     Bounced,
 }
 
+/// What an admin did to a quarantined message.
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum QuarantineAction {
+    Release,
+    Delete,
+}
+
+/// What an admin did outside the daemon (the CLI), sent to it to be an
+/// event like any other (`sluice quarantine`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(tag = "record", rename_all = "snake_case")]
+pub enum AdminRecord {
+    Quarantine {
+        action: QuarantineAction,
+        id: String,
+        ip: IpAddr,
+        helo: String,
+        from: String,
+        reason: String,
+    },
+}
+
+impl AdminRecord {
+    pub fn event(self) -> Event {
+        match self {
+            AdminRecord::Quarantine {
+                action,
+                id,
+                ip,
+                helo,
+                from,
+                reason,
+            } => Event::QuarantineCommand {
+                action,
+                id,
+                ip,
+                tx: Tx { helo, from },
+                reason,
+            },
+        }
+    }
+}
+
 /// The transaction a message event belongs to, as an admin greps for it:
 /// the HELO name and the sender (`""` for `<>`). In the event log these
 /// are top-level keys, `helo` and `from`.
@@ -98,6 +142,8 @@ pub enum Event {
     MailRejected {
         session: u64,
         ip: IpAddr,
+        #[serde(flatten)]
+        tx: Tx,
         reason: Reason,
         #[serde(serialize_with = "reason::reply_text")]
         reply: Reply,
@@ -194,15 +240,18 @@ pub enum Event {
         rule: String,
         dry_run: bool,
     },
-    /// A ban ran out.
+    /// A ban ran out, or an admin lifted it (`by` "expiry" or "admin").
     BanRemoved {
         net: String,
+        by: &'static str,
     },
     /// An accepted message was refused by its deferred scan and kept in
     /// the quarantine instead of being delivered.
     Quarantined {
         ip: IpAddr,
         id: String,
+        #[serde(flatten)]
+        tx: Tx,
         reason: Cause,
     },
     /// The message could not be scanned: it got 451 4.7.1, or (`held`)
@@ -211,6 +260,8 @@ pub enum Event {
         session: u64,
         ip: IpAddr,
         id: String,
+        #[serde(flatten)]
+        tx: Tx,
         error: String,
         held: bool,
     },
@@ -229,6 +280,9 @@ pub enum Event {
     /// One delivery attempt to the next hop finished.
     DeliveryAttempt {
         id: String,
+        ip: IpAddr,
+        #[serde(flatten)]
+        tx: Tx,
         rcpt: String,
         outcome: RcptOutcome,
         reply: String,
@@ -237,6 +291,9 @@ pub enum Event {
     /// A DSN was queued for the sender.
     BounceQueued {
         id: String,
+        ip: IpAddr,
+        #[serde(flatten)]
+        tx: Tx,
         to: String,
         rcpts: usize,
     },
@@ -244,6 +301,9 @@ pub enum Event {
     /// `rcpt`: it is not bounced again.
     DoubleBounce {
         id: String,
+        ip: IpAddr,
+        #[serde(flatten)]
+        tx: Tx,
         rcpt: String,
         reply: String,
     },
@@ -254,6 +314,17 @@ pub enum Event {
         id: String,
         /// Messages it applied to.
         messages: usize,
+    },
+    /// An admin released (delivered) or deleted a quarantined message
+    /// (`sluice quarantine release|delete`).
+    QuarantineCommand {
+        action: QuarantineAction,
+        id: String,
+        ip: IpAddr,
+        #[serde(flatten)]
+        tx: Tx,
+        /// Why it was quarantined.
+        reason: String,
     },
     /// `sluice reload` or SIGHUP re-read the configuration: `result` is
     /// "applied" or "failed" (`error` names the failing key; nothing
@@ -313,6 +384,7 @@ impl Event {
             Event::DoubleBounce { .. } => "double_bounce",
             Event::QueueCommand { .. } => "queue_command",
             Event::ConfigReload { .. } => "config_reload",
+            Event::QuarantineCommand { .. } => "quarantine_command",
             Event::ResolverHealth { .. } => "resolver_health",
             Event::StressMode { .. } => "stress_mode",
             Event::Warning { .. } => "warning",

@@ -327,6 +327,7 @@ mod tests {
         let e = Event::Quarantined {
             ip,
             id: "Q".into(),
+            tx: Default::default(),
             reason: Cause::Virus("Eicar".into()),
         };
         assert!(json(&e).ends_with(r#""reason":"virus found: Eicar"}"#), "{}", json(&e));

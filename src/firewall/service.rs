@@ -132,7 +132,16 @@ impl Firewall {
             net: ban.net,
             timeout_secs: ban.until.saturating_sub(now()),
         };
+        let added = Event::BanAdded {
+            net: ban.net.to_string(),
+            offence: ban.offence,
+            until: ban.until,
+            strike: ban.strike,
+            rule: ban.rule.clone(),
+            dry_run: false,
+        };
         self.engine().insert(ban)?;
+        self.events.emit(added);
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).0.push(element);
         self.mark_pending();
         self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -147,6 +156,7 @@ impl Firewall {
         self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
         self.events.emit(Event::BanRemoved {
             net: ban.net.to_string(),
+            by: "admin",
         });
         Some(ban)
     }
@@ -226,7 +236,10 @@ impl Firewall {
         let t = now();
         let expired = self.engine().expire(t);
         for net in &expired {
-            self.events.emit(Event::BanRemoved { net: net.to_string() });
+            self.events.emit(Event::BanRemoved {
+                net: net.to_string(),
+                by: "expiry",
+            });
         }
         let (add, del) = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
         let since = self.pending_since.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -488,5 +501,25 @@ mod tests {
         let again = Firewall::new(cfg, EventBus::new(4), Arc::new(crate::state::MemoryStore::default()));
         assert!(again.is_banned("192.0.2.9".parse().unwrap()).is_some());
         assert!(again.is_banned("192.0.2.10".parse().unwrap()).is_none());
+        // An admin's ban and its removal are events too.
+        let mut rx = events.subscribe();
+        let net: IpNet = "198.51.100.0/24".parse().unwrap();
+        let ban = Ban {
+            net,
+            offence: Offence::Protocol,
+            since: now(),
+            until: now() + 60,
+            rule: "added by hand (sluice bans add)".into(),
+            strike: 1,
+            evidence: Vec::new(),
+        };
+        fw.insert(ban).unwrap();
+        let e = rx.try_recv().unwrap();
+        assert!(
+            matches!(&*e, Event::BanAdded { net, rule, .. } if net == "198.51.100.0/24" && rule.contains("by hand"))
+        );
+        fw.remove(net);
+        let e = rx.try_recv().unwrap();
+        assert!(matches!(&*e, Event::BanRemoved { net, by: "admin" } if net == "198.51.100.0/24"));
     }
 }

@@ -280,6 +280,7 @@ impl Pipeline {
                     session: msg.session,
                     ip: msg.envelope.client_ip,
                     id: msg.envelope.id.clone(),
+                    tx: crate::events::Tx::of(&msg.envelope),
                     error: format!("{e} (accepted and held)"),
                     held: true,
                 });
@@ -320,7 +321,11 @@ impl Pipeline {
     /// client sees an accepted message, nothing is delivered.
     async fn quarantine_spam(&self, msg: Received) -> Result<(), Refusal> {
         let q = self.quarantine.clone();
-        let (ip, id) = (msg.envelope.client_ip, msg.envelope.id.clone());
+        let (ip, id, tx) = (
+            msg.envelope.client_ip,
+            msg.envelope.id.clone(),
+            crate::events::Tx::of(&msg.envelope),
+        );
         let Received { envelope, body, .. } = msg;
         let put = tokio::task::spawn_blocking(move || q.put(&envelope, &Cause::Spam, &body)).await;
         let problem = match put {
@@ -338,6 +343,7 @@ impl Pipeline {
         self.events.emit(Event::Quarantined {
             ip,
             id,
+            tx,
             reason: Cause::Spam,
         });
         Ok(())

@@ -142,6 +142,7 @@ impl Worker {
                     session: 0,
                     ip,
                     id: id.clone(),
+                    tx: crate::events::Tx::of(&stored.envelope),
                     error: format!("{e} (message held; retry in {:?})", self.retry),
                     held: true,
                 });
@@ -172,7 +173,8 @@ impl Worker {
         match tokio::task::spawn_blocking(move || q.put(&env, &r, &body)).await {
             Ok(Ok(())) => {
                 self.spool.mark_done(stored.sref);
-                self.events.emit(Event::Quarantined { ip, id, reason });
+                let tx = crate::events::Tx::of(&stored.envelope);
+                self.events.emit(Event::Quarantined { ip, id, tx, reason });
             }
             Ok(Err(e)) => {
                 tracing::error!(id = %id, error = %e, "cannot quarantine; the message stays held");

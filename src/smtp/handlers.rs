@@ -364,6 +364,7 @@ impl Session {
                 session,
                 ip,
                 id,
+                tx,
                 error: evidence,
                 held: false,
             }),
@@ -443,9 +444,10 @@ impl Session {
                 reply: r,
                 evidence,
             },
-            Stage::MailFrom { .. } => Event::MailRejected {
+            Stage::MailFrom { from, .. } => Event::MailRejected {
                 session,
                 ip,
+                tx: self.tx_info(*from),
                 reason,
                 reply: r,
                 evidence,

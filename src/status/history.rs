@@ -666,6 +666,7 @@ mod tests {
         m.observe(&Event::Quarantined {
             ip: "192.0.2.9".parse().unwrap(),
             id: "Y".into(),
+            tx: Default::default(),
             reason: Cause::Virus("Eicar".into()),
         });
         m.observe(&Event::VirusFound {

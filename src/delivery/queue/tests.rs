@@ -351,7 +351,7 @@ async fn a_permanent_failure_queues_one_dsn_naming_only_the_refused_recipient() 
         .events()
         .into_iter()
         .filter_map(|e| match &*e {
-            Event::BounceQueued { id, to, rcpts } => Some((id.clone(), to.clone(), *rcpts)),
+            Event::BounceQueued { id, to, rcpts, .. } => Some((id.clone(), to.clone(), *rcpts)),
             _ => None,
         })
         .collect();
