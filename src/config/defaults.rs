@@ -230,3 +230,30 @@ pub const STRESS_TARPIT_AFTER_ERRORS: u32 = 1;
 pub const STRESS_MIN_DURATION: &str = "30s";
 /// `stress.check_interval`
 pub const STRESS_CHECK_INTERVAL: &str = "250ms";
+
+// Switches and words, used by the validation and by `sluice config`.
+
+/// `callahead.enabled`
+pub const CALLAHEAD_ENABLED: bool = false;
+/// `firewall.enabled`
+pub const FIREWALL_ENABLED: bool = true;
+/// `firewall.dry_run`
+pub const FIREWALL_DRY_RUN: bool = false;
+/// `greylist.enabled`
+pub const GREYLIST_ENABLED: bool = false;
+/// `helo.*` (each check)
+pub const HELO_ACTION: &str = "off";
+/// `log.format`
+pub const LOG_FORMAT: &str = "text";
+/// `log.events`
+pub const LOG_EVENTS: &str = "log";
+/// `metrics.enabled`
+pub const METRICS_ENABLED: bool = true;
+/// `stress.enabled`
+pub const STRESS_ENABLED: bool = true;
+/// `scan.ambiguous_mime`
+pub const SCAN_AMBIGUOUS_MIME: &str = "scan-all";
+/// `scan.unknown_encoding`
+pub const SCAN_UNKNOWN_ENCODING: &str = "reject";
+/// `spam.enabled`
+pub const SPAM_ENABLED: bool = true;
