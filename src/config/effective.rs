@@ -435,10 +435,38 @@ mod tests {
         format!(
             "{:?}",
             (
-                (&c.server, &c.timeouts, &c.tls, &c.relay, &c.recipients, &c.spool, &c.log),
-                (&c.dns, &c.policy, &c.limits, &c.helo, &c.greylist, &c.callahead, &c.clamd),
-                (&c.metrics, &c.stress, &c.scan.limits, c.scan.ambiguous, c.scan.unknown_encoding),
-                (c.scan.on_failure, c.scan.latency_budget, c.scan.retry, c.scan.max_held, &c.scan.quarantine_dir),
+                (
+                    &c.server,
+                    &c.timeouts,
+                    &c.tls,
+                    &c.relay,
+                    &c.recipients,
+                    &c.spool,
+                    &c.log
+                ),
+                (
+                    &c.dns,
+                    &c.policy,
+                    &c.limits,
+                    &c.helo,
+                    &c.greylist,
+                    &c.callahead,
+                    &c.clamd
+                ),
+                (
+                    &c.metrics,
+                    &c.stress,
+                    &c.scan.limits,
+                    c.scan.ambiguous,
+                    c.scan.unknown_encoding
+                ),
+                (
+                    c.scan.on_failure,
+                    c.scan.latency_budget,
+                    c.scan.retry,
+                    c.scan.max_held,
+                    &c.scan.quarantine_dir
+                ),
             )
         )
     }
@@ -460,7 +488,10 @@ mod tests {
             assert_eq!(a.dnsbl.threshold, b.dnsbl.threshold);
             let (sa, sb) = (a.spam.unwrap(), b.spam.unwrap());
             assert_eq!((&sa.default, &sa.domains), (&sb.default, &sb.domains));
-            assert_eq!((sa.max_size, sa.auth, sa.builtin_rules), (sb.max_size, sb.auth, sb.builtin_rules));
+            assert_eq!(
+                (sa.max_size, sa.auth, sa.builtin_rules),
+                (sb.max_size, sb.auth, sb.builtin_rules)
+            );
             let (fa, fb) = (a.firewall.unwrap(), b.firewall.unwrap());
             assert_eq!(fa.bans.rules, fb.bans.rules);
             assert_eq!((fa.store, fa.control_socket), (fb.store, fb.control_socket));

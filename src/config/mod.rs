@@ -17,6 +17,7 @@ mod relay;
 pub mod scan;
 mod server;
 pub mod spam;
+mod warnings;
 mod words;
 
 pub use dnsbl::Dnsbl;
@@ -25,6 +26,7 @@ pub use policy::{Dns, Limits, Policy};
 pub use recipients::Recipients;
 pub use relay::{DomainPattern, ForwardClient, Hop, HopTls, NextHop, Relay, Route};
 pub use server::{Server, Stress, Timeouts, Tls};
+pub use warnings::Warning;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
