@@ -338,6 +338,65 @@ fn fill_firewall(f: RawFirewall, spool_dir: &str) -> RawFirewall {
     }
 }
 
+/// [`filled`], with every relative path made relative to `base` (the
+/// config file's directory) as the validation does, so the result means
+/// the same wherever it is written.
+pub fn effective(raw: RawConfig, base: &Path) -> RawConfig {
+    resolved(filled(raw), base)
+}
+
+fn resolved(mut r: RawConfig, base: &Path) -> RawConfig {
+    let path = |p: &mut Option<String>| {
+        if let Some(v) = p.as_mut()
+            && !v.is_empty()
+        {
+            *v = super::resolve(base, v).to_string_lossy().into_owned();
+        }
+    };
+    let hop = |p: &mut Option<String>| {
+        if let Some(v) = p.as_mut()
+            && !v.starts_with("lmtp://")
+            && let Some(rest) = v.strip_prefix("lmtp:").or_else(|| v.strip_prefix("unix:"))
+            && !rest.is_empty()
+        {
+            *v = format!("lmtp:{}", super::resolve(base, rest).display());
+        }
+    };
+    if let Some(t) = r.tls.as_mut() {
+        path(&mut t.cert);
+        path(&mut t.key);
+    }
+    hop(&mut r.relay.next_hop);
+    hop(&mut r.relay.bounce_next_hop);
+    path(&mut r.relay.tls_ca_file);
+    for route in r.relay.routes.values_mut() {
+        match route {
+            RawRoute::Url(url) => {
+                let mut u = Some(std::mem::take(url));
+                hop(&mut u);
+                *url = u.unwrap_or_default();
+            }
+            RawRoute::Table(t) => {
+                hop(&mut t.next_hop);
+                path(&mut t.tls_ca_file);
+            }
+        }
+    }
+    path(&mut r.recipients.table);
+    path(&mut r.spool.dir);
+    if !matches!(r.log.events.as_deref(), Some("log" | "stdout")) {
+        path(&mut r.log.events);
+    }
+    path(&mut r.greylist.state);
+    path(&mut r.scan.quarantine_dir);
+    path(&mut r.spam.rules_dir);
+    path(&mut r.spam.bayes_model);
+    path(&mut r.firewall.store);
+    path(&mut r.firewall.control_socket);
+    path(&mut r.firewall.file);
+    r
+}
+
 /// The configuration as TOML: every section in the order of the file.
 pub fn to_toml(raw: &RawConfig) -> String {
     toml::to_string(raw).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
@@ -345,14 +404,15 @@ pub fn to_toml(raw: &RawConfig) -> String {
 
 /// The keys of `file` (as written) whose value differs from what leaving
 /// them out would give, as `dotted.key = value` lines (TOML, so the output
-/// is itself a configuration). A key equal to its default is left out.
-pub fn changed(file: &RawConfig) -> Vec<String> {
+/// is itself a configuration; paths as in [`effective`]). A key equal to
+/// its default is left out.
+pub fn changed(file: &RawConfig, base: &Path) -> Vec<String> {
     let table = |raw: &RawConfig| toml::Table::try_from(raw).unwrap_or_default();
-    let full = leaves(&table(&filled(file.clone())));
+    let full = leaves(&table(&effective(file.clone(), base)));
     let written = table(file);
     let mut out = Vec::new();
     for (path, _) in leaves(&written) {
-        let Some(effective) = full.iter().find(|(p, _)| *p == path).map(|(_, v)| v) else {
+        let Some(value) = full.iter().find(|(p, _)| *p == path).map(|(_, v)| v) else {
             continue;
         };
         // What the key would be if it were left out.
@@ -361,10 +421,10 @@ pub fn changed(file: &RawConfig) -> Vec<String> {
         let default = without
             .try_into::<RawConfig>()
             .ok()
-            .map(|r| leaves(&table(&filled(r))))
+            .map(|r| leaves(&table(&effective(r, base))))
             .and_then(|f| f.into_iter().find(|(p, _)| *p == path).map(|(_, v)| v));
-        if default.as_ref() != Some(effective) {
-            out.push(format!("{} = {}", dotted(&path), effective));
+        if default.as_ref() != Some(value) {
+            out.push(format!("{} = {}", dotted(&path), value));
         }
     }
     out
@@ -510,7 +570,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            changed(&raw),
+            changed(&raw, Path::new("/etc/sluice")),
             [
                 "firewall.rules.virus.ban = \"2h\"",
                 "server.max_connections = 500",
@@ -518,10 +578,21 @@ mod tests {
                 "spool.dir = \"/srv/spool\"",
             ]
         );
-        assert!(changed(&RawConfig::default()).is_empty());
+        assert!(changed(&RawConfig::default(), base()).is_empty());
         // The lines are TOML: read back, they give the same configuration.
-        let back = Config::parse_raw(&changed(&raw).join("\n")).unwrap();
+        let back = Config::parse_raw(&changed(&raw, base()).join("\n")).unwrap();
         assert_eq!(filled(back), filled(raw));
+        // Relative paths are printed resolved against the file's directory.
+        let rel =
+            Config::parse_raw("[recipients]\ntable = \"maps/recipients\"\n[relay]\nnext_hop = \"lmtp:lmtp.sock\"")
+                .unwrap();
+        assert_eq!(
+            changed(&rel, Path::new("/etc/sluice")),
+            [
+                "recipients.table = \"/etc/sluice/maps/recipients\"",
+                "relay.next_hop = \"lmtp:/etc/sluice/lmtp.sock\"",
+            ]
+        );
     }
 
     /// Every key may be left out: each section takes an empty table, and
