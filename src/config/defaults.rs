@@ -111,8 +111,9 @@ pub const POLICY_REJECT_EARLY_TALKERS: bool = true;
 pub const RECIPIENTS_DOMAINS: &[&str] = &["example.com"];
 /// `recipients.reload_interval`
 pub const RECIPIENTS_RELOAD_INTERVAL: &str = "2s";
-/// `recipients.table`
-pub const RECIPIENTS_TABLE: &str = "deploy/recipients.example";
+/// `recipients.table`: next to the configuration file (relative paths
+/// resolve against its directory), so /etc/sluice/recipients.
+pub const RECIPIENTS_TABLE: &str = "recipients";
 
 // [relay]
 /// `relay.command_timeout`
@@ -194,7 +195,7 @@ pub const SPAM_RELOAD_INTERVAL: &str = "5s";
 
 // [spool]
 /// `spool.dir`
-pub const SPOOL_DIR: &str = "var/spool";
+pub const SPOOL_DIR: &str = "/var/spool/sluice";
 /// `spool.fsync`
 pub const SPOOL_FSYNC: bool = true;
 /// `spool.min_free` (bytes)
@@ -257,3 +258,8 @@ pub const SCAN_AMBIGUOUS_MIME: &str = "scan-all";
 pub const SCAN_UNKNOWN_ENCODING: &str = "reject";
 /// `spam.enabled`
 pub const SPAM_ENABLED: bool = true;
+
+/// Where relative paths resolve when no configuration file is given (the
+/// directory of `/etc/sluice/sluice.toml`): the built-in defaults describe
+/// an installed system.
+pub const CONFIG_DIR: &str = "/etc/sluice";

@@ -118,11 +118,13 @@ impl Config {
         })
     }
 
-    /// The built-in default: listen 127.0.0.1:2525, next hop
-    /// smtp://127.0.0.1:10025, spool under ./var, recipients from
-    /// deploy/recipients.example (paths relative to the working directory).
+    /// The built-in default, for an installed system without a file:
+    /// listen 127.0.0.1:2525, next hop smtp://127.0.0.1:10025, spool in
+    /// /var/spool/sluice, recipients from /etc/sluice/recipients (relative
+    /// paths resolve against [`defaults::CONFIG_DIR`], as if the file were
+    /// /etc/sluice/sluice.toml).
     pub fn default_config() -> Result<Config, ConfigError> {
-        validate(RawConfig::default(), Path::new(""))
+        validate(RawConfig::default(), Path::new(defaults::CONFIG_DIR))
     }
 }
 

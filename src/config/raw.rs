@@ -423,7 +423,8 @@ pub struct RawRouteTable {
 pub struct RawRecipients {
     /// Domains we accept mail for; others get 554 5.7.1. Default ["example.com"].
     pub domains: Option<Vec<String>>,
-    /// Recipient table (Postfix map text format). Default "deploy/recipients.example".
+    /// Recipient table (Postfix map text format). Default "recipients",
+    /// next to the configuration file (/etc/sluice/recipients).
     pub table: Option<String>,
     /// Address extension delimiter: with "+", user+tag@d matches user@d. Default "" (off).
     pub delimiter: Option<String>,
@@ -437,7 +438,7 @@ pub struct RawRecipients {
 #[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSpool {
-    /// Spool directory. Default "./var/spool".
+    /// Spool directory. Default "/var/spool/sluice".
     pub dir: Option<String>,
     /// fsync before 250. Turning this off loses mail on power failure. Default true.
     pub fsync: Option<bool>,
