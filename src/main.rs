@@ -47,13 +47,17 @@ fn config_path(given: Option<PathBuf>) -> Option<PathBuf> {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the relay: every file the configuration names is loaded first
-    /// (exit 64 when one fails), then it serves until SIGTERM/SIGINT;
-    /// SIGHUP reloads the recipient table, rules and certificates.
+    /// Run the relay.
+    ///
+    /// Every file the configuration names is loaded first (exit 64 when one
+    /// fails), contradictions are logged as warnings, then it serves until
+    /// SIGTERM/SIGINT; SIGHUP reloads the recipient table and the spam
+    /// rules and model.
     #[command(after_help = "Example:\n  sluice serve --config /etc/sluice/sluice.toml")]
     Serve,
-    /// Validate a configuration file and every file it names, and exit
-    /// (0 = valid, 64 = invalid). Settings that contradict each other
+    /// Validate a configuration file and every file it names.
+    ///
+    /// Exit 0 = valid, 64 = invalid. Settings that contradict each other
     /// (a spam tag threshold above reject, thresholds for a domain that is
     /// not ours, ...) are printed as warnings on stderr. FILE defaults to
     /// the configuration the other commands use.
@@ -68,9 +72,11 @@ enum Cmd {
         #[arg(long)]
         strict: bool,
     },
-    /// Print the effective configuration (as postconf): every key, the
-    /// defaults filled in, paths resolved against the file's directory.
-    /// The output is itself a valid configuration file.
+    /// Print the effective configuration, defaults filled in (postconf).
+    ///
+    /// Every key, the defaults filled in, relative paths resolved against
+    /// the file's directory; the output is itself a valid configuration
+    /// file. With --changed, only what differs from the defaults.
     #[command(
         after_help = "Examples:\n  sluice config                   # everything\n  sluice config --changed         # only what differs from the defaults (postconf -n)\n  sluice config /etc/sluice/sluice.toml > /tmp/effective.toml"
     )]
@@ -83,8 +89,10 @@ enum Cmd {
         #[arg(long)]
         changed: bool,
     },
-    /// Run the content pipeline (virus scan, banned parts, spam score) on
-    /// messages and print the verdict and every contribution. FILE may be a
+    /// Run the content pipeline on messages and print the verdicts.
+    ///
+    /// The virus scan, banned parts and the spam score, with every
+    /// contribution. FILE may be a
     /// directory (its files) or - (stdin). Exit 0 = all delivered as they
     /// are, 1 = something tagged, held or refused, 75 = a scan failed.
     #[command(
@@ -148,8 +156,9 @@ enum Cmd {
         #[command(subcommand)]
         action: BansCmd,
     },
-    /// Nagios-style check of the running daemon (its metrics listener):
-    /// one status line with perfdata; exit 0 OK, 1 WARNING, 2 CRITICAL
+    /// Nagios-style check of the running daemon.
+    ///
+    /// Asks its metrics listener; one status line with perfdata; exit 0 OK, 1 WARNING, 2 CRITICAL
     /// (not ready: spool, next hop or scanners), 3 UNKNOWN (not answering).
     #[command(
         after_help = "Examples:\n  sluice check\n  sluice check --addr 127.0.0.1:9425 --warn-queue 500 --crit-age 2h"
