@@ -61,7 +61,7 @@ impl Default for ScanConfig {
             latency_budget: Duration::from_secs(20),
             retry: Duration::from_secs(60),
             max_held: 100_000,
-            quarantine_dir: PathBuf::from("./var/spool/quarantine"),
+            quarantine_dir: Path::new(defaults::SPOOL_DIR).join("quarantine"),
         }
     }
 }
