@@ -31,9 +31,14 @@ pub(crate) fn show(path: Option<&Path>, changed: bool) -> Result<String, ConfigE
         Some(p) => absolute(p).display().to_string(),
         None => "no file: the built-in defaults".into(),
     };
+    let tls = if raw.tls.is_none() {
+        "# [tls] is not set: STARTTLS is not offered.\n"
+    } else {
+        ""
+    };
     Ok(format!(
         "# The effective configuration ({source}), every key with its default\n\
-         # filled in; `sluice config --changed` prints only what differs.\n\n{}",
+         # filled in; `sluice config --changed` prints only what differs.\n{tls}\n{}",
         effective::to_toml(&effective::effective(raw, &base))
     ))
 }

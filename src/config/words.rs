@@ -15,7 +15,7 @@ pub(super) fn admin_words(key: &str, message: &str) -> String {
         return match name.trim() {
             "RawThreshold" => "expected a score such as 5.0, or \"off\"".into(),
             "RawRoute" => {
-                "expected a next hop such as \"smtp://10.0.0.1:25\", or a table such as { next_hop = \"smtp://10.0.0.1:25\", tls = \"required\" }"
+                "expected a next hop such as \"smtp://10.0.0.1:25\", or a table such as { next_hop = \"smtp://10.0.0.1:25\", tls = \"required\" } (known keys: next_hop, tls, tls_ca_file, forward_client)"
                     .into()
             }
             _ => "not a value this key takes".into(),
@@ -168,7 +168,7 @@ mod tests {
             ),
             (
                 "[relay.routes]\n\"example.org\" = 25",
-                "relay.routes.\"example.org\": expected a next hop such as \"smtp://10.0.0.1:25\", or a table such as { next_hop = \"smtp://10.0.0.1:25\", tls = \"required\" }",
+                "relay.routes.\"example.org\": expected a next hop such as \"smtp://10.0.0.1:25\", or a table such as { next_hop = \"smtp://10.0.0.1:25\", tls = \"required\" } (known keys: next_hop, tls, tls_ca_file, forward_client)",
             ),
         ];
         for (toml, want) in cases {
