@@ -82,6 +82,12 @@ fn errors_name_the_dotted_key() {
             "relay.routes.\"example.org\".tls",
         ),
         ("[nonsense]\nx = 1", "nonsense"),
+        // Tables whose keys are all optional to serde name what they miss.
+        (
+            "[relay.routes.\"example.org\"]\ntls = \"required\"",
+            "relay.routes.\"example.org\".next_hop",
+        ),
+        ("[tls]\nkey = \"key.pem\"", "tls.cert"),
     ];
     for (toml, key) in cases {
         let e = err(toml);
