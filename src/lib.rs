@@ -13,7 +13,10 @@
 //! - [`config`]: plain data, one file per section of the TOML file
 //!   (`config::raw` is the file as written), each with its validation;
 //!   every default in `config::defaults`; every error names its dotted key
-//!   (exit 64). No I/O: files are loaded by `app::preflight`.
+//!   in the admin's words (exit 64). `config::effective` is the file with
+//!   every default filled in (`sluice config`), `config::warnings` the
+//!   contradictions `check-config` reports. No I/O: files are loaded by
+//!   `app::preflight`.
 //! - [`metrics`]: the Prometheus registry (one place).
 //! - [`control`]: the wire of the control sockets (`sluice bans`,
 //!   `sluice queue`): one JSON request per line over a unix socket.

@@ -21,7 +21,12 @@ mod cli;
 const EX_CONFIG: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "High-throughput SMTP relay and content filter")]
+#[command(
+    name = "sluice",
+    version,
+    about = "High-throughput SMTP relay and content filter",
+    after_help = "Examples:\n  sluice serve -c /etc/sluice/sluice.toml\n  sluice check-config\n  sluice config --changed\n  sluice queue list\n\n`sluice COMMAND --help` shows each command's options and an example."
+)]
 struct Cli {
     /// The configuration file (also SLUICE_CONFIG; default
     /// /etc/sluice/sluice.toml when it exists, else the built-in defaults).
@@ -43,21 +48,65 @@ fn config_path(given: Option<PathBuf>) -> Option<PathBuf> {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the relay.
+    ///
+    /// Every file the configuration names is loaded first (exit 64 when one
+    /// fails), contradictions are logged as warnings, then it serves until
+    /// SIGTERM/SIGINT; SIGHUP re-reads the configuration (as `sluice
+    /// reload`).
+    #[command(after_help = "Example:\n  sluice serve --config /etc/sluice/sluice.toml")]
     Serve,
-    /// Make the running daemon re-read its configuration file, as SIGHUP
-    /// does, and say what happened: applied (settings that need a restart
-    /// are named and keep their running value) or failed (nothing changed;
-    /// the failing key is named, exit 1). Talks to <spool.dir>/daemon.sock.
+    /// Make the running daemon re-read and apply its configuration file.
+    ///
+    /// As SIGHUP does, and says what happened: applied (settings that need
+    /// a restart are named and keep their running value) or failed (nothing
+    /// changed; the failing key is named, exit 64 when the file does not
+    /// validate here, 1 when the daemon refused it). Talks to
+    /// <spool.dir>/daemon.sock.
     #[command(after_help = "Example:\n  sluice -c /etc/sluice/sluice.toml reload")]
     Reload,
-    /// Validate a configuration file and every file it names, and exit
-    /// (0 = valid, 64 = invalid). FILE defaults to the configuration the
-    /// other commands use.
-    CheckConfig { file: Option<PathBuf> },
-    /// Run the content pipeline (virus scan, banned parts, spam score) on
-    /// messages and print the verdict and every contribution. FILE may be a
+    /// Validate a configuration file and every file it names.
+    ///
+    /// Exit 0 = valid, 64 = invalid. Settings that contradict each other
+    /// (a spam tag threshold above reject, thresholds for a domain that is
+    /// not ours, ...) are printed as warnings on stderr. FILE defaults to
+    /// the configuration the other commands use.
+    #[command(
+        after_help = "Examples:\n  sluice check-config /etc/sluice/sluice.toml\n  sluice check-config --strict    # warnings fail too (exit 64)"
+    )]
+    CheckConfig {
+        /// The file to check (default: --config, SLUICE_CONFIG, then
+        /// /etc/sluice/sluice.toml).
+        file: Option<PathBuf>,
+        /// Warnings are errors: exit 64 when there is one.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Print the effective configuration, defaults filled in (postconf).
+    ///
+    /// Every key, the defaults filled in, relative paths resolved against
+    /// the file's directory; the output is itself a valid configuration
+    /// file. With --changed, only what differs from the defaults.
+    #[command(
+        after_help = "Examples:\n  sluice config                   # everything\n  sluice config --changed         # only what differs from the defaults (postconf -n)\n  sluice config /etc/sluice/sluice.toml > /tmp/effective.toml"
+    )]
+    Config {
+        /// The file to print (default: --config, SLUICE_CONFIG, then
+        /// /etc/sluice/sluice.toml, else the built-in defaults).
+        file: Option<PathBuf>,
+        /// Only the keys whose value differs from the default, as
+        /// `section.key = value` lines.
+        #[arg(long)]
+        changed: bool,
+    },
+    /// Run the content pipeline on messages and print the verdicts.
+    ///
+    /// The virus scan, banned parts and the spam score, with every
+    /// contribution. FILE may be a
     /// directory (its files) or - (stdin). Exit 0 = all delivered as they
     /// are, 1 = something tagged, held or refused, 75 = a scan failed.
+    #[command(
+        after_help = "Examples:\n  sluice scan --offline message.eml\n  sluice scan --json --rcpt user@example.org maildir/cur/\n  sluice scan - < message.eml"
+    )]
     Scan {
         /// One JSON object per message.
         #[arg(long)]
@@ -80,10 +129,14 @@ enum Cmd {
         /// The MAIL FROM address for SPF (default: the Return-Path).
         #[arg(long)]
         mail_from: Option<String>,
+        /// Messages (one per file), directories of them, or - (stdin).
         files: Vec<PathBuf>,
     },
     /// Trains the statistical spam classifier on directories of messages
     /// (one file per message) and writes the model file.
+    #[command(
+        after_help = "Examples:\n  sluice learn --spam Maildir/.Junk/cur --ham Maildir/cur -o /var/lib/sluice/bayes.model\n  sluice learn --spam spam/ --ham ham/ --cross-validate 5"
+    )]
     Learn {
         /// Directories of spam.
         #[arg(long, required = true)]
@@ -105,13 +158,20 @@ enum Cmd {
         cross_validate: Option<usize>,
     },
     /// The firewall's bans, from the running daemon (its control socket).
+    #[command(
+        after_help = "Examples:\n  sluice bans list\n  sluice bans add 192.0.2.0/24 --for 7d\n  sluice bans explain 192.0.2.7"
+    )]
     Bans {
         #[command(subcommand)]
         action: BansCmd,
     },
-    /// Nagios-style check of the running daemon (its metrics listener):
-    /// one status line with perfdata; exit 0 OK, 1 WARNING, 2 CRITICAL
+    /// Nagios-style check of the running daemon.
+    ///
+    /// Asks its metrics listener; one status line with perfdata; exit 0 OK, 1 WARNING, 2 CRITICAL
     /// (not ready: spool, next hop or scanners), 3 UNKNOWN (not answering).
+    #[command(
+        after_help = "Examples:\n  sluice check\n  sluice check --addr 127.0.0.1:9425 --warn-queue 500 --crit-age 2h"
+    )]
     Check {
         /// The metrics listener (default: metrics.listen of the config).
         #[arg(long)]
@@ -119,11 +179,13 @@ enum Cmd {
         /// Spool messages for WARNING / CRITICAL.
         #[arg(long, default_value_t = 1000)]
         warn_queue: u64,
+        /// Spool messages for CRITICAL.
         #[arg(long, default_value_t = 10000)]
         crit_queue: u64,
         /// Age of the oldest message to deliver for WARNING / CRITICAL.
         #[arg(long, default_value = "1h")]
         warn_age: String,
+        /// Age of the oldest message to deliver for CRITICAL.
         #[arg(long, default_value = "4h")]
         crit_age: String,
         /// How long to wait for each answer.
@@ -132,11 +194,16 @@ enum Cmd {
     },
     /// The running daemon's queue: list, flush, hold, release, delete
     /// (as postqueue/postsuper).
+    #[command(
+        after_help = "Examples:\n  sluice queue list\n  sluice queue flush\n  sluice queue hold 6620246496C3E3EB"
+    )]
     Queue {
         #[command(subcommand)]
         action: QueueCmd,
     },
-    /// Messages refused after acceptance (virus found by a deferred scan).
+    /// Messages refused after acceptance (virus found by a deferred scan)
+    /// and spam the policy quarantines.
+    #[command(after_help = "Examples:\n  sluice quarantine list\n  sluice quarantine release 6620246496C3E3EB")]
     Quarantine {
         #[command(subcommand)]
         action: QuarantineCmd,
@@ -172,9 +239,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = config_path(cli.config);
     match cli.command {
-        Cmd::CheckConfig { file } => match file.or(config) {
+        Cmd::CheckConfig { file, strict } => match file.or(config) {
             Some(file) => match load_checked(Some(&file)) {
-                Ok(_) => {
+                Ok((config, _)) => {
+                    let warnings = cli::config::print_warnings(&config);
+                    if strict && warnings > 0 {
+                        eprintln!("sluice: {}: {warnings} warning(s), refused (--strict)", file.display());
+                        return ExitCode::from(EX_CONFIG);
+                    }
                     println!("{}: OK", file.display());
                     ExitCode::SUCCESS
                 }
@@ -187,6 +259,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_CONFIG)
             }
         },
+        Cmd::Config { file, changed } => cli::config::run(file.or(config).as_deref(), changed, EX_CONFIG),
         Cmd::Scan {
             json,
             offline,
@@ -320,6 +393,9 @@ fn run_server(path: Option<&PathBuf>) -> ExitCode {
         Err(code) => return code,
     };
     sluice::logging::init(&config.log);
+    for w in config.warnings() {
+        tracing::warn!("configuration: {w}");
+    }
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,

@@ -180,18 +180,21 @@ async fn sighup_reloads_the_recipient_table() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_without_config_uses_the_builtin_defaults() {
-    // The defaults are relative to the working directory: ./var/spool and
-    // deploy/recipients.example; listen 127.0.0.1:2525.
+async fn serve_with_only_the_paths_configured_uses_the_builtin_defaults() {
+    // The built-in defaults are for an installed system: the spool in
+    // /var/spool/sluice (the test names its own), the recipient table
+    // "recipients" next to the config file (here: the test's directory);
+    // everything else is built in: listen 127.0.0.1:2525, example.com.
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("deploy")).unwrap();
     std::fs::copy(
         concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/recipients.example"),
-        dir.path().join("deploy/recipients.example"),
+        dir.path().join("recipients"),
     )
     .unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(&config, "[spool]\ndir = \"var/spool\"\n").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("serve")
+        .args(["serve", "--config", config.to_str().unwrap()])
         .current_dir(dir.path())
         .env("RUST_LOG", "warn")
         .spawn()

@@ -125,6 +125,9 @@ impl Reloader {
         running: &Generation,
         mut new: Config,
     ) -> Result<(Generation, Vec<&'static str>), ConfigError> {
+        for w in new.warnings() {
+            tracing::warn!("configuration: {w}");
+        }
         let restart_needed = crate::config::restart::carry_over(&running.config, &mut new);
         let mut pre = super::preflight(&new)?;
         // The same table settings: the running table is reloaded in place,

@@ -9,23 +9,38 @@ use sluice::config::Config;
 #[derive(Subcommand)]
 pub(crate) enum BansCmd {
     /// Every active ban.
+    #[command(after_help = "Example:\n  sluice bans list")]
     List,
     /// Ban an address or network by hand.
+    #[command(after_help = "Examples:\n  sluice bans add 192.0.2.7\n  sluice bans add 198.51.100.0/24 --for 7d")]
     Add {
+        /// An address or a CIDR network.
         net: String,
         /// How long, e.g. "1h", "7d".
         #[arg(long = "for", default_value = "1h")]
         duration: String,
     },
     /// Lift a ban.
-    Del { net: String },
+    #[command(after_help = "Example:\n  sluice bans del 192.0.2.7")]
+    Del {
+        /// The address or CIDR network as banned.
+        net: String,
+    },
     /// Why an address is banned: the rule, the offences, until when.
-    Explain { ip: std::net::IpAddr },
+    #[command(after_help = "Example:\n  sluice bans explain 192.0.2.7")]
+    Explain {
+        /// The client address.
+        ip: std::net::IpAddr,
+    },
     /// Read a Postfix mail log (smtpd, postscreen, amavis lines: unknown
     /// recipients, DNSBL rejects, pregreeting, "lost connection after"
     /// floods, rate limits, viruses) into the running daemon's ban engine,
     /// with the lines' own times. FILE may be - (stdin).
+    #[command(
+        after_help = "Examples:\n  sluice bans import-postfix-log /var/log/mail.log\n  zcat /var/log/mail.log.2.gz | sluice bans import-postfix-log --dry-run -"
+    )]
     ImportPostfixLog {
+        /// The log file, or - (stdin).
         file: PathBuf,
         /// Only print what would be banned (a local engine with the
         /// configured rules; the daemon is not asked).

@@ -4,6 +4,7 @@
 
 pub(crate) mod bans;
 pub(crate) mod check;
+pub(crate) mod config;
 pub(crate) mod learn;
 pub(crate) mod quarantine;
 pub(crate) mod queue;

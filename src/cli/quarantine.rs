@@ -8,13 +8,27 @@ use sluice::quarantine::{Quarantine, QuarantineError};
 #[derive(Subcommand)]
 pub(crate) enum QuarantineCmd {
     /// One line per message: id, time, reason, sender, recipients.
+    #[command(after_help = "Example:\n  sluice quarantine list")]
     List,
     /// The envelope, the reason and the message.
-    Show { id: String },
-    /// Delivers the message to the next hop, then removes it.
-    Release { id: String },
+    #[command(after_help = "Example:\n  sluice quarantine show 6620246496C3E3EB")]
+    Show {
+        /// The message's id (from `sluice quarantine list`).
+        id: String,
+    },
+    /// Delivers the message to the next hop, then removes it (spam
+    /// quarantined before its virus scan is scanned first).
+    #[command(after_help = "Example:\n  sluice quarantine release 6620246496C3E3EB")]
+    Release {
+        /// The message's id (from `sluice quarantine list`).
+        id: String,
+    },
     /// Removes the message.
-    Delete { id: String },
+    #[command(after_help = "Example:\n  sluice quarantine delete 6620246496C3E3EB")]
+    Delete {
+        /// The message's id (from `sluice quarantine list`).
+        id: String,
+    },
 }
 
 /// The admin's action as an event (through the daemon, or into the event

@@ -10,25 +10,45 @@ use sluice::delivery::queue::control::{Entry, Request, Response, State, request}
 pub(crate) enum QueueCmd {
     /// One line per message: id, age, size, state, sender, recipients
     /// still to deliver, attempts, next attempt and the last reply
-    /// (`postqueue -p`). Example: `sluice queue list --json`.
+    /// (`postqueue -p`).
+    #[command(after_help = "Examples:\n  sluice queue list\n  sluice queue list --json")]
     List {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
     },
     /// The envelope, state, attempts and the message as spooled
-    /// (`postcat -q`). Example: `sluice queue show 6620246496C3E3EB`.
-    Show { id: String },
+    /// (`postcat -q`).
+    #[command(after_help = "Example:\n  sluice queue show 6620246496C3E3EB")]
+    Show {
+        /// The message's id (from `sluice queue list`).
+        id: String,
+    },
     /// Retries deferred mail now: one message, or all (`postqueue -f`).
-    /// Example: `sluice queue flush`.
-    Flush { id: Option<String> },
+    #[command(after_help = "Examples:\n  sluice queue flush\n  sluice queue flush 6620246496C3E3EB")]
+    Flush {
+        /// The message's id (from `sluice queue list`); all when left out.
+        id: Option<String>,
+    },
     /// Keeps a message from being tried until released (`postsuper -h`).
-    Hold { id: String },
+    #[command(after_help = "Example:\n  sluice queue hold 6620246496C3E3EB")]
+    Hold {
+        /// The message's id (from `sluice queue list`).
+        id: String,
+    },
     /// Releases a held message: it is tried now (`postsuper -H`).
-    Release { id: String },
+    #[command(after_help = "Example:\n  sluice queue release 6620246496C3E3EB")]
+    Release {
+        /// The message's id (from `sluice queue list`).
+        id: String,
+    },
     /// Removes a message from the queue and the spool, without a DSN
-    /// (`postsuper -d`). Example: `sluice queue delete 6620246496C3E3EB`.
-    Delete { id: String },
+    /// (`postsuper -d`).
+    #[command(after_help = "Example:\n  sluice queue delete 6620246496C3E3EB")]
+    Delete {
+        /// The message's id (from `sluice queue list`).
+        id: String,
+    },
 }
 
 pub(crate) async fn queue(config: &Config, action: QueueCmd) -> anyhow::Result<()> {

@@ -20,7 +20,7 @@ pub struct CallAheadConfig {
 /// `None` when call-ahead is off.
 pub(super) fn validate_callahead(ca: super::raw::RawCallAhead) -> Result<Option<CallAheadConfig>, super::ConfigError> {
     use super::{ConfigError, dur, positive};
-    let callahead = if ca.enabled.unwrap_or(false) {
+    let callahead = if ca.enabled.unwrap_or(defaults::CALLAHEAD_ENABLED) {
         let probes = ca.probes_per_client.unwrap_or(defaults::CALLAHEAD_PROBES_PER_CLIENT);
         if probes == 0 {
             return Err(ConfigError::new(

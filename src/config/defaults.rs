@@ -111,8 +111,9 @@ pub const POLICY_REJECT_EARLY_TALKERS: bool = true;
 pub const RECIPIENTS_DOMAINS: &[&str] = &["example.com"];
 /// `recipients.reload_interval`
 pub const RECIPIENTS_RELOAD_INTERVAL: &str = "2s";
-/// `recipients.table`
-pub const RECIPIENTS_TABLE: &str = "deploy/recipients.example";
+/// `recipients.table`: next to the configuration file (relative paths
+/// resolve against its directory), so /etc/sluice/recipients.
+pub const RECIPIENTS_TABLE: &str = "recipients";
 
 // [relay]
 /// `relay.command_timeout`
@@ -194,7 +195,7 @@ pub const SPAM_RELOAD_INTERVAL: &str = "5s";
 
 // [spool]
 /// `spool.dir`
-pub const SPOOL_DIR: &str = "var/spool";
+pub const SPOOL_DIR: &str = "/var/spool/sluice";
 /// `spool.fsync`
 pub const SPOOL_FSYNC: bool = true;
 /// `spool.min_free` (bytes)
@@ -230,3 +231,35 @@ pub const STRESS_TARPIT_AFTER_ERRORS: u32 = 1;
 pub const STRESS_MIN_DURATION: &str = "30s";
 /// `stress.check_interval`
 pub const STRESS_CHECK_INTERVAL: &str = "250ms";
+
+// Switches and words, used by the validation and by `sluice config`.
+
+/// `callahead.enabled`
+pub const CALLAHEAD_ENABLED: bool = false;
+/// `firewall.enabled`
+pub const FIREWALL_ENABLED: bool = true;
+/// `firewall.dry_run`
+pub const FIREWALL_DRY_RUN: bool = false;
+/// `greylist.enabled`
+pub const GREYLIST_ENABLED: bool = false;
+/// `helo.*` (each check)
+pub const HELO_ACTION: &str = "off";
+/// `log.format`
+pub const LOG_FORMAT: &str = "text";
+/// `log.events`
+pub const LOG_EVENTS: &str = "log";
+/// `metrics.enabled`
+pub const METRICS_ENABLED: bool = true;
+/// `stress.enabled`
+pub const STRESS_ENABLED: bool = true;
+/// `scan.ambiguous_mime`
+pub const SCAN_AMBIGUOUS_MIME: &str = "scan-all";
+/// `scan.unknown_encoding`
+pub const SCAN_UNKNOWN_ENCODING: &str = "reject";
+/// `spam.enabled`
+pub const SPAM_ENABLED: bool = true;
+
+/// Where relative paths resolve when no configuration file is given (the
+/// directory of `/etc/sluice/sluice.toml`): the built-in defaults describe
+/// an installed system.
+pub const CONFIG_DIR: &str = "/etc/sluice";

@@ -162,13 +162,13 @@ pub(super) fn validate_firewall(
     policy_allowlist: &[ipnet::IpNet],
     next_hop: &NextHop,
 ) -> Result<Option<FirewallConfig>, ConfigError> {
-    if raw.enabled == Some(false) {
+    if !raw.enabled.unwrap_or(defaults::FIREWALL_ENABLED) {
         return Ok(None);
     }
     let (nft, ipset) = exporter_names(&raw)?;
     let mut bans = BanConfig {
         allowlist: allowlist(raw.allowlist.as_deref().unwrap_or_default(), policy_allowlist, next_hop)?,
-        dry_run: raw.dry_run.unwrap_or(false),
+        dry_run: raw.dry_run.unwrap_or(defaults::FIREWALL_DRY_RUN),
         memory: secs(dur("firewall.memory", raw.memory, defaults::FIREWALL_MEMORY)?),
         max_ban: secs(dur("firewall.max_ban", raw.max_ban, defaults::FIREWALL_MAX_BAN)?),
         aggregate: raw.aggregate.filter(|&n| n > 0),

@@ -20,7 +20,7 @@ pub(super) fn validate_greylist(
     spool_dir: &Path,
 ) -> Result<Option<GreylistConfig>, super::ConfigError> {
     use super::{ConfigError, dur, resolve};
-    let greylist = if g.enabled.unwrap_or(false) {
+    let greylist = if g.enabled.unwrap_or(defaults::GREYLIST_ENABLED) {
         let cfg = GreylistConfig {
             delay: dur("greylist.delay", g.delay, defaults::GREYLIST_DELAY)?,
             retry_window: dur("greylist.retry_window", g.retry_window, defaults::GREYLIST_RETRY_WINDOW)?,

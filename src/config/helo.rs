@@ -48,7 +48,7 @@ impl HeloPolicy {
 
 pub(super) fn validate_helo(h: super::raw::RawHelo) -> Result<HeloPolicy, super::ConfigError> {
     let action = |key: &str, v: Option<String>| -> Result<Action, super::ConfigError> {
-        Action::parse(v.as_deref().unwrap_or("off")).map_err(|e| super::ConfigError::new(key, e))
+        Action::parse(v.as_deref().unwrap_or(super::defaults::HELO_ACTION)).map_err(|e| super::ConfigError::new(key, e))
     };
     let helo = HeloPolicy {
         bare_ip: action("helo.bare_ip", h.bare_ip)?,

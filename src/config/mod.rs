@@ -5,6 +5,7 @@ pub mod callahead;
 pub mod clamd;
 pub mod defaults;
 pub mod dnsbl;
+pub mod effective;
 pub mod firewall;
 pub mod greylist;
 pub mod helo;
@@ -17,6 +18,8 @@ pub mod restart;
 pub mod scan;
 mod server;
 pub mod spam;
+mod warnings;
+mod words;
 
 pub use dnsbl::Dnsbl;
 pub use output::{EventSink, Log, Metrics, Spool};
@@ -24,6 +27,7 @@ pub use policy::{Dns, Limits, Policy};
 pub use recipients::Recipients;
 pub use relay::{DomainPattern, ForwardClient, Hop, HopTls, NextHop, Relay, Route};
 pub use server::{Server, Stress, Timeouts, Tls};
+pub use warnings::Warning;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -81,29 +85,53 @@ impl Config {
     /// Reads and validates a config file. Relative paths in it are resolved
     /// against the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let raw = Self::load_raw(path)?;
+        Self::from_raw(raw, &base_of(path))
+    }
+
+    /// Reads a config file as written, without validating it.
+    pub fn load_raw(path: &Path) -> Result<RawConfig, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new("(file)", format!("{}: {e}", path.display())))?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Self::from_toml(&text, &base)
+        Self::parse_raw(&text)
     }
 
     /// Parses and validates TOML text; relative paths resolve against `base`.
     pub fn from_toml(text: &str, base: &Path) -> Result<Config, ConfigError> {
-        let de = toml::Deserializer::parse(text)
-            .map_err(|e| ConfigError::new("(syntax)", e.to_string().trim().to_string()))?;
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let msg = e.inner().message().to_string();
-            ConfigError::new(dotted_key(e.path()), msg)
-        })?;
+        Self::from_raw(Self::parse_raw(text)?, base)
+    }
+
+    /// Validates a configuration as written; relative paths resolve
+    /// against `base`.
+    pub fn from_raw(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         validate(raw, base)
     }
 
-    /// The built-in default: listen 127.0.0.1:2525, next hop
-    /// smtp://127.0.0.1:10025, spool under ./var, recipients from
-    /// deploy/recipients.example (paths relative to the working directory).
-    pub fn default_config() -> Result<Config, ConfigError> {
-        validate(RawConfig::default(), Path::new(""))
+    /// Parses TOML text into the file as written; errors name the dotted
+    /// key in the admin's words ("expected a whole number, got \"five\"").
+    pub fn parse_raw(text: &str) -> Result<RawConfig, ConfigError> {
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| ConfigError::new("(syntax)", e.to_string().trim().to_string()))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = dotted_key(e.path());
+            let problem = words::admin_words(&key, e.inner().message());
+            ConfigError::new(key, problem)
+        })
     }
+
+    /// The built-in default, for an installed system without a file:
+    /// listen 127.0.0.1:2525, next hop smtp://127.0.0.1:10025, spool in
+    /// /var/spool/sluice, recipients from /etc/sluice/recipients (relative
+    /// paths resolve against [`defaults::CONFIG_DIR`], as if the file were
+    /// /etc/sluice/sluice.toml).
+    pub fn default_config() -> Result<Config, ConfigError> {
+        validate(RawConfig::default(), Path::new(defaults::CONFIG_DIR))
+    }
+}
+
+/// The directory relative paths in the file at `path` resolve against.
+pub fn base_of(path: &Path) -> PathBuf {
+    path.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 pub(super) fn dur(key: &str, v: Option<String>, default: &str) -> Result<Duration, ConfigError> {
@@ -145,14 +173,14 @@ pub(super) fn resolve(base: &Path, p: &str) -> PathBuf {
 fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     let server = server::validate_server(raw.server)?;
     let relay = relay::validate_relay(raw.relay, base, &server.hostname)?;
-    let callahead_on = raw.callahead.enabled.unwrap_or(false);
+    let callahead_on = raw.callahead.enabled.unwrap_or(defaults::CALLAHEAD_ENABLED);
     let spool = output::validate_spool(raw.spool, base)?;
     let policy = policy::validate_policy(raw.policy)?;
     let firewall = firewall::validate_firewall(raw.firewall, base, &spool.dir, &policy.allowlist, &relay.next_hop)?;
     Ok(Config {
         timeouts: server::validate_timeouts(raw.timeouts)?,
         stress: server::validate_stress(raw.stress)?,
-        tls: server::validate_tls(raw.tls, base),
+        tls: server::validate_tls(raw.tls, base)?,
         recipients: recipients::validate_recipients(raw.recipients, base, callahead_on)?,
         log: output::validate_log(raw.log, base)?,
         metrics: output::validate_metrics(raw.metrics)?,

@@ -64,10 +64,10 @@ pub(super) fn validate_log(log: RawLog, base: &Path) -> Result<Log, ConfigError>
             format!("{level:?}: expected error, warn, info, debug or trace"),
         ));
     }
-    let json = match log.format.as_deref() {
-        None | Some("text") => false,
-        Some("json") => true,
-        Some(f) => {
+    let json = match log.format.as_deref().unwrap_or(defaults::LOG_FORMAT) {
+        "text" => false,
+        "json" => true,
+        f => {
             return Err(ConfigError::new(
                 "log.format",
                 format!("{f:?}: expected \"text\" or \"json\""),
@@ -75,24 +75,24 @@ pub(super) fn validate_log(log: RawLog, base: &Path) -> Result<Log, ConfigError>
         }
     };
 
-    let events = match log.events.as_deref() {
-        None | Some("log") => EventSink::Log,
-        Some("stdout") => EventSink::Stdout,
-        Some("") => {
+    let events = match log.events.as_deref().unwrap_or(defaults::LOG_EVENTS) {
+        "log" => EventSink::Log,
+        "stdout" => EventSink::Stdout,
+        "" => {
             return Err(ConfigError::new(
                 "log.events",
                 "empty: expected \"log\", \"stdout\" or a file path",
             ));
         }
-        Some(p) => EventSink::File(resolve(base, p)),
+        p => EventSink::File(resolve(base, p)),
     };
     Ok(Log { level, json, events })
 }
 
 pub(super) fn validate_metrics(raw: RawMetrics) -> Result<Option<Metrics>, ConfigError> {
-    let metrics = match raw.enabled {
-        Some(false) => None,
-        _ => {
+    let metrics = match raw.enabled.unwrap_or(defaults::METRICS_ENABLED) {
+        false => None,
+        true => {
             let listen = raw.listen.as_deref().unwrap_or(defaults::METRICS_LISTEN);
             Some(Metrics {
                 listen: listen.parse::<SocketAddr>().map_err(|_| {

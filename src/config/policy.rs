@@ -41,7 +41,7 @@ pub struct Limits {
 pub(super) fn validate_dns(raw: RawDns) -> Result<Dns, ConfigError> {
     let dns = Dns {
         resolver: match raw.resolver.as_deref() {
-            None => None,
+            None | Some("") => None,
             Some(r) => Some(r.parse::<SocketAddr>().map_err(|_| {
                 ConfigError::new(
                     "dns.resolver",

@@ -4,9 +4,11 @@
 //! mirrors this file. Unknown keys are refused (`deny_unknown_fields`).
 //! Turning this into the typed [`super::Config`] happens in `validate()`.
 
-use serde::Deserialize;
+use std::collections::BTreeMap;
 
-#[derive(Debug, Default, Deserialize)]
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
@@ -50,7 +52,7 @@ pub struct RawConfig {
     pub stress: RawStress,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStress {
     /// Stress mode on when the relay nears its limits. Default true.
@@ -71,7 +73,7 @@ pub struct RawStress {
 
 /// Content checks at the end of DATA: MIME decoding, banned attachments,
 /// and what to do when scanning fails or is slow.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawScan {
     /// MIME that can be read more than one way: "scan-all" (decode and scan
@@ -107,7 +109,7 @@ pub struct RawScan {
 }
 
 /// Virus scanning with clamd, at the end of DATA.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawClamd {
     /// "tcp://host:port" or "unix:/path"; tried in turn (load spread,
@@ -127,7 +129,7 @@ pub struct RawClamd {
 }
 
 /// Recipient call-ahead for domains marked `@domain VERIFY` in the table.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCallAhead {
     /// Without it, VERIFY recipients are accepted unverified. Default false.
@@ -149,7 +151,7 @@ pub struct RawCallAhead {
     pub max_per_second: Option<u32>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawGreylist {
     /// Greylist new (client /24 or /64, sender, recipient) triplets. Default false.
@@ -169,7 +171,7 @@ pub struct RawGreylist {
 
 /// Each: "off", "reject" (550 at HELO; 550 5.7.25 at RCPT for fcrdns) or a
 /// weight like "2" added to the client's score (see dnsbl.threshold).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHelo {
     /// HELO is a bare IP ("1.2.3.4", not "[1.2.3.4]"). Default "off".
@@ -182,7 +184,7 @@ pub struct RawHelo {
     pub fcrdns: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     /// Concurrent sessions per client IP (IPv6: per /64); beyond: 421 4.7.0. Default 0 (unlimited).
@@ -201,7 +203,7 @@ pub struct RawLimits {
     pub tarpit_delay: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDns {
     /// Resolver to ask, "IP:port" (e.g. "127.0.0.1:5353"). Default: the
@@ -229,7 +231,7 @@ pub struct RawDns {
     pub health_failing_ratio: Option<f64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDnsbl {
     /// Client-IP lists: "zone[=a.b.c.d][*weight]", e.g.
@@ -248,10 +250,10 @@ pub struct RawDnsbl {
     /// Reply text per zone; "$client" becomes the client IP. Hides the
     /// zone name from the client. Default: "Service unavailable; client
     /// [IP] blocked using ZONE".
-    pub replies: Option<std::collections::HashMap<String, String>>,
+    pub replies: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPolicy {
     /// Client networks (CIDR) that skip the reputation checks (DNSBL);
@@ -266,7 +268,7 @@ pub struct RawPolicy {
     pub reject_early_talkers: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     /// Addresses to listen on. Default `["127.0.0.1:2525"]`.
@@ -303,7 +305,7 @@ pub struct RawServer {
     pub check_memory: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTimeouts {
     /// Waiting for the next command inside a transaction, and the longest
@@ -328,16 +330,18 @@ pub struct RawTimeouts {
     pub shutdown_grace: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
-    /// PEM certificate chain. Re-read when it changes on disk.
-    pub cert: String,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: String,
+    /// PEM certificate chain. Re-read when it changes on disk. Required
+    /// when `[tls]` is present.
+    pub cert: Option<String>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1). Required when `[tls]` is
+    /// present.
+    pub key: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRelay {
     /// Where accepted mail goes: `smtp://host:port`, `lmtp://host:port` or
@@ -390,21 +394,22 @@ pub struct RawRelay {
     /// `{ next_hop = "...", tls = "...", tls_ca_file = "...", forward_client = "..." }`.
     /// `"*.example.org"` matches subdomains. Default: none (all to `next_hop`).
     #[serde(default)]
-    pub routes: std::collections::BTreeMap<String, RawRoute>,
+    pub routes: BTreeMap<String, RawRoute>,
 }
 
 /// One `[relay.routes]` entry: a next-hop URL, or a table.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum RawRoute {
     Url(String),
     Table(RawRouteTable),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRouteTable {
-    pub next_hop: String,
+    /// Required.
+    pub next_hop: Option<String>,
     /// Default: `relay.tls`.
     pub tls: Option<String>,
     /// Default: `relay.tls_ca_file`.
@@ -413,12 +418,13 @@ pub struct RawRouteTable {
     pub forward_client: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRecipients {
     /// Domains we accept mail for; others get 554 5.7.1. Default ["example.com"].
     pub domains: Option<Vec<String>>,
-    /// Recipient table (Postfix map text format). Default "deploy/recipients.example".
+    /// Recipient table (Postfix map text format). Default "recipients",
+    /// next to the configuration file (/etc/sluice/recipients).
     pub table: Option<String>,
     /// Address extension delimiter: with "+", user+tag@d matches user@d. Default "" (off).
     pub delimiter: Option<String>,
@@ -429,10 +435,10 @@ pub struct RawRecipients {
     pub postmaster: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSpool {
-    /// Spool directory. Default "./var/spool".
+    /// Spool directory. Default "/var/spool/sluice".
     pub dir: Option<String>,
     /// fsync before 250. Turning this off loses mail on power failure. Default true.
     pub fsync: Option<bool>,
@@ -445,7 +451,7 @@ pub struct RawSpool {
     pub min_free: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
     /// "error", "warn", "info", "debug" or "trace" (RUST_LOG overrides). Default "info".
@@ -460,7 +466,7 @@ pub struct RawLog {
 
 /// The metrics listener: `/metrics` (Prometheus), `/healthz`, `/readyz`,
 /// the status page `/` and `/api/status`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMetrics {
     /// Default true.
@@ -473,7 +479,7 @@ pub struct RawMetrics {
 
 /// Spam scoring: rules, the statistical classifier, SPF/DKIM/DMARC, and
 /// what to do at which score.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSpam {
     /// Score messages at all. Default true.
@@ -503,10 +509,10 @@ pub struct RawSpam {
     /// Put in front of the Subject of tagged mail, e.g. `"[SPAM]"`. Default none.
     pub subject_prefix: Option<String>,
     /// Per recipient domain: the same threshold keys; unset ones inherit.
-    pub domains: Option<std::collections::BTreeMap<String, RawSpamDomain>>,
+    pub domains: Option<BTreeMap<String, RawSpamDomain>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSpamDomain {
     pub tag: Option<RawThreshold>,
@@ -517,7 +523,7 @@ pub struct RawSpamDomain {
 }
 
 /// A score, or a word ("off").
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum RawThreshold {
     Score(f64),
@@ -525,7 +531,7 @@ pub enum RawThreshold {
 }
 
 /// The adaptive firewall: offences in sluice's own events become bans.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFirewall {
     /// Ban at all. Default true (the listener refuses banned clients).
@@ -561,10 +567,10 @@ pub struct RawFirewall {
     pub aggregate: Option<u32>,
     /// Per offence (unknown_user, dnsbl, virus, spam, pregreet, protocol,
     /// rate_limit): `{ count = N, window = "5m", ban = "1h" }`.
-    pub rules: Option<std::collections::BTreeMap<String, RawBanRule>>,
+    pub rules: Option<BTreeMap<String, RawBanRule>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBanRule {
     /// Offences within `window` that earn a ban. Default: the offence's own.

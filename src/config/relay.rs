@@ -324,7 +324,15 @@ fn parse_routes(raw: BTreeMap<String, RawRoute>, base: &Path, default: &Hop) -> 
                 ..default.clone()
             },
             RawRoute::Table(t) => Hop {
-                next_hop: parse_next_hop(&format!("{key}.next_hop"), &t.next_hop, base)?,
+                next_hop: match t.next_hop.as_deref() {
+                    Some(url) => parse_next_hop(&format!("{key}.next_hop"), url, base)?,
+                    None => {
+                        return Err(ConfigError::new(
+                            format!("{key}.next_hop"),
+                            "missing: a route needs a next hop, e.g. \"smtp://10.0.0.1:25\"",
+                        ));
+                    }
+                },
                 tls: match t.tls.as_deref() {
                     Some(v) => parse_tls(&format!("{key}.tls"), v)?,
                     None => default.tls,

@@ -61,7 +61,7 @@ impl Default for ScanConfig {
             latency_budget: Duration::from_secs(20),
             retry: Duration::from_secs(60),
             max_held: 100_000,
-            quarantine_dir: PathBuf::from("./var/spool/quarantine"),
+            quarantine_dir: Path::new(defaults::SPOOL_DIR).join("quarantine"),
         }
     }
 }
@@ -121,8 +121,12 @@ pub(super) fn validate_scan(raw: RawScan, base: &Path, spool_dir: &Path) -> Resu
             format!("{other:?}: expected \"scan-all\" or \"reject\""),
         )),
     };
-    let ambiguous = mode("scan.ambiguous_mime", raw.ambiguous_mime, "scan-all")?;
-    let unknown_encoding = mode("scan.unknown_encoding", raw.unknown_encoding, "reject")?;
+    let ambiguous = mode("scan.ambiguous_mime", raw.ambiguous_mime, defaults::SCAN_AMBIGUOUS_MIME)?;
+    let unknown_encoding = mode(
+        "scan.unknown_encoding",
+        raw.unknown_encoding,
+        defaults::SCAN_UNKNOWN_ENCODING,
+    )?;
     let on_failure = match raw.on_failure.as_deref().unwrap_or(defaults::SCAN_ON_FAILURE) {
         "tempfail" => OnFailure::Tempfail,
         "hold" => OnFailure::Hold,

@@ -52,7 +52,7 @@ pub struct Stress {
 
 pub(super) fn validate_stress(s: RawStress) -> Result<Stress, ConfigError> {
     let stress = Stress {
-        enabled: s.enabled.unwrap_or(true),
+        enabled: s.enabled.unwrap_or(defaults::STRESS_ENABLED),
         sessions_ratio: s.sessions_ratio.unwrap_or(defaults::STRESS_SESSIONS_RATIO),
         timeout: dur("stress.timeout", s.timeout, defaults::STRESS_TIMEOUT)?,
         max_errors: s.max_errors.unwrap_or(defaults::STRESS_MAX_ERRORS),
@@ -90,7 +90,7 @@ pub struct Tls {
     pub key: PathBuf,
 }
 
-fn system_hostname() -> String {
+pub(super) fn system_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|s| s.trim().to_string())
@@ -204,9 +204,17 @@ pub(super) fn validate_timeouts(t: RawTimeouts) -> Result<Timeouts, ConfigError>
     Ok(timeouts)
 }
 
-pub(super) fn validate_tls(raw: Option<RawTls>, base: &Path) -> Option<Tls> {
-    raw.map(|t| Tls {
-        cert: resolve(base, &t.cert),
-        key: resolve(base, &t.key),
-    })
+pub(super) fn validate_tls(raw: Option<RawTls>, base: &Path) -> Result<Option<Tls>, ConfigError> {
+    let Some(t) = raw else { return Ok(None) };
+    let file = |key: &str, v: Option<String>| match v {
+        Some(p) if !p.is_empty() => Ok(resolve(base, &p)),
+        _ => Err(ConfigError::new(
+            key,
+            "missing: [tls] needs both cert and key (leave out the whole [tls] table for no STARTTLS)",
+        )),
+    };
+    Ok(Some(Tls {
+        cert: file("tls.cert", t.cert)?,
+        key: file("tls.key", t.key)?,
+    }))
 }

@@ -99,7 +99,7 @@ impl Default for SpamConfig {
 }
 
 pub(super) fn validate_spam(raw: RawSpam, base: &Path) -> Result<Option<SpamConfig>, ConfigError> {
-    if raw.enabled == Some(false) {
+    if !raw.enabled.unwrap_or(defaults::SPAM_ENABLED) {
         return Ok(None);
     }
     let d = SpamConfig::default();
@@ -115,9 +115,13 @@ pub(super) fn validate_spam(raw: RawSpam, base: &Path) -> Result<Option<SpamConf
             None => Ok(inherited),
             Some(RawThreshold::Score(x)) if x.is_finite() => Ok(Some(x)),
             Some(RawThreshold::Word(w)) if w == "off" => Ok(None),
-            Some(other) => Err(ConfigError::new(
+            Some(RawThreshold::Word(w)) => Err(ConfigError::new(
                 format!("{key}{name}"),
-                format!("{other:?}: expected a score such as 5.0, or \"off\""),
+                format!("expected a score such as 5.0, or \"off\"; got {w:?}"),
+            )),
+            Some(RawThreshold::Score(x)) => Err(ConfigError::new(
+                format!("{key}{name}"),
+                format!("expected a score such as 5.0, or \"off\"; got {x}"),
             )),
         };
         Ok(Thresholds {

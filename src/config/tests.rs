@@ -1,9 +1,16 @@
 use super::*;
 
 /// The error of `toml`: from validation, or else from loading the files
-/// it names (`app::preflight`, as `serve` and `check-config` do).
+/// it names (`app::preflight`, as `serve` and `check-config` do). The
+/// recipient table (loaded first) is the example one unless `toml` names
+/// one.
 fn err(toml: &str) -> ConfigError {
-    match Config::from_toml(toml, Path::new(env!("CARGO_MANIFEST_DIR"))) {
+    let toml = if toml.contains("[recipients]") {
+        toml.to_string()
+    } else {
+        format!("{toml}\n[recipients]\ntable = \"deploy/recipients.example\"\n")
+    };
+    match Config::from_toml(&toml, Path::new(env!("CARGO_MANIFEST_DIR"))) {
         Err(e) => e,
         Ok(c) => match crate::app::preflight(&c) {
             Err(e) => e,
@@ -75,6 +82,12 @@ fn errors_name_the_dotted_key() {
             "relay.routes.\"example.org\".tls",
         ),
         ("[nonsense]\nx = 1", "nonsense"),
+        // Tables whose keys are all optional to serde name what they miss.
+        (
+            "[relay.routes.\"example.org\"]\ntls = \"required\"",
+            "relay.routes.\"example.org\".next_hop",
+        ),
+        ("[tls]\nkey = \"key.pem\"", "tls.cert"),
     ];
     for (toml, key) in cases {
         let e = err(toml);
