@@ -78,6 +78,8 @@
 //!   subsystem (delivery, pipeline, front end, firewall and status) and the
 //!   shutdown order.
 //! - [`scan_cli`]: `sluice scan`, the content pipeline on files.
+//! - [`trace`]: `sluice trace`, every decision about one message, client
+//!   or address, read back from the event log.
 //! - `src/cli/` (binary only): the bodies of `sluice learn`, `bans`,
 //!   `quarantine` and `check`; `main.rs` parses and dispatches.
 //!
@@ -137,3 +139,4 @@ pub mod state;
 pub mod status;
 pub mod swap;
 pub mod tls;
+pub mod trace;

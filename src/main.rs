@@ -201,6 +201,33 @@ enum Cmd {
         #[command(subcommand)]
         action: QueueCmd,
     },
+    /// Every decision about a message, a client or an address, in order.
+    ///
+    /// QUERY is sluice's queue id, a Message-ID (<...>), a client IP or an
+    /// email address. Read from the event log (log.events, and its rotated
+    /// .1 file): the connection and its refusals, HELO, MAIL, RCPT (and
+    /// earlier refused tries of the same client and sender, such as
+    /// greylisting), the scan and spam verdicts with the rules, the
+    /// quarantine, each delivery attempt with the next hop's reply, DSNs,
+    /// bans. Then what is live: the message in the queue, the client's ban.
+    /// Exit 1 when nothing is found.
+    #[command(
+        after_help = "Examples:\n  sluice trace 6620246496C3E3EB\n  sluice trace '<20261207.abc@example.org>'\n  sluice trace 192.0.2.7 --since 2h\n  sluice trace user@example.com --json"
+    )]
+    Trace {
+        /// Queue id, <Message-ID>, client IP or email address.
+        query: String,
+        /// Only events since: a duration back from now ("2h", "3d") or a
+        /// time ("2026-12-07T10:00:00Z").
+        #[arg(long)]
+        since: Option<String>,
+        /// One JSON object per line (the events as logged).
+        #[arg(long)]
+        json: bool,
+        /// The event log to read (default: log.events).
+        #[arg(long)]
+        log: Option<PathBuf>,
+    },
     /// Messages refused after acceptance (virus found by a deferred scan)
     /// and spam the policy quarantines.
     #[command(after_help = "Examples:\n  sluice quarantine list\n  sluice quarantine release 6620246496C3E3EB")]
@@ -311,6 +338,20 @@ fn main() -> ExitCode {
             &timeout,
         ),
         Cmd::Bans { action } => with_config(config.as_ref(), |c| async move { cli::bans::bans(&c, action).await }),
+        Cmd::Trace {
+            query,
+            since,
+            json,
+            log,
+        } => with_config(config.as_ref(), |c| async move {
+            let opts = cli::trace::TraceOpts {
+                query,
+                since,
+                json,
+                log,
+            };
+            cli::trace::trace(&c, opts).await
+        }),
         Cmd::Queue { action } => with_config(config.as_ref(), |c| async move { cli::queue::queue(&c, action).await }),
         Cmd::Quarantine { action } => with_config(config.as_ref(), |c| async move {
             cli::quarantine::quarantine(&c, action)

@@ -195,7 +195,7 @@ fn flood_is_banned_in_the_kernel(kernel: &Kernel) {
             "[server]\nlisten = [\"10.211.0.1:2525\"]\nhostname = \"mx.test.example\"\n\
          [relay]\nnext_hop = \"smtp://127.0.0.1:1\"\n\
          [recipients]\ndomains = [\"example.com\"]\ntable = \"recipients\"\n\
-         [spool]\ndir = \"spool\"\n[spam]\nenabled = false\n\
+         [spool]\ndir = \"spool\"\n[spam]\nenabled = false\n[log]\nevents = \"events.jsonl\"\n\
          [firewall]\nexporter = \"{exporter}\"\nflush_interval = \"100ms\"\nallowlist = [\"10.211.0.3\"]\n\
          [firewall.rules.unknown_user]\ncount = 3\nwindow = \"1m\"\nban = \"4s\"\n"
         ),
@@ -276,6 +276,24 @@ fn flood_is_banned_in_the_kernel(kernel: &Kernel) {
     let (ok, out) = bans(&["explain", "10.211.0.2"]);
     assert!(ok && out.contains("rule: 3 unknown_user within 60s -> 4s"), "{out}");
     assert_eq!(out.matches("offence at ").count(), 3, "{out}");
+    // `sluice trace IP`: the refusals that led to the ban, the ban, and
+    // (asked of the daemon) the ban in force now.
+    let trace = || {
+        let cfg = cfg.to_str().unwrap();
+        crate::util::sluice_cli(["trace", "--config", cfg, "10.211.0.2"])
+    };
+    let (code, out) = trace();
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.contains("RCPT TO <nobody") && l.contains("refused: 550 5.1.1"))
+            .count(),
+        4,
+        "four unknown recipients: {out}"
+    );
+    assert!(out.contains("ban 10.211.0.2/32 for unknown_user"), "{out}");
+    assert!(out.contains("now  10.211.0.2 is banned"), "{out}");
+    assert!(!out.contains("10.211.0.3"), "only that client: {out}");
     let (ok, out) = bans(&["add", "10.211.0.3"]);
     assert!(!ok && out.contains("allowlisted"), "{out}");
     let (ok, out) = bans(&["explain", "10.211.0.3"]);

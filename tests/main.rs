@@ -20,3 +20,4 @@ mod scan; // virus scanning against a real clamd
 mod spam; // the statistical classifier on the SpamAssassin sample; sluice learn
 mod spamfilter; // spam actions in the session, per-domain thresholds, rule reload
 mod tls; // STARTTLS
+mod trace; // sluice trace against the running binary: greylisted, accepted, scored, delivered; still queued

@@ -8,3 +8,4 @@ pub(crate) mod config;
 pub(crate) mod learn;
 pub(crate) mod quarantine;
 pub(crate) mod queue;
+pub(crate) mod trace;

@@ -276,6 +276,9 @@ pub enum Event {
         rcpts: usize,
         /// How its virus scan is done.
         scan: ScanMode,
+        /// Its Message-ID field (`sluice trace` finds it by this too).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message_id: Option<String>,
     },
     /// One delivery attempt to the next hop finished.
     DeliveryAttempt {

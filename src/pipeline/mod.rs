@@ -16,7 +16,7 @@ use std::sync::Arc;
 use crate::delivery::queue::QueueHandle;
 use crate::events::{Cause, Event, EventBus, Reason, Refusal, ScanMode};
 use crate::mail::envelope::Envelope;
-use crate::proto::{BodyProblem, Reply, scan_headers};
+use crate::proto::{BodyProblem, HeaderInfo, Reply, scan_headers};
 use crate::quarantine::Quarantine;
 use crate::scan::deferred::DeferredHandle;
 use crate::scan::{ContentFilter, Fed, Inspected, OnFailure, ScanStream, Verdict};
@@ -83,6 +83,8 @@ pub enum Outcome {
         scan: ScanMode,
         size: usize,
         rcpts: usize,
+        /// Its Message-ID field, if it has one.
+        message_id: Option<String>,
     },
     Refused(Refusal),
 }
@@ -181,9 +183,10 @@ impl Pipeline {
 
     /// Decides about `msg`, and stores it when it is accepted.
     pub async fn check(&self, mut msg: Received) -> Outcome {
-        if let Some(r) = self.form(&msg) {
-            return Outcome::Refused(r);
-        }
+        let message_id = match self.form(&msg) {
+            Ok(info) => info.message_id,
+            Err(r) => return Outcome::Refused(r),
+        };
         let scan = match self.content_step(&mut msg).await {
             Ok(mode) => mode,
             Err(r) => return Outcome::Refused(r),
@@ -204,27 +207,32 @@ impl Pipeline {
             self.store(msg, scan).await
         };
         match stored {
-            Ok(()) => Outcome::Accepted { scan, size, rcpts },
+            Ok(()) => Outcome::Accepted {
+                scan,
+                size,
+                rcpts,
+                message_id,
+            },
             Err(r) => Outcome::Refused(r),
         }
     }
 
     /// Steps 1 and 2: what the receiver found, the header section's size
     /// and the Received count (a loop).
-    fn form(&self, msg: &Received) -> Option<Refusal> {
+    fn form(&self, msg: &Received) -> Result<HeaderInfo, Refusal> {
         if let Some(p) = msg.problem {
-            return Some(body_problem(p));
+            return Err(body_problem(p));
         }
         let info = scan_headers(&msg.body[msg.trace_len..], self.limits.max_header_size);
         if info.size > self.limits.max_header_size {
             let evidence = format!("header section of {} octets or more", info.size);
-            return Some(Refusal::new(Reply::HEADER_TOO_LARGE, Reason::HeaderTooLarge, evidence));
+            return Err(Refusal::new(Reply::HEADER_TOO_LARGE, Reason::HeaderTooLarge, evidence));
         }
         if info.received >= self.limits.max_received_headers {
             let evidence = format!("{} Received headers", info.received);
-            return Some(Refusal::new(Reply::TOO_MANY_HOPS, Reason::MailLoop, evidence));
+            return Err(Refusal::new(Reply::TOO_MANY_HOPS, Reason::MailLoop, evidence));
         }
-        None
+        Ok(info)
     }
 
     /// Step 3: the content checks. A virus or banned part is refused here,

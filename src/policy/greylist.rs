@@ -194,9 +194,9 @@ impl Check for GreylistCheck {
                     Reply::greylisted(secs),
                     super::Reason::Greylist,
                     format!(
-                        "new triplet ({}, {:?}, {rcpt}); retry in {secs}s",
+                        "new triplet ({}, <{}>, {rcpt}); retry in {secs}s",
                         client_net(ctx.ip),
-                        from.map(|s| s.to_string())
+                        from.map(|s| s.to_string()).unwrap_or_default()
                     ),
                 )),
             },

@@ -333,13 +333,16 @@ impl BdatReceiver {
 }
 
 /// Facts about the header section of a complete body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HeaderInfo {
     /// Octets of the header section (up to and including the empty line,
     /// or the whole body if there is none).
     pub size: usize,
     /// Number of `Received:` fields (mail-loop detection).
     pub received: usize,
+    /// The first `Message-ID:` field's value, trimmed (at most 256
+    /// octets; lossy UTF-8), for the events and `sluice trace`.
+    pub message_id: Option<String>,
 }
 
 /// Scans the header section of a CRLF body. Stops at `max_scan` octets.
@@ -356,6 +359,22 @@ pub fn scan_headers(body: &[u8], max_scan: usize) -> HeaderInfo {
         }
         if line.len() >= 9 && line[..9].eq_ignore_ascii_case(b"received:") {
             info.received += 1;
+        }
+        if info.message_id.is_none() && line.len() >= 11 && line[..11].eq_ignore_ascii_case(b"message-id:") {
+            // The value, or (folded) the next line's.
+            let mut value = &line[11..];
+            if value.trim_ascii().is_empty() {
+                let next_end = memchr(b'\n', &body[line_end..]).map_or(body.len(), |i| line_end + i + 1);
+                let next = &body[line_end..next_end];
+                if next.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+                    value = next;
+                }
+            }
+            let value = value.trim_ascii();
+            if !value.is_empty() {
+                let value = &value[..value.len().min(256)];
+                info.message_id = Some(String::from_utf8_lossy(value).into_owned());
+            }
         }
         pos = line_end;
     }

@@ -312,7 +312,12 @@ impl Session {
             dns_deadline: self.ctx.dns_deadline(),
         };
         match self.shared.pipeline.process(received).await {
-            Outcome::Accepted { scan, size, rcpts } => {
+            Outcome::Accepted {
+                scan,
+                size,
+                rcpts,
+                message_id,
+            } => {
                 self.messages += 1;
                 self.shared.events.emit(Event::MessageAccepted {
                     session: self.id,
@@ -322,6 +327,7 @@ impl Session {
                     size,
                     rcpts,
                     scan,
+                    message_id,
                 });
                 Reply::queued(&id)
             }

@@ -222,3 +222,21 @@ fn test_body() -> Vec<u8> {
     m.extend_from_slice(b".\r\n");
     m
 }
+
+#[test]
+fn header_scan_finds_the_message_id_even_folded() {
+    let body = b"Received: x\r\nMESSAGE-ID:  <a1@example.com> \r\nSubject: s\r\n\r\nMessage-ID: <body@x>\r\n";
+    assert_eq!(
+        scan_headers(body, 1 << 16).message_id.as_deref(),
+        Some("<a1@example.com>")
+    );
+    let folded = b"Message-Id:\r\n <b2@example.com>\r\n\r\n";
+    assert_eq!(
+        scan_headers(folded, 1 << 16).message_id.as_deref(),
+        Some("<b2@example.com>")
+    );
+    assert_eq!(
+        scan_headers(b"Subject: s\r\n\r\nMessage-ID: <no>\r\n", 1 << 16).message_id,
+        None
+    );
+}
