@@ -124,7 +124,7 @@ enum Cmd {
         #[arg(long, default_value = "10s")]
         timeout: String,
     },
-    /// The running daemon's queue: list, flush, hold, release, delete
+    /// The running daemon's queue: list, show, flush, hold, release, delete, bounce
     /// (as postqueue/postsuper).
     Queue {
         #[command(subcommand)]

@@ -36,6 +36,10 @@ const LARGE_BODY: usize = 1 << 20;
 /// this often.
 const FLUSH_ON_SUCCESS_EVERY: Duration = Duration::from_secs(5);
 
+/// The diagnostic of a DSN for mail the admin returned (`sluice queue
+/// bounce`).
+const RETURNED: &str = "5.0.0 returned by the administrator";
+
 /// Messages ready for an attempt, in order, and the body octets they hold.
 #[derive(Default)]
 struct Ready {
@@ -284,7 +288,7 @@ struct QueueShared {
 impl QueueShared {
     /// An admin's command (`sluice queue`).
     fn command(
-        &self,
+        self: &Arc<Self>,
         cmd: Command,
         ready: &mut Ready,
         waiting: &mut Waiting,
@@ -348,7 +352,75 @@ impl QueueShared {
                 });
                 let _ = tx.send(shown);
             }
+            Command::Bounce(id, tx) => {
+                let Some(job) = take(ready, waiting, &id) else {
+                    let _ = tx.send(None);
+                    return;
+                };
+                // Reading the body and storing the DSN wait for the disk:
+                // not in the queue's loop.
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(Some(this.return_to_sender(job).await));
+                });
+            }
         }
+    }
+
+    /// `sluice queue bounce`: a failure DSN for every recipient still to
+    /// deliver, to the sender, then the message is done. The null sender
+    /// gets none (the message is just deleted). When the DSN cannot be
+    /// stored, the message goes back to the queue.
+    async fn return_to_sender(&self, job: Job) -> Result<control::Bounced, String> {
+        let env = job.stored.envelope.clone();
+        let failures: Vec<(usize, String, String)> = (0..env.rcpts.len())
+            .filter(|&i| !job.stored.done[i])
+            .map(|i| (i, "5.0.0".to_string(), RETURNED.to_string()))
+            .collect();
+        let built = match (&env.mail_from, failures.first()) {
+            (Some(_), Some((first, ..))) => {
+                let Some(original) = self.body(&job.stored).await else {
+                    self.handle.enqueue(job.stored);
+                    return Err(format!("cannot read {} from the spool; left in the queue", env.id));
+                };
+                let fs = dsn_failures(&env, &failures, None);
+                dsn::build(
+                    &env,
+                    &fs,
+                    &original,
+                    &self.hostname,
+                    format!("{}B{first}", env.id),
+                    now_secs(),
+                )
+            }
+            _ => None,
+        };
+        let outcome = match built {
+            Some((denv, msg)) => {
+                let to = denv.rcpts[0].addr.to_string();
+                let dsn = denv.id.clone();
+                match self.spool.store(denv, msg).await {
+                    Ok(s) => {
+                        self.events.emit(Event::BounceQueued {
+                            id: env.id.clone(),
+                            to: to.clone(),
+                            rcpts: failures.len(),
+                        });
+                        self.handle.enqueue(s);
+                        control::Bounced::Returned { to, dsn }
+                    }
+                    Err(e) => {
+                        self.handle.enqueue(job.stored);
+                        return Err(format!("cannot queue the DSN for {}: {e}; left in the queue", env.id));
+                    }
+                }
+            }
+            None if env.mail_from.is_none() => control::Bounced::NullSender,
+            None => control::Bounced::NotRequested,
+        };
+        self.spool.mark_done(job.stored.sref);
+        self.admin("bounce", env.id.clone(), 1);
+        Ok(outcome)
     }
 
     /// An admin's command that changed something: an event (the log and

@@ -1,6 +1,7 @@
 //! `sluice queue`: what the running queue holds, and the admin's commands,
 //! as Postfix's `postqueue -p`/`-f` and `postsuper -h`/`-H`/`-d`: list,
-//! flush (retry now), hold, release, delete. Served on a unix socket,
+//! flush (retry now), hold, release, delete, and bounce (return to the
+//! sender with a DSN, as `postsuper -d` after a bounce). Served on a unix socket,
 //! `<spool.dir>/queue.sock` (the wire is [`crate::control`]).
 
 use std::cmp::Reverse;
@@ -83,6 +84,22 @@ pub enum Command {
     Delete(String, oneshot::Sender<bool>),
     /// The entry and the message as spooled.
     Show(String, oneshot::Sender<Option<(Entry, Vec<u8>)>>),
+    /// Returned to the sender with a DSN, then removed; `None`: no such
+    /// message waiting.
+    Bounce(String, oneshot::Sender<Option<Result<Bounced, String>>>),
+}
+
+/// What `sluice queue bounce` did with the message (it is gone from the
+/// queue in every case).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bounced {
+    /// A failure DSN to `to`, queued as `dsn`.
+    Returned { to: String, dsn: String },
+    /// The null sender (a DSN itself): deleted, since no DSN goes to <>.
+    NullSender,
+    /// Every recipient asked for no failure notice (NOTIFY): deleted.
+    NotRequested,
 }
 
 /// Messages waiting for a later attempt, and the held ones.
@@ -192,6 +209,7 @@ pub enum Request {
     Release { id: String },
     Delete { id: String },
     Show { id: String },
+    Bounce { id: String },
 }
 
 /// The answer.
@@ -206,6 +224,8 @@ pub enum Response {
         entry: Entry,
         message: String,
     },
+    /// `bounce`: what became of the message.
+    Bounced(Bounced),
     Error(String),
 }
 
@@ -257,6 +277,16 @@ impl QueueHandle {
                         entry,
                         message: String::from_utf8_lossy(&body).into_owned(),
                     },
+                    Ok(None) => flag(Some(false)),
+                    Err(_) => flag(None),
+                }
+            }
+            Request::Bounce { id } => {
+                let (tx, rx) = oneshot::channel();
+                let _ = self.cmd.send(Command::Bounce(id, tx));
+                match rx.await {
+                    Ok(Some(Ok(b))) => Response::Bounced(b),
+                    Ok(Some(Err(e))) => Response::Error(e),
                     Ok(None) => flag(Some(false)),
                     Err(_) => flag(None),
                 }

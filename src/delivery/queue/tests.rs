@@ -603,3 +603,90 @@ async fn run_delivers_the_dsn_it_queues_for_a_permanent_failure() {
     );
     q.stop().await;
 }
+
+// === sluice queue bounce ===
+
+/// A next hop that defers every message but the DSNs (from <>), which it
+/// takes.
+fn defers_all_but_dsns() -> (Arc<FakeHop>, mpsc::UnboundedReceiver<Attempt>) {
+    FakeHop::new(|env, _, _| {
+        if env.mail_from.is_some() {
+            deferred()
+        } else {
+            delivered()
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn bounce_returns_deferred_mail_to_its_sender_with_a_5_0_0_dsn_then_removes_it() {
+    let (hop, mut seen) = defers_all_but_dsns();
+    let mut q = LiveQueue::start(relay_cfg(Duration::from_secs(3600), Duration::from_secs(3600)), hop);
+    let off = q
+        .enqueue(envelope(
+            "B1",
+            Some("sender@client.example"),
+            &["user@example.com", "other@example.com"],
+            now_secs(),
+        ))
+        .await;
+    // Tried once and deferred for an hour.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(attempts(&mut seen).len(), 1);
+
+    // sluice queue bounce B1
+    let resp = q.handle.ask(control::Request::Bounce { id: "B1".into() }).await;
+    let control::Response::Bounced(b) = resp else {
+        panic!("{resp:?}")
+    };
+    assert_eq!(
+        b,
+        control::Bounced::Returned {
+            to: "sender@client.example".into(),
+            dsn: "B1B0".into()
+        }
+    );
+    assert_eq!(q.until_done(off).await, [Mark::Done(off)]);
+    // The DSN is delivered at once, from <> to the sender, naming both
+    // recipients as returned by the administrator.
+    let dsn_off = off + 1;
+    assert_eq!(q.until_done(dsn_off).await, [Mark::Done(dsn_off)]);
+    let tries = attempts(&mut seen);
+    assert_eq!(tries.len(), 1, "the original is never tried again: {tries:?}");
+    assert_eq!(
+        (tries[0].id.as_str(), &tries[0].from, &tries[0].rcpts),
+        ("B1B0", &None, &vec!["sender@client.example".to_string()])
+    );
+    let (denv, text) = dsns(&q.spool).pop().expect("a DSN");
+    assert_eq!(denv.generated, Some(Generated::Dsn));
+    assert!(text.contains("Final-Recipient: rfc822; user@example.com"), "{text}");
+    assert!(text.contains("Final-Recipient: rfc822; other@example.com"), "{text}");
+    assert!(text.contains("Status: 5.0.0"), "{text}");
+    assert!(
+        text.contains("Diagnostic-Code: smtp; 5.0.0 returned by the administrator"),
+        "{text}"
+    );
+    // Gone from the queue: a second bounce finds nothing.
+    let again = q.handle.ask(control::Request::Bounce { id: "B1".into() }).await;
+    assert!(matches!(again, control::Response::Error(_)), "{again:?}");
+    q.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn bounce_of_null_sender_mail_deletes_it_without_a_dsn() {
+    // Everything is deferred, DSNs included.
+    let (hop, mut seen) = FakeHop::new(|_, _, _| deferred());
+    let mut q = LiveQueue::start(relay_cfg(Duration::from_secs(3600), Duration::from_secs(3600)), hop);
+    let off = q.enqueue(envelope("B2", None, &["user@example.com"], now_secs())).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let resp = q.handle.ask(control::Request::Bounce { id: "B2".into() }).await;
+    assert!(
+        matches!(resp, control::Response::Bounced(control::Bounced::NullSender)),
+        "{resp:?}"
+    );
+    assert_eq!(q.until_done(off).await, [Mark::Done(off)]);
+    assert!(dsns(&q.spool).is_empty(), "no DSN to <>");
+    assert_eq!(q.spool.stored().len(), 1, "nothing else stored");
+    assert_eq!(attempts(&mut seen).len(), 1);
+    q.stop().await;
+}
