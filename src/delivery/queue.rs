@@ -33,7 +33,8 @@ const READY_BODY_BYTES: usize = 16 << 20;
 const LARGE_BODY: usize = 1 << 20;
 
 /// After a successful delivery, deferred mail is retried at once, at most
-/// this often.
+/// this often. (A next hop reached again after it was down, by a delivery
+/// or a health probe such as `/readyz`, releases it at once too.)
 const FLUSH_ON_SUCCESS_EVERY: Duration = Duration::from_secs(5);
 
 /// The diagnostic of a DSN for mail the admin returned (`sluice queue
@@ -199,6 +200,7 @@ impl Queue {
             std::collections::HashMap::new();
         let mut inflight: JoinSet<(Job, Vec<(usize, RcptStatus)>)> = JoinSet::new();
         let mut last_flush = Instant::now();
+        let recovered = self.transport.recovered();
         loop {
             while inflight.len() < self.cfg.concurrency {
                 let Some(job) = ready.pop_front() else { break };
@@ -237,6 +239,14 @@ impl Queue {
                 Some(cmd) = self.cmd_rx.recv() => {
                     this.command(cmd, &mut ready, &mut waiting, &active);
                 }
+                // A next hop that was down is reached again (a delivery
+                // or a health probe got through): what waits goes now.
+                _ = recovered_signal(&recovered) => {
+                    last_flush = Instant::now();
+                    for job in waiting.flush(None) {
+                        ready.push_back(job);
+                    }
+                }
                 _ = sleep_until(next_due), if next_due.is_some() => {
                     for job in waiting.take_due(Instant::now()) {
                         ready.push_back(job);
@@ -265,6 +275,13 @@ impl Queue {
                 let _ = this.settle(job, results).await;
             }
         }
+    }
+}
+
+async fn recovered_signal(n: &Option<Arc<tokio::sync::Notify>>) {
+    match n {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -27,6 +27,8 @@ pub struct Router {
     /// Our domains (`recipients.domains`), lowercase.
     local: Vec<String>,
     outside: Outside,
+    /// Told by every next hop here when it is reached again.
+    recovered: Arc<tokio::sync::Notify>,
 }
 
 /// The index of the transport a domain goes to.
@@ -46,23 +48,28 @@ impl Router {
         resolver: Arc<dyn Resolver>,
         metrics: &crate::metrics::Metrics,
     ) -> Router {
+        let recovered = Arc::new(tokio::sync::Notify::new());
         let default = Arc::new(
             NextHopTransport::new(cfg.clone())
                 .with_up_gauge(metrics.next_hop_up.clone())
-                .with_route_metrics(metrics, "default"),
+                .with_route_metrics(metrics, "default")
+                .with_recovered(recovered.clone()),
         );
         let routes = cfg
             .routes
             .iter()
             .map(|r| {
                 let t = NextHopTransport::for_hop(cfg.clone(), r.hop.clone())
-                    .with_route_metrics(metrics, &r.domains.to_string());
+                    .with_route_metrics(metrics, &r.domains.to_string())
+                    .with_recovered(recovered.clone());
                 (r.domains.clone(), Arc::new(t))
             })
             .collect();
         let outside = match &cfg.bounce_next_hop {
             Some(hop) => Outside::Relay(Arc::new(
-                NextHopTransport::for_hop(cfg.clone(), hop.clone()).with_route_metrics(metrics, "bounce"),
+                NextHopTransport::for_hop(cfg.clone(), hop.clone())
+                    .with_route_metrics(metrics, "bounce")
+                    .with_recovered(recovered.clone()),
             )),
             None => Outside::Mx(Box::new(MxTransport {
                 cfg: cfg.clone(),
@@ -75,6 +82,7 @@ impl Router {
             default,
             local: local.to_vec(),
             outside,
+            recovered,
         }
     }
 
@@ -147,6 +155,11 @@ impl Transport for Router {
     /// The default next hop's.
     fn health(&self, within: std::time::Duration) -> super::HealthFuture<'_> {
         self.default.health(within)
+    }
+
+    /// Any of its next hops (not MX hosts: those are many and come and go).
+    fn recovered(&self) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.recovered.clone())
     }
 
     fn retry_now(&self) {

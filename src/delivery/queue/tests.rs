@@ -147,6 +147,8 @@ struct FakeHop {
     answer: Answer,
     tries: Mutex<HashMap<String, u32>>,
     attempts: mpsc::UnboundedSender<Attempt>,
+    /// What a real transport tells when its next hop is reached again.
+    recovered: Arc<tokio::sync::Notify>,
 }
 
 impl FakeHop {
@@ -159,6 +161,7 @@ impl FakeHop {
                 answer: Box::new(answer),
                 tries: Mutex::new(HashMap::new()),
                 attempts,
+                recovered: Arc::default(),
             }),
             rx,
         )
@@ -183,6 +186,10 @@ impl Transport for FakeHop {
             rcpts,
         });
         Box::pin(std::future::ready(statuses))
+    }
+
+    fn recovered(&self) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.recovered.clone())
     }
 }
 
@@ -688,5 +695,38 @@ async fn bounce_of_null_sender_mail_deletes_it_without_a_dsn() {
     assert!(dsns(&q.spool).is_empty(), "no DSN to <>");
     assert_eq!(q.spool.stored().len(), 1, "nothing else stored");
     assert_eq!(attempts(&mut seen).len(), 1);
+    q.stop().await;
+}
+
+// === a next hop seen healthy again ===
+
+#[tokio::test(start_paused = true)]
+async fn deferred_mail_is_retried_at_once_when_the_next_hop_is_seen_up_again() {
+    let (hop, mut seen) = FakeHop::new(|_, _, n| if n == 1 { deferred() } else { delivered() });
+    let mut q = LiveQueue::start(
+        relay_cfg(Duration::from_secs(3600), Duration::from_secs(3600)),
+        hop.clone(),
+    );
+    let off = q
+        .enqueue(envelope(
+            "H1",
+            Some("a@client.example"),
+            &["user@example.com"],
+            now_secs(),
+        ))
+        .await;
+    // Deferred for an hour; ten seconds later a probe gets through.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let first = attempts(&mut seen);
+    assert_eq!(first.len(), 1);
+    hop.recovered.notify_one();
+    assert_eq!(q.until_done(off).await, [Mark::Done(off)]);
+    let tries = attempts(&mut seen);
+    assert_eq!(tries.len(), 1, "{tries:?}");
+    assert_eq!(
+        tries[0].at - first[0].at,
+        Duration::from_secs(10),
+        "retried when the hop came back, not an hour later"
+    );
     q.stop().await;
 }
