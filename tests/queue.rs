@@ -29,9 +29,15 @@ fn listed(dir: &std::path::Path) -> Vec<(String, String, u64, String)> {
 }
 
 async fn send(addr: std::net::SocketAddr, subject: &str) -> String {
+    send_from(addr, "a@client.example", subject).await
+}
+
+/// Sends a message from `from` (empty: the null sender) to user@example.com;
+/// returns its queue id.
+async fn send_from(addr: std::net::SocketAddr, from: &str, subject: &str) -> String {
     let mut c = Client::connect(addr).await;
     c.expect("220").await;
-    c.envelope("a@client.example", &["user@example.com"]).await;
+    c.envelope(from, &["user@example.com"]).await;
     let r = c.data(&test_message(subject)).await;
     assert!(r.starts_with("250"), "{r}");
     r.rsplit(' ').next().unwrap().to_string()
@@ -125,5 +131,115 @@ async fn list_hold_delete_flush_release_against_a_next_hop_that_comes_back() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    drop(p);
+}
+
+/// Waits until the queue holds exactly `ids`, each deferred after one
+/// attempt (against the dead next hop).
+async fn until_deferred(dir: &std::path::Path, ids: &[&str]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let q = listed(dir);
+        let mut got: Vec<&str> = q
+            .iter()
+            .filter(|(_, state, attempts, _)| state == "deferred" && *attempts == 1)
+            .map(|(id, ..)| id.as_str())
+            .collect();
+        got.sort_unstable();
+        let mut want = ids.to_vec();
+        want.sort_unstable();
+        if got == want && q.len() == ids.len() {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{q:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the event log has a queue_command `action` for `id`.
+async fn until_queue_command(dir: &std::path::Path, action: &str, id: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = std::fs::read_to_string(dir.join("events.jsonl")).unwrap_or_default();
+        let seen = log.lines().any(|l| {
+            l.contains("\"queue_command\"")
+                && l.contains(&format!("\"action\":\"{action}\""))
+                && l.contains(&format!("\"id\":\"{id}\""))
+        });
+        if seen {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no queue_command {action} {id} in:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounce_returns_deferred_mail_to_its_sender_and_only_deletes_null_sender_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let hop_port = free_port();
+    let p = Proc::start_extra(
+        dir.path(),
+        free_port(),
+        hop_port,
+        "1h",
+        "[log]\nevents = \"events.jsonl\"\n",
+    );
+    // A sender of ours (its DSN goes to the same next hop), and a bounce
+    // relayed in (the null sender).
+    let returned = send_from(p.addr, "known@example.com", "returned").await;
+    let dsn_in = send_from(p.addr, "", "a bounce relayed in").await;
+    until_deferred(dir.path(), &[&returned, &dsn_in]).await;
+
+    // sluice queue bounce ID
+    let (code, out) = queue_cli(dir.path(), &["bounce", &returned]);
+    let dsn = format!("{returned}B0");
+    assert_eq!(
+        (code, out.trim()),
+        (
+            Some(0),
+            format!("returned to <known@example.com>: DSN queued as {dsn}; message removed").as_str()
+        )
+    );
+    let (code, out) = queue_cli(dir.path(), &["bounce", &dsn_in]);
+    assert_eq!(
+        (code, out.trim()),
+        (Some(0), "null sender: message deleted, no DSN (none goes to <>)")
+    );
+    let (code, err) = queue_cli(dir.path(), &["bounce", &dsn_in]);
+    assert_eq!(code, Some(1), "already gone: {err}");
+    // Only the DSN is left; it too meets the dead next hop first.
+    until_deferred(dir.path(), &[&dsn]).await;
+
+    // The next hop is back: the DSN goes, from <> to the sender.
+    let sink = Sink::start_on(
+        tokio::net::TcpListener::bind(("127.0.0.1", hop_port)).await.unwrap(),
+        false,
+        std::sync::Arc::new(|_| None),
+    );
+    assert_eq!(queue_cli(dir.path(), &["flush"]).0, Some(0));
+    let got = sink.wait_for(1).await;
+    assert_eq!(
+        (got[0].mail_from.as_str(), got[0].rcpts.as_slice()),
+        ("", ["known@example.com".to_string()].as_slice())
+    );
+    let text = String::from_utf8_lossy(&got[0].data);
+    for want in [
+        "Subject: Undelivered Mail Returned to Sender",
+        "Final-Recipient: rfc822; user@example.com",
+        "Status: 5.0.0",
+        "Diagnostic-Code: smtp; 5.0.0 returned by the administrator",
+        "Subject: returned",
+    ] {
+        assert!(text.contains(want), "no {want:?} in the DSN:\n{text}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.messages().len(), 1, "neither bounced message is delivered");
+    assert!(listed(dir.path()).is_empty());
+    until_queue_command(dir.path(), "bounce", &returned).await;
+    until_queue_command(dir.path(), "bounce", &dsn_in).await;
     drop(p);
 }
