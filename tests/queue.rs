@@ -243,3 +243,73 @@ async fn bounce_returns_deferred_mail_to_its_sender_and_only_deletes_null_sender
     until_queue_command(dir.path(), "bounce", &dsn_in).await;
     drop(p);
 }
+
+/// Issue 18: deleting spool records compacts segments. Ten messages of
+/// 110 KiB fill the first 1 MiB segment; nine are deleted, and the one
+/// left no longer keeps the segment: it is copied on and the segment goes.
+/// The copy is what a restart finds (once) and what is delivered (once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_most_of_a_segment_compacts_it_and_the_rest_is_delivered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, hop_port) = (free_port(), free_port());
+    let extra = "[spool]\nsegment_size = 1048576\n";
+    let p = Proc::start_extra(dir.path(), port, hop_port, "1h", extra);
+    let big = |subject: &str| {
+        let mut m = test_message(subject);
+        for _ in 0..1400 {
+            m.extend_from_slice(&[b'x'; 78]);
+            m.extend_from_slice(b"\r\n");
+        }
+        m
+    };
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let subject = if i == 0 {
+            "stuck".to_string()
+        } else {
+            format!("deleted {i}")
+        };
+        let mut c = Client::connect(p.addr).await;
+        c.expect("220").await;
+        c.envelope("a@client.example", &["user@example.com"]).await;
+        let r = c.data(&big(&subject)).await;
+        assert!(r.starts_with("250"), "{r}");
+        ids.push(r.rsplit(' ').next().unwrap().to_string());
+    }
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    until_deferred(dir.path(), &refs).await;
+    let first = dir.path().join("spool/seg-0000000000000001.log");
+    assert!(first.exists());
+
+    for id in &ids[1..] {
+        assert_eq!(queue_cli(dir.path(), &["delete", id]).0, Some(0));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while first.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first segment is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Still in the queue, and readable from its new place.
+    let (code, shown) = queue_cli(dir.path(), &["show", &ids[0]]);
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(shown.contains("Subject: stuck"), "{shown}");
+
+    // A crash, a restart: the message comes back exactly once.
+    p.kill9();
+    let p = Proc::start_extra(dir.path(), port, hop_port, "1h", extra);
+    until_deferred(dir.path(), &[&ids[0]]).await;
+    let sink = Sink::start_on(
+        tokio::net::TcpListener::bind(("127.0.0.1", hop_port)).await.unwrap(),
+        false,
+        std::sync::Arc::new(|_| None),
+    );
+    assert_eq!(queue_cli(dir.path(), &["flush"]).0, Some(0));
+    let got = sink.wait_for(1).await;
+    assert!(String::from_utf8_lossy(&got[0].data).contains("Subject: stuck"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.messages().len(), 1, "delivered once, nothing deleted delivered");
+    drop(p);
+}
