@@ -1,5 +1,5 @@
 //! `sluice queue ...`: the running daemon's queue, as Postfix's
-//! `postqueue -p`/`-f` and `postsuper -h`/`-H`/`-d` (and a bounce), over its queue socket
+//! `postqueue -p`/`-f` and `postsuper -h`/`-H`/`-d`/`-f`, over its queue socket
 //! (`<spool.dir>/queue.sock`).
 
 use std::io::Write as _;
@@ -31,10 +31,11 @@ pub(crate) enum QueueCmd {
     /// Removes a message from the queue and the spool, without a DSN
     /// (`postsuper -d`). Example: `sluice queue delete 6620246496C3E3EB`.
     Delete { id: String },
-    /// Returns a message to its sender: a failure DSN ("5.0.0 returned by
-    /// the administrator") for every recipient still to deliver, then the
-    /// message is removed. Mail from the null sender is only deleted (no
-    /// DSN goes to <>). Example: `sluice queue bounce 6620246496C3E3EB`.
+    /// Returns a message to its sender (`postsuper -f`, Postfix 3.5+): a
+    /// failure DSN ("5.0.0 returned by the administrator") for every
+    /// recipient still to deliver, then the message is removed. Mail from
+    /// the null sender is only deleted (no DSN goes to <>).
+    /// Example: `sluice queue bounce 6620246496C3E3EB`.
     Bounce { id: String },
 }
 
