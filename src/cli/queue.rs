@@ -58,6 +58,7 @@ pub(crate) async fn queue(config: &Config, action: QueueCmd) -> anyhow::Result<(
     })?;
     match resp {
         Response::Entries(entries) if json => {
+            let entries = entries.into_entries();
             let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
             for e in entries {
                 serde_json::to_writer(&mut out, &e)?;
@@ -65,7 +66,7 @@ pub(crate) async fn queue(config: &Config, action: QueueCmd) -> anyhow::Result<(
             }
             out.flush()?;
         }
-        Response::Entries(entries) => print_table(&entries)?,
+        Response::Entries(entries) => print_table(&entries.into_entries())?,
         Response::Done(n) => println!("{n} message(s)"),
         Response::Message { entry, message } => {
             print_table(std::slice::from_ref(&entry))?;

@@ -118,7 +118,7 @@ struct Job {
     stored: Stored,
     attempts: u32,
     /// The next hop's last temporary reply.
-    last_reply: Option<String>,
+    last_reply: Option<Arc<str>>,
 }
 
 impl Job {
@@ -196,7 +196,7 @@ impl Queue {
         });
         let mut ready = Ready::default();
         let mut waiting = Waiting::default();
-        let mut active: std::collections::HashMap<String, (control::Entry, crate::spool::SpoolRef)> =
+        let mut active: std::collections::HashMap<String, (control::Listed, crate::spool::SpoolRef)> =
             std::collections::HashMap::new();
         let mut inflight: JoinSet<(Job, Vec<(usize, RcptStatus)>)> = JoinSet::new();
         let mut last_flush = Instant::now();
@@ -206,7 +206,7 @@ impl Queue {
                 let Some(job) = ready.pop_front() else { break };
                 active.insert(
                     job.stored.envelope.id.clone(),
-                    (job.entry(State::Active, None), job.stored.sref),
+                    (job.listed(State::Active, None), job.stored.sref),
                 );
                 let shared = this.clone();
                 inflight.spawn(async move { shared.attempt(job).await });
@@ -309,16 +309,16 @@ impl QueueShared {
         cmd: Command,
         ready: &mut Ready,
         waiting: &mut Waiting,
-        active: &std::collections::HashMap<String, (control::Entry, crate::spool::SpoolRef)>,
+        active: &std::collections::HashMap<String, (control::Listed, crate::spool::SpoolRef)>,
     ) {
         let take = |ready: &mut Ready, waiting: &mut Waiting, id: &str| ready.take(id).or_else(|| waiting.take(id));
         match cmd {
             Command::List(tx) => {
-                let mut out: Vec<control::Entry> = active.values().map(|(e, _)| e.clone()).collect();
-                out.extend(ready.jobs.iter().map(|j| j.entry(State::Ready, None)));
+                let mut out: Vec<control::Listed> = Vec::with_capacity(active.len() + ready.jobs.len() + waiting.len());
+                out.extend(active.values().map(|(l, _)| l.clone()));
+                out.extend(ready.jobs.iter().map(|j| j.listed(State::Ready, None)));
                 waiting.entries(&mut out);
-                out.sort_by(|a, b| (a.received_at, &a.id).cmp(&(b.received_at, &b.id)));
-                let _ = tx.send(out);
+                let _ = tx.send(control::Listing::sorted(out));
             }
             Command::Flush(id, tx) => {
                 self.transport.retry_now();
@@ -356,6 +356,7 @@ impl QueueShared {
                 let found = active
                     .get(&id)
                     .cloned()
+                    .map(|(l, sref)| (control::Entry::from(l), sref))
                     .or_else(|| {
                         let j = ready.jobs.iter().find(|j| j.stored.envelope.id == id)?;
                         Some((j.entry(State::Ready, None), j.stored.sref))
@@ -550,7 +551,7 @@ impl QueueShared {
         }
         let delay = backoff(self.cfg.retry_initial, self.cfg.retry_max, job.attempts);
         if temp_last.is_some() {
-            job.last_reply = temp_last.clone();
+            job.last_reply = temp_last.as_deref().map(Arc::from);
         }
         tracing::debug!(id = %env.id, attempts = job.attempts, ?delay, last = ?temp_last, "deferred");
         if job.stored.body.as_ref().is_some_and(|b| b.len() > 64 * 1024) {

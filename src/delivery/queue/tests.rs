@@ -730,3 +730,46 @@ async fn deferred_mail_is_retried_at_once_when_the_next_hop_is_seen_up_again() {
     );
     q.stop().await;
 }
+
+// === sluice queue list ===
+
+#[tokio::test]
+async fn a_listed_message_is_written_exactly_as_its_entry_reads() {
+    let s = Settle::new(relay_cfg(Duration::from_secs(60), Duration::from_secs(3600)));
+    let mut job = s
+        .job(
+            envelope(
+                "L1",
+                Some("a@client.example"),
+                &["user@example.com", "known@example.com"],
+                1_700_000_000,
+            ),
+            2,
+        )
+        .await;
+    job.stored.done[0] = true;
+    job.last_reply = Some(Arc::from("451 4.3.0 \"try\" later\tplease"));
+    let null = s
+        .job(envelope("L2", None, &["user@example.com"], 1_700_000_001), 1)
+        .await;
+    for (job, state, next) in [
+        (&job, State::Deferred, Some(Instant::now() + Duration::from_secs(90))),
+        (&null, State::Held, None),
+    ] {
+        let listed = job.listed(state, next);
+        let written = serde_json::to_string(&listed).unwrap();
+        let entry: control::Entry = serde_json::from_str(&written).unwrap();
+        assert_eq!(entry, control::Entry::from(listed), "{written}");
+    }
+    let entry = job.entry(State::Deferred, None);
+    assert_eq!(
+        (entry.from.as_str(), entry.rcpts.as_slice(), entry.last_reply.as_deref()),
+        (
+            "a@client.example",
+            ["known@example.com".to_string()].as_slice(),
+            Some("451 4.3.0 \"try\" later\tplease")
+        ),
+        "only the recipient still to deliver"
+    );
+    assert_eq!(null.entry(State::Held, None).from, "", "the null sender");
+}
