@@ -123,7 +123,7 @@ impl Serialize for Listed {
         struct Rcpts<'a>(&'a Listed);
         impl Serialize for Rcpts<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_seq(self.0.pending().map(|a| Display(a)))
+                s.collect_seq(self.0.pending().map(Display))
             }
         }
         /// A value written through its `Display`, without a `String`.
