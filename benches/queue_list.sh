@@ -74,3 +74,11 @@ for args in "list" "list --json"; do
       "$BIN" queue -c "$W/sluice.toml" $args > /dev/null
   done
 done 2>&1
+
+# One message among COUNT: each command once (they look the message up).
+ID=$(head -1 "$OUT/list.jsonl" | sed 's/^{"id":"\([^"]*\)".*/\1/')
+ID2=$(sed -n 2p "$OUT/list.jsonl" | sed 's/^{"id":"\([^"]*\)".*/\1/')
+for args in "show $ID" "hold $ID" "release $ID" "delete $ID" "bounce $ID2" "flush"; do
+  # shellcheck disable=SC2086
+  /usr/bin/time -f "queue $args: %e s wall" "$BIN" queue -c "$W/sluice.toml" $args > /dev/null
+done 2>&1
