@@ -313,3 +313,33 @@ async fn deleting_most_of_a_segment_compacts_it_and_the_rest_is_delivered_once()
     assert_eq!(sink.messages().len(), 1, "delivered once, nothing deleted delivered");
     drop(p);
 }
+
+/// Issue 18: deferred mail for a next hop is retried within seconds when
+/// that hop is seen healthy again, here by a health probe (`/readyz`, as a
+/// load balancer asks it), not at its next retry an hour later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_probe_that_sees_the_next_hop_back_sends_deferred_mail_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hop_port, metrics_port) = (free_port(), free_port());
+    let extra = format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n");
+    let p = Proc::start_extra(dir.path(), free_port(), hop_port, "1h", &extra);
+    let metrics: std::net::SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
+    let id = send(p.addr, "waits for the hop").await;
+    until_deferred(dir.path(), &[&id]).await;
+    let (code, body) = http_get(metrics, "/readyz").await;
+    assert_eq!(code, 503, "the next hop is down: {body}");
+
+    let sink = Sink::start_on(
+        tokio::net::TcpListener::bind(("127.0.0.1", hop_port)).await.unwrap(),
+        false,
+        std::sync::Arc::new(|_| None),
+    );
+    // GET /readyz   ->  the probe reaches the next hop: 200, and the queue
+    // retries at once (no flush, no restart).
+    let (code, body) = http_get(metrics, "/readyz").await;
+    assert_eq!(code, 200, "{body}");
+    let got = sink.wait_for(1).await;
+    assert!(String::from_utf8_lossy(&got[0].data).contains("Subject: waits for the hop"));
+    assert!(listed(dir.path()).is_empty());
+    drop(p);
+}

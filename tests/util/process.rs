@@ -32,7 +32,8 @@ impl Proc {
     }
 
     /// As [`Proc::start_with`], with `extra` TOML: whole sections, or
-    /// `[server]` or `[spool]` keys.
+    /// `[server]` or `[spool]` keys, or a `[metrics]` section instead of
+    /// the base's.
     pub fn start_extra(dir: &std::path::Path, port: u16, next_hop_port: u16, retry_initial: &str, extra: &str) -> Proc {
         let toml = base_toml(&format!("smtp://127.0.0.1:{next_hop_port}"))
             .replace(
@@ -54,6 +55,10 @@ impl Proc {
             .find_map(|s| Some((s, extra.strip_prefix(s)?)))
         {
             Some((section, keys)) => toml.replacen(section, &format!("{section}{keys}"), 1),
+            // A [metrics] section replaces the base's.
+            None if extra.starts_with("[metrics]\n") => {
+                toml.replacen("[metrics]\nlisten = \"127.0.0.1:0\"\n", extra, 1)
+            }
             None => toml + extra,
         };
         assert!(toml.contains(&format!("retry_initial = \"{retry_initial}\"")), "{toml}");
