@@ -201,8 +201,8 @@ impl FsSpool {
             ..SpoolStats::default()
         });
         let moves = Arc::new(Mutex::new(Moves::default()));
-        let mut writer = Writer::new(dir.to_path_buf(), next_seg, fsync, segment_size, live, stats.clone())?;
-        writer.moves = moves.clone();
+        let writer = Writer::new(dir.to_path_buf(), next_seg, fsync, segment_size, live, stats.clone())?
+            .with_moves(moves.clone());
         let handle = std::thread::Builder::new()
             .name("spool-writer".into())
             .spawn(move || writer.run(rx))?;
@@ -374,6 +374,12 @@ impl Writer {
             batch: Vec::with_capacity(1 << 20),
             stats,
         })
+    }
+
+    /// Shares where compacted records are now with the spool's readers.
+    fn with_moves(mut self, moves: Arc<Mutex<Moves>>) -> Self {
+        self.moves = moves;
+        self
     }
 
     fn create_segment(dir: &Path, seg: u64) -> Result<File, SpoolError> {

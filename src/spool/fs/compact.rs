@@ -78,7 +78,7 @@ impl SegLive {
 
 /// Where compacted records went: keyed by the place the queue knows
 /// (where the record was first written), the place it is now.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Moves {
     now_at: HashMap<(u64, u64), SpoolRef>,
     /// Where the record at a place was first written.
@@ -99,7 +99,7 @@ impl Moves {
     }
 
     /// The record now at `from` was copied to `to`.
-    fn moved(&mut self, from: SpoolRef, to: SpoolRef) {
+    pub(super) fn moved(&mut self, from: SpoolRef, to: SpoolRef) {
         let first = self.first_at.remove(&key(from)).unwrap_or(key(from));
         self.now_at.insert(first, to);
         self.first_at.insert(key(to), first);

@@ -130,7 +130,7 @@ async fn a_mostly_done_segment_is_compacted_and_its_live_messages_keep_their_ref
     // first segment is full.
     let r = FsSpool::open(dir.path(), true, 16 << 10).unwrap();
     let body = |c: u8| vec![c; 512];
-    let stuck = r.spool.store(env("STUCK", 2), body(b's')).await.unwrap();
+    let stuck = r.spool.store(env("STUCK", 3), body(b's')).await.unwrap();
     let gone = r.spool.store(env("GONE", 1), body(b'g')).await.unwrap();
     let first = stuck.sref.segment;
     let mut others = Vec::new();
@@ -158,6 +158,7 @@ async fn a_mostly_done_segment_is_compacted_and_its_live_messages_keep_their_ref
     // The queue still holds the old refs: reads and marks follow the copies.
     assert_eq!(r.spool.read_body(stuck.sref).unwrap(), body(b's'));
     assert_eq!(r.spool.read_body(gone.sref).unwrap(), body(b'g'));
+    r.spool.mark_rcpt_done(stuck.sref, 1);
     r.spool.mark_done(gone.sref);
     r.spool.close();
 
@@ -169,7 +170,11 @@ async fn a_mostly_done_segment_is_compacted_and_its_live_messages_keep_their_ref
         [format!("D{}", others.len()).as_str(), "STUCK"],
         "each live message once; GONE done"
     );
-    assert_eq!(r2.pending[1].done, [true, false], "its done recipient came along");
+    assert_eq!(
+        r2.pending[1].done,
+        [true, true, false],
+        "the recipient done before the compaction came along; the one after was marked on the copy"
+    );
     assert_eq!(r2.spool.read_body(r2.pending[1].sref).unwrap(), body(b's'));
     r2.spool.close();
 }
@@ -211,4 +216,25 @@ async fn a_crash_between_copy_and_unlink_recovers_each_message_exactly_once() {
         assert!(!seg_path(dir.path(), seg, "log").exists());
         r2.spool.close();
     }
+}
+
+#[test]
+fn a_record_compacted_twice_is_still_found_by_its_first_place() {
+    let at = |segment, offset| SpoolRef {
+        segment,
+        offset,
+        len: 100,
+    };
+    let mut moves = Moves::default();
+    let first = at(1, 0);
+    moves.moved(first, at(3, 500));
+    assert_eq!(moves.resolve(first), at(3, 500));
+    // The copy's segment is compacted in turn.
+    moves.moved(at(3, 500), at(5, 0));
+    assert_eq!(moves.resolve(first), at(5, 0));
+    assert_eq!(moves.resolve(at(2, 0)), at(2, 0), "never moved");
+    // Done: the mark goes to where it is now, and nothing is kept.
+    assert_eq!(moves.done(first), at(5, 0));
+    assert_eq!(moves.resolve(first), first);
+    assert_eq!(moves, Moves::default());
 }
