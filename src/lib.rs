@@ -28,7 +28,7 @@
 //!   coalescing of identical lookups, and `dns::health` (is the resolver
 //!   itself failing? then authentication answers temperror at once).
 //! - [`spool`]: durable storage; `spool::fs` is the segment log with group
-//!   commit and recovery; `spool::incoming` holds bodies while they arrive
+//!   commit, compaction of mostly-done segments, and recovery; `spool::incoming` holds bodies while they arrive
 //!   (a shared in-memory pool, then files) and the body memory budget.
 //! - [`state`]: per-client state behind the [`state::StateStore`] seam
 //!   (rates, sessions, greylisting, call-ahead answers), in memory today.
@@ -60,8 +60,10 @@
 //!   to a relay or by MX); `delivery::client` is the SMTP/LMTP client
 //!   (RSET discipline, STARTTLS, XFORWARD/XCLIENT); `delivery::queue`
 //!   retries with backoff and bounces (DSNs, double bounces);
-//!   `delivery::queue::control` is `sluice queue` (list, flush, hold,
-//!   release, delete) over the queue socket.
+//!   `delivery::queue::control` is `sluice queue` (list, show, flush,
+//!   hold, release, delete, bounce) over the queue socket; a next hop
+//!   reached again after it was down wakes the queue
+//!   (`Transport::recovered`).
 //! - [`firewall`]: the ban engine (offences from events -> bans with
 //!   windows, escalation, allowlist, aggregation), the
 //!   [`firewall::export::Exporter`]s (nftables, iptables+ipset, files), the

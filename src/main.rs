@@ -192,7 +192,7 @@ enum Cmd {
         #[arg(long, default_value = "10s")]
         timeout: String,
     },
-    /// The running daemon's queue: list, flush, hold, release, delete
+    /// The running daemon's queue: list, show, flush, hold, release, delete, bounce
     /// (as postqueue/postsuper).
     #[command(
         after_help = "Examples:\n  sluice queue list\n  sluice queue flush\n  sluice queue hold 6620246496C3E3EB"

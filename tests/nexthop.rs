@@ -153,7 +153,16 @@ impl Drop for Hop {
 
 impl Hop {
     async fn start(opts: Opts, script: impl Fn(&Cmd, &Conn) -> Option<Act> + Send + Sync + 'static) -> Hop {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Hop::start_on(0, opts, script).await
+    }
+
+    /// On loopback port `port` (0: any).
+    async fn start_on(
+        port: u16,
+        opts: Opts,
+        script: impl Fn(&Cmd, &Conn) -> Option<Act> + Send + Sync + 'static,
+    ) -> Hop {
+        let l = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let port = l.local_addr().unwrap().port();
         let log: Log = Arc::default();
         let script: Script = Arc::new(script);
@@ -902,4 +911,30 @@ async fn lmtp_per_recipient_replies() {
 #[tokio::test]
 async fn lmtp_all_refused_then_good() {
     all_refused_then_good(LMTP).await;
+}
+
+/// Issue 18: a next hop that was down and is seen up again by a health
+/// probe (`/readyz`) tells the queue, and the next attempt connects at once
+/// instead of failing fast as "failed recently".
+#[tokio::test]
+async fn a_probe_that_reaches_a_next_hop_that_was_down_reports_its_recovery() {
+    let hop = Hop::start(SMTP, |_, _| None).await;
+    let recovered = Arc::new(tokio::sync::Notify::new());
+    let t = transport(&hop).with_recovered(recovered.clone());
+    let port = hop.port;
+    drop(hop);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // C: connect   S: (refused)
+    let st = deliver(&t, &env(&["user@example.com"]), &test_message("down")).await;
+    assert_eq!(summary(&st), ["Temporary 451"]);
+    assert!(t.health(Duration::from_secs(1)).await.is_some(), "still down");
+    let hop = Hop::start_on(port, SMTP, |_, _| None).await;
+    // C: connect, EHLO, QUIT   S: 220, 250, 221
+    assert_eq!(t.health(Duration::from_secs(1)).await, None);
+    tokio::time::timeout(Duration::from_secs(1), recovered.notified())
+        .await
+        .expect("the recovery is reported");
+    let st = deliver(&t, &env(&["user@example.com"]), &test_message("back")).await;
+    assert_eq!(summary(&st), ["Delivered 250"], "no 'failed recently' hold");
+    hop.assert_no_violations();
 }

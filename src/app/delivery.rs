@@ -17,8 +17,16 @@ pub(super) struct Delivery {
 
 /// Per-domain routes, the default next hop, and where DSNs to outside
 /// senders go (a bounce relay, or MX lookup through `dns`).
-pub(super) fn router(core: &Core, dns: Option<&hickory_resolver::TokioResolver>) -> anyhow::Result<Router> {
-    Router::from_config(&core.config, dns, &core.metrics).map_err(|e| anyhow::anyhow!("dns.resolver: {e}"))
+/// `recovered`: the signal of the router it replaces (the queue waits on
+/// it), if any.
+pub(super) fn router(
+    core: &Core,
+    dns: Option<&hickory_resolver::TokioResolver>,
+    recovered: Option<std::sync::Arc<tokio::sync::Notify>>,
+) -> anyhow::Result<Router> {
+    let signal = recovered.unwrap_or_default();
+    Router::from_config_signalling(&core.config, dns, &core.metrics, signal)
+        .map_err(|e| anyhow::anyhow!("dns.resolver: {e}"))
 }
 
 /// The queue over `transport` (the router in use; a reload replaces it).

@@ -110,7 +110,7 @@ pub async fn start_with(config: Config, pre: Preflight, path: Option<PathBuf>) -
     // (spool, queue, deferred scanner, firewall, status) lives on `core`.
     let next = core.generation(core.config.clone());
     let dns = reload::resolver(&next)?;
-    let routes = Arc::new(Routes::new(delivery::router(&next, dns.as_ref())?));
+    let routes = Arc::new(Routes::new(delivery::router(&next, dns.as_ref(), None)?));
     let delivery = delivery::build(&core, spool_dyn.clone(), routes.clone());
     let content = pipeline::content(&next, false);
     let held = pipeline::held(&core, spool_dyn, delivery.handle.clone(), content)?;

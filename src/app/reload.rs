@@ -144,7 +144,8 @@ impl Reloader {
         let new = Arc::new(new);
         let next = self.lasts.core.generation(new.clone());
         let built = match resolver(&next).and_then(|dns| {
-            let router = super::delivery::router(&next, dns.as_ref())?;
+            let signal = self.lasts.routes.signal();
+            let router = super::delivery::router(&next, dns.as_ref(), Some(signal))?;
             Ok((router, build(&next, &self.lasts, pre, false, dns)?))
         }) {
             Ok(b) => b,

@@ -1,10 +1,12 @@
 //! `sluice queue ...`: the running daemon's queue, as Postfix's
-//! `postqueue -p`/`-f` and `postsuper -h`/`-H`/`-d`, over its queue socket
+//! `postqueue -p`/`-f` and `postsuper -h`/`-H`/`-d`/`-f`, over its queue socket
 //! (`<spool.dir>/queue.sock`).
+
+use std::io::Write as _;
 
 use clap::Subcommand;
 use sluice::config::Config;
-use sluice::delivery::queue::control::{Entry, Request, Response, State, request};
+use sluice::delivery::queue::control::{Bounced, Entry, Request, Response, State, request};
 
 #[derive(Subcommand)]
 pub(crate) enum QueueCmd {
@@ -49,6 +51,16 @@ pub(crate) enum QueueCmd {
         /// The message's id (from `sluice queue list`).
         id: String,
     },
+    /// Returns a message to its sender (`postsuper -f`, Postfix 3.5+).
+    ///
+    /// A failure DSN ("5.0.0 returned by the administrator") for every
+    /// recipient still to deliver, then the message is removed. Mail from
+    /// the null sender is only deleted (no DSN goes to <>).
+    #[command(after_help = "Example:\n  sluice queue bounce 6620246496C3E3EB")]
+    Bounce {
+        /// The message's id (from `sluice queue list`).
+        id: String,
+    },
 }
 
 pub(crate) async fn queue(config: &Config, action: QueueCmd) -> anyhow::Result<()> {
@@ -60,6 +72,7 @@ pub(crate) async fn queue(config: &Config, action: QueueCmd) -> anyhow::Result<(
         QueueCmd::Release { id } => (Request::Release { id }, false),
         QueueCmd::Delete { id } => (Request::Delete { id }, false),
         QueueCmd::Show { id } => (Request::Show { id }, false),
+        QueueCmd::Bounce { id } => (Request::Bounce { id }, false),
     };
     let resp = request(&socket, &req).await.map_err(|e| {
         anyhow::anyhow!(
@@ -69,23 +82,39 @@ pub(crate) async fn queue(config: &Config, action: QueueCmd) -> anyhow::Result<(
     })?;
     match resp {
         Response::Entries(entries) if json => {
+            let entries = entries.into_entries();
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
             for e in entries {
-                println!("{}", serde_json::to_string(&e)?);
+                serde_json::to_writer(&mut out, &e)?;
+                out.write_all(b"\n")?;
             }
+            out.flush()?;
         }
-        Response::Entries(entries) => print_table(&entries),
+        Response::Entries(entries) => print_table(&entries.into_entries())?,
         Response::Done(n) => println!("{n} message(s)"),
         Response::Message { entry, message } => {
-            print_table(std::slice::from_ref(&entry));
+            print_table(std::slice::from_ref(&entry))?;
             println!();
             print!("{message}");
+        }
+        Response::Bounced(Bounced::Returned { to, dsn }) => {
+            println!("returned to <{to}>: DSN queued as {dsn}; message removed")
+        }
+        Response::Bounced(Bounced::NullSender) => {
+            println!("null sender: message deleted, no DSN (none goes to <>)")
+        }
+        Response::Bounced(Bounced::NotRequested) => {
+            println!("no recipient asked for a failure notice (NOTIFY): message deleted, no DSN")
         }
         Response::Error(e) => anyhow::bail!("{e}"),
     }
     Ok(())
 }
 
-fn print_table(entries: &[Entry]) {
+/// One line per message (`postqueue -p`), written through one buffer: a
+/// queue of 100,000 messages is not 100,000 writes.
+fn print_table(entries: &[Entry]) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let now = sluice::mail::date::now_secs();
     for e in entries {
         let state = match e.state {
@@ -94,12 +123,9 @@ fn print_table(entries: &[Entry]) {
             State::Deferred => "deferred",
             State::Held => "held",
         };
-        let next = e
-            .next_attempt
-            .map(|t| format!(" next in {}s", t.saturating_sub(now)))
-            .unwrap_or_default();
-        println!(
-            "{}\t{}s\t{}\t{}\t<{}>\t{}\tattempts {}{}\t{}",
+        write!(
+            out,
+            "{}\t{}s\t{}\t{}\t<{}>\t{}\tattempts {}",
             e.id,
             now.saturating_sub(e.received_at),
             e.size,
@@ -107,11 +133,14 @@ fn print_table(entries: &[Entry]) {
             e.from,
             e.rcpts.join(","),
             e.attempts,
-            next,
-            e.last_reply.as_deref().unwrap_or("")
-        );
+        )?;
+        if let Some(t) = e.next_attempt {
+            write!(out, " next in {}s", t.saturating_sub(now))?;
+        }
+        writeln!(out, "\t{}", e.last_reply.as_deref().unwrap_or(""))?;
     }
     if entries.is_empty() {
-        println!("Mail queue is empty");
+        writeln!(out, "Mail queue is empty")?;
     }
+    out.flush()
 }

@@ -14,8 +14,11 @@ pub mod tls;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use client::{Client, ClientError, HopReply, RcptStatus};
 
@@ -41,6 +44,13 @@ pub trait Transport: Send + Sync + 'static {
     /// Forgets that a next hop failed recently: the next attempt connects
     /// (an admin's flush: `sluice queue flush`).
     fn retry_now(&self) {}
+
+    /// Notified when a next hop that was unreachable is reached again (a
+    /// delivery or a health probe got through): the queue then retries
+    /// what it deferred at once instead of at its next backoff step.
+    fn recovered(&self) -> Option<Arc<Notify>> {
+        None
+    }
 }
 
 /// Per-route metrics: `sluice_route_up{route}` and
@@ -95,6 +105,11 @@ pub struct NextHopTransport {
     /// For the status page. A std mutex: set and copied, never held
     /// across an await.
     state: Mutex<HopState>,
+    /// Whether the last attempt or probe reached the next hop.
+    reached: AtomicBool,
+    /// Told when it is reached again after it was not (one stored permit:
+    /// the queue sees a recovery even when it was busy).
+    recovered: Option<Arc<Notify>>,
 }
 
 impl NextHopTransport {
@@ -115,7 +130,16 @@ impl NextHopTransport {
             route: None,
             down_until: Mutex::new(None),
             state: Mutex::new(HopState::default()),
+            reached: AtomicBool::new(true),
+            recovered: None,
         }
+    }
+
+    /// Tells `recovered` when the next hop is reached again after it was
+    /// not (see [`Transport::recovered`]).
+    pub fn with_recovered(mut self, recovered: Arc<Notify>) -> Self {
+        self.recovered = Some(recovered);
+        self
     }
 
     /// Reports reachability in `up` (`sluice_next_hop_up`).
@@ -219,6 +243,15 @@ impl NextHopTransport {
             state.up = Some(reached);
             state.record(st);
         }
+        if reached && !self.reached.swap(true, Ordering::Relaxed) {
+            // Back: attempts connect again at once, and the queue retries.
+            self.retry_now();
+            if let Some(n) = &self.recovered {
+                n.notify_one();
+            }
+        } else if !reached {
+            self.reached.store(false, Ordering::Relaxed);
+        }
         if let Some(up) = &self.up {
             up.set(i64::from(reached));
         }
@@ -287,6 +320,10 @@ impl Transport for NextHopTransport {
 
     fn retry_now(&self) {
         *self.down_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn recovered(&self) -> Option<Arc<Notify>> {
+        self.recovered.clone()
     }
 }
 

@@ -33,8 +33,13 @@ const READY_BODY_BYTES: usize = 16 << 20;
 const LARGE_BODY: usize = 1 << 20;
 
 /// After a successful delivery, deferred mail is retried at once, at most
-/// this often.
+/// this often. (A next hop reached again after it was down, by a delivery
+/// or a health probe such as `/readyz`, releases it at once too.)
 const FLUSH_ON_SUCCESS_EVERY: Duration = Duration::from_secs(5);
+
+/// The diagnostic of a DSN for mail the admin returned (`sluice queue
+/// bounce`).
+const RETURNED: &str = "5.0.0 returned by the administrator";
 
 /// Messages ready for an attempt, in order, and the body octets they hold.
 #[derive(Default)]
@@ -113,7 +118,7 @@ struct Job {
     stored: Stored,
     attempts: u32,
     /// The next hop's last temporary reply.
-    last_reply: Option<String>,
+    last_reply: Option<Arc<str>>,
 }
 
 impl Job {
@@ -191,16 +196,17 @@ impl Queue {
         });
         let mut ready = Ready::default();
         let mut waiting = Waiting::default();
-        let mut active: std::collections::HashMap<String, (control::Entry, crate::spool::SpoolRef)> =
+        let mut active: std::collections::HashMap<String, (control::Listed, crate::spool::SpoolRef)> =
             std::collections::HashMap::new();
         let mut inflight: JoinSet<(Job, Vec<(usize, RcptStatus)>)> = JoinSet::new();
         let mut last_flush = Instant::now();
+        let recovered = self.transport.recovered();
         loop {
             while inflight.len() < self.cfg.concurrency {
                 let Some(job) = ready.pop_front() else { break };
                 active.insert(
                     job.stored.envelope.id.clone(),
-                    (job.entry(State::Active, None), job.stored.sref),
+                    (job.listed(State::Active, None), job.stored.sref),
                 );
                 let shared = this.clone();
                 inflight.spawn(async move { shared.attempt(job).await });
@@ -233,6 +239,14 @@ impl Queue {
                 Some(cmd) = self.cmd_rx.recv() => {
                     this.command(cmd, &mut ready, &mut waiting, &active);
                 }
+                // A next hop that was down is reached again (a delivery
+                // or a health probe got through): what waits goes now.
+                _ = recovered_signal(&recovered) => {
+                    last_flush = Instant::now();
+                    for job in waiting.flush(None) {
+                        ready.push_back(job);
+                    }
+                }
                 _ = sleep_until(next_due), if next_due.is_some() => {
                     for job in waiting.take_due(Instant::now()) {
                         ready.push_back(job);
@@ -264,6 +278,13 @@ impl Queue {
     }
 }
 
+async fn recovered_signal(n: &Option<Arc<tokio::sync::Notify>>) {
+    match n {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
@@ -284,20 +305,20 @@ struct QueueShared {
 impl QueueShared {
     /// An admin's command (`sluice queue`).
     fn command(
-        &self,
+        self: &Arc<Self>,
         cmd: Command,
         ready: &mut Ready,
         waiting: &mut Waiting,
-        active: &std::collections::HashMap<String, (control::Entry, crate::spool::SpoolRef)>,
+        active: &std::collections::HashMap<String, (control::Listed, crate::spool::SpoolRef)>,
     ) {
         let take = |ready: &mut Ready, waiting: &mut Waiting, id: &str| ready.take(id).or_else(|| waiting.take(id));
         match cmd {
             Command::List(tx) => {
-                let mut out: Vec<control::Entry> = active.values().map(|(e, _)| e.clone()).collect();
-                out.extend(ready.jobs.iter().map(|j| j.entry(State::Ready, None)));
+                let mut out: Vec<control::Listed> = Vec::with_capacity(active.len() + ready.jobs.len() + waiting.len());
+                out.extend(active.values().map(|(l, _)| l.clone()));
+                out.extend(ready.jobs.iter().map(|j| j.listed(State::Ready, None)));
                 waiting.entries(&mut out);
-                out.sort_by(|a, b| (a.received_at, &a.id).cmp(&(b.received_at, &b.id)));
-                let _ = tx.send(out);
+                let _ = tx.send(control::Listing::sorted(out));
             }
             Command::Flush(id, tx) => {
                 self.transport.retry_now();
@@ -335,6 +356,7 @@ impl QueueShared {
                 let found = active
                     .get(&id)
                     .cloned()
+                    .map(|(l, sref)| (control::Entry::from(l), sref))
                     .or_else(|| {
                         let j = ready.jobs.iter().find(|j| j.stored.envelope.id == id)?;
                         Some((j.entry(State::Ready, None), j.stored.sref))
@@ -348,7 +370,77 @@ impl QueueShared {
                 });
                 let _ = tx.send(shown);
             }
+            Command::Bounce(id, tx) => {
+                let Some(job) = take(ready, waiting, &id) else {
+                    let _ = tx.send(None);
+                    return;
+                };
+                // Reading the body and storing the DSN wait for the disk:
+                // not in the queue's loop.
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(Some(this.return_to_sender(job).await));
+                });
+            }
         }
+    }
+
+    /// `sluice queue bounce`: a failure DSN for every recipient still to
+    /// deliver, to the sender, then the message is done. The null sender
+    /// gets none (the message is just deleted). When the DSN cannot be
+    /// stored, the message goes back to the queue.
+    async fn return_to_sender(&self, job: Job) -> Result<control::Bounced, String> {
+        let env = job.stored.envelope.clone();
+        let failures: Vec<(usize, String, String)> = (0..env.rcpts.len())
+            .filter(|&i| !job.stored.done[i])
+            .map(|i| (i, "5.0.0".to_string(), RETURNED.to_string()))
+            .collect();
+        let built = match (&env.mail_from, failures.first()) {
+            (Some(_), Some((first, ..))) => {
+                let Some(original) = self.body(&job.stored).await else {
+                    self.handle.enqueue(job.stored);
+                    return Err(format!("cannot read {} from the spool; left in the queue", env.id));
+                };
+                let fs = dsn_failures(&env, &failures, None);
+                dsn::build(
+                    &env,
+                    &fs,
+                    &original,
+                    &self.hostname,
+                    format!("{}B{first}", env.id),
+                    now_secs(),
+                )
+            }
+            _ => None,
+        };
+        let outcome = match built {
+            Some((denv, msg)) => {
+                let to = denv.rcpts[0].addr.to_string();
+                let dsn = denv.id.clone();
+                match self.spool.store(denv, msg).await {
+                    Ok(s) => {
+                        self.events.emit(Event::BounceQueued {
+                            id: env.id.clone(),
+                            ip: env.client_ip,
+                            tx: Tx::of(&env),
+                            to: to.clone(),
+                            rcpts: failures.len(),
+                        });
+                        self.handle.enqueue(s);
+                        control::Bounced::Returned { to, dsn }
+                    }
+                    Err(e) => {
+                        self.handle.enqueue(job.stored);
+                        return Err(format!("cannot queue the DSN for {}: {e}; left in the queue", env.id));
+                    }
+                }
+            }
+            None if env.mail_from.is_none() => control::Bounced::NullSender,
+            None => control::Bounced::NotRequested,
+        };
+        self.spool.mark_done(job.stored.sref);
+        self.admin("bounce", env.id.clone(), 1);
+        Ok(outcome)
     }
 
     /// An admin's command that changed something: an event (the log and
@@ -463,7 +555,7 @@ impl QueueShared {
         }
         let delay = backoff(self.cfg.retry_initial, self.cfg.retry_max, job.attempts);
         if temp_last.is_some() {
-            job.last_reply = temp_last.clone();
+            job.last_reply = temp_last.as_deref().map(Arc::from);
         }
         tracing::debug!(id = %env.id, attempts = job.attempts, ?delay, last = ?temp_last, "deferred");
         if job.stored.body.as_ref().is_some_and(|b| b.len() > 64 * 1024) {

@@ -27,6 +27,8 @@ pub struct Router {
     /// Our domains (`recipients.domains`), lowercase.
     local: Vec<String>,
     outside: Outside,
+    /// Told by every next hop here when it is reached again.
+    recovered: Arc<tokio::sync::Notify>,
 }
 
 /// One next hop as the status page lists it.
@@ -57,23 +59,39 @@ impl Router {
         resolver: Arc<dyn Resolver>,
         metrics: &crate::metrics::Metrics,
     ) -> Router {
+        Self::signalling(cfg, local, resolver, metrics, Arc::new(tokio::sync::Notify::new()))
+    }
+
+    /// [`Router::new`], its next hops telling `recovered` when one is
+    /// reached again (a reload's new router tells the queue's signal).
+    pub fn signalling(
+        cfg: &Relay,
+        local: &[String],
+        resolver: Arc<dyn Resolver>,
+        metrics: &crate::metrics::Metrics,
+        recovered: Arc<tokio::sync::Notify>,
+    ) -> Router {
         let default = Arc::new(
             NextHopTransport::new(cfg.clone())
                 .with_up_gauge(metrics.next_hop_up.clone())
-                .with_route_metrics(metrics, "default"),
+                .with_route_metrics(metrics, "default")
+                .with_recovered(recovered.clone()),
         );
         let routes = cfg
             .routes
             .iter()
             .map(|r| {
                 let t = NextHopTransport::for_hop(cfg.clone(), r.hop.clone())
-                    .with_route_metrics(metrics, &r.domains.to_string());
+                    .with_route_metrics(metrics, &r.domains.to_string())
+                    .with_recovered(recovered.clone());
                 (r.domains.clone(), Arc::new(t))
             })
             .collect();
         let outside = match &cfg.bounce_next_hop {
             Some(hop) => Outside::Relay(Arc::new(
-                NextHopTransport::for_hop(cfg.clone(), hop.clone()).with_route_metrics(metrics, "bounce"),
+                NextHopTransport::for_hop(cfg.clone(), hop.clone())
+                    .with_route_metrics(metrics, "bounce")
+                    .with_recovered(recovered.clone()),
             )),
             None => Outside::Mx(Box::new(MxTransport {
                 cfg: cfg.clone(),
@@ -87,6 +105,7 @@ impl Router {
             default,
             local: local.to_vec(),
             outside,
+            recovered,
         }
     }
 
@@ -98,6 +117,17 @@ impl Router {
         dns: Option<&hickory_resolver::TokioResolver>,
         metrics: &crate::metrics::Metrics,
     ) -> Result<Router, DnsError> {
+        Self::from_config_signalling(config, dns, metrics, Arc::new(tokio::sync::Notify::new()))
+    }
+
+    /// [`Router::from_config`] telling `recovered` (see
+    /// [`Router::signalling`]).
+    pub fn from_config_signalling(
+        config: &crate::config::Config,
+        dns: Option<&hickory_resolver::TokioResolver>,
+        metrics: &crate::metrics::Metrics,
+        recovered: Arc<tokio::sync::Notify>,
+    ) -> Result<Router, DnsError> {
         let resolver: Arc<dyn Resolver> = match (&config.relay.bounce_next_hop, dns) {
             (Some(_), _) => Arc::new(crate::dns::NoDns),
             (None, Some(inner)) => Arc::new(crate::dns::HickoryResolver::from_resolver(inner.clone())),
@@ -108,11 +138,12 @@ impl Router {
                 config.dns.min_ttl,
             )?)),
         };
-        Ok(Router::new(
+        Ok(Router::signalling(
             &config.relay,
             &config.recipients.domains,
             resolver,
             metrics,
+            recovered,
         ))
     }
 
@@ -191,6 +222,11 @@ impl Transport for Router {
     /// The default next hop's.
     fn health(&self, within: std::time::Duration) -> super::HealthFuture<'_> {
         self.default.health(within)
+    }
+
+    /// Any of its next hops (not MX hosts: those are many and come and go).
+    fn recovered(&self) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.recovered.clone())
     }
 
     fn retry_now(&self) {
@@ -386,6 +422,12 @@ impl Routes {
         self.0.load()
     }
 
+    /// What the next hops tell when one is reached again; build the
+    /// replacement router with it ([`Router::from_config_signalling`]).
+    pub fn signal(&self) -> Arc<tokio::sync::Notify> {
+        self.current().recovered.clone()
+    }
+
     /// Puts `router` in place; the old one's idle connections get QUIT.
     pub async fn replace(&self, router: Router) {
         let old = self.0.store(Arc::new(router));
@@ -398,6 +440,12 @@ impl Routes {
 }
 
 impl Transport for Routes {
+    /// The routers' shared signal (each router a reload builds is made
+    /// with it: [`Routes::signal`]).
+    fn recovered(&self) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.signal())
+    }
+
     fn health(&self, within: std::time::Duration) -> super::HealthFuture<'_> {
         Box::pin(async move { self.current().health(within).await })
     }

@@ -14,7 +14,9 @@
 //! durable with one `fdatasync`: many messages share one flush (group
 //! commit), and the spool never scans a directory except at start. A
 //! segment is deleted when every record in it is done and it is no longer
-//! being written.
+//! being written; one that is mostly done is compacted (its live records
+//! copied to the current segment, see `compact`), so a message stuck in
+//! the queue does not keep a whole segment on disk.
 //!
 //! Crash safety: a record is acknowledged only after its flush. A torn
 //! record at the end of a segment (crash mid-write) fails its length or CRC
@@ -37,9 +39,11 @@ use super::{Spool, SpoolError, SpoolFuture, SpoolRef, Stored};
 use crate::mail::envelope::Envelope;
 
 mod backlog;
+mod compact;
 mod recover;
 use backlog::Backlog;
 pub use backlog::BacklogStats;
+use compact::{Moves, SegLive};
 use recover::recover_segment;
 
 const MAGIC: &[u8; 4] = b"SLR1";
@@ -87,6 +91,8 @@ pub struct SpoolStats {
     pub records: AtomicU64,
     /// Batches written (one write + one fdatasync each, when fsync is on).
     pub flushes: AtomicU64,
+    /// Segments compacted (their live records copied, the segment deleted).
+    pub compactions: AtomicU64,
     /// Where the writer reports each fdatasync's latency.
     pub fsync_latency: Option<prometheus::Histogram>,
 }
@@ -101,6 +107,8 @@ pub struct FsSpool {
     tx: Mutex<Option<mpsc::Sender<Req>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     backlog: Arc<Mutex<Backlog>>,
+    /// Where compacted records are now (shared with the writer).
+    moves: Arc<Mutex<Moves>>,
 }
 
 fn seg_path(dir: &Path, seg: u64, ext: &str) -> PathBuf {
@@ -146,27 +154,45 @@ impl FsSpool {
     ) -> Result<Recovered, SpoolError> {
         std::fs::create_dir_all(dir)?;
         let mut segs: Vec<u64> = Vec::new();
+        let mut marks_only: Vec<u64> = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let name = entry?.file_name();
             let name = name.to_string_lossy();
-            if let Some(hex) = name.strip_prefix("seg-").and_then(|n| n.strip_suffix(".log"))
-                && let Ok(n) = u64::from_str_radix(hex, 16)
-            {
-                segs.push(n);
+            let Some(rest) = name.strip_prefix("seg-") else {
+                continue;
+            };
+            let (hex, list) = match (rest.strip_suffix(".log"), rest.strip_suffix(".done")) {
+                (Some(hex), _) => (hex, &mut segs),
+                (_, Some(hex)) => (hex, &mut marks_only),
+                _ => continue,
+            };
+            if let Ok(n) = u64::from_str_radix(hex, 16) {
+                list.push(n);
             }
         }
         segs.sort_unstable();
-        let mut pending = Vec::new();
-        let mut live: HashMap<u64, usize> = HashMap::new();
+        // Done marks whose segment is gone (a crash between the two
+        // unlinks): they must not apply to a later segment of that number.
+        for seg in marks_only.into_iter().filter(|s| segs.binary_search(s).is_err()) {
+            let _ = std::fs::remove_file(seg_path(dir, seg, "done"));
+        }
+        let mut found = Vec::new();
         for &seg in &segs {
-            let found = recover_segment(dir, seg)?;
-            if found.is_empty() {
-                let _ = std::fs::remove_file(seg_path(dir, seg, "log"));
-                let _ = std::fs::remove_file(seg_path(dir, seg, "done"));
-                continue;
+            found.extend(recover_segment(dir, seg)?);
+        }
+        let pending = once_each(dir, found);
+        let mut live: HashMap<u64, SegLive> = HashMap::new();
+        for s in &pending {
+            live.entry(s.sref.segment).or_default().add(s.sref);
+        }
+        for &seg in &segs {
+            match live.get_mut(&seg) {
+                Some(l) => l.size = std::fs::metadata(seg_path(dir, seg, "log"))?.len(),
+                None => {
+                    let _ = std::fs::remove_file(seg_path(dir, seg, "log"));
+                    let _ = std::fs::remove_file(seg_path(dir, seg, "done"));
+                }
             }
-            live.insert(seg, found.len());
-            pending.extend(found);
         }
         let next_seg = segs.last().map_or(1, |s| s + 1);
         let (tx, rx) = mpsc::channel();
@@ -174,7 +200,9 @@ impl FsSpool {
             fsync_latency,
             ..SpoolStats::default()
         });
-        let writer = Writer::new(dir.to_path_buf(), next_seg, fsync, segment_size, live, stats.clone())?;
+        let moves = Arc::new(Mutex::new(Moves::default()));
+        let writer = Writer::new(dir.to_path_buf(), next_seg, fsync, segment_size, live, stats.clone())?
+            .with_moves(moves.clone());
         let handle = std::thread::Builder::new()
             .name("spool-writer".into())
             .spawn(move || writer.run(rx))?;
@@ -188,6 +216,7 @@ impl FsSpool {
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
             backlog: Arc::new(Mutex::new(backlog)),
+            moves,
         });
         Ok(Recovered { spool, pending })
     }
@@ -242,7 +271,13 @@ impl Spool for FsSpool {
     }
 
     fn read_body(&self, sref: SpoolRef) -> Result<Vec<u8>, SpoolError> {
-        let f = File::open(seg_path(&self.dir, sref.segment, "log"))?;
+        // Resolved and opened under the lock: a compaction cannot unlink
+        // the file in between (once open, it stays readable).
+        let (sref, f) = {
+            let moves = self.moves.lock().unwrap_or_else(|p| p.into_inner());
+            let sref = moves.resolve(sref);
+            (sref, File::open(seg_path(&self.dir, sref.segment, "log"))?)
+        };
         let mut rec = vec![0u8; sref.len as usize];
         f.read_exact_at(&mut rec, sref.offset)?;
         let (env, body) = decode(&rec).ok_or(SpoolError::Corrupt {
@@ -303,7 +338,11 @@ struct Writer {
     marks_dirty: bool,
     last_mark_flush: Instant,
     /// Records not yet done, per segment.
-    live: HashMap<u64, usize>,
+    live: HashMap<u64, SegLive>,
+    /// Segments to consider for compaction after this round.
+    compact_due: Vec<u64>,
+    /// Where compacted records are now (shared with readers).
+    moves: Arc<Mutex<Moves>>,
     /// Records of the current group commit, encoded back to back.
     batch: Vec<u8>,
     stats: Arc<SpoolStats>,
@@ -315,7 +354,7 @@ impl Writer {
         seg: u64,
         fsync: bool,
         segment_size: u64,
-        live: HashMap<u64, usize>,
+        live: HashMap<u64, SegLive>,
         stats: Arc<SpoolStats>,
     ) -> Result<Self, SpoolError> {
         let log = Self::create_segment(&dir, seg)?;
@@ -329,10 +368,18 @@ impl Writer {
             marks: HashMap::new(),
             marks_dirty: false,
             last_mark_flush: Instant::now(),
+            compact_due: live.keys().copied().collect(),
             live,
+            moves: Arc::default(),
             batch: Vec::with_capacity(1 << 20),
             stats,
         })
+    }
+
+    /// Shares where compacted records are now with the spool's readers.
+    fn with_moves(mut self, moves: Arc<Mutex<Moves>>) -> Self {
+        self.moves = moves;
+        self
     }
 
     fn create_segment(dir: &Path, seg: u64) -> Result<File, SpoolError> {
@@ -358,10 +405,14 @@ impl Writer {
                             waiting.push(staged);
                         }
                     }
-                    Req::RcptDone(sref, idx) => self.mark(sref, &format!("R {} {idx}\n", sref.offset)),
+                    Req::RcptDone(sref, idx) => {
+                        let sref = self.moves.lock().unwrap_or_else(|p| p.into_inner()).resolve(sref);
+                        self.mark(sref, &format!("R {} {idx}\n", sref.offset));
+                    }
                     Req::Done(sref) => {
+                        let sref = self.moves.lock().unwrap_or_else(|p| p.into_inner()).done(sref);
                         self.mark(sref, &format!("D {}\n", sref.offset));
-                        self.release(sref.segment);
+                        self.release(sref);
                     }
                     Req::Close => close = true,
                 }
@@ -369,6 +420,7 @@ impl Writer {
             if !waiting.is_empty() {
                 self.commit_waiting(&mut waiting);
             }
+            self.compact_due_segments();
             if self.marks_dirty && (close || self.last_mark_flush.elapsed() >= MARK_FLUSH) {
                 self.flush_marks();
             }
@@ -419,7 +471,7 @@ impl Writer {
         for (reply, stored) in waiting.drain(..) {
             let r = match &res {
                 Ok(()) => {
-                    *self.live.entry(stored.sref.segment).or_default() += 1;
+                    self.live.entry(stored.sref.segment).or_default().add(stored.sref);
                     Ok(stored)
                 }
                 Err(e) => Err(SpoolError::Io(std::io::Error::new(e.kind(), e.to_string()))),
@@ -465,9 +517,13 @@ impl Writer {
             Ok(f) => {
                 self.log = f;
                 self.seg = next;
-                self.log_len = 0;
-                if self.live.get(&old).copied().unwrap_or(0) == 0 {
-                    self.delete_segment(old);
+                let size = std::mem::take(&mut self.log_len);
+                match self.live.get_mut(&old) {
+                    Some(l) if !l.is_empty() => {
+                        l.size = size;
+                        self.compact_due.push(old);
+                    }
+                    _ => self.delete_segment(old),
                 }
             }
             Err(e) => {
@@ -510,13 +566,25 @@ impl Writer {
         self.last_mark_flush = Instant::now();
     }
 
-    fn release(&mut self, seg: u64) {
-        let Some(n) = self.live.get_mut(&seg) else {
+    fn release(&mut self, sref: SpoolRef) {
+        let seg = sref.segment;
+        let Some(l) = self.live.get_mut(&seg) else {
             return;
         };
-        *n = n.saturating_sub(1);
-        if *n == 0 && seg != self.seg {
+        if !l.remove(sref.offset) || seg == self.seg {
+            return;
+        }
+        if l.is_empty() {
             self.delete_segment(seg);
+        } else if l.mostly_dead(self.segment_size) && !self.compact_due.contains(&seg) {
+            self.compact_due.push(seg);
+        }
+    }
+
+    /// Compacts the segments that became mostly done this round.
+    fn compact_due_segments(&mut self) {
+        while let Some(seg) = self.compact_due.pop() {
+            self.maybe_compact(seg);
         }
     }
 
@@ -525,6 +593,53 @@ impl Writer {
         self.marks.remove(&seg);
         let _ = std::fs::remove_file(seg_path(&self.dir, seg, "log"));
         let _ = std::fs::remove_file(seg_path(&self.dir, seg, "done"));
+    }
+}
+
+/// Each message once: a copy left by an interrupted compaction (same queue
+/// id, length and checksum, in a later segment) wins over the original,
+/// with the recipients done in either; the original is marked done.
+fn once_each(dir: &Path, found: Vec<(Stored, u32)>) -> Vec<Stored> {
+    let mut newest: HashMap<(String, u64, u32), usize> = HashMap::new();
+    let mut out: Vec<Option<Stored>> = Vec::with_capacity(found.len());
+    for (s, crc) in found {
+        let i = out.len();
+        let original = newest.insert((s.envelope.id.clone(), s.sref.len, crc), i);
+        out.push(Some(s));
+        // Segments are read oldest first: the earlier one is the original.
+        let Some(original) = original.and_then(|j| out[j].take()) else {
+            continue;
+        };
+        let Some(copy) = out[i].as_mut() else { continue };
+        let mut lines = String::new();
+        for (idx, (c, o)) in copy.done.iter_mut().zip(&original.done).enumerate() {
+            if *o && !*c {
+                *c = true;
+                lines.push_str(&format!("R {} {idx}\n", copy.sref.offset));
+            }
+        }
+        append_marks(dir, copy.sref.segment, &lines);
+        append_marks(dir, original.sref.segment, &format!("D {}\n", original.sref.offset));
+        tracing::info!(id = %copy.envelope.id, "spool: an interrupted compaction left two copies; keeping one");
+    }
+    out.into_iter().flatten().collect()
+}
+
+/// Appends done marks to a segment's `.done` file, durably (recovery only).
+fn append_marks(dir: &Path, seg: u64, lines: &str) {
+    if lines.is_empty() {
+        return;
+    }
+    let res = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(seg_path(dir, seg, "done"))
+        .and_then(|mut f| {
+            f.write_all(lines.as_bytes())?;
+            f.sync_data()
+        });
+    if let Err(e) = res {
+        tracing::error!(segment = seg, error = %e, "spool: cannot write done marks (a message may be delivered twice)");
     }
 }
 

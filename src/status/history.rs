@@ -493,6 +493,7 @@ impl History {
         };
         if let Response::Entries(entries) = queue.ask(Request::List).await {
             let router = router.current();
+            let entries = entries.into_entries();
             self.state().queued = queued_by_route(&entries, |d| router.route_of(d));
         }
     }

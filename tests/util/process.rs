@@ -32,7 +32,8 @@ impl Proc {
     }
 
     /// As [`Proc::start_with`], with `extra` TOML: whole sections, or
-    /// `[server]` keys.
+    /// `[server]` or `[spool]` keys, or a `[metrics]` section instead of
+    /// the base's.
     pub fn start_extra(dir: &std::path::Path, port: u16, next_hop_port: u16, retry_initial: &str, extra: &str) -> Proc {
         let toml = base_toml(&format!("smtp://127.0.0.1:{next_hop_port}"))
             .replace(
@@ -47,10 +48,17 @@ impl Proc {
                 "table = \"recipients\"",
                 "table = \"recipients\"\nreload_interval = \"1h\"",
             );
-        // Keys for [server] go into the base's [server]; whole sections
-        // are appended.
-        let toml = match extra.strip_prefix("[server]\n") {
-            Some(keys) => toml.replacen("[server]\n", &format!("[server]\n{keys}"), 1),
+        // Keys for [server] or [spool] go into the base's section; whole
+        // sections are appended.
+        let toml = match ["[server]\n", "[spool]\n"]
+            .into_iter()
+            .find_map(|s| Some((s, extra.strip_prefix(s)?)))
+        {
+            Some((section, keys)) => toml.replacen(section, &format!("{section}{keys}"), 1),
+            // A [metrics] section replaces the base's.
+            None if extra.starts_with("[metrics]\n") => {
+                toml.replacen("[metrics]\nlisten = \"127.0.0.1:0\"\n", extra, 1)
+            }
             None => toml + extra,
         };
         assert!(toml.contains(&format!("retry_initial = \"{retry_initial}\"")), "{toml}");

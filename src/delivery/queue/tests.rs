@@ -147,6 +147,8 @@ struct FakeHop {
     answer: Answer,
     tries: Mutex<HashMap<String, u32>>,
     attempts: mpsc::UnboundedSender<Attempt>,
+    /// What a real transport tells when its next hop is reached again.
+    recovered: Arc<tokio::sync::Notify>,
 }
 
 impl FakeHop {
@@ -159,6 +161,7 @@ impl FakeHop {
                 answer: Box::new(answer),
                 tries: Mutex::new(HashMap::new()),
                 attempts,
+                recovered: Arc::default(),
             }),
             rx,
         )
@@ -183,6 +186,10 @@ impl Transport for FakeHop {
             rcpts,
         });
         Box::pin(std::future::ready(statuses))
+    }
+
+    fn recovered(&self) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.recovered.clone())
     }
 }
 
@@ -602,4 +609,167 @@ async fn run_delivers_the_dsn_it_queues_for_a_permanent_failure() {
         "the DSN, from <> to the sender: {tries:?}"
     );
     q.stop().await;
+}
+
+// === sluice queue bounce ===
+
+/// A next hop that defers every message but the DSNs (from <>), which it
+/// takes.
+fn defers_all_but_dsns() -> (Arc<FakeHop>, mpsc::UnboundedReceiver<Attempt>) {
+    FakeHop::new(|env, _, _| {
+        if env.mail_from.is_some() {
+            deferred()
+        } else {
+            delivered()
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn bounce_returns_deferred_mail_to_its_sender_with_a_5_0_0_dsn_then_removes_it() {
+    let (hop, mut seen) = defers_all_but_dsns();
+    let mut q = LiveQueue::start(relay_cfg(Duration::from_secs(3600), Duration::from_secs(3600)), hop);
+    let off = q
+        .enqueue(envelope(
+            "B1",
+            Some("sender@client.example"),
+            &["user@example.com", "other@example.com"],
+            now_secs(),
+        ))
+        .await;
+    // Tried once and deferred for an hour.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(attempts(&mut seen).len(), 1);
+
+    // sluice queue bounce B1
+    let resp = q.handle.ask(control::Request::Bounce { id: "B1".into() }).await;
+    let control::Response::Bounced(b) = resp else {
+        panic!("{resp:?}")
+    };
+    assert_eq!(
+        b,
+        control::Bounced::Returned {
+            to: "sender@client.example".into(),
+            dsn: "B1B0".into()
+        }
+    );
+    assert_eq!(q.until_done(off).await, [Mark::Done(off)]);
+    // The DSN is delivered at once, from <> to the sender, naming both
+    // recipients as returned by the administrator.
+    let dsn_off = off + 1;
+    assert_eq!(q.until_done(dsn_off).await, [Mark::Done(dsn_off)]);
+    let tries = attempts(&mut seen);
+    assert_eq!(tries.len(), 1, "the original is never tried again: {tries:?}");
+    assert_eq!(
+        (tries[0].id.as_str(), &tries[0].from, &tries[0].rcpts),
+        ("B1B0", &None, &vec!["sender@client.example".to_string()])
+    );
+    let (denv, text) = dsns(&q.spool).pop().expect("a DSN");
+    assert_eq!(denv.generated, Some(Generated::Dsn));
+    assert!(text.contains("Final-Recipient: rfc822; user@example.com"), "{text}");
+    assert!(text.contains("Final-Recipient: rfc822; other@example.com"), "{text}");
+    assert!(text.contains("Status: 5.0.0"), "{text}");
+    assert!(
+        text.contains("Diagnostic-Code: smtp; 5.0.0 returned by the administrator"),
+        "{text}"
+    );
+    // Gone from the queue: a second bounce finds nothing.
+    let again = q.handle.ask(control::Request::Bounce { id: "B1".into() }).await;
+    assert!(matches!(again, control::Response::Error(_)), "{again:?}");
+    q.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn bounce_of_null_sender_mail_deletes_it_without_a_dsn() {
+    // Everything is deferred, DSNs included.
+    let (hop, mut seen) = FakeHop::new(|_, _, _| deferred());
+    let mut q = LiveQueue::start(relay_cfg(Duration::from_secs(3600), Duration::from_secs(3600)), hop);
+    let off = q.enqueue(envelope("B2", None, &["user@example.com"], now_secs())).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let resp = q.handle.ask(control::Request::Bounce { id: "B2".into() }).await;
+    assert!(
+        matches!(resp, control::Response::Bounced(control::Bounced::NullSender)),
+        "{resp:?}"
+    );
+    assert_eq!(q.until_done(off).await, [Mark::Done(off)]);
+    assert!(dsns(&q.spool).is_empty(), "no DSN to <>");
+    assert_eq!(q.spool.stored().len(), 1, "nothing else stored");
+    assert_eq!(attempts(&mut seen).len(), 1);
+    q.stop().await;
+}
+
+// === a next hop seen healthy again ===
+
+#[tokio::test(start_paused = true)]
+async fn deferred_mail_is_retried_at_once_when_the_next_hop_is_seen_up_again() {
+    let (hop, mut seen) = FakeHop::new(|_, _, n| if n == 1 { deferred() } else { delivered() });
+    let mut q = LiveQueue::start(
+        relay_cfg(Duration::from_secs(3600), Duration::from_secs(3600)),
+        hop.clone(),
+    );
+    let off = q
+        .enqueue(envelope(
+            "H1",
+            Some("a@client.example"),
+            &["user@example.com"],
+            now_secs(),
+        ))
+        .await;
+    // Deferred for an hour; ten seconds later a probe gets through.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let first = attempts(&mut seen);
+    assert_eq!(first.len(), 1);
+    hop.recovered.notify_one();
+    assert_eq!(q.until_done(off).await, [Mark::Done(off)]);
+    let tries = attempts(&mut seen);
+    assert_eq!(tries.len(), 1, "{tries:?}");
+    assert_eq!(
+        tries[0].at - first[0].at,
+        Duration::from_secs(10),
+        "retried when the hop came back, not an hour later"
+    );
+    q.stop().await;
+}
+
+// === sluice queue list ===
+
+#[tokio::test]
+async fn a_listed_message_is_written_exactly_as_its_entry_reads() {
+    let s = Settle::new(relay_cfg(Duration::from_secs(60), Duration::from_secs(3600)));
+    let mut job = s
+        .job(
+            envelope(
+                "L1",
+                Some("a@client.example"),
+                &["user@example.com", "known@example.com"],
+                1_700_000_000,
+            ),
+            2,
+        )
+        .await;
+    job.stored.done[0] = true;
+    job.last_reply = Some(Arc::from("451 4.3.0 \"try\" later\tplease"));
+    let null = s
+        .job(envelope("L2", None, &["user@example.com"], 1_700_000_001), 1)
+        .await;
+    for (job, state, next) in [
+        (&job, State::Deferred, Some(Instant::now() + Duration::from_secs(90))),
+        (&null, State::Held, None),
+    ] {
+        let listed = job.listed(state, next);
+        let written = serde_json::to_string(&listed).unwrap();
+        let entry: control::Entry = serde_json::from_str(&written).unwrap();
+        assert_eq!(entry, control::Entry::from(listed), "{written}");
+    }
+    let entry = job.entry(State::Deferred, None);
+    assert_eq!(
+        (entry.from.as_str(), entry.rcpts.as_slice(), entry.last_reply.as_deref()),
+        (
+            "a@client.example",
+            ["known@example.com".to_string()].as_slice(),
+            Some("451 4.3.0 \"try\" later\tplease")
+        ),
+        "only the recipient still to deliver"
+    );
+    assert_eq!(null.entry(State::Held, None).from, "", "the null sender");
 }

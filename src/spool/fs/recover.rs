@@ -12,8 +12,9 @@ use crate::mail::envelope::Envelope;
 use crate::spool::{SpoolError, SpoolRef, Stored};
 
 /// Reads the done marks and the records of one segment; returns the
-/// messages that are not done.
-pub(super) fn recover_segment(dir: &Path, seg: u64) -> Result<Vec<Stored>, SpoolError> {
+/// messages that are not done, each with its record's checksum (a copy
+/// left by an interrupted compaction has the same).
+pub(super) fn recover_segment(dir: &Path, seg: u64) -> Result<Vec<(Stored, u32)>, SpoolError> {
     let marks = DoneMarks::read(dir, seg)?;
     let mut log = SegmentReader::open(dir, seg)?;
     let mut out = Vec::new();
@@ -30,7 +31,8 @@ pub(super) fn recover_segment(dir: &Path, seg: u64) -> Result<Vec<Stored>, Spool
             continue;
         }
         if let Some(stored) = undone(sref, env_json, &marks) {
-            out.push(stored);
+            let crc = u32::from_le_bytes(rec[rec.len() - 4..].try_into().unwrap_or_default());
+            out.push((stored, crc));
         }
     }
     Ok(out)
@@ -60,7 +62,7 @@ fn undone(sref: SpoolRef, env_json: &[u8], marks: &DoneMarks) -> Option<Stored> 
 
 /// The done marks of one segment (its `.done` file).
 #[derive(Default)]
-struct DoneMarks {
+pub(super) struct DoneMarks {
     /// Offsets of the records whose message is done.
     msgs: HashSet<u64>,
     /// The recipients done, by record offset.
@@ -69,7 +71,7 @@ struct DoneMarks {
 
 impl DoneMarks {
     /// Reads the `.done` file of `seg`; without one, nothing is done.
-    fn read(dir: &Path, seg: u64) -> Result<Self, SpoolError> {
+    pub(super) fn read(dir: &Path, seg: u64) -> Result<Self, SpoolError> {
         let mut marks = DoneMarks::default();
         if let Ok(f) = File::open(seg_path(dir, seg, "done")) {
             for line in BufReader::new(f).lines() {
@@ -94,6 +96,11 @@ impl DoneMarks {
             // A torn last line from a crash: ignore.
             _ => {}
         }
+    }
+
+    /// The recipients marked done of the record at `offset`.
+    pub(super) fn rcpts_of(&self, offset: u64) -> impl Iterator<Item = usize> + '_ {
+        self.rcpts.get(&offset).into_iter().flatten().copied()
     }
 
     /// Whether each of the `n` recipients of the record at `offset` is done.
