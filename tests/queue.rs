@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::util::services::{Postfix, SmtpSink};
 use crate::util::*;
 
 fn queue_cli(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
@@ -43,23 +44,58 @@ async fn send_from(addr: std::net::SocketAddr, from: &str, subject: &str) -> Str
     r.rsplit(' ').next().unwrap().to_string()
 }
 
+/// Waits until smtp-sink has `n` messages (Postfix relays them on its
+/// own schedule); returns them.
+async fn arrived(sink: &SmtpSink, n: usize) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while sink.count() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {n} arrived",
+            sink.count()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sink.messages()
+        .iter()
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .collect()
+}
+
+/// sluice -> a real Postfix (the next hop) -> smtp-sink. Postfix is
+/// stopped, mail queues up in sluice, the admin holds, shows and deletes;
+/// Postfix is started again, and a flush and a release send the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn list_hold_delete_flush_release_against_a_next_hop_that_comes_back() {
+async fn list_hold_delete_flush_release_against_a_real_postfix_that_is_stopped_and_started() {
+    let sink = tokio::task::spawn_blocking(SmtpSink::start).await.unwrap();
+    let sink_port = sink.port;
+    let mut postfix = tokio::task::spawn_blocking(move || Postfix::start(sink_port))
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let hop_port = free_port();
     let p = Proc::start_extra(
         dir.path(),
         free_port(),
-        hop_port,
+        postfix.port,
         "1h",
         "[log]\nevents = \"events.jsonl\"\n",
     );
+    // Postfix up: mail goes through.
+    send(p.addr, "before").await;
+    assert!(arrived(&sink, 1).await[0].contains("Subject: before"));
+    let mut postfix = tokio::task::spawn_blocking(move || {
+        postfix.stop();
+        postfix
+    })
+    .await
+    .unwrap();
+
     let (a, b, c) = (
         send(p.addr, "held").await,
         send(p.addr, "deleted").await,
         send(p.addr, "flushed").await,
     );
-    // All three tried once against the dead next hop, then deferred.
+    // All three tried once against the stopped next hop, then deferred.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let q = listed(dir.path());
@@ -88,30 +124,31 @@ async fn list_hold_delete_flush_release_against_a_next_hop_that_comes_back() {
     let states: Vec<(&str, &str)> = q.iter().map(|(id, s, ..)| (id.as_str(), s.as_str())).collect();
     assert_eq!(states, vec![(a.as_str(), "held"), (c.as_str(), "deferred")]);
 
-    // The next hop is back: a flush sends the deferred message now.
-    let sink = Sink::start_on(
-        tokio::net::TcpListener::bind(("127.0.0.1", hop_port)).await.unwrap(),
-        false,
-        std::sync::Arc::new(|_| None),
-    );
+    // Postfix is back: a flush sends the deferred message now (the retry
+    // is an hour away).
+    let postfix = tokio::task::spawn_blocking(move || {
+        postfix.restart();
+        postfix
+    })
+    .await
+    .unwrap();
     let (code, out) = queue_cli(dir.path(), &["flush"]);
     assert_eq!((code, out.trim()), (Some(0), "1 message(s)"));
-    let got = sink.wait_for(1).await;
-    assert!(String::from_utf8_lossy(&got[0].data).contains("Subject: flushed"));
+    assert!(arrived(&sink, 2).await[1].contains("Subject: flushed"));
     // The held one waits for its release, then goes at once.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(sink.messages().len(), 1, "held mail is not flushed");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sink.count(), 2, "held mail is not flushed");
     assert_eq!(queue_cli(dir.path(), &["release", &a]).0, Some(0));
-    let got = sink.wait_for(2).await;
-    assert!(String::from_utf8_lossy(&got[1].data).contains("Subject: held"));
+    assert!(arrived(&sink, 3).await[2].contains("Subject: held"));
     assert!(listed(dir.path()).is_empty());
     assert!(
         !sink
             .messages()
             .iter()
-            .any(|m| String::from_utf8_lossy(&m.data).contains("Subject: deleted")),
+            .any(|m| String::from_utf8_lossy(m).contains("Subject: deleted")),
         "deleted mail is never sent"
     );
+    assert!(postfix.log().contains("status=sent"), "{}", postfix.log());
     // Every command that changed something is an event (the log is
     // written every 100 ms).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

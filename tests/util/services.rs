@@ -550,6 +550,42 @@ impl Postfix {
         read_lossy(&self.dir.path().join("maillog"))
     }
 
+    /// Stops it (`postfix stop`, as an admin would): its port refuses
+    /// connections until [`Postfix::restart`].
+    pub fn stop(&mut self) {
+        drop(self.watchdog.take());
+        stop_postfix_master(self.master_pid);
+    }
+
+    /// Starts it again on the same port with the same configuration and
+    /// queue; returns once smtpd greets.
+    pub fn restart(&mut self) {
+        let d = self.dir.path().to_path_buf();
+        let out = Command::new("postfix")
+            .arg("-c")
+            .arg(d.join("etc"))
+            .arg("start")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run postfix");
+        assert!(
+            out.status.success(),
+            "postfix start again: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.master_pid = fs::read_to_string(d.join("spool/pid/master.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .expect("master pid after restart");
+        let hostname = format!("postfix-{}.sluice.test", self.port);
+        retry_for(Duration::from_secs(10), || {
+            check_banner_tcp(self.port, &hostname).map_err(again)
+        })
+        .unwrap_or_else(|e| panic!("Postfix did not come back: {e}"));
+        self.watchdog = Watchdog::new(self.master_pid, self.dir.path());
+    }
+
     /// The instance's directory (etc/, spool/, data/, maillog).
     pub fn dir(&self) -> &Path {
         self.dir.path()
