@@ -4,8 +4,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::Context as _;
-
 use super::core::Core;
 use crate::delivery::Transport;
 use crate::delivery::queue::QueueHandle;
@@ -75,8 +73,7 @@ pub(super) fn listen(core: &Core, w: Watched) -> anyhow::Result<Option<SocketAdd
         dns: Some(core.dns_health.clone()),
         timeout: mc.probe_timeout,
     });
-    let l =
-        crate::status::http::bind(mc.listen).with_context(|| format!("metrics.listen: cannot bind {}", mc.listen))?;
+    let l = crate::status::http::bind(mc.listen).map_err(|e| super::bind_error("metrics.listen", mc.listen, &e))?;
     let addr = l.local_addr()?;
     let endpoints = Arc::new(crate::status::http::Endpoints::new(
         core.metrics.clone(),
