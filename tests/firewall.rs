@@ -45,7 +45,7 @@ fn nft_batches_load_into_a_real_kernel_set_with_timeouts() {
          echo '--- after second'; nft list table inet sluice\n\
          nft -f {snippet}\n\
          echo '--- with the snippet'; nft list chain inet sluice input\n",
-        create = n.create(),
+        create = n.create(&[]),
     );
     let out = in_netns(&script);
     let part = |from: &str, to: Option<&str>| {
