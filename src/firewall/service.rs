@@ -618,4 +618,93 @@ mod tests {
         let e = rx.try_recv().unwrap();
         assert!(matches!(&*e, Event::BanRemoved { net, by: "admin" } if net == "198.51.100.0/24"));
     }
+
+    /// An exporter that fails (as nft does without CAP_NET_ADMIN) until
+    /// told otherwise, and records what reached "the kernel".
+    struct Flaky {
+        fail: Arc<std::sync::atomic::AtomicBool>,
+        kernel: Arc<Mutex<Vec<IpNet>>>,
+    }
+
+    impl Exporter for Flaky {
+        fn name(&self) -> &'static str {
+            "nft"
+        }
+        fn apply(&self, add: &[Element], _: &[IpNet]) -> Result<(), super::super::export::ExportError> {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(super::super::export::ExportError::Failed {
+                    program: "nft",
+                    stderr: "/dev/stdin:1:1-22: Error: Could not process rule: Operation not permitted".into(),
+                });
+            }
+            self.kernel.lock().unwrap().extend(add.iter().map(|e| e.net));
+            Ok(())
+        }
+        fn reconcile(&self, all: &[Element]) -> Result<(), super::super::export::ExportError> {
+            self.kernel.lock().unwrap().clear();
+            self.apply(all, &[])
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_exporter_says_why_once_and_a_ban_by_hand_is_told_it_is_not_in_the_kernel() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = FirewallConfig {
+            bans: BanConfig::default(),
+            store: dir.path().join("bans.json"),
+            flush_interval: Duration::from_millis(10),
+            nft: None,
+            ipset: None,
+            ports: Vec::new(),
+            file: None,
+            control_socket: dir.path().join("control.sock"),
+        };
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let kernel = Arc::new(Mutex::new(Vec::new()));
+        let events = EventBus::new(256);
+        let mut rx = events.subscribe();
+        let flaky = Flaky {
+            fail: fail.clone(),
+            kernel: kernel.clone(),
+        };
+        let fw = Arc::new(Firewall::with_exporter(cfg, events.clone(), Some(Box::new(flaky))));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(fw.clone().run(stop.clone()));
+        let ban = |net: &str| Ban {
+            net: net.parse().unwrap(),
+            offence: Offence::Protocol,
+            since: now(),
+            until: now() + 600,
+            rule: "added by hand (sluice bans add)".into(),
+            strike: 1,
+            evidence: Vec::new(),
+        };
+        let why = "exporter nft: Operation not permitted — needs CAP_NET_ADMIN";
+        fw.insert(ban("192.0.2.7/32")).unwrap();
+        assert_eq!(fw.kernel_state().await.as_deref(), Some(why));
+        assert_eq!(fw.exporter_problem().as_deref(), Some(why));
+        // Failing again at each flush and check (one a second) is not news.
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        let mut warnings = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            if let Event::Warning { message, .. } = &*e {
+                warnings.push(message.clone());
+            }
+        }
+        assert_eq!(warnings, [why]);
+        assert!(kernel.lock().unwrap().is_empty());
+        // Given the capability, the next check puts every ban back.
+        fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while fw.exporter_problem().is_some() {
+            assert!(std::time::Instant::now() < deadline, "still failing");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(*kernel.lock().unwrap(), ["192.0.2.7/32".parse::<IpNet>().unwrap()]);
+        fw.insert(ban("198.51.100.0/24")).unwrap();
+        assert_eq!(fw.kernel_state().await, None);
+        assert!(kernel.lock().unwrap().contains(&"198.51.100.0/24".parse().unwrap()));
+        stop.cancel();
+        task.await.unwrap();
+    }
 }
