@@ -624,3 +624,46 @@ fn without_cap_net_admin_the_nft_exporter_fails_loudly_and_with_it_bans_reach_th
     });
     drop(sluice);
 }
+
+/// `sluice bans flush-kernel` with the firewall off: the ipsets and every
+/// iptables/ip6tables rule that uses them (whatever ports an earlier
+/// configuration gave it), and the nft table; others' rules stay.
+#[test]
+fn flush_kernel_removes_ipsets_with_their_rules_and_the_nft_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sluice.toml");
+    std::fs::write(&cfg, "[firewall]\nenabled = false\n").unwrap();
+    let script = format!(
+        "ipset create sluice_v4 hash:net family inet timeout 0\n\
+         ipset create sluice_v6 hash:net family inet6 timeout 0\n\
+         iptables -I INPUT -m set --match-set sluice_v4 src -j DROP\n\
+         iptables -I INPUT -p tcp -m multiport --dports 25,465 -m set --match-set sluice_v4 src -j DROP\n\
+         ip6tables -I INPUT -m set --match-set sluice_v6 src -j DROP\n\
+         iptables -A INPUT -p tcp --dport 22 -j ACCEPT\n\
+         nft add table inet sluice\n\
+         echo '--- first'; {bin} bans flush-kernel --config {cfg}\n\
+         echo '--- second'; {bin} bans flush-kernel --config {cfg}\n\
+         echo '--- left'; iptables -S INPUT; ip6tables -S INPUT; ipset list -n; nft list tables\n",
+        bin = env!("CARGO_BIN_EXE_sluice"),
+        cfg = cfg.display()
+    );
+    let out = in_netns(&script);
+    let first = &out[out.find("--- first").unwrap()..out.find("--- second").unwrap()];
+    assert_eq!(
+        first,
+        "--- first\nremoved nftables table inet sluice\n\
+         removed ipsets sluice_v4/sluice_v6 and their iptables/ip6tables rules\n"
+    );
+    let second = &out[out.find("--- second").unwrap()..out.find("--- left").unwrap()];
+    assert_eq!(
+        second,
+        "--- second\nnothing to remove: no nftables table inet sluice, no ipsets sluice_v4/sluice_v6\n"
+    );
+    // (iptables-nft's own tables "ip filter" and "ip6 filter" stay.)
+    let left = &out[out.find("--- left").unwrap()..];
+    assert!(
+        left.starts_with("--- left\n-P INPUT ACCEPT\n-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n-P INPUT ACCEPT\n"),
+        "{left}"
+    );
+    assert!(!left.contains("sluice"), "{left}");
+}
