@@ -667,3 +667,45 @@ fn flush_kernel_removes_ipsets_with_their_rules_and_the_nft_table() {
     );
     assert!(!left.contains("sluice"), "{left}");
 }
+
+/// The ipset exporter with `firewall.ports`: its DROP rules match TCP to
+/// those ports only, and a rule on its sets left by an earlier
+/// configuration (all traffic) is replaced, not kept beside it.
+#[test]
+fn ipset_rules_follow_firewall_ports_and_replace_an_earlier_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("recipients"), "user@example.com OK\n").unwrap();
+    let cfg = dir.path().join("sluice.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\nlisten = [\"127.0.0.1:2525\"]\nhostname = \"mx.test.example\"\n\
+         [recipients]\ndomains = [\"example.com\"]\ntable = \"recipients\"\n\
+         [spool]\ndir = \"spool\"\n[spam]\nenabled = false\n[metrics]\nenabled = false\n\
+         [firewall]\nexporter = \"ipset\"\nports = [25, 587]\n",
+    )
+    .unwrap();
+    let script = format!(
+        "ip link set lo up\n\
+         ipset create sluice_v4 hash:net family inet timeout 0 maxelem 1048576\n\
+         iptables -I INPUT -m set --match-set sluice_v4 src -j DROP\n\
+         {bin} serve --config {cfg} 2>{log} &\n\
+         pid=$!\n\
+         for i in $(seq 100); do iptables -S INPUT | grep -q -- '--dports' && break; sleep 0.1; done\n\
+         sleep 0.3\n\
+         iptables -S INPUT; ip6tables -S INPUT\n\
+         kill $pid; wait $pid\n",
+        bin = env!("CARGO_BIN_EXE_sluice"),
+        cfg = cfg.display(),
+        log = dir.path().join("sluice.log").display(),
+    );
+    let out = in_netns(&script);
+    assert_eq!(
+        out,
+        "-P INPUT ACCEPT\n\
+         -A INPUT -p tcp -m multiport --dports 25,587 -m set --match-set sluice_v4 src -j DROP\n\
+         -P INPUT ACCEPT\n\
+         -A INPUT -p tcp -m multiport --dports 25,587 -m set --match-set sluice_v6 src -j DROP\n",
+        "log: {}",
+        std::fs::read_to_string(dir.path().join("sluice.log")).unwrap_or_default()
+    );
+}

@@ -74,8 +74,13 @@ impl ExportError {
             };
             return format!("{program}: not found — install {package}");
         }
-        // nft's own message is its first line (then the rule, underlined).
-        self.to_string().lines().next().unwrap_or_default().to_string()
+        // nft's own message is its first line (then the rule, underlined);
+        // ipset's names itself.
+        let text = match self {
+            ExportError::Failed { program, stderr } if stderr.starts_with(program) => stderr.clone(),
+            other => other.to_string(),
+        };
+        text.lines().next().unwrap_or_default().to_string()
     }
 }
 
