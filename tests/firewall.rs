@@ -413,6 +413,16 @@ fn without_cap_net_admin_the_nft_exporter_fails_loudly_and_with_it_bans_reach_th
     run(&["ip", "netns", "add", &ns_name]);
     run(&["ip", "-n", &ns_name, "link", "set", "lo", "up"]);
     let ns = ns_name.as_str();
+    // The kernel's default, whatever the host's: below 1024 is privileged.
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_unprivileged_port_start=1024",
+    ]);
     let uid = run(&["id", "-u", "nobody"]).trim().to_string();
     let gid = run(&["id", "-g", "nobody"]).trim().to_string();
 
@@ -523,7 +533,19 @@ fn without_cap_net_admin_the_nft_exporter_fails_loudly_and_with_it_bans_reach_th
         .unwrap();
 
     // No capability at all: port 25 does not bind, and the error says why.
-    let status = serve("").wait().unwrap();
+    let mut refused = Killed(serve(""));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = refused.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serves without CAP_NET_BIND_SERVICE: {}",
+            log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     assert_eq!(status.code(), Some(1));
     let text = log_text();
     assert!(
