@@ -692,7 +692,8 @@ fn flush_kernel_removes_ipsets_with_their_rules_and_the_nft_table() {
 
 /// The ipset exporter with `firewall.ports`: its DROP rules match TCP to
 /// those ports only, and a rule on its sets left by an earlier
-/// configuration (all traffic) is replaced, not kept beside it.
+/// configuration (all traffic) is replaced, not kept beside it; a set made
+/// with other parameters (here without `maxelem`) is made again.
 #[test]
 fn ipset_rules_follow_firewall_ports_and_replace_an_earlier_rule() {
     let dir = tempfile::tempdir().unwrap();
@@ -708,13 +709,14 @@ fn ipset_rules_follow_firewall_ports_and_replace_an_earlier_rule() {
     .unwrap();
     let script = format!(
         "ip link set lo up\n\
-         ipset create sluice_v4 hash:net family inet timeout 0 maxelem 1048576\n\
+         ipset create sluice_v4 hash:net family inet timeout 0\n\
          iptables -I INPUT -m set --match-set sluice_v4 src -j DROP\n\
          {bin} serve --config {cfg} 2>{log} &\n\
          pid=$!\n\
          for i in $(seq 100); do iptables -S INPUT | grep -q -- '--dports' && break; sleep 0.1; done\n\
          sleep 0.3\n\
          iptables -S INPUT; ip6tables -S INPUT\n\
+         ipset -t list sluice_v4 | grep -o 'maxelem [0-9]*'\n\
          kill $pid; wait $pid\n",
         bin = env!("CARGO_BIN_EXE_sluice"),
         cfg = cfg.display(),
@@ -726,7 +728,8 @@ fn ipset_rules_follow_firewall_ports_and_replace_an_earlier_rule() {
         "-P INPUT ACCEPT\n\
          -A INPUT -p tcp -m multiport --dports 25,587 -m set --match-set sluice_v4 src -j DROP\n\
          -P INPUT ACCEPT\n\
-         -A INPUT -p tcp -m multiport --dports 25,587 -m set --match-set sluice_v6 src -j DROP\n",
+         -A INPUT -p tcp -m multiport --dports 25,587 -m set --match-set sluice_v6 src -j DROP\n\
+         maxelem 1048576\n",
         "log: {}",
         std::fs::read_to_string(dir.path().join("sluice.log")).unwrap_or_default()
     );

@@ -148,7 +148,15 @@ impl Exporter for IpsetExporter {
     fn reconcile(&self, all: &[Element]) -> Result<(), ExportError> {
         let mut script = self.names.create();
         script.push_str(&self.names.batch(all, &[]));
-        run_with_stdin("ipset", &["restore"], &script)?;
+        if let Err(e) = run_with_stdin("ipset", &["restore"], &script) {
+            if !e.to_string().contains("set with the same name already exists") {
+                return Err(e);
+            }
+            // Made with other parameters (by hand, by an older sluice):
+            // replaced, with the rules on them.
+            self.names.remove()?;
+            run_with_stdin("ipset", &["restore"], &script)?;
+        }
         // Our rule once, first in INPUT; any other rule on our sets (other
         // ports, from an earlier configuration) goes.
         for (program, set, rule) in self.names.rules(&self.ports) {
