@@ -73,34 +73,37 @@ impl IpsetNames {
     }
 
     /// Removes every INPUT rule matching the sets, then the sets: whether
-    /// there was anything. A program not installed has nothing of ours.
+    /// there was anything. (A rule cannot name a set that does not exist:
+    /// without the sets there is nothing to look for.) A program not
+    /// installed has nothing of ours.
     pub fn remove(&self) -> Result<bool, ExportError> {
-        let mut removed = false;
+        let not_installed = |e: &ExportError| matches!(e, ExportError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
+        let sets = match output("ipset", &["list".into(), "-n".into()]) {
+            Ok(s) => s,
+            Err(e) if not_installed(&e) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let ours: Vec<&String> = [&self.set_v4, &self.set_v6]
+            .into_iter()
+            .filter(|set| sets.lines().any(|l| l.trim() == set.as_str()))
+            .collect();
+        if ours.is_empty() {
+            return Ok(false);
+        }
         for (program, set, _) in self.rules(&[]) {
             let rules = match rules_with_set(program, set) {
                 Ok(r) => r,
-                Err(ExportError::Spawn { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if not_installed(&e) => continue,
                 Err(e) => return Err(e),
             };
             for rule in rules {
                 delete_rule(program, rule)?;
-                removed = true;
             }
         }
-        let sets = match output("ipset", &["list".into(), "-n".into()]) {
-            Ok(s) => s,
-            Err(ExportError::Spawn { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(removed);
-            }
-            Err(e) => return Err(e),
-        };
-        for set in [&self.set_v4, &self.set_v6] {
-            if sets.lines().any(|l| l.trim() == set.as_str()) {
-                output("ipset", &["destroy".into(), set.clone()])?;
-                removed = true;
-            }
+        for set in ours {
+            output("ipset", &["destroy".into(), set.clone()])?;
         }
-        Ok(removed)
+        Ok(true)
     }
 }
 
