@@ -45,7 +45,7 @@ fn nft_batches_load_into_a_real_kernel_set_with_timeouts() {
          echo '--- after second'; nft list table inet sluice\n\
          nft -f {snippet}\n\
          echo '--- with the snippet'; nft list chain inet sluice input\n",
-        create = n.create(),
+        create = n.create(&[]),
     );
     let out = in_netns(&script);
     let part = |from: &str, to: Option<&str>| {
@@ -376,4 +376,379 @@ fn flood_is_banned_in_the_kernel(kernel: &Kernel) {
     assert!(!set().contains("10.211.0.3") && !set().contains("192.0.2.9"));
     drop(sluice);
     drop(ns);
+}
+
+/// A next hop that greets and answers EHLO and QUIT (what `/readyz` asks),
+/// on 127.0.0.1:10025 of the namespace it runs in.
+const NEXT_HOP: &str = r#"
+import socketserver
+class Hop(socketserver.StreamRequestHandler):
+    def handle(self):
+        self.wfile.write(b"220 hop.test ESMTP\r\n")
+        for line in self.rfile:
+            verb = line[:4].upper()
+            if verb == b"QUIT":
+                self.wfile.write(b"221 bye\r\n")
+                return
+            self.wfile.write(b"250-hop.test\r\n250 PIPELINING\r\n" if verb in (b"EHLO", b"LHLO") else b"250 ok\r\n")
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer(("127.0.0.1", 10025), Hop).serve_forever()
+"#;
+
+/// GET http://127.0.0.1:9425/readyz: prints the status code, then the body.
+const READYZ: &str = r#"
+import urllib.request, urllib.error
+try:
+    r = urllib.request.urlopen("http://127.0.0.1:9425/readyz", timeout=5)
+    print(r.status); print(r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code); print(e.read().decode())
+except OSError as e:
+    print(0); print(e)
+"#;
+
+/// The issue's loud failures, with sluice installed as it runs in
+/// production: an unprivileged user (nobody) with only the capabilities
+/// the unit grants, on port 25, in a network namespace of its own.
+///
+/// Without `CAP_NET_BIND_SERVICE` it does not start, and says which
+/// capability port 25 needs. With only that one, and `exporter = "nft"`,
+/// it serves, but the exporter cannot write to the kernel: one clear line
+/// on stderr, `/readyz` not ready with the reason, `sluice check`
+/// CRITICAL, `sluice bans add` exit 1 saying the ban is not enforced in
+/// the kernel. With `CAP_NET_ADMIN` added, the stored ban and a new one
+/// reach the kernel (the drop limited to `firewall.ports`) and it is
+/// ready. Then `sluice bans flush-kernel` removes the table, and a start
+/// with `exporter = "none"` removes one left behind. No ANSI colours in
+/// the log file.
+#[test]
+fn without_cap_net_admin_the_nft_exporter_fails_loudly_and_with_it_bans_reach_the_kernel() {
+    let id = std::process::id() % 100_000;
+    let ns_name = format!("slcap{id}");
+    let _ns = Netns {
+        names: vec![ns_name.clone()],
+    };
+    run(&["ip", "netns", "add", &ns_name]);
+    run(&["ip", "-n", &ns_name, "link", "set", "lo", "up"]);
+    let ns = ns_name.as_str();
+    // The kernel's default, whatever the host's: below 1024 is privileged.
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_unprivileged_port_start=1024",
+    ]);
+    let uid = run(&["id", "-u", "nobody"]).trim().to_string();
+    let gid = run(&["id", "-g", "nobody"]).trim().to_string();
+
+    // "Installed": the binary, the configuration and the recipient table
+    // readable by all, the spool owned by the service user.
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |p: &std::path::Path, m: u32| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    };
+    mode(dir.path(), 0o755);
+    let bin = dir.path().join("sluice");
+    std::fs::copy(env!("CARGO_BIN_EXE_sluice"), &bin).unwrap();
+    mode(&bin, 0o755);
+    let bin = bin.to_str().unwrap().to_string();
+    std::fs::write(dir.path().join("recipients"), "user@example.com OK\n").unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    run(&["chown", &format!("{uid}:{gid}"), spool.to_str().unwrap()]);
+    let cfg = dir.path().join("sluice.toml");
+    let write_cfg = |exporter: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[server]\nlisten = [\"127.0.0.1:25\"]\nhostname = \"mx.test.example\"\n\
+                 [relay]\nnext_hop = \"smtp://127.0.0.1:10025\"\n\
+                 [recipients]\ndomains = [\"example.com\"]\ntable = \"recipients\"\n\
+                 [spool]\ndir = \"spool\"\n[spam]\nenabled = false\n\
+                 [firewall]\nexporter = \"{exporter}\"\nflush_interval = \"100ms\"\nports = [25, 465, 587]\n"
+            ),
+        )
+        .unwrap();
+    };
+    write_cfg("nft");
+    let cfg = cfg.to_str().unwrap().to_string();
+    let log = dir.path().join("sluice.log");
+
+    // `sluice serve` as nobody with exactly these capabilities.
+    let serve = |caps: &str| {
+        let caps = format!("-all{caps}");
+        std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "setpriv"])
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .args(["--clear-groups"])
+            .arg(format!("--inh-caps={caps}"))
+            .arg(format!("--ambient-caps={caps}"))
+            .arg(format!("--bounding-set={caps}"))
+            .args(["--", &bin, "serve", "--config", &cfg])
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    // A sluice command as root in the namespace: (exit code, stdout + stderr).
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, &bin])
+            .args(args)
+            .args(["--config", &cfg])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let in_ns = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let readyz = || {
+        let out = in_ns(&["python3", "-c", READYZ]);
+        let (code, body) = out.split_once('\n').unwrap_or((&out, ""));
+        (code.trim().to_string(), body.to_string())
+    };
+    let wait_for = |what: &str, f: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while !f() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}\nlog:\n{}",
+                log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let smtp_greets = || {
+        in_ns(&[
+            "python3",
+            "-c",
+            "import socket; s = socket.create_connection(('127.0.0.1', 25), 2); print(s.recv(100).decode())",
+        ])
+        .starts_with("220 ")
+    };
+    let _hop = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-c", NEXT_HOP])
+        .spawn()
+        .map(Killed)
+        .unwrap();
+
+    // No capability at all: port 25 does not bind, and the error says why.
+    let mut refused = Killed(serve(""));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = refused.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serves without CAP_NET_BIND_SERVICE: {}",
+            log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(1));
+    let text = log_text();
+    assert!(
+        text.contains(
+            "server.listen: cannot bind 127.0.0.1:25: Permission denied — ports below 1024 need \
+             CAP_NET_BIND_SERVICE (AmbientCapabilities= in the unit) or root"
+        ),
+        "{text}"
+    );
+
+    // Only CAP_NET_BIND_SERVICE: it serves, and fails loudly at the kernel.
+    let mut sluice = Killed(serve(",+net_bind_service"));
+    let why = "exporter nft: Operation not permitted — needs CAP_NET_ADMIN";
+    wait_for("the exporter's error line", &|| log_text().contains(why));
+    wait_for("the listener on port 25", &smtp_greets);
+    let (code, body) = readyz();
+    assert_eq!(code, "503", "{body}");
+    assert_eq!(body.trim(), format!("not ready: firewall {why}"));
+    let (code, out) = cli(&["check"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.starts_with(&format!("SLUICE CRITICAL - not ready: firewall {why}")),
+        "{out}"
+    );
+    let (code, out) = cli(&["bans", "add", "192.0.2.7"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "192.0.2.7/32 banned: sluice refuses its connections, but the ban is NOT enforced in the kernel: {why}"
+        )),
+        "{out}"
+    );
+    assert!(!in_ns(&["nft", "list", "tables"]).contains("sluice"));
+    // Said once, not once a second.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let text = log_text();
+    assert_eq!(
+        text.matches(&format!("{why}; bans are NOT enforced")).count(),
+        1,
+        "{text}"
+    );
+    run(&["kill", "-TERM", &sluice.0.id().to_string()]);
+    assert!(sluice.0.wait().unwrap().success());
+
+    // With CAP_NET_ADMIN: the stored ban reaches the kernel, a new one too,
+    // and sluice is ready.
+    let mut sluice = Killed(serve(",+net_bind_service,+net_admin"));
+    let set = || in_ns(&["nft", "list", "set", "inet", "sluice", "banned_v4"]);
+    wait_for("the stored ban in the kernel", &|| set().contains("192.0.2.7"));
+    wait_for("the listener on port 25", &smtp_greets);
+    let chain = in_ns(&["nft", "list", "chain", "inet", "sluice", "input"]);
+    assert_eq!(
+        chain.matches(" tcp dport { 25, 465, 587 } drop").count(),
+        4,
+        "only the mail ports: {chain}"
+    );
+    let (code, body) = readyz();
+    assert_eq!((code.as_str(), body.trim()), ("200", "ready"));
+    let (code, out) = cli(&["check"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = cli(&["bans", "add", "192.0.2.8"]);
+    assert_eq!((code, out.trim()), (Some(0), "done"));
+    assert!(set().contains("192.0.2.8"), "in the kernel when `add` returns");
+    let text = log_text();
+    assert!(!text.contains(why), "{text}");
+    assert!(!text.contains('\u{1b}'), "no ANSI colours in a file: {text}");
+    run(&["kill", "-TERM", &sluice.0.id().to_string()]);
+    assert!(sluice.0.wait().unwrap().success());
+
+    // By hand: flush-kernel removes the table (and says so), then finds
+    // nothing.
+    let (code, out) = cli(&["bans", "flush-kernel"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("removed nftables table inet sluice\n"), "{out}");
+    assert!(out.contains("note: a running sluice puts its nft state back"), "{out}");
+    assert!(!in_ns(&["nft", "list", "tables"]).contains("sluice"));
+    let (code, out) = cli(&["bans", "flush-kernel"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.starts_with("nothing to remove: no nftables table inet sluice"),
+        "{out}"
+    );
+
+    // Switching the exporter off removes what the old one left.
+    let snippet = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nftables/sluice.nft");
+    in_ns(&["nft", "-f", snippet]);
+    assert!(in_ns(&["nft", "list", "tables"]).contains("table inet sluice"));
+    write_cfg("none");
+    let sluice = Killed(serve(",+net_bind_service,+net_admin"));
+    wait_for("the leftover table removed", &|| {
+        !in_ns(&["nft", "list", "tables"]).contains("sluice")
+    });
+    wait_for("the line saying so", &|| {
+        log_text().contains(
+            "firewall: removed nftables table inet sluice, left from an earlier configuration \
+             (firewall.exporter is now none)",
+        )
+    });
+    drop(sluice);
+}
+
+/// `sluice bans flush-kernel` with the firewall off: the ipsets and every
+/// iptables/ip6tables rule that uses them (whatever ports an earlier
+/// configuration gave it), and the nft table; others' rules stay.
+#[test]
+fn flush_kernel_removes_ipsets_with_their_rules_and_the_nft_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sluice.toml");
+    std::fs::write(&cfg, "[firewall]\nenabled = false\n").unwrap();
+    let script = format!(
+        "ipset create sluice_v4 hash:net family inet timeout 0\n\
+         ipset create sluice_v6 hash:net family inet6 timeout 0\n\
+         iptables -I INPUT -m set --match-set sluice_v4 src -j DROP\n\
+         iptables -I INPUT -p tcp -m multiport --dports 25,465 -m set --match-set sluice_v4 src -j DROP\n\
+         ip6tables -I INPUT -m set --match-set sluice_v6 src -j DROP\n\
+         iptables -A INPUT -p tcp --dport 22 -j ACCEPT\n\
+         nft add table inet sluice\n\
+         echo '--- first'; {bin} bans flush-kernel --config {cfg}\n\
+         echo '--- second'; {bin} bans flush-kernel --config {cfg}\n\
+         echo '--- left'; iptables -S INPUT; ip6tables -S INPUT; ipset list -n; nft list tables\n",
+        bin = env!("CARGO_BIN_EXE_sluice"),
+        cfg = cfg.display()
+    );
+    let out = in_netns(&script);
+    let first = &out[out.find("--- first").unwrap()..out.find("--- second").unwrap()];
+    assert_eq!(
+        first,
+        "--- first\nremoved nftables table inet sluice\n\
+         removed ipsets sluice_v4/sluice_v6 and their iptables/ip6tables rules\n"
+    );
+    let second = &out[out.find("--- second").unwrap()..out.find("--- left").unwrap()];
+    assert_eq!(
+        second,
+        "--- second\nnothing to remove: no nftables table inet sluice, no ipsets sluice_v4/sluice_v6\n"
+    );
+    // (iptables-nft's own tables "ip filter" and "ip6 filter" stay.)
+    let left = &out[out.find("--- left").unwrap()..];
+    assert!(
+        left.starts_with("--- left\n-P INPUT ACCEPT\n-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n-P INPUT ACCEPT\n"),
+        "{left}"
+    );
+    assert!(!left.contains("sluice"), "{left}");
+}
+
+/// The ipset exporter with `firewall.ports`: its DROP rules match TCP to
+/// those ports only, and a rule on its sets left by an earlier
+/// configuration (all traffic) is replaced, not kept beside it; a set made
+/// with other parameters (here without `maxelem`) is made again.
+#[test]
+fn ipset_rules_follow_firewall_ports_and_replace_an_earlier_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("recipients"), "user@example.com OK\n").unwrap();
+    let cfg = dir.path().join("sluice.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\nlisten = [\"127.0.0.1:2525\"]\nhostname = \"mx.test.example\"\n\
+         [recipients]\ndomains = [\"example.com\"]\ntable = \"recipients\"\n\
+         [spool]\ndir = \"spool\"\n[spam]\nenabled = false\n[metrics]\nenabled = false\n\
+         [firewall]\nexporter = \"ipset\"\nports = [25, 587]\n",
+    )
+    .unwrap();
+    let script = format!(
+        "ip link set lo up\n\
+         ipset create sluice_v4 hash:net family inet timeout 0\n\
+         iptables -I INPUT -m set --match-set sluice_v4 src -j DROP\n\
+         {bin} serve --config {cfg} 2>{log} &\n\
+         pid=$!\n\
+         for i in $(seq 100); do iptables -S INPUT | grep -q -- '--dports' && break; sleep 0.1; done\n\
+         sleep 0.3\n\
+         iptables -S INPUT; ip6tables -S INPUT\n\
+         ipset -t list sluice_v4 | grep -o 'maxelem [0-9]*'\n\
+         kill $pid; wait $pid\n",
+        bin = env!("CARGO_BIN_EXE_sluice"),
+        cfg = cfg.display(),
+        log = dir.path().join("sluice.log").display(),
+    );
+    let out = in_netns(&script);
+    assert_eq!(
+        out,
+        "-P INPUT ACCEPT\n\
+         -A INPUT -p tcp -m multiport --dports 25,587 -m set --match-set sluice_v4 src -j DROP\n\
+         -P INPUT ACCEPT\n\
+         -A INPUT -p tcp -m multiport --dports 25,587 -m set --match-set sluice_v6 src -j DROP\n\
+         maxelem 1048576\n",
+        "log: {}",
+        std::fs::read_to_string(dir.path().join("sluice.log")).unwrap_or_default()
+    );
 }

@@ -198,7 +198,7 @@ pub(super) fn listen(core: &Core, front: Arc<Front>) -> anyhow::Result<Vec<Socke
     let limit = Arc::new(Semaphore::new(c.server.max_connections));
     let mut local_addrs = Vec::new();
     for addr in &c.server.listen {
-        let l = crate::listener::bind(*addr).with_context(|| format!("server.listen: cannot bind {addr}"))?;
+        let l = crate::listener::bind(*addr).map_err(|e| super::bind_error("server.listen", *addr, &e))?;
         local_addrs.push(l.local_addr()?);
         core.sessions.spawn(crate::listener::accept_loop(
             l,

@@ -88,6 +88,29 @@ pub fn spam_filter(
     Ok(Some(Arc::new(filter)))
 }
 
+/// Why a port below 1024 would not bind.
+const LOW_PORT: &str =
+    "Permission denied — ports below 1024 need CAP_NET_BIND_SERVICE (AmbientCapabilities= in the unit) or root";
+
+/// A listener that would not bind, in the admin's words: the key, the
+/// address, and what to do about the usual causes (a port below 1024
+/// without the capability, a port someone else holds).
+fn bind_error(key: &str, addr: SocketAddr, e: &std::io::Error) -> anyhow::Error {
+    use std::io::ErrorKind;
+    let port = addr.port();
+    let why = match e.kind() {
+        ErrorKind::PermissionDenied if port != 0 && port < 1024 => LOW_PORT.to_string(),
+        ErrorKind::PermissionDenied => "Permission denied".to_string(),
+        ErrorKind::AddrInUse => format!(
+            "address already in use — another process listens on port {port}; \
+             see `ss -ltnp 'sport = :{port}'`"
+        ),
+        ErrorKind::AddrNotAvailable => format!("address not available — {} is not an address of this host", addr.ip()),
+        _ => e.to_string(),
+    };
+    anyhow::anyhow!("{key}: cannot bind {addr}: {why}")
+}
+
 /// Loads the files the configuration names ([`preflight`]), binds the
 /// listeners, recovers the spool and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
@@ -226,5 +249,38 @@ impl Running {
     /// applies it; see [`reload`].
     pub async fn reload(&self) -> ReloadResult {
         self.reloader.reload().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_errors_name_the_capability_or_the_port() {
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let addr: SocketAddr = "0.0.0.0:25".parse().unwrap();
+        assert_eq!(
+            bind_error("server.listen", addr, &denied).to_string(),
+            "server.listen: cannot bind 0.0.0.0:25: Permission denied — ports below 1024 need \
+             CAP_NET_BIND_SERVICE (AmbientCapabilities= in the unit) or root"
+        );
+        let high: SocketAddr = "127.0.0.1:2525".parse().unwrap();
+        assert_eq!(
+            bind_error("server.listen", high, &denied).to_string(),
+            "server.listen: cannot bind 127.0.0.1:2525: Permission denied"
+        );
+        // A port that is taken, for real.
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap();
+        let e = std::net::TcpListener::bind(addr).unwrap_err();
+        let port = addr.port();
+        assert_eq!(
+            bind_error("metrics.listen", addr, &e).to_string(),
+            format!(
+                "metrics.listen: cannot bind {addr}: address already in use — another process listens on \
+                 port {port}; see `ss -ltnp 'sport = :{port}'`"
+            )
+        );
     }
 }

@@ -4,8 +4,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::Context as _;
-
 use super::core::Core;
 use crate::delivery::Transport;
 use crate::delivery::queue::QueueHandle;
@@ -18,8 +16,14 @@ use crate::status::history::{History, Sampler, Watch};
 use crate::swap::Swap;
 
 /// The firewall reads the events; the listener asks it first. Its control
-/// socket serves `sluice bans`.
+/// socket serves `sluice bans`. What an exporter not in use (or the
+/// firewall, when off) left in the kernel is removed first.
 pub(super) fn firewall(core: &Core) -> Option<Arc<Firewall>> {
+    let (names, in_use) = (
+        core.config.kernel_names.clone(),
+        core.config.firewall.as_ref().and_then(|f| f.kernel_exporter()),
+    );
+    tokio::task::spawn_blocking(move || crate::firewall::kernel::remove_unused(&names, in_use));
     let cfg = core.config.firewall.clone()?;
     let fw = Arc::new(Firewall::new(cfg, core.events.clone(), core.state.clone()));
     let run = fw.clone();
@@ -73,10 +77,10 @@ pub(super) fn listen(core: &Core, w: Watched) -> anyhow::Result<Option<SocketAdd
         transport: w.transport as Arc<dyn Transport>,
         content: w.content,
         dns: Some(core.dns_health.clone()),
+        firewall: w.firewall.clone(),
         timeout: mc.probe_timeout,
     });
-    let l =
-        crate::status::http::bind(mc.listen).with_context(|| format!("metrics.listen: cannot bind {}", mc.listen))?;
+    let l = crate::status::http::bind(mc.listen).map_err(|e| super::bind_error("metrics.listen", mc.listen, &e))?;
     let addr = l.local_addr()?;
     let endpoints = Arc::new(crate::status::http::Endpoints::new(
         core.metrics.clone(),

@@ -1,5 +1,6 @@
-//! `sluice bans ...`: the daemon's bans over its control socket, and
-//! `import-postfix-log`.
+//! `sluice bans ...`: the daemon's bans over its control socket,
+//! `import-postfix-log`, and `flush-kernel` (in this process: it works
+//! with the daemon stopped or the firewall off).
 
 use std::path::PathBuf;
 
@@ -11,7 +12,9 @@ pub(crate) enum BansCmd {
     /// Every active ban.
     #[command(after_help = "Example:\n  sluice bans list")]
     List,
-    /// Ban an address or network by hand.
+    /// Ban an address or network by hand. Exit 1 when the ban is recorded
+    /// (sluice refuses the client) but the exporter cannot put it in the
+    /// kernel; the reason is printed.
     #[command(after_help = "Examples:\n  sluice bans add 192.0.2.7\n  sluice bans add 198.51.100.0/24 --for 7d")]
     Add {
         /// An address or a CIDR network.
@@ -32,6 +35,13 @@ pub(crate) enum BansCmd {
         /// The client address.
         ip: std::net::IpAddr,
     },
+    /// Remove what sluice owns in the kernel: its nftables table (sets,
+    /// chain, rules), its ipsets and the iptables/ip6tables rules that use
+    /// them. Done here, not by the daemon: a running sluice with an
+    /// exporter puts its own back within a second. Needs CAP_NET_ADMIN
+    /// (root).
+    #[command(after_help = "Example:\n  sluice bans flush-kernel")]
+    FlushKernel,
     /// Read a Postfix mail log (smtpd, postscreen, amavis lines: unknown
     /// recipients, DNSBL rejects, pregreeting, "lost connection after"
     /// floods, rate limits, viruses) into the running daemon's ban engine,
@@ -57,6 +67,9 @@ pub(crate) enum BansCmd {
 pub(crate) async fn bans(config: &Config, action: BansCmd) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use sluice::firewall::control::{Request, Response, request};
+    if let BansCmd::FlushKernel = action {
+        return flush_kernel(config);
+    }
     let fw = config
         .firewall
         .as_ref()
@@ -75,7 +88,7 @@ pub(crate) async fn bans(config: &Config, action: BansCmd) -> anyhow::Result<()>
         return import_postfix_log(fw, file, *dry_run, *utc_offset).await;
     }
     let req = match &action {
-        BansCmd::ImportPostfixLog { .. } => unreachable!("handled above"),
+        BansCmd::ImportPostfixLog { .. } | BansCmd::FlushKernel => unreachable!("handled above"),
         BansCmd::List => Request::List,
         BansCmd::Add { net: n, duration } => Request::Add {
             net: net(n)?,
@@ -92,6 +105,13 @@ pub(crate) async fn bans(config: &Config, action: BansCmd) -> anyhow::Result<()>
         .with_context(|| format!("{}: is sluice running?", path.display()))?;
     match resp {
         Response::Done => println!("done"),
+        Response::NotInKernel(why) => match &req {
+            Request::Add { net, .. } => anyhow::bail!(
+                "{} banned: sluice refuses its connections, but the ban is NOT enforced in the kernel: {why}",
+                net.trunc()
+            ),
+            _ => anyhow::bail!("lifted: sluice admits it again, but the kernel may still drop it: {why}"),
+        },
         Response::NotBanned => println!("not banned"),
         Response::Error(e) => anyhow::bail!(e),
         Response::Bans(list) => {
@@ -108,6 +128,39 @@ pub(crate) async fn bans(config: &Config, action: BansCmd) -> anyhow::Result<()>
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// `sluice bans flush-kernel`: removes sluice's nftables table, ipsets and
+/// iptables rules (by the configured names), whatever the exporter.
+fn flush_kernel(config: &Config) -> anyhow::Result<()> {
+    use sluice::firewall::kernel::remove;
+    let names = &config.kernel_names;
+    let (removed, failed) = remove(names, None);
+    for r in &removed {
+        println!("removed {r}");
+    }
+    if removed.is_empty() && failed.is_empty() {
+        println!(
+            "nothing to remove: no nftables table inet {}, no ipsets {}/{}",
+            names.nft.table, names.ipset.set_v4, names.ipset.set_v6
+        );
+    }
+    if let Some(x) = config.firewall.as_ref().and_then(|f| f.kernel_exporter()) {
+        eprintln!(
+            "note: a running sluice puts its {} state back within a second (firewall.exporter = \"{}\"); \
+             set firewall.exporter = \"none\" or stop it first to keep the kernel free of it",
+            x.as_str(),
+            x.as_str()
+        );
+    }
+    if !failed.is_empty() {
+        let why: Vec<String> = failed
+            .iter()
+            .map(|(x, e)| format!("{}: {}", x.as_str(), e.reason()))
+            .collect();
+        anyhow::bail!("flush-kernel: {}", why.join("; "));
     }
     Ok(())
 }

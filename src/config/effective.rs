@@ -327,6 +327,7 @@ fn fill_firewall(f: RawFirewall, spool_dir: &str) -> RawFirewall {
         exporter: f.exporter.or_else(|| s(d::FIREWALL_EXPORTER)),
         ipset_name: f.ipset_name.or_else(|| s(d::FIREWALL_IPSET_NAME)),
         nft_table: f.nft_table.or_else(|| s(d::FIREWALL_NFT_TABLE)),
+        ports: f.ports.or_else(|| Some(Vec::new())),
         flush_interval: f.flush_interval.or_else(|| s(d::FIREWALL_FLUSH_INTERVAL)),
         store: f.store.or_else(|| in_spool(spool_dir, "bans.json")),
         control_socket: f.control_socket.or_else(|| in_spool(spool_dir, "control.sock")),

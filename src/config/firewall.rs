@@ -137,6 +137,31 @@ impl IpsetNames {
     }
 }
 
+/// Everything sluice may own in the kernel, whichever exporter is on (or
+/// none): what is not in use is removed at start, and `sluice bans
+/// flush-kernel` removes it all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelNames {
+    pub nft: NftNames,
+    pub ipset: IpsetNames,
+}
+
+/// Which kernel exporter is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelExporter {
+    Nft,
+    Ipset,
+}
+
+impl KernelExporter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KernelExporter::Nft => "nft",
+            KernelExporter::Ipset => "ipset",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct FirewallConfig {
     pub bans: BanConfig,
@@ -148,6 +173,8 @@ pub struct FirewallConfig {
     pub nft: Option<NftNames>,
     /// The ipset names, when bans go to iptables + ipset.
     pub ipset: Option<IpsetNames>,
+    /// The TCP ports the kernel rules drop; empty = all traffic.
+    pub ports: Vec<u16>,
     /// The control socket of `sluice bans`.
     pub control_socket: PathBuf,
     /// Export for other tools: the banned networks, one CIDR per line, at
@@ -155,17 +182,31 @@ pub struct FirewallConfig {
     pub file: Option<PathBuf>,
 }
 
+impl FirewallConfig {
+    /// The kernel exporter, if one is on.
+    pub fn kernel_exporter(&self) -> Option<KernelExporter> {
+        match (&self.nft, &self.ipset) {
+            (Some(_), _) => Some(KernelExporter::Nft),
+            (None, Some(_)) => Some(KernelExporter::Ipset),
+            (None, None) => None,
+        }
+    }
+}
+
+/// `[firewall]`: `None` when it is off; and the kernel names in either case.
 pub(super) fn validate_firewall(
     raw: RawFirewall,
     base: &Path,
     spool_dir: &Path,
     policy_allowlist: &[ipnet::IpNet],
     next_hop: &NextHop,
-) -> Result<Option<FirewallConfig>, ConfigError> {
+) -> Result<(Option<FirewallConfig>, KernelNames), ConfigError> {
+    let kernel = kernel_names(&raw)?;
     if !raw.enabled.unwrap_or(defaults::FIREWALL_ENABLED) {
-        return Ok(None);
+        return Ok((None, kernel));
     }
-    let (nft, ipset) = exporter_names(&raw)?;
+    let (nft, ipset) = exporter_names(&raw, &kernel)?;
+    let ports = ports(raw.ports.as_deref().unwrap_or_default(), ipset.is_some())?;
     let mut bans = BanConfig {
         allowlist: allowlist(raw.allowlist.as_deref().unwrap_or_default(), policy_allowlist, next_hop)?,
         dry_run: raw.dry_run.unwrap_or(defaults::FIREWALL_DRY_RUN),
@@ -178,7 +219,7 @@ pub(super) fn validate_firewall(
         let (o, rule) = parse_rule(&name, r, &bans.rules)?;
         bans.rules.insert(o, rule);
     }
-    Ok(Some(FirewallConfig {
+    let fw = FirewallConfig {
         bans,
         store: match raw.store {
             Some(s) => resolve(base, &s),
@@ -191,12 +232,41 @@ pub(super) fn validate_firewall(
         )?,
         nft,
         ipset,
+        ports,
         file: raw.file.filter(|f| !f.is_empty()).map(|f| resolve(base, &f)),
         control_socket: match raw.control_socket {
             Some(s) => resolve(base, &s),
             None => spool_dir.join("control.sock"),
         },
-    }))
+    };
+    Ok((Some(fw), kernel))
+}
+
+/// `firewall.ports`: TCP ports 1-65535, each once; iptables' multiport
+/// match takes at most 15.
+fn ports(raw: &[i64], ipset: bool) -> Result<Vec<u16>, ConfigError> {
+    let mut ports = Vec::new();
+    for (i, &p) in raw.iter().enumerate() {
+        let port = u16::try_from(p).ok().filter(|&p| p > 0).ok_or_else(|| {
+            ConfigError::new(
+                format!("firewall.ports[{i}]"),
+                format!("{p} is not a TCP port (1-65535)"),
+            )
+        })?;
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
+    if ipset && ports.len() > 15 {
+        return Err(ConfigError::new(
+            "firewall.ports",
+            format!(
+                "{} ports: with exporter = \"ipset\" at most 15 (iptables' multiport match)",
+                ports.len()
+            ),
+        ));
+    }
+    Ok(ports)
 }
 
 /// Whole seconds, at least one.
@@ -269,8 +339,10 @@ fn parse_rule(
     Ok((*o, rule))
 }
 
-/// `firewall.exporter` and the names of what it owns.
-fn exporter_names(raw: &RawFirewall) -> Result<(Option<NftNames>, Option<IpsetNames>), ConfigError> {
+/// `firewall.nft_table` and `firewall.ipset_name`: what sluice owns in the
+/// kernel (checked whether or not the firewall is on, as they name what a
+/// start removes when it is off).
+fn kernel_names(raw: &RawFirewall) -> Result<KernelNames, ConfigError> {
     let name_ok = |key: &str, v: &str| {
         if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             Err(ConfigError::new(key, "letters, digits and _ only"))
@@ -278,22 +350,28 @@ fn exporter_names(raw: &RawFirewall) -> Result<(Option<NftNames>, Option<IpsetNa
             Ok(())
         }
     };
+    let base = raw.ipset_name.as_deref().unwrap_or(defaults::FIREWALL_IPSET_NAME);
+    name_ok("firewall.ipset_name", base)?;
+    let table = raw.nft_table.as_deref().unwrap_or(defaults::FIREWALL_NFT_TABLE);
+    name_ok("firewall.nft_table", table)?;
+    Ok(KernelNames {
+        nft: NftNames {
+            table: table.to_string(),
+            ..NftNames::default()
+        },
+        ipset: IpsetNames::new(base),
+    })
+}
+
+/// `firewall.exporter` and the names of what it owns.
+fn exporter_names(
+    raw: &RawFirewall,
+    kernel: &KernelNames,
+) -> Result<(Option<NftNames>, Option<IpsetNames>), ConfigError> {
     match raw.exporter.as_deref().unwrap_or(defaults::FIREWALL_EXPORTER) {
         "none" => Ok((None, None)),
-        "ipset" => {
-            let base = raw.ipset_name.as_deref().unwrap_or(defaults::FIREWALL_IPSET_NAME);
-            name_ok("firewall.ipset_name", base)?;
-            Ok((None, Some(IpsetNames::new(base))))
-        }
-        "nft" => {
-            let table = raw.nft_table.as_deref().unwrap_or(defaults::FIREWALL_NFT_TABLE);
-            name_ok("firewall.nft_table", table)?;
-            let names = NftNames {
-                table: table.to_string(),
-                ..NftNames::default()
-            };
-            Ok((Some(names), None))
-        }
+        "ipset" => Ok((None, Some(kernel.ipset.clone()))),
+        "nft" => Ok((Some(kernel.nft.clone()), None)),
         other => Err(ConfigError::new(
             "firewall.exporter",
             format!("{other:?}: expected \"none\", \"nft\" or \"ipset\""),

@@ -76,6 +76,9 @@ pub struct Config {
     pub spam: Option<spam::SpamConfig>,
     /// `None` when the firewall is off.
     pub firewall: Option<firewall::FirewallConfig>,
+    /// The nftables table and ipsets sluice owns, whether or not the
+    /// firewall is on: a start removes those not in use.
+    pub kernel_names: firewall::KernelNames,
     /// `None` when `metrics.enabled` is false.
     pub metrics: Option<Metrics>,
     pub stress: Stress,
@@ -176,7 +179,8 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     let callahead_on = raw.callahead.enabled.unwrap_or(defaults::CALLAHEAD_ENABLED);
     let spool = output::validate_spool(raw.spool, base)?;
     let policy = policy::validate_policy(raw.policy)?;
-    let firewall = firewall::validate_firewall(raw.firewall, base, &spool.dir, &policy.allowlist, &relay.next_hop)?;
+    let (firewall, kernel_names) =
+        firewall::validate_firewall(raw.firewall, base, &spool.dir, &policy.allowlist, &relay.next_hop)?;
     Ok(Config {
         timeouts: server::validate_timeouts(raw.timeouts)?,
         stress: server::validate_stress(raw.stress)?,
@@ -194,6 +198,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         scan: scan::validate_scan(raw.scan, base, &spool.dir)?,
         spam: spam::validate_spam(raw.spam, base)?,
         firewall,
+        kernel_names,
         policy,
         server,
         relay,

@@ -548,6 +548,10 @@ pub struct RawFirewall {
     pub ipset_name: Option<String>,
     /// The nftables table sluice owns (inet family). Default "sluice".
     pub nft_table: Option<String>,
+    /// The TCP ports the kernel exporter's rules drop for a banned
+    /// address, e.g. [25, 465, 587]; empty = all its traffic (every
+    /// protocol and port, SSH too). Default [].
+    pub ports: Option<Vec<i64>>,
     /// How often changes are pushed to the exporter. Default "50ms".
     pub flush_interval: Option<String>,
     /// Active bans across restarts. Default "bans.json" in spool.dir.

@@ -178,3 +178,45 @@ fn a_ban_rule_with_only_a_count_keeps_the_offences_window_and_ban() {
         "firewall.rules.unknown_user.count"
     );
 }
+
+/// `firewall.ports`: TCP ports, each once (default: all traffic); the
+/// kernel names are known with the firewall off too (a start removes what
+/// they name).
+#[test]
+fn firewall_ports_and_kernel_names() {
+    let load = |toml: &str| Config::from_toml(toml, Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let c = load("[firewall]\nexporter = \"nft\"\nports = [25, 465, 587, 25]\n");
+    let fw = c.firewall.unwrap();
+    assert_eq!(fw.ports, [25, 465, 587]);
+    assert_eq!(fw.kernel_exporter(), Some(firewall::KernelExporter::Nft));
+    assert!(load("").firewall.unwrap().ports.is_empty());
+    let off = load("[firewall]\nenabled = false\nnft_table = \"mail\"\nipset_name = \"mx\"\n");
+    assert!(off.firewall.is_none());
+    assert_eq!(off.kernel_names.nft.table, "mail");
+    assert_eq!(off.kernel_names.ipset.set_v6, "mx_v6");
+    for (toml, key, problem) in [
+        (
+            "[firewall]\nports = [0]",
+            "firewall.ports[0]",
+            "0 is not a TCP port (1-65535)",
+        ),
+        (
+            "[firewall]\nports = [25, 70000]",
+            "firewall.ports[1]",
+            "70000 is not a TCP port (1-65535)",
+        ),
+        (
+            "[firewall]\nexporter = \"ipset\"\nports = [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]",
+            "firewall.ports",
+            "16 ports: with exporter = \"ipset\" at most 15 (iptables' multiport match)",
+        ),
+        (
+            "[firewall]\nenabled = false\nnft_table = \"a-b\"",
+            "firewall.nft_table",
+            "letters, digits and _ only",
+        ),
+    ] {
+        let e = err(toml);
+        assert_eq!((e.key.as_str(), e.problem.as_str()), (key, problem), "{toml}");
+    }
+}

@@ -37,7 +37,23 @@ impl Config {
         self.warn_tarpit(&mut w);
         self.warn_clamd(&mut w);
         self.warn_spam(&mut w);
+        self.warn_firewall(&mut w);
         w
+    }
+
+    /// `firewall.ports` limits the kernel's drop; without a kernel
+    /// exporter there is none.
+    fn warn_firewall(&self, w: &mut Vec<Warning>) {
+        if let Some(fw) = &self.firewall
+            && !fw.ports.is_empty()
+            && fw.kernel_exporter().is_none()
+        {
+            w.push(Warning::new(
+                "firewall.ports",
+                "limits the kernel's drop, but firewall.exporter is \"none\": sluice refuses banned clients on \
+                 every listener, and nothing is dropped in the kernel",
+            ));
+        }
     }
 
     /// The next hop is one of our own listeners: every message loops.
@@ -282,6 +298,10 @@ mod tests {
             (
                 "[clamd]\nendpoints = [\"tcp://127.0.0.1:3310\"]\nmax_size = 1000000",
                 "clamd.max_size: 1000000 is below server.max_message_size (26214400): larger messages are accepted, then their virus scan fails (scan.on_failure)",
+            ),
+            (
+                "[firewall]\nports = [25]",
+                "firewall.ports: limits the kernel's drop, but firewall.exporter is \"none\": sluice refuses banned clients on every listener, and nothing is dropped in the kernel",
             ),
         ];
         for (toml, want) in cases {

@@ -39,6 +39,9 @@ pub enum Request {
 pub enum Response {
     Bans(Vec<Ban>),
     Done,
+    /// `add` or `del` done in sluice (its listener refuses or admits at
+    /// once), but not in the kernel: why (the exporter is failing).
+    NotInKernel(String),
     /// `explain` of an address that is not banned.
     NotBanned,
     Error(String),
@@ -46,9 +49,18 @@ pub enum Response {
 
 /// Serves the socket until shutdown (see [`crate::control`]).
 pub async fn serve(fw: Arc<Firewall>, path: &Path, shutdown: CancellationToken) -> std::io::Result<()> {
-    crate::control::serve(path, shutdown, Response::Error, move |req| {
+    crate::control::serve(path, shutdown, Response::Error, move |req: Request| {
         let fw = fw.clone();
-        async move { handle(&fw, req) }
+        async move {
+            let by_hand = matches!(req, Request::Add { .. } | Request::Del { .. });
+            match handle(&fw, req) {
+                Response::Done if by_hand => match fw.kernel_state().await {
+                    Some(why) => Response::NotInKernel(why),
+                    None => Response::Done,
+                },
+                other => other,
+            }
+        }
     })
     .await
 }

@@ -13,6 +13,10 @@ pub struct FileExporter {
 }
 
 impl Exporter for FileExporter {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+
     fn snapshot(&self, bans: &[&Ban]) -> Result<(), ExportError> {
         let list: String = bans.iter().map(|b| format!("{}\n", b.net)).collect();
         write_atomically(&self.path, list.as_bytes())?;

@@ -5,7 +5,8 @@
 //! elements back to check overlaps, so one addition to a 100,000-element
 //! interval set took ~1 s), and a chain that drops traffic from all four;
 //! each element carries its kernel timeout, so a ban ends in the kernel
-//! even if sluice is gone. Changes are written as one `nft -f -` batch per
+//! even if sluice is gone. The chain drops all traffic from a banned
+//! address, or only TCP to `firewall.ports` when they are given. Changes are written as one `nft -f -` batch per
 //! flush (one transaction), never one process per ban.
 //!
 //! This module builds the batch text; `firewall::service` runs `nft`.
@@ -40,11 +41,11 @@ impl NftNames {
     }
 
     /// The whole table, from scratch, as one transaction: the two sets and
-    /// an input chain that drops every packet from a banned address. Any
-    /// earlier state of the table (sets flushed by hand, rules edited) is
-    /// replaced: `add table` + `delete table` first, so it works whether
-    /// or not the table exists.
-    pub fn create(&self) -> String {
+    /// an input chain that drops every packet from a banned address (only
+    /// TCP to `ports`, when there are any). Any earlier state of the table
+    /// (sets flushed by hand, rules edited) is replaced: `add table` +
+    /// `delete table` first, so it works whether or not the table exists.
+    pub fn create(&self, ports: &[u16]) -> String {
         let t = &self.table;
         let mut out = format!("add table inet {t}\ndelete table inet {t}\nadd table inet {t}\n");
         for (set, ty) in [(&self.set_v4, "ipv4_addr"), (&self.set_v6, "ipv6_addr")] {
@@ -60,15 +61,30 @@ impl NftNames {
             out,
             "add chain inet {t} input {{ type filter hook input priority -10; policy accept; }}"
         );
+        let dport = if ports.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+            format!(" tcp dport {{ {} }}", list.join(", "))
+        };
         for (family, set) in [
             ("ip", &self.set_v4),
             ("ip6", &self.set_v6),
             ("ip", &self.nets_v4),
             ("ip6", &self.nets_v6),
         ] {
-            let _ = writeln!(out, "add rule inet {t} input {family} saddr @{set} drop");
+            let _ = writeln!(out, "add rule inet {t} input {family} saddr @{set}{dport} drop");
         }
         out
+    }
+
+    /// Removes the table (sets, chain, rules): whether there was one.
+    pub fn remove(&self) -> Result<bool, ExportError> {
+        match run_with_stdin("nft", &["-f", "-"], &format!("delete table inet {}\n", self.table)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_absent() => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// One transaction: deletions, then additions with their timeouts.
@@ -118,6 +134,8 @@ fn element(net: &IpNet) -> String {
 /// `nft -f -` batches (see [`super::nft`]).
 pub struct NftExporter {
     pub names: NftNames,
+    /// The TCP ports dropped; empty = all traffic.
+    pub ports: Vec<u16>,
 }
 
 impl NftExporter {
@@ -127,13 +145,17 @@ impl NftExporter {
 }
 
 impl Exporter for NftExporter {
+    fn name(&self) -> &'static str {
+        "nft"
+    }
+
     fn apply(&self, add: &[Element], del: &[IpNet]) -> Result<(), ExportError> {
         let batch = self.names.batch(add, del);
         if batch.is_empty() { Ok(()) } else { self.run(&batch) }
     }
 
     fn reconcile(&self, all: &[Element]) -> Result<(), ExportError> {
-        let mut script = self.names.create();
+        let mut script = self.names.create(&self.ports);
         script.push_str(&self.names.batch(all, &[]));
         self.run(&script)
     }
@@ -183,7 +205,7 @@ mod tests {
 
     #[test]
     fn create_replaces_the_table_with_sets_and_a_drop_chain() {
-        let c = NftNames::default().create();
+        let c = NftNames::default().create(&[]);
         assert!(c.starts_with("add table inet sluice\ndelete table inet sluice\nadd table inet sluice\n"));
         assert!(c.contains("add set inet sluice banned_v4 { type ipv4_addr; flags timeout; size 1048576; }"));
         assert!(c.contains("add set inet sluice banned_v6 { type ipv6_addr; flags timeout; size 1048576; }"));
@@ -191,6 +213,14 @@ mod tests {
         assert!(c.contains("add set inet sluice banned_nets_v6 { type ipv6_addr; flags timeout, interval; }"));
         assert_eq!(c.matches(" drop\n").count(), 4);
         assert!(c.ends_with("add rule inet sluice input ip6 saddr @banned_nets_v6 drop\n"));
+    }
+
+    #[test]
+    fn with_ports_the_chain_drops_only_tcp_to_them() {
+        let c = NftNames::default().create(&[25, 465, 587]);
+        assert!(c.contains("add rule inet sluice input ip saddr @banned_v4 tcp dport { 25, 465, 587 } drop\n"));
+        assert!(c.contains("add rule inet sluice input ip6 saddr @banned_nets_v6 tcp dport { 25, 465, 587 } drop\n"));
+        assert_eq!(c.matches(" tcp dport { 25, 465, 587 } drop\n").count(), 4);
     }
 
     #[test]

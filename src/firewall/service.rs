@@ -4,6 +4,12 @@
 //! restarts, and pushes changes to an [`Exporter`] (nftables) in one batch
 //! per flush, with a full reconcile at start and whenever the exporter
 //! reports its state gone.
+//!
+//! An exporter that cannot write to the kernel fails loudly: an error line
+//! (and a warning event) when it starts failing or its reason changes, not
+//! once a second; [`Firewall::exporter_problem`] for `/readyz` and
+//! `sluice check`; and `sluice bans add` told that its ban is not
+//! enforced ([`Firewall::kernel_state`]).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -42,11 +48,19 @@ pub struct Firewall {
     storing: Arc<std::sync::atomic::AtomicBool>,
     /// Kernel exporter (nft or ipset), then the file export, if any.
     exporters: Vec<Arc<dyn Exporter>>,
+    /// Why an exporter last failed ("exporter nft: ..."); `None` while
+    /// they work.
+    problem: Mutex<Option<String>>,
+    /// Rounds of export done (each flush with exporters, and the first
+    /// reconcile).
+    rounds: std::sync::atomic::AtomicU64,
     events: EventBus,
 }
 
 /// How often the exporter's state is checked (and repaired if gone).
 const RECONCILE_CHECK: Duration = Duration::from_secs(1);
+/// How long a change by hand waits to be pushed to the kernel.
+const KERNEL_WAIT: Duration = Duration::from_secs(2);
 /// The store (and the file export) is rewritten at most this often: with
 /// 100,000 bans it is 15 MB. The kernel gets every change at once; a crash
 /// loses at most this much of the store, whose only use is the next start.
@@ -61,9 +75,16 @@ impl Firewall {
     /// Builds the firewall and restores the stored bans (those still
     /// running); its offence windows live in `state`.
     pub fn new(cfg: FirewallConfig, events: EventBus, state: Arc<dyn crate::state::StateStore>) -> Firewall {
+        let ports = cfg.ports.clone();
         let exporter: Option<Box<dyn Exporter>> = match (&cfg.nft, &cfg.ipset) {
-            (Some(names), _) => Some(Box::new(NftExporter { names: names.clone() })),
-            (None, Some(names)) => Some(Box::new(IpsetExporter { names: names.clone() })),
+            (Some(names), _) => Some(Box::new(NftExporter {
+                names: names.clone(),
+                ports,
+            })),
+            (None, Some(names)) => Some(Box::new(IpsetExporter {
+                names: names.clone(),
+                ports,
+            })),
             (None, None) => None,
         };
         Firewall::build(cfg, events, exporter, state)
@@ -105,8 +126,68 @@ impl Firewall {
             last_store: Mutex::new(None),
             storing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             exporters,
+            problem: Mutex::new(None),
+            rounds: std::sync::atomic::AtomicU64::new(0),
             events,
         }
+    }
+
+    /// Why the exporters are not doing their work ("exporter nft:
+    /// Operation not permitted — needs CAP_NET_ADMIN"), `None` while they
+    /// are.
+    pub fn exporter_problem(&self) -> Option<String> {
+        self.problem.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// After a change by hand: waits until it has been pushed to the
+    /// exporters (two rounds, at most [`KERNEL_WAIT`] or three flush
+    /// intervals), then says why it is not in the kernel, `None` when it
+    /// is (or when there is no exporter).
+    pub async fn kernel_state(&self) -> Option<String> {
+        if self.exporters.is_empty() {
+            return None;
+        }
+        let rounds = || self.rounds.load(std::sync::atomic::Ordering::Acquire);
+        let start = rounds();
+        let deadline = std::time::Instant::now() + KERNEL_WAIT.max(self.cfg.flush_interval * 3);
+        while rounds() < start + 2 {
+            if std::time::Instant::now() >= deadline {
+                return Some(self.exporter_problem().unwrap_or_else(|| {
+                    format!(
+                        "exporter {}: not pushed to the kernel within {KERNEL_WAIT:?}",
+                        self.exporters[0].name()
+                    )
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.exporter_problem()
+    }
+
+    /// Records how a round of export went: on a change (a first failure,
+    /// another reason, working again) one line on stderr and, for a
+    /// failure, a warning event; an exporter failing the same way every
+    /// second says it once.
+    fn note(&self, failed: Option<(&'static str, super::export::ExportError)>) {
+        let text = failed
+            .as_ref()
+            .map(|(name, e)| format!("exporter {name}: {}", e.reason()));
+        let mut problem = self.problem.lock().unwrap_or_else(|p| p.into_inner());
+        if *problem != text {
+            match (&failed, &text) {
+                (Some((_, e)), Some(t)) => {
+                    tracing::error!(detail = %e, "{t}; bans are NOT enforced in the kernel (sluice itself still refuses banned clients)");
+                    self.events.emit(Event::Warning {
+                        component: "firewall",
+                        message: t.clone(),
+                    });
+                }
+                _ => tracing::info!("firewall exporters working again: bans are in the kernel"),
+            }
+            *problem = text;
+        }
+        drop(problem);
+        self.rounds.fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     /// New ban rules and allowlist (a reload): bans in force stay, and
@@ -277,9 +358,14 @@ impl Firewall {
             }
             due
         };
-        let mut failed = None;
+        let mut failed: Option<(&'static str, super::export::ExportError)> = None;
+        // A failing exporter is reconciled at each check: what it lost
+        // goes back once it works again.
+        let failing = self.exporter_problem().is_some();
+        let mut attempted = false;
         for ex in &self.exporters {
-            let wiped = check && !ex.intact();
+            let wiped = check && (failing || !ex.intact());
+            attempted |= wiped || !add.is_empty() || !del.is_empty();
             if wiped {
                 metrics.firewall_sync_errors.inc();
             }
@@ -290,9 +376,15 @@ impl Firewall {
             } else {
                 ex.apply(add, del)
             };
-            if let Err(e) = result {
-                failed = Some(e);
+            if let Err(e) = result
+                && failed.is_none()
+            {
+                failed = Some((ex.name(), e));
             }
+        }
+        if !attempted {
+            self.rounds.fetch_add(1, std::sync::atomic::Ordering::Release);
+            return;
         }
         let mut out = self.out_of_sync.lock().unwrap_or_else(|p| p.into_inner());
         match failed {
@@ -302,18 +394,16 @@ impl Firewall {
                     metrics.firewall_sync_delay.observe(since.elapsed().as_secs_f64());
                 }
             }
-            Some(e) => {
+            Some(_) => {
                 out.get_or_insert(since.unwrap_or_else(std::time::Instant::now));
                 metrics.firewall_sync_errors.inc();
-                self.events.emit(Event::Warning {
-                    component: "firewall",
-                    message: e.to_string(),
-                });
             }
         }
         metrics
             .firewall_sync_lag
             .set(out.map_or(0.0, |o| o.elapsed().as_secs_f64()));
+        drop(out);
+        self.note(failed);
     }
 
     /// Writes the store and the exporters' snapshots beside the flush, so
@@ -361,17 +451,22 @@ impl Firewall {
         let mut rx = self.events.subscribe();
         if !self.exporters.is_empty() {
             let this = self.clone();
-            let res = tokio::task::spawn_blocking(move || {
+            let _ = tokio::task::spawn_blocking(move || {
                 let all = this.elements(now());
-                this.exporters.iter().try_for_each(|ex| ex.reconcile(&all))
+                let failed = this
+                    .exporters
+                    .iter()
+                    .find_map(|ex| ex.reconcile(&all).err().map(|e| (ex.name(), e)));
+                if failed.is_some() {
+                    this.events.metrics().firewall_sync_errors.inc();
+                    this.out_of_sync
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert_with(std::time::Instant::now);
+                }
+                this.note(failed);
             })
             .await;
-            if let Ok(Err(e)) = res {
-                self.events.emit(Event::Warning {
-                    component: "firewall",
-                    message: e.to_string(),
-                });
-            }
         }
         let mut tick = tokio::time::interval(self.cfg.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -470,6 +565,7 @@ mod tests {
             flush_interval: Duration::from_millis(100),
             nft: None,
             ipset: None,
+            ports: Vec::new(),
             file: Some(dir.path().join("banned.txt")),
             control_socket: dir.path().join("control.sock"),
         };
@@ -521,5 +617,94 @@ mod tests {
         fw.remove(net);
         let e = rx.try_recv().unwrap();
         assert!(matches!(&*e, Event::BanRemoved { net, by: "admin" } if net == "198.51.100.0/24"));
+    }
+
+    /// An exporter that fails (as nft does without CAP_NET_ADMIN) until
+    /// told otherwise, and records what reached "the kernel".
+    struct Flaky {
+        fail: Arc<std::sync::atomic::AtomicBool>,
+        kernel: Arc<Mutex<Vec<IpNet>>>,
+    }
+
+    impl Exporter for Flaky {
+        fn name(&self) -> &'static str {
+            "nft"
+        }
+        fn apply(&self, add: &[Element], _: &[IpNet]) -> Result<(), super::super::export::ExportError> {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(super::super::export::ExportError::Failed {
+                    program: "nft",
+                    stderr: "/dev/stdin:1:1-22: Error: Could not process rule: Operation not permitted".into(),
+                });
+            }
+            self.kernel.lock().unwrap().extend(add.iter().map(|e| e.net));
+            Ok(())
+        }
+        fn reconcile(&self, all: &[Element]) -> Result<(), super::super::export::ExportError> {
+            self.kernel.lock().unwrap().clear();
+            self.apply(all, &[])
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_exporter_says_why_once_and_a_ban_by_hand_is_told_it_is_not_in_the_kernel() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = FirewallConfig {
+            bans: BanConfig::default(),
+            store: dir.path().join("bans.json"),
+            flush_interval: Duration::from_millis(10),
+            nft: None,
+            ipset: None,
+            ports: Vec::new(),
+            file: None,
+            control_socket: dir.path().join("control.sock"),
+        };
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let kernel = Arc::new(Mutex::new(Vec::new()));
+        let events = EventBus::new(256);
+        let mut rx = events.subscribe();
+        let flaky = Flaky {
+            fail: fail.clone(),
+            kernel: kernel.clone(),
+        };
+        let fw = Arc::new(Firewall::with_exporter(cfg, events.clone(), Some(Box::new(flaky))));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(fw.clone().run(stop.clone()));
+        let ban = |net: &str| Ban {
+            net: net.parse().unwrap(),
+            offence: Offence::Protocol,
+            since: now(),
+            until: now() + 600,
+            rule: "added by hand (sluice bans add)".into(),
+            strike: 1,
+            evidence: Vec::new(),
+        };
+        let why = "exporter nft: Operation not permitted — needs CAP_NET_ADMIN";
+        fw.insert(ban("192.0.2.7/32")).unwrap();
+        assert_eq!(fw.kernel_state().await.as_deref(), Some(why));
+        assert_eq!(fw.exporter_problem().as_deref(), Some(why));
+        // Failing again at each flush and check (one a second) is not news.
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        let mut warnings = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            if let Event::Warning { message, .. } = &*e {
+                warnings.push(message.clone());
+            }
+        }
+        assert_eq!(warnings, [why]);
+        assert!(kernel.lock().unwrap().is_empty());
+        // Given the capability, the next check puts every ban back.
+        fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while fw.exporter_problem().is_some() {
+            assert!(std::time::Instant::now() < deadline, "still failing");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(*kernel.lock().unwrap(), ["192.0.2.7/32".parse::<IpNet>().unwrap()]);
+        fw.insert(ban("198.51.100.0/24")).unwrap();
+        assert_eq!(fw.kernel_state().await, None);
+        assert!(kernel.lock().unwrap().contains(&"198.51.100.0/24".parse().unwrap()));
+        stop.cancel();
+        task.await.unwrap();
     }
 }

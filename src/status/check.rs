@@ -2,7 +2,8 @@
 //! metrics listener. One status line, perfdata after `|`, and the plugin
 //! exit codes: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 //!
-//! - `/readyz` not ready (spool, next hop, every scanner) → CRITICAL;
+//! - `/readyz` not ready (spool, next hop, every scanner, the firewall
+//!   exporter not writing to the kernel) → CRITICAL;
 //!   degraded (one scanner of several down) → WARNING.
 //! - The spool backlog and its oldest message against thresholds.
 //! - The listener not answering → UNKNOWN (sluice down or not reachable).

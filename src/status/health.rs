@@ -5,7 +5,9 @@
 //! - the spool directory takes a new file (and fsync);
 //! - the next hop greets and answers EHLO/LHLO (then QUIT);
 //! - at least one clamd endpoint answers (when scanning is configured);
-//!   endpoints that do not are named.
+//!   endpoints that do not are named;
+//! - the firewall's exporter writes to the kernel (when one is on): bans
+//!   that are not enforced are a failure, not a warning in a log.
 //!
 //! A failing resolver is reported as degraded, not as not ready: mail still
 //! flows (authentication answers temperror), and every node behind one
@@ -38,6 +40,8 @@ pub struct Health {
     pub content: Option<Arc<crate::swap::Swap<ContentFilter>>>,
     /// The resolver's health view, when DNS is used.
     pub dns: Option<Arc<crate::dns::Health>>,
+    /// Its exporters' state, when the firewall is on.
+    pub firewall: Option<Arc<crate::firewall::service::Firewall>>,
     pub timeout: Duration,
 }
 
@@ -50,6 +54,9 @@ impl Health {
         }
         let (problems, degraded) = scan;
         r.problems.extend(problems);
+        if let Some(p) = self.firewall.as_ref().and_then(|f| f.exporter_problem()) {
+            r.problems.push(format!("firewall {p}"));
+        }
         r.degraded = degraded;
         if self.dns.as_ref().is_some_and(|h| h.failing()) {
             r.degraded
