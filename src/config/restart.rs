@@ -24,7 +24,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "relay.double_bounce_to",
     "scan.quarantine_dir",
     "greylist.state",
-    "firewall (on/off, exporter, store, control socket)",
+    "firewall (on/off, exporter, ports, store, control socket, dry_run)",
 ];
 
 /// Copies the restart-only settings of `running` into `new`; returns the
