@@ -441,8 +441,13 @@ fn without_cap_net_admin_the_nft_exporter_fails_loudly_and_with_it_bans_reach_th
         "-qw",
         "net.ipv4.ip_unprivileged_port_start=1024",
     ]);
-    let uid = run(&["id", "-u", "nobody"]).trim().to_string();
-    let gid = run(&["id", "-g", "nobody"]).trim().to_string();
+    // With the Debian package installed (.ci/run installs it around the
+    // tests and sets these), the installed binary as the `sluice` user;
+    // else this build's binary as `nobody`.
+    let user = std::env::var("SLUICE_SERVICE_USER").unwrap_or_else(|_| "nobody".into());
+    let installed = std::env::var("SLUICE_INSTALLED_BIN").ok();
+    let uid = run(&["id", "-u", &user]).trim().to_string();
+    let gid = run(&["id", "-g", &user]).trim().to_string();
 
     // "Installed": the binary, the configuration and the recipient table
     // readable by all, the spool owned by the service user.
@@ -452,10 +457,15 @@ fn without_cap_net_admin_the_nft_exporter_fails_loudly_and_with_it_bans_reach_th
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
     };
     mode(dir.path(), 0o755);
-    let bin = dir.path().join("sluice");
-    std::fs::copy(env!("CARGO_BIN_EXE_sluice"), &bin).unwrap();
-    mode(&bin, 0o755);
-    let bin = bin.to_str().unwrap().to_string();
+    let bin = match &installed {
+        Some(b) => b.clone(),
+        None => {
+            let bin = dir.path().join("sluice");
+            std::fs::copy(env!("CARGO_BIN_EXE_sluice"), &bin).unwrap();
+            mode(&bin, 0o755);
+            bin.to_str().unwrap().to_string()
+        }
+    };
     std::fs::write(dir.path().join("recipients"), "user@example.com OK\n").unwrap();
     let spool = dir.path().join("spool");
     std::fs::create_dir(&spool).unwrap();
