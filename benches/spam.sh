@@ -88,7 +88,7 @@ stage() { echo "$(date +%T) $*" | tee -a "$OUT/stages.txt" >&2; }
 
 # --- classifier model, trained now ---------------------------------------------------
 stage "sluice learn"
-"$SLUICE" learn --spam "$CORPUS/spam" --spam "$CORPUS/spam_2" \
+"$SLUICE" learn --rebuild --spam "$CORPUS/spam" --spam "$CORPUS/spam_2" \
   --ham "$CORPUS/easy_ham" --ham "$CORPUS/easy_ham_2" --ham "$CORPUS/hard_ham" \
   --out "$OUT/bayes.model" | tee -a "$OUT/env.txt"
 

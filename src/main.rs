@@ -132,23 +132,38 @@ enum Cmd {
         /// Messages (one per file), directories of them, or - (stdin).
         files: Vec<PathBuf>,
     },
-    /// Trains the statistical spam classifier on directories of messages
-    /// (one file per message) and writes the model file.
+    /// Trains the statistical spam classifier and writes the model file.
+    ///
+    /// Messages come from Maildirs (cur/ and new/), directories of files,
+    /// mbox files, or - (one message or an mbox on stdin). When the model
+    /// file exists, the messages are added to it (as sa-learn does);
+    /// --rebuild starts from nothing, --forget takes messages back out. A
+    /// new model needs at least 10 spam and 10 ham.
     #[command(
-        after_help = "Examples:\n  sluice learn --spam Maildir/.Junk/cur --ham Maildir/cur -o /var/lib/sluice/bayes.model\n  sluice learn --spam spam/ --ham ham/ --cross-validate 5"
+        after_help = "Examples:\n  sluice learn --rebuild --spam Maildir/.Junk --ham Maildir -o /var/lib/sluice/bayes.model\n  sluice learn --spam - < message.eml              # one more spam (IMAPSieve: moved to Junk)\n  sluice learn --forget --spam - < message.eml     # moved out of Junk: forget it as spam ...\n  sluice learn --ham - < message.eml               # ... and learn it as ham\n  sluice learn --spam spam/ --ham ham/ --cross-validate 5"
     )]
+    #[command(group = clap::ArgGroup::new("mail").required(true).multiple(true).args(["spam", "ham"]))]
     Learn {
-        /// Directories of spam.
-        #[arg(long, required = true)]
+        /// Spam: Maildirs, directories of messages, mbox files, or -.
+        #[arg(long)]
         spam: Vec<PathBuf>,
-        /// Directories of ham (wanted mail).
-        #[arg(long, required = true)]
+        /// Ham (wanted mail): Maildirs, directories, mbox files, or -.
+        #[arg(long)]
         ham: Vec<PathBuf>,
-        /// The model file to write.
-        #[arg(short, long, default_value = "sluice-bayes.model")]
-        out: PathBuf,
-        /// Tokens seen fewer times in total are left out of the file.
-        #[arg(long, default_value_t = 2)]
+        /// The model file (default: spam.bayes_model of the configuration,
+        /// else sluice-bayes.model).
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        /// Start from nothing instead of adding to the model file.
+        #[arg(long)]
+        rebuild: bool,
+        /// Take the messages back out of the model (they were learned as
+        /// --spam or --ham), as `sa-learn --forget`.
+        #[arg(long, conflicts_with = "rebuild")]
+        forget: bool,
+        /// Tokens seen fewer times in total are left out of the file (above
+        /// 1, adding to the model later is no longer exact).
+        #[arg(long, default_value_t = 1)]
         min_count: u32,
         /// Instead of writing a model: measure the whole score (the
         /// configured rules + a classifier trained on the other folds) by
@@ -320,9 +335,29 @@ fn main() -> ExitCode {
             spam,
             ham,
             out,
+            rebuild,
+            forget,
             min_count,
             ..
-        } => done(cli::learn::learn(&spam, &ham, &out, min_count)),
+        } => {
+            // The model the daemon reads, when the configuration names one.
+            let configured = config
+                .as_ref()
+                .and_then(|p| Config::load(p).ok())
+                .and_then(|c| c.spam.and_then(|s| s.bayes_model));
+            let out = out
+                .or(configured)
+                .unwrap_or_else(|| PathBuf::from("sluice-bayes.model"));
+            let opts = cli::learn::LearnOpts {
+                spam,
+                ham,
+                out,
+                rebuild,
+                forget,
+                min_count,
+            };
+            done(cli::learn::learn(&opts))
+        }
         Cmd::Check {
             addr,
             warn_queue,

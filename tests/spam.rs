@@ -143,3 +143,150 @@ fn every_rules_file_compiles_and_passes_its_fixture() {
         assert!(failures.is_empty(), "{}:\n{}", fixture.display(), failures.join("\n"));
     }
 }
+
+/// `sluice learn` with `args`, `stdin` piped in; (exit code, stdout+stderr).
+fn learn(args: &[&std::ffi::OsStr], stdin: &[u8]) -> (Option<i32>, String) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("learn")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[test]
+fn learning_adds_to_the_model_as_a_full_retrain_would_and_forget_takes_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let os = |s: &str| std::ffi::OsString::from(s);
+    // Two batches of the sample: a Maildir of spam and a directory of ham
+    // each, and one more spam as an mbox.
+    let (mut spam, mut ham): (Vec<PathBuf>, Vec<PathBuf>) = (Vec::new(), Vec::new());
+    for (p, _, s) in labelled() {
+        let v = if s { &mut spam } else { &mut ham };
+        if v.len() < 30 {
+            v.push(p);
+        }
+    }
+    for (batch, range) in [("a", 0..15), ("b", 15..29)] {
+        std::fs::create_dir_all(d.join(format!("spam-{batch}/cur"))).unwrap();
+        std::fs::create_dir_all(d.join(format!("spam-{batch}/new"))).unwrap();
+        std::fs::create_dir_all(d.join(format!("ham-{batch}"))).unwrap();
+        for i in range {
+            let sub = if i % 2 == 0 { "cur" } else { "new" };
+            std::fs::copy(&spam[i], d.join(format!("spam-{batch}/{sub}/{i}:2,S"))).unwrap();
+            std::fs::copy(&ham[i], d.join(format!("ham-{batch}/{i}"))).unwrap();
+        }
+    }
+    let last = std::fs::read(&spam[29]).unwrap();
+    let mut mbox = b"From someone@example.com Mon Dec  7 10:00:00 2026\n".to_vec();
+    mbox.extend_from_slice(&last);
+    std::fs::write(d.join("one.mbox"), &mbox).unwrap();
+    let p = |s: &str| d.join(s).into_os_string();
+    let (inc, full) = (p("inc.model"), p("full.model"));
+
+    // Too few to start a model: refused, nothing written.
+    let (code, out) = learn(
+        &[
+            &os("--rebuild"),
+            &os("--spam"),
+            &p("one.mbox"),
+            &os("--ham"),
+            &p("ham-a"),
+            &os("-o"),
+            &inc,
+        ],
+        b"",
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("too few messages") && !d.join("inc.model").exists(),
+        "{out}"
+    );
+    let (code, out) = learn(&[&os("--spam"), &p("ham-a/nothing-here"), &os("-o"), &inc], b"");
+    assert_ne!(code, Some(0), "{out}");
+    std::fs::create_dir(d.join("empty")).unwrap();
+    let (code, out) = learn(&[&os("--spam"), &p("empty"), &os("-o"), &inc], b"");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("no messages found"), "{out}");
+
+    // Batch a, then batch b added, then one spam from stdin, equals all at once.
+    let ok = |args: &[&std::ffi::OsStr], stdin: &[u8]| {
+        let (code, out) = learn(args, stdin);
+        assert_eq!(code, Some(0), "{out}");
+        out
+    };
+    ok(
+        &[&os("--spam"), &p("spam-a"), &os("--ham"), &p("ham-a"), &os("-o"), &inc],
+        b"",
+    );
+    ok(
+        &[&os("--spam"), &p("spam-b"), &os("--ham"), &p("ham-b"), &os("-o"), &inc],
+        b"",
+    );
+    let out = ok(&[&os("--spam"), &os("-"), &os("-o"), &inc], &last);
+    assert!(
+        out.contains("learned 1 spam and 0 ham") && out.contains("30 spam, 29 ham"),
+        "{out}"
+    );
+    ok(
+        &[
+            &os("--rebuild"),
+            &os("--spam"),
+            &p("spam-a"),
+            &os("--spam"),
+            &p("spam-b"),
+            &os("--spam"),
+            &p("one.mbox"),
+            &os("--ham"),
+            &p("ham-a"),
+            &os("--ham"),
+            &p("ham-b"),
+            &os("-o"),
+            &full,
+        ],
+        b"",
+    );
+    let read = |f: &std::ffi::OsStr| std::fs::read(f).unwrap();
+    assert_eq!(
+        read(&inc),
+        read(&full),
+        "adding batches gives the model of one full retrain"
+    );
+
+    // Moved out of Junk: forgotten as spam (the model of never having
+    // learned it), then learned as ham.
+    let before = p("before.model");
+    ok(
+        &[
+            &os("--rebuild"),
+            &os("--spam"),
+            &p("spam-a"),
+            &os("--spam"),
+            &p("spam-b"),
+            &os("--ham"),
+            &p("ham-a"),
+            &os("--ham"),
+            &p("ham-b"),
+            &os("-o"),
+            &before,
+        ],
+        b"",
+    );
+    let out = ok(&[&os("--forget"), &os("--spam"), &os("-"), &os("-o"), &inc], &last);
+    assert!(out.contains("forgot 1 spam"), "{out}");
+    assert_eq!(read(&inc), read(&before));
+    let out = ok(&[&os("--ham"), &os("-"), &os("-o"), &inc], &last);
+    assert!(out.contains("29 spam, 30 ham"), "{out}");
+}

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod bayes;
+pub mod corpus;
 pub mod eval;
 pub mod filter;
 pub mod rules;
@@ -33,15 +34,40 @@ pub fn message_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// Trains a model on every file in the spam and ham directories.
 pub fn learn_dirs(spam: &[PathBuf], ham: &[PathBuf]) -> std::io::Result<bayes::Model> {
     let mut model = bayes::Model::new();
-    for (dirs, is_spam) in [(spam, true), (ham, false)] {
-        for dir in dirs {
-            for f in message_files(dir)? {
-                let raw = std::fs::read(&f)?;
-                model.learn(&tokenize::tokens(&raw), is_spam);
+    learn_paths(&mut model, spam, ham, false)?;
+    Ok(model)
+}
+
+/// Adds (or, `forget`, takes back) the messages under `spam` and `ham`
+/// ([`corpus::read_messages`]: Maildirs, directories, mbox files, `-`) to
+/// `model`; returns how many spam and ham messages were read.
+pub fn learn_paths(
+    model: &mut bayes::Model,
+    spam: &[PathBuf],
+    ham: &[PathBuf],
+    forget: bool,
+) -> std::io::Result<(usize, usize)> {
+    let mut read = (0, 0);
+    for (paths, is_spam) in [(spam, true), (ham, false)] {
+        for p in paths {
+            for raw in
+                corpus::read_messages(p).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))?
+            {
+                let tokens = tokenize::tokens(&raw);
+                if forget {
+                    model.forget(&tokens, is_spam);
+                } else {
+                    model.learn(&tokens, is_spam);
+                }
+                if is_spam {
+                    read.0 += 1;
+                } else {
+                    read.1 += 1;
+                }
             }
         }
     }
-    Ok(model)
+    Ok(read)
 }
 
 /// The shared test corpora for unit tests: `$SLUICE_CORPORA`, else
