@@ -13,16 +13,16 @@ pub fn read_messages(path: &Path) -> std::io::Result<Vec<Vec<u8>>> {
     if path == Path::new("-") {
         let mut raw = Vec::new();
         std::io::stdin().lock().read_to_end(&mut raw)?;
-        return Ok(split(raw));
+        return Ok(split_mbox(raw));
     }
     if path.is_dir() {
         let mut out = Vec::new();
         for f in message_paths(path)? {
-            out.extend(split(std::fs::read(&f)?));
+            out.extend(split_mbox(std::fs::read(&f)?));
         }
         return Ok(out);
     }
-    Ok(split(std::fs::read(path)?))
+    Ok(split_mbox(std::fs::read(path)?))
 }
 
 /// The message files of a directory: a Maildir's `cur/` and `new/` (its
@@ -40,7 +40,7 @@ pub fn message_paths(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// One message, or the messages of an mbox (text starting with `From `).
-fn split(raw: Vec<u8>) -> Vec<Vec<u8>> {
+fn split_mbox(raw: Vec<u8>) -> Vec<Vec<u8>> {
     if !raw.starts_with(b"From ") {
         return if raw.is_empty() { Vec::new() } else { vec![raw] };
     }
@@ -80,16 +80,16 @@ mod tests {
     #[test]
     fn an_mbox_is_split_at_from_lines_and_unquoted() {
         let mbox = b"From a@x Mon Dec  7 10:00:00 2026\nSubject: one\n\n>From the start\nbody\n\nFrom b@x Mon Dec  7 10:01:00 2026\nSubject: two\n\n>>From quoted twice\n".to_vec();
-        let got = split(mbox);
+        let got = split_mbox(mbox);
         assert_eq!(got.len(), 2);
         assert_eq!(got[0], b"Subject: one\n\nFrom the start\nbody\n");
         assert_eq!(got[1], b"Subject: two\n\n>From quoted twice\n");
         assert_eq!(
-            split(b"Subject: x\n\nFrom here on\n".to_vec()).len(),
+            split_mbox(b"Subject: x\n\nFrom here on\n".to_vec()).len(),
             1,
             "a message, not an mbox"
         );
-        assert!(split(Vec::new()).is_empty());
+        assert!(split_mbox(Vec::new()).is_empty());
     }
 
     #[test]
