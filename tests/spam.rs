@@ -290,3 +290,102 @@ fn learning_adds_to_the_model_as_a_full_retrain_would_and_forget_takes_it_back()
     let out = ok(&[&os("--ham"), &os("-"), &os("-o"), &inc], &last);
     assert!(out.contains("29 spam, 30 ham"), "{out}");
 }
+
+/// The README's IMAPSieve recipe against a real Dovecot: a user moving a
+/// message into Junk trains it as spam; moving it back out forgets it as
+/// spam and trains it as ham.
+#[test]
+fn dovecot_imapsieve_trains_the_model_as_users_move_mail_in_and_out_of_junk() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The imap process runs as `mail`: it replaces the model file in its
+    // directory.
+    let model_dir = d.join("model");
+    std::fs::create_dir(&model_dir).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&model_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let (spam_dir, ham_dir) = (d.join("spam"), d.join("ham"));
+    std::fs::create_dir_all(&spam_dir).unwrap();
+    std::fs::create_dir_all(&ham_dir).unwrap();
+    let mut moved = None;
+    let (mut ns, mut nh) = (0, 0);
+    for (p, _, s) in labelled() {
+        let (dir, n) = if s { (&spam_dir, &mut ns) } else { (&ham_dir, &mut nh) };
+        if *n < 12 {
+            std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+            *n += 1;
+        } else if s && moved.is_none() {
+            moved = Some(std::fs::read(&p).unwrap());
+        }
+    }
+    let model = model_dir.join("bayes.model");
+    let os = |p: &std::path::Path| p.as_os_str().to_owned();
+    let (code, out) = learn(
+        &[
+            std::ffi::OsStr::new("--rebuild"),
+            std::ffi::OsStr::new("--spam"),
+            &os(&spam_dir),
+            std::ffi::OsStr::new("--ham"),
+            &os(&ham_dir),
+            std::ffi::OsStr::new("-o"),
+            &os(&model),
+        ],
+        b"",
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let counts = || {
+        let m = bayes::Model::load(&mut std::io::BufReader::new(std::fs::File::open(&model).unwrap())).unwrap();
+        (m.nspam(), m.nham())
+    };
+    assert_eq!(counts(), (12, 12));
+    let imap = crate::util::services::DovecotImap::start(std::path::Path::new(env!("CARGO_BIN_EXE_sluice")), &model);
+    let msg = d.join("moved.eml");
+    std::fs::write(&msg, moved.unwrap()).unwrap();
+    // A user appends the message to INBOX, moves it to Junk, then back.
+    let client = r#"
+import imaplib, sys, time
+port, path, step = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+c = imaplib.IMAP4("127.0.0.1", port)
+c.login("alice", "secret")
+if step == "junk":
+    c.append("INBOX", None, None, open(path, "rb").read())
+    c.select("INBOX")
+    typ, data = c.copy("1", "Junk")
+else:
+    c.select("Junk")
+    typ, data = c.copy("1", "INBOX")
+print(typ, data)
+c.logout()
+"#;
+    let step = |s: &str| {
+        let out = std::process::Command::new("python3")
+            .args(["-c", client, &imap.port.to_string(), msg.to_str().unwrap(), s])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("OK"),
+            "{}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            imap.log()
+        );
+    };
+    let wait_for = |want: (u32, u32)| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while counts() != want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "model {:?}, wanted {want:?}\n{}",
+                counts(),
+                imap.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    step("junk");
+    wait_for((13, 12));
+    step("out");
+    wait_for((12, 13));
+}

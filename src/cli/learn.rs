@@ -22,7 +22,13 @@ pub(crate) struct LearnOpts {
 /// (an IMAPSieve script per moved message) both count.
 pub(crate) fn learn(o: &LearnOpts) -> anyhow::Result<()> {
     let lock_path = o.out.with_extension("lock");
-    let lock = std::fs::File::create(&lock_path).with_context(|| format!("{}", lock_path.display()))?;
+    // Another user's lock file is locked through a read-only handle.
+    let lock = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&lock_path)
+        .or_else(|_| std::fs::File::open(&lock_path))
+        .with_context(|| format!("{}", lock_path.display()))?;
     lock.lock()
         .with_context(|| format!("locking {}", lock_path.display()))?;
     let existing = !o.rebuild && o.out.exists();
