@@ -11,6 +11,7 @@ pub mod bayes;
 pub mod corpus;
 pub mod eval;
 pub mod filter;
+pub mod learn;
 pub mod rules;
 pub mod tokenize;
 pub mod view;
