@@ -455,6 +455,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 /// runtime is restarted.
 async fn serve(config: Config, pre: sluice::app::Preflight, path: Option<PathBuf>) -> anyhow::Result<()> {
     let mut signals = Signals::new()?;
+    // SIGUSR1 reopens the event log file; logrotate may send it whatever
+    // log.events says, and its default action would end the process.
+    let _usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
     let running = sluice::app::start_with(config, pre, path).await?;
     cli::systemd::ready(&running.local_addrs);
     let mut watchdog = cli::systemd::Watchdog::from_env();
