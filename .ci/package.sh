@@ -54,7 +54,7 @@ log "built $DEB ($(du -h "$DEB" | cut -f1))"
 LIST=$(dpkg-deb -c "$DEB" | awk '{print $6}')
 MAN8=$(find target/man -name '*.8' | wc -l)
 for f in ./usr/sbin/sluice ./etc/sluice/sluice.toml ./etc/sluice/recipients ./etc/logrotate.d/sluice \
-  ./lib/systemd/system/sluice.service ./usr/lib/sysusers.d/sluice.conf ./usr/lib/tmpfiles.d/sluice.conf \
+  ./usr/lib/systemd/system/sluice.service ./usr/lib/sysusers.d/sluice.conf ./usr/lib/tmpfiles.d/sluice.conf \
   ./usr/share/sluice/systemd/firewall.conf ./usr/share/doc/sluice/copyright \
   ./usr/share/doc/sluice/changelog.Debian.gz ./usr/share/doc/sluice/sluice.example.toml \
   ./usr/share/doc/sluice/README.md ./usr/share/sluice/rules/00_gtube.rules ./usr/share/sluice/rules/README.md \
@@ -110,7 +110,7 @@ id sluice >/dev/null || fail "no user sluice"
 for d in /var/spool/sluice /var/lib/sluice /var/log/sluice; do
   [ "$(stat -c '%U:%G %a' "$d")" = "sluice:sluice 750" ] || fail "$d: $(stat -c '%U:%G %a' "$d")"
 done
-UNIT=/lib/systemd/system/sluice.service
+UNIT=/usr/lib/systemd/system/sluice.service
 
 log "check-config of the shipped configuration (as root and as sluice)"
 /usr/sbin/sluice check-config /etc/sluice/sluice.toml
@@ -124,8 +124,8 @@ echo "$SCORE_LINE"
 SCORE=$(sed -E 's/.*: ([0-9.]+) .*/\1/' <<<"$SCORE_LINE")
 awk -v s="$SCORE" 'BEGIN { exit !(s <= 2.5) }' || fail "exposure $SCORE > 2.5"
 # With the firewall drop-in (CAP_NET_ADMIN, netlink) linked in, as documented.
-mkdir -p "$TMP/root/etc/systemd/system/sluice.service.d" "$TMP/root/lib/systemd/system"
-cp "$UNIT" "$TMP/root/lib/systemd/system/"
+mkdir -p "$TMP/root/etc/systemd/system/sluice.service.d" "$TMP/root/usr/lib/systemd/system"
+cp "$UNIT" "$TMP/root/usr/lib/systemd/system/"
 cp /usr/share/sluice/systemd/firewall.conf "$TMP/root/etc/systemd/system/sluice.service.d/"
 SCORE_FW=$(systemd-analyze security --offline=true --root="$TMP/root" sluice.service 2>&1 |
   grep 'Overall exposure level' | sed -E 's/.*: ([0-9.]+) .*/\1/')
@@ -143,7 +143,7 @@ sed -e "s|^listen = .*|listen = [\"127.0.0.1:$PORT\"]|" -e 's|^table = "recipien
 printf '[metrics]\nlisten = "127.0.0.1:0"\n' >>"$TMP/sluice.toml"
 chmod 755 "$TMP"
 chmod 644 "$TMP/sluice.toml"
-runuser -u sluice -- /usr/sbin/sluice serve -c "$TMP/sluice.toml" 2>"$TMP/serve.err" &
+setpriv --reuid=sluice --regid=sluice --init-groups -- /usr/sbin/sluice serve -c "$TMP/sluice.toml" 2>"$TMP/serve.err" &
 PID=$!
 for _ in $(seq 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
