@@ -87,11 +87,12 @@ fn man_writes_a_page_per_command_and_the_configuration_page() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let read = |name: &str| {
-        std::fs::read_to_string(dir.path().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
-    };
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
     // One page per visible command, at every level.
-    let help = Command::new(env!("CARGO_BIN_EXE_sluice")).arg("--help").output().unwrap();
+    let help = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--help")
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&help.stdout).to_string();
     let commands: Vec<&str> = help
         .split("Commands:")

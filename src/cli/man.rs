@@ -25,7 +25,7 @@ pub(crate) fn write_all(cmd: clap::Command, out: &Path) -> std::io::Result<Vec<P
     let mut written = Vec::new();
     let mut cmd = cmd.disable_help_subcommand(true);
     cmd.build();
-    command_pages(&cmd, &cmd.get_name().to_string(), out, &mut written)?;
+    command_pages(&cmd, cmd.get_name(), out, &mut written)?;
     let path = out.join("sluice.toml.5");
     std::fs::write(&path, config_page(EXAMPLE))?;
     written.push(path);
