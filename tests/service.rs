@@ -95,10 +95,9 @@ fn man_writes_a_page_per_command_and_the_configuration_page() {
         .unwrap();
     let help = String::from_utf8_lossy(&help.stdout).to_string();
     let commands: Vec<&str> = help
-        .split("Commands:")
-        .nth(1)
-        .unwrap()
         .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
         .map_while(|l| l.strip_prefix("  ").and_then(|l| l.split_whitespace().next()))
         .filter(|c| *c != "help")
         .collect();
