@@ -129,8 +129,8 @@ The unit \fIsluice.service\fR runs \fBsluice serve\fR as user \fIsluice\fR
 with Type=notify: \fBsystemctl start\fR returns once the listeners are bound,
 and sluice feeds the watchdog (WatchdogSec) from its main loop. The nft and
 ipset exporters need CAP_NET_ADMIN, which the unit does not grant; the
-drop-in \fI/usr/share/sluice/systemd/firewall.conf\fR does, copied to
-\fI/etc/systemd/system/sluice.service.d/\fR.
+drop-in \fI/usr/share/sluice/systemd/firewall.conf\fR does, linked into
+\fI/etc/systemd/system/sluice.service.d/\fR (see that file).
 "#;
 
 /// One paragraph of the example, as it goes on the page.
