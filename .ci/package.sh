@@ -19,6 +19,8 @@ fail() {
   exit 1
 }
 export DEBIAN_FRONTEND=noninteractive
+# apt waits for a dpkg lock held by another install instead of failing.
+apt_get() { apt-get -o DPkg::Lock::Timeout=600 -y -qq --no-install-recommends "$@"; }
 
 if dpkg-query -W -f='${Status}' sluice 2>/dev/null | grep -q "installed"; then
   fail "a sluice package is already installed here; this script installs and purges its own"
@@ -33,8 +35,8 @@ for p in lintian dpkg-dev man-db logrotate; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing: ${missing[*]}"
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt_get update
+  apt_get install "${missing[@]}" >/dev/null
 fi
 command -v cargo-deb >/dev/null || cargo install cargo-deb --locked
 
@@ -84,7 +86,7 @@ log "depends: $(dpkg-deb -f "$DEB" Depends); recommends: $(dpkg-deb -f "$DEB" Re
 
 # --- 3. lintian --------------------------------------------------------------------
 log "lintian"
-lintian --fail-on error --no-tag-display-limit "$DEB" | tee target/debian/lintian.txt ||
+lintian --fail-on error --tag-display-limit 0 "$DEB" | tee target/debian/lintian.txt ||
   fail "lintian found errors"
 log "lintian: $(grep -c '^E:' target/debian/lintian.txt || true) errors, $(grep -c '^W:' target/debian/lintian.txt || true) warnings"
 
@@ -95,7 +97,7 @@ TMP=$(mktemp -d)
 PID=""
 cleanup() {
   [ -n "$PID" ] && kill "$PID" 2>/dev/null || true
-  dpkg --purge sluice >/dev/null 2>&1 || true
+  apt_get purge sluice >/dev/null 2>&1 || true
   [ -z "$SPOOL_BEFORE" ] && rm -rf /var/spool/sluice
   [ -z "$USER_BEFORE" ] && userdel sluice 2>/dev/null || true
   rm -rf "$TMP"
@@ -103,8 +105,8 @@ cleanup() {
 trap cleanup EXIT
 
 log "apt install $DEB (twice)"
-apt-get install -y -qq --no-install-recommends "./$DEB" >/dev/null
-apt-get install -y -qq --no-install-recommends --reinstall "./$DEB" >/dev/null
+apt_get install "./$DEB" >/dev/null
+apt_get install --reinstall "./$DEB" >/dev/null
 dpkg-query -W -f='${Status} ${Version}\n' sluice | grep -qx "install ok installed $VERSION" || fail "not installed"
 id sluice >/dev/null || fail "no user sluice"
 for d in /var/spool/sluice /var/lib/sluice /var/log/sluice; do
@@ -166,19 +168,19 @@ echo "# changed by the admin" >>/etc/sluice/sluice.toml
 echo "mail" >/var/spool/sluice/package-test-marker
 rm -rf target/debian/upgrade && mkdir -p target/debian/upgrade
 cargo deb --no-build --strip --fast --deb-revision 2 -o target/debian/upgrade/ >/dev/null
-dpkg -i target/debian/upgrade/sluice_*.deb </dev/null >/dev/null
+apt_get install ./target/debian/upgrade/sluice_*.deb </dev/null >/dev/null
 dpkg-query -W -f='${Version}' sluice | grep -q -- '-2$' || fail "not upgraded"
 grep -qx "# changed by the admin" /etc/sluice/sluice.toml || fail "the upgrade replaced the changed configuration"
 [ -f /var/spool/sluice/package-test-marker ] || fail "the upgrade lost the spool"
 
 log "remove keeps the spool and the configuration"
-dpkg -r sluice >/dev/null
+apt_get remove sluice >/dev/null
 [ ! -e /usr/sbin/sluice ] || fail "/usr/sbin/sluice left after remove"
 [ -f /var/spool/sluice/package-test-marker ] || fail "remove deleted the spool"
 [ -f /etc/sluice/sluice.toml ] || fail "remove deleted the configuration"
 
 log "purge removes configuration, logs and state, keeps the spool"
-dpkg --purge sluice >"$TMP/purge.out" 2>&1 || { cat "$TMP/purge.out"; fail "purge"; }
+apt_get purge sluice >"$TMP/purge.out" 2>&1 || { cat "$TMP/purge.out"; fail "purge"; }
 grep -q "/var/spool/sluice kept" "$TMP/purge.out" || fail "purge did not say the spool is kept"
 [ ! -e /etc/sluice ] || fail "/etc/sluice left after purge"
 [ ! -e /var/log/sluice ] || fail "/var/log/sluice left after purge"
