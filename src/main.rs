@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use cli::bans::BansCmd;
 use cli::quarantine::QuarantineCmd;
 use cli::queue::QueueCmd;
@@ -250,6 +250,14 @@ enum Cmd {
         #[command(subcommand)]
         action: QuarantineCmd,
     },
+    /// Writes the manual pages: sluice(8), one per subcommand, and
+    /// sluice.toml(5) from the example configuration (for packaging).
+    #[command(hide = true)]
+    Man {
+        /// The directory to write them into.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
@@ -393,6 +401,11 @@ fn main() -> ExitCode {
                 .await
                 .map_err(anyhow::Error::from)
         }),
+        Cmd::Man { out } => done(
+            cli::man::write_all(Cli::command(), &out)
+                .map(|pages| pages.iter().for_each(|p| println!("{}", p.display())))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", out.display())),
+        ),
         Cmd::Serve => run_server(config.as_ref()),
         Cmd::Reload => with_config(config.as_ref(), |c| async move { reload(&c).await }),
     }
@@ -513,12 +526,29 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     })
 }
 
+/// Serves until SIGTERM/SIGINT. Under systemd: READY=1 once the
+/// listeners are bound, and the watchdog fed from this loop, so a stuck
+/// runtime is restarted.
 async fn serve(config: Config, pre: sluice::app::Preflight, path: Option<PathBuf>) -> anyhow::Result<()> {
     let mut signals = Signals::new()?;
+    // SIGUSR1 reopens the event log file; logrotate may send it whatever
+    // log.events says, and its default action would end the process.
+    let _usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
     let running = sluice::app::start_with(config, pre, path).await?;
-    while signals.next().await == Signal::Reload {
-        running.reload().await;
+    cli::systemd::ready(&running.local_addrs);
+    let mut watchdog = cli::systemd::Watchdog::from_env();
+    loop {
+        tokio::select! {
+            signal = signals.next() => match signal {
+                Signal::Reload => {
+                    running.reload().await;
+                }
+                Signal::Terminate => break,
+            },
+            () = watchdog.tick() => watchdog.feed(),
+        }
     }
+    cli::systemd::stopping();
     running.shutdown().await;
     Ok(())
 }

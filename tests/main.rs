@@ -17,6 +17,7 @@ mod regression; // one test per fixed bug, named by what broke, with the commit 
 mod reload; // sluice reload and SIGHUP under open sessions: thresholds, DNS lists, restart-only keys
 mod restart; // durability: kill -9, restart, SIGTERM
 mod scan; // virus scanning against a real clamd
+mod service; // Type=notify readiness and the watchdog; the man pages
 mod spam; // the statistical classifier on the SpamAssassin sample; sluice learn
 mod spamfilter; // spam actions in the session, per-domain thresholds, rule reload
 mod tls; // STARTTLS
