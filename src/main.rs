@@ -140,7 +140,7 @@ enum Cmd {
     /// --rebuild starts from nothing, --forget takes messages back out. A
     /// new model needs at least 10 spam and 10 ham.
     #[command(
-        after_help = "Examples:\n  sluice learn --rebuild --spam Maildir/.Junk --ham Maildir -o /var/lib/sluice/bayes.model\n  sluice learn --spam - < message.eml              # one more spam (IMAPSieve: moved to Junk)\n  sluice learn --forget --spam - < message.eml     # moved out of Junk: forget it as spam ...\n  sluice learn --ham - < message.eml               # ... and learn it as ham\n  sluice learn --spam spam/ --ham ham/ --cross-validate 5"
+        after_help = "Examples:\n  sluice learn --rebuild --spam Maildir/.Junk --ham Maildir -o /var/lib/sluice/bayes.model\n  sluice learn --spam - < message.eml              # one more spam (IMAPSieve: moved to Junk)\n  sluice learn --forget --spam - < message.eml     # moved out of Junk: forget it as spam ...\n  sluice learn --ham - < message.eml               # ... and learn it as ham\n  sluice learn --daemon --spam Maildir/.Junk/new   # the running daemon learns and uses it at once\n  sluice learn --spam spam/ --ham ham/ --cross-validate 5"
     )]
     #[command(group = clap::ArgGroup::new("mail").required(true).multiple(true).args(["spam", "ham"]))]
     Learn {
@@ -161,6 +161,11 @@ enum Cmd {
         /// --spam or --ham), as `sa-learn --forget`.
         #[arg(long, conflicts_with = "rebuild")]
         forget: bool,
+        /// Send the messages to the running daemon (its daemon.sock): it
+        /// learns them into spam.bayes_model and scores with the new model
+        /// at once.
+        #[arg(long, conflicts_with_all = ["rebuild", "out", "cross_validate"])]
+        daemon: bool,
         /// Tokens seen fewer times in total are left out of the file (above
         /// 1, adding to the model later is no longer exact).
         #[arg(long, default_value_t = 1)]
@@ -339,6 +344,15 @@ fn main() -> ExitCode {
             Ok(config) => done(cli::learn::cross_validate(&config, &spam, &ham, k).map(|report| print!("{report}"))),
             Err(code) => code,
         },
+        Cmd::Learn {
+            spam,
+            ham,
+            forget,
+            daemon: true,
+            ..
+        } => with_config(config.as_ref(), |c| async move {
+            cli::learn::via_daemon(&c, &spam, &ham, forget).await
+        }),
         Cmd::Learn {
             spam,
             ham,

@@ -389,3 +389,69 @@ c.logout()
     step("out");
     wait_for((12, 13));
 }
+
+/// `sluice learn --daemon`: the running daemon learns the message into
+/// spam.bayes_model and answers with the model it now uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_daemon_learns_a_message_sent_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (spam_dir, ham_dir) = (d.join("spam"), d.join("ham"));
+    std::fs::create_dir_all(&spam_dir).unwrap();
+    std::fs::create_dir_all(&ham_dir).unwrap();
+    let mut extra = None;
+    let (mut ns, mut nh) = (0, 0);
+    for (p, _, s) in labelled() {
+        let (dir, n) = if s { (&spam_dir, &mut ns) } else { (&ham_dir, &mut nh) };
+        if *n < 12 {
+            std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+            *n += 1;
+        } else if s && extra.is_none() {
+            extra = Some(std::fs::read(&p).unwrap());
+        }
+    }
+    let model = d.join("bayes.model");
+    let os = |p: &std::path::Path| p.as_os_str().to_owned();
+    let (code, out) = learn(
+        &[
+            std::ffi::OsStr::new("--rebuild"),
+            std::ffi::OsStr::new("--spam"),
+            &os(&spam_dir),
+            std::ffi::OsStr::new("--ham"),
+            &os(&ham_dir),
+            std::ffi::OsStr::new("-o"),
+            &os(&model),
+        ],
+        b"",
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let port = crate::util::free_port();
+    let toml = crate::util::base_toml("smtp://127.0.0.1:1")
+        .replace(
+            "listen = [\"127.0.0.1:0\"]",
+            &format!("listen = [\"127.0.0.1:{port}\"]"),
+        )
+        .replace(
+            "[spam]\nenabled = false\n",
+            "[spam]\nauth = false\nbayes_model = \"bayes.model\"\n",
+        );
+    let _p = crate::util::Proc::start_toml(d, port, &toml);
+    let cfg = d.join("sluice.toml");
+    let (code, out) = learn(
+        &[
+            std::ffi::OsStr::new("-c"),
+            &os(&cfg),
+            std::ffi::OsStr::new("--daemon"),
+            std::ffi::OsStr::new("--spam"),
+            std::ffi::OsStr::new("-"),
+        ],
+        &extra.unwrap(),
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("daemon: learned 1 spam and 0 ham; the model in use has 13 spam, 12 ham"),
+        "{out}"
+    );
+    let m = bayes::Model::load(&mut std::io::BufReader::new(std::fs::File::open(&model).unwrap())).unwrap();
+    assert_eq!((m.nspam(), m.nham()), (13, 12), "written to spam.bayes_model");
+}

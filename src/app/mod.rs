@@ -4,6 +4,7 @@
 //! and shuts them down in order.
 
 mod core;
+mod daemon;
 mod delivery;
 mod front;
 mod pipeline;
@@ -11,8 +12,9 @@ mod preflight;
 mod reload;
 mod status;
 
+pub use daemon::{Answer as DaemonAnswer, record, request_learn, request_reload, socket_path as daemon_socket};
 pub use preflight::{Preflight, preflight};
-pub use reload::{ReloadResult, record, request_reload, socket_path as daemon_socket};
+pub use reload::ReloadResult;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -184,9 +186,9 @@ pub async fn start_with(config: Config, pre: Preflight, path: Option<PathBuf>) -
             recipients,
         }),
     });
-    let (r, socket, events) = (reloader.clone(), reload::socket_path(&core.config), core.events.clone());
+    let (r, socket, events) = (reloader.clone(), daemon::socket_path(&core.config), core.events.clone());
     core.spawn(move |stop| async move {
-        if let Err(e) = reload::serve(r, socket.clone(), stop).await {
+        if let Err(e) = daemon::serve(r, socket.clone(), stop).await {
             events.emit(crate::events::Event::Warning {
                 component: "control",
                 message: format!("control socket {}: {e}", socket.display()),

@@ -34,6 +34,43 @@ pub(crate) fn learn(o: &LearnOpts) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `sluice learn --daemon`: each message to the running daemon, which
+/// learns it into its model file and uses the new model at once.
+pub(crate) async fn via_daemon(config: &Config, spam: &[PathBuf], ham: &[PathBuf], forget: bool) -> anyhow::Result<()> {
+    use sluice::app::DaemonAnswer;
+    let mut last = None;
+    let mut sent = (0, 0);
+    for (paths, is_spam) in [(spam, true), (ham, false)] {
+        for p in paths {
+            for message in sluice::spam::corpus::read_messages(p).with_context(|| format!("{}", p.display()))? {
+                let socket = sluice::app::daemon_socket(config);
+                match sluice::app::request_learn(config, is_spam, forget, message)
+                    .await
+                    .with_context(|| format!("cannot reach the daemon at {}", socket.display()))?
+                {
+                    DaemonAnswer::Learned { nspam, nham, tokens } => last = Some((nspam, nham, tokens)),
+                    DaemonAnswer::Error(e) => anyhow::bail!("the daemon did not learn it: {e}"),
+                    other => anyhow::bail!("unexpected answer from the daemon: {other:?}"),
+                }
+                if is_spam {
+                    sent.0 += 1;
+                } else {
+                    sent.1 += 1;
+                }
+            }
+        }
+    }
+    let Some((nspam, nham, tokens)) = last else {
+        anyhow::bail!("no messages found; nothing learned");
+    };
+    let verb = if forget { "forgot" } else { "learned" };
+    println!(
+        "daemon: {verb} {} spam and {} ham; the model in use has {nspam} spam, {nham} ham, {tokens} tokens",
+        sent.0, sent.1
+    );
+    Ok(())
+}
+
 /// What a learn did, as the admin reads it.
 fn report(what: &str, forget: bool, done: sluice::spam::learn::Learned, model: &Model) {
     let verb = if forget { "forgot" } else { "learned" };
