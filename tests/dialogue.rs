@@ -396,7 +396,8 @@ async fn idle_and_data_timeouts_close_with_421() {
 async fn listens_on_ipv4_and_ipv6_at_once() {
     let sink = Sink::start().await;
     let relay = TestRelay::start_with(&sink.next_hop(), |c| {
-        c.server.listen = vec!["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()];
+        let addrs: [std::net::SocketAddr; 2] = ["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()];
+        c.server.listen = addrs.into_iter().map(Into::into).collect();
     })
     .await;
     let v6 = relay.running().local_addrs[1];

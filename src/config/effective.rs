@@ -63,7 +63,11 @@ pub fn filled(raw: RawConfig) -> RawConfig {
         stress,
     } = raw;
     let server = RawServer {
-        listen: server.listen.or_else(|| list(d::SERVER_LISTEN)),
+        listen: server
+            .listen
+            .or_else(|| list(d::SERVER_LISTEN).map(|v| v.into_iter().map(RawListen::Address).collect())),
+        proxy_from: server.proxy_from.or_else(|| Some(Vec::new())),
+        proxy_timeout: server.proxy_timeout.or_else(|| s(d::SERVER_PROXY_TIMEOUT)),
         hostname: server.hostname.or_else(|| Some(super::server::system_hostname())),
         max_message_size: server.max_message_size.or(Some(d::SERVER_MAX_MESSAGE_SIZE)),
         max_recipients: server.max_recipients.or(Some(d::SERVER_MAX_RECIPIENTS)),
