@@ -276,13 +276,6 @@ pub struct RawServer {
     /// a load balancer that sends the PROXY protocol (v1 or v2) header.
     /// Default `["127.0.0.1:2525"]`.
     pub listen: Option<Vec<RawListen>>,
-    /// The load balancers (addresses or CIDR networks) allowed to connect
-    /// to a `proxy_protocol` listener; a connection from anywhere else on
-    /// such a listener is refused. Default `[]`.
-    pub proxy_from: Option<Vec<String>>,
-    /// How long a load balancer has to send the PROXY header after it
-    /// connects. Default "3s".
-    pub proxy_timeout: Option<String>,
     /// Name used in the banner, the EHLO reply and Received headers.
     /// Default: the machine's host name.
     pub hostname: Option<String>,
@@ -313,6 +306,13 @@ pub struct RawServer {
     /// it sends one read back from the spool, so many large bodies take
     /// turns. Default 25165824 (24 MiB).
     pub check_memory: Option<u64>,
+    /// The load balancers (addresses or CIDR networks) allowed to connect
+    /// to a `proxy_protocol` listener; a connection from anywhere else on
+    /// such a listener is refused. Default `[]`.
+    pub proxy_from: Option<Vec<String>>,
+    /// How long a load balancer has to send the PROXY header after it
+    /// connects. Default "3s".
+    pub proxy_timeout: Option<String>,
 }
 
 /// One `server.listen` entry: an address, or a table.
