@@ -67,6 +67,10 @@ pub async fn accept_loop(
                 let shared = front.load();
                 if proxy_protocol {
                     let ip = peer.ip();
+                    // The header is read in the connection's task, and the
+                    // filters and the session slot are taken after it, for
+                    // the client it names. Only the balancers get that far,
+                    // each for at most server.proxy_timeout.
                     if shared.config.server.proxy_from.iter().any(|n| n.contains(&ip)) {
                         tracker.spawn(proxied(front.clone(), sock, peer, limit.clone()));
                     } else {

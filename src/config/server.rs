@@ -49,16 +49,6 @@ impl From<SocketAddr> for Listen {
     }
 }
 
-impl std::fmt::Display for Listen {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.addr)?;
-        if self.proxy_protocol {
-            f.write_str(" (proxy_protocol)")?;
-        }
-        Ok(())
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Timeouts {
     pub command: Duration,
