@@ -71,7 +71,9 @@
 //! - [`smtp`]: the session: drives `proto` over a stream, one handler per
 //!   verb, asks the checks and the pipeline, replies.
 //! - [`listener`]: accept loop, connection limit, the connection filters,
-//!   STARTTLS hand-over.
+//!   the PROXY protocol header on listeners behind a load balancer (the
+//!   client it names is the client from then on; parsed sans I/O in
+//!   `proto::proxy`), STARTTLS hand-over.
 //! - [`tls`]: rustls server config, reloaded when the files change.
 //! - [`status`]: the metrics listener (`/metrics`, `/healthz`, `/readyz`
 //!   through `Transport::health` and `Scanner::ping`, the status page and

@@ -1,7 +1,9 @@
-//! Accept loop: connection limit, TCP_NODELAY, one task per session, and
-//! the STARTTLS hand-over between plaintext and TLS runs of the session.
+//! Accept loop: connection limit, TCP_NODELAY, one task per session, the
+//! PROXY protocol header on listeners behind a load balancer ([`proxy`]),
+//! and the STARTTLS hand-over between plaintext and TLS runs of the
+//! session.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +16,12 @@ use crate::events::{Disconnect, Event, Reason, Refusal};
 use crate::policy::connection::admit_all;
 use crate::policy::limits::SessionSlot;
 use crate::proto::Reply;
-use crate::smtp::session::{Front, Outcome, Session};
+use crate::proto::proxy::Source;
+use crate::smtp::session::{Front, Outcome, Session, Shared};
+
+pub mod proxy;
+
+use proxy::{HeaderError, Rewind};
 
 /// Binds a listening socket. IPv6 sockets are v6-only, so `0.0.0.0:25`
 /// and `[::]:25` can both be listed; the backlog is deep enough for
@@ -34,7 +41,16 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Accepts until shutdown. `limit` caps concurrent sessions
 /// (`server.max_connections`); a client over the limit gets 421 4.7.0.
-pub async fn accept_loop(listener: TcpListener, front: Arc<Front>, limit: Arc<Semaphore>, tracker: TaskTracker) {
+/// `proxy_protocol`: the listener is behind a load balancer (only
+/// `server.proxy_from` may connect, and each connection starts with a
+/// PROXY header naming the client).
+pub async fn accept_loop(
+    listener: TcpListener,
+    front: Arc<Front>,
+    limit: Arc<Semaphore>,
+    tracker: TaskTracker,
+    proxy_protocol: bool,
+) {
     let shutdown = front.load().shutdown.clone();
     loop {
         let accepted = tokio::select! {
@@ -49,36 +65,30 @@ pub async fn accept_loop(listener: TcpListener, front: Arc<Front>, limit: Arc<Se
                 let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                 let _ = sock.set_nodelay(true);
                 let shared = front.load();
-                let admitted = admit_all(&shared.filters, peer.ip());
-                match (admitted, limit.clone().try_acquire_owned()) {
-                    (Ok(slots), Ok(permit)) => {
-                        tracker.spawn(serve(front.clone(), sock, peer, (permit, slots)));
+                if proxy_protocol {
+                    let ip = peer.ip();
+                    // The header is read in the connection's task, and the
+                    // filters and the session slot are taken after it, for
+                    // the client it names. Only the balancers get that far,
+                    // each for at most server.proxy_timeout.
+                    if shared.config.server.proxy_from.iter().any(|n| n.contains(&ip)) {
+                        tracker.spawn(proxied(front.clone(), sock, peer, limit.clone()));
+                    } else {
+                        let refusal = Refusal::new(
+                            Reply::PROXY_ONLY,
+                            Reason::ProxyProtocol,
+                            format!("{ip} is not in server.proxy_from"),
+                        );
+                        tracker.spawn(refuse(&shared, sock, ip, refusal));
                     }
-                    (admitted, _) => {
-                        let refusal = admitted.err();
-                        let Refusal {
-                            reply,
-                            reason,
-                            evidence,
-                        } = refusal.unwrap_or_else(|| {
-                            Refusal::new(
-                                Reply::TOO_MANY_CONNECTIONS,
-                                Reason::ConnectionLimit,
-                                "server.max_connections reached",
-                            )
-                        });
-                        shared.events.emit(Event::ConnectRejected {
-                            session: 0,
-                            ip: peer.ip(),
-                            reason,
-                            reply: reply.clone(),
-                            evidence,
-                        });
-                        tracker.spawn(async move {
-                            let mut sock = sock;
-                            let _ =
-                                tokio::time::timeout(Duration::from_secs(5), sock.write_all(&reply.to_bytes())).await;
-                        });
+                    continue;
+                }
+                match admit(&shared, &limit, peer.ip()) {
+                    Ok(slots) => {
+                        tracker.spawn(serve(front.clone(), Rewind::plain(sock), peer, slots));
+                    }
+                    Err(refusal) => {
+                        tracker.spawn(refuse(&shared, sock, peer.ip(), refusal));
                     }
                 }
             }
@@ -91,10 +101,75 @@ pub async fn accept_loop(listener: TcpListener, front: Arc<Front>, limit: Arc<Se
     }
 }
 
+/// The connection filters (bans, allowlist, per-client limits) on the
+/// client's address, then a global session slot.
+fn admit(shared: &Shared, limit: &Arc<Semaphore>, ip: IpAddr) -> Result<Slots, Refusal> {
+    let slots = admit_all(&shared.filters, ip)?;
+    let permit = limit.clone().try_acquire_owned().map_err(|_| {
+        Refusal::new(
+            Reply::TOO_MANY_CONNECTIONS,
+            Reason::ConnectionLimit,
+            "server.max_connections reached",
+        )
+    })?;
+    Ok((permit, slots))
+}
+
+/// Reports the refusal at once, and returns the task that gives the
+/// client its reply and closes.
+fn refuse(
+    shared: &Shared,
+    sock: TcpStream,
+    ip: IpAddr,
+    refusal: Refusal,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let Refusal {
+        reply,
+        reason,
+        evidence,
+    } = refusal;
+    shared.events.emit(Event::ConnectRejected {
+        session: 0,
+        ip,
+        reason,
+        reply: reply.clone(),
+        evidence,
+    });
+    async move {
+        let mut sock = sock;
+        let _ = tokio::time::timeout(Duration::from_secs(5), sock.write_all(&reply.to_bytes())).await;
+    }
+}
+
+/// A load balancer's connection: the PROXY header first (within
+/// `server.proxy_timeout`), then the connection filters on the client it
+/// names, then the session, as that client.
+async fn proxied(front: Arc<Front>, mut sock: TcpStream, balancer: SocketAddr, limit: Arc<Semaphore>) {
+    let within = front.load().config.server.proxy_timeout;
+    let read = proxy::read_header(&mut sock, within).await;
+    let shared = front.load();
+    let (peer, early) = match read {
+        Ok((Source::Client(client), early)) => (client, early),
+        Ok((Source::Balancer, early)) => (balancer, early),
+        Err(HeaderError::Silent) => {
+            tracing::debug!(balancer = %balancer, "load balancer connected and closed (health check)");
+            return;
+        }
+        Err(e) => {
+            let refusal = Refusal::new(Reply::PROXY_HEADER, Reason::ProxyProtocol, e.to_string());
+            return refuse(&shared, sock, balancer.ip(), refusal).await;
+        }
+    };
+    match admit(&shared, &limit, peer.ip()) {
+        Ok(slots) => serve(front, Rewind::new(early, sock), peer, slots).await,
+        Err(refusal) => refuse(&shared, sock, peer.ip(), refusal).await,
+    }
+}
+
 /// Held for the life of a session: the global slot and the per-client ones.
 type Slots = (OwnedSemaphorePermit, Vec<SessionSlot>);
 
-async fn serve(front: Arc<Front>, sock: TcpStream, peer: SocketAddr, _slots: Slots) {
+async fn serve(front: Arc<Front>, sock: Rewind<TcpStream>, peer: SocketAddr, _slots: Slots) {
     let mut session = Session::new(front.load(), peer).with_front(front);
     let events = session.shared().events.clone();
     events.emit(Event::SessionOpened {

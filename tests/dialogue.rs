@@ -396,7 +396,8 @@ async fn idle_and_data_timeouts_close_with_421() {
 async fn listens_on_ipv4_and_ipv6_at_once() {
     let sink = Sink::start().await;
     let relay = TestRelay::start_with(&sink.next_hop(), |c| {
-        c.server.listen = vec!["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()];
+        let addrs: [std::net::SocketAddr; 2] = ["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()];
+        c.server.listen = addrs.into_iter().map(Into::into).collect();
     })
     .await;
     let v6 = relay.running().local_addrs[1];
@@ -409,4 +410,76 @@ async fn listens_on_ipv4_and_ipv6_at_once() {
     let text = String::from_utf8_lossy(&got[0].data);
     assert!(text.starts_with("Received: from client.example ([IPv6:::1])"), "{text}");
     relay.client().await.cmd("NOOP", "250").await;
+}
+
+/// A `proxy_protocol` listener (no real balancer: the test writes the
+/// headers). The per-client connection rate counts the clients the
+/// headers name, not the balancer they all come through; text sent right
+/// behind the header stays with the session.
+#[tokio::test]
+async fn proxy_protocol_listener_judges_the_client_the_header_names() {
+    let sink = Sink::start().await;
+    let relay = TestRelay::start_with(&sink.next_hop(), |c| {
+        let addrs: [std::net::SocketAddr; 2] = ["127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap()];
+        c.server.listen = vec![
+            addrs[0].into(),
+            sluice::config::Listen {
+                addr: addrs[1],
+                proxy_protocol: true,
+            },
+        ];
+        c.server.proxy_from = vec!["127.0.0.1/32".parse().unwrap()];
+        c.limits.per_ip_connection_rate = 2;
+    })
+    .await;
+    let proxied = relay.running().local_addrs[1];
+    let mut events = relay.running().events.subscribe();
+
+    // Two connections from 192.0.2.7 (v1 and v2), through the balancer at 127.0.0.1.
+    let mut c = Client::connect(proxied).await;
+    c.send_raw(b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 25\r\n").await;
+    c.expect("220 mx.test.example").await;
+    let ehlo = c.cmd("EHLO client.example", "250").await;
+    assert!(ehlo.contains("Hello client.example [192.0.2.7]"), "{ehlo}");
+    c.cmd("QUIT", "221").await;
+    let opened = wait_event(&mut events, |e| match e {
+        sluice::events::Event::SessionOpened { ip, .. } => Some(*ip),
+        _ => None,
+    })
+    .await;
+    assert_eq!(opened.to_string(), "192.0.2.7");
+
+    let mut v2 = b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    v2.extend([192, 0, 2, 7, 127, 0, 0, 1, 0x9c, 0x41, 0, 25]);
+    let mut c = Client::connect(proxied).await;
+    c.send_raw(&v2).await;
+    c.expect("220 mx.test.example").await;
+    c.cmd("QUIT", "221").await;
+
+    // The third from 192.0.2.7 is over its rate...
+    let mut c = Client::connect(proxied).await;
+    c.send_raw(b"PROXY TCP4 192.0.2.7 127.0.0.1 40002 25\r\n").await;
+    c.expect("421 4.7.0 Too many connections").await;
+    let refused = wait_event(&mut events, |e| match e {
+        sluice::events::Event::ConnectRejected { ip, reason, .. } => Some((*ip, reason.clone())),
+        _ => None,
+    })
+    .await;
+    assert_eq!(refused.0.to_string(), "192.0.2.7");
+    assert_eq!(refused.1.label(), "rate_limit");
+
+    // ...but another client through the same balancer is not, and what it
+    // sends right behind the header (EHLO before the banner) is its own.
+    let mut c = Client::connect(proxied).await;
+    c.send_raw(b"PROXY TCP4 192.0.2.8 127.0.0.1 40003 25\r\nEHLO early.example\r\n")
+        .await;
+    c.expect("220 mx.test.example").await;
+    let ehlo = c.reply().await;
+    assert!(ehlo.starts_with("250") && ehlo.contains("[192.0.2.8]"), "{ehlo}");
+    c.cmd("QUIT", "221").await;
+
+    // The plain listener is not affected: a client there is who it is.
+    let mut c = Client::connect(relay.addr).await;
+    c.expect("220 mx.test.example").await;
+    assert!(c.cmd("EHLO client.example", "250").await.contains("[127.0.0.1]"));
 }

@@ -49,7 +49,7 @@ pub(super) fn checks(
         checks.push(Arc::new(HeloCheck {
             policy: helo.clone(),
             hostname: c.server.hostname.clone(),
-            our_ips: c.server.listen.iter().map(|a| a.ip()).collect(),
+            our_ips: c.server.listen.iter().map(|l| l.addr.ip()).collect(),
             resolver: needs.then(|| resolver.clone()),
             timeout: c.dns.timeout,
         }));
@@ -197,14 +197,15 @@ pub(super) fn listen(core: &Core, front: Arc<Front>) -> anyhow::Result<Vec<Socke
     raise_fd_limit(c);
     let limit = Arc::new(Semaphore::new(c.server.max_connections));
     let mut local_addrs = Vec::new();
-    for addr in &c.server.listen {
-        let l = crate::listener::bind(*addr).map_err(|e| super::bind_error("server.listen", *addr, &e))?;
+    for listen in &c.server.listen {
+        let l = crate::listener::bind(listen.addr).map_err(|e| super::bind_error("server.listen", listen.addr, &e))?;
         local_addrs.push(l.local_addr()?);
         core.sessions.spawn(crate::listener::accept_loop(
             l,
             front.clone(),
             limit.clone(),
             core.sessions.clone(),
+            listen.proxy_protocol,
         ));
     }
     if c.stress.enabled {

@@ -166,6 +166,8 @@ pub const SCAN_RETRY: &str = "1m";
 // [server]
 /// `server.listen`
 pub const SERVER_LISTEN: &[&str] = &["127.0.0.1:2525"];
+/// `server.proxy_timeout`
+pub const SERVER_PROXY_TIMEOUT: &str = "3s";
 /// `server.max_command_line`
 pub const SERVER_MAX_COMMAND_LINE: u64 = 4096;
 /// `server.body_memory`

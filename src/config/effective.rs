@@ -63,7 +63,9 @@ pub fn filled(raw: RawConfig) -> RawConfig {
         stress,
     } = raw;
     let server = RawServer {
-        listen: server.listen.or_else(|| list(d::SERVER_LISTEN)),
+        listen: server
+            .listen
+            .or_else(|| list(d::SERVER_LISTEN).map(|v| v.into_iter().map(RawListen::Address).collect())),
         hostname: server.hostname.or_else(|| Some(super::server::system_hostname())),
         max_message_size: server.max_message_size.or(Some(d::SERVER_MAX_MESSAGE_SIZE)),
         max_recipients: server.max_recipients.or(Some(d::SERVER_MAX_RECIPIENTS)),
@@ -75,6 +77,8 @@ pub fn filled(raw: RawConfig) -> RawConfig {
         max_errors: server.max_errors.or(Some(d::SERVER_MAX_ERRORS)),
         body_memory: server.body_memory.or(Some(d::SERVER_BODY_MEMORY)),
         check_memory: server.check_memory.or(Some(d::SERVER_CHECK_MEMORY)),
+        proxy_from: server.proxy_from.or_else(|| Some(Vec::new())),
+        proxy_timeout: server.proxy_timeout.or_else(|| s(d::SERVER_PROXY_TIMEOUT)),
     };
     let timeouts = RawTimeouts {
         command: timeouts.command.or_else(|| s(d::TIMEOUTS_COMMAND)),
@@ -539,7 +543,12 @@ mod tests {
              [firewall.rules.virus]\nban = \"2h\"\n[relay.routes]\n\"example.org\" = { next_hop = \"smtp://10.0.0.1:25\" }\n",
         )
         .unwrap();
-        for raw in [RawConfig::default(), example(), partial] {
+        let behind_balancer = Config::parse_raw(
+            "[server]\nlisten = [\"127.0.0.1:25\", { address = \"127.0.0.1:2526\", proxy_protocol = true }]\n\
+             proxy_from = [\"127.0.0.1\"]\n",
+        )
+        .unwrap();
+        for raw in [RawConfig::default(), example(), partial, behind_balancer] {
             let a = Config::from_raw(raw.clone(), base()).unwrap();
             let full = filled(raw);
             let b = Config::from_raw(full.clone(), base()).unwrap();

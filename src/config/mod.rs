@@ -26,7 +26,7 @@ pub use output::{EventSink, Log, Metrics, Spool};
 pub use policy::{Dns, Limits, Policy};
 pub use recipients::Recipients;
 pub use relay::{DomainPattern, ForwardClient, Hop, HopTls, NextHop, Relay, Route};
-pub use server::{Server, Stress, Timeouts, Tls};
+pub use server::{Listen, Server, Stress, Timeouts, Tls};
 pub use warnings::Warning;
 
 use std::path::{Path, PathBuf};

@@ -271,8 +271,11 @@ pub struct RawPolicy {
 #[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
-    /// Addresses to listen on. Default `["127.0.0.1:2525"]`.
-    pub listen: Option<Vec<String>>,
+    /// Addresses to listen on: `"IP:port"`, or a table
+    /// `{ address = "IP:port", proxy_protocol = true }` for a listener behind
+    /// a load balancer that sends the PROXY protocol (v1 or v2) header.
+    /// Default `["127.0.0.1:2525"]`.
+    pub listen: Option<Vec<RawListen>>,
     /// Name used in the banner, the EHLO reply and Received headers.
     /// Default: the machine's host name.
     pub hostname: Option<String>,
@@ -303,6 +306,31 @@ pub struct RawServer {
     /// it sends one read back from the spool, so many large bodies take
     /// turns. Default 25165824 (24 MiB).
     pub check_memory: Option<u64>,
+    /// The load balancers (addresses or CIDR networks) allowed to connect
+    /// to a `proxy_protocol` listener; a connection from anywhere else on
+    /// such a listener is refused. Default `[]`.
+    pub proxy_from: Option<Vec<String>>,
+    /// How long a load balancer has to send the PROXY header after it
+    /// connects. Default "3s".
+    pub proxy_timeout: Option<String>,
+}
+
+/// One `server.listen` entry: an address, or a table.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RawListen {
+    Address(String),
+    Table(RawListenTable),
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenTable {
+    /// Required: "IP:port".
+    pub address: Option<String>,
+    /// Connections carry a PROXY protocol header first (from
+    /// `server.proxy_from` only). Default false.
+    pub proxy_protocol: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]

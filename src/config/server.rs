@@ -6,12 +6,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::defaults;
-use super::raw::{RawServer, RawStress, RawTimeouts, RawTls};
+use super::raw::{RawListen, RawServer, RawStress, RawTimeouts, RawTls};
 use super::{ConfigError, dur, positive, resolve};
 
 #[derive(Debug, Clone)]
 pub struct Server {
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<Listen>,
+    /// The load balancers a `proxy_protocol` listener takes connections from.
+    pub proxy_from: Vec<ipnet::IpNet>,
+    /// How long a load balancer has to send the PROXY header.
+    pub proxy_timeout: Duration,
     pub hostname: String,
     pub max_message_size: usize,
     pub max_recipients: usize,
@@ -25,6 +29,24 @@ pub struct Server {
     pub body_memory: usize,
     /// Memory for end-of-DATA checks, shared by all sessions.
     pub check_memory: usize,
+}
+
+/// One listening address; `proxy_protocol`: its connections come from a
+/// load balancer and start with a PROXY protocol header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    pub proxy_protocol: bool,
+}
+
+impl From<SocketAddr> for Listen {
+    /// A plain listener: clients connect to it directly.
+    fn from(addr: SocketAddr) -> Listen {
+        Listen {
+            addr,
+            proxy_protocol: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -99,21 +121,63 @@ pub(super) fn system_hostname() -> String {
 }
 
 pub(super) fn validate_server(s: RawServer) -> Result<Server, ConfigError> {
-    let listen_raw = s
-        .listen
-        .unwrap_or_else(|| defaults::SERVER_LISTEN.iter().map(|s| s.to_string()).collect());
+    let listen_raw = s.listen.unwrap_or_else(|| {
+        defaults::SERVER_LISTEN
+            .iter()
+            .map(|s| RawListen::Address(s.to_string()))
+            .collect()
+    });
     if listen_raw.is_empty() {
         return Err(ConfigError::new("server.listen", "must list at least one address"));
     }
     let mut listen = Vec::new();
-    for (i, a) in listen_raw.iter().enumerate() {
-        listen.push(a.parse::<SocketAddr>().map_err(|_| {
-            ConfigError::new(
-                format!("server.listen[{i}]"),
-                format!("{a:?} is not an IP:port socket address"),
-            )
-        })?);
+    for (i, l) in listen_raw.iter().enumerate() {
+        let (key, a, proxy_protocol) = match l {
+            RawListen::Address(a) => (format!("server.listen[{i}]"), a, false),
+            RawListen::Table(t) => {
+                let Some(a) = &t.address else {
+                    return Err(ConfigError::new(
+                        format!("server.listen[{i}].address"),
+                        "missing: a listener table needs its address (\"IP:port\")",
+                    ));
+                };
+                (
+                    format!("server.listen[{i}].address"),
+                    a,
+                    t.proxy_protocol.unwrap_or(false),
+                )
+            }
+        };
+        let addr = a
+            .parse::<SocketAddr>()
+            .map_err(|_| ConfigError::new(key, format!("{a:?} is not an IP:port socket address")))?;
+        listen.push(Listen { addr, proxy_protocol });
     }
+    let mut proxy_from = Vec::new();
+    for (i, n) in s.proxy_from.unwrap_or_default().iter().enumerate() {
+        let net = n
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                ConfigError::new(
+                    format!("server.proxy_from[{i}]"),
+                    format!("{n:?} is not an address or CIDR network"),
+                )
+            })?;
+        proxy_from.push(net.trunc());
+    }
+    if proxy_from.is_empty()
+        && let Some(l) = listen.iter().find(|l| l.proxy_protocol)
+    {
+        return Err(ConfigError::new(
+            "server.proxy_from",
+            format!(
+                "must list the load balancers' addresses: {} has proxy_protocol = true, and only they may connect to it",
+                l.addr
+            ),
+        ));
+    }
+    let proxy_timeout = dur("server.proxy_timeout", s.proxy_timeout, defaults::SERVER_PROXY_TIMEOUT)?;
     let hostname = s.hostname.unwrap_or_else(system_hostname);
     if !crate::proto::address::is_valid_helo(&hostname) {
         return Err(ConfigError::new(
@@ -145,6 +209,8 @@ pub(super) fn validate_server(s: RawServer) -> Result<Server, ConfigError> {
     }
     let server = Server {
         listen,
+        proxy_from,
+        proxy_timeout,
         hostname: hostname.clone(),
         max_message_size: positive(
             "server.max_message_size",

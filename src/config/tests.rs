@@ -1,3 +1,5 @@
+use std::net::SocketAddr;
+
 use super::*;
 
 /// The error of `toml`: from validation, or else from loading the files
@@ -22,7 +24,12 @@ fn err(toml: &str) -> ConfigError {
 #[test]
 fn defaults_are_valid() {
     let c = Config::from_toml("", Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
-    assert_eq!(c.server.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
+    assert_eq!(
+        c.server.listen,
+        vec![Listen::from("127.0.0.1:2525".parse::<SocketAddr>().unwrap())]
+    );
+    assert!(c.server.proxy_from.is_empty());
+    assert_eq!(c.server.proxy_timeout, Duration::from_secs(3));
     assert_eq!(c.server.max_message_size, 26_214_400);
     assert_eq!(
         c.relay.next_hop,
@@ -40,6 +47,20 @@ fn defaults_are_valid() {
 fn errors_name_the_dotted_key() {
     let cases: &[(&str, &str)] = &[
         ("[server]\nlisten = [\"nonsense\"]", "server.listen[0]"),
+        (
+            "[server]\nlisten = [\"127.0.0.1:25\", { address = \"nonsense\" }]",
+            "server.listen[1].address",
+        ),
+        (
+            "[server]\nlisten = [{ proxy_protocol = true }]",
+            "server.listen[0].address",
+        ),
+        (
+            "[server]\nlisten = [{ address = \"0.0.0.0:2526\", proxy_protocol = true }]",
+            "server.proxy_from",
+        ),
+        ("[server]\nproxy_from = [\"balancer\"]", "server.proxy_from[0]"),
+        ("[server]\nproxy_timeout = \"0s\"", "server.proxy_timeout"),
         ("[server]\nmax_message_size = 0", "server.max_message_size"),
         ("[server]\nmax_recipients = \"ten\"", "server.max_recipients"),
         ("[server]\nbogus = 1", "server.bogus"),
@@ -219,4 +240,48 @@ fn firewall_ports_and_kernel_names() {
         let e = err(toml);
         assert_eq!((e.key.as_str(), e.problem.as_str()), (key, problem), "{toml}");
     }
+}
+
+#[test]
+fn a_listener_behind_a_load_balancer_is_a_table_beside_plain_addresses() {
+    let toml = r#"
+[server]
+listen = ["127.0.0.1:25", { address = "10.0.0.2:2526", proxy_protocol = true }]
+proxy_from = ["10.0.0.5", "10.0.1.0/24"]
+proxy_timeout = "1500ms"
+"#;
+    let c = Config::from_toml(toml, Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let plain = Listen::from("127.0.0.1:25".parse::<SocketAddr>().unwrap());
+    let proxied = Listen {
+        addr: "10.0.0.2:2526".parse().unwrap(),
+        proxy_protocol: true,
+    };
+    assert_eq!(c.server.listen, vec![plain, proxied]);
+    assert_eq!(
+        c.server.proxy_from,
+        vec![
+            "10.0.0.5/32".parse::<ipnet::IpNet>().unwrap(),
+            "10.0.1.0/24".parse().unwrap()
+        ]
+    );
+    assert_eq!(c.server.proxy_timeout, Duration::from_millis(1500));
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+
+    // The table's keys are named when one is wrong.
+    let e = Config::from_toml(
+        "[server]\nlisten = [{ address = \"10.0.0.2:2526\", proxy = true }]",
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("known keys: address, proxy_protocol"), "{e}");
+
+    // Balancers listed for no PROXY listener: a warning, not an error.
+    let c = Config::from_toml(
+        "[server]\nproxy_from = [\"10.0.0.5\"]",
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+    )
+    .unwrap();
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].key, "server.proxy_from");
 }

@@ -30,6 +30,7 @@ impl Config {
     /// Every contradiction found, in the order of the file's sections.
     pub fn warnings(&self) -> Vec<Warning> {
         let mut w = Vec::new();
+        self.warn_proxy(&mut w);
         self.warn_next_hop_loop(&mut w);
         self.warn_retry(&mut w);
         self.warn_dnsbl(&mut w);
@@ -56,6 +57,17 @@ impl Config {
         }
     }
 
+    /// Load balancers listed, but no listener takes the PROXY protocol.
+    fn warn_proxy(&self, w: &mut Vec<Warning>) {
+        if !self.server.proxy_from.is_empty() && !self.server.listen.iter().any(|l| l.proxy_protocol) {
+            w.push(Warning::new(
+                "server.proxy_from",
+                "no listener has proxy_protocol = true: the load balancers listed here are not used \
+                 (mark one with { address = \"IP:port\", proxy_protocol = true } in server.listen)",
+            ));
+        }
+    }
+
     /// The next hop is one of our own listeners: every message loops.
     fn warn_next_hop_loop(&self, w: &mut Vec<Warning>) {
         let NextHop::Smtp { host, port } = &self.relay.next_hop else {
@@ -66,7 +78,7 @@ impl Config {
             l.port() == *port
                 && (l.ip() == ip || (l.ip().is_unspecified() && (ip.is_loopback() || ip.is_unspecified())))
         };
-        if let Some(l) = self.server.listen.iter().find(|l| ours(l)) {
+        if let Some(l) = self.server.listen.iter().map(|l| l.addr).find(|l| ours(l)) {
             w.push(Warning::new(
                 "relay.next_hop",
                 format!(

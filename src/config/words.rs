@@ -18,6 +18,10 @@ pub(super) fn admin_words(key: &str, message: &str) -> String {
                 "expected a next hop such as \"smtp://10.0.0.1:25\", or a table such as { next_hop = \"smtp://10.0.0.1:25\", tls = \"required\" } (known keys: next_hop, tls, tls_ca_file, forward_client)"
                     .into()
             }
+            "RawListen" => {
+                "expected an address such as \"0.0.0.0:25\", or a table such as { address = \"0.0.0.0:2526\", proxy_protocol = true } (known keys: address, proxy_protocol)"
+                    .into()
+            }
             _ => "not a value this key takes".into(),
         };
     }

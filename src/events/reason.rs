@@ -51,6 +51,10 @@ pub enum Reason {
     ConnectionLimit,
     /// The client's address is banned by the firewall.
     Banned,
+    /// On a `proxy_protocol` listener: the peer is not one of
+    /// `server.proxy_from`, or its PROXY header is missing or invalid.
+    /// (Never an offence: the peer may be the load balancer itself.)
+    ProxyProtocol,
     /// Call-ahead could not verify the recipient now.
     CallAheadUnavailable,
     /// The client used up its call-ahead probe budget.
@@ -96,6 +100,7 @@ impl Reason {
             Reason::RateLimit { .. } => "rate_limit",
             Reason::ConnectionLimit => "connection_limit",
             Reason::Banned => "banned",
+            Reason::ProxyProtocol => "proxy_protocol",
             Reason::CallAheadUnavailable => "callahead_unavailable",
             Reason::CallAheadBudget => "callahead_budget",
             Reason::Pregreet => "pregreet",

@@ -140,6 +140,10 @@ impl Reply {
 
     // Refusals of a client before the greeting (the listener).
     pub const CLIENT_BANNED: Reply = Reply::new(554, "5.7.1", "Your address is banned here");
+    /// A direct connection to a `proxy_protocol` listener.
+    pub const PROXY_ONLY: Reply = Reply::new(554, "5.7.1", "This port takes connections from the load balancer only");
+    /// A load balancer's connection without a valid PROXY header in time.
+    pub const PROXY_HEADER: Reply = Reply::new(421, "4.7.0", "No valid PROXY protocol header, closing connection");
     pub const CLIENT_CONNECTION_RATE: Reply =
         Reply::new(421, "4.7.0", "Too many connections from your address, slow down");
     pub const CLIENT_CONCURRENCY: Reply = Reply::new(421, "4.7.0", "Too many concurrent sessions from your address");
