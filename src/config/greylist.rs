@@ -10,6 +10,8 @@ pub struct GreylistConfig {
     pub retry_window: Duration,
     pub max_age: Duration,
     pub auto_allowlist_after: u32,
+    /// With `[cluster]`: what a recipient gets when the store is away.
+    pub on_store_failure: crate::state::StoreFailure,
     pub state: PathBuf,
 }
 
@@ -28,6 +30,20 @@ pub(super) fn validate_greylist(
             auto_allowlist_after: g
                 .auto_allowlist_after
                 .unwrap_or(defaults::GREYLIST_AUTO_ALLOWLIST_AFTER),
+            on_store_failure: match g
+                .on_store_failure
+                .as_deref()
+                .unwrap_or(defaults::GREYLIST_ON_STORE_FAILURE)
+            {
+                "open" => crate::state::StoreFailure::Open,
+                "closed" => crate::state::StoreFailure::Closed,
+                other => {
+                    return Err(ConfigError::new(
+                        "greylist.on_store_failure",
+                        format!("{other:?}: use \"open\" or \"closed\""),
+                    ));
+                }
+            },
             state: match g.state {
                 Some(p) => resolve(base, &p),
                 None => spool_dir.join("greylist.state"),

@@ -177,14 +177,18 @@ impl Engine {
         let Some(rule) = cfg.rules.get(&offence).copied() else {
             return Decision::Counted;
         };
-        let Some(evidence) = self.state.offence(ip, offence.as_str(), now, rule.window, rule.count) else {
+        let Some(evidence) = self
+            .state
+            .local()
+            .offence(ip, offence.as_str(), now, rule.window, rule.count)
+        else {
             return Decision::Counted;
         };
         if allowlisted(cfg, ip) {
             return Decision::Allowlisted { ip, offence };
         }
         // Escalation: ×2 for each earlier ban within the memory window.
-        let strike = self.state.strike(ip, now, cfg.memory);
+        let strike = self.state.local().strike(ip, now, cfg.memory);
         let factor = 1u64.checked_shl(strike - 1).unwrap_or(u64::MAX);
         let length = rule.ban.saturating_mul(factor).min(cfg.max_ban.max(rule.ban));
         let ban = Ban {
@@ -243,7 +247,7 @@ impl Engine {
                     .find(|(o, _)| o.as_str() == kind)
                     .map_or(0, |(_, r)| r.window)
             };
-            self.state.sweep_offences(now, &window, cfg.memory);
+            self.state.local().sweep_offences(now, &window, cfg.memory);
         }
         gone
     }
