@@ -1,0 +1,190 @@
+//! `[cluster]`: two sluice nodes (in this process) sharing one real
+//! redis-server (tests/util/services.rs `Redis`): greylisting and message
+//! rates hold across the nodes; with the store killed mid-run mail keeps
+//! flowing within `cluster.timeout`; restarted, the state is shared again.
+
+use std::time::Duration;
+
+use crate::util::services::Redis;
+use crate::util::*;
+
+/// A node named `node` of a cluster on `redis`, greylisting with a 1 s
+/// delay and `rate` messages per minute per client.
+async fn node(sink: &Sink, redis: &str, prefix: &str, node: &str, rate: u32) -> TestRelay {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("recipients"), TABLE).unwrap();
+    let toml = format!(
+        "{}\n[greylist]\nenabled = true\ndelay = \"1s\"\nretry_window = \"1h\"\n\
+         [limits]\nper_ip_message_rate = {rate}\n\
+         [cluster]\nredis = \"{redis}\"\nprefix = \"{prefix}\"\nnode = \"{node}\"\n",
+        base_toml(&sink.next_hop())
+    );
+    TestRelay::start_in(dir, &toml, |_| {}).await
+}
+
+/// Waits until `sluice_cluster_up` is `up` (the heartbeat is every second).
+async fn cluster_up(relay: &TestRelay, up: i64) {
+    let m = relay.running().events.metrics();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while m.cluster_up.get() != up {
+        assert!(tokio::time::Instant::now() < deadline, "sluice_cluster_up never {up}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn unique_prefix() -> String {
+    format!("t{}:", std::process::id() ^ rand_u32())
+}
+
+fn rand_u32() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_triplet_greylisted_on_one_node_passes_on_the_other_after_the_delay() {
+    let redis = tokio::task::spawn_blocking(Redis::start).await.unwrap();
+    let sink = Sink::start().await;
+    let p = unique_prefix();
+    let a = node(&sink, &redis.url(), &p, "a", 0).await;
+    let b = node(&sink, &redis.url(), &p, "b", 0).await;
+    cluster_up(&a, 1).await;
+    cluster_up(&b, 1).await;
+    // A counts B from its next heartbeat on.
+    let m = a.running().events.metrics();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while m.cluster_nodes.get() != 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "A sees {} nodes",
+            m.cluster_nodes.get()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut c = a.client().await;
+    c.cmd("EHLO client.example", "250").await;
+    c.cmd("MAIL FROM:<s@client.example>", "250").await;
+    c.cmd("RCPT TO:<user@example.com>", "451 4.7.1 Greylisted").await;
+    c.cmd("QUIT", "221").await;
+    // On B at once: the same triplet, still waiting.
+    let mut c = b.client().await;
+    c.cmd("EHLO client.example", "250").await;
+    c.cmd("MAIL FROM:<s@client.example>", "250").await;
+    c.cmd("RCPT TO:<user@example.com>", "451 4.7.1 Greylisted").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // After the delay, on B: passes (B never saw the first try itself).
+    c.cmd("RCPT TO:<user@example.com>", "250").await;
+    assert!(
+        c.data(&test_message("greylisted-on-a-passed-on-b"))
+            .await
+            .starts_with("250")
+    );
+    assert_eq!(sink.wait_for(1).await.len(), 1);
+    let m = b.running().events.metrics();
+    assert_eq!(m.cluster_fallbacks.with_label_values(&["greylist"]).get(), 0);
+    assert!(m.cluster_op.with_label_values(&["greylist"]).get_sample_count() >= 2);
+}
+
+/// MAIL attempts from one client, alternating between the nodes; the
+/// accepted ones.
+async fn mails(nodes: &[&TestRelay], sessions: usize) -> usize {
+    let mut accepted = 0;
+    for i in 0..sessions {
+        let mut c = nodes[i % nodes.len()].client().await;
+        c.cmd("EHLO client.example", "250").await;
+        for _ in 0..2 {
+            c.send("MAIL FROM:<s@client.example>").await;
+            let r = c.reply().await;
+            if r.starts_with("250") {
+                accepted += 1;
+                c.cmd("RSET", "250").await;
+            } else {
+                assert!(r.starts_with("451 4.7"), "{r}");
+            }
+        }
+        c.cmd("QUIT", "221").await;
+    }
+    accepted
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_rate_holds_across_the_nodes() {
+    let redis = tokio::task::spawn_blocking(Redis::start).await.unwrap();
+    let sink = Sink::start().await;
+    let p = unique_prefix();
+    let a = node(&sink, &redis.url(), &p, "a", 6).await;
+    let b = node(&sink, &redis.url(), &p, "b", 6).await;
+    cluster_up(&a, 1).await;
+    cluster_up(&b, 1).await;
+    // 20 attempts, 10 on each node: 6 accepted in all (each node alone
+    // would have taken 6).
+    let accepted = mails(&[&a, &b], 10).await;
+    assert!((5..=7).contains(&accepted), "{accepted} accepted of 20 at 6 per minute");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_store_killed_mail_flows_and_with_it_back_the_state_is_shared_again() {
+    let mut redis = tokio::task::spawn_blocking(Redis::start).await.unwrap();
+    let sink = Sink::start().await;
+    let p = unique_prefix();
+    let a = node(&sink, &redis.url(), &p, "a", 100).await;
+    let b = node(&sink, &redis.url(), &p, "b", 100).await;
+    cluster_up(&a, 1).await;
+    cluster_up(&b, 1).await;
+
+    redis.kill();
+    // Mail keeps flowing: greylisting fails open, the rate counts locally;
+    // no command waits much longer than cluster.timeout (50 ms).
+    for (i, relay) in [&a, &b, &a, &b].into_iter().enumerate() {
+        let mut c = relay.client().await;
+        c.cmd("EHLO client.example", "250").await;
+        let t0 = std::time::Instant::now();
+        c.cmd("MAIL FROM:<down@client.example>", "250").await;
+        c.cmd("RCPT TO:<user@example.com>", "250").await;
+        let took = t0.elapsed();
+        assert!(
+            took < Duration::from_millis(500),
+            "MAIL+RCPT took {took:?} with the store down"
+        );
+        assert!(
+            c.data(&test_message(&format!("store-down-{i}")))
+                .await
+                .starts_with("250")
+        );
+        c.cmd("QUIT", "221").await;
+    }
+    assert_eq!(sink.wait_for(4).await.len(), 4);
+    cluster_up(&a, 0).await;
+    cluster_up(&b, 0).await;
+    let m = a.running().events.metrics();
+    assert!(m.cluster_fallbacks.with_label_values(&["greylist"]).get() >= 1);
+    assert!(
+        m.cluster_errors.with_label_values(&["heartbeat"]).get() >= 1
+            || m.cluster_errors.with_label_values(&["rate"]).get() >= 1
+    );
+
+    // Back, empty (no persistence): shared again once the heartbeat
+    // answers.
+    let redis = tokio::task::spawn_blocking(move || {
+        redis.restart();
+        redis
+    })
+    .await
+    .unwrap();
+    cluster_up(&a, 1).await;
+    cluster_up(&b, 1).await;
+    let mut c = a.client().await;
+    c.cmd("EHLO client.example", "250").await;
+    c.cmd("MAIL FROM:<back@client.example>", "250").await;
+    c.cmd("RCPT TO:<user@example.com>", "451 4.7.1 Greylisted").await;
+    let mut c = b.client().await;
+    c.cmd("EHLO client.example", "250").await;
+    c.cmd("MAIL FROM:<back@client.example>", "250").await;
+    c.cmd("RCPT TO:<user@example.com>", "451 4.7.1 Greylisted").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    c.cmd("RCPT TO:<user@example.com>", "250").await;
+    assert!(redis.ping());
+}
