@@ -188,3 +188,101 @@ async fn with_the_store_killed_mail_flows_and_with_it_back_the_state_is_shared_a
     c.cmd("RCPT TO:<user@example.com>", "250").await;
     assert!(redis.ping());
 }
+
+/// The Lua scripts against a real server, step by step with the same
+/// clock as `MemoryStore` (the reference): postgrey's greylisting, the
+/// offence window, the call-ahead cache and the heartbeat's node count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scripts_keep_the_memory_store_semantics() {
+    use sluice::state::shared::Backend;
+    use sluice::state::{GreyPolicy, MemoryStore, StoreFailure, Verdict, Verified};
+
+    let redis = tokio::task::spawn_blocking(Redis::start).await.unwrap();
+    let cfg = sluice::config::Config::from_toml(
+        &format!(
+            "[cluster]\nredis = \"{}\"\nprefix = \"{}\"\n",
+            redis.url(),
+            unique_prefix()
+        ),
+        std::path::Path::new("/"),
+    )
+    .unwrap()
+    .cluster
+    .unwrap();
+    let r = sluice::state::redis::RedisBackend::new(&cfg);
+    assert_eq!(r.heartbeat("n1", Duration::from_secs(10)).await.unwrap(), 1);
+    assert_eq!(r.heartbeat("n2", Duration::from_secs(10)).await.unwrap(), 2);
+    assert_eq!(r.heartbeat("n1", Duration::from_secs(10)).await.unwrap(), 2);
+
+    let m = MemoryStore::default();
+    let p = GreyPolicy {
+        delay: 300,
+        retry_window: 2 * 86400,
+        max_age: 35 * 86400,
+        auto_allowlist_after: 2,
+        on_store_failure: StoreFailure::Open,
+    };
+    let t0 = 1_800_000_000u64;
+    // (net, triplet, seconds after t0): first try, too early, at the
+    // delay, a second triplet to the auto-allowlist, a third passing at
+    // once, a stale retry, a passed one unused past max_age.
+    let steps: &[(&str, &str, u64)] = &[
+        ("192.0.2", "a", 0),
+        ("192.0.2", "a", 100),
+        ("192.0.2", "a", 300),
+        ("192.0.2", "a", 301),
+        ("198.51.100", "b", 0),
+        ("198.51.100", "b", 299),
+        ("198.51.100", "c", 400),
+        ("198.51.100", "c", 3 * 86400),
+        ("203.0.113", "d", 0),
+        ("203.0.113", "d", 300),
+        ("203.0.113", "d", 40 * 86400),
+    ];
+    for &(net, key, at) in steps {
+        let key = format!("{net}/{key}");
+        let want = m.greylist(net, &key, t0 + at, &p);
+        let got = r.greylist(net, &key, t0 + at, &p).await.unwrap();
+        assert_eq!(got, want, "{key} at +{at}");
+    }
+    assert_eq!(
+        r.greylist("192.0.2", "192.0.2/e", t0 + 400, &p).await.unwrap(),
+        Verdict::Pass,
+        "192.0.2 passed twice: auto-allowlisted"
+    );
+
+    let ip: std::net::IpAddr = "192.0.2.50".parse().unwrap();
+    // 3 within 60 s: the first falls out of the window at +65, the rule
+    // fires at +66 with the three left, which are then forgotten.
+    for (at, fires) in [(0, false), (10, false), (65, false), (66, true), (67, false)] {
+        let want = m.offence(ip, "protocol", t0 + at, 60, 3);
+        let got = r.offence(ip, "protocol", t0 + at, 60, 3).await.unwrap();
+        assert_eq!(got, want, "+{at}");
+        assert_eq!(got.is_some(), fires, "+{at}");
+    }
+
+    let now = sluice::mail::date::now_secs();
+    let answer = Verified {
+        exists: false,
+        reply: "550 5.1.1 <u@example.org>: unknown\tuser".into(),
+        expires: now + 60,
+    };
+    r.remember("u@example.org", &answer).await.unwrap();
+    assert_eq!(r.verified("u@example.org", now).await.unwrap(), Some(answer));
+    assert_eq!(r.verified("u@example.org", now + 61).await.unwrap(), None);
+    assert_eq!(r.verified("v@example.org", now).await.unwrap(), None);
+
+    let w = Duration::from_secs(60);
+    let hits: Vec<bool> = {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            v.push(r.hit(sluice::state::Rate::Messages, ip, 1, 3, w).await.unwrap());
+        }
+        v
+    };
+    assert_eq!(hits, [true, true, true, false]);
+    assert!(
+        r.hit(sluice::state::Rate::Recipients, ip, 3, 3, w).await.unwrap(),
+        "another rate"
+    );
+}
