@@ -286,3 +286,44 @@ async fn the_scripts_keep_the_memory_store_semantics() {
         "another rate"
     );
 }
+
+/// A node that finds the store through Sentinel shares it with a node
+/// given its address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_finds_the_master_through_sentinel() {
+    let (redis, sentinel) = tokio::task::spawn_blocking(|| {
+        let r = Redis::start();
+        let s = crate::util::services::Sentinel::start(&r, "sluicemaster");
+        (r, s)
+    })
+    .await
+    .unwrap();
+    let sink = Sink::start().await;
+    let p = unique_prefix();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("recipients"), TABLE).unwrap();
+    let toml = format!(
+        "{}\n[greylist]\nenabled = true\ndelay = \"1s\"\nretry_window = \"1h\"\n\
+         [cluster]\nsentinels = [\"127.0.0.1:{}\"]\nmaster = \"sluicemaster\"\nprefix = \"{p}\"\nnode = \"s\"\n",
+        base_toml(&sink.next_hop()),
+        sentinel.port
+    );
+    let a = TestRelay::start_in(dir, &toml, |_| {}).await;
+    let b = node(&sink, &redis.url(), &p, "b", 0).await;
+    cluster_up(&a, 1).await;
+    cluster_up(&b, 1).await;
+    let mut c = a.client().await;
+    c.cmd("EHLO client.example", "250").await;
+    c.cmd("MAIL FROM:<s@client.example>", "250").await;
+    c.cmd("RCPT TO:<user@example.com>", "451 4.7.1 Greylisted").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut c = b.client().await;
+    c.cmd("EHLO client.example", "250").await;
+    c.cmd("MAIL FROM:<s@client.example>", "250").await;
+    c.cmd("RCPT TO:<user@example.com>", "250").await;
+    assert!(
+        sentinel.log().contains("+monitor master sluicemaster"),
+        "{}",
+        sentinel.log()
+    );
+}

@@ -1,13 +1,17 @@
 //! Per-client state behind one seam: the connection, message and
-//! recipient rates, concurrent sessions, greylisting's triplets and the
-//! call-ahead cache. Each operation is atomic on its key and says what it
-//! means (no read-modify-write by the caller), so a shared engine can run
-//! each as one script on one key and several nodes see one state.
+//! recipient rates, concurrent sessions, greylisting's triplets, the
+//! call-ahead cache and the ban engine's offence windows. Each operation
+//! is atomic on its key and says what it means (no read-modify-write by
+//! the caller), so a shared engine runs each as one script on one key and
+//! several nodes see one state.
 //!
 //! [`MemoryStore`] keeps it in this process (sharded maps, no global
-//! lock). The ban engine's offence windows and strike history live here
-//! too; the bans themselves are the firewall's (its store and exporters).
-
+//! lock). With `[cluster]`, [`redis::RedisStore`] shares it in
+//! Valkey/Redis ([`shared`] decides what each operation falls back to when
+//! the store is away). What the listener asks before the greeting (the
+//! connection rate, concurrent sessions), the greylist snapshot and the
+//! strike history stay per node, in [`StateStore::local`]. The bans
+//! themselves are the firewall's (its store and exporters).
 mod memory;
 pub mod redis;
 pub mod shared;

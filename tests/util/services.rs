@@ -1465,3 +1465,80 @@ impl Drop for Redis {
         self.kill();
     }
 }
+
+/// A private Redis Sentinel (`redis-server FILE --sentinel`) watching
+/// `master` under the name `name`, on 127.0.0.1:port; stopped on Drop.
+pub struct Sentinel {
+    pub port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl Sentinel {
+    /// Returns once it answers PING and names the master.
+    pub fn start(master: &Redis, name: &str) -> Sentinel {
+        for _ in 0..START_ATTEMPTS {
+            let dir = service_tempdir("sluice-sentinel-");
+            let port = free_port();
+            let conf = dir.path().join("sentinel.conf");
+            // Sentinel rewrites its file: it must be writable, in our dir.
+            write_file(
+                &conf,
+                &format!(
+                    "port {port}\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\ndir {}\nlogfile {}\n\
+                     sentinel monitor {name} 127.0.0.1 {} 1\n",
+                    dir.path().display(),
+                    dir.path().join("sentinel.log").display(),
+                    master.port
+                ),
+            );
+            let child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server installed (apt-get install redis-server)");
+            let s = Sentinel {
+                port,
+                dir,
+                child: Some(child),
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if s.names_master(name, master.port) {
+                    return s;
+                }
+                sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("redis sentinel did not start");
+    }
+
+    /// `SENTINEL get-master-addr-by-name` answers 127.0.0.1 and `port`.
+    fn names_master(&self, name: &str, port: u16) -> bool {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+            return false;
+        };
+        s.set_read_timeout(Some(Duration::from_millis(500))).ok();
+        let mut buf = [0u8; 256];
+        s.write_all(format!("SENTINEL get-master-addr-by-name {name}\r\n").as_bytes())
+            .is_ok()
+            && s.read(&mut buf)
+                .is_ok_and(|n| String::from_utf8_lossy(&buf[..n]).contains(&port.to_string()))
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("sentinel.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
