@@ -150,4 +150,42 @@ mod tests {
             assert_eq!(e.key, key, "{text}: {e}");
         }
     }
+
+    #[test]
+    fn greylist_on_store_failure_is_open_or_closed() {
+        let g = |v: &str| cfg(&format!("[greylist]\nenabled = true\non_store_failure = \"{v}\"\n"));
+        use crate::state::StoreFailure;
+        assert_eq!(
+            g("open").unwrap().greylist.unwrap().on_store_failure,
+            StoreFailure::Open
+        );
+        assert_eq!(
+            g("closed").unwrap().greylist.unwrap().on_store_failure,
+            StoreFailure::Closed
+        );
+        assert_eq!(g("maybe").unwrap_err().key, "greylist.on_store_failure");
+        let default = cfg("[greylist]\nenabled = true\n").unwrap().greylist.unwrap();
+        assert_eq!(default.on_store_failure, StoreFailure::Open);
+    }
+
+    /// `sluice config` fills `[cluster]` when it is there (and leaves it
+    /// out when not); the filled file validates to the same and reads back.
+    #[test]
+    fn the_effective_configuration_fills_cluster_and_reads_back() {
+        use crate::config::effective::{filled, to_toml};
+        let raw =
+            Config::parse_raw("[server]\nhostname = \"mx1.example.org\"\n[cluster]\nredis = \"redis://10.0.0.5/0\"\n")
+                .unwrap();
+        let full = filled(raw.clone());
+        let c = full.cluster.clone().unwrap();
+        assert_eq!(
+            (c.prefix.as_deref(), c.timeout.as_deref(), c.node.as_deref()),
+            (Some("sluice:"), Some("50ms"), Some("mx1.example.org"))
+        );
+        let a = Config::from_raw(raw, Path::new("/")).unwrap().cluster;
+        let b = Config::from_raw(full.clone(), Path::new("/")).unwrap().cluster;
+        assert_eq!(a, b);
+        assert_eq!(Config::parse_raw(&to_toml(&full)).unwrap(), full);
+        assert!(filled(Config::parse_raw("").unwrap()).cluster.is_none());
+    }
 }
