@@ -157,7 +157,10 @@ impl<B: Backend> SharedStore<B> {
                 _ = tick.tick() => {}
                 _ = stop.cancelled() => return,
             }
-            self.beat().await;
+            tokio::select! {
+                _ = self.beat() => {}
+                _ = stop.cancelled() => return,
+            }
         }
     }
 
