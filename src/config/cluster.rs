@@ -154,7 +154,7 @@ mod tests {
     #[test]
     fn greylist_on_store_failure_is_open_or_closed() {
         let g = |v: &str| cfg(&format!("[greylist]\nenabled = true\non_store_failure = \"{v}\"\n"));
-        use crate::state::StoreFailure;
+        use crate::config::greylist::StoreFailure;
         assert_eq!(
             g("open").unwrap().greylist.unwrap().on_store_failure,
             StoreFailure::Open

@@ -4,6 +4,17 @@ use super::defaults;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// What greylisting does when the shared store (`[cluster]`) cannot
+/// answer in time (`greylist.on_store_failure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StoreFailure {
+    /// Pass the recipient (counted in `sluice_cluster_fallbacks_total`).
+    #[default]
+    Open,
+    /// Defer it (451) as if the triplet were new.
+    Closed,
+}
+
 #[derive(Debug, Clone)]
 pub struct GreylistConfig {
     pub delay: Duration,
@@ -11,7 +22,7 @@ pub struct GreylistConfig {
     pub max_age: Duration,
     pub auto_allowlist_after: u32,
     /// With `[cluster]`: what a recipient gets when the store is away.
-    pub on_store_failure: crate::state::StoreFailure,
+    pub on_store_failure: StoreFailure,
     pub state: PathBuf,
 }
 
@@ -35,8 +46,8 @@ pub(super) fn validate_greylist(
                 .as_deref()
                 .unwrap_or(defaults::GREYLIST_ON_STORE_FAILURE)
             {
-                "open" => crate::state::StoreFailure::Open,
-                "closed" => crate::state::StoreFailure::Closed,
+                "open" => StoreFailure::Open,
+                "closed" => StoreFailure::Closed,
                 other => {
                     return Err(ConfigError::new(
                         "greylist.on_store_failure",

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+pub use crate::config::greylist::StoreFailure;
 pub use memory::MemoryStore;
 
 /// The rates counted per client.
@@ -87,17 +88,6 @@ pub struct Verified {
 /// What a shared operation returns: the in-process store answers at once,
 /// a network store within `cluster.timeout`.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// What greylisting does when the shared store cannot answer in time
-/// (`greylist.on_store_failure`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum StoreFailure {
-    /// Pass the recipient (counted in `sluice_cluster_fallbacks_total`).
-    #[default]
-    Open,
-    /// Defer it (451) as if the triplet were new.
-    Closed,
-}
 
 /// The state a transaction asks about, behind one seam. The operations a
 /// session awaits are async (a shared store answers over the network,
