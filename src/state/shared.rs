@@ -12,9 +12,10 @@
 //! - offences: this node's windows.
 //!
 //! A failed or late operation marks the engine down: until the next
-//! heartbeat (every second) answers, operations go straight to the local
-//! store without waiting, so a session waits at most `cluster.timeout`
-//! once, not on every command. `sluice_cluster_up` shows which.
+//! heartbeat (every second) answers within `cluster.timeout`, operations
+//! go straight to the local store without waiting, so a session waits at
+//! most `cluster.timeout` once, not on every command, and a store that is
+//! slow rather than gone does not flap. `sluice_cluster_up` shows which.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -125,7 +126,15 @@ impl<B: Backend> SharedStore<B> {
             .cluster_op
             .with_label_values(&["heartbeat"])
             .observe(t0.elapsed().as_secs_f64());
+        let took = t0.elapsed();
         match res {
+            // An answer slower than the sessions may wait keeps the store
+            // down: it would only time out operations one by one.
+            Ok(Ok(_)) if took > self.timeout => {
+                self.metrics.cluster_errors.with_label_values(&["heartbeat"]).inc();
+                self.down("heartbeat", &format!("answered in {took:?}, over cluster.timeout"));
+                false
+            }
             Ok(Ok(n)) => {
                 let n = n.max(1);
                 self.nodes.store(n, Ordering::Relaxed);
@@ -283,7 +292,7 @@ mod tests {
     #[derive(Default)]
     struct Fake {
         shared: MemoryStore,
-        /// 0 answers, 1 fails, 2 hangs.
+        /// 0 answers, 1 fails, 2 hangs, 3 answers after 100 ms.
         mode: AtomicU8,
         nodes: AtomicU32,
     }
@@ -297,6 +306,10 @@ mod tests {
                 match self.mode.load(Ordering::Relaxed) {
                     0 => Ok(v()),
                     1 => Err(StoreError::Engine("connection refused".into())),
+                    3 => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Ok(v())
+                    }
                     _ => std::future::pending().await,
                 }
             })
