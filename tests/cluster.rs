@@ -13,15 +13,23 @@ use crate::util::*;
 /// is generous (a loaded test machine must not fall back by accident),
 /// except where a test measures it.
 async fn node(sink: &Sink, redis: &str, prefix: &str, node: &str, rate: u32) -> TestRelay {
-    node_with(sink, redis, prefix, node, rate, "1s").await
+    node_with(sink, redis, prefix, node, rate, "1s", "").await
 }
 
-async fn node_with(sink: &Sink, redis: &str, prefix: &str, node: &str, rate: u32, timeout: &str) -> TestRelay {
+async fn node_with(
+    sink: &Sink,
+    redis: &str,
+    prefix: &str,
+    node: &str,
+    rate: u32,
+    timeout: &str,
+    limits: &str,
+) -> TestRelay {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("recipients"), TABLE).unwrap();
     let toml = format!(
         "{}\n[greylist]\nenabled = true\ndelay = \"1s\"\nretry_window = \"1h\"\n\
-         [limits]\nper_ip_message_rate = {rate}\n\
+         [limits]\nper_ip_message_rate = {rate}\n{limits}\n\
          [cluster]\nredis = \"{redis}\"\nprefix = \"{prefix}\"\nnode = \"{node}\"\ntimeout = \"{timeout}\"\n",
         base_toml(&sink.next_hop())
     );
@@ -139,8 +147,8 @@ async fn with_the_store_killed_mail_flows_and_with_it_back_the_state_is_shared_a
     // What a session waits for the store at most (the default is 50 ms;
     // 200 ms here keeps a loaded test machine from falling back while the
     // store is up).
-    let a = node_with(&sink, &redis.url(), &p, "a", 100, "200ms").await;
-    let b = node_with(&sink, &redis.url(), &p, "b", 100, "200ms").await;
+    let a = node_with(&sink, &redis.url(), &p, "a", 100, "200ms", "").await;
+    let b = node_with(&sink, &redis.url(), &p, "b", 100, "200ms", "").await;
     cluster_up(&a, 1).await;
     cluster_up(&b, 1).await;
 
@@ -271,6 +279,20 @@ async fn the_scripts_keep_the_memory_store_semantics() {
         assert_eq!(got.is_some(), fires, "+{at}");
     }
 
+    // Sessions across the runs heard from ("n1", "n2" beat above): a run
+    // never heard from counts only for itself, and is dropped by the next.
+    let ttl = Duration::from_secs(10);
+    assert!(r.acquire(ip, 2, "n1", ttl).await.unwrap());
+    assert!(r.acquire(ip, 2, "n2", ttl).await.unwrap());
+    assert!(!r.acquire(ip, 2, "n1", ttl).await.unwrap(), "2 held across the nodes");
+    r.release(ip, "n2".into()).await.unwrap();
+    assert!(r.acquire(ip, 2, "n2", ttl).await.unwrap(), "given back");
+    assert!(r.acquire(ip, 10, "gone", ttl).await.unwrap());
+    assert!(
+        r.acquire(ip, 3, "n1", ttl).await.unwrap(),
+        "the dead run's slot is dropped: 3 held, not 4"
+    );
+
     let now = sluice::mail::date::now_secs();
     let answer = Verified {
         exists: false,
@@ -336,4 +358,36 @@ async fn a_node_finds_the_master_through_sentinel() {
         "{}",
         sentinel.log()
     );
+}
+
+/// `limits.per_ip_connections` holds across the nodes: the listener
+/// counts each node's sessions, the store all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sessions_count_across_the_nodes() {
+    let redis = tokio::task::spawn_blocking(Redis::start).await.unwrap();
+    let sink = Sink::start().await;
+    let p = unique_prefix();
+    let limits = "per_ip_connections = 2";
+    let a = node_with(&sink, &redis.url(), &p, "a", 0, "1s", limits).await;
+    let b = node_with(&sink, &redis.url(), &p, "b", 0, "1s", limits).await;
+    cluster_up(&a, 1).await;
+    cluster_up(&b, 1).await;
+    let mut one = a.client().await;
+    let _two = b.client().await;
+    // A third on A: this node has one, the cluster two.
+    let mut c = Client::connect(a.addr).await;
+    c.expect("421 4.7.0").await;
+    one.cmd("QUIT", "221").await;
+    drop(one);
+    // Given back in the background.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = Client::connect(a.addr).await;
+        let r = c.reply().await;
+        if r.starts_with("220") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the slot never came back: {r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -4,12 +4,13 @@
 //! windows; see `state::MemoryStore`).
 //!
 //! The listener asks the connection rate and the concurrent sessions
-//! synchronously before the greeting, so those two are counted per node
-//! (the store's `local()` part), whatever the store: with `[cluster]` a
-//! client may hold `per_ip_connections` sessions on each node. The message
-//! and recipient rates (MAIL, RCPT) are asked in the session, where a
-//! shared store can answer within `cluster.timeout`: they hold across
-//! the nodes.
+//! synchronously before the greeting, so it counts them per node (the
+//! store's `local()` part), whatever the store. With `[cluster]` the
+//! sessions are counted once more across the nodes at the connect stage
+//! ([`RateCheck`], before the greeting, within `cluster.timeout`); the
+//! connection rate stays per node. The message and recipient rates (MAIL,
+//! RCPT) are asked in the session, where a shared store answers: they
+//! hold across the nodes.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use tokio::time::Instant;
 
 use super::{Check, CheckFuture, Decision, Refusal, SessionCtx, Stage};
 use crate::proto::Reply;
-use crate::state::{Rate, StateStore};
+use crate::state::{Rate, SharedSlotId, StateStore};
 
 /// The key a client is counted under: the IPv4 address, or the IPv6 /64.
 pub fn client_key(ip: IpAddr) -> IpAddr {
@@ -101,6 +102,40 @@ impl ConcurrencyCounter {
     }
 }
 
+impl ConcurrencyCounter {
+    /// Whether sessions are also counted across the nodes.
+    pub fn is_shared(&self) -> bool {
+        self.store.is_shared()
+    }
+
+    /// Takes a slot for `ip` in the count across the nodes (`[cluster]`)
+    /// if fewer than `limit` are held there.
+    pub async fn acquire_shared(&self, ip: IpAddr, limit: u32) -> Option<SharedSlot> {
+        let key = client_key(ip);
+        let id = self.store.acquire_shared(key, limit).await?;
+        Some(SharedSlot {
+            store: self.store.clone(),
+            key,
+            id: Some(id),
+        })
+    }
+}
+
+/// A session slot across the nodes; given back on drop.
+pub struct SharedSlot {
+    store: Arc<dyn StateStore>,
+    key: IpAddr,
+    id: Option<SharedSlotId>,
+}
+
+impl Drop for SharedSlot {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.store.release_shared(self.key, id);
+        }
+    }
+}
+
 /// Held for the life of a session; frees its slot on drop.
 pub struct SessionSlot {
     store: Arc<dyn StateStore>,
@@ -166,6 +201,24 @@ impl RateCheck {
             return Decision::Continue;
         }
         match stage {
+            // With `[cluster]`: the sessions across the nodes (the
+            // listener counted this node's before the greeting).
+            Stage::Connect if self.limits.per_ip_connections > 0 && self.limits.concurrency.is_shared() => {
+                let limit = self.limits.per_ip_connections;
+                match self.limits.concurrency.acquire_shared(ctx.ip, limit).await {
+                    Some(slot) => {
+                        ctx.held.lock().unwrap_or_else(|p| p.into_inner()).push(slot);
+                        Decision::Continue
+                    }
+                    None => Decision::Defer(Refusal::new(
+                        Reply::CLIENT_CONCURRENCY,
+                        super::Reason::RateLimit {
+                            limit: crate::events::Limit::Concurrency,
+                        },
+                        format!("{} already has {limit} sessions across the nodes", ctx.ip),
+                    )),
+                }
+            }
             Stage::MailFrom { .. } if !self.limits.messages.hit(ctx.ip, now).await => Decision::Defer(Refusal::new(
                 Reply::CLIENT_MESSAGE_RATE,
                 super::Reason::RateLimit {

@@ -128,4 +128,32 @@ pub trait StateStore: Send + Sync + 'static {
         window: u64,
         count: u32,
     ) -> StoreFuture<'_, Option<Vec<u64>>>;
+
+    /// Whether the store is shared by several nodes: then the sessions
+    /// per client are also counted across the nodes
+    /// ([`acquire_shared`](Self::acquire_shared)), on top of each node's
+    /// own count.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Takes a session slot for `key` in the count across the nodes when
+    /// fewer than `limit` are held there; `None` when not. The in-process
+    /// store counts nothing here (the listener's count is the node's).
+    fn acquire_shared(&self, _key: IpAddr, _limit: u32) -> StoreFuture<'_, Option<SharedSlotId>> {
+        Box::pin(std::future::ready(Some(SharedSlotId::Untracked)))
+    }
+
+    /// Gives back a slot [`acquire_shared`](Self::acquire_shared) took (in
+    /// the background: a session's end does not wait).
+    fn release_shared(&self, _key: IpAddr, _slot: SharedSlotId) {}
+}
+
+/// Where a session slot across the nodes was taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SharedSlotId {
+    /// Nowhere: no shared count (or the store was away).
+    Untracked,
+    /// In the shared store, under this node's member name.
+    Shared(String),
 }

@@ -113,6 +113,33 @@ redis.call('EXPIRE', KEYS[1], math.max(1, w))
 return {}
 "#;
 
+/// Sessions of one client across the nodes. KEYS[1] the client's count
+/// per member (a node's run), KEYS[2] the nodes' heartbeats; ARGV member,
+/// limit, ttl. Members not heard from within ttl are dropped (a dead
+/// node's slots). 1: taken.
+const ACQUIRE: &str = r#"
+local now = tonumber(redis.call('TIME')[1])
+local ttl = tonumber(ARGV[3])
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+local total = 0
+local h = redis.call('HGETALL', KEYS[1])
+for i = 1, #h, 2 do
+  local m, c = h[i], tonumber(h[i + 1])
+  local seen = redis.call('ZSCORE', KEYS[2], m)
+  if m ~= ARGV[1] and (not seen or tonumber(seen) < now - ttl) then
+    redis.call('HDEL', KEYS[1], m)
+  elseif c > 0 then
+    total = total + c
+  end
+end
+redis.call('EXPIRE', KEYS[1], 86400)
+if total > tonumber(ARGV[2]) then
+  redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+  return 0
+end
+return 1
+"#;
+
 /// KEYS[1] the nodes (sorted by last beat, server seconds); ARGV node,
 /// ttl. The nodes heard from within ttl.
 const HEARTBEAT: &str = r#"
@@ -131,6 +158,7 @@ pub struct RedisBackend {
     rate: Script,
     greylist: Script,
     offence: Script,
+    acquire: Script,
     heartbeat: Script,
 }
 
@@ -156,6 +184,7 @@ impl RedisBackend {
             rate: Script::new(RATE),
             greylist: Script::new(GREYLIST),
             offence: Script::new(OFFENCE),
+            acquire: Script::new(ACQUIRE),
             heartbeat: Script::new(HEARTBEAT),
         }
     }
@@ -335,6 +364,46 @@ impl Backend for RedisBackend {
                 .await
                 .map_err(engine)?;
             Ok((!times.is_empty()).then_some(times))
+        })
+    }
+
+    fn acquire(
+        &self,
+        key: IpAddr,
+        limit: u32,
+        member: &str,
+        ttl: Duration,
+    ) -> StoreFuture<'_, Result<bool, StoreError>> {
+        let member = member.to_string();
+        Box::pin(async move {
+            let mut c = self.conn()?;
+            let taken: i64 = self
+                .acquire
+                .key(format!("{}sessions:{key}", self.prefix))
+                .key(format!("{}nodes", self.prefix))
+                .arg(member)
+                .arg(limit)
+                .arg(ttl.as_secs().max(1))
+                .invoke_async(&mut c)
+                .await
+                .map_err(engine)?;
+            Ok(taken == 1)
+        })
+    }
+
+    fn release(&self, key: IpAddr, member: String) -> StoreFuture<'static, Result<(), StoreError>> {
+        let conn = self.conn();
+        let k = format!("{}sessions:{key}", self.prefix);
+        Box::pin(async move {
+            let mut c = conn?;
+            let _: i64 = redis::cmd("HINCRBY")
+                .arg(k)
+                .arg(member)
+                .arg(-1)
+                .query_async(&mut c)
+                .await
+                .map_err(engine)?;
+            Ok(())
         })
     }
 

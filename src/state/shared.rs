@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{GreyPolicy, MemoryStore, Rate, StateStore, StoreFailure, StoreFuture, Verdict, Verified};
+use super::{GreyPolicy, MemoryStore, Rate, SharedSlotId, StateStore, StoreFailure, StoreFuture, Verdict, Verified};
 use crate::metrics::Metrics;
 
 /// How often a node says it is alive (and how often a down engine is
@@ -75,6 +75,19 @@ pub trait Backend: Send + Sync + 'static {
         window: u64,
         count: u32,
     ) -> StoreFuture<'_, Result<Option<Vec<u64>>, StoreError>>;
+    /// Takes a session slot of `key` for `member` (this node's run) when
+    /// the slots held by members alive (heard from within `ttl`) stay
+    /// within `limit`; a dead node's slots are dropped.
+    fn acquire(
+        &self,
+        key: IpAddr,
+        limit: u32,
+        member: &str,
+        ttl: Duration,
+    ) -> StoreFuture<'_, Result<bool, StoreError>>;
+    /// Gives a slot back; the future owns what it needs (it runs after
+    /// the session).
+    fn release(&self, key: IpAddr, member: String) -> StoreFuture<'static, Result<(), StoreError>>;
     /// Says `node` is alive; the nodes heard from within `ttl`. Also where
     /// a backend (re)connects.
     fn heartbeat<'a>(&'a self, node: &'a str, ttl: Duration) -> StoreFuture<'a, Result<u32, StoreError>>;
@@ -84,6 +97,10 @@ pub struct SharedStore<B> {
     backend: B,
     local: MemoryStore,
     timeout: Duration,
+    /// This node's run in the heartbeat and the session counts: the node's
+    /// name and its start time, so the slots of a run that died are
+    /// dropped once it is no longer heard from, even when the node comes
+    /// back under the same name.
     node: String,
     /// The last heartbeat answered and no operation failed since.
     up: AtomicBool,
@@ -102,7 +119,13 @@ impl<B: Backend> SharedStore<B> {
             backend,
             local: MemoryStore::default(),
             timeout,
-            node,
+            node: format!(
+                "{node}#{}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos()
+            ),
             up: AtomicBool::new(false),
             nodes: AtomicU32::new(1),
             metrics,
@@ -280,6 +303,38 @@ impl<B: Backend> StateStore for SharedStore<B> {
             }
         })
     }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    /// While the store is away only the node's own count applies (the
+    /// listener's `per_ip_connections`).
+    fn acquire_shared(&self, key: IpAddr, limit: u32) -> StoreFuture<'_, Option<SharedSlotId>> {
+        Box::pin(async move {
+            match self
+                .call("session", self.backend.acquire(key, limit, &self.node, NODE_TTL))
+                .await
+            {
+                Some(true) => Some(SharedSlotId::Shared(self.node.clone())),
+                Some(false) => None,
+                None => Some(SharedSlotId::Untracked),
+            }
+        })
+    }
+
+    fn release_shared(&self, key: IpAddr, slot: SharedSlotId) {
+        let SharedSlotId::Shared(member) = slot else { return };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let release = self.backend.release(key, member);
+        // A slot not given back (the store away) is dropped with this
+        // run's membership, or when the client's count expires.
+        rt.spawn(async move {
+            let _ = tokio::time::timeout(HEARTBEAT, release).await;
+        });
+    }
 }
 
 #[cfg(test)]
@@ -351,6 +406,18 @@ mod tests {
             count: u32,
         ) -> StoreFuture<'_, Result<Option<Vec<u64>>, StoreError>> {
             self.answer(move || self.shared.offence(ip, kind, now, window, count))
+        }
+        fn acquire(
+            &self,
+            key: IpAddr,
+            limit: u32,
+            _member: &str,
+            _ttl: Duration,
+        ) -> StoreFuture<'_, Result<bool, StoreError>> {
+            self.answer(move || self.shared.acquire(key, limit))
+        }
+        fn release(&self, _key: IpAddr, _member: String) -> StoreFuture<'static, Result<(), StoreError>> {
+            Box::pin(std::future::ready(Ok(())))
         }
         fn heartbeat<'a>(&'a self, _node: &'a str, _ttl: Duration) -> StoreFuture<'a, Result<u32, StoreError>> {
             self.answer(move || self.nodes.load(Ordering::Relaxed))
@@ -475,5 +542,25 @@ mod tests {
             StateStore::offence(&*a, IP, "protocol", 10, 60, 1).await,
             Some(vec![10])
         );
+    }
+
+    #[tokio::test]
+    async fn sessions_count_across_the_nodes_and_only_per_node_while_away() {
+        let (s, m) = store(2);
+        assert!(s.is_shared());
+        assert!(s.beat().await);
+        let held = StateStore::acquire_shared(&*s, IP, 1).await;
+        assert!(matches!(held, Some(SharedSlotId::Shared(ref n)) if n.starts_with("n1#")));
+        assert_eq!(
+            StateStore::acquire_shared(&*s, IP, 1).await,
+            None,
+            "the limit across the nodes"
+        );
+        s.backend.mode.store(1, Ordering::Relaxed);
+        assert_eq!(
+            StateStore::acquire_shared(&*s, IP, 1).await,
+            Some(SharedSlotId::Untracked)
+        );
+        assert_eq!(m.cluster_fallbacks.with_label_values(&["session"]).get(), 1);
     }
 }
