@@ -2,7 +2,8 @@
 //! Postfix (`postfix -c DIR start`), Dovecot LMTP (`dovecot -F -c FILE`),
 //! Postfix's `smtp-sink` and a DNS server for a zone file (dnslib's
 //! `python3 -m dnslib.zoneresolver`, UDP and TCP), plus a DNS "black hole"
-//! port that never answers. Each one listens on 127.0.0.1 on a fresh free port,
+//! port that never answers, clamd, and redis-server (with a Sentinel) for
+//! `[cluster]`. Each one listens on 127.0.0.1 on a fresh free port,
 //! keeps everything (configuration, queue, mail, logs) in its own temp dir,
 //! and is stopped on Drop: only the processes it started are signalled, by
 //! PID (or by the process group of the Postfix master, which leads it), and
