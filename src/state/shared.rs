@@ -93,15 +93,27 @@ pub trait Backend: Send + Sync + 'static {
     fn heartbeat<'a>(&'a self, node: &'a str, ttl: Duration) -> StoreFuture<'a, Result<u32, StoreError>>;
 }
 
+/// A run of `node`: its name and the time now.
+fn run_name(node: &str) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{node}#{}", t.as_nanos())
+}
+
 pub struct SharedStore<B> {
     backend: B,
     local: MemoryStore,
     timeout: Duration,
-    /// This node's run in the heartbeat and the session counts: the node's
-    /// name and its start time, so the slots of a run that died are
-    /// dropped once it is no longer heard from, even when the node comes
-    /// back under the same name.
+    /// `cluster.node`.
     node: String,
+    /// This node's run in the heartbeat and the session counts: the node's
+    /// name and when the run began, so the slots of a run that died are
+    /// dropped once it is no longer heard from, even when the node comes
+    /// back under the same name. A new run begins each time the store goes
+    /// away: the slots the node could not give back meanwhile go with the
+    /// old one.
+    run: std::sync::RwLock<String>,
     /// The last heartbeat answered and no operation failed since.
     up: AtomicBool,
     /// Nodes the last heartbeat saw (at least 1).
@@ -119,17 +131,17 @@ impl<B: Backend> SharedStore<B> {
             backend,
             local: MemoryStore::default(),
             timeout,
-            node: format!(
-                "{node}#{}",
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_nanos()
-            ),
+            run: std::sync::RwLock::new(run_name(&node)),
+            node,
             up: AtomicBool::new(false),
             nodes: AtomicU32::new(1),
             metrics,
         }
+    }
+
+    /// This node's current run (see the field).
+    pub fn run_name(&self) -> String {
+        self.run.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn is_up(&self) -> bool {
@@ -144,7 +156,7 @@ impl<B: Backend> SharedStore<B> {
     /// One heartbeat; true when the engine answered.
     pub async fn beat(&self) -> bool {
         let t0 = Instant::now();
-        let res = tokio::time::timeout(HEARTBEAT, self.backend.heartbeat(&self.node, NODE_TTL)).await;
+        let res = tokio::time::timeout(HEARTBEAT, self.backend.heartbeat(&self.run_name(), NODE_TTL)).await;
         self.metrics
             .cluster_op
             .with_label_values(&["heartbeat"])
@@ -199,6 +211,7 @@ impl<B: Backend> SharedStore<B> {
     fn down(&self, op: &str, error: &str) {
         self.metrics.cluster_up.set(0);
         if self.up.swap(false, Ordering::Relaxed) {
+            *self.run.write().unwrap_or_else(|p| p.into_inner()) = run_name(&self.node);
             tracing::warn!(
                 op,
                 error,
@@ -312,11 +325,12 @@ impl<B: Backend> StateStore for SharedStore<B> {
     /// listener's `per_ip_connections`).
     fn acquire_shared(&self, key: IpAddr, limit: u32) -> StoreFuture<'_, Option<SharedSlotId>> {
         Box::pin(async move {
+            let run = self.run_name();
             match self
-                .call("session", self.backend.acquire(key, limit, &self.node, NODE_TTL))
+                .call("session", self.backend.acquire(key, limit, &run, NODE_TTL))
                 .await
             {
-                Some(true) => Some(SharedSlotId::Shared(self.node.clone())),
+                Some(true) => Some(SharedSlotId::Shared(run)),
                 Some(false) => None,
                 None => Some(SharedSlotId::Untracked),
             }
@@ -562,5 +576,16 @@ mod tests {
             Some(SharedSlotId::Untracked)
         );
         assert_eq!(m.cluster_fallbacks.with_label_values(&["session"]).get(), 1);
+        let Some(SharedSlotId::Shared(before)) = held else {
+            unreachable!()
+        };
+        assert!(!s.is_up());
+        s.backend.mode.store(0, Ordering::Relaxed);
+        assert!(s.beat().await);
+        let after = s.run_name();
+        assert!(
+            after.starts_with("n1#") && after != before,
+            "a new run after the store was away"
+        );
     }
 }
