@@ -31,7 +31,10 @@
 //!   commit, compaction of mostly-done segments, and recovery; `spool::incoming` holds bodies while they arrive
 //!   (a shared in-memory pool, then files) and the body memory budget.
 //! - [`state`]: per-client state behind the [`state::StateStore`] seam
-//!   (rates, sessions, greylisting, call-ahead answers), in memory today.
+//!   (rates, sessions, greylisting, call-ahead answers, offence windows):
+//!   in memory, or with `[cluster]` shared by several nodes in
+//!   Valkey/Redis (`state::redis`), each operation falling back to the
+//!   node's own state when the store is away (`state::shared`).
 //! - [`swap`]: a value replaced whole on reload (the front end's settings,
 //!   the router, the content filter).
 //!

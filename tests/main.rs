@@ -5,6 +5,7 @@ mod util;
 mod auth; // SPF, DKIM, DMARC against a real DNS server
 mod balancer; // behind a real HAProxy: PROXY protocol v2, the client's address in every event, httpchk /healthz
 mod cli; // check-config / serve exit codes, default config
+mod cluster; // [cluster]: two nodes sharing a real redis-server (greylisting, rates, the store killed and restarted)
 mod delivery; // relay to a recording sink: byte-exact, retry, DSN, LMTP
 mod dialogue; // SMTP conversations against the real server
 mod e2e; // real next hops: smtp-sink, Postfix, Dovecot LMTP; the corpora

@@ -60,6 +60,16 @@ impl Core {
             }),
         ));
         let shutdown = CancellationToken::new();
+        // `[cluster]`: the state shared in Valkey/Redis, its heartbeat
+        // spawned below; else this process's memory.
+        let shared = config
+            .cluster
+            .as_ref()
+            .map(|c| Arc::new(crate::state::redis::store(c, metrics.clone())));
+        let state: Arc<dyn crate::state::StateStore> = match &shared {
+            Some(s) => s.clone(),
+            None => Arc::new(crate::state::MemoryStore::default()),
+        };
         let core = Core {
             scope: shutdown.clone(),
             shutdown,
@@ -71,9 +81,12 @@ impl Core {
             metrics,
             background: TaskTracker::new(),
             sessions: TaskTracker::new(),
-            state: Arc::new(crate::state::MemoryStore::default()),
+            state,
             config,
         };
+        if let Some(s) = shared {
+            core.spawn(move |stop| s.run(stop));
+        }
         core.log_task.spawn(crate::events::log::run(
             core.events.clone(),
             core.config.log.events.clone(),

@@ -66,7 +66,15 @@ pub const FIREWALL_MEMORY: &str = "24h";
 /// `firewall.nft_table`
 pub const FIREWALL_NFT_TABLE: &str = "sluice";
 
+// [cluster]
+/// `cluster.prefix`
+pub const CLUSTER_PREFIX: &str = "sluice:";
+/// `cluster.timeout`
+pub const CLUSTER_TIMEOUT: &str = "50ms";
+
 // [greylist]
+/// `greylist.on_store_failure`
+pub const GREYLIST_ON_STORE_FAILURE: &str = "open";
 /// `greylist.auto_allowlist_after`
 pub const GREYLIST_AUTO_ALLOWLIST_AFTER: u32 = 5;
 /// `greylist.delay`

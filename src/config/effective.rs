@@ -61,6 +61,7 @@ pub fn filled(raw: RawConfig) -> RawConfig {
         firewall,
         metrics,
         stress,
+        cluster,
     } = raw;
     let server = RawServer {
         listen: server
@@ -89,6 +90,12 @@ pub fn filled(raw: RawConfig) -> RawConfig {
         shutdown_grace: timeouts.shutdown_grace.or_else(|| s(d::TIMEOUTS_SHUTDOWN_GRACE)),
     };
     let relay = fill_relay(relay, server.hostname.clone());
+    let cluster = cluster.map(|c| RawCluster {
+        prefix: c.prefix.or_else(|| s(d::CLUSTER_PREFIX)),
+        timeout: c.timeout.or_else(|| s(d::CLUSTER_TIMEOUT)),
+        node: c.node.or_else(|| server.hostname.clone()),
+        ..c
+    });
     let domains = recipients.domains.or_else(|| list(d::RECIPIENTS_DOMAINS));
     let postmaster = recipients.postmaster.or_else(|| {
         let first = domains.as_ref().and_then(|v| v.first())?;
@@ -156,6 +163,7 @@ pub fn filled(raw: RawConfig) -> RawConfig {
         max_age: greylist.max_age.or_else(|| s(d::GREYLIST_MAX_AGE)),
         auto_allowlist_after: greylist.auto_allowlist_after.or(Some(d::GREYLIST_AUTO_ALLOWLIST_AFTER)),
         state: greylist.state.or_else(|| in_spool(&spool_dir, "greylist.state")),
+        on_store_failure: greylist.on_store_failure.or_else(|| s(d::GREYLIST_ON_STORE_FAILURE)),
     };
     let callahead = RawCallAhead {
         enabled: callahead.enabled.or(Some(d::CALLAHEAD_ENABLED)),
@@ -225,6 +233,7 @@ pub fn filled(raw: RawConfig) -> RawConfig {
         firewall,
         metrics,
         stress,
+        cluster,
     }
 }
 

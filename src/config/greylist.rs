@@ -4,12 +4,25 @@ use super::defaults;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// What greylisting does when the shared store (`[cluster]`) cannot
+/// answer in time (`greylist.on_store_failure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StoreFailure {
+    /// Pass the recipient (counted in `sluice_cluster_fallbacks_total`).
+    #[default]
+    Open,
+    /// Defer it (451) as if the triplet were new.
+    Closed,
+}
+
 #[derive(Debug, Clone)]
 pub struct GreylistConfig {
     pub delay: Duration,
     pub retry_window: Duration,
     pub max_age: Duration,
     pub auto_allowlist_after: u32,
+    /// With `[cluster]`: what a recipient gets when the store is away.
+    pub on_store_failure: StoreFailure,
     pub state: PathBuf,
 }
 
@@ -28,6 +41,20 @@ pub(super) fn validate_greylist(
             auto_allowlist_after: g
                 .auto_allowlist_after
                 .unwrap_or(defaults::GREYLIST_AUTO_ALLOWLIST_AFTER),
+            on_store_failure: match g
+                .on_store_failure
+                .as_deref()
+                .unwrap_or(defaults::GREYLIST_ON_STORE_FAILURE)
+            {
+                "open" => StoreFailure::Open,
+                "closed" => StoreFailure::Closed,
+                other => {
+                    return Err(ConfigError::new(
+                        "greylist.on_store_failure",
+                        format!("{other:?}: use \"open\" or \"closed\""),
+                    ));
+                }
+            },
             state: match g.state {
                 Some(p) => resolve(base, &p),
                 None => spool_dir.join("greylist.state"),

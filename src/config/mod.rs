@@ -3,6 +3,7 @@
 
 pub mod callahead;
 pub mod clamd;
+pub mod cluster;
 pub mod defaults;
 pub mod dnsbl;
 pub mod effective;
@@ -82,6 +83,8 @@ pub struct Config {
     /// `None` when `metrics.enabled` is false.
     pub metrics: Option<Metrics>,
     pub stress: Stress,
+    /// `None` without `[cluster]`: the state stays in this process.
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 impl Config {
@@ -197,6 +200,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         clamd: clamd::validate_clamd(raw.clamd)?,
         scan: scan::validate_scan(raw.scan, base, &spool.dir)?,
         spam: spam::validate_spam(raw.spam, base)?,
+        cluster: cluster::validate_cluster(raw.cluster, &server.hostname)?,
         firewall,
         kernel_names,
         policy,

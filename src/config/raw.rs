@@ -50,6 +50,27 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
     #[serde(default)]
     pub stress: RawStress,
+    /// Shared state across nodes; absent: each node keeps its own.
+    pub cluster: Option<RawCluster>,
+}
+
+/// `[cluster]`: per-client state shared by several nodes in Valkey/Redis.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// The server: "redis://host:6379/0" (rediss:// for TLS is not built in).
+    /// With sentinels: optional, for the database number and credentials.
+    pub redis: Option<String>,
+    /// Sentinel addresses ("host:26379"), instead of `redis`. Default none.
+    pub sentinels: Option<Vec<String>>,
+    /// The master's name in Sentinel; needed with `sentinels`.
+    pub master: Option<String>,
+    /// Prepended to every key. Default "sluice:".
+    pub prefix: Option<String>,
+    /// The longest a session waits for the store before falling back. Default "50ms".
+    pub timeout: Option<String>,
+    /// This node's name. Default server.hostname.
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
@@ -167,6 +188,9 @@ pub struct RawGreylist {
     pub auto_allowlist_after: Option<u32>,
     /// State file. Default "greylist.state" in spool.dir.
     pub state: Option<String>,
+    /// With `[cluster]`, when the shared store does not answer in time:
+    /// "open" passes the recipient (counted), "closed" defers it. Default "open".
+    pub on_store_failure: Option<String>,
 }
 
 /// Each: "off", "reject" (550 at HELO; 550 5.7.25 at RCPT for fcrdns) or a

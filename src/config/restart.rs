@@ -25,6 +25,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "scan.quarantine_dir",
     "greylist.state",
     "firewall (on/off, exporter, ports, store, control socket, dry_run)",
+    "cluster",
 ];
 
 /// Copies the restart-only settings of `running` into `new`; returns the
@@ -73,6 +74,7 @@ pub fn carry_over(running: &Config, new: &mut Config) -> Vec<&'static str> {
         changed.push(RESTART_ONLY[17]);
         new.firewall = same.filter(|_| running.firewall.is_some());
     }
+    keep!(RESTART_ONLY[18], cluster);
     changed
 }
 

@@ -167,24 +167,56 @@ impl Engine {
         allowlisted(&self.cfg, ip)
     }
 
-    /// Records an offence at `now`; returns what it decided.
+    /// Records an offence at `now`; returns what it decided. The offence
+    /// window is this node's ([`Firewall`](super::service::Firewall) asks
+    /// the shared one: [`rule_for`](Self::rule_for), the store, then
+    /// [`decide`](Self::decide)).
     pub fn record(&mut self, now: u64, ip: IpAddr, offence: Offence) -> Decision {
         let ip = ip.to_canonical();
-        if self.banned(ip, now).is_some() {
-            return Decision::AlreadyBanned;
-        }
-        let cfg = &self.cfg;
-        let Some(rule) = cfg.rules.get(&offence).copied() else {
-            return Decision::Counted;
+        let rule = match self.rule_for(now, ip, offence) {
+            Ok(rule) => rule,
+            Err(d) => return d,
         };
-        let Some(evidence) = self.state.offence(ip, offence.as_str(), now, rule.window, rule.count) else {
+        let evidence = self
+            .state
+            .local()
+            .offence(ip, offence.as_str(), now, rule.window, rule.count);
+        self.decide(now, ip, offence, rule, evidence)
+    }
+
+    /// The rule an offence by `ip` (canonical) at `now` counts under, or
+    /// the decision when it counts under none (or `ip` is banned already).
+    pub fn rule_for(&self, now: u64, ip: IpAddr, offence: Offence) -> Result<Rule, Decision> {
+        if self.banned(ip, now).is_some() {
+            return Err(Decision::AlreadyBanned);
+        }
+        self.cfg.rules.get(&offence).copied().ok_or(Decision::Counted)
+    }
+
+    /// The per-client state the offence windows are counted in.
+    pub fn state(&self) -> std::sync::Arc<dyn crate::state::StateStore> {
+        self.state.clone()
+    }
+
+    /// Decides on an offence once its window answered: `evidence`, the
+    /// times when the rule fired, `None` while it has not.
+    pub fn decide(
+        &mut self,
+        now: u64,
+        ip: IpAddr,
+        offence: Offence,
+        rule: Rule,
+        evidence: Option<Vec<u64>>,
+    ) -> Decision {
+        let cfg = &self.cfg;
+        let Some(evidence) = evidence else {
             return Decision::Counted;
         };
         if allowlisted(cfg, ip) {
             return Decision::Allowlisted { ip, offence };
         }
         // Escalation: ×2 for each earlier ban within the memory window.
-        let strike = self.state.strike(ip, now, cfg.memory);
+        let strike = self.state.local().strike(ip, now, cfg.memory);
         let factor = 1u64.checked_shl(strike - 1).unwrap_or(u64::MAX);
         let length = rule.ban.saturating_mul(factor).min(cfg.max_ban.max(rule.ban));
         let ban = Ban {
@@ -243,7 +275,7 @@ impl Engine {
                     .find(|(o, _)| o.as_str() == kind)
                     .map_or(0, |(_, r)| r.window)
             };
-            self.state.sweep_offences(now, &window, cfg.memory);
+            self.state.local().sweep_offences(now, &window, cfg.memory);
         }
         gone
     }

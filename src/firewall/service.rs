@@ -254,28 +254,48 @@ impl Firewall {
         self.engine().bans().into_iter().cloned().collect()
     }
 
-    /// Feeds one event; returns the decision for an offence.
+    /// Feeds one event; returns the decision for an offence. The offence
+    /// window is this node's.
     pub fn observe(&self, event: &Event) -> Option<Decision> {
         let (ip, offence) = Offence::of(event)?;
         Some(self.record_at(now(), ip, offence))
+    }
+
+    /// [`observe`](Self::observe) with the offence window in the state
+    /// store: with `[cluster]`, shared by the nodes (three probes on three
+    /// nodes count as three), within `cluster.timeout`.
+    pub async fn observe_shared(&self, event: &Event) -> Option<Decision> {
+        let (ip, offence) = Offence::of(event)?;
+        let (at, ip) = (now(), ip.to_canonical());
+        let (rule, state) = {
+            let engine = self.engine();
+            match engine.rule_for(at, ip, offence) {
+                Ok(rule) => (rule, engine.state()),
+                Err(d) => return Some(d),
+            }
+        };
+        let evidence = state.offence(ip, offence.as_str(), at, rule.window, rule.count).await;
+        let d = self.engine().decide(at, ip, offence, rule, evidence);
+        Some(self.announce(d))
     }
 
     /// Records an offence that happened at `at` (now, or a line of an
     /// imported log). A ban that has already run out by now only counts
     /// for escalation: it is neither enforced nor announced.
     pub fn record_at(&self, at: u64, ip: IpAddr, offence: Offence) -> Decision {
+        let d = self.engine().record(at, ip, offence);
+        self.announce(d)
+    }
+
+    /// Enforces and announces what recording an offence decided.
+    fn announce(&self, decision: Decision) -> Decision {
         let t = now();
-        let decision = {
-            let mut engine = self.engine();
-            let d = engine.record(at, ip, offence);
-            if let Decision::Ban(b) | Decision::Aggregated(b) = &d
-                && b.until <= t
-            {
-                engine.remove(b.net);
-                return d;
-            }
-            d
-        };
+        if let Decision::Ban(b) | Decision::Aggregated(b) = &decision
+            && b.until <= t
+        {
+            self.engine().remove(b.net);
+            return decision;
+        }
         match &decision {
             Decision::Ban(b) | Decision::Aggregated(b) => {
                 self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -474,7 +494,7 @@ impl Firewall {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 ev = rx.recv() => match ev {
-                    Ok(e) => { self.observe(&e); }
+                    Ok(e) => { self.observe_shared(&e).await; }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "firewall fell behind the event bus");
                     }
@@ -545,6 +565,47 @@ mod tests {
             reply: crate::proto::Reply::UNKNOWN_USER,
             evidence: String::new(),
         }
+    }
+
+    /// Two nodes whose offence windows are one store (as `[cluster]`
+    /// makes them): three probes, one on each, count as three.
+    #[tokio::test]
+    async fn offences_on_several_nodes_count_together_in_a_shared_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bans = BanConfig::default();
+        bans.rules.insert(
+            Offence::UnknownUser,
+            super::super::engine::Rule {
+                count: 3,
+                window: 60,
+                ban: 3600,
+            },
+        );
+        let node = |n: &str| FirewallConfig {
+            bans: bans.clone(),
+            store: dir.path().join(format!("bans-{n}.json")),
+            flush_interval: Duration::from_millis(100),
+            nft: None,
+            ipset: None,
+            ports: Vec::new(),
+            file: None,
+            control_socket: dir.path().join(format!("control-{n}.sock")),
+        };
+        let shared: Arc<dyn crate::state::StateStore> = Arc::new(crate::state::MemoryStore::default());
+        let a = Firewall::new(node("a"), EventBus::new(8), shared.clone());
+        let b = Firewall::new(node("b"), EventBus::new(8), shared.clone());
+        let e = unknown_user("192.0.2.7");
+        assert_eq!(a.observe_shared(&e).await, Some(Decision::Counted));
+        assert_eq!(b.observe_shared(&e).await, Some(Decision::Counted));
+        let Some(Decision::Ban(ban)) = a.observe_shared(&e).await else {
+            panic!("the third offence bans");
+        };
+        assert_eq!(ban.evidence.len(), 3);
+        assert!(a.is_banned("192.0.2.7".parse().unwrap()).is_some());
+        assert!(
+            b.is_banned("192.0.2.7".parse().unwrap()).is_none(),
+            "bans are per node (not streamed yet)"
+        );
     }
 
     #[test]

@@ -78,6 +78,12 @@ pub struct Metrics {
     pub firewall_sync_errors: IntCounter,
     pub events: IntCounterVec,
     pub events_dropped: IntCounter,
+    /// `[cluster]`: the shared store answered the last heartbeat.
+    pub cluster_up: IntGauge,
+    pub cluster_nodes: IntGauge,
+    pub cluster_op: HistogramVec,
+    pub cluster_errors: IntCounterVec,
+    pub cluster_fallbacks: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -321,6 +327,29 @@ impl Metrics {
             events_dropped: counter(
                 "sluice_events_dropped_total",
                 "Events the event log lost because it fell behind",
+            ),
+            cluster_up: gauge(
+                "sluice_cluster_up",
+                "1 while the shared store ([cluster]) answers; 0 while this node falls back to its own state",
+            ),
+            cluster_nodes: gauge(
+                "sluice_cluster_nodes",
+                "Nodes seen in the shared store's heartbeat (the rate limits are divided by it while the store is away)",
+            ),
+            cluster_op: hists(
+                "sluice_cluster_op_seconds",
+                "Latency of the shared store's operations, by operation",
+                &["op"],
+            ),
+            cluster_errors: counters(
+                "sluice_cluster_errors_total",
+                "Shared store operations that failed or timed out, by operation",
+                &["op"],
+            ),
+            cluster_fallbacks: counters(
+                "sluice_cluster_fallbacks_total",
+                "Operations answered without the shared store (greylist: failed open or closed), by operation",
+                &["op"],
             ),
             registry: r,
             enabled: true,

@@ -125,14 +125,14 @@ impl CallAhead {
     }
 
     /// Keeps the next hop's answer for `key` until `expires`.
-    fn remember(&self, key: &str, exists: bool, reply: String, expires: u64) {
-        self.store.remember(key, Answer { exists, reply, expires });
+    async fn remember(&self, key: &str, exists: bool, reply: String, expires: u64) {
+        self.store.remember(key, Answer { exists, reply, expires }).await;
     }
 
     pub async fn verify(&self, client: IpAddr, rcpt: &Mailbox) -> Verified {
         let key = rcpt.key();
         let now = now_secs();
-        if let Some(v) = self.store.verified(&key, now) {
+        if let Some(v) = self.store.verified(&key, now).await {
             return if v.exists {
                 Verified::Exists
             } else {
@@ -140,7 +140,7 @@ impl CallAhead {
             };
         }
         let now_t = tokio::time::Instant::now();
-        if !self.budget.hit(client, now_t) {
+        if !self.budget.hit(client, now_t).await {
             return Verified::OverBudget;
         }
         // The next hop is asked at a bounded rate and concurrency, whoever
@@ -154,11 +154,13 @@ impl CallAhead {
         let res = tokio::time::timeout(self.relay.command_timeout, self.probe(rcpt)).await;
         match res {
             Ok(Ok(r)) if r.is_positive() => {
-                self.remember(&key, true, r.to_string(), now + self.cfg.positive_ttl.as_secs());
+                self.remember(&key, true, r.to_string(), now + self.cfg.positive_ttl.as_secs())
+                    .await;
                 Verified::Exists
             }
             Ok(Ok(r)) if r.is_permanent() => {
-                self.remember(&key, false, r.to_string(), now + self.cfg.negative_ttl.as_secs());
+                self.remember(&key, false, r.to_string(), now + self.cfg.negative_ttl.as_secs())
+                    .await;
                 Verified::Unknown(r.to_string())
             }
             Ok(Ok(r)) => Verified::Unavailable(r.to_string()),

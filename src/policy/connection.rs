@@ -65,7 +65,7 @@ pub struct ConnectionLimits {
 impl ConnectionFilter for ConnectionLimits {
     fn admit(&self, ip: IpAddr) -> Admit {
         let limits = &self.limits;
-        if !limits.connections.hit(ip, tokio::time::Instant::now()) {
+        if !limits.connections.hit_local(ip, tokio::time::Instant::now()) {
             let evidence = format!("connection rate of {ip} over {}/min", self.rate);
             let reason = Reason::RateLimit {
                 limit: Limit::Connections,

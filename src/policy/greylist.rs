@@ -69,24 +69,27 @@ impl Greylist {
             retry_window: self.cfg.retry_window.as_secs(),
             max_age: self.cfg.max_age.as_secs(),
             auto_allowlist_after: self.cfg.auto_allowlist_after,
+            on_store_failure: self.cfg.on_store_failure,
         }
     }
 
     /// Decides for one (client, sender, recipient) and records it.
-    pub fn check(&self, ip: IpAddr, sender: Option<&Mailbox>, rcpt: &Mailbox) -> Verdict {
+    pub async fn check(&self, ip: IpAddr, sender: Option<&Mailbox>, rcpt: &Mailbox) -> Verdict {
         let net = client_net(ip);
         let key = Self::key(&net, sender, rcpt);
-        self.store.greylist(&net, &key, (self.clock)(), &self.policy())
+        let policy = self.policy();
+        self.store.greylist(&net, &key, (self.clock)(), &policy).await
     }
 
-    /// Drops expired entries.
+    /// Drops expired entries (of this node's store; a shared store expires
+    /// its own).
     pub fn expire(&self) {
-        self.store.greylist_expire((self.clock)(), &self.policy());
+        self.store.local().greylist_expire((self.clock)(), &self.policy());
     }
 
     /// Writes the snapshot if anything changed (temp file, fsync, rename).
     pub fn save(&self) -> std::io::Result<bool> {
-        let (records, changed) = self.store.greylist_snapshot();
+        let (records, changed) = self.store.local().greylist_snapshot();
         if !changed {
             return Ok(false);
         }
@@ -132,7 +135,7 @@ impl Greylist {
             .iter()
             .filter(|r| matches!(r, GreyRecord::Triplet { .. }))
             .count();
-        self.store.greylist_restore(records);
+        self.store.local().greylist_restore(records);
         Ok(n)
     }
 
@@ -184,8 +187,14 @@ impl Check for GreylistCheck {
     }
 
     fn check<'a>(&'a self, stage: &'a Stage<'a>, ctx: &'a SessionCtx) -> CheckFuture<'a> {
-        let d = match stage {
-            Stage::RcptTo { rcpt, from } if !ctx.allowlisted => match self.greylist.check(ctx.ip, *from, rcpt) {
+        Box::pin(self.decide(stage, ctx))
+    }
+}
+
+impl GreylistCheck {
+    async fn decide(&self, stage: &Stage<'_>, ctx: &SessionCtx) -> Decision {
+        match stage {
+            Stage::RcptTo { rcpt, from } if !ctx.allowlisted => match self.greylist.check(ctx.ip, *from, rcpt).await {
                 Verdict::Pass => {
                     self.metrics.greylist_pass();
                     Decision::Continue
@@ -201,8 +210,7 @@ impl Check for GreylistCheck {
                 )),
             },
             _ => Decision::Continue,
-        };
-        Box::pin(std::future::ready(d))
+        }
     }
 }
 
@@ -243,6 +251,7 @@ mod tests {
                 retry_window: Duration::from_secs(2 * 86400),
                 max_age: Duration::from_secs(35 * 86400),
                 auto_allowlist_after: 5,
+                on_store_failure: crate::state::StoreFailure::Open,
                 state: dir.join("greylist.state"),
             },
             Arc::new(move || t2.load(Ordering::Relaxed)),
@@ -251,100 +260,114 @@ mod tests {
         (t, g, store)
     }
 
-    #[test]
-    fn postgrey_semantics() {
+    #[tokio::test]
+    async fn postgrey_semantics() {
         let dir = tempfile::tempdir().unwrap();
         let (t, g, _store) = setup(dir.path());
         let ip: IpAddr = "192.0.2.10".parse().unwrap();
         let s = parse_mailbox("a@sender.example").unwrap();
         let r = parse_mailbox("u@example.com").unwrap();
-        assert_eq!(g.check(ip, Some(&s), &r), Verdict::Wait(300));
+        assert_eq!(g.check(ip, Some(&s), &r).await, Verdict::Wait(300));
         t.fetch_add(100, Ordering::Relaxed);
-        assert_eq!(g.check(ip, Some(&s), &r), Verdict::Wait(200), "too early");
+        assert_eq!(g.check(ip, Some(&s), &r).await, Verdict::Wait(200), "too early");
         // Another host in the same /24 retries: same triplet.
         t.fetch_add(200, Ordering::Relaxed);
-        assert_eq!(g.check("192.0.2.99".parse().unwrap(), Some(&s), &r), Verdict::Pass);
+        assert_eq!(
+            g.check("192.0.2.99".parse().unwrap(), Some(&s), &r).await,
+            Verdict::Pass
+        );
         // Passed triplets stay passed...
         t.fetch_add(30 * 86400, Ordering::Relaxed);
-        assert_eq!(g.check(ip, Some(&s), &r), Verdict::Pass);
+        assert_eq!(g.check(ip, Some(&s), &r).await, Verdict::Pass);
         // ...until unused for more than 35 days.
         t.fetch_add(36 * 86400, Ordering::Relaxed);
-        assert!(matches!(g.check(ip, Some(&s), &r), Verdict::Wait(_)));
+        assert!(matches!(g.check(ip, Some(&s), &r).await, Verdict::Wait(_)));
         // A retry after the 2-day window starts over.
         let r2 = parse_mailbox("v@example.com").unwrap();
-        assert_eq!(g.check(ip, None, &r2), Verdict::Wait(300));
+        assert_eq!(g.check(ip, None, &r2).await, Verdict::Wait(300));
         t.fetch_add(3 * 86400, Ordering::Relaxed);
-        assert_eq!(g.check(ip, None, &r2), Verdict::Wait(300));
+        assert_eq!(g.check(ip, None, &r2).await, Verdict::Wait(300));
     }
 
-    #[test]
-    fn auto_allowlist_after_five_passes() {
+    #[tokio::test]
+    async fn auto_allowlist_after_five_passes() {
         let dir = tempfile::tempdir().unwrap();
         let (t, g, _store) = setup(dir.path());
         let ip: IpAddr = "198.51.100.7".parse().unwrap();
         let s = parse_mailbox("list@lists.example").unwrap();
         for i in 0..5 {
             let r = parse_mailbox(&format!("u{i}@example.com")).unwrap();
-            assert!(matches!(g.check(ip, Some(&s), &r), Verdict::Wait(_)));
+            assert!(matches!(g.check(ip, Some(&s), &r).await, Verdict::Wait(_)));
             t.fetch_add(301, Ordering::Relaxed);
-            assert_eq!(g.check(ip, Some(&s), &r), Verdict::Pass);
+            assert_eq!(g.check(ip, Some(&s), &r).await, Verdict::Pass);
         }
         // A brand-new triplet from this client now passes at once.
         let r = parse_mailbox("new@example.com").unwrap();
         assert_eq!(
-            g.check(ip, Some(&parse_mailbox("x@y.example").unwrap()), &r),
+            g.check(ip, Some(&parse_mailbox("x@y.example").unwrap()), &r).await,
             Verdict::Pass
         );
     }
 
-    #[test]
-    fn state_survives_save_and_load() {
+    #[tokio::test]
+    async fn state_survives_save_and_load() {
         let dir = tempfile::tempdir().unwrap();
         let (t, g, _store) = setup(dir.path());
         let ip: IpAddr = "2001:db8:1:2::5".parse().unwrap();
         let r = parse_mailbox("u@example.com").unwrap();
-        assert!(matches!(g.check(ip, None, &r), Verdict::Wait(_)));
+        assert!(matches!(g.check(ip, None, &r).await, Verdict::Wait(_)));
         assert!(g.save().unwrap());
         assert!(!g.save().unwrap(), "unchanged: no write");
         let (t2, g2, _store) = setup(dir.path());
         assert_eq!(g2.load().unwrap(), 1);
         t2.store(t.load(Ordering::Relaxed) + 301, Ordering::Relaxed);
         // Same /64, after the delay: passes only because the state was kept.
-        assert_eq!(g2.check("2001:db8:1:2::77".parse().unwrap(), None, &r), Verdict::Pass);
+        assert_eq!(
+            g2.check("2001:db8:1:2::77".parse().unwrap(), None, &r).await,
+            Verdict::Pass
+        );
     }
 
-    #[test]
-    fn delay_and_retry_window_boundaries_to_the_second() {
+    #[tokio::test]
+    async fn delay_and_retry_window_boundaries_to_the_second() {
         let dir = tempfile::tempdir().unwrap();
         let (t, g, _store) = setup(dir.path());
         let ip: IpAddr = "192.0.2.10".parse().unwrap();
         let s = parse_mailbox("a@sender.example").unwrap();
         let r = parse_mailbox("u@example.com").unwrap();
-        assert_eq!(g.check(ip, Some(&s), &r), Verdict::Wait(300));
+        assert_eq!(g.check(ip, Some(&s), &r).await, Verdict::Wait(300));
         // Retries do not move the start of the delay.
         t.fetch_add(299, Ordering::Relaxed);
-        assert_eq!(g.check(ip, Some(&s), &r), Verdict::Wait(1), "one second early");
+        assert_eq!(g.check(ip, Some(&s), &r).await, Verdict::Wait(1), "one second early");
         t.fetch_add(1, Ordering::Relaxed);
-        assert_eq!(g.check(ip, Some(&s), &r), Verdict::Pass, "exactly at the delay");
+        assert_eq!(g.check(ip, Some(&s), &r).await, Verdict::Pass, "exactly at the delay");
         // The retry window counts from the first attempt, its last second
         // included.
         let r2 = parse_mailbox("v@example.com").unwrap();
-        assert_eq!(g.check(ip, Some(&s), &r2), Verdict::Wait(300));
+        assert_eq!(g.check(ip, Some(&s), &r2).await, Verdict::Wait(300));
         t.fetch_add(2 * 86400, Ordering::Relaxed);
-        assert_eq!(g.check(ip, Some(&s), &r2), Verdict::Pass, "at the end of the window");
+        assert_eq!(
+            g.check(ip, Some(&s), &r2).await,
+            Verdict::Pass,
+            "at the end of the window"
+        );
         let r3 = parse_mailbox("w@example.com").unwrap();
-        assert_eq!(g.check(ip, Some(&s), &r3), Verdict::Wait(300));
+        assert_eq!(g.check(ip, Some(&s), &r3).await, Verdict::Wait(300));
         t.fetch_add(2 * 86400 + 1, Ordering::Relaxed);
-        assert_eq!(g.check(ip, Some(&s), &r3), Verdict::Wait(300), "past it: starts over");
+        assert_eq!(
+            g.check(ip, Some(&s), &r3).await,
+            Verdict::Wait(300),
+            "past it: starts over"
+        );
     }
 
-    #[test]
-    fn expire_drops_stale_triplets_and_clients() {
+    #[tokio::test]
+    async fn expire_drops_stale_triplets_and_clients() {
         let dir = tempfile::tempdir().unwrap();
         let (t, g, store) = setup(dir.path());
         let ip: IpAddr = "192.0.2.10".parse().unwrap();
         let r = parse_mailbox("u@example.com").unwrap();
-        assert!(matches!(g.check(ip, None, &r), Verdict::Wait(_)));
+        assert!(matches!(g.check(ip, None, &r).await, Verdict::Wait(_)));
         t.fetch_add(2 * 86400, Ordering::Relaxed);
         g.expire();
         assert_eq!(store.grey_counts().0, 1, "inside the window: kept");
@@ -352,9 +375,9 @@ mod tests {
         g.expire();
         assert_eq!(store.grey_counts().0, 0, "past the window: dropped");
         // A passed triplet and its client live until unused for max_age.
-        assert!(matches!(g.check(ip, None, &r), Verdict::Wait(_)));
+        assert!(matches!(g.check(ip, None, &r).await, Verdict::Wait(_)));
         t.fetch_add(300, Ordering::Relaxed);
-        assert_eq!(g.check(ip, None, &r), Verdict::Pass);
+        assert_eq!(g.check(ip, None, &r).await, Verdict::Pass);
         t.fetch_add(35 * 86400, Ordering::Relaxed);
         g.expire();
         assert_eq!(store.grey_counts(), (1, 1));
@@ -363,8 +386,8 @@ mod tests {
         assert_eq!(store.grey_counts(), (0, 0));
     }
 
-    #[test]
-    fn the_check_defers_with_the_time_left_then_passes_and_counts_the_pass() {
+    #[tokio::test]
+    async fn the_check_defers_with_the_time_left_then_passes_and_counts_the_pass() {
         use crate::policy::{Check, Decision, Reason, Stage};
         let dir = tempfile::tempdir().unwrap();
         let (t, g, store) = setup(dir.path());

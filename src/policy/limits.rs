@@ -2,6 +2,15 @@
 //! messages and recipients per IP (IPv6 clients by /64, since one host
 //! owns a whole /64). The counts live in the [`StateStore`] (sliding
 //! windows; see `state::MemoryStore`).
+//!
+//! The listener asks the connection rate and the concurrent sessions
+//! synchronously before the greeting, so it counts them per node (the
+//! store's `local()` part), whatever the store. With `[cluster]` the
+//! sessions are counted once more across the nodes at the connect stage
+//! ([`RateCheck`], before the greeting, within `cluster.timeout`); the
+//! connection rate stays per node. The message and recipient rates (MAIL,
+//! RCPT) are asked in the session, where a shared store answers: they
+//! hold across the nodes.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -11,7 +20,7 @@ use tokio::time::Instant;
 
 use super::{Check, CheckFuture, Decision, Refusal, SessionCtx, Stage};
 use crate::proto::Reply;
-use crate::state::{Rate, StateStore};
+use crate::state::{Rate, SharedSlotId, StateStore};
 
 /// The key a client is counted under: the IPv4 address, or the IPv6 /64.
 pub fn client_key(ip: IpAddr) -> IpAddr {
@@ -46,21 +55,29 @@ impl RateCounter {
 
     /// Counts one event for `ip`; false if that goes over the limit (the
     /// event is still counted, so a client hammering on stays refused).
-    pub fn hit(&self, ip: IpAddr, now: Instant) -> bool {
-        self.hit_n(ip, 1, now)
-    }
-
-    pub fn hit_n(&self, ip: IpAddr, n: u32, now: Instant) -> bool {
+    pub async fn hit(&self, ip: IpAddr, now: Instant) -> bool {
         if self.limit == 0 {
             return true;
         }
         self.store
-            .hit(self.rate, client_key(ip), n, self.limit, self.window, now)
+            .hit(self.rate, client_key(ip), 1, self.limit, self.window, now)
+            .await
+    }
+
+    /// [`hit`](Self::hit) in this node's store only, answered at once (the
+    /// listener's connection filters).
+    pub fn hit_local(&self, ip: IpAddr, now: Instant) -> bool {
+        if self.limit == 0 {
+            return true;
+        }
+        self.store
+            .local()
+            .hit(self.rate, client_key(ip), 1, self.limit, self.window, now)
     }
 
     /// Drops clients idle for two windows (call now and then).
     pub fn sweep(&self, now: Instant) {
-        self.store.sweep(self.rate, self.window, now);
+        self.store.local().sweep(self.rate, self.window, now);
     }
 }
 
@@ -74,13 +91,48 @@ impl ConcurrencyCounter {
         Self { store }
     }
 
-    /// Takes a slot for `ip` if fewer than `limit` are held (0 = unlimited).
+    /// Takes a slot for `ip` if fewer than `limit` are held on this node
+    /// (0 = unlimited).
     pub fn acquire(&self, ip: IpAddr, limit: u32) -> Option<SessionSlot> {
         let key = client_key(ip);
-        self.store.acquire(key, limit).then(|| SessionSlot {
+        self.store.local().acquire(key, limit).then(|| SessionSlot {
             store: self.store.clone(),
             key,
         })
+    }
+}
+
+impl ConcurrencyCounter {
+    /// Whether sessions are also counted across the nodes.
+    pub fn is_shared(&self) -> bool {
+        self.store.is_shared()
+    }
+
+    /// Takes a slot for `ip` in the count across the nodes (`[cluster]`)
+    /// if fewer than `limit` are held there.
+    pub async fn acquire_shared(&self, ip: IpAddr, limit: u32) -> Option<SharedSlot> {
+        let key = client_key(ip);
+        let id = self.store.acquire_shared(key, limit).await?;
+        Some(SharedSlot {
+            store: self.store.clone(),
+            key,
+            id: Some(id),
+        })
+    }
+}
+
+/// A session slot across the nodes; given back on drop.
+pub struct SharedSlot {
+    store: Arc<dyn StateStore>,
+    key: IpAddr,
+    id: Option<SharedSlotId>,
+}
+
+impl Drop for SharedSlot {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.store.release_shared(self.key, id);
+        }
     }
 }
 
@@ -92,7 +144,7 @@ pub struct SessionSlot {
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
-        self.store.release(self.key);
+        self.store.local().release(self.key);
     }
 }
 
@@ -138,35 +190,57 @@ impl Check for RateCheck {
     }
 
     fn check<'a>(&'a self, stage: &'a Stage<'a>, ctx: &'a SessionCtx) -> CheckFuture<'a> {
+        Box::pin(self.decide(stage, ctx))
+    }
+}
+
+impl RateCheck {
+    async fn decide(&self, stage: &Stage<'_>, ctx: &SessionCtx) -> Decision {
         let now = Instant::now();
-        let d = if ctx.allowlisted {
-            Decision::Continue
-        } else {
-            match stage {
-                Stage::MailFrom { .. } if !self.limits.messages.hit(ctx.ip, now) => Decision::Defer(Refusal::new(
-                    Reply::CLIENT_MESSAGE_RATE,
-                    super::Reason::RateLimit {
-                        limit: crate::events::Limit::Messages,
-                    },
-                    format!(
-                        "message rate of {} over {} per minute",
-                        ctx.ip, self.limits.messages.limit
-                    ),
-                )),
-                Stage::RcptTo { .. } if !self.limits.recipients.hit(ctx.ip, now) => Decision::Defer(Refusal::new(
-                    Reply::CLIENT_RCPT_RATE,
-                    super::Reason::RateLimit {
-                        limit: crate::events::Limit::Recipients,
-                    },
-                    format!(
-                        "recipient rate of {} over {} per minute",
-                        ctx.ip, self.limits.recipients.limit
-                    ),
-                )),
-                _ => Decision::Continue,
+        if ctx.allowlisted {
+            return Decision::Continue;
+        }
+        match stage {
+            // With `[cluster]`: the sessions across the nodes (the
+            // listener counted this node's before the greeting).
+            Stage::Connect if self.limits.per_ip_connections > 0 && self.limits.concurrency.is_shared() => {
+                let limit = self.limits.per_ip_connections;
+                match self.limits.concurrency.acquire_shared(ctx.ip, limit).await {
+                    Some(slot) => {
+                        ctx.held.lock().unwrap_or_else(|p| p.into_inner()).push(slot);
+                        Decision::Continue
+                    }
+                    None => Decision::Defer(Refusal::new(
+                        Reply::CLIENT_CONCURRENCY,
+                        super::Reason::RateLimit {
+                            limit: crate::events::Limit::Concurrency,
+                        },
+                        format!("{} already has {limit} sessions across the nodes", ctx.ip),
+                    )),
+                }
             }
-        };
-        Box::pin(std::future::ready(d))
+            Stage::MailFrom { .. } if !self.limits.messages.hit(ctx.ip, now).await => Decision::Defer(Refusal::new(
+                Reply::CLIENT_MESSAGE_RATE,
+                super::Reason::RateLimit {
+                    limit: crate::events::Limit::Messages,
+                },
+                format!(
+                    "message rate of {} over {} per minute",
+                    ctx.ip, self.limits.messages.limit
+                ),
+            )),
+            Stage::RcptTo { .. } if !self.limits.recipients.hit(ctx.ip, now).await => Decision::Defer(Refusal::new(
+                Reply::CLIENT_RCPT_RATE,
+                super::Reason::RateLimit {
+                    limit: crate::events::Limit::Recipients,
+                },
+                format!(
+                    "recipient rate of {} over {} per minute",
+                    ctx.ip, self.limits.recipients.limit
+                ),
+            )),
+            _ => Decision::Continue,
+        }
     }
 }
 
@@ -187,20 +261,20 @@ mod tests {
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let t0 = Instant::now();
         for _ in 0..10 {
-            assert!(r.hit(ip, t0));
+            assert!(r.hit_local(ip, t0));
         }
-        assert!(!r.hit(ip, t0), "11th in the same minute");
+        assert!(!r.hit_local(ip, t0), "11th in the same minute");
         // Other clients are not affected.
-        assert!(r.hit("192.0.2.2".parse().unwrap(), t0));
+        assert!(r.hit_local("192.0.2.2".parse().unwrap(), t0));
         // Half way through the next window the previous one (11 events)
         // still weighs half: 5.5 + 4 fits under 10, a fifth does not.
         let t1 = t0 + Duration::from_secs(90);
         for _ in 0..4 {
-            assert!(r.hit(ip, t1));
+            assert!(r.hit_local(ip, t1));
         }
-        assert!(!r.hit(ip, t1));
+        assert!(!r.hit_local(ip, t1));
         // Two idle windows later: a fresh start.
-        assert!(r.hit(ip, t0 + Duration::from_secs(300)));
+        assert!(r.hit_local(ip, t0 + Duration::from_secs(300)));
         r.sweep(t0 + Duration::from_secs(1000));
         assert_eq!(store.clients(Rate::Messages), 0);
     }
@@ -209,9 +283,9 @@ mod tests {
     fn ipv6_counts_per_64() {
         let (r, _) = counter(1);
         let t0 = Instant::now();
-        assert!(r.hit("2001:db8:1:2::1".parse().unwrap(), t0));
-        assert!(!r.hit("2001:db8:1:2:ffff::9".parse().unwrap(), t0), "same /64");
-        assert!(r.hit("2001:db8:1:3::1".parse().unwrap(), t0), "other /64");
+        assert!(r.hit_local("2001:db8:1:2::1".parse().unwrap(), t0));
+        assert!(!r.hit_local("2001:db8:1:2:ffff::9".parse().unwrap(), t0), "same /64");
+        assert!(r.hit_local("2001:db8:1:3::1".parse().unwrap(), t0), "other /64");
     }
 
     #[test]
@@ -226,11 +300,22 @@ mod tests {
         assert!(c.acquire(ip, 0).is_some(), "0 = unlimited");
     }
 
+    #[tokio::test]
+    async fn session_rates_go_through_the_async_seam() {
+        let (r, store) = counter(2);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let t0 = Instant::now();
+        assert!(r.hit(ip, t0).await);
+        assert!(r.hit(ip, t0).await);
+        assert!(!r.hit(ip, t0).await, "third over a limit of 2");
+        assert_eq!(store.clients(Rate::Messages), 1);
+    }
+
     #[test]
     fn unlimited_by_default() {
         let (r, store) = counter(0);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        assert!((0..10_000).all(|_| r.hit(ip, Instant::now())));
+        assert!((0..10_000).all(|_| r.hit_local(ip, Instant::now())));
         assert_eq!(store.clients(Rate::Messages), 0);
     }
 }

@@ -71,6 +71,9 @@ pub struct SessionCtx {
     /// When the transaction's DNS budget (`dns.budget`) runs out: set at
     /// MAIL; the DNS lists wait no longer (nor does authentication).
     pub dns_deadline: Mutex<Option<tokio::time::Instant>>,
+    /// Session slots taken across the nodes (`[cluster]`), given back
+    /// when the session ends.
+    pub held: Mutex<Vec<limits::SharedSlot>>,
 }
 
 impl SessionCtx {
@@ -85,6 +88,7 @@ impl SessionCtx {
             score: std::sync::atomic::AtomicI32::new(0),
             score_notes: Mutex::new(Vec::new()),
             dns_deadline: Mutex::new(None),
+            held: Mutex::new(Vec::new()),
         }
     }
 

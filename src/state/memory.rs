@@ -11,7 +11,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::time::Instant;
 
-use super::{GreyPolicy, GreyRecord, Rate, StateStore, Verdict, Verified};
+use super::{GreyPolicy, GreyRecord, Rate, StateStore, StoreFuture, Verdict, Verified};
 
 #[derive(Debug, Clone, Copy)]
 struct Window {
@@ -81,8 +81,10 @@ impl MemoryStore {
     }
 }
 
-impl StateStore for MemoryStore {
-    fn hit(&self, rate: Rate, key: IpAddr, n: u32, limit: u32, window: Duration, now: Instant) -> bool {
+/// The operations, answered at once. Those a shared store also has are
+/// reached through [`StateStore`] too; the rest are per node.
+impl MemoryStore {
+    pub fn hit(&self, rate: Rate, key: IpAddr, n: u32, limit: u32, window: Duration, now: Instant) -> bool {
         let mut w = self.rates(rate).entry(key).or_insert(Window {
             start: now,
             current: 0,
@@ -108,12 +110,12 @@ impl StateStore for MemoryStore {
         estimate <= f64::from(limit)
     }
 
-    fn sweep(&self, rate: Rate, window: Duration, now: Instant) {
+    pub fn sweep(&self, rate: Rate, window: Duration, now: Instant) {
         self.rates(rate)
             .retain(|_, w| now.saturating_duration_since(w.start) < window * 2);
     }
 
-    fn acquire(&self, key: IpAddr, limit: u32) -> bool {
+    pub fn acquire(&self, key: IpAddr, limit: u32) -> bool {
         let mut n = self.sessions.entry(key).or_insert(0);
         if limit != 0 && *n >= limit {
             return false;
@@ -122,14 +124,14 @@ impl StateStore for MemoryStore {
         true
     }
 
-    fn release(&self, key: IpAddr) {
+    pub fn release(&self, key: IpAddr) {
         self.sessions.remove_if_mut(&key, |_, n| {
             *n = n.saturating_sub(1);
             *n == 0
         });
     }
 
-    fn greylist(&self, net: &str, key: &str, now: u64, p: &GreyPolicy) -> Verdict {
+    pub fn greylist(&self, net: &str, key: &str, now: u64, p: &GreyPolicy) -> Verdict {
         // Copy out of the map before updating it (a DashMap guard held
         // across another access to the same shard would deadlock).
         let client = self.clients.get(net).map(|c| *c);
@@ -174,7 +176,7 @@ impl StateStore for MemoryStore {
         }
     }
 
-    fn greylist_expire(&self, now: u64, p: &GreyPolicy) {
+    pub fn greylist_expire(&self, now: u64, p: &GreyPolicy) {
         self.triplets.retain(|_, e| {
             if e.passed {
                 now.saturating_sub(e.last) <= p.max_age
@@ -185,7 +187,7 @@ impl StateStore for MemoryStore {
         self.clients.retain(|_, c| now.saturating_sub(c.last) <= p.max_age);
     }
 
-    fn greylist_snapshot(&self) -> (Vec<GreyRecord>, bool) {
+    pub fn greylist_snapshot(&self) -> (Vec<GreyRecord>, bool) {
         let changed = self.grey_dirty.swap(false, Ordering::Relaxed);
         let mut out = Vec::with_capacity(self.triplets.len() + self.clients.len());
         for r in self.triplets.iter() {
@@ -207,7 +209,7 @@ impl StateStore for MemoryStore {
         (out, changed)
     }
 
-    fn greylist_restore(&self, records: Vec<GreyRecord>) {
+    pub fn greylist_restore(&self, records: Vec<GreyRecord>) {
         for r in records {
             match r {
                 GreyRecord::Triplet {
@@ -225,7 +227,7 @@ impl StateStore for MemoryStore {
         }
     }
 
-    fn verified(&self, key: &str, now: u64) -> Option<Verified> {
+    pub fn verified(&self, key: &str, now: u64) -> Option<Verified> {
         // Clone out of the map before touching it again (no guard held).
         let hit = self.verified.get(key).map(|e| e.value().clone());
         match hit {
@@ -238,11 +240,11 @@ impl StateStore for MemoryStore {
         }
     }
 
-    fn remember(&self, key: &str, answer: Verified) {
+    pub fn remember(&self, key: &str, answer: Verified) {
         self.verified.insert(key.to_string(), answer);
     }
 
-    fn offence(&self, ip: IpAddr, kind: &'static str, now: u64, window: u64, count: u32) -> Option<Vec<u64>> {
+    pub fn offence(&self, ip: IpAddr, kind: &'static str, now: u64, window: u64, count: u32) -> Option<Vec<u64>> {
         let mut q = self.offences.entry((ip, kind)).or_default();
         q.push_back(now);
         while q.front().is_some_and(|&t| t + window <= now) {
@@ -251,16 +253,62 @@ impl StateStore for MemoryStore {
         ((q.len() as u64) >= u64::from(count)).then(|| q.drain(..).collect())
     }
 
-    fn strike(&self, ip: IpAddr, now: u64, memory: u64) -> u32 {
+    pub fn strike(&self, ip: IpAddr, now: u64, memory: u64) -> u32 {
         let mut past = self.strikes.entry(ip).or_default();
         past.retain(|&t| t + memory > now);
         past.push(now);
         past.len() as u32
     }
 
-    fn sweep_offences(&self, now: u64, window: &dyn Fn(&'static str) -> u64, memory: u64) {
+    pub fn sweep_offences(&self, now: u64, window: &dyn Fn(&'static str) -> u64, memory: u64) {
         self.offences
             .retain(|(_, kind), q| q.back().is_some_and(|&t| t + window(kind) > now));
         self.strikes.retain(|_, past| past.iter().any(|&t| t + memory > now));
+    }
+}
+
+impl StateStore for MemoryStore {
+    fn local(&self) -> &MemoryStore {
+        self
+    }
+
+    fn hit(
+        &self,
+        rate: Rate,
+        key: IpAddr,
+        n: u32,
+        limit: u32,
+        window: Duration,
+        now: Instant,
+    ) -> StoreFuture<'_, bool> {
+        Box::pin(std::future::ready(MemoryStore::hit(
+            self, rate, key, n, limit, window, now,
+        )))
+    }
+
+    fn greylist<'a>(&'a self, net: &'a str, key: &'a str, now: u64, p: &'a GreyPolicy) -> StoreFuture<'a, Verdict> {
+        Box::pin(std::future::ready(MemoryStore::greylist(self, net, key, now, p)))
+    }
+
+    fn verified<'a>(&'a self, key: &'a str, now: u64) -> StoreFuture<'a, Option<Verified>> {
+        Box::pin(std::future::ready(MemoryStore::verified(self, key, now)))
+    }
+
+    fn remember<'a>(&'a self, key: &'a str, answer: Verified) -> StoreFuture<'a, ()> {
+        MemoryStore::remember(self, key, answer);
+        Box::pin(std::future::ready(()))
+    }
+
+    fn offence(
+        &self,
+        ip: IpAddr,
+        kind: &'static str,
+        now: u64,
+        window: u64,
+        count: u32,
+    ) -> StoreFuture<'_, Option<Vec<u64>>> {
+        Box::pin(std::future::ready(MemoryStore::offence(
+            self, ip, kind, now, window, count,
+        )))
     }
 }
