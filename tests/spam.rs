@@ -291,6 +291,39 @@ fn learning_adds_to_the_model_as_a_full_retrain_would_and_forget_takes_it_back()
     assert!(out.contains("29 spam, 30 ham"), "{out}");
 }
 
+/// A model at `model` learned by `sluice learn --rebuild` from 12 spam and
+/// 12 ham of the sample (copied under `d`); returns one more spam.
+fn twelve_and_twelve(d: &std::path::Path, model: &std::path::Path) -> Vec<u8> {
+    let (spam_dir, ham_dir) = (d.join("spam"), d.join("ham"));
+    std::fs::create_dir_all(&spam_dir).unwrap();
+    std::fs::create_dir_all(&ham_dir).unwrap();
+    let mut extra = None;
+    let (mut ns, mut nh) = (0, 0);
+    for (p, _, s) in labelled() {
+        let (dir, n) = if s { (&spam_dir, &mut ns) } else { (&ham_dir, &mut nh) };
+        if *n < 12 {
+            std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+            *n += 1;
+        } else if s && extra.is_none() {
+            extra = Some(std::fs::read(&p).unwrap());
+        }
+    }
+    let arg = |s: &str| std::ffi::OsString::from(s);
+    let args = [
+        arg("--rebuild"),
+        arg("--spam"),
+        spam_dir.into_os_string(),
+        arg("--ham"),
+        ham_dir.into_os_string(),
+        arg("-o"),
+        model.as_os_str().to_owned(),
+    ];
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let (code, out) = learn(&refs, b"");
+    assert_eq!(code, Some(0), "{out}");
+    extra.expect("a 13th spam")
+}
+
 /// The README's IMAPSieve recipe against a real Dovecot: a user moving a
 /// message into Junk trains it as spam; moving it back out forgets it as
 /// spam and trains it as ham.
@@ -306,35 +339,8 @@ fn dovecot_imapsieve_trains_the_model_as_users_move_mail_in_and_out_of_junk() {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&model_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     }
-    let (spam_dir, ham_dir) = (d.join("spam"), d.join("ham"));
-    std::fs::create_dir_all(&spam_dir).unwrap();
-    std::fs::create_dir_all(&ham_dir).unwrap();
-    let mut moved = None;
-    let (mut ns, mut nh) = (0, 0);
-    for (p, _, s) in labelled() {
-        let (dir, n) = if s { (&spam_dir, &mut ns) } else { (&ham_dir, &mut nh) };
-        if *n < 12 {
-            std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
-            *n += 1;
-        } else if s && moved.is_none() {
-            moved = Some(std::fs::read(&p).unwrap());
-        }
-    }
     let model = model_dir.join("bayes.model");
-    let os = |p: &std::path::Path| p.as_os_str().to_owned();
-    let (code, out) = learn(
-        &[
-            std::ffi::OsStr::new("--rebuild"),
-            std::ffi::OsStr::new("--spam"),
-            &os(&spam_dir),
-            std::ffi::OsStr::new("--ham"),
-            &os(&ham_dir),
-            std::ffi::OsStr::new("-o"),
-            &os(&model),
-        ],
-        b"",
-    );
-    assert_eq!(code, Some(0), "{out}");
+    let moved = twelve_and_twelve(d, &model);
     let counts = || {
         let m = bayes::Model::load(&mut std::io::BufReader::new(std::fs::File::open(&model).unwrap())).unwrap();
         (m.nspam(), m.nham())
@@ -342,7 +348,7 @@ fn dovecot_imapsieve_trains_the_model_as_users_move_mail_in_and_out_of_junk() {
     assert_eq!(counts(), (12, 12));
     let imap = crate::util::services::DovecotImap::start(std::path::Path::new(env!("CARGO_BIN_EXE_sluice")), &model);
     let msg = d.join("moved.eml");
-    std::fs::write(&msg, moved.unwrap()).unwrap();
+    std::fs::write(&msg, moved).unwrap();
     // A user appends the message to INBOX, moves it to Junk, then back.
     let client = r#"
 import imaplib, sys, time
@@ -396,35 +402,9 @@ c.logout()
 async fn the_running_daemon_learns_a_message_sent_to_it() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (spam_dir, ham_dir) = (d.join("spam"), d.join("ham"));
-    std::fs::create_dir_all(&spam_dir).unwrap();
-    std::fs::create_dir_all(&ham_dir).unwrap();
-    let mut extra = None;
-    let (mut ns, mut nh) = (0, 0);
-    for (p, _, s) in labelled() {
-        let (dir, n) = if s { (&spam_dir, &mut ns) } else { (&ham_dir, &mut nh) };
-        if *n < 12 {
-            std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
-            *n += 1;
-        } else if s && extra.is_none() {
-            extra = Some(std::fs::read(&p).unwrap());
-        }
-    }
     let model = d.join("bayes.model");
+    let extra = twelve_and_twelve(d, &model);
     let os = |p: &std::path::Path| p.as_os_str().to_owned();
-    let (code, out) = learn(
-        &[
-            std::ffi::OsStr::new("--rebuild"),
-            std::ffi::OsStr::new("--spam"),
-            &os(&spam_dir),
-            std::ffi::OsStr::new("--ham"),
-            &os(&ham_dir),
-            std::ffi::OsStr::new("-o"),
-            &os(&model),
-        ],
-        b"",
-    );
-    assert_eq!(code, Some(0), "{out}");
     let port = crate::util::free_port();
     let toml = crate::util::base_toml("smtp://127.0.0.1:1")
         .replace(
@@ -445,7 +425,7 @@ async fn the_running_daemon_learns_a_message_sent_to_it() {
             std::ffi::OsStr::new("--spam"),
             std::ffi::OsStr::new("-"),
         ],
-        &extra.unwrap(),
+        &extra,
     );
     assert_eq!(code, Some(0), "{out}");
     assert!(
