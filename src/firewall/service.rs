@@ -55,6 +55,8 @@ pub struct Firewall {
     /// reconcile).
     rounds: std::sync::atomic::AtomicU64,
     events: EventBus,
+    /// `[cluster]`: where this node's ban changes go to be published.
+    outbox: std::sync::OnceLock<Arc<super::cluster::Outbox>>,
 }
 
 /// How often the exporter's state is checked (and repaired if gone).
@@ -129,6 +131,7 @@ impl Firewall {
             problem: Mutex::new(None),
             rounds: std::sync::atomic::AtomicU64::new(0),
             events,
+            outbox: std::sync::OnceLock::new(),
         }
     }
 
@@ -207,6 +210,73 @@ impl Firewall {
         self.engine().is_banned(ip, now()).cloned()
     }
 
+    /// `[cluster]`: this node's ban changes (offences, by hand) go to
+    /// `outbox` from now on, to be published to the other nodes.
+    pub fn publish_to(&self, outbox: Arc<super::cluster::Outbox>) {
+        let _ = self.outbox.set(outbox);
+    }
+
+    pub fn metrics(&self) -> Arc<crate::metrics::Metrics> {
+        self.events.metrics().clone()
+    }
+
+    fn publish(&self, change: super::cluster::BanChange) {
+        if let Some(o) = self.outbox.get() {
+            o.push(change);
+        }
+    }
+
+    /// Applies a change another node (`node`) decided, read from the ban
+    /// stream: enforced here (listener and kernel) and announced, not
+    /// published again and not counted as an offence. False when it
+    /// changed nothing (already in force, run out, allowlisted here).
+    pub fn apply_remote(&self, change: &super::cluster::BanChange, node: &str) -> bool {
+        use super::cluster::BanChange;
+        let t = now();
+        match change {
+            BanChange::Add { ban } => {
+                if ban.until <= t || self.engine().get(ban.net).is_some_and(|b| b.until >= ban.until) {
+                    return false;
+                }
+                let added = Event::BanAdded {
+                    net: ban.net.to_string(),
+                    offence: ban.offence,
+                    until: ban.until,
+                    strike: ban.strike,
+                    rule: ban.rule.clone(),
+                    dry_run: self.cfg.bans.dry_run,
+                    node: Some(node.to_string()),
+                };
+                if self.engine().insert(ban.clone()).is_err() {
+                    return false;
+                }
+                if !self.cfg.bans.dry_run {
+                    self.pending.lock().unwrap_or_else(|p| p.into_inner()).0.push(Element {
+                        net: ban.net,
+                        timeout_secs: ban.until.saturating_sub(t),
+                    });
+                    self.mark_pending();
+                }
+                self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.events.emit(added);
+                true
+            }
+            BanChange::Del { net } => {
+                let Some(ban) = self.engine().remove(net.trunc()) else {
+                    return false;
+                };
+                self.pending.lock().unwrap_or_else(|p| p.into_inner()).1.push(ban.net);
+                self.mark_pending();
+                self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.events.emit(Event::BanRemoved {
+                    net: ban.net.to_string(),
+                    by: "cluster",
+                });
+                true
+            }
+        }
+    }
+
     /// Adds a ban by hand; refused (returned) for allowlisted networks.
     pub fn insert(&self, ban: Ban) -> Result<(), Ban> {
         let element = Element {
@@ -220,8 +290,13 @@ impl Firewall {
             strike: ban.strike,
             rule: ban.rule.clone(),
             dry_run: false,
+            node: None,
         };
+        let published = self.outbox.get().map(|_| ban.clone());
         self.engine().insert(ban)?;
+        if let Some(ban) = published {
+            self.publish(super::cluster::BanChange::Add { ban });
+        }
         self.events.emit(added);
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).0.push(element);
         self.mark_pending();
@@ -232,6 +307,7 @@ impl Firewall {
     /// Lifts a ban by hand.
     pub fn remove(&self, net: IpNet) -> Option<Ban> {
         let ban = self.engine().remove(net.trunc())?;
+        self.publish(super::cluster::BanChange::Del { net: ban.net });
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).1.push(ban.net);
         self.mark_pending();
         self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -307,6 +383,7 @@ impl Firewall {
                     });
                     drop(p);
                     self.mark_pending();
+                    self.publish(super::cluster::BanChange::Add { ban: b.clone() });
                 }
                 self.events.emit(Event::BanAdded {
                     net: b.net.to_string(),
@@ -315,6 +392,7 @@ impl Firewall {
                     strike: b.strike,
                     rule: b.rule.clone(),
                     dry_run: self.cfg.bans.dry_run,
+                    node: None,
                 });
             }
             Decision::Allowlisted { ip, offence } => self.events.emit(Event::Warning {
