@@ -631,6 +631,7 @@ impl crate::policy::connection::ConnectionFilter for Firewall {
 mod tests {
     use super::*;
     use crate::config::firewall::BanConfig;
+    use crate::firewall::cluster::{BanChange, Outbox};
 
     fn unknown_user(ip: &str) -> Event {
         Event::RcptRejected {
@@ -671,7 +672,15 @@ mod tests {
         };
         let shared: Arc<dyn crate::state::StateStore> = Arc::new(crate::state::MemoryStore::default());
         let a = Firewall::new(node("a"), EventBus::new(8), shared.clone());
-        let b = Firewall::new(node("b"), EventBus::new(8), shared.clone());
+        let (events_b, metrics) = (EventBus::new(8), Arc::new(crate::metrics::Metrics::new()));
+        let mut on_b = events_b.subscribe();
+        let b = Firewall::new(node("b"), events_b, shared.clone());
+        let (out_a, out_b) = (
+            Arc::new(Outbox::new(16, metrics.clone())),
+            Arc::new(Outbox::new(16, metrics.clone())),
+        );
+        a.publish_to(out_a.clone());
+        b.publish_to(out_b.clone());
         let e = unknown_user("192.0.2.7");
         assert_eq!(a.observe_shared(&e).await, Some(Decision::Counted));
         assert_eq!(b.observe_shared(&e).await, Some(Decision::Counted));
@@ -682,8 +691,35 @@ mod tests {
         assert!(a.is_banned("192.0.2.7".parse().unwrap()).is_some());
         assert!(
             b.is_banned("192.0.2.7".parse().unwrap()).is_none(),
-            "bans are per node (not streamed yet)"
+            "B's own offences did not ban"
         );
+        // A's ban goes to its outbox (the ban stream), once; B applies it
+        // without publishing it again, and announces who decided it.
+        let published = out_a.take();
+        assert_eq!(published.len(), 1);
+        assert_eq!(published[0].change, BanChange::Add { ban: ban.clone() });
+        assert!(b.apply_remote(&published[0].change, "a"));
+        assert!(b.is_banned("192.0.2.7".parse().unwrap()).is_some());
+        assert!(out_b.is_empty(), "a ban from the stream is not published again");
+        assert!(!b.apply_remote(&published[0].change, "a"), "already in force");
+        let mut announced = None;
+        while let Ok(e) = on_b.try_recv() {
+            if let Event::BanAdded { net, node, .. } = &*e {
+                announced = Some((net.clone(), node.clone()));
+            }
+        }
+        assert_eq!(announced, Some(("192.0.2.7/32".into(), Some("a".into()))));
+        // Loopback stays allowlisted whoever banned it.
+        let mut lo = ban.clone();
+        lo.net = "127.0.0.1/32".parse().unwrap();
+        assert!(!b.apply_remote(&BanChange::Add { ban: lo }, "a"));
+        // Lifted by hand on B: published; applied on A.
+        assert!(b.remove(ban.net).is_some());
+        let lifted = out_b.take();
+        assert_eq!(lifted.len(), 1);
+        assert!(a.apply_remote(&lifted[0].change, "b"));
+        assert!(a.is_banned("192.0.2.7".parse().unwrap()).is_none());
+        assert!(out_a.is_empty());
     }
 
     #[test]
