@@ -405,8 +405,9 @@ async fn follow(
                 tracing::warn!(id = %e.id, "ban stream: an entry sluice cannot read");
                 continue;
             };
-            fw.apply_remote(&change, &node);
-            metrics.cluster_bans.with_label_values(&["applied"]).inc();
+            if fw.apply_remote(&change, &node) {
+                metrics.cluster_bans.with_label_values(&["applied"]).inc();
+            }
             metrics.cluster_ban_propagation.observe(age);
         }
     }
