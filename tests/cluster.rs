@@ -391,3 +391,170 @@ async fn concurrent_sessions_count_across_the_nodes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The bans, as `sluice bans`: a node with the firewall on (no kernel
+/// exporter) and its control socket in its directory.
+const FIREWALL: &str = "[firewall]\nflush_interval = \"100ms\"\ncontrol_socket = \"control.sock\"\n";
+
+async fn ban_node(sink: &Sink, redis: &str, prefix: &str, name: &str) -> TestRelay {
+    node_with(sink, redis, prefix, name, 0, "1s", FIREWALL).await
+}
+
+async fn bans(relay: &TestRelay, req: sluice::firewall::control::Request) -> sluice::firewall::control::Response {
+    // The socket is made by a task of the node's own: a node just started
+    // may not have it yet.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match sluice::control::request(&relay.path("control.sock"), &req).await {
+            Ok(r) => return r,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("control socket: {e}"),
+        }
+    }
+}
+
+/// The nets banned on `relay`.
+async fn banned(relay: &TestRelay) -> Vec<String> {
+    match bans(relay, sluice::firewall::control::Request::List).await {
+        sluice::firewall::control::Response::Bans(b) => b.iter().map(|b| b.net.to_string()).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// How long until `relay` has (or has not) `net` banned; panics after 5 s.
+async fn until_banned(relay: &TestRelay, net: &str, want: bool) -> Duration {
+    let start = tokio::time::Instant::now();
+    while banned(relay).await.iter().any(|n| n == net) != want {
+        assert!(start.elapsed() < Duration::from_secs(5), "{net} banned: never {want}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    start.elapsed()
+}
+
+fn add(net: &str) -> sluice::firewall::control::Request {
+    sluice::firewall::control::Request::Add {
+        net: format!("{net}/32").parse().unwrap(),
+        seconds: 3600,
+    }
+}
+
+fn del(net: &str) -> sluice::firewall::control::Request {
+    sluice::firewall::control::Request::Del {
+        net: format!("{net}/32").parse().unwrap(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_decided_on_one_node_is_enforced_on_the_other_and_bans_by_hand_act_on_all() {
+    use sluice::events::Event;
+    use sluice::firewall::control::Response;
+    let redis = tokio::task::spawn_blocking(Redis::start).await.unwrap();
+    let sink = Sink::start().await;
+    let p = unique_prefix();
+    let a = ban_node(&sink, &redis.url(), &p, "a").await;
+    let b = ban_node(&sink, &redis.url(), &p, "b").await;
+    cluster_up(&a, 1).await;
+    cluster_up(&b, 1).await;
+    // Let B's follower start reading.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut on_b = b.running().events.subscribe();
+
+    // An offence on A (a pregreet bans at once: loopback clients are never
+    // banned, so the event is the one a real client would cause).
+    a.running().events.emit(Event::Pregreet {
+        session: 1,
+        ip: "192.0.2.9".parse().unwrap(),
+        evidence: "EHLO".into(),
+    });
+    until_banned(&a, "192.0.2.9/32", true).await;
+    let took = until_banned(&b, "192.0.2.9/32", true).await;
+    assert!(took < Duration::from_millis(500), "A -> B took {took:?}");
+    let announced = loop {
+        let e = tokio::time::timeout(Duration::from_secs(2), on_b.recv())
+            .await
+            .expect("ban_added on B")
+            .unwrap();
+        if let Event::BanAdded { net, node, offence, .. } = &*e {
+            break (net.clone(), node.clone(), *offence);
+        }
+    };
+    assert_eq!(
+        announced,
+        (
+            "192.0.2.9/32".to_string(),
+            Some("a".to_string()),
+            sluice::firewall::engine::Offence::Pregreet
+        )
+    );
+    let mb = b.running().events.metrics();
+    assert_eq!(mb.cluster_bans.with_label_values(&["applied"]).get(), 1);
+    assert_eq!(mb.cluster_ban_propagation.get_sample_count(), 1);
+    assert!(mb.cluster_ban_propagation.get_sample_sum() < 0.5);
+    assert_eq!(
+        a.running()
+            .events
+            .metrics()
+            .cluster_bans
+            .with_label_values(&["published"])
+            .get(),
+        1
+    );
+    assert!(mb.render().contains("sluice_cluster_ban_stream_lag_seconds"));
+
+    // `bans add` on B acts on A; `bans del` on A acts on B.
+    assert!(matches!(bans(&b, add("198.51.100.7")).await, Response::Done));
+    let took = until_banned(&a, "198.51.100.7/32", true).await;
+    assert!(took < Duration::from_millis(500), "B -> A took {took:?}");
+    assert!(matches!(bans(&a, del("192.0.2.9")).await, Response::Done));
+    let took = until_banned(&b, "192.0.2.9/32", false).await;
+    assert!(took < Duration::from_millis(500), "del A -> B took {took:?}");
+    // The active set holds what is in force, for the nodes to come.
+    let c = ban_node(&sink, &redis.url(), &p, "c").await;
+    until_banned(&c, "198.51.100.7/32", true).await;
+    assert_eq!(banned(&c).await, ["198.51.100.7/32"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_made_while_the_store_is_down_is_enforced_locally_and_published_when_it_is_back() {
+    use sluice::firewall::control::Response;
+    let mut redis = tokio::task::spawn_blocking(Redis::start).await.unwrap();
+    let sink = Sink::start().await;
+    let p = unique_prefix();
+    let a = ban_node(&sink, &redis.url(), &p, "a").await;
+    let b = ban_node(&sink, &redis.url(), &p, "b").await;
+    cluster_up(&a, 1).await;
+    cluster_up(&b, 1).await;
+    assert!(matches!(bans(&a, add("192.0.2.10")).await, Response::Done));
+    until_banned(&b, "192.0.2.10/32", true).await;
+
+    redis.kill();
+    cluster_up(&a, 0).await;
+    assert!(matches!(bans(&a, add("192.0.2.11")).await, Response::Done));
+    // Enforced on A at once (its listener refuses it), queued for the others.
+    assert!(banned(&a).await.contains(&"192.0.2.11/32".to_string()));
+    let ma = a.running().events.metrics();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while ma.cluster_ban_outbox.get() != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "outbox {}",
+            ma.cluster_ban_outbox.get()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!banned(&b).await.contains(&"192.0.2.11/32".to_string()));
+    // Bans already in force stay.
+    assert!(banned(&b).await.contains(&"192.0.2.10/32".to_string()));
+
+    let _redis = tokio::task::spawn_blocking(move || {
+        redis.restart();
+        redis
+    })
+    .await
+    .unwrap();
+    until_banned(&b, "192.0.2.11/32", true).await;
+    assert_eq!(ma.cluster_ban_outbox.get(), 0);
+}

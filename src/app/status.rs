@@ -28,6 +28,14 @@ pub(super) fn firewall(core: &Core) -> Option<Arc<Firewall>> {
     let fw = Arc::new(Firewall::new(cfg, core.events.clone(), core.state.clone()));
     let run = fw.clone();
     core.spawn(move |stop| run.run(stop));
+    // `[cluster]`: bans decided here go to the other nodes, and theirs
+    // come here, through the ban stream.
+    if let Some(cc) = core.config.cluster.clone() {
+        let outbox = Arc::new(crate::firewall::cluster::Outbox::new(10_000, core.metrics.clone()));
+        fw.publish_to(outbox.clone());
+        let bus = fw.clone();
+        core.spawn(move |stop| crate::firewall::cluster::run(bus, cc, outbox, stop));
+    }
     let (control, path, events) = (fw.clone(), fw.cfg.control_socket.clone(), core.events.clone());
     core.spawn(move |stop| async move {
         if let Err(e) = crate::firewall::control::serve(control, &path, stop).await {

@@ -239,8 +239,13 @@ pub enum Event {
         strike: u32,
         rule: String,
         dry_run: bool,
+        /// The node that decided it, when another node of the cluster
+        /// did (applied here from the ban stream).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
     },
-    /// A ban ran out, or an admin lifted it (`by` "expiry" or "admin").
+    /// A ban ran out, or an admin lifted it (`by` "expiry", "admin", or
+    /// "cluster": lifted on another node).
     BanRemoved {
         net: String,
         by: &'static str,

@@ -290,6 +290,11 @@ impl Engine {
         Ok(())
     }
 
+    /// The ban on exactly `net`, if any.
+    pub fn get(&self, net: IpNet) -> Option<&Ban> {
+        self.bans.map.get(&net).map(|b| &**b)
+    }
+
     /// Lifts a ban (`sluice bans del`).
     pub fn remove(&mut self, net: IpNet) -> Option<Ban> {
         self.bans.remove(&net)

@@ -8,6 +8,7 @@
 //! `sluice bans` socket; [`postfix_log`] reads a Postfix mail log into the
 //! same engine (`sluice bans import-postfix-log`).
 
+pub mod cluster;
 pub mod control;
 pub mod engine;
 pub mod export;

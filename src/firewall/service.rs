@@ -55,6 +55,8 @@ pub struct Firewall {
     /// reconcile).
     rounds: std::sync::atomic::AtomicU64,
     events: EventBus,
+    /// `[cluster]`: where this node's ban changes go to be published.
+    outbox: std::sync::OnceLock<Arc<super::cluster::Outbox>>,
 }
 
 /// How often the exporter's state is checked (and repaired if gone).
@@ -129,6 +131,7 @@ impl Firewall {
             problem: Mutex::new(None),
             rounds: std::sync::atomic::AtomicU64::new(0),
             events,
+            outbox: std::sync::OnceLock::new(),
         }
     }
 
@@ -207,6 +210,73 @@ impl Firewall {
         self.engine().is_banned(ip, now()).cloned()
     }
 
+    /// `[cluster]`: this node's ban changes (offences, by hand) go to
+    /// `outbox` from now on, to be published to the other nodes.
+    pub fn publish_to(&self, outbox: Arc<super::cluster::Outbox>) {
+        let _ = self.outbox.set(outbox);
+    }
+
+    pub fn metrics(&self) -> Arc<crate::metrics::Metrics> {
+        self.events.metrics().clone()
+    }
+
+    fn publish(&self, change: super::cluster::BanChange) {
+        if let Some(o) = self.outbox.get() {
+            o.push(change);
+        }
+    }
+
+    /// Applies a change another node (`node`) decided, read from the ban
+    /// stream: enforced here (listener and kernel) and announced, not
+    /// published again and not counted as an offence. False when it
+    /// changed nothing (already in force, run out, allowlisted here).
+    pub fn apply_remote(&self, change: &super::cluster::BanChange, node: &str) -> bool {
+        use super::cluster::BanChange;
+        let t = now();
+        match change {
+            BanChange::Add { ban } => {
+                if ban.until <= t || self.engine().get(ban.net).is_some_and(|b| b.until >= ban.until) {
+                    return false;
+                }
+                let added = Event::BanAdded {
+                    net: ban.net.to_string(),
+                    offence: ban.offence,
+                    until: ban.until,
+                    strike: ban.strike,
+                    rule: ban.rule.clone(),
+                    dry_run: self.cfg.bans.dry_run,
+                    node: Some(node.to_string()),
+                };
+                if self.engine().insert(ban.clone()).is_err() {
+                    return false;
+                }
+                if !self.cfg.bans.dry_run {
+                    self.pending.lock().unwrap_or_else(|p| p.into_inner()).0.push(Element {
+                        net: ban.net,
+                        timeout_secs: ban.until.saturating_sub(t),
+                    });
+                    self.mark_pending();
+                }
+                self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.events.emit(added);
+                true
+            }
+            BanChange::Del { net } => {
+                let Some(ban) = self.engine().remove(net.trunc()) else {
+                    return false;
+                };
+                self.pending.lock().unwrap_or_else(|p| p.into_inner()).1.push(ban.net);
+                self.mark_pending();
+                self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.events.emit(Event::BanRemoved {
+                    net: ban.net.to_string(),
+                    by: "cluster",
+                });
+                true
+            }
+        }
+    }
+
     /// Adds a ban by hand; refused (returned) for allowlisted networks.
     pub fn insert(&self, ban: Ban) -> Result<(), Ban> {
         let element = Element {
@@ -220,8 +290,13 @@ impl Firewall {
             strike: ban.strike,
             rule: ban.rule.clone(),
             dry_run: false,
+            node: None,
         };
+        let published = self.outbox.get().map(|_| ban.clone());
         self.engine().insert(ban)?;
+        if let Some(ban) = published {
+            self.publish(super::cluster::BanChange::Add { ban });
+        }
         self.events.emit(added);
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).0.push(element);
         self.mark_pending();
@@ -232,6 +307,7 @@ impl Firewall {
     /// Lifts a ban by hand.
     pub fn remove(&self, net: IpNet) -> Option<Ban> {
         let ban = self.engine().remove(net.trunc())?;
+        self.publish(super::cluster::BanChange::Del { net: ban.net });
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).1.push(ban.net);
         self.mark_pending();
         self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -307,6 +383,7 @@ impl Firewall {
                     });
                     drop(p);
                     self.mark_pending();
+                    self.publish(super::cluster::BanChange::Add { ban: b.clone() });
                 }
                 self.events.emit(Event::BanAdded {
                     net: b.net.to_string(),
@@ -315,6 +392,7 @@ impl Firewall {
                     strike: b.strike,
                     rule: b.rule.clone(),
                     dry_run: self.cfg.bans.dry_run,
+                    node: None,
                 });
             }
             Decision::Allowlisted { ip, offence } => self.events.emit(Event::Warning {
@@ -553,6 +631,7 @@ impl crate::policy::connection::ConnectionFilter for Firewall {
 mod tests {
     use super::*;
     use crate::config::firewall::BanConfig;
+    use crate::firewall::cluster::{BanChange, Outbox};
 
     fn unknown_user(ip: &str) -> Event {
         Event::RcptRejected {
@@ -593,7 +672,15 @@ mod tests {
         };
         let shared: Arc<dyn crate::state::StateStore> = Arc::new(crate::state::MemoryStore::default());
         let a = Firewall::new(node("a"), EventBus::new(8), shared.clone());
-        let b = Firewall::new(node("b"), EventBus::new(8), shared.clone());
+        let (events_b, metrics) = (EventBus::new(8), Arc::new(crate::metrics::Metrics::new()));
+        let mut on_b = events_b.subscribe();
+        let b = Firewall::new(node("b"), events_b, shared.clone());
+        let (out_a, out_b) = (
+            Arc::new(Outbox::new(16, metrics.clone())),
+            Arc::new(Outbox::new(16, metrics.clone())),
+        );
+        a.publish_to(out_a.clone());
+        b.publish_to(out_b.clone());
         let e = unknown_user("192.0.2.7");
         assert_eq!(a.observe_shared(&e).await, Some(Decision::Counted));
         assert_eq!(b.observe_shared(&e).await, Some(Decision::Counted));
@@ -604,8 +691,35 @@ mod tests {
         assert!(a.is_banned("192.0.2.7".parse().unwrap()).is_some());
         assert!(
             b.is_banned("192.0.2.7".parse().unwrap()).is_none(),
-            "bans are per node (not streamed yet)"
+            "B's own offences did not ban"
         );
+        // A's ban goes to its outbox (the ban stream), once; B applies it
+        // without publishing it again, and announces who decided it.
+        let published = out_a.take();
+        assert_eq!(published.len(), 1);
+        assert_eq!(published[0].change, BanChange::Add { ban: ban.clone() });
+        assert!(b.apply_remote(&published[0].change, "a"));
+        assert!(b.is_banned("192.0.2.7".parse().unwrap()).is_some());
+        assert!(out_b.is_empty(), "a ban from the stream is not published again");
+        assert!(!b.apply_remote(&published[0].change, "a"), "already in force");
+        let mut announced = None;
+        while let Ok(e) = on_b.try_recv() {
+            if let Event::BanAdded { net, node, .. } = &*e {
+                announced = Some((net.clone(), node.clone()));
+            }
+        }
+        assert_eq!(announced, Some(("192.0.2.7/32".into(), Some("a".into()))));
+        // Loopback stays allowlisted whoever banned it.
+        let mut lo = ban.clone();
+        lo.net = "127.0.0.1/32".parse().unwrap();
+        assert!(!b.apply_remote(&BanChange::Add { ban: lo }, "a"));
+        // Lifted by hand on B: published; applied on A.
+        assert!(b.remove(ban.net).is_some());
+        let lifted = out_b.take();
+        assert_eq!(lifted.len(), 1);
+        assert!(a.apply_remote(&lifted[0].change, "b"));
+        assert!(a.is_banned("192.0.2.7".parse().unwrap()).is_none());
+        assert!(out_a.is_empty());
     }
 
     #[test]

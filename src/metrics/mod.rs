@@ -84,6 +84,16 @@ pub struct Metrics {
     pub cluster_op: HistogramVec,
     pub cluster_errors: IntCounterVec,
     pub cluster_fallbacks: IntCounterVec,
+    /// The ban stream (`[cluster]`): from a ban's decision on one node to
+    /// its being applied on this one.
+    pub cluster_ban_propagation: Histogram,
+    /// Age of the last ban stream entry read (0 while caught up).
+    pub cluster_ban_stream_lag: Gauge,
+    /// Ban changes published (`published`) and applied from other nodes
+    /// (`applied`).
+    pub cluster_bans: IntCounterVec,
+    /// Local ban changes waiting for the store to publish them.
+    pub cluster_ban_outbox: IntGauge,
 }
 
 impl Default for Metrics {
@@ -350,6 +360,28 @@ impl Metrics {
                 "sluice_cluster_fallbacks_total",
                 "Operations answered without the shared store (greylist: failed open or closed), by operation",
                 &["op"],
+            ),
+            cluster_ban_propagation: hist(
+                "sluice_cluster_ban_propagation_seconds",
+                "From a ban decided on another node to its being applied on this one",
+                LATENCY,
+            ),
+            cluster_ban_stream_lag: reg(
+                &r,
+                Gauge::new(
+                    "sluice_cluster_ban_stream_lag_seconds",
+                    "Age of the last ban stream entry this node read (0 while caught up)",
+                )
+                .expect("metric options"),
+            ),
+            cluster_bans: counters(
+                "sluice_cluster_bans_total",
+                "Ban changes published to the ban stream, and applied from other nodes",
+                &["dir"],
+            ),
+            cluster_ban_outbox: gauge(
+                "sluice_cluster_ban_outbox",
+                "Local ban changes waiting for the shared store to publish them",
             ),
             registry: r,
             enabled: true,

@@ -151,6 +151,44 @@ redis.call('EXPIRE', KEYS[1], ttl * 2)
 return redis.call('ZCARD', KEYS[1])
 "#;
 
+/// A client of the store at `endpoint`; with Sentinel, the master the
+/// sentinels name now.
+pub async fn client(endpoint: &Endpoint) -> Result<redis::Client, StoreError> {
+    let client = match endpoint {
+        Endpoint::Url(url) => redis::Client::open(url.as_str()).map_err(engine)?,
+        Endpoint::Sentinel {
+            sentinels,
+            master,
+            node,
+        } => {
+            let addrs: Vec<String> = sentinels
+                .iter()
+                .map(|s| {
+                    if s.contains("://") {
+                        s.clone()
+                    } else {
+                        format!("redis://{s}")
+                    }
+                })
+                .collect();
+            let mut info = redis::sentinel::SentinelNodeConnectionInfo::default();
+            if let Some(url) = node {
+                let ci = url.as_str().into_connection_info().map_err(engine)?;
+                info = info.set_redis_connection_info(ci.redis_settings().clone());
+            }
+            let mut sc = redis::sentinel::SentinelClient::build(
+                addrs,
+                master.clone(),
+                Some(info),
+                redis::sentinel::SentinelServerType::Master,
+            )
+            .map_err(engine)?;
+            sc.async_get_client().await.map_err(engine)?
+        }
+    };
+    Ok(client)
+}
+
 pub struct RedisBackend {
     endpoint: Endpoint,
     prefix: String,
@@ -209,38 +247,7 @@ impl RedisBackend {
     /// Makes the connection (lazy: it connects on first use). With
     /// Sentinel, asks the sentinels for the master first.
     async fn connect(&self) -> Result<ConnectionManager, StoreError> {
-        let client = match &self.endpoint {
-            Endpoint::Url(url) => redis::Client::open(url.as_str()).map_err(engine)?,
-            Endpoint::Sentinel {
-                sentinels,
-                master,
-                node,
-            } => {
-                let addrs: Vec<String> = sentinels
-                    .iter()
-                    .map(|s| {
-                        if s.contains("://") {
-                            s.clone()
-                        } else {
-                            format!("redis://{s}")
-                        }
-                    })
-                    .collect();
-                let mut info = redis::sentinel::SentinelNodeConnectionInfo::default();
-                if let Some(url) = node {
-                    let ci = url.as_str().into_connection_info().map_err(engine)?;
-                    info = info.set_redis_connection_info(ci.redis_settings().clone());
-                }
-                let mut sc = redis::sentinel::SentinelClient::build(
-                    addrs,
-                    master.clone(),
-                    Some(info),
-                    redis::sentinel::SentinelServerType::Master,
-                )
-                .map_err(engine)?;
-                sc.async_get_client().await.map_err(engine)?
-            }
-        };
+        let client = client(&self.endpoint).await?;
         let m = ConnectionManager::new_lazy_with_config(client, Self::manager_config()).map_err(engine)?;
         *self.conn.write().unwrap_or_else(|p| p.into_inner()) = Some(m.clone());
         Ok(m)
