@@ -265,7 +265,7 @@ pub fn render(e: &Value) -> String {
         "double_bounce" => format!("{id}undeliverable DSN to <{}>: {}", s("rcpt"), s("reply")),
         "queue_command" => format!("{id}admin: queue {}", s("action")),
         "ban_added" => format!(
-            "ban {} for {} until {} (strike {}, rule: {}){}",
+            "ban {} for {} until {} (strike {}, rule: {}){}{}",
             s("net"),
             s("offence"),
             e.get("until")
@@ -278,7 +278,8 @@ pub fn render(e: &Value) -> String {
                 " [dry run]"
             } else {
                 ""
-            }
+            },
+            str_of(e, "node").map(|n| format!(", decided on node {n}")).unwrap_or_default()
         ),
         "ban_removed" => format!("ban {} lifted ({})", s("net"), s("by")),
         other => format!("{other}: {e}"),
