@@ -120,8 +120,8 @@ echo "# $(date -u +%FT%TZ) uptime before: $(uptime)" | tee "$OUT/load.txt"
 for round in 1 2; do
   for v in off on; do
     c=0; [ $v = on ] && c=1
+    redis-cli -p $RPORT flushdb > /dev/null
     W="$OUT/node-a"; sink_start "lat-$v-$round"; node_start "$W" $PORT $METRICS $c
-    [ $c = 1 ] && redis-cli -p $RPORT flushdb > /dev/null
     python3 "$ROOT/benches/txlatency.py" --target 127.0.0.1:$PORT --mode session --count "$LAT_COUNT" \
       --size "$SIZE" --label "$v" --raw "$OUT/latency/session-$v-$round.txt" | tee -a "$OUT/latency.jsonl"
     python3 "$ROOT/benches/txlatency.py" --target 127.0.0.1:$PORT --mode connection --count "$CONN_COUNT" \
@@ -136,8 +136,8 @@ done
 for r in $(seq 1 "$RUNS"); do
   for v in off on; do
     c=0; [ $v = on ] && c=1
+    redis-cli -p $RPORT flushdb > /dev/null
     W="$OUT/node-a"; node_start "$W" $PORT $METRICS $c
-    [ $c = 1 ] && redis-cli -p $RPORT flushdb > /dev/null
     echo "## run $r $v load=$(cut -d' ' -f1-3 /proc/loadavg)" >&2
     python3 "$BENCH/bench.py" relay --label "cluster-$v" --relay 127.0.0.1:$PORT --relay-pid "$(cat "$W/pid")" \
       --sink-port $SINK --rcpt user0500@example.com --sizes "$SIZE" --conc "$CONC" --count "$COUNT" --runs 1 \
@@ -205,7 +205,7 @@ if [ "$BANS" = 1 ]; then
     for i in $(seq 1 "$BAN_N"); do
       net="198.51.100.$((100 + i))"  # three digits: no prefix of another
       t0=$(date +%s%N)
-      "$BIN" bans add "$net" --for 1h -c "$A/sluice.toml" > /dev/null 2>&1 || true
+      "$BIN" bans add "$net" --for 1h -c "$A/sluice.toml" >> "$OUT/bans-add.log" 2>&1 || echo "bans add $net failed on A" >&2
       hit=""
       while [ $(( ($(date +%s%N) - t0) / 1000000 )) -lt 2000 ]; do
         if "$BIN" bans list -c "$B/sluice.toml" 2>/dev/null | grep -q "$net"; then
@@ -222,5 +222,7 @@ if [ "$BANS" = 1 ]; then
       echo "        figure is decision -> kernel set on every node with 2,000 offenders and 100,000 bans)"
     fi
   } | tee "$OUT/bans.txt"
+  "$BIN" bans list -c "$A/sluice.toml" > "$OUT/bans-list-a.txt" 2>&1 || true
+  "$BIN" bans list -c "$B/sluice.toml" > "$OUT/bans-list-b.txt" 2>&1 || true
   node_stop "$A"; node_stop "$B"; sink_stop
 fi
