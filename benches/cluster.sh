@@ -111,6 +111,8 @@ sink_start() {
   echo "smtp-sink did not start" >&2; return 1
 }
 sink_stop() { kill "$(cat "$OUT/sink.pid")" 2>/dev/null || true; rm -f "$OUT/sink.pid"; sleep 0.3; }
+# redis-server's CPU seconds (utime+stime), not counted in bench.py's relay CPU.
+redis_cpu() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/t}' "/proc/$(cat "$OUT/redis.pid")/stat"; }
 scrape() { curl -s "http://127.0.0.1:$1/metrics" | grep -E '^sluice_cluster_(up|nodes|op_seconds_count|errors_total|fallbacks_total)' || true; }
 
 redis_start
@@ -139,10 +141,12 @@ for r in $(seq 1 "$RUNS"); do
     redis-cli -p $RPORT flushdb > /dev/null
     W="$OUT/node-a"; node_start "$W" $PORT $METRICS $c
     echo "## run $r $v load=$(cut -d' ' -f1-3 /proc/loadavg)" >&2
+    rc0=$(redis_cpu)
     python3 "$BENCH/bench.py" relay --label "cluster-$v" --relay 127.0.0.1:$PORT --relay-pid "$(cat "$W/pid")" \
       --sink-port $SINK --rcpt user0500@example.com --sizes "$SIZE" --conc "$CONC" --count "$COUNT" --runs 1 \
       --pause 1 --jsonl "$OUT/throughput.jsonl" --logdir "$OUT/logs" | tee -a "$OUT/throughput.txt"
     scrape $METRICS > "$OUT/logs/metrics-tp-$v-$r.txt"
+    echo "$v $r redis_cpu_s $(awk -v a="$rc0" -v b="$(redis_cpu)" 'BEGIN{printf "%.2f", b-a}')" >> "$OUT/redis-cpu.txt"
     node_stop "$W"
     cp "$W/sluice.log" "$OUT/logs/sluice-tp-$v-$r.log"
     sleep 2
