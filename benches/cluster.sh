@@ -113,7 +113,7 @@ sink_start() {
 sink_stop() { kill "$(cat "$OUT/sink.pid")" 2>/dev/null || true; rm -f "$OUT/sink.pid"; sleep 0.3; }
 # redis-server's CPU seconds (utime+stime), not counted in bench.py's relay CPU.
 redis_cpu() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/t}' "/proc/$(cat "$OUT/redis.pid")/stat"; }
-scrape() { curl -s "http://127.0.0.1:$1/metrics" | grep -E '^sluice_cluster_(up|nodes|op_seconds_count|errors_total|fallbacks_total)' || true; }
+scrape() { curl -s "http://127.0.0.1:$1/metrics" | grep -E '^sluice_cluster_(up|nodes|op_seconds_count|op_seconds_sum|errors_total|fallbacks_total)|^sluice_cluster_op_seconds_bucket.*le="0\.(001|0025|005|01)"' || true; }
 
 redis_start
 echo "# $(date -u +%FT%TZ) uptime before: $(uptime)" | tee "$OUT/load.txt"
