@@ -279,7 +279,9 @@ pub fn render(e: &Value) -> String {
             } else {
                 ""
             },
-            str_of(e, "node").map(|n| format!(", decided on node {n}")).unwrap_or_default()
+            str_of(e, "node")
+                .map(|n| format!(", decided on node {n}"))
+                .unwrap_or_default()
         ),
         "ban_removed" => format!("ban {} lifted ({})", s("net"), s("by")),
         other => format!("{other}: {e}"),
