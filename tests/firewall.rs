@@ -105,17 +105,21 @@ fn run(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// An SMTP client run inside the client namespace: connects from `src`,
-/// reads the banner, sends `n` unknown recipients; prints the replies, or
-/// "NO CONNECTION" when the server cannot be reached within 1 s.
+/// An SMTP client run inside the client namespace: connects from `src` to
+/// `dst` (port 2525, or the fourth argument), reads the banner, sends `n`
+/// unknown recipients (`nobody<tag><i>`, tag the fifth argument); prints
+/// the replies, or "NO CONNECTION" when the server cannot be reached
+/// within 1 s.
 const CLIENT: &str = r#"
 import socket, sys
 src, dst, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+port = int(sys.argv[4]) if len(sys.argv) > 4 else 2525
+tag = sys.argv[5] if len(sys.argv) > 5 else ""
 s = socket.socket()
 s.settimeout(1.0)
 try:
     s.bind((src, 0))
-    s.connect((dst, 2525))
+    s.connect((dst, port))
     f = s.makefile("rb")
     def reply():
         while True:
@@ -124,7 +128,7 @@ try:
                 return line.strip()
     out = [reply()]
     if out[0].startswith("220"):
-        for cmd in ["EHLO client.test", "MAIL FROM:<a@client.test>"] + ["RCPT TO:<nobody%d@example.com>" % i for i in range(n)] + ["QUIT"]:
+        for cmd in ["EHLO client.test", "MAIL FROM:<a@client.test>"] + ["RCPT TO:<nobody%s%d@example.com>" % (tag, i) for i in range(n)] + ["QUIT"]:
             s.sendall((cmd + "\r\n").encode())
             out.append(reply())
     print("\n".join(out))
@@ -761,4 +765,331 @@ fn ipset_rules_follow_firewall_ports_and_replace_an_earlier_rule() {
         "log: {}",
         std::fs::read_to_string(dir.path().join("sluice.log")).unwrap_or_default()
     );
+}
+
+/// Issue 20, end to end: three sluice processes behind a real HAProxy
+/// (TCP mode, `send-proxy-v2`, `option httpchk GET /healthz`), sharing one
+/// real redis-server (over its unix socket), each with its own nftables
+/// table, all in a network namespace of their own. The flooder is
+/// 10.213.0.2 (on the namespace's loopback device, as HAProxy's frontend
+/// 10.213.0.1). The rule is 6 unknown recipients within a minute; the
+/// flood sends 2 per connection and HAProxy spreads the connections over
+/// the nodes, so no node sees more than 2: the ban comes from the shared
+/// offence window, after 6 in total, not before. Then all three refuse the
+/// client: their listeners behind HAProxy (554, the client named from the
+/// PROXY header) and their kernel sets (a direct connection to each node's
+/// plain listener is dropped). No event names HAProxy's address.
+#[test]
+fn a_flood_spread_over_three_nodes_behind_haproxy_is_banned_in_total_and_refused_by_all() {
+    use crate::util::services::{Balanced, HAProxy, Redis};
+    use std::time::{Duration, Instant};
+    let redis = Redis::start();
+    let id = std::process::id() % 100_000;
+    let ns = format!("slcl{id}");
+    let _ns = Netns {
+        names: vec![ns.clone()],
+    };
+    run(&["ip", "netns", "add", &ns]);
+    for a in ["10.213.0.1/24", "10.213.0.2/24", "10.213.0.3/24"] {
+        run(&["ip", "-n", &ns, "addr", "add", a, "dev", "lo"]);
+    }
+    run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+
+    let prefix = format!("fw{id}:");
+    let names = ["a", "b", "c"];
+    let dirs: Vec<tempfile::TempDir> = names.iter().map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = Vec::new();
+    for (i, (name, dir)) in names.iter().zip(&dirs).enumerate() {
+        let (proxied, plain, metrics) = (2601 + i, 2701 + i, 9601 + i);
+        std::fs::write(dir.path().join("recipients"), "user@example.com OK\n").unwrap();
+        let cfg = dir.path().join("sluice.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[server]\nlisten = [{{ address = \"127.0.0.1:{proxied}\", proxy_protocol = true }}, \"10.213.0.1:{plain}\"]\n\
+                 proxy_from = [\"127.0.0.1\"]\nhostname = \"{name}.test.example\"\n\
+                 [relay]\nnext_hop = \"smtp://127.0.0.1:1\"\n\
+                 [recipients]\ndomains = [\"example.com\"]\ntable = \"recipients\"\n\
+                 [spool]\ndir = \"spool\"\n[spam]\nenabled = false\n[log]\nevents = \"events.jsonl\"\n\
+                 [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
+                 [firewall]\nexporter = \"nft\"\nnft_table = \"sluice_{name}\"\nports = [{proxied}, {plain}]\n\
+                 flush_interval = \"50ms\"\ncontrol_socket = \"control.sock\"\n\
+                 [firewall.rules.unknown_user]\ncount = 6\nwindow = \"1m\"\nban = \"1h\"\n\
+                 [greylist]\nenabled = true\ndelay = \"1s\"\nretry_window = \"1h\"\n\
+                 [limits]\nper_ip_message_rate = 6\n\
+                 [cluster]\nredis = \"{}\"\nprefix = \"{prefix}\"\nnode = \"{name}\"\ntimeout = \"1s\"\n",
+                redis.unix_url()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_sluice"), "serve", "--config"])
+            .arg(&cfg)
+            .stderr(std::fs::File::create(dir.path().join("sluice.log")).unwrap())
+            .spawn()
+            .unwrap();
+        nodes.push((
+            Killed(child),
+            cfg,
+            Balanced {
+                smtp: proxied as u16,
+                health: metrics as u16,
+            },
+        ));
+    }
+    let servers: Vec<Balanced> = nodes.iter().map(|n| n.2).collect();
+    let haproxy = HAProxy::start_in(Some(&ns), std::net::Ipv4Addr::new(10, 213, 0, 1), &servers);
+    for s in ["s0", "s1", "s2"] {
+        haproxy.wait_state(s, "UP", Duration::from_secs(20));
+    }
+    let hport = haproxy.port.to_string();
+    let client = |src: &str, port: &str, n: usize, tag: &str| {
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "python3",
+            "-c",
+            CLIENT,
+            src,
+            "10.213.0.1",
+            &n.to_string(),
+            port,
+            tag,
+        ])
+    };
+    let talk = |src: &str, port: &str, cmds: &[&str]| {
+        let mut args = vec![
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "python3",
+            "-c",
+            TALK,
+            src,
+            "10.213.0.1",
+            port,
+        ];
+        args.extend_from_slice(cmds);
+        run(&args).trim().to_string()
+    };
+    let bans = |cfg: &std::path::Path| {
+        let (code, out) = crate::util::sluice_cli(["bans", "list", "--config", cfg.to_str().unwrap()]);
+        assert_eq!(code, Some(0), "{out}");
+        out
+    };
+    let in_kernel = |name: &str| {
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "nft",
+            "list",
+            "set",
+            "inet",
+            &format!("sluice_{name}"),
+            "banned_v4",
+        ])
+        .contains("10.213.0.2")
+    };
+    let events = |dir: &tempfile::TempDir| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.path().join("events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let wait_for = |what: &str, limit: Duration, f: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + limit;
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    // Two connections, 2 unknown recipients each: 4 in total, no ban.
+    for tag in ["x", "y"] {
+        let out = client("10.213.0.2", &hport, 2, tag);
+        assert_eq!(out.matches("550 5.1.1").count(), 2, "{out}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for (_, cfg, _) in &nodes {
+        assert_eq!(bans(cfg).trim(), "", "4 of 6: no ban yet");
+    }
+    // The third: 6 in total, banned everywhere, listener and kernel.
+    let out = client("10.213.0.2", &hport, 2, "z");
+    assert_eq!(out.matches("550 5.1.1").count(), 2, "{out}");
+    let banned_at = Instant::now();
+    for (name, (_, cfg, _)) in names.iter().zip(&nodes) {
+        wait_for(&format!("the ban on {name}"), Duration::from_secs(5), &|| {
+            bans(cfg).contains("10.213.0.2/32\tunknown_user")
+        });
+        wait_for(
+            &format!("10.213.0.2 in sluice_{name}'s set"),
+            Duration::from_secs(5),
+            &|| in_kernel(name),
+        );
+    }
+    assert!(
+        banned_at.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        banned_at.elapsed()
+    );
+    // The flood was spread: each node refused 2 of the 6.
+    for (name, dir) in names.iter().zip(&dirs) {
+        let refused = events(dir)
+            .iter()
+            .filter(|e| e["event"] == "rcpt_rejected" && e["ip"] == "10.213.0.2")
+            .count();
+        assert_eq!(refused, 2, "node {name}");
+    }
+    // Behind HAProxy, each node's listener refuses the client by name.
+    for _ in 0..3 {
+        let out = client("10.213.0.2", &hport, 0, "");
+        assert!(out.starts_with("554 5.7.1"), "{out}");
+    }
+    for (name, dir) in names.iter().zip(&dirs) {
+        wait_for(&format!("{name}'s refusal"), Duration::from_secs(5), &|| {
+            events(dir)
+                .iter()
+                .any(|e| e["event"] == "connect_rejected" && e["ip"] == "10.213.0.2")
+        });
+    }
+    // Straight to each node: dropped by its kernel set; another client
+    // gets the banner (the listener is there).
+    for i in 0..3 {
+        let port = (2701 + i).to_string();
+        let out = client("10.213.0.2", &port, 0, "");
+        assert!(out.starts_with("NO CONNECTION"), "{out}");
+        let out = client("10.213.0.3", &port, 0, "");
+        assert!(out.starts_with("220"), "{out}");
+    }
+    // A triplet greylisted on one node passes on the next after the delay.
+    let out = talk(
+        "10.213.0.4",
+        &hport,
+        &["MAIL FROM:<g@client.test>", "RCPT TO:<user@example.com>"],
+    );
+    assert!(out.contains("451 4.7.1"), "{out}");
+    std::thread::sleep(Duration::from_millis(1300));
+    let out = talk(
+        "10.213.0.4",
+        &hport,
+        &["MAIL FROM:<g@client.test>", "RCPT TO:<user@example.com>", "DATA"],
+    );
+    assert!(out.ends_with("250"), "accepted after the delay: {out}");
+    let node_of = |ev: &str| {
+        dirs.iter()
+            .position(|d| events(d).iter().any(|e| e["event"] == ev && e["ip"] == "10.213.0.4"))
+    };
+    wait_for("the accepted message's event", Duration::from_secs(5), &|| {
+        node_of("message_accepted").is_some()
+    });
+    assert_ne!(node_of("rcpt_rejected"), node_of("message_accepted"), "another node");
+    // 6 messages a minute per client hold across the nodes: 12 tries on 6
+    // connections spread by HAProxy, 6 accepted (±1).
+    let mut accepted = 0;
+    for _ in 0..6 {
+        let out = talk(
+            "10.213.0.5",
+            &hport,
+            &["MAIL FROM:<r@client.test>", "RSET", "MAIL FROM:<r@client.test>"],
+        );
+        accepted += out.lines().filter(|l| l.starts_with("250 2.1.0")).count();
+    }
+    assert!((5..=7).contains(&accepted), "{accepted} accepted of 12 at 6 per minute");
+
+    // The store killed: mail keeps flowing, the ban stays enforced, the
+    // nodes say the store is down; back, they share again.
+    let mut redis = redis;
+    redis.kill();
+    let up = |i: usize| metric(&ns, 9601 + i, "sluice_cluster_up");
+    for i in 0..3 {
+        wait_for("sluice_cluster_up 0", Duration::from_secs(10), &|| up(i) == Some(0.0));
+    }
+    for _ in 0..3 {
+        let out = talk(
+            "10.213.0.6",
+            &hport,
+            &["MAIL FROM:<k@client.test>", "RCPT TO:<user@example.com>", "DATA"],
+        );
+        assert!(out.ends_with("250"), "greylisting fails open: {out}");
+        let out = client("10.213.0.2", &hport, 0, "");
+        assert!(out.starts_with("554 5.7.1"), "{out}");
+    }
+    for name in names {
+        assert!(in_kernel(name), "still in sluice_{name}'s set");
+    }
+    redis.restart();
+    for i in 0..3 {
+        wait_for("sluice_cluster_up 1", Duration::from_secs(10), &|| up(i) == Some(1.0));
+    }
+    let (code, out) = crate::util::sluice_cli(["bans", "add", "192.0.2.50", "--config", nodes[0].1.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    wait_for("the ban by hand on c", Duration::from_secs(5), &|| {
+        bans(&nodes[2].1).contains("192.0.2.50/32")
+    });
+
+    // One node decided, the other two applied it from the stream.
+    let added: Vec<serde_json::Value> = dirs
+        .iter()
+        .flat_map(|d| events(d).into_iter().filter(|e| e["event"] == "ban_added"))
+        .collect();
+    let flood: Vec<&serde_json::Value> = added.iter().filter(|e| e["net"] == "10.213.0.2/32").collect();
+    assert_eq!(flood.len(), 3, "{added:?}");
+    assert_eq!(flood.iter().filter(|e| e["node"].is_null()).count(), 1, "{added:?}");
+    // Every event with a client names the real one, never HAProxy's.
+    for dir in &dirs {
+        for e in events(dir) {
+            if let Some(ip) = e["ip"].as_str() {
+                assert!(ip.starts_with("10.213.0."), "{e}");
+            }
+        }
+    }
+    drop(haproxy);
+    drop(nodes);
+}
+
+/// A client run inside a namespace: connects from argv[1] to argv[2]:argv[3],
+/// EHLO, then each further argument as a command; after DATA's 354 it
+/// sends a small message. Prints the last line of each reply (the banner
+/// first).
+const TALK: &str = r#"
+import socket, sys
+src, dst, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.create_connection((dst, port), timeout=5, source_address=(src, 0))
+f = s.makefile("rb")
+def reply():
+    while True:
+        line = f.readline().decode()
+        if len(line) < 4 or line[3] != "-":
+            return line.strip()
+out = [reply()]
+for cmd in ["EHLO client.test"] + sys.argv[4:]:
+    s.sendall((cmd + "\r\n").encode())
+    r = reply()
+    out.append(r)
+    if cmd == "DATA" and r.startswith("354"):
+        s.sendall(b"Subject: t\r\n\r\nhello\r\n.\r\n")
+        out.append(reply()[:3])
+    if not r.startswith(("2", "3")):
+        break
+print("\n".join(out))
+"#;
+
+/// A metric's value, scraped inside namespace `ns` from 127.0.0.1:`port`.
+fn metric(ns: &str, port: usize, name: &str) -> Option<f64> {
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let script = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode())";
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-c", script, &url])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }

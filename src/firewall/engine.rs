@@ -290,6 +290,17 @@ impl Engine {
         Ok(())
     }
 
+    /// A ban another node decided counts in this node's escalation
+    /// history (host bans; the strike history is per address).
+    pub fn remember(&self, ban: &Ban, now: u64) {
+        let single = ban.net.prefix_len() == ban.net.max_prefix_len();
+        if single {
+            self.state
+                .local()
+                .remember_strike(ban.net.addr(), ban.since, now, self.cfg.memory);
+        }
+    }
+
     /// The ban on exactly `net`, if any.
     pub fn get(&self, net: IpNet) -> Option<&Ban> {
         self.bans.map.get(&net).map(|b| &**b)

@@ -247,8 +247,12 @@ impl Firewall {
                     dry_run: self.cfg.bans.dry_run,
                     node: Some(node.to_string()),
                 };
-                if self.engine().insert(ban.clone()).is_err() {
-                    return false;
+                {
+                    let mut engine = self.engine();
+                    if engine.insert(ban.clone()).is_err() {
+                        return false;
+                    }
+                    engine.remember(ban, t);
                 }
                 if !self.cfg.bans.dry_run {
                     self.pending.lock().unwrap_or_else(|p| p.into_inner()).0.push(Element {
@@ -720,6 +724,46 @@ mod tests {
         assert!(a.apply_remote(&lifted[0].change, "b"));
         assert!(a.is_banned("192.0.2.7".parse().unwrap()).is_none());
         assert!(out_a.is_empty());
+    }
+
+    /// Escalation is cluster-wide: a ban another node decided counts in
+    /// this node's history, so its next ban of that client is the
+    /// second strike (twice as long), as on the deciding node.
+    #[tokio::test]
+    async fn a_ban_from_another_node_counts_as_a_strike_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bans = BanConfig::default();
+        let rule = super::super::engine::Rule {
+            count: 1,
+            window: 60,
+            ban: 600,
+        };
+        bans.rules.insert(Offence::UnknownUser, rule);
+        let node = |n: &str| FirewallConfig {
+            bans: bans.clone(),
+            store: dir.path().join(format!("bans-{n}.json")),
+            flush_interval: Duration::from_millis(100),
+            nft: None,
+            ipset: None,
+            ports: Vec::new(),
+            file: None,
+            control_socket: dir.path().join(format!("control-{n}.sock")),
+        };
+        let own = || -> Arc<dyn crate::state::StateStore> { Arc::new(crate::state::MemoryStore::default()) };
+        let a = Firewall::new(node("a"), EventBus::new(8), own());
+        let b = Firewall::new(node("b"), EventBus::new(8), own());
+        let e = unknown_user("192.0.2.8");
+        let Some(Decision::Ban(first)) = a.observe_shared(&e).await else {
+            panic!("one offence bans");
+        };
+        assert_eq!((first.strike, first.until - first.since), (1, 600));
+        assert!(b.apply_remote(&BanChange::Add { ban: first.clone() }, "a"));
+        assert!(!b.apply_remote(&BanChange::Add { ban: first.clone() }, "a"));
+        assert!(b.remove(first.net).is_some());
+        let Some(Decision::Ban(second)) = b.observe_shared(&e).await else {
+            panic!("banned again on b");
+        };
+        assert_eq!((second.strike, second.until - second.since), (2, 1200));
     }
 
     #[test]

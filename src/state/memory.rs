@@ -260,6 +260,22 @@ impl MemoryStore {
         past.len() as u32
     }
 
+    /// Records a ban of `ip` at `at` decided elsewhere (another node of
+    /// the cluster), so that this node's next ban of it escalates as the
+    /// deciding node's would. A ban already recorded (same time) counts
+    /// once.
+    pub fn remember_strike(&self, ip: IpAddr, at: u64, now: u64, memory: u64) {
+        if at + memory <= now {
+            return;
+        }
+        let mut past = self.strikes.entry(ip).or_default();
+        past.retain(|&t| t + memory > now);
+        if !past.contains(&at) {
+            past.push(at);
+            past.sort_unstable();
+        }
+    }
+
     pub fn sweep_offences(&self, now: u64, window: &dyn Fn(&'static str) -> u64, memory: u64) {
         self.offences
             .retain(|(_, kind), q| q.back().is_some_and(|&t| t + window(kind) > now));

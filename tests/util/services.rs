@@ -1561,6 +1561,7 @@ pub struct Balanced {
 /// binds every listener before it serves the socket).
 pub struct HAProxy {
     pub port: u16,
+    bind: Ipv4Addr,
     dir: TempDir,
     child: Child,
     watchdog: Option<Watchdog>,
@@ -1568,9 +1569,15 @@ pub struct HAProxy {
 
 impl HAProxy {
     pub fn start(servers: &[Balanced]) -> HAProxy {
+        HAProxy::start_in(None, Ipv4Addr::LOCALHOST, servers)
+    }
+
+    /// [`start`](Self::start) inside network namespace `netns` (run with
+    /// `ip netns exec`), its frontend on `bind`.
+    pub fn start_in(netns: Option<&str>, bind: Ipv4Addr, servers: &[Balanced]) -> HAProxy {
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
-            match HAProxy::try_start(free_port(), servers) {
+            match HAProxy::try_start(netns, bind, free_port(), servers) {
                 Ok(h) => return h,
                 Err((msg, retry)) if retry => last = msg,
                 Err((msg, _)) => panic!("{msg}"),
@@ -1579,7 +1586,12 @@ impl HAProxy {
         panic!("haproxy did not start after {START_ATTEMPTS} attempts (ports taken); last:\n{last}");
     }
 
-    fn try_start(port: u16, servers: &[Balanced]) -> Result<HAProxy, (String, bool)> {
+    fn try_start(
+        netns: Option<&str>,
+        bind: Ipv4Addr,
+        port: u16,
+        servers: &[Balanced],
+    ) -> Result<HAProxy, (String, bool)> {
         let dir = service_tempdir("sluice-haproxy-");
         let d = dir.path();
         let lines: String = servers
@@ -1605,7 +1617,7 @@ impl HAProxy {
              \x20   timeout client 60s\n\
              \x20   timeout server 60s\n\
              frontend smtp\n\
-             \x20   bind 127.0.0.1:{port}\n\
+             \x20   bind {bind}:{port}\n\
              \x20   default_backend sluice\n\
              backend sluice\n\
              \x20   balance roundrobin\n\
@@ -1616,7 +1628,15 @@ impl HAProxy {
         );
         write_file(&d.join("haproxy.cfg"), &config);
         let log = fs::File::create(d.join("haproxy.log")).expect("create haproxy.log");
-        let mut child = Command::new("haproxy")
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "haproxy"]);
+                c
+            }
+            None => Command::new("haproxy"),
+        };
+        let mut child = cmd
             .args(["-db", "-f"])
             .arg(d.join("haproxy.cfg"))
             .stdin(Stdio::null())
@@ -1638,12 +1658,13 @@ impl HAProxy {
             let _ = child.kill();
             let _ = child.wait();
             let text = read_lossy(&d.join("haproxy.log"));
-            let msg = format!("haproxy on 127.0.0.1:{port} did not start: {e}\n--- log ---\n{text}");
+            let msg = format!("haproxy on {bind}:{port} did not start: {e}\n--- log ---\n{text}");
             return Err((msg, text.contains("cannot bind socket") || addr_in_use(&text)));
         }
         let watchdog = Watchdog::new(child.id(), dir.path());
         Ok(HAProxy {
             port,
+            bind,
             dir,
             child,
             watchdog,
@@ -1651,7 +1672,7 @@ impl HAProxy {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+        SocketAddr::from((self.bind, self.port))
     }
 
     /// A command on the stats socket, and its answer.
@@ -1744,10 +1765,19 @@ impl Redis {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// The same server over its unix socket (`redis+unix://`): reachable
+    /// from nodes in a network namespace of their own.
+    pub fn unix_url(&self) -> String {
+        format!("redis+unix://{}", self.dir.path().join("redis.sock").display())
+    }
+
     fn spawn(&mut self) -> bool {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "no", "--daemonize", "no", "--protected-mode", "no"])
+            .arg("--unixsocket")
+            .arg(self.dir.path().join("redis.sock"))
+            .args(["--unixsocketperm", "700"])
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
