@@ -19,7 +19,8 @@
 #     connections, one to each node in turn, with one unknown recipient
 #     each, so the third offence (on the third node) decides the ban from
 #     the shared offence window;
-#   - `nft monitor` timestamps each element as it enters a node's set.
+#   - a netlink listener on the kernel's nftables notifications timestamps
+#     each element as it enters a node's set.
 # Delay = time the element entered a node's set - the decision time the
 # ban stream records (`ts_ms`, same clock). Reported for every (ban, node),
 # for the deciding node, for the others, and per ban the slowest node
@@ -112,14 +113,14 @@ for n in "${NAMES[@]}"; do
   echo "node $n: $PRELOAD bans in its kernel set after $(echo "$(date +%s.%N) - $t0" | bc) s (all nodes started together)" | tee -a "$OUT/load.txt"
 done
 
-nft monitor 2> "$OUT/monitor.err" | python3 -u "$ROOT/benches/ban_propagation.py" stamp > "$OUT/monitor.txt" &
+python3 -u "$ROOT/benches/ban_propagation.py" watch > "$OUT/monitor.txt" 2> "$OUT/monitor.err" &
 echo $! > "$OUT/monitor.pid"
 sleep 1
 ports=""; for i in "${!NAMES[@]}"; do ports="$ports $((2601 + i))"; done
 python3 "$ROOT/benches/ban_propagation.py" flood "$OFFENDERS" "$CONC" 10.221.0.1 $ports | tee "$OUT/flood.txt"
 sleep 3
 for i in "${!NAMES[@]}"; do
-  curl -s "http://127.0.0.1:$((9601 + i))/metrics" | grep -E '^sluice_cluster_ban|^sluice_bans' > "$OUT/metrics-${NAMES[$i]}.txt" || true
+  curl -s "http://127.0.0.1:$((9601 + i))/metrics" | grep -E '^sluice_cluster|^sluice_bans' > "$OUT/metrics-${NAMES[$i]}.txt" || true
 done
 redis-cli -s "$SOCK" --raw xrange sluice:bans:stream - + > "$OUT/stream.txt"
 python3 "$ROOT/benches/ban_propagation.py" report "$OUT" "${NAMES[@]}" | tee "$OUT/summary.md"

@@ -35,6 +35,10 @@ pub struct Firewall {
     pending: Mutex<(Vec<Element>, Vec<IpNet>)>,
     /// When the oldest of those changes was made.
     pending_since: Mutex<Option<std::time::Instant>>,
+    /// Wakes the flush loop when a change is pending: a ban goes to the
+    /// kernel at once, not at the next `flush_interval` tick (changes made
+    /// while a flush runs go in the next one, together).
+    kick: tokio::sync::Notify,
     /// Since when the kernel has not matched the bans (an exporter error
     /// or a wiped set); `None` in sync.
     out_of_sync: Mutex<Option<std::time::Instant>>,
@@ -122,6 +126,7 @@ impl Firewall {
             engine: Mutex::new(engine),
             pending: Mutex::new((Vec::new(), Vec::new())),
             pending_since: Mutex::new(None),
+            kick: tokio::sync::Notify::new(),
             out_of_sync: Mutex::new(None),
             dirty: std::sync::atomic::AtomicBool::new(false),
             last_check: Mutex::new(None),
@@ -327,6 +332,7 @@ impl Firewall {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get_or_insert_with(std::time::Instant::now);
+        self.kick.notify_one();
     }
 
     /// Active bans.
@@ -570,8 +576,27 @@ impl Firewall {
             })
             .await;
         }
-        let mut tick = tokio::time::interval(self.cfg.flush_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The flusher runs apart from the event loop: an nft transaction
+        // never holds up the counting of offences (a flood's decisions come
+        // as fast as the store answers, whatever the kernel takes).
+        let stop = shutdown.child_token();
+        let flusher = {
+            let this = self.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(this.cfg.flush_interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tick.tick() => {}
+                        _ = this.kick.notified() => {}
+                    }
+                    let t = this.clone();
+                    let _ = tokio::task::spawn_blocking(move || t.flush()).await;
+                }
+            })
+        };
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -582,12 +607,10 @@ impl Firewall {
                     }
                     Err(_) => break,
                 },
-                _ = tick.tick() => {
-                    let this = self.clone();
-                    let _ = tokio::task::spawn_blocking(move || this.flush()).await;
-                }
             }
         }
+        stop.cancel();
+        let _ = flusher.await;
         let this = self.clone();
         let _ = tokio::task::spawn_blocking(move || this.flush_with(true)).await;
     }

@@ -163,9 +163,13 @@ impl<B: Backend> SharedStore<B> {
             .observe(t0.elapsed().as_secs_f64());
         let took = t0.elapsed();
         match res {
-            // An answer slower than the sessions may wait keeps the store
-            // down: it would only time out operations one by one.
-            Ok(Ok(_)) if took > self.timeout => {
+            // An answer slower than the sessions may wait keeps a store
+            // that is away down: it would only time out operations one by
+            // one. A store that is up stays up: its operations are timed
+            // one by one, and the first that is late marks it down (one
+            // slow beat on a busy host must not make every node count
+            // alone for a second).
+            Ok(Ok(_)) if took > self.timeout && !self.up.load(Ordering::Relaxed) => {
                 self.metrics.cluster_errors.with_label_values(&["heartbeat"]).inc();
                 self.down("heartbeat", &format!("answered in {took:?}, over cluster.timeout"));
                 false
@@ -503,6 +507,23 @@ mod tests {
             "shared again"
         );
         assert_eq!(s.backend.shared.clients(Rate::Messages), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_heartbeat_keeps_a_store_away_down_but_does_not_take_one_down() {
+        let (s, m) = store(2);
+        s.backend.mode.store(3, Ordering::Relaxed);
+        assert!(!s.beat().await, "away, and answering late: stays away");
+        assert_eq!(m.cluster_up.get(), 0);
+        s.backend.mode.store(0, Ordering::Relaxed);
+        assert!(s.beat().await);
+        s.backend.mode.store(3, Ordering::Relaxed);
+        assert!(s.beat().await, "up: one slow beat does not take it down");
+        assert_eq!(m.cluster_up.get(), 1);
+        // An operation that is late does.
+        assert!(StateStore::hit(&*s, Rate::Messages, IP, 1, 10, MIN, Instant::now()).await);
+        assert_eq!(m.cluster_up.get(), 0);
+        assert_eq!(m.cluster_fallbacks.with_label_values(&["rate"]).get(), 1);
     }
 
     #[tokio::test(start_paused = true)]
