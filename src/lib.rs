@@ -134,6 +134,7 @@ pub mod mail;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;
+pub mod policy_server;
 pub mod proto;
 pub mod quarantine;
 pub mod scan;
