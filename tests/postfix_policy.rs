@@ -1,0 +1,288 @@
+//! sluice as the policy server of a real Postfix (`check_policy_service`
+//! in front of smtp-sink): Postfix's replies carry sluice's decisions for
+//! an unknown recipient, a DNS-listed client, a greylisted triplet and a
+//! rate-limited client; a flood of unknown recipients through Postfix gets
+//! the client banned; with sluice stopped, Postfix's default action
+//! applies and nothing hangs.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use sluice::events::{Event, Reason, Via};
+
+use crate::util::services::{DnsServer, Postfix, SmtpSink};
+use crate::util::*;
+
+/// `check_policy_service` as the README gives it.
+fn policy_service(port: u16) -> String {
+    format!("check_policy_service {{ inet:127.0.0.1:{port}, timeout=10s, default_action=DUNNO }}")
+}
+
+/// A sink, sluice with `[policy_server]` (and `extra` TOML), and a
+/// Postfix relaying to the sink that asks sluice by `main_cf` (made from
+/// the policy server's port).
+struct Setup {
+    sink: SmtpSink,
+    postfix: Postfix,
+    relay: Option<TestRelay>,
+    policy: SocketAddr,
+    config: std::path::PathBuf,
+}
+
+async fn setup(extra: &str, main_cf: impl FnOnce(u16) -> String) -> Setup {
+    let sink = tokio::task::spawn_blocking(SmtpSink::start).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("recipients"), TABLE).unwrap();
+    let toml = format!(
+        "{}\n[policy_server]\nlisten = [\"127.0.0.1:0\"]\n{extra}",
+        base_toml(&format!("smtp://127.0.0.1:{}", sink.port))
+    );
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(&config, &toml).unwrap();
+    let relay = TestRelay::start_in(dir, &toml, |_| {}).await;
+    let policy = relay.running().policy_addrs[0];
+    let lines = main_cf(policy.port());
+    let sink_port = sink.port;
+    let postfix = tokio::task::spawn_blocking(move || {
+        let mut pf = Postfix::start(sink_port);
+        reconfigure(&mut pf, &lines);
+        pf
+    })
+    .await
+    .unwrap();
+    Setup {
+        sink,
+        postfix,
+        relay: Some(relay),
+        policy,
+        config,
+    }
+}
+
+/// Adds `lines` to Postfix's main.cf and restarts it.
+fn reconfigure(pf: &mut Postfix, lines: &str) {
+    pf.stop();
+    let main_cf = pf.dir().join("etc/main.cf");
+    let mut text = std::fs::read_to_string(&main_cf).unwrap();
+    text.push_str(lines);
+    text.push('\n');
+    std::fs::write(&main_cf, text).unwrap();
+    // Postfix waits until main.cf is older than the current second.
+    let old = std::time::SystemTime::now() - Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(&main_cf)
+        .and_then(|f| f.set_modified(old))
+        .unwrap();
+    pf.restart();
+}
+
+impl Setup {
+    fn relay(&self) -> &TestRelay {
+        self.relay.as_ref().unwrap()
+    }
+
+    fn postfix_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.postfix.port))
+    }
+
+    /// A session with Postfix from `src`, greeted and EHLO done.
+    async fn client_from(&self, src: &str) -> Client {
+        let mut c = Client::connect_from(src, self.postfix_addr()).await;
+        c.expect("220 postfix-").await;
+        c.cmd("EHLO client.example", "250").await;
+        c
+    }
+
+    async fn client(&self) -> Client {
+        self.client_from("127.0.0.1").await
+    }
+}
+
+/// The recipient restrictions of an ordinary Postfix MX, then sluice.
+fn at_rcpt(port: u16) -> String {
+    format!(
+        "smtpd_recipient_restrictions = reject_unauth_destination, {}",
+        policy_service(port)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postfix_refuses_an_unknown_recipient_with_sluices_reply_and_relays_the_rest() {
+    let s = setup("", at_rcpt).await;
+    let mut events = s.relay().running().events.subscribe();
+    let mut c = s.client().await;
+    c.cmd("MAIL FROM:<sender@client.example>", "250").await;
+    let r = c.cmd("RCPT TO:<nobody@example.com>", "550 5.1.1").await;
+    assert!(r.contains("user unknown"), "{r}");
+    c.cmd("RCPT TO:<user@example.com>", "250").await;
+    let r = c.data(&test_message("through postfix")).await;
+    assert!(r.starts_with("250"), "{r}");
+    c.cmd("QUIT", "221").await;
+
+    // The refusal is the front end's event, marked as the policy server's.
+    let (via, reason, rcpt) = wait_event(&mut events, |e| match e {
+        Event::RcptRejected { via, reason, rcpt, .. } => Some((*via, reason.clone(), rcpt.clone())),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (via, reason, rcpt.as_str()),
+        (Via::Policy, Reason::UnknownUser, "nobody@example.com")
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.sink.count() < 1 {
+        assert!(Instant::now() < deadline, "{}", s.sink.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = s.postfix.log();
+    assert!(
+        log.contains("550 5.1.1 <nobody@example.com>: Recipient address rejected: user unknown"),
+        "{log}"
+    );
+    // The same words in the event log line: `"via":"policy"`.
+    let json = serde_json::to_string(&Event::RcptRejected {
+        session: 1,
+        via: Via::Policy,
+        ip: "192.0.2.1".parse().unwrap(),
+        rcpt: "x@example.com".into(),
+        id: String::new(),
+        tx: Default::default(),
+        reason: Reason::UnknownUser,
+        reply: sluice::proto::Reply::UNKNOWN_USER,
+        evidence: String::new(),
+    })
+    .unwrap();
+    assert!(json.contains("\"via\":\"policy\""), "{json}");
+    s.relay.unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postfix_refuses_a_dns_listed_client_in_its_client_restrictions() {
+    let zone = corpora().join("dnsbl/bl.test.zone");
+    let dns = tokio::task::spawn_blocking(move || DnsServer::start(&zone))
+        .await
+        .unwrap();
+    let extra = format!(
+        "[dns]\nresolver = \"127.0.0.1:{}\"\ntimeout = \"500ms\"\n[dnsbl]\nzones = [\"bl.test*3\"]\nthreshold = 3\n",
+        dns.port
+    );
+    let s = setup(&extra, |port| {
+        format!("smtpd_client_restrictions = {}", policy_service(port))
+    })
+    .await;
+
+    // 127.0.0.2 is listed in bl.test.
+    let mut c = s.client_from("127.0.0.2").await;
+    c.cmd("MAIL FROM:<a@client.example>", "250").await;
+    let r = c.cmd("RCPT TO:<user@example.com>", "554 5.7.1").await;
+    assert!(r.contains("Client host rejected"), "{r}");
+    assert!(r.contains("client [127.0.0.2] blocked using bl.test"), "{r}");
+
+    // 127.0.0.1 is not.
+    let mut c = s.client().await;
+    c.cmd("MAIL FROM:<a@client.example>", "250").await;
+    c.cmd("RCPT TO:<user@example.com>", "250").await;
+    let log = s.postfix.log();
+    assert!(log.contains("blocked using bl.test"), "{log}");
+    s.relay.unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postfix_defers_a_new_triplet_then_accepts_it_after_the_delay() {
+    let extra = "[greylist]\nenabled = true\ndelay = \"2s\"\nretry_window = \"1h\"\n";
+    let s = setup(extra, at_rcpt).await;
+    let mut c = s.client().await;
+    c.cmd("MAIL FROM:<first@client.example>", "250").await;
+    // postgrey's answer: DEFER_IF_PERMIT, Postfix's 450 with sluice's text.
+    let r = c.cmd("RCPT TO:<user@example.com>", "450 4.7.1").await;
+    assert!(r.contains("Greylisted, please try again in"), "{r}");
+    // Too early: still deferred.
+    c.cmd("RSET", "250").await;
+    c.cmd("MAIL FROM:<first@client.example>", "250").await;
+    c.cmd("RCPT TO:<user@example.com>", "450 4.7.1").await;
+    c.cmd("QUIT", "221").await;
+
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut c = s.client().await;
+    c.cmd("MAIL FROM:<first@client.example>", "250").await;
+    c.cmd("RCPT TO:<user@example.com>", "250").await;
+    let r = c.data(&test_message("greylisted once")).await;
+    assert!(r.starts_with("250"), "{r}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.sink.count() < 1 {
+        assert!(Instant::now() < deadline, "{}", s.sink.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.relay.unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postfix_slows_a_client_over_its_recipient_rate() {
+    let s = setup("[limits]\nper_ip_recipient_rate = 2\n", at_rcpt).await;
+    let mut c = s.client().await;
+    c.cmd("MAIL FROM:<a@client.example>", "250").await;
+    c.cmd("RCPT TO:<user@example.com>", "250").await;
+    c.cmd("RCPT TO:<known@example.com>", "250").await;
+    let r = c.cmd("RCPT TO:<other@example.com>", "452 4.7.0").await;
+    assert!(r.contains("Too many recipients from your address"), "{r}");
+    s.relay.unwrap().stop().await;
+}
+
+/// Postfix trusts the test client's XCLIENT (as it would a proxy), so the
+/// client it reports to sluice is not a loopback address (those are never
+/// banned).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_unknown_recipients_through_postfix_gets_the_client_banned() {
+    let extra =
+        "[firewall]\nexporter = \"none\"\n[firewall.rules.unknown_user]\ncount = 3\nwindow = \"1m\"\nban = \"1h\"\n";
+    let s = setup(extra, at_rcpt).await;
+    let mut events = s.relay().running().events.subscribe();
+    let mut c = s.client().await;
+    c.cmd("XCLIENT ADDR=192.0.2.66 NAME=[UNAVAILABLE]", "220").await;
+    c.cmd("EHLO flood.example", "250").await;
+    c.cmd("MAIL FROM:<a@flood.example>", "250").await;
+    // The rule is 3 within a minute: the third offence bans.
+    for i in 0..3 {
+        c.cmd(&format!("RCPT TO:<nobody{i}@example.com>"), "550 5.1.1").await;
+    }
+    wait_event(&mut events, |e| match e {
+        Event::BanAdded { net, .. } if net == "192.0.2.66/32" => Some(()),
+        _ => None,
+    })
+    .await;
+    // Banned: even a known recipient is refused now, with the ban's reply.
+    let r = c.cmd("RCPT TO:<user@example.com>", "554 5.7.1").await;
+    assert!(r.contains("Your address is banned here"), "{r}");
+    // In the ban list, over the control socket.
+    let cfg = s.config.to_str().unwrap().to_string();
+    let (code, out) = tokio::task::spawn_blocking(move || sluice_cli(["bans", "--config", &cfg, "list"]))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("192.0.2.66/32\tunknown_user\tuntil "), "{out}");
+    s.relay.unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sluice_stopped_postfix_takes_its_default_action_and_nothing_hangs() {
+    let mut s = setup("", at_rcpt).await;
+    // Working first: sluice's refusal.
+    let mut c = s.client().await;
+    c.cmd("MAIL FROM:<a@client.example>", "250").await;
+    c.cmd("RCPT TO:<nobody@example.com>", "550 5.1.1").await;
+    c.cmd("QUIT", "221").await;
+
+    s.relay.take().unwrap().stop().await;
+    // The port is closed: Postfix's default_action (DUNNO) applies, and
+    // its own restrictions accept the recipient.
+    let started = Instant::now();
+    let mut c = s.client().await;
+    c.cmd("MAIL FROM:<a@client.example>", "250").await;
+    c.cmd("RCPT TO:<nobody@example.com>", "250").await;
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    let r = c.data(&test_message("sluice away")).await;
+    assert!(r.starts_with("250"), "{r}");
+    let log = s.postfix.log();
+    assert!(log.contains(&format!("127.0.0.1:{}", s.policy.port())), "{log}");
+}
