@@ -286,3 +286,88 @@ async fn with_sluice_stopped_postfix_takes_its_default_action_and_nothing_hangs(
     let log = s.postfix.log();
     assert!(log.contains(&format!("127.0.0.1:{}", s.policy.port())), "{log}");
 }
+
+/// Sends `request` on a policy connection and reads one answer.
+async fn ask(io: &mut tokio::io::BufReader<tokio::net::TcpStream>, request: &str) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    io.get_mut().write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(TIMEOUT, io.read_line(&mut line))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed after {answer:?}");
+        if line == "\n" {
+            return answer;
+        }
+        answer.push_str(&line);
+    }
+}
+
+/// The protocol itself, on one persistent connection: what sluice cannot
+/// read or use is answered DUNNO (and a warning), and the next request is
+/// answered as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_requests_get_dunno_and_the_connection_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("recipients"), TABLE).unwrap();
+    let toml = format!(
+        "{}\n[policy_server]\nlisten = [\"127.0.0.1:0\"]\nmax_request_size = 512\n",
+        base_toml("smtp://127.0.0.1:1")
+    );
+    let relay = TestRelay::start_in(dir, &toml, |_| {}).await;
+    let mut events = relay.running().events.subscribe();
+    let sock = tokio::net::TcpStream::connect(relay.running().policy_addrs[0])
+        .await
+        .unwrap();
+    let mut io = tokio::io::BufReader::new(sock);
+    let rcpt = |to: &str| {
+        format!(
+            "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nclient_address=192.0.2.9\n\
+             client_name=unknown\nreverse_client_name=unknown\nhelo_name=client.example\nsender=a@client.example\n\
+             recipient={to}\nrecipient_count=0\nqueue_id=\ninstance=abc.1\nsize=0\nfuture_attribute=\n\n"
+        )
+    };
+    assert_eq!(
+        ask(&mut io, &rcpt("nobody@example.com")).await,
+        "action=550 5.1.1 user unknown\n"
+    );
+    assert_eq!(ask(&mut io, &rcpt("user@example.com")).await, "action=DUNNO\n");
+    // Not name=value.
+    assert_eq!(ask(&mut io, "this is not a policy request\n\n").await, "action=DUNNO\n");
+    let warning = wait_event(&mut events, |e| match e {
+        Event::Warning {
+            component: "policy_server",
+            message,
+        } => Some(message.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(
+        warning.contains("request not understood, answered DUNNO: line without '='"),
+        "{warning}"
+    );
+    // Too large: swallowed to its empty line.
+    let big = format!("request=smtpd_access_policy\nccert_subject={}\n\n", "x".repeat(2000));
+    assert_eq!(ask(&mut io, &big).await, "action=DUNNO\n");
+    // A client address that is not one.
+    assert_eq!(
+        ask(
+            &mut io,
+            "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=bogus\n\n"
+        )
+        .await,
+        "action=DUNNO\n"
+    );
+    // After DATA: nothing to say.
+    let data = rcpt("nobody@example.com").replace("protocol_state=RCPT", "protocol_state=DATA");
+    assert_eq!(ask(&mut io, &data).await, "action=DUNNO\n");
+    // And the connection still answers.
+    assert_eq!(
+        ask(&mut io, &rcpt("nobody2@example.com")).await,
+        "action=550 5.1.1 user unknown\n"
+    );
+    relay.stop().await;
+}
