@@ -371,3 +371,61 @@ async fn unreadable_requests_get_dunno_and_the_connection_goes_on() {
     );
     relay.stop().await;
 }
+
+/// `sluice policy`: the policy server alone, from the same file as
+/// `serve` (its SMTP listener is not opened; `[policy_server]` may be
+/// left out: 127.0.0.1:10023 then, here a port of the test's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sluice_policy_serves_only_the_policy_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("recipients"), TABLE).unwrap();
+    let (smtp, policy) = (free_port(), free_port());
+    let toml = base_toml("smtp://127.0.0.1:1").replace(
+        "listen = [\"127.0.0.1:0\"]",
+        &format!("listen = [\"127.0.0.1:{smtp}\"]"),
+    ) + &format!("[policy_server]\nlisten = [\"127.0.0.1:{policy}\"]\n");
+    let cfg = dir.path().join("sluice.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["policy", "--config"])
+        .arg(&cfg)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{policy}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let sock = loop {
+        if let Ok(s) = tokio::net::TcpStream::connect(addr).await {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "sluice policy did not listen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut io = tokio::io::BufReader::new(sock);
+    let req = "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.9\n\
+               helo_name=client.example\nsender=\nrecipient=nobody@example.com\ninstance=x.1\n\n";
+    assert_eq!(ask(&mut io, req).await, "action=550 5.1.1 user unknown\n");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", smtp)).is_err(),
+        "no SMTP listener under `sluice policy`"
+    );
+    // SIGTERM: it stops at once (the idle policy connection is closed).
+    let ok = std::process::Command::new("kill")
+        .args(["-s", "TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "sluice policy did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status}");
+}
