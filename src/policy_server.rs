@@ -10,7 +10,8 @@
 //! ([`crate::state::StateStore`], shared with `[cluster]`). Bans are asked
 //! first. A refusal becomes an access(5) action with sluice's reply
 //! (`550 5.1.1 ...`), greylisting postgrey's `DEFER_IF_PERMIT`, a pass
-//! `DUNNO`; each refusal is the front end's event with `"via":"policy"`,
+//! `DUNNO` (or, with `spam.auth`, the message's first passed recipient
+//! `PREPEND Received-SPF: ...`); each refusal is the front end's event with `"via":"policy"`,
 //! so the metrics and the ban engine count it as they count the front
 //! end's.
 //!
@@ -38,6 +39,7 @@ use crate::policy::{Decision, Refusal, Refused, SessionCtx, Stage};
 use crate::proto::Reply;
 use crate::proto::policy::{Action, Attributes, Frame, Limits, Query, RequestReceiver, State};
 use crate::smtp::session::{Front, Shared};
+use crate::spam::auth::{AuthContext, Authenticator};
 
 /// Transactions remembered per connection: Postfix's smtpd serves one
 /// session at a time over its policy connection, so a few are plenty.
@@ -50,12 +52,19 @@ pub struct PolicyServer {
     front: Arc<Front>,
     /// The ban list (`[firewall]`), asked first.
     bans: Option<Arc<dyn ConnectionFilter>>,
+    /// SPF for `Received-SPF:` (with `spam.auth`).
+    spf: Option<Authenticator>,
     cfg: PolicyServerConfig,
 }
 
 impl PolicyServer {
-    pub fn new(front: Arc<Front>, bans: Option<Arc<dyn ConnectionFilter>>, cfg: PolicyServerConfig) -> Self {
-        Self { front, bans, cfg }
+    pub fn new(
+        front: Arc<Front>,
+        bans: Option<Arc<dyn ConnectionFilter>>,
+        spf: Option<Authenticator>,
+        cfg: PolicyServerConfig,
+    ) -> Self {
+        Self { front, bans, spf, cfg }
     }
 
     fn limits(&self) -> Limits {
@@ -202,8 +211,45 @@ impl PolicyServer {
             return a;
         }
         txn.rcpts += 1;
-        Action::Dunno
+        // SPF once per message: Postfix adds a PREPEND for each answer.
+        match &self.spf {
+            Some(auth) if !txn.spf_done => {
+                txn.spf_done = true;
+                Action::Prepend(received_spf(auth, q, &txn.ctx).await)
+            }
+            _ => Action::Dunno,
+        }
     }
+}
+
+/// The `Received-SPF:` header (RFC 7208 §9.1) for the request's client,
+/// HELO name and sender (the HELO identity for `<>`).
+async fn received_spf(auth: &Authenticator, q: &Query, ctx: &SessionCtx) -> String {
+    let from = q.sender.as_ref().map(|m| m.to_string()).unwrap_or_default();
+    let ip = match q.client {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(q.client, IpAddr::V4),
+        v4 => v4,
+    };
+    let actx = AuthContext {
+        ip,
+        helo: &q.helo,
+        mail_from: &from,
+        deadline: ctx.dns_deadline(),
+    };
+    let result = auth.spf(&actx).await;
+    let receiver = auth.authserv_id();
+    let (identity, domain) = match q.sender.as_ref() {
+        Some(m) => ("mailfrom", m.domain.as_str()),
+        None => ("helo", q.helo.as_str()),
+    };
+    let mut h = format!(
+        "Received-SPF: {result} ({receiver}: {domain} gives {result} for {ip}) client-ip={ip}; envelope-from=\"{from}\";"
+    );
+    if !q.helo.is_empty() {
+        h.push_str(&format!(" helo={};", q.helo));
+    }
+    h.push_str(&format!(" receiver={receiver}; identity={identity}"));
+    h
 }
 
 /// The FCrDNS verdict from the names Postfix looked up (`client_name` is
@@ -248,6 +294,8 @@ struct Txn {
     /// A refusal before RCPT (bans, HELO, MAIL): the answer for the rest
     /// of the transaction.
     refused: Option<Action>,
+    /// `Received-SPF:` given (once per message).
+    spf_done: bool,
 }
 
 impl Txn {
@@ -322,6 +370,7 @@ impl Transactions {
                     mail: false,
                     rcpts: 0,
                     refused: None,
+                    spf_done: false,
                 }
             }
         };

@@ -33,10 +33,11 @@ async fn setup(extra: &str, main_cf: impl FnOnce(u16) -> String) -> Setup {
     let sink = tokio::task::spawn_blocking(SmtpSink::start).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("recipients"), TABLE).unwrap();
-    let toml = format!(
-        "{}\n[policy_server]\nlisten = [\"127.0.0.1:0\"]\n{extra}",
-        base_toml(&format!("smtp://127.0.0.1:{}", sink.port))
-    );
+    let mut base = base_toml(&format!("smtp://127.0.0.1:{}", sink.port));
+    if extra.contains("[spam]") {
+        base = base.replace("[spam]\nenabled = false\n", "");
+    }
+    let toml = format!("{base}\n[policy_server]\nlisten = [\"127.0.0.1:0\"]\n{extra}");
     let config = dir.path().join("sluice.toml");
     std::fs::write(&config, &toml).unwrap();
     let relay = TestRelay::start_in(dir, &toml, |_| {}).await;
@@ -226,6 +227,48 @@ async fn postfix_slows_a_client_over_its_recipient_rate() {
     c.cmd("RCPT TO:<known@example.com>", "250").await;
     let r = c.cmd("RCPT TO:<other@example.com>", "452 4.7.0").await;
     assert!(r.contains("Too many recipients from your address"), "{r}");
+    s.relay.unwrap().stop().await;
+}
+
+/// With `spam.auth`, the message's first passed recipient is answered
+/// `PREPEND Received-SPF: ...` (once, however many recipients follow).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postfix_adds_sluices_received_spf_header_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let zone = dir.path().join("spf.zone");
+    std::fs::write(
+        &zone,
+        "$TTL 60\nexample.test. IN TXT \"v=spf1 ip4:127.0.0.1 -all\"\n2.0.0.127.bl.test. IN A 127.0.0.2\n",
+    )
+    .unwrap();
+    let dns = tokio::task::spawn_blocking(move || DnsServer::start(&zone))
+        .await
+        .unwrap();
+    let extra = format!(
+        "[dns]\nresolver = \"127.0.0.1:{}\"\ntimeout = \"1s\"\n[spam]\nenabled = true\nauth = true\n",
+        dns.port
+    );
+    let s = setup(&extra, at_rcpt).await;
+    let mut c = s.client().await;
+    c.cmd("MAIL FROM:<a@example.test>", "250").await;
+    c.cmd("RCPT TO:<user@example.com>", "250").await;
+    c.cmd("RCPT TO:<known@example.com>", "250").await;
+    let r = c.data(&test_message("spf")).await;
+    assert!(r.starts_with("250"), "{r}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.sink.count() < 1 {
+        assert!(Instant::now() < deadline, "{}", s.sink.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let msg = String::from_utf8_lossy(&s.sink.messages()[0]).into_owned();
+    assert_eq!(msg.matches("Received-SPF:").count(), 1, "{msg}");
+    assert!(
+        msg.contains(
+            "Received-SPF: pass (mx.test.example: example.test gives pass for 127.0.0.1) client-ip=127.0.0.1; \
+             envelope-from=\"a@example.test\"; helo=client.example; receiver=mx.test.example; identity=mailfrom"
+        ),
+        "{msg}"
+    );
     s.relay.unwrap().stop().await;
 }
 

@@ -21,7 +21,9 @@ pub(super) fn listen(
         return Ok(Vec::new());
     };
     let bans = firewall.map(|f| f as Arc<dyn ConnectionFilter>);
-    let server = Arc::new(PolicyServer::new(front, bans, cfg.clone()));
+    // SPF for `Received-SPF:` when the spam filter's authentication is on.
+    let spf = super::authenticator(&core.config, false, None)?;
+    let server = Arc::new(PolicyServer::new(front, bans, spf, cfg.clone()));
     let mut addrs = Vec::new();
     for addr in cfg.listen {
         let l = crate::listener::bind(addr).map_err(|e| super::bind_error("policy_server.listen", addr, &e))?;
