@@ -472,3 +472,134 @@ async fn sluice_policy_serves_only_the_policy_protocol() {
     };
     assert!(status.success(), "{status}");
 }
+
+fn run(args: &[&str]) -> String {
+    let out = std::process::Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace (and the veth pair in it) and a child process of
+/// the test, removed when it ends, even by a panic.
+struct NetnsWith {
+    ns: String,
+    child: Option<std::process::Child>,
+}
+
+impl Drop for NetnsWith {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .status();
+    }
+}
+
+/// The ban reaches the kernel: `sluice policy` runs in a network namespace
+/// with the nftables exporter, reached by the Postfix of the root
+/// namespace over a veth pair; a flood of unknown recipients through
+/// Postfix (from a client Postfix names by XCLIENT) puts the client in
+/// the namespace's nft set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_through_postfix_puts_the_client_in_an_nft_set() {
+    let id = std::process::id() % 100_000;
+    let (ns, vr, vs) = (format!("slpol{id}"), format!("slpr{id}"), format!("slps{id}"));
+    let net = 16 + (id % 200);
+    let (root_ip, srv_ip) = (format!("10.214.{net}.1"), format!("10.214.{net}.2"));
+    run(&["ip", "netns", "add", &ns]);
+    let mut guard = NetnsWith {
+        ns: ns.clone(),
+        child: None,
+    };
+    run(&["ip", "link", "add", &vr, "type", "veth", "peer", "name", &vs]);
+    run(&["ip", "link", "set", &vs, "netns", &ns]);
+    run(&["ip", "addr", "add", &format!("{root_ip}/30"), "dev", &vr]);
+    run(&["ip", "-n", &ns, "addr", "add", &format!("{srv_ip}/30"), "dev", &vs]);
+    run(&["ip", "link", "set", &vr, "up"]);
+    run(&["ip", "-n", &ns, "link", "set", &vs, "up"]);
+    run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+
+    let sink = tokio::task::spawn_blocking(SmtpSink::start).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("recipients"), TABLE).unwrap();
+    let cfg = dir.path().join("sluice.toml");
+    let toml = base_toml(&format!("smtp://127.0.0.1:{}", sink.port))
+        .replace("[metrics]\nlisten = \"127.0.0.1:0\"\n", "")
+        + &format!(
+            "[policy_server]\nlisten = [\"{srv_ip}:10023\"]\n\
+             [firewall]\nexporter = \"nft\"\nflush_interval = \"100ms\"\n\
+             [firewall.rules.unknown_user]\ncount = 3\nwindow = \"1m\"\nban = \"1h\"\n\
+             [metrics]\nenabled = false\n"
+        );
+    std::fs::write(&cfg, toml).unwrap();
+    guard.child = Some(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_sluice"), "policy", "--config"])
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("sluice.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let policy: SocketAddr = format!("{srv_ip}:10023").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(policy).await.is_err() {
+        let log = std::fs::read_to_string(dir.path().join("sluice.log")).unwrap_or_default();
+        assert!(Instant::now() < deadline, "sluice policy did not listen: {log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let lines = format!(
+        "smtpd_recipient_restrictions = reject_unauth_destination, check_policy_service {{ inet:{policy}, timeout=10s, default_action=DUNNO }}"
+    );
+    let sink_port = sink.port;
+    let postfix = tokio::task::spawn_blocking(move || {
+        let mut pf = Postfix::start(sink_port);
+        reconfigure(&mut pf, &lines);
+        pf
+    })
+    .await
+    .unwrap();
+    let mut c = Client::connect(SocketAddr::from(([127, 0, 0, 1], postfix.port))).await;
+    c.expect("220").await;
+    c.cmd("XCLIENT ADDR=192.0.2.77 NAME=[UNAVAILABLE]", "220").await;
+    c.cmd("EHLO flood.example", "250").await;
+    c.cmd("MAIL FROM:<a@flood.example>", "250").await;
+    for i in 0..3 {
+        c.cmd(&format!("RCPT TO:<nobody{i}@example.com>"), "550 5.1.1").await;
+    }
+    let set = || {
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "nft",
+                "list",
+                "set",
+                "inet",
+                "sluice",
+                "banned_v4",
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !set().contains("192.0.2.77") {
+        let log = std::fs::read_to_string(dir.path().join("sluice.log")).unwrap_or_default();
+        assert!(Instant::now() < deadline, "not in the nft set: {}\n{log}", set());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = c.cmd("RCPT TO:<user@example.com>", "554 5.7.1").await;
+    assert!(r.contains("Your address is banned here"), "{r}");
+    drop(guard);
+    drop(postfix);
+}
