@@ -174,7 +174,9 @@ impl PolicyServer {
         }
         if !txn.connected {
             txn.connected = true;
-            known_names(&txn.ctx, q);
+            if shared.config.helo.fcrdns != crate::policy::helo::Action::Off {
+                known_names(&txn.ctx, q);
+            }
             if let Some(a) = txn.run(shared, q, Stage::Connect, true).await {
                 return a;
             }

@@ -1,9 +1,11 @@
 //! sluice as the policy server of a real Postfix (`check_policy_service`
 //! in front of smtp-sink): Postfix's replies carry sluice's decisions for
 //! an unknown recipient, a DNS-listed client, a greylisted triplet and a
-//! rate-limited client; a flood of unknown recipients through Postfix gets
-//! the client banned; with sluice stopped, Postfix's default action
-//! applies and nothing hangs.
+//! rate-limited client, and its `Received-SPF:` header; a flood of unknown
+//! recipients through Postfix gets the client banned (in the ban list, and
+//! in an nft set in a network namespace); with sluice stopped, Postfix's
+//! default action applies and nothing hangs. The protocol itself: what
+//! sluice cannot read gets DUNNO on the same connection; `sluice policy`.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
