@@ -84,7 +84,8 @@ for conns in $CONNS; do
       before=$(cpu_ticks "$pid")
       res=$("$OUT/policy_client" 127.0.0.1 "$port" "$conns" "$DURATION" "$CLIENTS" user@example.com)
       after=$(cpu_ticks "$pid")
-      echo "{\"server\": \"$server\", \"conns\": $conns, \"run\": $run, \"cpu_s\": $(echo "($after - $before) / $TICK" | bc -l), \"client\": $res}" \
+      cpu=$(awk -v a="$after" -v b="$before" -v t="$TICK" 'BEGIN { printf "%.3f", (a - b) / t }')
+      echo "{\"server\": \"$server\", \"conns\": $conns, \"run\": $run, \"cpu_s\": $cpu, \"client\": $res}" \
         | tee -a "$OUT/results.jsonl"
     done
   done
