@@ -7,7 +7,8 @@
 //!
 //! - [`proto`]: the SMTP wire protocol, sans I/O: command parser, typed
 //!   replies (every reply sluice gives is built in `proto::reply`),
-//!   line/DATA/BDAT receivers, addresses. No tokio; fuzzed.
+//!   line/DATA/BDAT receivers, addresses, and `proto::policy` (Postfix's
+//!   policy delegation requests and access(5) answers). No tokio; fuzzed.
 //! - [`mail`]: the shared vocabulary: the envelope (what the spool stores
 //!   and delivery reads), dates and the clock.
 //! - [`config`]: plain data, one file per section of the TOML file
@@ -73,6 +74,10 @@
 //!   control socket.
 //! - [`smtp`]: the session: drives `proto` over a stream, one handler per
 //!   verb, asks the checks and the pipeline, replies.
+//! - [`policy_server`]: `[policy_server]` and `sluice policy`: Postfix's
+//!   `check_policy_service` requests turned into the session's stages and
+//!   asked of the same [`policy::CheckChain`] (bans first); refusals are
+//!   the front end's events with `"via":"policy"` and access(5) answers.
 //! - [`listener`]: accept loop, connection limit, the connection filters,
 //!   the PROXY protocol header on listeners behind a load balancer (the
 //!   client it names is the client from then on; parsed sans I/O in
@@ -117,6 +122,8 @@
 //! EventBus ─emit─► Metrics (counters, synchronously)
 //!          └─► event log (JSON lines) │ Firewall (bans) ─► Exporters
 //! Status listener: /metrics /healthz /readyz / (status page) /api/status
+//! Postfix ─check_policy_service─► policy_server ─► bans, CheckChain
+//!   (the stages a session would have run) ─► access(5) action + Event
 //! ```
 #![forbid(unsafe_code)]
 #![warn(clippy::large_futures)]
@@ -134,6 +141,7 @@ pub mod mail;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;
+pub mod policy_server;
 pub mod proto;
 pub mod quarantine;
 pub mod scan;

@@ -129,6 +129,7 @@ fn refuse(
         evidence,
     } = refusal;
     shared.events.emit(Event::ConnectRejected {
+        via: crate::events::Via::Smtp,
         session: 0,
         ip,
         reason,

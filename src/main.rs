@@ -55,6 +55,17 @@ enum Cmd {
     /// reload`).
     #[command(after_help = "Example:\n  sluice serve --config /etc/sluice/sluice.toml")]
     Serve,
+    /// Run only the Postfix policy server (`[policy_server]`).
+    ///
+    /// As `serve`, with the same configuration file, but without the SMTP
+    /// listeners (`server.listen`): only Postfix's `check_policy_service`
+    /// requests are answered, with the same checks, events, metrics and
+    /// bans. `[policy_server]` may be left out (it listens on
+    /// 127.0.0.1:10023 then).
+    #[command(after_help = "Example:\n  sluice policy --config /etc/sluice/sluice.toml\n\n\
+        In Postfix's main.cf:\n  smtpd_recipient_restrictions = reject_unauth_destination,\n    \
+        check_policy_service { inet:127.0.0.1:10023, timeout=10s, default_action=DUNNO }")]
+    Policy,
     /// Make the running daemon re-read and apply its configuration file.
     ///
     /// As SIGHUP does, and says what happened: applied (settings that need
@@ -420,7 +431,8 @@ fn main() -> ExitCode {
                 .map(|pages| pages.iter().for_each(|p| println!("{}", p.display())))
                 .map_err(|e| anyhow::anyhow!("{}: {e}", out.display())),
         ),
-        Cmd::Serve => run_server(config.as_ref()),
+        Cmd::Serve => run_server(config.as_ref(), false),
+        Cmd::Policy => run_server(config.as_ref(), true),
         Cmd::Reload => with_config(config.as_ref(), |c| async move { reload(&c).await }),
     }
 }
@@ -489,12 +501,19 @@ fn scan(
 }
 
 /// `sluice serve`: every file loaded first (exit 64 when one fails), then
-/// serve until SIGTERM/SIGINT.
-fn run_server(path: Option<&PathBuf>) -> ExitCode {
-    let (config, pre) = match load_checked(path) {
+/// serve until SIGTERM/SIGINT. `policy_only` (`sluice policy`): the
+/// policy server without the SMTP listeners.
+fn run_server(path: Option<&PathBuf>, policy_only: bool) -> ExitCode {
+    let (mut config, pre) = match load_checked(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if policy_only {
+        config.server.listen.clear();
+        config
+            .policy_server
+            .get_or_insert_with(sluice::config::policy_server::PolicyServerConfig::defaults);
+    }
     sluice::logging::init(&config.log);
     for w in config.warnings() {
         tracing::warn!("configuration: {w}");
@@ -549,7 +568,13 @@ async fn serve(config: Config, pre: sluice::app::Preflight, path: Option<PathBuf
     // log.events says, and its default action would end the process.
     let _usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
     let running = sluice::app::start_with(config, pre, path).await?;
-    cli::systemd::ready(&running.local_addrs);
+    let listening: Vec<_> = running
+        .local_addrs
+        .iter()
+        .chain(&running.policy_addrs)
+        .copied()
+        .collect();
+    cli::systemd::ready(&listening);
     let mut watchdog = cli::systemd::Watchdog::from_env();
     loop {
         tokio::select! {

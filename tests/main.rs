@@ -14,6 +14,7 @@ mod front; // in front of a real Postfix and Dovecot: drift, DSNs, XFORWARD/XCLI
 mod metrics; // /metrics scrape after real traffic, promtool, event log, health, sluice check, status page in Chromium
 mod nexthop; // next-hop client conformance against a scripted server
 mod policy; // pre-DATA checks against a real DNS server (DNSBL, RHSBL, allowlist)
+mod postfix_policy; // sluice as the policy server (check_policy_service) of a real Postfix: unknown user, DNSBL, greylisting, rates, SPF, bans (nft set in a netns), sluice stopped
 mod queue; // sluice queue list/hold/delete/flush/release against the running binary
 mod regression; // one test per fixed bug, named by what broke, with the commit that fixed it
 mod reload; // sluice reload and SIGHUP under open sessions: thresholds, DNS lists, restart-only keys

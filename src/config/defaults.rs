@@ -114,6 +114,18 @@ pub const POLICY_GREET_DELAY: &str = "0s";
 /// `policy.reject_early_talkers`
 pub const POLICY_REJECT_EARLY_TALKERS: bool = true;
 
+// [policy_server]
+/// `policy_server.listen`
+pub const POLICY_SERVER_LISTEN: &[&str] = &["127.0.0.1:10023"];
+/// `policy_server.idle_timeout`
+pub const POLICY_SERVER_IDLE_TIMEOUT: &str = "10m";
+/// `policy_server.check_timeout`
+pub const POLICY_SERVER_CHECK_TIMEOUT: &str = "10s";
+/// `policy_server.max_request_size`
+pub const POLICY_SERVER_MAX_REQUEST_SIZE: u64 = 16384;
+/// `policy_server.max_attributes`
+pub const POLICY_SERVER_MAX_ATTRIBUTES: u64 = 100;
+
 // [recipients]
 /// `recipients.domains`
 pub const RECIPIENTS_DOMAINS: &[&str] = &["example.com"];

@@ -62,6 +62,7 @@ pub fn filled(raw: RawConfig) -> RawConfig {
         metrics,
         stress,
         cluster,
+        policy_server,
     } = raw;
     let server = RawServer {
         listen: server
@@ -212,6 +213,13 @@ pub fn filled(raw: RawConfig) -> RawConfig {
         min_duration: stress.min_duration.or_else(|| s(d::STRESS_MIN_DURATION)),
         check_interval: stress.check_interval.or_else(|| s(d::STRESS_CHECK_INTERVAL)),
     };
+    let policy_server = policy_server.map(|p| RawPolicyServer {
+        listen: p.listen.or_else(|| list(d::POLICY_SERVER_LISTEN)),
+        idle_timeout: p.idle_timeout.or_else(|| s(d::POLICY_SERVER_IDLE_TIMEOUT)),
+        check_timeout: p.check_timeout.or_else(|| s(d::POLICY_SERVER_CHECK_TIMEOUT)),
+        max_request_size: p.max_request_size.or(Some(d::POLICY_SERVER_MAX_REQUEST_SIZE)),
+        max_attributes: p.max_attributes.or(Some(d::POLICY_SERVER_MAX_ATTRIBUTES)),
+    });
     RawConfig {
         server,
         timeouts,
@@ -234,6 +242,7 @@ pub fn filled(raw: RawConfig) -> RawConfig {
         metrics,
         stress,
         cluster,
+        policy_server,
     }
 }
 

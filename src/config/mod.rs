@@ -12,6 +12,7 @@ pub mod greylist;
 pub mod helo;
 mod output;
 mod policy;
+pub mod policy_server;
 pub mod raw;
 mod recipients;
 mod relay;
@@ -85,6 +86,8 @@ pub struct Config {
     pub stress: Stress,
     /// `None` without `[cluster]`: the state stays in this process.
     pub cluster: Option<cluster::ClusterConfig>,
+    /// `None` without `[policy_server]`.
+    pub policy_server: Option<policy_server::PolicyServerConfig>,
 }
 
 impl Config {
@@ -201,6 +204,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         scan: scan::validate_scan(raw.scan, base, &spool.dir)?,
         spam: spam::validate_spam(raw.spam, base)?,
         cluster: cluster::validate_cluster(raw.cluster, &server.hostname)?,
+        policy_server: policy_server::validate_policy_server(raw.policy_server)?,
         firewall,
         kernel_names,
         policy,

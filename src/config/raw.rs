@@ -52,6 +52,25 @@ pub struct RawConfig {
     pub stress: RawStress,
     /// Shared state across nodes; absent: each node keeps its own.
     pub cluster: Option<RawCluster>,
+    /// Postfix's policy delegation protocol; absent: off.
+    pub policy_server: Option<RawPolicyServer>,
+}
+
+/// `[policy_server]`: the pre-DATA checks for an existing Postfix
+/// (`check_policy_service inet:127.0.0.1:10023`).
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicyServer {
+    /// Addresses to listen on; keep them private. Default ["127.0.0.1:10023"].
+    pub listen: Option<Vec<String>>,
+    /// A connection idle this long is closed. Default "10m".
+    pub idle_timeout: Option<String>,
+    /// The longest the checks take for one request, then DUNNO. Default "10s".
+    pub check_timeout: Option<String>,
+    /// Octets in one request; larger: DUNNO. Default 16384.
+    pub max_request_size: Option<u64>,
+    /// Attributes in one request; more: DUNNO. Default 100.
+    pub max_attributes: Option<u64>,
 }
 
 /// `[cluster]`: per-client state shared by several nodes in Valkey/Redis.

@@ -39,7 +39,23 @@ impl Config {
         self.warn_clamd(&mut w);
         self.warn_spam(&mut w);
         self.warn_firewall(&mut w);
+        self.warn_policy_server(&mut w);
         w
+    }
+
+    /// The policy protocol has no authentication: whoever reaches the
+    /// listener may ask which recipients exist and feed greylisting.
+    fn warn_policy_server(&self, w: &mut Vec<Warning>) {
+        let Some(p) = &self.policy_server else { return };
+        for addr in p.listen.iter().filter(|a| !a.ip().is_loopback()) {
+            w.push(Warning::new(
+                "policy_server.listen",
+                format!(
+                    "{addr} is not a loopback address: the policy protocol has no authentication, so whoever \
+                     reaches it may ask which recipients exist (firewall it to your Postfix hosts)"
+                ),
+            ));
+        }
     }
 
     /// `firewall.ports` limits the kernel's drop; without a kernel
@@ -310,6 +326,10 @@ mod tests {
             (
                 "[clamd]\nendpoints = [\"tcp://127.0.0.1:3310\"]\nmax_size = 1000000",
                 "clamd.max_size: 1000000 is below server.max_message_size (26214400): larger messages are accepted, then their virus scan fails (scan.on_failure)",
+            ),
+            (
+                "[policy_server]\nlisten = [\"127.0.0.1:10023\", \"0.0.0.0:10023\"]",
+                "policy_server.listen: 0.0.0.0:10023 is not a loopback address: the policy protocol has no authentication, so whoever reaches it may ask which recipients exist (firewall it to your Postfix hosts)",
             ),
             (
                 "[firewall]\nports = [25]",

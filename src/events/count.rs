@@ -116,6 +116,7 @@ mod tests {
     fn rcpt_rejections_count_by_result_and_reason() {
         let m = Metrics::new();
         let rej = |reason, reply| Event::RcptRejected {
+            via: crate::events::Via::Smtp,
             tx: Default::default(),
             id: String::new(),
             session: 1,

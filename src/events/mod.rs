@@ -106,6 +106,23 @@ impl Tx {
     }
 }
 
+/// Which of sluice's doors a decision came through: its own SMTP
+/// listener, or Postfix's policy delegation (`[policy_server]`). In the
+/// event log `"via"` is written only when it is not the SMTP listener.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    #[default]
+    Smtp,
+    Policy,
+}
+
+impl Via {
+    pub fn is_smtp(&self) -> bool {
+        *self == Via::Smtp
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case", tag = "event")]
 pub enum Event {
@@ -122,6 +139,8 @@ pub enum Event {
     /// The client was refused at connect (limits, a check at connect).
     ConnectRejected {
         session: u64,
+        #[serde(default, skip_serializing_if = "Via::is_smtp")]
+        via: Via,
         ip: IpAddr,
         reason: Reason,
         #[serde(serialize_with = "reason::reply_text")]
@@ -131,6 +150,8 @@ pub enum Event {
     /// HELO/EHLO refused (HELO checks).
     HeloRejected {
         session: u64,
+        #[serde(default, skip_serializing_if = "Via::is_smtp")]
+        via: Via,
         ip: IpAddr,
         helo: String,
         reason: Reason,
@@ -141,6 +162,8 @@ pub enum Event {
     /// MAIL FROM refused or deferred (rate limits).
     MailRejected {
         session: u64,
+        #[serde(default, skip_serializing_if = "Via::is_smtp")]
+        via: Via,
         ip: IpAddr,
         #[serde(flatten)]
         tx: Tx,
@@ -152,6 +175,8 @@ pub enum Event {
     /// RCPT TO refused or deferred: unknown user, DNSBL, greylisting, ...
     RcptRejected {
         session: u64,
+        #[serde(default, skip_serializing_if = "Via::is_smtp")]
+        via: Via,
         ip: IpAddr,
         rcpt: String,
         /// The transaction's queue id.

@@ -313,6 +313,7 @@ mod tests {
             json(&e)
         );
         let e = Event::RcptRejected {
+            via: crate::events::Via::Smtp,
             tx: Default::default(),
             id: String::new(),
             session: 3,

@@ -524,6 +524,7 @@ mod tests {
     #[test]
     fn offences_from_events() {
         let rcpt = Event::RcptRejected {
+            via: crate::events::Via::Smtp,
             tx: Default::default(),
             id: String::new(),
             session: 1,
@@ -535,6 +536,7 @@ mod tests {
         };
         assert_eq!(Offence::of(&rcpt), Some((ip("192.0.2.1"), Offence::UnknownUser)));
         let grey = Event::RcptRejected {
+            via: crate::events::Via::Smtp,
             tx: Default::default(),
             id: String::new(),
             session: 1,
@@ -546,6 +548,7 @@ mod tests {
         };
         assert_eq!(Offence::of(&grey), None, "greylisting is not an offence");
         let probes = Event::RcptRejected {
+            via: crate::events::Via::Smtp,
             tx: Default::default(),
             id: String::new(),
             session: 1,

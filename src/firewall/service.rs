@@ -662,6 +662,7 @@ mod tests {
 
     fn unknown_user(ip: &str) -> Event {
         Event::RcptRejected {
+            via: crate::events::Via::Smtp,
             tx: Default::default(),
             id: String::new(),
             session: 1,

@@ -94,10 +94,15 @@ impl Check for HeloCheck {
             }
             match stage {
                 Stage::Connect => {
-                    if let (Some(r), true) = (&self.resolver, self.policy.fcrdns != Action::Off) {
+                    let mut st = ctx.fcrdns.lock().unwrap_or_else(|p| p.into_inner());
+                    // Already known (the policy server is told the names
+                    // Postfix found): no lookup of our own.
+                    if let (Some(r), true, FcrdnsState::NotStarted) =
+                        (&self.resolver, self.policy.fcrdns != Action::Off, &*st)
+                    {
                         let (r, ip, t) = (r.clone(), ctx.ip, self.timeout);
                         let task = tokio::spawn(async move { fcrdns(&*r, ip, t).await });
-                        *ctx.fcrdns.lock().unwrap_or_else(|p| p.into_inner()) = FcrdnsState::Pending(task);
+                        *st = FcrdnsState::Pending(task);
                     }
                 }
                 Stage::Helo(helo) => {

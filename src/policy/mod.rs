@@ -103,6 +103,76 @@ impl SessionCtx {
     }
 }
 
+/// Where a refusal by the checks was decided, for its event.
+pub struct Refused {
+    pub via: crate::events::Via,
+    pub session: u64,
+    pub ip: IpAddr,
+    /// The transaction's queue id (empty before one is known).
+    pub id: String,
+    pub tx: crate::events::Tx,
+}
+
+impl Refused {
+    /// The event for a refusal at `stage` by `check` (one kind per stage),
+    /// the same whichever door the client came through.
+    pub fn event(self, stage: &Stage<'_>, check: &str, refusal: Refusal) -> crate::events::Event {
+        use crate::events::Event;
+        let Refused {
+            via,
+            session,
+            ip,
+            id,
+            tx,
+        } = self;
+        let Refusal {
+            reply,
+            reason,
+            evidence,
+        } = refusal;
+        let evidence = format!("{check}: {evidence}");
+        match stage {
+            Stage::Connect => Event::ConnectRejected {
+                session,
+                via,
+                ip,
+                reason,
+                reply,
+                evidence,
+            },
+            Stage::Helo(h) => Event::HeloRejected {
+                session,
+                via,
+                ip,
+                helo: h.to_string(),
+                reason,
+                reply,
+                evidence,
+            },
+            Stage::MailFrom { .. } => Event::MailRejected {
+                session,
+                via,
+                ip,
+                tx,
+                reason,
+                reply,
+                evidence,
+            },
+            Stage::RcptTo { rcpt, .. } => Event::RcptRejected {
+                session,
+                via,
+                ip,
+                rcpt: rcpt.to_string(),
+                id,
+                tx,
+                reason,
+                reply,
+                evidence,
+            },
+        }
+    }
+}
+
 /// One pre-DATA check. Stages it does not care about return `Continue`.
 pub trait Check: Send + Sync {
     fn name(&self) -> &'static str;

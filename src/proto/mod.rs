@@ -6,6 +6,7 @@
 
 pub mod address;
 pub mod command;
+pub mod policy;
 pub mod proxy;
 pub mod receiver;
 pub mod reply;

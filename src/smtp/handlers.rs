@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::session::{Mode, Session, Step, Transaction};
-use crate::events::{ContentKind, Event, Reason, Refusal, ScanMode, Tx};
+use crate::events::{ContentKind, Event, Reason, Refusal, ScanMode, Tx, Via};
 use crate::mail::date::{now_secs, rfc5322_date};
 use crate::mail::envelope::{Envelope, Recipient};
 use crate::pipeline::{Arrived, Outcome, STREAM_BATCH};
@@ -424,51 +424,24 @@ impl Session {
     /// and an event.
     pub(super) async fn run_checks(&mut self, stage: Stage<'_>) -> Option<Reply> {
         let verdict = self.shared.checks.run(&stage, &self.ctx).await?;
-        let Refusal {
-            reply,
-            reason,
-            evidence,
-        } = match verdict.decision {
+        let refusal = match verdict.decision {
             Decision::Continue => return None,
             Decision::Reject(r) | Decision::Defer(r) => r,
         };
-        let (session, ip, r) = (self.id, self.peer.ip(), reply.clone());
-        let evidence = format!("{}: {evidence}", verdict.check);
-        self.shared.events.emit(match &stage {
-            Stage::Connect => Event::ConnectRejected {
-                session,
-                ip,
-                reason,
-                reply: r,
-                evidence,
-            },
-            Stage::Helo(h) => Event::HeloRejected {
-                session,
-                ip,
-                helo: h.to_string(),
-                reason,
-                reply: r,
-                evidence,
-            },
-            Stage::MailFrom { from, .. } => Event::MailRejected {
-                session,
-                ip,
-                tx: self.tx_info(*from),
-                reason,
-                reply: r,
-                evidence,
-            },
-            Stage::RcptTo { rcpt, .. } => Event::RcptRejected {
-                session,
-                ip,
-                rcpt: rcpt.to_string(),
-                id: self.tx.as_ref().map(|t| t.id.clone()).unwrap_or_default(),
-                tx: self.tx_info(self.tx.as_ref().and_then(|t| t.mail_from.as_ref())),
-                reason,
-                reply: r,
-                evidence,
-            },
+        let reply = refusal.reply.clone();
+        let tx = self.tx_info(match &stage {
+            Stage::MailFrom { from, .. } => *from,
+            _ => self.tx.as_ref().and_then(|t| t.mail_from.as_ref()),
         });
+        let id = self.tx.as_ref().map(|t| t.id.clone()).unwrap_or_default();
+        let at = crate::policy::Refused {
+            via: Via::Smtp,
+            session: self.id,
+            ip: self.peer.ip(),
+            id,
+            tx,
+        };
+        self.shared.events.emit(at.event(&stage, verdict.check, refusal));
         Some(reply)
     }
 }

@@ -207,6 +207,24 @@ impl Authenticator {
         }
     }
 
+    /// SPF alone (MAIL FROM, or the HELO identity for `<>`), before the
+    /// message exists (the policy server's `Received-SPF:`): the result
+    /// word, `temperror` past the deadline.
+    pub async fn spf(&self, ctx: &AuthContext<'_>) -> &'static str {
+        let (deadline, _) = self.deadline(ctx);
+        let c = &*self.caches;
+        let params = Parameters::new(ctx.spf_parameters(&self.authserv_id))
+            .with_txt_cache(&c.txt)
+            .with_mx_cache(&c.mx)
+            .with_ipv4_cache(&c.ipv4)
+            .with_ipv6_cache(&c.ipv6)
+            .with_ptr_cache(&c.ptr);
+        match tokio::time::timeout_at(deadline, Box::pin(self.inner.verify_spf(params))).await {
+            Ok(out) => spf_word(out.result()),
+            Err(_) => "temperror",
+        }
+    }
+
     /// DMARC for the From domain of `msg` (with the SPF and DKIM results),
     /// if it answers before `deadline`; adds its entry to `infos` and
     /// returns the result and the policy that applies.

@@ -612,6 +612,7 @@ mod tests {
         let h = History::new(m.clone(), Vec::new(), Watch::default(), "mx".into());
         h.sample(100);
         let rej = Event::RcptRejected {
+            via: crate::events::Via::Smtp,
             tx: Default::default(),
             id: String::new(),
             session: 1,
