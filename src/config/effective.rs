@@ -545,6 +545,7 @@ mod tests {
                     c.scan.max_held,
                     &c.scan.quarantine_dir
                 ),
+                (c.scan.unscannable, &c.scan.archives),
             )
         )
     }
