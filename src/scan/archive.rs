@@ -253,6 +253,7 @@ impl Walk<'_> {
             // A RAR self-extractor: its names, leniently (the stub is
             // banned as an executable anyway).
             if let Some(off) = rar::find(data, RAR_SFX).filter(|_| depth < self.limits.max_depth) {
+                self.out.archives += 1;
                 let max = self.limits.max_entries.saturating_add(1);
                 for n in rar::list(&data[off..], max).map(|l| l.names).unwrap_or_default() {
                     if !self.name(n) {

@@ -108,9 +108,8 @@ fn names4(raw: &[u8], unicode: bool, max: usize, names: &mut Vec<String>) {
     if let Some(enc) = encoded {
         let wide = decode_unicode(ascii, enc);
         push(names, max, String::from_utf16_lossy(&wide));
-    } else if unicode {
-        // FHD_UNICODE without a NUL: the name is UTF-8 (RAR 3.x+).
     }
+    // FHD_UNICODE without a NUL: the name was UTF-8, listed above.
 }
 
 /// RAR 4's encoded Unicode name: a high byte, then groups of four 2-bit
@@ -181,9 +180,8 @@ fn list5(data: &[u8], max: usize) -> RarListing {
         ..Default::default()
     };
     let mut pos = SIG5.len();
-    loop {
-        // CRC32, header size, then the header (type, flags, ...).
-        let Some((size, body)) = vint(data, pos + 4) else { break };
+    // CRC32, header size, then the header (type, flags, ...).
+    while let Some((size, body)) = vint(data, pos + 4) {
         let Some(end) = usize::try_from(size).ok().and_then(|s| body.checked_add(s)) else {
             break;
         };

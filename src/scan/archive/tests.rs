@@ -336,3 +336,38 @@ fn scanner_limit_answers_are_unscannable_not_viruses() {
     assert_eq!(scanner_unscannable("Eicar-Signature"), None);
     assert_eq!(scanner_unscannable("Win.Test.EICAR_HDB-1"), None);
 }
+
+/// Writes the fuzz target's seeds (one generated archive per format) to
+/// `$SLUICE_WRITE_SEEDS`: `SLUICE_WRITE_SEEDS=fuzz/seeds/archive_list
+/// cargo nextest run --run-ignored only -E 'test(write_fuzz_seeds)'`.
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let dir = std::path::PathBuf::from(std::env::var("SLUICE_WRITE_SEEDS").unwrap());
+    std::fs::create_dir_all(&dir).unwrap();
+    let files: &[(&str, &[u8])] = &[("readme.txt", b"hello"), ("docs/invoice.exe", EVIL)];
+    let t = tar(files);
+    let seeds: Vec<(&str, Vec<u8>)> = vec![
+        ("zip", zip(files)),
+        ("nested.zip", zip(&[("inner.zip", &zip(files))])),
+        ("encrypted.zip", encrypt_flag(zip(files))),
+        ("tar", t.clone()),
+        ("tgz", gz(&t, Some("files.tar"))),
+        ("tar.bz2", bz2(&t)),
+        ("tar.xz", xz(&t)),
+        ("7z", sevenz(files)),
+        ("cab", cab(files)),
+        (
+            "rar4",
+            rar_build::rar4(&[("readme.txt", b"hello", false), ("b.exe", EVIL, true)], false),
+        ),
+        (
+            "rar5",
+            rar_build::rar5(&[("readme.txt", b"hello", false), ("b.exe", EVIL, true)], false),
+        ),
+        ("bomb.zip", zip_bomb(2 << 20)),
+    ];
+    for (name, data) in seeds {
+        std::fs::write(dir.join(name), data).unwrap();
+    }
+}
