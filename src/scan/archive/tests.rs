@@ -3,6 +3,8 @@
 
 use std::io::{Cursor, Write};
 
+use crate::events::UnscannableAction;
+
 use super::*;
 
 fn limits() -> ArchiveLimits {
@@ -370,4 +372,64 @@ fn write_fuzz_seeds() {
     for (name, data) in seeds {
         std::fs::write(dir.join(name), data).unwrap();
     }
+}
+
+/// A message carrying `file` as a base64 attachment named `name`.
+fn mail_with(name: &str, file: &[u8]) -> Vec<u8> {
+    let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = String::new();
+    for chunk in file.chunks(3) {
+        let n = chunk.iter().fold(0u32, |a, &b| (a << 8) | u32::from(b)) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            b64.push(if i <= chunk.len() {
+                table[((n >> (18 - 6 * i)) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    let mut m = format!(
+        "From: a@example.org\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+         --b\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b\r\nContent-Type: application/octet-stream; name=\"{name}\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n"
+    );
+    for line in b64.as_bytes().chunks(76) {
+        m.push_str(std::str::from_utf8(line).unwrap());
+        m.push_str("\r\n");
+    }
+    m.push_str("--b--\r\n");
+    m.into_bytes()
+}
+
+#[tokio::test]
+async fn the_content_filter_applies_names_and_the_policy() {
+    use crate::scan::{ContentFilter, Inspected, ScanConfig, Verdict};
+    let filter = |action| {
+        let cfg = ScanConfig {
+            unscannable: action,
+            ..ScanConfig::default()
+        };
+        ContentFilter::new(cfg, None, 1)
+    };
+    let quarantine = filter(UnscannableAction::Quarantine);
+    let banned = mail_with("files.7z", &sevenz(&[("invoice.exe", EVIL)]));
+    assert_eq!(
+        quarantine.check(&banned).await.unwrap(),
+        Verdict::Banned("banned name \"invoice.exe\" inside an archive".into())
+    );
+    let secret = mail_with("secret.zip", &encrypt_flag(zip(&[("a.txt", b"hello")])));
+    let want = Unscannable {
+        kind: UnscannableKind::Encrypted,
+        what: "encrypted zip archive".into(),
+    };
+    assert_eq!(
+        quarantine.check(&secret).await.unwrap(),
+        Verdict::Unscannable(want.clone())
+    );
+    assert!(matches!(quarantine.inspect(&secret).await.unwrap(), Inspected::Unscannable(u, None) if u == want));
+    // "reject": refused by the local checks already.
+    let reject = filter(UnscannableAction::Reject);
+    assert!(matches!(reject.inspect(&secret).await.unwrap(), Inspected::Refused(Verdict::Unscannable(u)) if u == want));
+    let clean = mail_with("fine.tgz", &gz(&tar(&[("a.txt", b"hello")]), None));
+    assert_eq!(reject.check(&clean).await.unwrap(), Verdict::Clean);
 }
