@@ -250,9 +250,11 @@ impl Walk<'_> {
     /// Opens `data` if it is an archive; `depth` archives enclose it.
     fn blob(&mut self, data: &[u8], depth: usize) {
         let Some(format) = detect(data) else {
-            // A RAR self-extractor: its names, leniently (the stub is
-            // banned as an executable anyway).
-            if let Some(off) = rar::find(data, RAR_SFX).filter(|_| depth < self.limits.max_depth) {
+            // A RAR self-extractor (a Windows program with the archive
+            // after it): its names, leniently (the stub is banned as an
+            // executable anyway). Only programs are searched: cheap.
+            let sfx = data.starts_with(b"MZ") && depth < self.limits.max_depth;
+            if sfx && let Some(off) = rar::find(data, RAR_SFX) {
                 self.out.archives += 1;
                 let max = self.limits.max_entries.saturating_add(1);
                 for n in rar::list(&data[off..], max).map(|l| l.names).unwrap_or_default() {
