@@ -192,6 +192,8 @@ impl Pipeline {
             Err(r) => return Outcome::Refused(r),
         };
         msg.envelope.scan_pending = scan == ScanMode::Deferred;
+        // Accepted for a deferred scan: that scan says it (once).
+        let unscannable = unscannable.filter(|(_, a)| !(scan == ScanMode::Deferred && *a == UnscannableAction::Accept));
         if let Some((u, action)) = unscannable {
             self.events.emit(Event::Unscannable {
                 session: msg.session,
