@@ -329,3 +329,52 @@ async fn clamd_limits_exceeded_is_unscannable_not_a_virus() {
     let r = send(&relay, "small.zip", &zip(&[("small.txt", b"hello")])).await;
     assert!(r.starts_with("250"), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_during_an_outage_an_unscannable_archive_goes_to_the_quarantine_after_its_scan() {
+    let clamd = tokio::task::spawn_blocking(|| Clamd::start(&corpora().join("clamav-db")))
+        .await
+        .unwrap();
+    let proxy = crate::scan::Proxy::start(clamd.port).await;
+    let sink = Sink::start().await;
+    let toml = format!(
+        "[clamd]\nendpoints = [\"tcp://127.0.0.1:{}\"]\ntimeout = \"5s\"\n\
+         [scan]\non_failure = \"hold\"\nretry = \"300ms\"\n",
+        proxy.port
+    );
+    let relay = relay(&sink, &toml).await;
+    let mut events = relay.running().events.subscribe();
+    proxy.set_down(true);
+    let r = send(&relay, "secret.zip", &encrypt_flag(zip(&[("a.txt", b"hello")]))).await;
+    assert!(r.starts_with("250"), "{r}");
+    let id = r.rsplit(' ').next().unwrap().to_string();
+    // Held for its scan: clamd is down, nothing is decided yet.
+    let q = sluice::quarantine::Quarantine::new(relay.path("spool/quarantine"));
+    assert!(q.entry(&id).is_err());
+    proxy.set_down(false);
+    let (mode, action) = wait_event(&mut events, |e| match e {
+        sluice::events::Event::Unscannable {
+            id: i, mode, action, ..
+        } if *i == id => Some((*mode, *action)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (mode, action),
+        (
+            sluice::events::ScanMode::Deferred,
+            sluice::events::UnscannableAction::Quarantine
+        )
+    );
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while q.entry(&id).is_err() {
+        assert!(std::time::Instant::now() < deadline, "not quarantined");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        q.entry(&id).unwrap().reason.to_string(),
+        "unscannable: encrypted zip archive"
+    );
+    assert_eq!(stop_and_pending(relay).await, Vec::<String>::new());
+    assert!(sink.messages().is_empty(), "never delivered");
+}
