@@ -46,7 +46,9 @@
 //!   [`policy::Check`]s run by stage (HELO, DNS lists, rates, recipients
 //!   and call-ahead, greylisting), and `policy::stress` (stress mode).
 //! - [`scan`]: content checks: our own MIME decoding (every plausible
-//!   reading), banned attachments, the [`scan::Scanner`] seam with clamd
+//!   reading), banned attachments, archives opened for the names inside
+//!   and the unscannable policy (`scan::archive`: zip, RAR, 7z, tar, gz,
+//!   bz2, xz, cab; bounded), the [`scan::Scanner`] seam with clamd
 //!   (streamed INSTREAM, failover, ping), admission control and the
 //!   deferred scan of held mail.
 //! - [`spam`]: spam scoring: `spam::view` (the message as rules see it),
@@ -107,7 +109,8 @@
 //!             └─ chunks ─► ScanStream (clamd INSTREAM, bounded channel)
 //!   end of DATA ─► Pipeline::process (pipeline/), under the body budget:
 //!      form (size, lines, header, loop) ─► content: MIME, banned parts,
-//!      virus scan in session or deferred (admission control)
+//!      archives, virus scan in session or deferred (admission control);
+//!      unscannable ─► reject, quarantine or accept (scan.unscannable)
 //!      ─► spam: view + rules + classifier + SPF/DKIM/DMARC
 //!      ─► Spool::store (group commit, fsync) or quarantine
 //!      ─► QueueHandle::enqueue, or the deferred scan

@@ -140,6 +140,16 @@ pub async fn scan_one(
         Err(ScanError::Failed(e)) => return Report::failed(f, e),
         Err(e) => return Report::failed(f, e.to_string()),
         Ok(Verdict::Clean) => {}
+        // `scan.unscannable = "accept"`: noted, then the spam checks.
+        Ok(Verdict::Unscannable(u)) if content.cfg.unscannable == crate::scan::UnscannableAction::Accept => {
+            report.content = Some(u.to_string());
+        }
+        Ok(Verdict::Unscannable(u)) if content.cfg.unscannable == crate::scan::UnscannableAction::Quarantine => {
+            report.verdict = Action::Quarantine.as_str();
+            report.content = Some(u.to_string());
+            report.reasons.push(u.to_string());
+            return report;
+        }
         Ok(v) => {
             report.verdict = Action::Reject.as_str();
             let reason = match v {
@@ -150,6 +160,10 @@ pub async fn scan_one(
                 Verdict::Banned(what) | Verdict::Malformed(what) => {
                     report.content = Some(what.clone());
                     what
+                }
+                Verdict::Unscannable(u) => {
+                    report.content = Some(u.to_string());
+                    u.to_string()
                 }
                 Verdict::Clean => String::new(),
             };

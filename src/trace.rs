@@ -241,6 +241,13 @@ pub fn render(e: &Value) -> String {
         "message_rejected" => format!("{id}refused at end of DATA: {} ({})", s("reply"), reason()),
         "virus_found" => format!("{id}virus {} ({})", s("name"), s("mode")),
         "content_rejected" => format!("{id}{} part: {} ({})", s("kind"), s("what"), s("mode")),
+        "unscannable" => format!(
+            "{id}unscannable ({}): {} -> {} ({})",
+            s("kind"),
+            s("what"),
+            s("action"),
+            s("mode")
+        ),
         "spam_scored" => format!(
             "{id}spam score {} -> {} (rules: {}{})",
             e.get("score").map(Value::to_string).unwrap_or_default(),

@@ -2,6 +2,7 @@
 
 mod util;
 
+mod archive; // names inside generated archives; scan.unscannable with a real clamd
 mod auth; // SPF, DKIM, DMARC against a real DNS server
 mod balancer; // behind a real HAProxy: PROXY protocol v2, the client's address in every event, httpchk /healthz
 mod cli; // check-config / serve exit codes, default config

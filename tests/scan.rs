@@ -202,8 +202,8 @@ async fn hidden_zip_names_are_caught_when_zip_is_banned() {
 
 /// A TCP proxy in front of clamd that can delay replies (a slow scanner)
 /// or refuse connections (a scanner outage).
-struct Proxy {
-    port: u16,
+pub(crate) struct Proxy {
+    pub(crate) port: u16,
     delay: std::sync::Arc<std::sync::atomic::AtomicU64>,
     down: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Octets clients sent through the proxy so far.
@@ -211,7 +211,7 @@ struct Proxy {
 }
 
 impl Proxy {
-    async fn start(target: u16) -> Proxy {
+    pub(crate) async fn start(target: u16) -> Proxy {
         use std::sync::atomic::Ordering;
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
@@ -271,7 +271,7 @@ impl Proxy {
         self.delay.store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
-    fn set_down(&self, down: bool) {
+    pub(crate) fn set_down(&self, down: bool) {
         self.down.store(down, std::sync::atomic::Ordering::Relaxed);
     }
 }

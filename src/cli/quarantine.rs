@@ -95,6 +95,11 @@ pub(crate) async fn quarantine(config: &Config, action: QuarantineCmd) -> Result
                     Ok(sluice::scan::Verdict::Banned(what) | sluice::scan::Verdict::Malformed(what)) => {
                         return Err(refused(what));
                     }
+                    Ok(sluice::scan::Verdict::Unscannable(u)) => {
+                        if filter.cfg.unscannable != sluice::scan::UnscannableAction::Accept {
+                            return Err(refused(u.to_string()));
+                        }
+                    }
                     Err(e) => return Err(refused(format!("its virus scan is pending and failed now: {e}"))),
                 }
             }

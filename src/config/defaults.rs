@@ -166,6 +166,12 @@ pub const RELAY_FORWARD_CLIENT: &str = "auto";
 pub const RELAY_TLS_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 // [scan]
+/// `scan.archive_max_depth`
+pub const SCAN_ARCHIVE_MAX_DEPTH: u64 = 8;
+/// `scan.archive_max_entries`
+pub const SCAN_ARCHIVE_MAX_ENTRIES: u64 = 10_000;
+/// `scan.archive_max_size`
+pub const SCAN_ARCHIVE_MAX_SIZE: u64 = 100 << 20;
 /// `scan.banned_in_archives`
 pub const SCAN_BANNED_IN_ARCHIVES: bool = true;
 /// `scan.latency_budget`
@@ -182,6 +188,8 @@ pub const SCAN_MAX_PARTS: u64 = 1000;
 pub const SCAN_ON_FAILURE: &str = "tempfail";
 /// `scan.retry`
 pub const SCAN_RETRY: &str = "1m";
+/// `scan.unscannable`
+pub const SCAN_UNSCANNABLE: &str = "quarantine";
 
 // [server]
 /// `server.listen`

@@ -191,6 +191,10 @@ pub fn filled(raw: RawConfig) -> RawConfig {
         max_decoded_size: scan.max_decoded_size.or(Some(d::SCAN_MAX_DECODED_SIZE)),
         banned_extensions: scan.banned_extensions.or_else(|| list(DEFAULT_BANNED)),
         banned_in_archives: scan.banned_in_archives.or(Some(d::SCAN_BANNED_IN_ARCHIVES)),
+        unscannable: scan.unscannable.or_else(|| s(d::SCAN_UNSCANNABLE)),
+        archive_max_depth: scan.archive_max_depth.or(Some(d::SCAN_ARCHIVE_MAX_DEPTH)),
+        archive_max_entries: scan.archive_max_entries.or(Some(d::SCAN_ARCHIVE_MAX_ENTRIES)),
+        archive_max_size: scan.archive_max_size.or(Some(d::SCAN_ARCHIVE_MAX_SIZE)),
         on_failure: scan.on_failure.or_else(|| s(d::SCAN_ON_FAILURE)),
         latency_budget: scan.latency_budget.or_else(|| s(d::SCAN_LATENCY_BUDGET)),
         max_held: scan.max_held.or(Some(d::SCAN_MAX_HELD)),
@@ -550,6 +554,7 @@ mod tests {
                     c.scan.max_held,
                     &c.scan.quarantine_dir
                 ),
+                (c.scan.unscannable, &c.scan.archives),
             )
         )
     }

@@ -133,6 +133,16 @@ pub struct RawScan {
     pub banned_extensions: Option<Vec<String>>,
     /// Check names inside zip archives. Default true.
     pub banned_in_archives: Option<bool>,
+    /// Encrypted archives, archive formats neither sluice nor clamd opens,
+    /// archives past the limits below or clamd's: "accept", "quarantine"
+    /// or "reject" (554 5.7.1). Default "quarantine".
+    pub unscannable: Option<String>,
+    /// Archives inside archives opened. Default 8.
+    pub archive_max_depth: Option<u64>,
+    /// Archive entries listed per message. Default 10000.
+    pub archive_max_entries: Option<u64>,
+    /// Octets unpacked from the archives of one message. Default 104857600.
+    pub archive_max_size: Option<u64>,
     /// Scanner down or too slow: "tempfail" (451 4.7.1) or "hold" (accept,
     /// keep in the spool, deliver after a clean scan). Default "tempfail".
     pub on_failure: Option<String>,

@@ -48,6 +48,34 @@ pub struct ScanConfig {
     pub max_held: usize,
     /// Where refused-after-acceptance messages go.
     pub quarantine_dir: PathBuf,
+    /// Encrypted, unknown or too large archives (and clamd's "limits
+    /// exceeded"): accept, quarantine (default) or reject.
+    pub unscannable: UnscannableAction,
+    /// Bounds on opening archives.
+    pub archives: ArchiveLimits,
+}
+
+pub use crate::events::UnscannableAction;
+
+/// Bounds on opening the archives of one message (`scan::archive`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveLimits {
+    /// Archives inside archives opened (a gzip counts as one level).
+    pub max_depth: usize,
+    /// Entries listed, all archives together.
+    pub max_entries: usize,
+    /// Octets unpacked, all archives together.
+    pub max_size: u64,
+}
+
+impl Default for ArchiveLimits {
+    fn default() -> Self {
+        ArchiveLimits {
+            max_depth: defaults::SCAN_ARCHIVE_MAX_DEPTH as usize,
+            max_entries: defaults::SCAN_ARCHIVE_MAX_ENTRIES as usize,
+            max_size: defaults::SCAN_ARCHIVE_MAX_SIZE,
+        }
+    }
 }
 
 impl Default for ScanConfig {
@@ -62,6 +90,8 @@ impl Default for ScanConfig {
             retry: Duration::from_secs(60),
             max_held: 100_000,
             quarantine_dir: Path::new(defaults::SPOOL_DIR).join("quarantine"),
+            unscannable: UnscannableAction::Quarantine,
+            archives: ArchiveLimits::default(),
         }
     }
 }
@@ -152,6 +182,34 @@ pub(super) fn validate_scan(raw: RawScan, base: &Path, spool_dir: &Path) -> Resu
         }
     }
     banned.in_archives = raw.banned_in_archives.unwrap_or(defaults::SCAN_BANNED_IN_ARCHIVES);
+    let unscannable = match raw.unscannable.as_deref().unwrap_or(defaults::SCAN_UNSCANNABLE) {
+        "accept" => UnscannableAction::Accept,
+        "quarantine" => UnscannableAction::Quarantine,
+        "reject" => UnscannableAction::Reject,
+        other => {
+            return Err(ConfigError::new(
+                "scan.unscannable",
+                format!("{other:?}: expected \"accept\", \"quarantine\" or \"reject\""),
+            ));
+        }
+    };
+    let archives = ArchiveLimits {
+        max_depth: positive(
+            "scan.archive_max_depth",
+            raw.archive_max_depth,
+            defaults::SCAN_ARCHIVE_MAX_DEPTH,
+        )?,
+        max_entries: positive(
+            "scan.archive_max_entries",
+            raw.archive_max_entries,
+            defaults::SCAN_ARCHIVE_MAX_ENTRIES,
+        )?,
+        max_size: positive(
+            "scan.archive_max_size",
+            raw.archive_max_size,
+            defaults::SCAN_ARCHIVE_MAX_SIZE,
+        )? as u64,
+    };
     Ok(ScanConfig {
         limits: Limits {
             max_depth: positive("scan.max_depth", raw.max_depth, defaults::SCAN_MAX_DEPTH)?,
@@ -173,5 +231,7 @@ pub(super) fn validate_scan(raw: RawScan, base: &Path, spool_dir: &Path) -> Resu
             Some(d) => resolve(base, &d),
             None => spool_dir.join("quarantine"),
         },
+        unscannable,
+        archives,
     })
 }

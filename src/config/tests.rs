@@ -64,6 +64,9 @@ fn errors_name_the_dotted_key() {
         ("[server]\nmax_message_size = 0", "server.max_message_size"),
         ("[server]\nmax_recipients = \"ten\"", "server.max_recipients"),
         ("[server]\nbogus = 1", "server.bogus"),
+        ("[scan]\nunscannable = \"drop\"", "scan.unscannable"),
+        ("[scan]\narchive_max_depth = 0", "scan.archive_max_depth"),
+        ("[scan]\narchive_max_size = 0", "scan.archive_max_size"),
         // Keys that are empty or not bare are quoted, as in TOML (found by
         // the config_toml fuzz target: the empty key gave an empty name).
         ("['']\nx = 1", "\"\""),

@@ -44,6 +44,13 @@ impl Metrics {
             Event::MessageRejected { reply, reason, .. } => message(refused(reply), reason.label()),
             Event::VirusFound { mode, .. } => message(by_mode(mode), "virus"),
             Event::ContentRejected { kind, mode, .. } => message(by_mode(mode), kind.label()),
+            // Refused or quarantined like a banned part; accepted ones are
+            // counted by message_accepted (and the event counter).
+            Event::Unscannable { action, mode, .. } => match action {
+                crate::events::UnscannableAction::Reject => message(by_mode(mode), "unscannable"),
+                crate::events::UnscannableAction::Quarantine => message("quarantined", "unscannable"),
+                crate::events::UnscannableAction::Accept => {}
+            },
             Event::SpamScored { score, action, .. } => {
                 self.spam_score.observe(*score);
                 self.spam_actions.with_label_values(&[action.as_str()]).inc();

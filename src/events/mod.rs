@@ -6,7 +6,9 @@ mod count;
 pub mod log;
 mod reason;
 
-pub use reason::{Cause, ContentKind, Limit, Reason, Refusal, ScanMode};
+pub use reason::{
+    Cause, ContentKind, Limit, Reason, Refusal, ScanMode, Unscannable, UnscannableAction, UnscannableKind,
+};
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -241,6 +243,19 @@ pub enum Event {
         what: String,
         mode: ScanMode,
     },
+    /// Content nobody could look into (an encrypted or unknown archive,
+    /// one past the limits) and what `scan.unscannable` did with it.
+    Unscannable {
+        session: u64,
+        ip: IpAddr,
+        id: String,
+        #[serde(flatten)]
+        tx: Tx,
+        kind: UnscannableKind,
+        what: String,
+        action: UnscannableAction,
+        mode: ScanMode,
+    },
     /// The spam score of a message and the action taken ("deliver",
     /// "tag", "quarantine", "tempfail", "reject"); `rules` are the rule
     /// names that hit, comma separated.
@@ -407,6 +422,7 @@ impl Event {
             Event::MessageAccepted { .. } => "message_accepted",
             Event::VirusFound { .. } => "virus_found",
             Event::ContentRejected { .. } => "content_rejected",
+            Event::Unscannable { .. } => "unscannable",
             Event::Quarantined { .. } => "quarantined",
             Event::SpamScored { .. } => "spam_scored",
             Event::BanAdded { .. } => "ban_added",

@@ -85,6 +85,10 @@ pub enum Reason {
     Spam,
     /// The virus scan could not be done.
     ScanFailed,
+    /// Content nobody could look into (`scan.unscannable = "reject"`).
+    Unscannable {
+        unscannable: UnscannableKind,
+    },
 }
 
 impl Reason {
@@ -117,6 +121,7 @@ impl Reason {
             Reason::Malformed => "malformed",
             Reason::Spam => "spam",
             Reason::ScanFailed => "scan_failed",
+            Reason::Unscannable { .. } => "unscannable",
         }
     }
 }
@@ -169,6 +174,8 @@ pub enum ContentKind {
     Banned,
     /// Malformed MIME.
     Malformed,
+    /// Content nobody could look into (quarantined by `scan.unscannable`).
+    Unscannable,
 }
 
 impl ContentKind {
@@ -176,6 +183,68 @@ impl ContentKind {
         match self {
             ContentKind::Banned => "banned",
             ContentKind::Malformed => "malformed",
+            ContentKind::Unscannable => "unscannable",
+        }
+    }
+}
+
+/// Why content could not be looked into (`scan.unscannable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum UnscannableKind {
+    /// An encrypted archive (zip, RAR, 7z; or clamd's Heuristics.Encrypted).
+    Encrypted,
+    /// An archive format neither sluice nor clamd opens, or a damaged one.
+    Unknown,
+    /// Past sluice's archive limits (depth, entries, unpacked size).
+    PastLimits,
+    /// clamd's "limits exceeded" answer (Heuristics.Limits.Exceeded.*,
+    /// with `AlertExceedsMax yes`).
+    ScannerLimits,
+}
+
+impl UnscannableKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            UnscannableKind::Encrypted => "encrypted",
+            UnscannableKind::Unknown => "unknown_format",
+            UnscannableKind::PastLimits => "past_limits",
+            UnscannableKind::ScannerLimits => "scanner_limits",
+        }
+    }
+}
+
+/// Content that could not be looked into: why, and what it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unscannable {
+    pub kind: UnscannableKind,
+    pub what: String,
+}
+
+impl std::fmt::Display for Unscannable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unscannable: {}", self.what)
+    }
+}
+
+/// What `scan.unscannable` does with such content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum UnscannableAction {
+    /// Deliver, with an event.
+    Accept,
+    /// Accept (250) and keep in the quarantine, never delivered.
+    Quarantine,
+    /// `554 5.7.1` in the session.
+    Reject,
+}
+
+impl UnscannableAction {
+    pub fn label(self) -> &'static str {
+        match self {
+            UnscannableAction::Accept => "accept",
+            UnscannableAction::Quarantine => "quarantine",
+            UnscannableAction::Reject => "reject",
         }
     }
 }

@@ -14,7 +14,7 @@ mod spam;
 use std::sync::Arc;
 
 use crate::delivery::queue::QueueHandle;
-use crate::events::{Cause, Event, EventBus, Reason, Refusal, ScanMode};
+use crate::events::{Cause, ContentKind, Event, EventBus, Reason, Refusal, ScanMode, Unscannable, UnscannableAction};
 use crate::mail::envelope::Envelope;
 use crate::proto::{BodyProblem, HeaderInfo, Reply, scan_headers};
 use crate::quarantine::Quarantine;
@@ -187,11 +187,39 @@ impl Pipeline {
             Ok(info) => info.message_id,
             Err(r) => return Outcome::Refused(r),
         };
-        let scan = match self.content_step(&mut msg).await {
-            Ok(mode) => mode,
+        let (scan, unscannable) = match self.content_step(&mut msg).await {
+            Ok(step) => step,
             Err(r) => return Outcome::Refused(r),
         };
         msg.envelope.scan_pending = scan == ScanMode::Deferred;
+        // Accepted for a deferred scan: that scan says it (once).
+        let unscannable = unscannable.filter(|(_, a)| !(scan == ScanMode::Deferred && *a == UnscannableAction::Accept));
+        if let Some((u, action)) = unscannable {
+            self.events.emit(Event::Unscannable {
+                session: msg.session,
+                ip: msg.envelope.client_ip,
+                id: msg.envelope.id.clone(),
+                tx: crate::events::Tx::of(&msg.envelope),
+                kind: u.kind,
+                what: u.what.clone(),
+                action,
+                mode: scan,
+            });
+            if action == UnscannableAction::Quarantine {
+                let rcpts = msg.envelope.rcpts.len();
+                let size = msg.body.len() - msg.trace_len;
+                let cause = Cause::Content(ContentKind::Unscannable, u.to_string());
+                return match self.quarantine(msg, cause).await {
+                    Ok(()) => Outcome::Accepted {
+                        scan,
+                        size,
+                        rcpts,
+                        message_id,
+                    },
+                    Err(r) => Outcome::Refused(r),
+                };
+            }
+        }
         let quarantine = match &self.spam {
             Some(spam) => match self.spam_step(spam, &mut msg).await {
                 Ok(q) => q,
@@ -202,7 +230,7 @@ impl Pipeline {
         let rcpts = msg.envelope.rcpts.len();
         let size = msg.body.len() - msg.trace_len;
         let stored = if quarantine {
-            self.quarantine_spam(msg).await
+            self.quarantine(msg, Cause::Spam).await
         } else {
             self.store(msg, scan).await
         };
@@ -238,15 +266,25 @@ impl Pipeline {
     /// Step 3: the content checks. A virus or banned part is refused here,
     /// in the session (no bounce); a scan that could not be done is never
     /// a pass: 451, or held unscanned in the spool when so configured.
-    async fn content_step(&self, msg: &mut Received) -> Result<ScanMode, Refusal> {
+    /// What nobody could look into comes back with the policy's action
+    /// when that is not "reject".
+    async fn content_step(
+        &self,
+        msg: &mut Received,
+    ) -> Result<(ScanMode, Option<(Unscannable, UnscannableAction)>), Refusal> {
         let Some(content) = self.content.clone() else {
-            return Ok(ScanMode::None);
+            return Ok((ScanMode::None, None));
         };
         let mut mode = ScanMode::None;
         let stream = msg.stream.take();
-        let verdict = match content.inspect(&msg.body).await {
+        let (inspected, mut found) = match content.inspect(&msg.body).await {
+            Ok(Inspected::Unscannable(u, bundle)) => (Ok(Inspected::Bundle(bundle)), Some(u)),
+            other => (other, None),
+        };
+        let verdict = match inspected {
             Err(e) => Err(e),
             Ok(Inspected::Refused(v)) => Ok(v),
+            Ok(Inspected::Unscannable(u, _)) => Ok(Verdict::Unscannable(u)),
             Ok(Inspected::Bundle(_)) if !content.has_scanner() => Ok(Verdict::Clean),
             Ok(Inspected::Bundle(_)) if content.admission.over_budget() && self.held_full(&content) => {
                 // Scanning is behind and the held backlog is full: the
@@ -270,8 +308,23 @@ impl Pipeline {
                 }
             }
         };
+        let verdict = match verdict {
+            Ok(Verdict::Clean) => match found.take() {
+                Some(u) => Ok(Verdict::Unscannable(u)),
+                None => Ok(Verdict::Clean),
+            },
+            v => v,
+        };
         match verdict {
-            Ok(Verdict::Clean) => Ok(mode),
+            Ok(Verdict::Clean) => Ok((mode, None)),
+            Ok(Verdict::Unscannable(u)) => match content.cfg.unscannable {
+                UnscannableAction::Reject => Err(Refusal::new(
+                    Reply::unscannable(&u.what),
+                    Reason::Unscannable { unscannable: u.kind },
+                    u.what,
+                )),
+                action => Ok((mode, Some((u, action)))),
+            },
             Ok(Verdict::Virus(name)) => Err(Refusal::new(
                 Reply::virus(&name),
                 Reason::Virus { name: name.clone() },
@@ -292,7 +345,7 @@ impl Pipeline {
                     error: format!("{e} (accepted and held)"),
                     held: true,
                 });
-                Ok(ScanMode::Deferred)
+                Ok((ScanMode::Deferred, None))
             }
         }
     }
@@ -325,9 +378,10 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Puts a message the spam policy quarantines on disk (fsynced): the
-    /// client sees an accepted message, nothing is delivered.
-    async fn quarantine_spam(&self, msg: Received) -> Result<(), Refusal> {
+    /// Puts a message the spam or the unscannable policy quarantines on
+    /// disk (fsynced): the client sees an accepted message, nothing is
+    /// delivered.
+    async fn quarantine(&self, msg: Received, cause: Cause) -> Result<(), Refusal> {
         let q = self.quarantine.clone();
         let (ip, id, tx) = (
             msg.envelope.client_ip,
@@ -335,7 +389,8 @@ impl Pipeline {
             crate::events::Tx::of(&msg.envelope),
         );
         let Received { envelope, body, .. } = msg;
-        let put = tokio::task::spawn_blocking(move || q.put(&envelope, &Cause::Spam, &body)).await;
+        let reason = cause.clone();
+        let put = tokio::task::spawn_blocking(move || q.put(&envelope, &reason, &body)).await;
         let problem = match put {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e.to_string()),
@@ -352,7 +407,7 @@ impl Pipeline {
             ip,
             id,
             tx,
-            reason: Cause::Spam,
+            reason: cause,
         });
         Ok(())
     }

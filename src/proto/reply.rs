@@ -226,6 +226,11 @@ impl Reply {
         Reply::owned(554, "5.7.1", format!("Message rejected: {what}"))
     }
 
+    /// Content nobody could look into, with `scan.unscannable = "reject"`.
+    pub fn unscannable(what: &str) -> Reply {
+        Reply::owned(554, "5.7.1", format!("Message rejected: cannot be scanned: {what}"))
+    }
+
     pub fn malformed(what: &str) -> Reply {
         Reply::owned(554, "5.6.0", format!("Message rejected: {what}"))
     }

@@ -15,7 +15,8 @@ impl Banned {
         self.extensions.is_empty()
     }
 
-    fn banned_name(&self, name: &str) -> bool {
+    /// Whether `name`'s extension is banned.
+    pub fn banned_name(&self, name: &str) -> bool {
         sniff::extension(name).is_some_and(|e| self.extensions.contains(&e))
     }
 

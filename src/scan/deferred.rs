@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{ContentFilter, Verdict};
 use crate::delivery::queue::QueueHandle;
-use crate::events::{Cause, ContentKind, Event, EventBus, ScanMode};
+use crate::events::{Cause, ContentKind, Event, EventBus, ScanMode, UnscannableAction};
 use crate::quarantine::Quarantine;
 use crate::spool::{Spool, Stored};
 
@@ -167,6 +167,28 @@ impl Worker {
             Ok(Verdict::Malformed(what)) => {
                 self.content_event(&stored.envelope, ContentKind::Malformed, &what);
                 Cause::Content(ContentKind::Malformed, what)
+            }
+            Ok(Verdict::Unscannable(u)) => {
+                // After acceptance "reject" can only mean the quarantine.
+                let action = match filter.cfg.unscannable {
+                    UnscannableAction::Accept => UnscannableAction::Accept,
+                    _ => UnscannableAction::Quarantine,
+                };
+                self.events.emit(Event::Unscannable {
+                    session: 0,
+                    ip,
+                    id: id.clone(),
+                    tx: crate::events::Tx::of(&stored.envelope),
+                    kind: u.kind,
+                    what: u.what.clone(),
+                    action,
+                    mode: ScanMode::Deferred,
+                });
+                if action == UnscannableAction::Accept {
+                    self.queue.enqueue(stored);
+                    return;
+                }
+                Cause::Content(ContentKind::Unscannable, u.to_string())
             }
         };
         let (q, env, r) = (self.quarantine.clone(), stored.envelope.clone(), reason.clone());

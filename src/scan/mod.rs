@@ -8,9 +8,13 @@
 //! message is decoded every plausible way, banned names and types are
 //! checked, and the decoded parts go to clamd in one tar bundle. A virus or
 //! banned part gets `554 5.7.1` in the session; a scan that could not be
-//! done is never a pass.
+//! done is never a pass. Archives are opened ([`archive`]) for the names
+//! inside; what nobody can look into (encrypted, unknown format, past the
+//! limits, clamd's "limits exceeded") is [`Verdict::Unscannable`], for the
+//! `scan.unscannable` policy.
 
 pub mod admission;
+pub mod archive;
 pub mod banned;
 pub mod clamd;
 pub mod decode;
@@ -26,6 +30,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 pub use crate::config::scan::{Ambiguous, OnFailure, ScanConfig};
+pub use crate::events::{Unscannable, UnscannableAction, UnscannableKind};
 
 /// What a scanner found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +88,26 @@ pub enum Verdict {
     Virus(String),
     Banned(String),
     Malformed(String),
+    /// Nothing bad found, but not everything could be looked into: the
+    /// caller applies `scan.unscannable` (`cfg.unscannable`).
+    Unscannable(Unscannable),
+}
+
+/// clamd's answers that are not a virus but say it could not look into
+/// everything: `Heuristics.Limits.Exceeded.*` (`AlertExceedsMax yes`) and
+/// `Heuristics.Encrypted.*` (`AlertEncrypted yes`).
+pub fn scanner_unscannable(name: &str) -> Option<Unscannable> {
+    let kind = if name.starts_with("Heuristics.Limits.Exceeded") {
+        UnscannableKind::ScannerLimits
+    } else if name.starts_with("Heuristics.Encrypted") {
+        UnscannableKind::Encrypted
+    } else {
+        return None;
+    };
+    Some(Unscannable {
+        kind,
+        what: format!("the virus scanner could not look into everything ({name})"),
+    })
 }
 
 /// Messages larger than this are decoded on the blocking pool.
@@ -148,17 +173,42 @@ impl ContentFilter {
     /// that still needs a virus scan.
     pub async fn inspect(&self, msg: &[u8]) -> Result<Inspected, ScanError> {
         let limits = self.cfg.limits.clone();
-        let analysis = if msg.len() <= INLINE_DECODE {
-            mime::analyse(msg, &limits)
+        let archives = self.cfg.archives.clone();
+        let (analysis, listing) = if msg.len() <= INLINE_DECODE {
+            let analysis = mime::analyse(msg, &limits);
+            if analysis.leaves.iter().any(|l| archive::detect(&l.data).is_some()) {
+                // Unpacking may take a while: on the blocking pool.
+                let _slot = self.decode_slots.acquire().await.map_err(|_| ScanError::Timeout)?;
+                tokio::task::spawn_blocking(move || {
+                    let listing = archive::list(analysis.leaves.iter().map(|l| l.data.as_slice()), &archives);
+                    (analysis, listing)
+                })
+                .await
+                .map_err(|e| ScanError::Failed(format!("archive lister: {e}")))?
+            } else {
+                let listing = archive::list(analysis.leaves.iter().map(|l| l.data.as_slice()), &archives);
+                (analysis, listing)
+            }
         } else {
             let _slot = self.decode_slots.acquire().await.map_err(|_| ScanError::Timeout)?;
             let owned = msg.to_vec();
-            tokio::task::spawn_blocking(move || mime::analyse(&owned, &limits))
-                .await
-                .map_err(|e| ScanError::Failed(format!("decoder: {e}")))?
+            tokio::task::spawn_blocking(move || {
+                let analysis = mime::analyse(&owned, &limits);
+                let listing = archive::list(analysis.leaves.iter().map(|l| l.data.as_slice()), &archives);
+                (analysis, listing)
+            })
+            .await
+            .map_err(|e| ScanError::Failed(format!("decoder: {e}")))?
         };
         if let Some(what) = self.cfg.banned.check(&analysis) {
             return Ok(Inspected::Refused(Verdict::Banned(what)));
+        }
+        if self.cfg.banned.in_archives
+            && let Some(n) = listing.names.iter().find(|n| self.cfg.banned.banned_name(n))
+        {
+            return Ok(Inspected::Refused(Verdict::Banned(format!(
+                "banned name {n:?} inside an archive"
+            ))));
         }
         if let Some(what) = &analysis.over_limit {
             return Ok(Inspected::Refused(Verdict::Malformed(format!(
@@ -179,15 +229,25 @@ impl ContentFilter {
                 "ambiguous MIME: {what}"
             ))));
         }
-        if analysis.leaves.is_empty() || self.scanner.is_none() {
-            return Ok(Inspected::Bundle(None));
+        if let Some(u) = &listing.unscannable
+            && self.cfg.unscannable == UnscannableAction::Reject
+        {
+            return Ok(Inspected::Refused(Verdict::Unscannable(u.clone())));
         }
-        let mut tar = tar::TarBuilder::new();
-        for (i, leaf) in analysis.leaves.iter().enumerate() {
-            tar.add(&format!("part{i}.{}", leaf.how), &leaf.data)
-                .map_err(|e| ScanError::Failed(e.to_string()))?;
-        }
-        Ok(Inspected::Bundle(Some(tar.finish())))
+        let bundle = if analysis.leaves.is_empty() || self.scanner.is_none() {
+            None
+        } else {
+            let mut tar = tar::TarBuilder::new();
+            for (i, leaf) in analysis.leaves.iter().enumerate() {
+                tar.add(&format!("part{i}.{}", leaf.how), &leaf.data)
+                    .map_err(|e| ScanError::Failed(e.to_string()))?;
+            }
+            Some(tar.finish())
+        };
+        Ok(match listing.unscannable {
+            Some(u) => Inspected::Unscannable(u, bundle),
+            None => Inspected::Bundle(bundle),
+        })
     }
 
     /// The virus scan of the raw message (streamed already, or sent now)
@@ -220,12 +280,20 @@ impl ContentFilter {
         };
         let (raw, parts) = tokio::join!(raw, parts);
         for r in [&raw, &parts] {
-            if let Ok(ScanOutcome::Infected(name)) = r {
+            if let Ok(ScanOutcome::Infected(name)) = r
+                && scanner_unscannable(name).is_none()
+            {
                 return Ok(Verdict::Virus(name.clone()));
             }
         }
-        raw?;
-        parts?;
+        let (raw, parts) = (raw?, parts?);
+        for r in [raw, parts] {
+            if let ScanOutcome::Infected(name) = r
+                && let Some(u) = scanner_unscannable(&name)
+            {
+                return Ok(Verdict::Unscannable(u));
+            }
+        }
         Ok(Verdict::Clean)
     }
 
@@ -234,6 +302,10 @@ impl ContentFilter {
         match self.inspect(msg).await? {
             Inspected::Refused(v) => Ok(v),
             Inspected::Bundle(b) => self.virus_scan(msg, b, None).await,
+            Inspected::Unscannable(u, b) => Ok(match self.virus_scan(msg, b, None).await? {
+                Verdict::Clean => Verdict::Unscannable(u),
+                v => v,
+            }),
         }
     }
 }
@@ -333,6 +405,9 @@ pub enum Inspected {
     Refused(Verdict),
     /// Decoded parts to scan (a tar archive), if any.
     Bundle(Option<Vec<u8>>),
+    /// As `Bundle`, but something could not be looked into and the
+    /// policy (`scan.unscannable`, not "reject") decides after a clean scan.
+    Unscannable(Unscannable, Option<Vec<u8>>),
 }
 
 #[cfg(test)]

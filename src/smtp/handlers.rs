@@ -366,6 +366,16 @@ impl Session {
                 what: evidence,
                 mode: ScanMode::InSession,
             }),
+            Reason::Unscannable { unscannable } => Some(Event::Unscannable {
+                session,
+                ip,
+                id,
+                tx,
+                kind: unscannable,
+                what: evidence,
+                action: crate::events::UnscannableAction::Reject,
+                mode: ScanMode::InSession,
+            }),
             Reason::ScanFailed => Some(Event::ScanFailed {
                 session,
                 ip,

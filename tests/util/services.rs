@@ -1303,6 +1303,12 @@ pub struct Clamd {
 impl Clamd {
     /// Returns once clamd answers zPING with PONG.
     pub fn start(db: &Path) -> Clamd {
+        Self::start_with(db, "")
+    }
+
+    /// As [`Clamd::start`], with more clamd.conf lines (`extra`, each
+    /// ending in a newline), e.g. "AlertExceedsMax yes\n".
+    pub fn start_with(db: &Path, extra: &str) -> Clamd {
         let dir = service_tempdir("sluice-clamd-");
         let port = free_port();
         let conf = dir.path().join("clamd.conf");
@@ -1310,7 +1316,7 @@ impl Clamd {
             &conf,
             &format!(
                 "Foreground yes\nDatabaseDirectory {}\nTCPSocket {port}\nTCPAddr 127.0.0.1\nLocalSocket {}\n\
-                 User root\nLogFile {}\nStreamMaxLength 30M\nMaxThreads 4\n",
+                 User root\nLogFile {}\nStreamMaxLength 30M\nMaxThreads 4\n{extra}",
                 db.display(),
                 dir.path().join("clamd.sock").display(),
                 dir.path().join("clamd.log").display()

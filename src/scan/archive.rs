@@ -1,0 +1,442 @@
+//! Opening archives for the banned-name check: the entry names inside zip
+//! (also nested and behind a self-extractor stub), RAR 4 and 5 (block
+//! headers read by hand, [`rar`]), 7z, tar (ustar, GNU, pax, v7), gzip
+//! (its stored name and the inner tar), bzip2, xz and cab, so a banned name
+//! is found wherever clamd would not look.
+//!
+//! The members of zip, tar, gz, bz2 and xz are unpacked (streamed: only a
+//! member that itself looks like an archive is kept in memory) and opened
+//! again, to `scan.archive_max_depth`; 7z and cab are listed only (clamd
+//! unpacks both). Every octet unpacked counts against
+//! `scan.archive_max_size` and every entry against
+//! `scan.archive_max_entries`, for all the archives of one message
+//! together; a bomb stops at the limit and is reported, never inflated.
+//!
+//! What cannot be looked into is reported as [`Unscannable`] for the
+//! `scan.unscannable` policy: an encrypted archive (zip, RAR, 7z), an
+//! archive format that neither sluice nor clamd opens (ACE, LHA/LZH, ZOO,
+//! StuffIt, RAR 1.x) or a damaged one, and anything past the limits. Pure
+//! functions over bytes: no panics on any input.
+
+mod rar;
+
+pub use rar::build as rar_build;
+
+use std::cell::Cell;
+use std::io::{self, Read};
+use std::rc::Rc;
+
+pub use crate::config::scan::ArchiveLimits;
+pub use crate::events::{Unscannable, UnscannableKind};
+
+/// Octets of a member read to decide whether it is an archive.
+const HEAD: usize = 1024;
+/// How far into a blob a RAR signature is looked for (self-extractors).
+const RAR_SFX: usize = 1 << 20;
+/// Memory 7z header decoding may use (KiB).
+const SEVENZ_MEM_KB: usize = 64 * 1024;
+
+/// The archive formats we recognise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Zip,
+    /// At the offset of its signature (a self-extractor has a stub first).
+    Rar(usize),
+    SevenZ,
+    Tar,
+    Gzip,
+    Bzip2,
+    Xz,
+    Cab,
+    /// A format neither sluice nor clamd opens.
+    Unknown(&'static str),
+}
+
+/// What the archives of one message hold.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// Entry names, every archive and nesting level together.
+    pub names: Vec<String>,
+    /// Archives opened.
+    pub archives: usize,
+    /// The first thing that could not be looked into.
+    pub unscannable: Option<Unscannable>,
+}
+
+/// Lists the archives among `blobs` (the decoded parts of one message),
+/// sharing one budget of entries and unpacked octets.
+pub fn list<'a>(blobs: impl IntoIterator<Item = &'a [u8]>, limits: &ArchiveLimits) -> Listing {
+    let mut w = Walk {
+        limits,
+        budget: Rc::new(Budget {
+            left: Cell::new(limits.max_size),
+            hit: Cell::new(false),
+        }),
+        out: Listing::default(),
+    };
+    for blob in blobs {
+        if w.stop() {
+            break;
+        }
+        w.blob(blob, 0);
+    }
+    w.out
+}
+
+/// Lists one blob (the fuzz target's entry point, `sluice scan`).
+pub fn list_one(data: &[u8], limits: &ArchiveLimits) -> Listing {
+    list([data], limits)
+}
+
+/// What `data` is, by its first octets.
+pub fn detect(data: &[u8]) -> Option<Format> {
+    let at = |off: usize, m: &[u8]| data.get(off..).is_some_and(|d| d.starts_with(m));
+    if at(0, b"PK\x03\x04") || at(0, b"PK\x05\x06") || at(0, b"PK\x07\x08") {
+        return Some(Format::Zip);
+    }
+    if let Some(off) = rar::find(data, 0) {
+        return Some(Format::Rar(off));
+    }
+    if at(0, b"7z\xbc\xaf\x27\x1c") {
+        return Some(Format::SevenZ);
+    }
+    if at(0, b"\x1f\x8b\x08") {
+        return Some(Format::Gzip);
+    }
+    if at(0, b"BZh")
+        && data.get(3).is_some_and(|b| (b'1'..=b'9').contains(b))
+        && (at(4, b"1AY&SY") || at(4, b"\x17\x72\x45\x38\x50\x90"))
+    {
+        return Some(Format::Bzip2);
+    }
+    if at(0, b"\xfd7zXZ\x00") {
+        return Some(Format::Xz);
+    }
+    if at(0, b"MSCF\0\0\0\0") {
+        return Some(Format::Cab);
+    }
+    if is_tar(data) {
+        return Some(Format::Tar);
+    }
+    let unknown = if at(7, b"**ACE**") {
+        "ACE"
+    } else if at(2, b"-lh") && data.get(6) == Some(&b'-') || at(2, b"-lz") && data.get(6) == Some(&b'-') {
+        "LHA/LZH"
+    } else if at(0, b"ZOO ") && at(20, b"\xdc\xa7\xc4\xfd") {
+        "ZOO"
+    } else if at(0, b"SIT!") || at(0, b"StuffIt (c)") {
+        "StuffIt"
+    } else if at(0, b"RE~^") {
+        "RAR 1.x"
+    } else {
+        return None;
+    };
+    Some(Format::Unknown(unknown))
+}
+
+/// A tar header block: "ustar" magic, or a valid v7 header checksum.
+fn is_tar(data: &[u8]) -> bool {
+    let Some(h) = data.get(..512) else {
+        return false;
+    };
+    if &h[257..262] == b"ustar" {
+        return true;
+    }
+    let digits: Vec<u8> = h[148..156]
+        .iter()
+        .copied()
+        .skip_while(|b| *b == b' ')
+        .take_while(|b| (b'0'..=b'7').contains(b))
+        .collect();
+    if digits.is_empty() || h[0] == 0 {
+        return false;
+    }
+    let stored = digits
+        .iter()
+        .fold(0u32, |a, &d| a.wrapping_mul(8).wrapping_add(u32::from(d - b'0')));
+    let sum: u32 = h
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u32::from(b) })
+        .sum();
+    stored == sum
+}
+
+/// Unpacked octets left for the message; `hit` once a read wanted more.
+struct Budget {
+    left: Cell<u64>,
+    hit: Cell<bool>,
+}
+
+/// A reader of unpacked data that stops at the budget.
+struct Counted<R> {
+    inner: R,
+    budget: Rc<Budget>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.budget.left.get();
+        let cap = buf
+            .len()
+            .min(usize::try_from(left.saturating_add(1)).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..cap])?;
+        if n as u64 > left {
+            self.budget.left.set(0);
+            self.budget.hit.set(true);
+            return Err(io::Error::other("past the unpacked size limit"));
+        }
+        self.budget.left.set(left - n as u64);
+        Ok(n)
+    }
+}
+
+struct Walk<'l> {
+    limits: &'l ArchiveLimits,
+    budget: Rc<Budget>,
+    out: Listing,
+}
+
+impl Walk<'_> {
+    fn counted<R: Read>(&self, inner: R) -> Counted<R> {
+        Counted {
+            inner,
+            budget: self.budget.clone(),
+        }
+    }
+
+    /// Past a limit: nothing more is opened.
+    fn stop(&self) -> bool {
+        matches!(&self.out.unscannable, Some(u) if u.kind == UnscannableKind::PastLimits)
+    }
+
+    fn unscannable(&mut self, kind: UnscannableKind, what: String) {
+        // Past-limits wins over the rest: it stops the walk.
+        let replace = match &self.out.unscannable {
+            None => true,
+            Some(u) => kind == UnscannableKind::PastLimits && u.kind != UnscannableKind::PastLimits,
+        };
+        if replace {
+            self.out.unscannable = Some(Unscannable { kind, what });
+        }
+    }
+
+    fn past(&mut self, what: String) {
+        self.unscannable(UnscannableKind::PastLimits, what);
+    }
+
+    /// Adds an entry name; false when past the entry limit.
+    fn name(&mut self, name: String) -> bool {
+        if self.out.names.len() >= self.limits.max_entries {
+            let max = self.limits.max_entries;
+            self.past(format!("more than {max} archive entries"));
+            return false;
+        }
+        let name: String = name.chars().filter(|c| !c.is_control()).collect();
+        self.out.names.push(name);
+        true
+    }
+
+    /// After an unpacking error: past the size limit, or damaged.
+    fn failed(&mut self, format: &str, e: &io::Error) {
+        if self.budget.hit.get() {
+            let max = self.limits.max_size;
+            self.past(format!("more than {max} octets unpacked from archives"));
+        } else if !self.stop() {
+            self.unscannable(UnscannableKind::Unknown, format!("damaged {format} archive: {e}"));
+        }
+    }
+
+    /// Opens `data` if it is an archive; `depth` archives enclose it.
+    fn blob(&mut self, data: &[u8], depth: usize) {
+        let Some(format) = detect(data) else {
+            // A RAR self-extractor (a Windows program with the archive
+            // after it): its names, leniently (the stub is banned as an
+            // executable anyway). Only programs are searched: cheap.
+            let sfx = data.starts_with(b"MZ") && depth < self.limits.max_depth;
+            if sfx && let Some(off) = rar::find(data, RAR_SFX) {
+                self.out.archives += 1;
+                let max = self.limits.max_entries.saturating_add(1);
+                for n in rar::list(&data[off..], max).map(|l| l.names).unwrap_or_default() {
+                    if !self.name(n) {
+                        return;
+                    }
+                }
+            }
+            return;
+        };
+        if self.stop() {
+            return;
+        }
+        if depth >= self.limits.max_depth {
+            let max = self.limits.max_depth;
+            self.past(format!("archives nested deeper than {max}"));
+            return;
+        }
+        self.out.archives += 1;
+        match format {
+            Format::Zip => self.zip(data, depth),
+            Format::Rar(off) => self.rar(&data[off..]),
+            Format::SevenZ => self.sevenz(data),
+            Format::Cab => self.cab(data),
+            Format::Tar => {
+                let r = self.counted(data);
+                if let Err(e) = self.tar(r, depth) {
+                    self.failed("tar", &e);
+                }
+            }
+            Format::Gzip => {
+                let gz = flate2::read::GzDecoder::new(data);
+                if let Some(name) = gz.header().and_then(|h| h.filename()) {
+                    self.name(String::from_utf8_lossy(name).into_owned());
+                }
+                let mut r = self.counted(gz);
+                if let Err(e) = self.member(&mut r, depth + 1) {
+                    self.failed("gzip", &e);
+                }
+            }
+            Format::Bzip2 => {
+                let mut r = self.counted(bzip2::read::MultiBzDecoder::new(data));
+                if let Err(e) = self.member(&mut r, depth + 1) {
+                    self.failed("bzip2", &e);
+                }
+            }
+            Format::Xz => {
+                let mut r = self.counted(lzma_rust2::XzReader::new_mem_limit(data, true, 64 * 1024));
+                if let Err(e) = self.member(&mut r, depth + 1) {
+                    self.failed("xz", &e);
+                }
+            }
+            Format::Unknown(what) => self.unscannable(
+                UnscannableKind::Unknown,
+                format!("{what} archive (neither sluice nor clamd opens it)"),
+            ),
+        }
+    }
+
+    /// One member's unpacked data: opened when it looks like an archive
+    /// (then kept in memory), else read through and counted.
+    fn member(&mut self, r: &mut dyn Read, depth: usize) -> io::Result<()> {
+        let mut head = Vec::with_capacity(HEAD);
+        r.take(HEAD as u64).read_to_end(&mut head)?;
+        if detect(&head).is_none() {
+            io::copy(r, &mut io::sink())?;
+            return Ok(());
+        }
+        r.read_to_end(&mut head)?;
+        self.blob(&head, depth);
+        Ok(())
+    }
+
+    fn tar<R: Read>(&mut self, r: R, depth: usize) -> io::Result<()> {
+        let mut archive = tar::Archive::new(r);
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            if !self.name(name) {
+                return Ok(());
+            }
+            if entry.header().entry_type().is_file() {
+                self.member(&mut entry, depth + 1)?;
+            }
+            if self.stop() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn zip(&mut self, data: &[u8], depth: usize) {
+        // Names by our own lenient reading (both directories, truncated
+        // and doctored archives), the contents through the zip crate.
+        let listing = super::sniff::zip_entries(data, self.limits.max_entries.saturating_add(1));
+        for n in listing.names {
+            if !self.name(n) {
+                return;
+            }
+        }
+        if listing.encrypted {
+            self.unscannable(UnscannableKind::Encrypted, "encrypted zip archive".into());
+        }
+        let Ok(mut zip) = zip::ZipArchive::new(io::Cursor::new(data)) else {
+            return;
+        };
+        for i in 0..zip.len() {
+            if self.stop() {
+                return;
+            }
+            // Encrypted entries (reported above) and compression methods
+            // we do not unpack: the names were checked, clamd gets the rest.
+            let Ok(file) = zip.by_index(i) else { continue };
+            if !file.is_file() {
+                continue;
+            }
+            let mut r = self.counted(file);
+            if let Err(e) = self.member(&mut r, depth + 1) {
+                self.failed("zip", &e);
+            }
+        }
+    }
+
+    fn rar(&mut self, data: &[u8]) {
+        let max = self.limits.max_entries.saturating_add(1);
+        let Some(l) = rar::list(data, max) else { return };
+        for n in l.names {
+            if !self.name(n) {
+                return;
+            }
+        }
+        if l.encrypted {
+            self.unscannable(
+                UnscannableKind::Encrypted,
+                format!("encrypted RAR {} archive", l.version),
+            );
+        } else if l.damaged {
+            self.unscannable(UnscannableKind::Unknown, format!("damaged RAR {} archive", l.version));
+        }
+    }
+
+    fn sevenz(&mut self, data: &[u8]) {
+        let mut cursor = io::Cursor::new(data);
+        let empty = sevenz_rust2::Password::empty();
+        match sevenz_rust2::Archive::read_with_memory_limit(&mut cursor, &empty, SEVENZ_MEM_KB) {
+            Ok(a) => {
+                let mut encrypted = false;
+                for (i, f) in a.files.iter().enumerate() {
+                    encrypted |= a.is_file_encrypted(i);
+                    if !self.name(f.name().to_string()) {
+                        return;
+                    }
+                }
+                if encrypted {
+                    self.unscannable(UnscannableKind::Encrypted, "encrypted 7z archive".into());
+                }
+            }
+            Err(sevenz_rust2::Error::PasswordRequired) => {
+                self.unscannable(UnscannableKind::Encrypted, "encrypted 7z archive (names hidden)".into());
+            }
+            Err(sevenz_rust2::Error::UnsupportedCompressionMethod(m)) if m.to_ascii_uppercase().contains("AES") => {
+                self.unscannable(UnscannableKind::Encrypted, "encrypted 7z archive (names hidden)".into());
+            }
+            Err(e) => self.unscannable(UnscannableKind::Unknown, format!("damaged 7z archive: {e}")),
+        }
+    }
+
+    fn cab(&mut self, data: &[u8]) {
+        match cab::Cabinet::new(io::Cursor::new(data)) {
+            Ok(c) => {
+                for folder in c.folder_entries() {
+                    for f in folder.file_entries() {
+                        if !self.name(f.name().to_string()) {
+                            return;
+                        }
+                    }
+                }
+            }
+            Err(e) => self.unscannable(UnscannableKind::Unknown, format!("damaged cab archive: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,380 @@
+//! No archive unopened: banned names inside every archive type, and the
+//! `scan.unscannable` policy for encrypted, unknown and too large archives
+//! and for clamd's "limits exceeded" answers, through the running server
+//! (a real clamd where a scanner is involved). Every archive is generated
+//! here, never fetched.
+
+use std::io::{Cursor, Write};
+
+use sluice::scan::archive::rar_build;
+
+use crate::scan::with_attachment;
+use crate::util::services::Clamd;
+use crate::util::*;
+
+const EVIL: &[u8] = b"MZ\x90\0this would be a program";
+
+fn zip(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    for (name, data) in files {
+        w.start_file(*name, opts).unwrap();
+        w.write_all(data).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn gz(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn bz2(data: &[u8]) -> Vec<u8> {
+    let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn xz(data: &[u8]) -> Vec<u8> {
+    let mut e = lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(1)).unwrap();
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn sevenz(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut w = sevenz_rust2::ArchiveWriter::new(Cursor::new(Vec::new())).unwrap();
+    for (name, data) in files {
+        w.push_archive_entry(sevenz_rust2::ArchiveEntry::new_file(name), Some(*data))
+            .unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+fn cab(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = cab::CabinetBuilder::new();
+    let folder = b.add_folder(cab::CompressionType::MsZip);
+    for (name, _) in files {
+        folder.add_file(*name);
+    }
+    let mut w = b.build(Cursor::new(Vec::new())).unwrap();
+    let mut i = 0;
+    while let Some(mut f) = w.next_file().unwrap() {
+        f.write_all(files[i].1).unwrap();
+        i += 1;
+    }
+    w.finish().unwrap().into_inner()
+}
+
+/// Sets the "encrypted" bit of every local and central zip header.
+fn encrypt_flag(mut z: Vec<u8>) -> Vec<u8> {
+    for i in 0..z.len().saturating_sub(10) {
+        match &z[i..i + 4] {
+            b"PK\x03\x04" => z[i + 6] |= 1,
+            b"PK\x01\x02" => z[i + 8] |= 1,
+            _ => {}
+        }
+    }
+    z
+}
+
+/// A zip of `n` zeros, deflated while written (the test keeps only the
+/// compressed archive, about n/1000 octets).
+fn zip_bomb(n: usize) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    w.start_file("zeros.txt", opts).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    for _ in 0..n / chunk.len() {
+        w.write_all(&chunk).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+/// An ACE archive's start (a format neither sluice nor clamd opens).
+fn ace() -> Vec<u8> {
+    let mut a = vec![0x11, 0x22, 0x31, 0x00, 0x00, 0x00, 0x00];
+    a.extend(b"**ACE**\x14\x14\x02\x00invoice.exe and the rest");
+    a
+}
+
+async fn relay(sink: &Sink, extra: &str) -> TestRelay {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("recipients"), TABLE).unwrap();
+    let toml = format!("{}\n{extra}\n", base_toml(&sink.next_hop()));
+    TestRelay::start_in(dir, &toml, |_| {}).await
+}
+
+async fn send(relay: &TestRelay, name: &str, file: &[u8]) -> String {
+    let mut c = relay.client().await;
+    c.cmd("EHLO client.example", "250").await;
+    c.envelope("a@client.example", &["user@example.com"]).await;
+    c.data(&with_attachment(name, file)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_name_is_found_inside_every_archive_type() {
+    let sink = Sink::start().await;
+    // The names are a local check: no clamd needed.
+    let relay = relay(&sink, "").await;
+    let files: &[(&str, &[u8])] = &[("readme.txt", b"hello"), ("docs/invoice.exe", EVIL)];
+    let t = tar(files);
+    let mut nested = zip(files);
+    for i in 0..3 {
+        nested = zip(&[(&format!("level{i}.zip"), &nested)]);
+    }
+    let rar = |v5: bool| {
+        let f = [("readme.txt", &b"hello"[..], false), ("docs/invoice.exe", EVIL, false)];
+        if v5 {
+            rar_build::rar5(&f, false)
+        } else {
+            rar_build::rar4(&f, false)
+        }
+    };
+    let cases = [
+        ("files.tar", t.clone()),
+        ("files.tgz", gz(&t)),
+        ("files.tar.bz2", bz2(&t)),
+        ("files.tar.xz", xz(&t)),
+        ("files.7z", sevenz(files)),
+        ("files.cab", cab(files)),
+        ("files.rar", rar(false)),
+        ("files5.rar", rar(true)),
+        ("nested.zip", nested),
+    ];
+    for (name, data) in &cases {
+        let r = send(&relay, name, data).await;
+        assert_eq!(
+            r, "554 5.7.1 Message rejected: banned name \"docs/invoice.exe\" inside an archive",
+            "{name}"
+        );
+    }
+    // Control: the same archives without the program pass.
+    let clean: &[(&str, &[u8])] = &[("readme.txt", b"hello"), ("docs/invoice.pdf", b"%PDF-1.4")];
+    for (name, data) in [
+        ("clean.tgz", gz(&tar(clean))),
+        ("clean.7z", sevenz(clean)),
+        ("clean.zip", zip(clean)),
+    ] {
+        let r = send(&relay, name, &data).await;
+        assert!(r.starts_with("250"), "{name}: {r}");
+    }
+    assert_eq!(sink.wait_for(3).await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unscannable_archives_are_rejected_with_the_reject_policy() {
+    let sink = Sink::start().await;
+    let relay = relay(
+        &sink,
+        "[scan]\nunscannable = \"reject\"\narchive_max_size = 1048576\narchive_max_depth = 3\n",
+    )
+    .await;
+    let mut events = relay.running().events.subscribe();
+    let mut deep = zip(&[("a.txt", b"hello")]);
+    for i in 0..4 {
+        deep = zip(&[(&format!("level{i}.zip"), &deep)]);
+    }
+    let cases = [
+        (
+            "secret.zip",
+            encrypt_flag(zip(&[("a.txt", b"hello")])),
+            "encrypted zip archive",
+        ),
+        ("secret.rar", rar_build::rar5(&[], true), "encrypted RAR 5 archive"),
+        (
+            "zeros.zip",
+            zip_bomb(4 << 20),
+            "more than 1048576 octets unpacked from archives",
+        ),
+        ("deep.zip", deep, "archives nested deeper than 3"),
+        ("old.ace", ace(), "ACE archive (neither sluice nor clamd opens it)"),
+    ];
+    for (name, data, what) in &cases {
+        let r = send(&relay, name, data).await;
+        assert_eq!(
+            r,
+            format!("554 5.7.1 Message rejected: cannot be scanned: {what}"),
+            "{name}"
+        );
+    }
+    let e = wait_event(&mut events, |e| match e {
+        sluice::events::Event::Unscannable { kind, action, .. } => Some((*kind, *action)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        e,
+        (
+            sluice::events::UnscannableKind::Encrypted,
+            sluice::events::UnscannableAction::Reject
+        )
+    );
+    let m = relay.running().events.metrics().clone();
+    let rejected = m.messages.with_label_values(&["rejected", "unscannable"]).get();
+    assert_eq!(rejected, 5, "counted as refusals");
+    assert_eq!(event_count(&relay.running().events, "unscannable"), 5);
+    assert!(sink.messages().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unscannable_archives_are_quarantined_by_default_with_a_real_clamd() {
+    let clamd = tokio::task::spawn_blocking(|| Clamd::start(&corpora().join("clamav-db")))
+        .await
+        .unwrap();
+    let sink = Sink::start().await;
+    let clamd_toml = format!(
+        "[clamd]\nendpoints = [\"tcp://127.0.0.1:{}\"]\ntimeout = \"10s\"\n",
+        clamd.port
+    );
+    let relay = relay(&sink, &clamd_toml).await;
+    let mut events = relay.running().events.subscribe();
+    let r = send(
+        &relay,
+        "secret.rar",
+        &rar_build::rar4(&[("report.doc", b"x", true)], false),
+    )
+    .await;
+    assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
+    let id = r.rsplit(' ').next().unwrap().to_string();
+    let q = sluice::quarantine::Quarantine::new(relay.path("spool/quarantine"));
+    let e = q.entry(&id).expect("in the quarantine");
+    assert_eq!(e.reason.to_string(), "unscannable: encrypted RAR 4 archive");
+    let got = wait_event(&mut events, |e| match e {
+        sluice::events::Event::Unscannable { id: i, action, .. } if *i == id => Some(*action),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got, sluice::events::UnscannableAction::Quarantine);
+    // An unknown format from outside: quarantined too; a virus beside an
+    // unscannable archive is still refused as a virus.
+    let r = send(&relay, "old.ace", &ace()).await;
+    assert!(r.starts_with("250"), "{r}");
+    let eicar = crate::scan::eicar();
+    let secret = encrypt_flag(zip(&[("x.txt", b"x")]));
+    let both = tar(&[("secret.zip", &secret), ("eicar.txt", &eicar)]);
+    let r = send(&relay, "both.tar", &both).await;
+    assert!(r.starts_with("554 5.7.1 Message rejected: virus found: "), "{r}");
+    assert_eq!(q.list().unwrap().len(), 2);
+    // A clean archive is delivered; nothing quarantined is.
+    let r = send(&relay, "fine.tgz", &gz(&tar(&[("a.txt", b"hello")]))).await;
+    assert!(r.starts_with("250"), "{r}");
+    let got = sink.wait_for(1).await;
+    assert_eq!(got.len(), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(sink.messages().len(), 1, "only the clean one reached the next hop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_policy_delivers_with_an_event() {
+    let sink = Sink::start().await;
+    let relay = relay(&sink, "[scan]\nunscannable = \"accept\"\n").await;
+    let mut events = relay.running().events.subscribe();
+    let r = send(&relay, "secret.zip", &encrypt_flag(zip(&[("a.txt", b"hello")]))).await;
+    assert!(r.starts_with("250"), "{r}");
+    let got = wait_event(&mut events, |e| match e {
+        sluice::events::Event::Unscannable { kind, action, .. } => Some((*kind, *action)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        got,
+        (
+            sluice::events::UnscannableKind::Encrypted,
+            sluice::events::UnscannableAction::Accept
+        )
+    );
+    assert_eq!(sink.wait_for(1).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clamd_limits_exceeded_is_unscannable_not_a_virus() {
+    // clamd alerts when what it is given is past its limits
+    // (AlertExceedsMax): here the message itself, over MaxFileSize. (For a
+    // member of a zip past MaxFileSize, clamd 1.4 skips it silently: our own
+    // archive_max_size is the bound there.)
+    let clamd = tokio::task::spawn_blocking(|| {
+        Clamd::start_with(
+            &corpora().join("clamav-db"),
+            "AlertExceedsMax yes\nMaxFileSize 1M\nMaxScanSize 2M\n",
+        )
+    })
+    .await
+    .unwrap();
+    let sink = Sink::start().await;
+    let toml = format!(
+        "[clamd]\nendpoints = [\"tcp://127.0.0.1:{}\"]\ntimeout = \"10s\"\n[scan]\nunscannable = \"reject\"\n",
+        clamd.port
+    );
+    let relay = relay(&sink, &toml).await;
+    let r = send(&relay, "big.txt", &vec![b'a'; 1536 << 10]).await;
+    assert!(
+        r.starts_with("554 5.7.1 Message rejected: cannot be scanned: the virus scanner could not look into everything (Heuristics.Limits.Exceeded."),
+        "{r}\n{}",
+        clamd.log()
+    );
+    // Small enough for clamd: delivered.
+    let r = send(&relay, "small.zip", &zip(&[("small.txt", b"hello")])).await;
+    assert!(r.starts_with("250"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_during_an_outage_an_unscannable_archive_goes_to_the_quarantine_after_its_scan() {
+    let clamd = tokio::task::spawn_blocking(|| Clamd::start(&corpora().join("clamav-db")))
+        .await
+        .unwrap();
+    let proxy = crate::scan::Proxy::start(clamd.port).await;
+    let sink = Sink::start().await;
+    let toml = format!(
+        "[clamd]\nendpoints = [\"tcp://127.0.0.1:{}\"]\ntimeout = \"5s\"\n\
+         [scan]\non_failure = \"hold\"\nretry = \"300ms\"\n",
+        proxy.port
+    );
+    let relay = relay(&sink, &toml).await;
+    let mut events = relay.running().events.subscribe();
+    proxy.set_down(true);
+    let r = send(&relay, "secret.zip", &encrypt_flag(zip(&[("a.txt", b"hello")]))).await;
+    assert!(r.starts_with("250"), "{r}");
+    let id = r.rsplit(' ').next().unwrap().to_string();
+    // Held for its scan: clamd is down, nothing is decided yet.
+    let q = sluice::quarantine::Quarantine::new(relay.path("spool/quarantine"));
+    assert!(q.entry(&id).is_err());
+    proxy.set_down(false);
+    let (mode, action) = wait_event(&mut events, |e| match e {
+        sluice::events::Event::Unscannable {
+            id: i, mode, action, ..
+        } if *i == id => Some((*mode, *action)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (mode, action),
+        (
+            sluice::events::ScanMode::Deferred,
+            sluice::events::UnscannableAction::Quarantine
+        )
+    );
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while q.entry(&id).is_err() {
+        assert!(std::time::Instant::now() < deadline, "not quarantined");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        q.entry(&id).unwrap().reason.to_string(),
+        "unscannable: encrypted zip archive"
+    );
+    assert_eq!(stop_and_pending(relay).await, Vec::<String>::new());
+    assert!(sink.messages().is_empty(), "never delivered");
+}
