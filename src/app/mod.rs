@@ -7,6 +7,7 @@ mod core;
 mod daemon;
 mod delivery;
 mod front;
+mod milter;
 mod pipeline;
 mod preflight;
 mod reload;
@@ -34,6 +35,8 @@ use crate::spool::fs::FsSpool;
 /// A running sluice: its listening addresses and the handles to stop it.
 pub struct Running {
     pub local_addrs: Vec<SocketAddr>,
+    /// Where the milter listens (`[milter]`; empty without it).
+    pub milter_addrs: Vec<SocketAddr>,
     /// Where `/metrics`, `/readyz` and the status page are served.
     pub metrics_addr: Option<SocketAddr>,
     pub events: EventBus,
@@ -176,6 +179,7 @@ pub async fn start_with(config: Config, pre: Preflight, path: Option<PathBuf>) -
     };
     let metrics_addr = status::listen(&core, watched)?;
     let local_addrs = front::listen(&core, front.clone())?;
+    let milter_addrs = milter::listen(&core, front.clone())?;
     let reloader = Arc::new(reload::Reloader {
         lasts,
         front,
@@ -198,6 +202,7 @@ pub async fn start_with(config: Config, pre: Preflight, path: Option<PathBuf>) -
     tracing::info!(listen = ?local_addrs, next_hop = %core.config.relay.next_hop, "sluice started");
     Ok(Running {
         local_addrs,
+        milter_addrs,
         metrics_addr,
         events: core.events,
         config: core.config,

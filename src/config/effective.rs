@@ -62,6 +62,7 @@ pub fn filled(raw: RawConfig) -> RawConfig {
         metrics,
         stress,
         cluster,
+        milter,
     } = raw;
     let server = RawServer {
         listen: server
@@ -90,6 +91,11 @@ pub fn filled(raw: RawConfig) -> RawConfig {
         shutdown_grace: timeouts.shutdown_grace.or_else(|| s(d::TIMEOUTS_SHUTDOWN_GRACE)),
     };
     let relay = fill_relay(relay, server.hostname.clone());
+    let milter = milter.map(|m| RawMilter {
+        listen: m.listen.or_else(|| list(d::MILTER_LISTEN)),
+        timeout: m.timeout.or_else(|| s(d::MILTER_TIMEOUT)),
+        max_connections: m.max_connections.or(Some(d::MILTER_MAX_CONNECTIONS)),
+    });
     let cluster = cluster.map(|c| RawCluster {
         prefix: c.prefix.or_else(|| s(d::CLUSTER_PREFIX)),
         timeout: c.timeout.or_else(|| s(d::CLUSTER_TIMEOUT)),
@@ -234,6 +240,7 @@ pub fn filled(raw: RawConfig) -> RawConfig {
         metrics,
         stress,
         cluster,
+        milter,
     }
 }
 

@@ -10,6 +10,7 @@ pub mod effective;
 pub mod firewall;
 pub mod greylist;
 pub mod helo;
+pub mod milter;
 mod output;
 mod policy;
 pub mod raw;
@@ -85,6 +86,8 @@ pub struct Config {
     pub stress: Stress,
     /// `None` without `[cluster]`: the state stays in this process.
     pub cluster: Option<cluster::ClusterConfig>,
+    /// `None` without `[milter]`: no milter listener.
+    pub milter: Option<milter::MilterConfig>,
 }
 
 impl Config {
@@ -201,6 +204,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         scan: scan::validate_scan(raw.scan, base, &spool.dir)?,
         spam: spam::validate_spam(raw.spam, base)?,
         cluster: cluster::validate_cluster(raw.cluster, &server.hostname)?,
+        milter: milter::validate_milter(raw.milter)?,
         firewall,
         kernel_names,
         policy,

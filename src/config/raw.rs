@@ -52,6 +52,20 @@ pub struct RawConfig {
     pub stress: RawStress,
     /// Shared state across nodes; absent: each node keeps its own.
     pub cluster: Option<RawCluster>,
+    /// The milter listener for Postfix; absent: off.
+    pub milter: Option<RawMilter>,
+}
+
+/// `[milter]`: sluice's content checks for Postfix's `smtpd_milters`.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMilter {
+    /// Addresses Postfix connects to. Default ["127.0.0.1:8891"].
+    pub listen: Option<Vec<String>>,
+    /// The longest wait for Postfix's next command. Default "10m".
+    pub timeout: Option<String>,
+    /// Milter connections at once (one per Postfix SMTP session). Default 1000.
+    pub max_connections: Option<u64>,
 }
 
 /// `[cluster]`: per-client state shared by several nodes in Valkey/Redis.

@@ -26,6 +26,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "greylist.state",
     "firewall (on/off, exporter, ports, store, control socket, dry_run)",
     "cluster",
+    "milter",
 ];
 
 /// Copies the restart-only settings of `running` into `new`; returns the
@@ -75,6 +76,7 @@ pub fn carry_over(running: &Config, new: &mut Config) -> Vec<&'static str> {
         new.firewall = same.filter(|_| running.firewall.is_some());
     }
     keep!(RESTART_ONLY[18], cluster);
+    keep!(RESTART_ONLY[19], milter);
     changed
 }
 

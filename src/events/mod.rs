@@ -81,7 +81,11 @@ impl AdminRecord {
                 action,
                 id,
                 ip,
-                tx: Tx { helo, from },
+                tx: Tx {
+                    helo,
+                    from,
+                    via: Via::Smtp,
+                },
                 reason,
             },
         }
@@ -95,6 +99,10 @@ impl AdminRecord {
 pub struct Tx {
     pub helo: String,
     pub from: String,
+    /// How the message reached sluice; in the event log only when it is
+    /// not sluice's own SMTP listener (`"via":"milter"`).
+    #[serde(skip_serializing_if = "Via::is_smtp")]
+    pub via: Via,
 }
 
 impl Tx {
@@ -102,7 +110,24 @@ impl Tx {
         Tx {
             helo: envelope.helo.clone(),
             from: envelope.mail_from.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+            via: Via::Smtp,
         }
+    }
+}
+
+/// How a message came to sluice: through its own SMTP listener, or from
+/// an MTA (Postfix) asking over the milter protocol.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    #[default]
+    Smtp,
+    Milter,
+}
+
+impl Via {
+    pub fn is_smtp(&self) -> bool {
+        *self == Via::Smtp
     }
 }
 

@@ -254,6 +254,7 @@ mod tests {
             tx: crate::events::Tx {
                 helo: "mx.client.example".into(),
                 from: "a@client.example".into(),
+                via: crate::events::Via::Smtp,
             },
             id: "Q".into(),
             session: 3,
