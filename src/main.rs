@@ -55,6 +55,17 @@ enum Cmd {
     /// reload`).
     #[command(after_help = "Example:\n  sluice serve --config /etc/sluice/sluice.toml")]
     Serve,
+    /// Run only the milter for Postfix: no SMTP listener of sluice's own.
+    ///
+    /// The content checks of `serve` (MIME decoding, banned attachments,
+    /// clamd, spam rules and classifier, SPF/DKIM/DMARC) for Postfix's
+    /// smtpd_milters, on milter.listen (127.0.0.1:8891 when the file has
+    /// no [milter]). Verdicts go into Postfix's session: 5xx/4xx replies,
+    /// the hold queue, added headers. Signals as with `serve`.
+    #[command(
+        after_help = "Example:\n  sluice milter --config /etc/sluice/sluice.toml\n  # Postfix main.cf: smtpd_milters = inet:127.0.0.1:8891"
+    )]
+    Milter,
     /// Make the running daemon re-read and apply its configuration file.
     ///
     /// As SIGHUP does, and says what happened: applied (settings that need
@@ -420,7 +431,8 @@ fn main() -> ExitCode {
                 .map(|pages| pages.iter().for_each(|p| println!("{}", p.display())))
                 .map_err(|e| anyhow::anyhow!("{}: {e}", out.display())),
         ),
-        Cmd::Serve => run_server(config.as_ref()),
+        Cmd::Serve => run_server(config.as_ref(), false),
+        Cmd::Milter => run_server(config.as_ref(), true),
         Cmd::Reload => with_config(config.as_ref(), |c| async move { reload(&c).await }),
     }
 }
@@ -489,12 +501,17 @@ fn scan(
 }
 
 /// `sluice serve`: every file loaded first (exit 64 when one fails), then
-/// serve until SIGTERM/SIGINT.
-fn run_server(path: Option<&PathBuf>) -> ExitCode {
-    let (config, pre) = match load_checked(path) {
+/// serve until SIGTERM/SIGINT. `milter_only` (`sluice milter`): the milter
+/// listener (`[milter]`, its defaults when absent) and no SMTP listener.
+fn run_server(path: Option<&PathBuf>, milter_only: bool) -> ExitCode {
+    let (mut config, pre) = match load_checked(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if milter_only {
+        config.milter.get_or_insert_with(Default::default);
+        config.server.listen.clear();
+    }
     sluice::logging::init(&config.log);
     for w in config.warnings() {
         tracing::warn!("configuration: {w}");
