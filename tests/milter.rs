@@ -224,3 +224,230 @@ async fn sluice_stopped_postfix_applies_its_default_action_without_hanging() {
         "not judged by sluice"
     );
 }
+
+// === the protocol itself, without Postfix ===
+
+/// An MTA's side of a milter connection, read like a transcript.
+struct Mta {
+    io: tokio::net::TcpStream,
+}
+
+impl Mta {
+    async fn connect(addr: std::net::SocketAddr) -> Mta {
+        Mta {
+            io: tokio::net::TcpStream::connect(addr).await.unwrap(),
+        }
+    }
+
+    async fn send(&mut self, code: u8, payload: &[u8]) -> &mut Self {
+        use tokio::io::AsyncWriteExt;
+        self.io
+            .write_all(&sluice::proto::milter::frame(code, payload))
+            .await
+            .unwrap();
+        self
+    }
+
+    /// The next response (within 10 s).
+    async fn response(&mut self) -> Response {
+        use tokio::io::AsyncReadExt;
+        let read = async {
+            let mut len = [0u8; 4];
+            self.io.read_exact(&mut len).await.unwrap();
+            let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
+            self.io.read_exact(&mut frame).await.unwrap();
+            parse_response(frame[0], &frame[1..]).unwrap()
+        };
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("a response in time")
+    }
+
+    async fn expect(&mut self, want: Response) {
+        assert_eq!(self.response().await, want);
+    }
+
+    /// The server closed the connection (within 10 s).
+    async fn expect_closed(&mut self) {
+        use tokio::io::AsyncReadExt;
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(10), self.io.read(&mut b))
+            .await
+            .expect("closed in time")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "connection still open");
+    }
+}
+
+use sluice::proto::milter::{OptNeg, Response, parse_response};
+
+fn optneg(version: u32, actions: u32, protocol: u32) -> Vec<u8> {
+    [version, actions, protocol]
+        .iter()
+        .flat_map(|n| n.to_be_bytes())
+        .collect()
+}
+
+/// An MTA that offers no "no reply" steps gets a reply to every stage;
+/// one connection carries several messages (an aborted one between); the
+/// verdict and the header changes come at the end of the body; QUIT and
+/// malformed input close the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_milter_dialogue_message_by_message() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("recipients"), TABLE).unwrap();
+    let toml = format!(
+        "{}\n[milter]\nlisten = [\"127.0.0.1:0\"]\n",
+        base_toml("smtp://127.0.0.1:1").replace("[spam]\nenabled = false", "[spam]\nauth = false\ntag = -100.0")
+    );
+    let relay = TestRelay::start_in(dir, &toml, |_| {}).await;
+    let addr = relay.running().milter_addrs[0];
+    let mut events = relay.running().events.subscribe();
+
+    let mut m = Mta::connect(addr).await;
+    m.send(b'O', &optneg(6, 0x1ff, 0)).await;
+    m.expect(Response::OptNeg(OptNeg {
+        version: 6,
+        actions: 0x31,
+        protocol: 0,
+    }))
+    .await;
+    m.send(b'D', b"Cj\0mx.example.com\0").await;
+    m.send(b'C', b"mail.client.example\x004\x04\x00198.51.100.7\0").await;
+    m.expect(Response::Continue).await;
+    m.send(b'H', b"mail.client.example\0")
+        .await
+        .expect(Response::Continue)
+        .await;
+    for (code, payload) in [
+        (b'M', &b"<a@client.example>\0"[..]),
+        (b'R', b"<user@example.com>\0"),
+        (b'L', b"Subject\0spam\0"),
+        (b'N', b""),
+        (b'B', format!("{GTUBE}\r\n").as_bytes()),
+    ] {
+        m.send(code, payload).await.expect(Response::Continue).await;
+    }
+    m.send(b'D', b"Ei\0ABC123\0").await;
+    m.send(b'E', b"").await;
+    let Response::ReplyCode(r) = m.response().await else {
+        panic!("not a reply code")
+    };
+    assert!(r.starts_with("550 5.7.1 Message rejected as spam"), "{r}");
+    let (id, ip, via) = wait_event(&mut events, |e| match e {
+        Event::SpamScored { id, ip, tx, .. } => Some((id.clone(), *ip, tx.via)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (id.as_str(), ip.to_string().as_str(), via),
+        ("ABC123", "198.51.100.7", Via::Milter)
+    );
+
+    // Aborted halfway: no reply, nothing judged.
+    m.send(b'M', b"<b@client.example>\0")
+        .await
+        .expect(Response::Continue)
+        .await;
+    m.send(b'A', b"").await;
+    // The next message on the same connection.
+    m.send(b'M', b"<c@client.example>\0")
+        .await
+        .expect(Response::Continue)
+        .await;
+    m.send(b'R', b"<user@example.com>\0")
+        .await
+        .expect(Response::Continue)
+        .await;
+    m.send(b'L', b"Subject\0hello\0").await.expect(Response::Continue).await;
+    m.send(b'N', b"").await.expect(Response::Continue).await;
+    m.send(b'B', b"Hello Bob.\r\n").await.expect(Response::Continue).await;
+    m.send(b'E', b"").await;
+    let Response::InsertHeader { index: 0, name, .. } = m.response().await else {
+        panic!("a header on top first")
+    };
+    assert_eq!(name, "X-Spam-Status");
+    let Response::InsertHeader { index: 0, name, value } = m.response().await else {
+        panic!("then the score")
+    };
+    assert_eq!(name, "X-Spam-Score");
+    assert!(value.parse::<f64>().is_ok(), "{value:?}");
+    m.expect(Response::Continue).await;
+    let from = wait_event(&mut events, |e| match e {
+        Event::MessageAccepted { tx, .. } if tx.via == Via::Milter => Some(tx.from.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(from, "c@client.example", "the aborted message was never judged");
+    m.send(b'Q', b"").await;
+    m.expect_closed().await;
+
+    // Not the milter protocol: closed, nothing else.
+    let mut m = Mta::connect(addr).await;
+    use tokio::io::AsyncWriteExt;
+    m.io.write_all(&[0, 0, 0, 0]).await.unwrap();
+    m.expect_closed().await;
+    // A frame over the limit is refused before it is read.
+    let mut m = Mta::connect(addr).await;
+    m.io.write_all(&[0x7f, 0xff, 0xff, 0xff, b'B']).await.unwrap();
+    m.expect_closed().await;
+    drop(relay.stop().await);
+}
+
+/// `sluice milter`: the milter answers on `milter.listen`, and the SMTP
+/// listener of `server.listen` is not opened; SIGTERM stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sluice_milter_serves_only_the_milter() {
+    let dir = tempfile::tempdir().unwrap();
+    let (smtp, milter) = (free_port(), free_port());
+    let toml = format!(
+        "{}\n[milter]\nlisten = [\"127.0.0.1:{milter}\"]\n",
+        base_toml("smtp://127.0.0.1:9").replace(
+            "listen = [\"127.0.0.1:0\"]",
+            &format!("listen = [\"127.0.0.1:{smtp}\"]")
+        )
+    );
+    std::fs::write(dir.path().join("sluice.toml"), toml).unwrap();
+    std::fs::write(dir.path().join("recipients"), TABLE).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("milter")
+        .arg("--config")
+        .arg(dir.path().join("sluice.toml"))
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], milter).into();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut m = loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(io) => break Mta { io },
+            Err(_) if std::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("sluice milter does not listen on {addr}: {e}"),
+        }
+    };
+    m.send(b'O', &optneg(6, 0x1ff, 0x1fffff)).await;
+    let Response::OptNeg(o) = m.response().await else {
+        panic!("no OPTNEG reply")
+    };
+    assert_eq!(o.version, 6);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", smtp)).is_err(),
+        "no SMTP listener"
+    );
+    let pid = child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "sluice milter did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+}
