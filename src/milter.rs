@@ -233,7 +233,6 @@ impl Conn {
             Command::Mail(args) => {
                 let shared = self.milter.front.load();
                 let mail_from = parse_path(&args[0]).ok().and_then(|(m, _)| m);
-                self.queue_id = None;
                 self.msg = Some(Message {
                     dns_deadline: tokio::time::Instant::now() + shared.config.dns.budget,
                     shared,
@@ -273,9 +272,13 @@ impl Conn {
             }
             Command::EndOfHeaders => self.body_chunk(b"\r\n").await,
             Command::Body(chunk) => self.body_chunk(&chunk).await,
-            Command::Abort => self.msg = None,
+            Command::Abort => {
+                self.msg = None;
+                self.queue_id = None;
+            }
             Command::QuitNewConnection => {
                 self.msg = None;
+                self.queue_id = None;
                 self.client_name = None;
                 self.helo.clear();
             }
@@ -314,7 +317,9 @@ impl Conn {
             return Ok(());
         };
         let shared = msg.shared.clone();
-        let id = self.queue_id.clone().unwrap_or_else(|| shared.new_message_id());
+        // Postfix's queue id (its macros for this message came before the
+        // MAIL command or with any later stage), else one of ours.
+        let id = self.queue_id.take().unwrap_or_else(|| shared.new_message_id());
         let envelope = Envelope {
             id: id.clone(),
             received_at: crate::mail::date::now_secs(),

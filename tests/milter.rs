@@ -121,13 +121,19 @@ async fn postfix_rejects_eicar_and_gtube_with_sluices_reply_and_tags_clean_mail(
         "{r}\n{}",
         s.postfix.log()
     );
-    let name = wait_event(&mut events, |e| match e {
-        Event::VirusFound { name, tx, ip, .. } if tx.via == Via::Milter => Some((name.clone(), *ip)),
+    let (name, id) = wait_event(&mut events, |e| match e {
+        Event::VirusFound { name, tx, ip, id, .. } if tx.via == Via::Milter => Some(((name.clone(), *ip), id.clone())),
         _ => None,
     })
     .await;
     assert!(name.0.contains("Eicar"), "{name:?}");
     assert_eq!(name.1.to_string(), "127.0.0.1", "the client's address from Postfix");
+    // The event names the message by Postfix's queue id.
+    let log = s.postfix.log();
+    assert!(
+        log.contains(&format!("{id}: milter-reject: END-OF-MESSAGE")),
+        "{id} not in\n{log}"
+    );
     let json = serde_json::to_string(&Event::VirusFound {
         session: 1,
         ip: name.1,
@@ -296,8 +302,10 @@ fn optneg(version: u32, actions: u32, protocol: u32) -> Vec<u8> {
 async fn a_milter_dialogue_message_by_message() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("recipients"), TABLE).unwrap();
+    // One spam reject is enough for a ban (dry run: the event only).
     let toml = format!(
-        "{}\n[milter]\nlisten = [\"127.0.0.1:0\"]\n",
+        "{}\n[milter]\nlisten = [\"127.0.0.1:0\"]\n[firewall]\ndry_run = true\n\
+         [firewall.rules.spam]\ncount = 1\nwindow = \"1m\"\nban = \"1h\"\n",
         base_toml("smtp://127.0.0.1:1").replace("[spam]\nenabled = false", "[spam]\nauth = false\ntag = -100.0")
     );
     let relay = TestRelay::start_in(dir, &toml, |_| {}).await;
@@ -343,6 +351,13 @@ async fn a_milter_dialogue_message_by_message() {
         (id.as_str(), ip.to_string().as_str(), via),
         ("ABC123", "198.51.100.7", Via::Milter)
     );
+    // The client Postfix named is an offender for the ban engine.
+    let net = wait_event(&mut events, |e| match e {
+        Event::BanAdded { net, .. } => Some(net.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(net, "198.51.100.7/32");
 
     // Aborted halfway: no reply, nothing judged.
     m.send(b'M', b"<b@client.example>\0")
