@@ -14,14 +14,17 @@
 #            MIME decoding, banned attachments, the spam rules and classifier
 #            (spam.auth off: SPF/DKIM/DMARC need DNS, which this sandbox lacks)
 #
+#   postfix: smtp-source -> Postfix :2525 -> smtp-sink, no filter at all (the
+#            ceiling of both rows above on this machine; SKIP_BASELINE=1 skips it)
+#
 # Before the milter rows an EICAR mail through Postfix must get sluice's 554.
 # One recipient, a new TCP connection per message (smtp-source), fsync on.
 # msg/s: drain_mps (until the sink has every message) and accept_mps (until
 # Postfix accepted them; with the milter, after sluice's verdict).
-# Output: $OUT/summary.md, $OUT/{amavis,milter}.jsonl, copied to $RESULTS_DIR.
+# Output: $OUT/summary.md, $OUT/{amavis,milter,postfix}.jsonl, copied to $RESULTS_DIR.
 #   env: COUNT (1000) RUNS (3) SIZES (4096,65536) CONC (20) AMAVIS_PROCS (8)
 #        OUT (/tmp/sluice-milter) RESULTS_DIR ($ROOT/docs/bench-results)
-#        SKIP_AMAVIS=1  KEEP_RUNNING=1 (leave clamd running)
+#        SKIP_AMAVIS=1  SKIP_BASELINE=1  KEEP_RUNNING=1 (leave clamd running)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=${BENCH:-$(cd "$ROOT/../shared/bench" && pwd)}
@@ -150,6 +153,17 @@ NMSG=$(( $(grep -c '"label"' "$OUT/milter.jsonl") * COUNT ))
   echo "sluice RSS: $(awk '/VmRSS/{print $2" "$3}' /proc/$SLUICE_PID/status)"
 } | tee "$OUT/milter.cpu.txt"
 
+# --- 3. Postfix alone (the ceiling) ----------------------------------------------------
+if [ "${SKIP_BASELINE:-0}" != 1 ]; then
+  echo "$(date +%T) postfix alone" >&2
+  "$BENCH/10-postfix-setup.sh" restart
+  python3 "$BENCH/bench.py" relay --label postfix-alone --relay 127.0.0.1:2525 \
+    --relay-pidfile /var/spool/postfix-bench/pid/master.pid \
+    --rcpt user0500@example.com --sizes "$SIZES" --conc "$CONC" \
+    --count "$COUNT" --runs "$RUNS" --pre-run "$PRE" --pause 2 --drain-timeout 600 \
+    --jsonl "$OUT/postfix.jsonl" --logdir "$OUT/logs" | tee "$OUT/postfix.txt"
+fi
+
 # --- summary ----------------------------------------------------------------------------
 python3 - "$OUT" > "$OUT/summary.md" <<'PY'
 import json, statistics, sys, os
@@ -157,13 +171,13 @@ out = sys.argv[1]
 def load(name):
     p = os.path.join(out, name)
     return [json.loads(l) for l in open(p)] if os.path.exists(p) else []
-rows = {"amavis": load("amavis.jsonl"), "milter": load("milter.jsonl")}
+rows = {"amavis": load("amavis.jsonl"), "milter": load("milter.jsonl"), "postfix": load("postfix.jsonl")}
 def med(rs, size, key):
     v = [r[key] for r in rs if r["size"] == size and r.get("sink_received") == r.get("count")]
     return (statistics.median(v), min(v), max(v), len(v)) if v else None
 sizes = sorted({r["size"] for rs in rows.values() for r in rs})
-print("| size | Postfix + sluice milter msg/s (drain) | accept | relay CPU ms/msg | Postfix + amavisd-new msg/s (drain) | accept | relay CPU ms/msg | milter / amavis |")
-print("|---|---|---|---|---|---|---|---|")
+print("| size | Postfix + sluice milter msg/s (drain) | accept | Postfix CPU ms/msg | Postfix + amavisd-new msg/s (drain) | accept | Postfix CPU ms/msg | milter / amavis | Postfix alone msg/s (drain) |")
+print("|---|---|---|---|---|---|---|---|---|")
 for s in sizes:
     m, a = med(rows["milter"], s, "drain_mps"), med(rows["amavis"], s, "drain_mps")
     ma, aa = med(rows["milter"], s, "accept_mps"), med(rows["amavis"], s, "accept_mps")
@@ -171,7 +185,8 @@ for s in sizes:
     f = lambda x: f"{x[0]:.0f} [{x[1]:.0f}..{x[2]:.0f}]" if x else "n/a"
     g = lambda x: f"{x[0]:.1f}" if x else "n/a"
     ratio = f"**{m[0]/a[0]:.1f}×**" if m and a else "n/a"
-    print(f"| {s//1024} KiB | {f(m)} | {f(ma)} | {g(mc)} | {f(a)} | {f(aa)} | {g(ac)} | {ratio} |")
+    p = med(rows["postfix"], s, "drain_mps")
+    print(f"| {s//1024} KiB | {f(m)} | {f(ma)} | {g(mc)} | {f(a)} | {f(aa)} | {g(ac)} | {ratio} | {f(p)} |")
 PY
 for size in ${SIZES//,/ }; do
   [ -f "$OUT/amavis-$size/postfix-amavis$AMAVIS_PROCS-clamd.cpu.txt" ] && { echo; echo "amavis $size:"; cat "$OUT/amavis-$size/postfix-amavis$AMAVIS_PROCS-clamd.cpu.txt"; } >> "$OUT/summary.md"
@@ -181,4 +196,6 @@ cat "$OUT/summary.md"
 mkdir -p "$RESULTS_DIR"
 cp "$OUT/milter.jsonl" "$RESULTS_DIR/milter-sluice.jsonl"
 [ -f "$OUT/amavis.jsonl" ] && cp "$OUT/amavis.jsonl" "$RESULTS_DIR/milter-amavis.jsonl"
+[ -f "$OUT/postfix.jsonl" ] && cp "$OUT/postfix.jsonl" "$RESULTS_DIR/milter-postfix.jsonl"
 cp "$OUT/summary.md" "$RESULTS_DIR/milter-summary.md"
+true
