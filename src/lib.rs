@@ -9,6 +9,9 @@
 //!   replies (every reply sluice gives is built in `proto::reply`),
 //!   line/DATA/BDAT receivers, addresses, and `proto::policy` (Postfix's
 //!   policy delegation requests and access(5) answers). No tokio; fuzzed.
+//!   line/DATA/BDAT receivers, addresses; the milter protocol
+//!   (`proto::milter`: frames, commands, responses, negotiation). No
+//!   tokio; fuzzed.
 //! - [`mail`]: the shared vocabulary: the envelope (what the spool stores
 //!   and delivery reads), dates and the clock.
 //! - [`config`]: plain data, one file per section of the TOML file
@@ -80,6 +83,11 @@
 //!   `check_policy_service` requests turned into the session's stages and
 //!   asked of the same [`policy::CheckChain`] (bans first); refusals are
 //!   the front end's events with `"via":"policy"` and access(5) answers.
+//! - [`milter`]: the milter server for a Postfix that keeps port 25
+//!   (`smtpd_milters`): drives `proto::milter` over each connection,
+//!   rebuilds the message while streaming it to clamd, asks the pipeline
+//!   (`Pipeline::judge`: the same checks, nothing stored) and answers with
+//!   Postfix's reply, hold or header changes; events with `"via":"milter"`.
 //! - [`listener`]: accept loop, connection limit, the connection filters,
 //!   the PROXY protocol header on listeners behind a load balancer (the
 //!   client it names is the client from then on; parsed sans I/O in
@@ -124,6 +132,10 @@
 //!                  null sender ─► double bounce (event, counter)
 //! EventBus ─emit─► Metrics (counters, synchronously)
 //!          └─► event log (JSON lines) │ Firewall (bans) ─► Exporters
+//! Postfix ─smtpd_milters─► milter (milter.rs): headers + body chunks
+//!   ─► message rebuilt, chunks ─► ScanStream ─► Pipeline::judge (same
+//!   form/content/spam steps, nothing stored) ─► REPLYCODE 5xx/4xx │
+//!   QUARANTINE (hold) │ header changes (Authentication-Results, X-Spam-*)
 //! Status listener: /metrics /healthz /readyz / (status page) /api/status
 //! Postfix ─check_policy_service─► policy_server ─► bans, CheckChain
 //!   (the stages a session would have run) ─► access(5) action + Event
@@ -142,6 +154,7 @@ pub mod listener;
 pub mod logging;
 pub mod mail;
 pub mod metrics;
+pub mod milter;
 pub mod pipeline;
 pub mod policy;
 pub mod policy_server;

@@ -66,6 +66,17 @@ enum Cmd {
         In Postfix's main.cf:\n  smtpd_recipient_restrictions = reject_unauth_destination,\n    \
         check_policy_service { inet:127.0.0.1:10023, timeout=10s, default_action=DUNNO }")]
     Policy,
+    /// Run only the milter for Postfix: no SMTP listener of sluice's own.
+    ///
+    /// The content checks of `serve` (MIME decoding, banned attachments,
+    /// clamd, spam rules and classifier, SPF/DKIM/DMARC) for Postfix's
+    /// smtpd_milters, on milter.listen (127.0.0.1:8891 when the file has
+    /// no [milter]). Verdicts go into Postfix's session: 5xx/4xx replies,
+    /// the hold queue, added headers. Signals as with `serve`.
+    #[command(
+        after_help = "Example:\n  sluice milter --config /etc/sluice/sluice.toml\n  # Postfix main.cf: smtpd_milters = inet:127.0.0.1:8891"
+    )]
+    Milter,
     /// Make the running daemon re-read and apply its configuration file.
     ///
     /// As SIGHUP does, and says what happened: applied (settings that need
@@ -431,8 +442,9 @@ fn main() -> ExitCode {
                 .map(|pages| pages.iter().for_each(|p| println!("{}", p.display())))
                 .map_err(|e| anyhow::anyhow!("{}: {e}", out.display())),
         ),
-        Cmd::Serve => run_server(config.as_ref(), false),
-        Cmd::Policy => run_server(config.as_ref(), true),
+        Cmd::Serve => run_server(config.as_ref(), Only::All),
+        Cmd::Policy => run_server(config.as_ref(), Only::Policy),
+        Cmd::Milter => run_server(config.as_ref(), Only::Milter),
         Cmd::Reload => with_config(config.as_ref(), |c| async move { reload(&c).await }),
     }
 }
@@ -500,19 +512,40 @@ fn scan(
     ExitCode::from(code)
 }
 
+/// Which listeners `run_server` starts.
+#[derive(Clone, Copy)]
+enum Only {
+    /// `sluice serve`: everything the file configures.
+    All,
+    /// `sluice policy`.
+    Policy,
+    /// `sluice milter`.
+    Milter,
+}
+
 /// `sluice serve`: every file loaded first (exit 64 when one fails), then
-/// serve until SIGTERM/SIGINT. `policy_only` (`sluice policy`): the
-/// policy server without the SMTP listeners.
-fn run_server(path: Option<&PathBuf>, policy_only: bool) -> ExitCode {
+/// serve until SIGTERM/SIGINT. `only`: `sluice policy` runs the policy
+/// server alone, `sluice milter` the milter alone (each with its defaults
+/// when its section is absent), with no SMTP listener.
+fn run_server(path: Option<&PathBuf>, only: Only) -> ExitCode {
     let (mut config, pre) = match load_checked(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if policy_only {
-        config.server.listen.clear();
-        config
-            .policy_server
-            .get_or_insert_with(sluice::config::policy_server::PolicyServerConfig::defaults);
+    match only {
+        Only::All => {}
+        Only::Policy => {
+            config.server.listen.clear();
+            config.milter = None;
+            config
+                .policy_server
+                .get_or_insert_with(sluice::config::policy_server::PolicyServerConfig::defaults);
+        }
+        Only::Milter => {
+            config.server.listen.clear();
+            config.policy_server = None;
+            config.milter.get_or_insert_with(Default::default);
+        }
     }
     sluice::logging::init(&config.log);
     for w in config.warnings() {

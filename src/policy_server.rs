@@ -310,6 +310,8 @@ impl Txn {
             tx: Tx {
                 helo: q.helo.clone(),
                 from: q.sender.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+                // The refusal events say "via":"policy" themselves.
+                via: Via::Smtp,
             },
         }
     }

@@ -13,6 +13,7 @@ mod e2e; // real next hops: smtp-sink, Postfix, Dovecot LMTP; the corpora
 mod firewall; // nftables batches in a real kernel set (network namespace)
 mod front; // in front of a real Postfix and Dovecot: drift, DSNs, XFORWARD/XCLIENT, routes, STARTTLS
 mod metrics; // /metrics scrape after real traffic, promtool, event log, health, sluice check, status page in Chromium
+mod milter; // [milter] behind a real Postfix: EICAR/GTUBE refused in Postfix's session, headers added, hold queue, sluice stopped
 mod nexthop; // next-hop client conformance against a scripted server
 mod policy; // pre-DATA checks against a real DNS server (DNSBL, RHSBL, allowlist)
 mod postfix_policy; // sluice as the policy server (check_policy_service) of a real Postfix: unknown user, DNSBL, greylisting, rates, SPF, bans (nft set in a netns), sluice stopped

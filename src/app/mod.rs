@@ -7,6 +7,7 @@ mod core;
 mod daemon;
 mod delivery;
 mod front;
+mod milter;
 mod pipeline;
 mod policy_server;
 mod preflight;
@@ -37,6 +38,8 @@ pub struct Running {
     pub local_addrs: Vec<SocketAddr>,
     /// Where `[policy_server]` listens (empty without it).
     pub policy_addrs: Vec<SocketAddr>,
+    /// Where the milter listens (`[milter]`; empty without it).
+    pub milter_addrs: Vec<SocketAddr>,
     /// Where `/metrics`, `/readyz` and the status page are served.
     pub metrics_addr: Option<SocketAddr>,
     pub events: EventBus,
@@ -180,6 +183,7 @@ pub async fn start_with(config: Config, pre: Preflight, path: Option<PathBuf>) -
     let metrics_addr = status::listen(&core, watched)?;
     let local_addrs = front::listen(&core, front.clone())?;
     let policy_addrs = policy_server::listen(&core, front.clone(), lasts.firewall.clone())?;
+    let milter_addrs = milter::listen(&core, front.clone())?;
     let reloader = Arc::new(reload::Reloader {
         lasts,
         front,
@@ -203,6 +207,7 @@ pub async fn start_with(config: Config, pre: Preflight, path: Option<PathBuf>) -
     Ok(Running {
         local_addrs,
         policy_addrs,
+        milter_addrs,
         metrics_addr,
         events: core.events,
         config: core.config,

@@ -66,6 +66,14 @@ pub const FIREWALL_MEMORY: &str = "24h";
 /// `firewall.nft_table`
 pub const FIREWALL_NFT_TABLE: &str = "sluice";
 
+// [milter]
+/// `milter.listen`
+pub const MILTER_LISTEN: &[&str] = &["127.0.0.1:8891"];
+/// `milter.timeout`
+pub const MILTER_TIMEOUT: &str = "10m";
+/// `milter.max_connections`
+pub const MILTER_MAX_CONNECTIONS: u64 = 1000;
+
 // [cluster]
 /// `cluster.prefix`
 pub const CLUSTER_PREFIX: &str = "sluice:";

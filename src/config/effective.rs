@@ -63,6 +63,7 @@ pub fn filled(raw: RawConfig) -> RawConfig {
         stress,
         cluster,
         policy_server,
+        milter,
     } = raw;
     let server = RawServer {
         listen: server
@@ -91,6 +92,11 @@ pub fn filled(raw: RawConfig) -> RawConfig {
         shutdown_grace: timeouts.shutdown_grace.or_else(|| s(d::TIMEOUTS_SHUTDOWN_GRACE)),
     };
     let relay = fill_relay(relay, server.hostname.clone());
+    let milter = milter.map(|m| RawMilter {
+        listen: m.listen.or_else(|| list(d::MILTER_LISTEN)),
+        timeout: m.timeout.or_else(|| s(d::MILTER_TIMEOUT)),
+        max_connections: m.max_connections.or(Some(d::MILTER_MAX_CONNECTIONS)),
+    });
     let cluster = cluster.map(|c| RawCluster {
         prefix: c.prefix.or_else(|| s(d::CLUSTER_PREFIX)),
         timeout: c.timeout.or_else(|| s(d::CLUSTER_TIMEOUT)),
@@ -247,6 +253,7 @@ pub fn filled(raw: RawConfig) -> RawConfig {
         stress,
         cluster,
         policy_server,
+        milter,
     }
 }
 

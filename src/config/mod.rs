@@ -10,6 +10,7 @@ pub mod effective;
 pub mod firewall;
 pub mod greylist;
 pub mod helo;
+pub mod milter;
 mod output;
 mod policy;
 pub mod policy_server;
@@ -88,6 +89,8 @@ pub struct Config {
     pub cluster: Option<cluster::ClusterConfig>,
     /// `None` without `[policy_server]`.
     pub policy_server: Option<policy_server::PolicyServerConfig>,
+    /// `None` without `[milter]`: no milter listener.
+    pub milter: Option<milter::MilterConfig>,
 }
 
 impl Config {
@@ -205,6 +208,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         spam: spam::validate_spam(raw.spam, base)?,
         cluster: cluster::validate_cluster(raw.cluster, &server.hostname)?,
         policy_server: policy_server::validate_policy_server(raw.policy_server)?,
+        milter: milter::validate_milter(raw.milter)?,
         firewall,
         kernel_names,
         policy,

@@ -54,6 +54,8 @@ pub struct RawConfig {
     pub cluster: Option<RawCluster>,
     /// Postfix's policy delegation protocol; absent: off.
     pub policy_server: Option<RawPolicyServer>,
+    /// The milter listener for Postfix; absent: off.
+    pub milter: Option<RawMilter>,
 }
 
 /// `[policy_server]`: the pre-DATA checks for an existing Postfix
@@ -71,6 +73,18 @@ pub struct RawPolicyServer {
     pub max_request_size: Option<u64>,
     /// Attributes in one request; more: DUNNO. Default 100.
     pub max_attributes: Option<u64>,
+}
+
+/// `[milter]`: sluice's content checks for Postfix's `smtpd_milters`.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMilter {
+    /// Addresses Postfix connects to. Default ["127.0.0.1:8891"].
+    pub listen: Option<Vec<String>>,
+    /// The longest wait for Postfix's next command. Default "10m".
+    pub timeout: Option<String>,
+    /// Milter connections at once (one per Postfix SMTP session). Default 1000.
+    pub max_connections: Option<u64>,
 }
 
 /// `[cluster]`: per-client state shared by several nodes in Valkey/Redis.

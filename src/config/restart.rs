@@ -27,6 +27,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "firewall (on/off, exporter, ports, store, control socket, dry_run)",
     "cluster",
     "policy_server",
+    "milter",
 ];
 
 /// Copies the restart-only settings of `running` into `new`; returns the
@@ -77,6 +78,7 @@ pub fn carry_over(running: &Config, new: &mut Config) -> Vec<&'static str> {
     }
     keep!(RESTART_ONLY[18], cluster);
     keep!(RESTART_ONLY[19], policy_server);
+    keep!(RESTART_ONLY[20], milter);
     changed
 }
 

@@ -83,7 +83,11 @@ impl AdminRecord {
                 action,
                 id,
                 ip,
-                tx: Tx { helo, from },
+                tx: Tx {
+                    helo,
+                    from,
+                    via: Via::Smtp,
+                },
                 reason,
             },
         }
@@ -97,6 +101,10 @@ impl AdminRecord {
 pub struct Tx {
     pub helo: String,
     pub from: String,
+    /// How the message reached sluice; in the event log only when it is
+    /// not sluice's own SMTP listener (`"via":"milter"`).
+    #[serde(skip_serializing_if = "Via::is_smtp")]
+    pub via: Via,
 }
 
 impl Tx {
@@ -104,19 +112,23 @@ impl Tx {
         Tx {
             helo: envelope.helo.clone(),
             from: envelope.mail_from.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+            via: Via::Smtp,
         }
     }
 }
 
 /// Which of sluice's doors a decision came through: its own SMTP
-/// listener, or Postfix's policy delegation (`[policy_server]`). In the
-/// event log `"via"` is written only when it is not the SMTP listener.
+/// listener, Postfix's policy delegation (`[policy_server]`), or Postfix's
+/// milter (`[milter]`). In the event log `"via"` is written only when it
+/// is not the SMTP listener (on the refusal events of the policy server,
+/// in the transaction of the milter's).
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Via {
     #[default]
     Smtp,
     Policy,
+    Milter,
 }
 
 impl Via {

@@ -319,10 +319,11 @@ mod tests {
     #[test]
     fn typed_fields_keep_the_event_log_json() {
         let ip = "192.0.2.1".parse().unwrap();
-        let e = Event::MessageRejected {
+        let mut e = Event::MessageRejected {
             tx: crate::events::Tx {
                 helo: "mx.client.example".into(),
                 from: "a@client.example".into(),
+                via: crate::events::Via::Smtp,
             },
             id: "Q".into(),
             session: 3,
@@ -333,6 +334,15 @@ mod tests {
         assert_eq!(
             json(&e),
             r#"{"event":"message_rejected","session":3,"ip":"192.0.2.1","id":"Q","helo":"mx.client.example","from":"a@client.example","reply":"552 5.3.4 Message size exceeds fixed limit","reason":"size"}"#
+        );
+        // The same event from the milter says so; the front end's never does.
+        if let Event::MessageRejected { tx, .. } = &mut e {
+            tx.via = crate::events::Via::Milter;
+        }
+        assert!(
+            json(&e).contains(r#""helo":"mx.client.example","from":"a@client.example","via":"milter","reply""#),
+            "{}",
+            json(&e)
         );
         let e = Event::ProtocolError {
             session: 3,

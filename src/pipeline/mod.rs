@@ -11,10 +11,15 @@
 
 mod spam;
 
+pub use spam::SpamMarks;
+
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::delivery::queue::QueueHandle;
-use crate::events::{Cause, ContentKind, Event, EventBus, Reason, Refusal, ScanMode, Unscannable, UnscannableAction};
+use crate::events::{
+    Cause, ContentKind, Event, EventBus, Reason, Refusal, ScanMode, Tx, Unscannable, UnscannableAction, Via,
+};
 use crate::mail::envelope::Envelope;
 use crate::proto::{BodyProblem, HeaderInfo, Reply, scan_headers};
 use crate::quarantine::Quarantine;
@@ -63,6 +68,19 @@ pub struct Received {
     /// When the transaction's DNS budget runs out: authentication ends
     /// then at the latest.
     pub dns_deadline: Option<tokio::time::Instant>,
+    /// How it came: a message from the milter is Postfix's to keep, so it
+    /// is never accepted unscanned (no deferred scan).
+    pub via: Via,
+}
+
+impl Received {
+    /// The transaction, as message events name it.
+    pub fn tx(&self) -> Tx {
+        Tx {
+            via: self.via,
+            ..Tx::of(&self.envelope)
+        }
+    }
 }
 
 /// The refusal for what the receiver found wrong.
@@ -73,6 +91,82 @@ fn body_problem(p: BodyProblem) -> Refusal {
         BodyProblem::BareNewline => (Reply::BARE_NEWLINE, Reason::BareNewline),
     };
     Refusal::new(reply, reason, "")
+}
+
+/// What the checks made of a message they let through.
+#[derive(Debug)]
+pub struct Passed {
+    pub scan: ScanMode,
+    /// Its Message-ID field, if it has one.
+    pub message_id: Option<String>,
+    /// The spam step's header changes and quarantine (none when spam
+    /// scoring is off).
+    pub spam: Option<SpamMarks>,
+    /// An archive nobody can look into, with `scan.unscannable =
+    /// "quarantine"`: the message goes to the quarantine (no spam step).
+    pub unscannable: Option<Unscannable>,
+}
+
+/// The event a refused message calls for (none for spam: the
+/// `spam_scored` event already says it), for the front end and the milter
+/// alike.
+pub fn refusal_event(session: u64, ip: IpAddr, id: String, tx: Tx, r: &Refusal) -> Option<Event> {
+    let Refusal {
+        reply,
+        reason,
+        evidence,
+    } = r;
+    let evidence = evidence.clone();
+    Some(match reason {
+        Reason::Virus { name } => Event::VirusFound {
+            session,
+            ip,
+            id,
+            tx,
+            name: name.clone(),
+            mode: ScanMode::InSession,
+        },
+        Reason::BannedPart | Reason::Malformed => Event::ContentRejected {
+            session,
+            ip,
+            id,
+            tx,
+            kind: if *reason == Reason::BannedPart {
+                ContentKind::Banned
+            } else {
+                ContentKind::Malformed
+            },
+            what: evidence,
+            mode: ScanMode::InSession,
+        },
+        Reason::Unscannable { unscannable } => Event::Unscannable {
+            session,
+            ip,
+            id,
+            tx,
+            kind: *unscannable,
+            what: evidence,
+            action: crate::events::UnscannableAction::Reject,
+            mode: ScanMode::InSession,
+        },
+        Reason::ScanFailed => Event::ScanFailed {
+            session,
+            ip,
+            id,
+            tx,
+            error: evidence,
+            held: false,
+        },
+        Reason::Spam => return None,
+        reason => Event::MessageRejected {
+            session,
+            ip,
+            id,
+            tx,
+            reply: reply.clone(),
+            reason: reason.clone(),
+        },
+    })
 }
 
 /// What became of a message.
@@ -177,62 +271,82 @@ impl Pipeline {
             stream: msg.stream,
             streamed,
             dns_deadline: msg.dns_deadline,
+            via: Via::Smtp,
         })
         .await
     }
 
-    /// Decides about `msg`, and stores it when it is accepted.
-    pub async fn check(&self, mut msg: Received) -> Outcome {
-        let message_id = match self.form(&msg) {
-            Ok(info) => info.message_id,
-            Err(r) => return Outcome::Refused(r),
-        };
-        let (scan, unscannable) = match self.content_step(&mut msg).await {
-            Ok(step) => step,
-            Err(r) => return Outcome::Refused(r),
-        };
+    /// Decides about a message another MTA holds (the milter), under the
+    /// memory budget: a refusal, or what to change in its header section.
+    /// Nothing is stored.
+    pub async fn judge(&self, mut msg: Received) -> Result<Passed, Refusal> {
+        let _permit = self
+            .check_memory
+            .acquire((msg.body.len() as u64).saturating_mul(2))
+            .await;
+        self.checks(&mut msg).await
+    }
+
+    /// Steps 1 to 4: form, content, spam. An unscannable archive is said
+    /// here (an event) whatever the policy; one to quarantine skips the
+    /// spam step.
+    async fn checks(&self, msg: &mut Received) -> Result<Passed, Refusal> {
+        let message_id = self.form(msg)?.message_id;
+        let (scan, unscannable) = self.content_step(msg).await?;
         msg.envelope.scan_pending = scan == ScanMode::Deferred;
         // Accepted for a deferred scan: that scan says it (once).
         let unscannable = unscannable.filter(|(_, a)| !(scan == ScanMode::Deferred && *a == UnscannableAction::Accept));
-        if let Some((u, action)) = unscannable {
+        if let Some((u, action)) = &unscannable {
             self.events.emit(Event::Unscannable {
                 session: msg.session,
                 ip: msg.envelope.client_ip,
                 id: msg.envelope.id.clone(),
-                tx: crate::events::Tx::of(&msg.envelope),
+                tx: Tx::of(&msg.envelope),
                 kind: u.kind,
                 what: u.what.clone(),
-                action,
+                action: *action,
                 mode: scan,
             });
-            if action == UnscannableAction::Quarantine {
-                let rcpts = msg.envelope.rcpts.len();
-                let size = msg.body.len() - msg.trace_len;
-                let cause = Cause::Content(ContentKind::Unscannable, u.to_string());
-                return match self.quarantine(msg, cause).await {
-                    Ok(()) => Outcome::Accepted {
-                        scan,
-                        size,
-                        rcpts,
-                        message_id,
-                    },
-                    Err(r) => Outcome::Refused(r),
-                };
-            }
         }
-        let quarantine = match &self.spam {
-            Some(spam) => match self.spam_step(spam, &mut msg).await {
-                Ok(q) => q,
-                Err(r) => return Outcome::Refused(r),
-            },
-            None => false,
+        let unscannable = unscannable
+            .filter(|(_, a)| *a == UnscannableAction::Quarantine)
+            .map(|(u, _)| u);
+        let spam = match &self.spam {
+            Some(spam) if unscannable.is_none() => Some(self.spam_step(spam, msg).await?),
+            _ => None,
         };
+        Ok(Passed {
+            scan,
+            message_id,
+            spam,
+            unscannable,
+        })
+    }
+
+    /// Decides about `msg`, and stores it when it is accepted.
+    pub async fn check(&self, mut msg: Received) -> Outcome {
+        let Passed {
+            scan,
+            message_id,
+            spam,
+            unscannable,
+        } = match self.checks(&mut msg).await {
+            Ok(p) => p,
+            Err(r) => return Outcome::Refused(r),
+        };
+        let quarantine = match (&unscannable, &spam) {
+            (Some(u), _) => Some(Cause::Content(ContentKind::Unscannable, u.to_string())),
+            (None, Some(m)) if m.quarantine => Some(Cause::Spam),
+            _ => None,
+        };
+        if let Some(marks) = &spam {
+            marks.apply(&mut msg.body, &mut msg.trace_len);
+        }
         let rcpts = msg.envelope.rcpts.len();
         let size = msg.body.len() - msg.trace_len;
-        let stored = if quarantine {
-            self.quarantine(msg, Cause::Spam).await
-        } else {
-            self.store(msg, scan).await
+        let stored = match quarantine {
+            Some(cause) => self.quarantine(msg, cause).await,
+            None => self.store(msg, scan).await,
         };
         match stored {
             Ok(()) => Outcome::Accepted {
@@ -293,7 +407,11 @@ impl Pipeline {
                 return Err(Refusal::new(Reply::SCAN_BACKLOG, Reason::ScanBacklog, evidence));
             }
             Ok(Inspected::Bundle(bundle)) => {
-                mode = content.admission.choose();
+                // Mail from the milter stays Postfix's: scanned now or not taken.
+                mode = match msg.via {
+                    Via::Smtp | Via::Policy => content.admission.choose(),
+                    Via::Milter => ScanMode::InSession,
+                };
                 if mode == ScanMode::Deferred {
                     Ok(Verdict::Clean)
                 } else {
@@ -333,7 +451,8 @@ impl Pipeline {
             Ok(Verdict::Banned(what)) => Err(Refusal::new(Reply::banned_part(&what), Reason::BannedPart, what)),
             Ok(Verdict::Malformed(what)) => Err(Refusal::new(Reply::malformed(&what), Reason::Malformed, what)),
             Err(e) => {
-                let hold = content.cfg.on_failure == OnFailure::Hold && !self.held_full(&content);
+                let hold =
+                    content.cfg.on_failure == OnFailure::Hold && msg.via == Via::Smtp && !self.held_full(&content);
                 if !hold {
                     return Err(Refusal::new(Reply::SCAN_FAILED, Reason::ScanFailed, e.to_string()));
                 }
@@ -341,7 +460,7 @@ impl Pipeline {
                     session: msg.session,
                     ip: msg.envelope.client_ip,
                     id: msg.envelope.id.clone(),
-                    tx: crate::events::Tx::of(&msg.envelope),
+                    tx: msg.tx(),
                     error: format!("{e} (accepted and held)"),
                     held: true,
                 });
@@ -383,11 +502,7 @@ impl Pipeline {
     /// delivered.
     async fn quarantine(&self, msg: Received, cause: Cause) -> Result<(), Refusal> {
         let q = self.quarantine.clone();
-        let (ip, id, tx) = (
-            msg.envelope.client_ip,
-            msg.envelope.id.clone(),
-            crate::events::Tx::of(&msg.envelope),
-        );
+        let (ip, id, tx) = (msg.envelope.client_ip, msg.envelope.id.clone(), msg.tx());
         let Received { envelope, body, .. } = msg;
         let reason = cause.clone();
         let put = tokio::task::spawn_blocking(move || q.put(&envelope, &reason, &body)).await;

@@ -9,14 +9,51 @@ use crate::proto::Reply;
 use crate::spam::auth::{AuthContext, strip_forged_results};
 use crate::spam::filter::{Action, SpamFilter, prefix_subject, spam_headers};
 
+/// What the spam step does to a message it lets through: the fields that
+/// go on top (our Authentication-Results, X-Spam-*), forged
+/// Authentication-Results claiming our name to remove, a Subject prefix,
+/// and whether it is quarantined. Applied to the body by the front end
+/// ([`SpamMarks::apply`]), sent as header changes by the milter.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpamMarks {
+    /// Whole header fields, CRLF-terminated, in order.
+    pub top: String,
+    /// Our authserv-id: Authentication-Results claiming it are forged.
+    pub authserv_id: Option<String>,
+    pub subject_prefix: Option<String>,
+    pub quarantine: bool,
+    pub score: f64,
+}
+
+impl SpamMarks {
+    /// Rewrites `body` (whose first `trace_len` octets are our trace
+    /// headers): the new fields go on top (above our Received), forged
+    /// Authentication-Results are removed, the rest stays byte for byte.
+    pub fn apply(&self, body: &mut Vec<u8>, trace_len: &mut usize) {
+        let mut rest = Cow::Borrowed(&body[*trace_len..]);
+        if let Some(id) = &self.authserv_id
+            && let Cow::Owned(stripped) = strip_forged_results(&body[*trace_len..], id)
+        {
+            rest = Cow::Owned(stripped);
+        }
+        if let Some(prefix) = &self.subject_prefix {
+            rest = Cow::Owned(prefix_subject(&rest, prefix));
+        }
+        if !self.top.is_empty() || matches!(rest, Cow::Owned(_)) {
+            let mut out = Vec::with_capacity(self.top.len() + body.len() + 64);
+            out.extend_from_slice(self.top.as_bytes());
+            out.extend_from_slice(&body[..*trace_len]);
+            out.extend_from_slice(&rest);
+            *trace_len += self.top.len();
+            *body = out;
+        }
+    }
+}
+
 impl Pipeline {
     /// Scores the message and applies the strictest action of its
-    /// recipients' domains: `Ok(true)` to quarantine, `Ok(false)` to go
-    /// on. Rewrites the body when headers are added: our
-    /// Authentication-Results and X-Spam-* lines go on top (above our
-    /// Received), forged Authentication-Results claiming our name are
-    /// removed, the rest stays byte for byte.
-    pub(super) async fn spam_step(&self, spam: &Arc<SpamFilter>, msg: &mut Received) -> Result<bool, Refusal> {
+    /// recipients' domains: a refusal, or the marks to put on it.
+    pub(super) async fn spam_step(&self, spam: &Arc<SpamFilter>, msg: &mut Received) -> Result<SpamMarks, Refusal> {
         let env = &msg.envelope;
         let mail_from = env.mail_from.as_ref().map(|m| m.to_string()).unwrap_or_default();
         let ctx = AuthContext {
@@ -34,7 +71,7 @@ impl Pipeline {
             session: msg.session,
             ip: env.client_ip,
             id: env.id.clone(),
-            tx: crate::events::Tx::of(env),
+            tx: msg.tx(),
             score: scored.score,
             action,
             rules: scored.rule_names(),
@@ -46,31 +83,17 @@ impl Pipeline {
             Action::Tempfail => return Err(Refusal::new(Reply::SPAM_TEMPFAIL, Reason::Spam, evidence())),
             Action::Deliver | Action::Tag | Action::Quarantine => {}
         }
-        // The new top of the message.
         let mut top = String::new();
         if let Some(a) = &scored.auth {
             top.push_str(&a.header);
         }
         top.push_str(&spam_headers(&scored, action, th));
-        let mut rest = Cow::Borrowed(&msg.body[msg.trace_len..]);
-        if let Some(id) = spam.authserv_id()
-            && let Cow::Owned(stripped) = strip_forged_results(&msg.body[msg.trace_len..], id)
-        {
-            rest = Cow::Owned(stripped);
-        }
-        if action >= Action::Tag
-            && let Some(prefix) = &th.subject_prefix
-        {
-            rest = Cow::Owned(prefix_subject(&rest, prefix));
-        }
-        if !top.is_empty() || matches!(rest, Cow::Owned(_)) {
-            let mut body = Vec::with_capacity(top.len() + msg.body.len() + 64);
-            body.extend_from_slice(top.as_bytes());
-            body.extend_from_slice(&msg.body[..msg.trace_len]);
-            body.extend_from_slice(&rest);
-            msg.trace_len += top.len();
-            msg.body = body;
-        }
-        Ok(action == Action::Quarantine)
+        Ok(SpamMarks {
+            top,
+            authserv_id: spam.authserv_id().map(str::to_string),
+            subject_prefix: th.subject_prefix.clone().filter(|_| action >= Action::Tag),
+            quarantine: action == Action::Quarantine,
+            score: scored.score,
+        })
     }
 }

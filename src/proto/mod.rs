@@ -1,11 +1,13 @@
 //! The SMTP wire protocol, sans I/O: command parsing, replies, and the
-//! receivers that frame command lines and message bodies.
+//! receivers that frame command lines and message bodies; and the milter
+//! protocol Postfix speaks to content filters (`milter`).
 //!
 //! Nothing in here imports tokio or touches a socket, so it can be unit
 //! tested, fuzzed (`fuzz/`) and split into its own crate without edits.
 
 pub mod address;
 pub mod command;
+pub mod milter;
 pub mod policy;
 pub mod proxy;
 pub mod receiver;

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::session::{Mode, Session, Step, Transaction};
-use crate::events::{ContentKind, Event, Reason, Refusal, ScanMode, Tx, Via};
+use crate::events::{Event, Refusal, Tx, Via};
 use crate::mail::date::{now_secs, rfc5322_date};
 use crate::mail::envelope::{Envelope, Recipient};
 use crate::pipeline::{Arrived, Outcome, STREAM_BATCH};
@@ -338,67 +338,10 @@ impl Session {
     /// The one place a refused message is reported: the event its reason
     /// calls for, and the reply.
     fn refuse_message(&self, id: &str, tx: Tx, r: Refusal) -> Reply {
-        let (session, ip, id) = (self.id, self.peer.ip(), id.to_string());
-        let Refusal {
-            reply,
-            reason,
-            evidence,
-        } = r;
-        let event = match reason {
-            Reason::Virus { name } => Some(Event::VirusFound {
-                session,
-                ip,
-                id,
-                tx,
-                name,
-                mode: ScanMode::InSession,
-            }),
-            Reason::BannedPart | Reason::Malformed => Some(Event::ContentRejected {
-                session,
-                ip,
-                id,
-                tx,
-                kind: if reason == Reason::BannedPart {
-                    ContentKind::Banned
-                } else {
-                    ContentKind::Malformed
-                },
-                what: evidence,
-                mode: ScanMode::InSession,
-            }),
-            Reason::Unscannable { unscannable } => Some(Event::Unscannable {
-                session,
-                ip,
-                id,
-                tx,
-                kind: unscannable,
-                what: evidence,
-                action: crate::events::UnscannableAction::Reject,
-                mode: ScanMode::InSession,
-            }),
-            Reason::ScanFailed => Some(Event::ScanFailed {
-                session,
-                ip,
-                id,
-                tx,
-                error: evidence,
-                held: false,
-            }),
-            // The spam_scored event already says it.
-            Reason::Spam => None,
-            reason => Some(Event::MessageRejected {
-                session,
-                ip,
-                id,
-                tx,
-                reply: reply.clone(),
-                reason,
-            }),
-        };
-        if let Some(e) = event {
+        if let Some(e) = crate::pipeline::refusal_event(self.id, self.peer.ip(), id.to_string(), tx, &r) {
             self.shared.events.emit(e);
         }
-        reply
+        r.reply
     }
 
     /// The HELO name and sender for a message event.
@@ -406,6 +349,7 @@ impl Session {
         Tx {
             helo: self.helo.clone().unwrap_or_default(),
             from: from.map(|m| m.to_string()).unwrap_or_default(),
+            via: crate::events::Via::Smtp,
         }
     }
 

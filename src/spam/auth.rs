@@ -19,7 +19,7 @@ use mail_auth::{
 };
 
 pub use crate::dns::tokio_resolver;
-pub use forged::strip_forged_results;
+pub use forged::{is_ours as claims_our_name, strip_forged_results};
 use header::{ResInfo, base64, format_header, push_prop};
 
 /// The SMTP facts the checks need.

@@ -62,7 +62,7 @@ fn is_auth_results_name(line: &[u8]) -> bool {
 }
 
 /// Whether the authserv-id of a whole `Authentication-Results` field is `id`.
-fn is_ours(field: &[u8], id: &str) -> bool {
+pub fn is_ours(field: &[u8], id: &str) -> bool {
     let Some(colon) = memchr::memchr(b':', field) else {
         return false;
     };
