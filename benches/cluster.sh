@@ -13,8 +13,9 @@
 #       "connection" (a new connection per message).
 #   (b) throughput: bench.py relay = smtp-source -s CONC -m COUNT (4 KiB),
 #       accept msg/s, RUNS runs per variant, interleaved off/on.
-#   (c) ban propagation between two nodes: PENDING the ban stream (not in
-#       main yet). With BANS=1 it runs two nodes on one store, `sluice bans
+#   (c) ban propagation between two nodes, by hand (`sluice bans add` on A,
+#       `bans list` polled on B); the measure to every node's kernel set is
+#       benches/ban_propagation.sh. With BANS=1 it runs two nodes on one store, `sluice bans
 #       add` on node A and polls `sluice bans list` on node B; it reports
 #       "pending" when B never sees the ban.
 # Ports: sluice 2555 (node B 2557), smtp-sink 2556, metrics 9455 (B 9457),
@@ -196,7 +197,7 @@ except Exception as e:
     print(f"\nratio: n/a ({e})")
 PY
 
-# ---- (c) ban propagation: PENDING the ban stream ---------------------------------
+# ---- (c) ban propagation by hand, A -> B (see benches/ban_propagation.sh) --------
 if [ "$BANS" = 1 ]; then
   redis-cli -p $RPORT flushdb > /dev/null
   sink_start bans
