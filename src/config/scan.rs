@@ -55,7 +55,27 @@ pub struct ScanConfig {
     pub archives: ArchiveLimits,
 }
 
-pub use crate::events::UnscannableAction;
+/// What `scan.unscannable` does with such content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum UnscannableAction {
+    /// Deliver, with an event.
+    Accept,
+    /// Accept (250) and keep in the quarantine, never delivered.
+    Quarantine,
+    /// `554 5.7.1` in the session.
+    Reject,
+}
+
+impl UnscannableAction {
+    pub fn label(self) -> &'static str {
+        match self {
+            UnscannableAction::Accept => "accept",
+            UnscannableAction::Quarantine => "quarantine",
+            UnscannableAction::Reject => "reject",
+        }
+    }
+}
 
 /// Bounds on opening the archives of one message (`scan::archive`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -227,27 +227,7 @@ impl std::fmt::Display for Unscannable {
     }
 }
 
-/// What `scan.unscannable` does with such content.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum UnscannableAction {
-    /// Deliver, with an event.
-    Accept,
-    /// Accept (250) and keep in the quarantine, never delivered.
-    Quarantine,
-    /// `554 5.7.1` in the session.
-    Reject,
-}
-
-impl UnscannableAction {
-    pub fn label(self) -> &'static str {
-        match self {
-            UnscannableAction::Accept => "accept",
-            UnscannableAction::Quarantine => "quarantine",
-            UnscannableAction::Reject => "reject",
-        }
-    }
-}
+pub use crate::config::scan::UnscannableAction;
 
 /// A reply in the event log: its wire text on one line ("550 5.1.1 ...").
 pub(super) fn reply_text<S: Serializer>(r: &Reply, s: S) -> Result<S::Ok, S::Error> {
