@@ -362,7 +362,7 @@ async fn follow(
             .map_err(err)?;
         for a in values.into_iter().flatten() {
             if let Ok(a) = serde_json::from_str::<Active>(&a)
-                && fw.apply_remote(&BanChange::Add { ban: a.ban }, &a.node)
+                && fw.load_remote(&BanChange::Add { ban: a.ban }, &a.node)
             {
                 loaded += 1;
             }
@@ -371,6 +371,8 @@ async fn follow(
     if *failing {
         tracing::info!(loaded, "ban stream: following again");
         *failing = false;
+    } else {
+        tracing::info!(loaded, "ban stream: the cluster's active bans loaded");
     }
     *last = Some(from);
     let opts = StreamReadOptions::default().block(BLOCK_MS).count(512);

@@ -236,6 +236,17 @@ impl Firewall {
     /// published again and not counted as an offence. False when it
     /// changed nothing (already in force, run out, allowlisted here).
     pub fn apply_remote(&self, change: &super::cluster::BanChange, node: &str) -> bool {
+        self.apply_remote_with(change, node, true)
+    }
+
+    /// [`apply_remote`](Self::apply_remote) without the `ban_added` event:
+    /// the active set loaded at start or after a reconnect (100,000 bans
+    /// must not become 100,000 events each time; the loader logs how many).
+    pub fn load_remote(&self, change: &super::cluster::BanChange, node: &str) -> bool {
+        self.apply_remote_with(change, node, false)
+    }
+
+    fn apply_remote_with(&self, change: &super::cluster::BanChange, node: &str, announce: bool) -> bool {
         use super::cluster::BanChange;
         let t = now();
         match change {
@@ -267,7 +278,9 @@ impl Firewall {
                     self.mark_pending();
                 }
                 self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
-                self.events.emit(added);
+                if announce {
+                    self.events.emit(added);
+                }
                 true
             }
             BanChange::Del { net } => {
