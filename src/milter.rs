@@ -75,6 +75,9 @@ pub enum MilterFailure {
 pub struct Milter {
     pub front: Arc<Front>,
     pub timeout: Duration,
+    /// The ban list (`[firewall]`): a banned client is refused at CONNECT
+    /// (Postfix then refuses its every command with sluice's reply).
+    pub bans: Option<Arc<dyn crate::policy::connection::ConnectionFilter>>,
 }
 
 /// Accepts until shutdown; `limit` caps connections (`milter.max_connections`):
@@ -228,6 +231,18 @@ impl Conn {
                 };
                 // Postfix says "unknown", or "[ip]", when the name is not verified.
                 self.client_name = Some(hostname).filter(|h| h != "unknown" && !h.starts_with('['));
+                use crate::policy::connection::Admit;
+                if let Some(Admit::Refuse(r)) = self.milter.bans.as_ref().map(|b| b.admit(self.client_ip)) {
+                    self.milter.front.load().events.emit(Event::ConnectRejected {
+                        session: self.id,
+                        via: crate::events::Via::Milter,
+                        ip: self.client_ip,
+                        reason: r.reason,
+                        reply: r.reply.clone(),
+                        evidence: r.evidence,
+                    });
+                    return Ok(Some(Response::reply(&r.reply)));
+                }
             }
             Command::Helo(h) => self.helo = h,
             Command::Mail(args) => {

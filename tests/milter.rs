@@ -409,6 +409,71 @@ async fn a_milter_dialogue_message_by_message() {
     drop(relay.stop().await);
 }
 
+/// A client banned for what it sent through Postfix is refused at the
+/// milter's CONNECT (Postfix then refuses its every command with sluice's
+/// reply), as sluice's own listener refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_client_is_refused_at_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("recipients"), TABLE).unwrap();
+    let toml = format!(
+        "{}\n[milter]\nlisten = [\"127.0.0.1:0\"]\n[firewall]\n\
+         [firewall.rules.spam]\ncount = 1\nwindow = \"1m\"\nban = \"1h\"\n",
+        base_toml("smtp://127.0.0.1:1").replace("[spam]\nenabled = false", "[spam]\nauth = false")
+    );
+    let relay = TestRelay::start_in(dir, &toml, |_| {}).await;
+    let addr = relay.running().milter_addrs[0];
+    let mut events = relay.running().events.subscribe();
+    let mut m = Mta::connect(addr).await;
+    m.send(b'O', &optneg(6, 0x1ff, 0)).await;
+    assert!(matches!(m.response().await, Response::OptNeg(_)));
+    m.send(b'C', b"mail.client.example\x004\x04\x00198.51.100.8\0")
+        .await
+        .expect(Response::Continue)
+        .await;
+    for (code, payload) in [
+        (b'H', &b"mail.client.example\0"[..]),
+        (b'M', b"<a@client.example>\0"),
+        (b'R', b"<user@example.com>\0"),
+        (b'L', b"Subject\0spam\0"),
+        (b'N', b""),
+        (b'B', format!("{GTUBE}\r\n").as_bytes()),
+    ] {
+        m.send(code, payload).await.expect(Response::Continue).await;
+    }
+    m.send(b'E', b"").await;
+    assert!(matches!(m.response().await, Response::ReplyCode(r) if r.starts_with("550 5.7.1")));
+    wait_event(&mut events, |e| match e {
+        Event::BanAdded { net, .. } if net == "198.51.100.8/32" => Some(()),
+        _ => None,
+    })
+    .await;
+
+    let mut m = Mta::connect(addr).await;
+    m.send(b'O', &optneg(6, 0x1ff, 0)).await;
+    assert!(matches!(m.response().await, Response::OptNeg(_)));
+    m.send(b'C', b"mail.client.example\x004\x04\x00198.51.100.8\0").await;
+    let Response::ReplyCode(r) = m.response().await else {
+        panic!("not a reply code")
+    };
+    assert!(r.starts_with("554 5.7.1 Your address is banned here"), "{r}");
+    let via = wait_event(&mut events, |e| match e {
+        Event::ConnectRejected { ip, via, .. } if ip.to_string() == "198.51.100.8" => Some(*via),
+        _ => None,
+    })
+    .await;
+    assert_eq!(via, Via::Milter);
+    // Another client is not.
+    let mut m = Mta::connect(addr).await;
+    m.send(b'O', &optneg(6, 0x1ff, 0)).await;
+    assert!(matches!(m.response().await, Response::OptNeg(_)));
+    m.send(b'C', b"other.example\x004\x04\x00198.51.100.9\0")
+        .await
+        .expect(Response::Continue)
+        .await;
+    drop(relay.stop().await);
+}
+
 /// `sluice milter`: the milter answers on `milter.listen`, and the SMTP
 /// listener of `server.listen` is not opened; SIGTERM stops it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

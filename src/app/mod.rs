@@ -183,7 +183,7 @@ pub async fn start_with(config: Config, pre: Preflight, path: Option<PathBuf>) -
     let metrics_addr = status::listen(&core, watched)?;
     let local_addrs = front::listen(&core, front.clone())?;
     let policy_addrs = policy_server::listen(&core, front.clone(), lasts.firewall.clone())?;
-    let milter_addrs = milter::listen(&core, front.clone())?;
+    let milter_addrs = milter::listen(&core, front.clone(), lasts.firewall.clone().map(|f| f as _))?;
     let reloader = Arc::new(reload::Reloader {
         lasts,
         front,
