@@ -325,6 +325,19 @@ async fn clamd_limits_exceeded_is_unscannable_not_a_virus() {
         "{r}\n{}",
         clamd.log()
     );
+    // Counted as what it is, not as a virus.
+    let scans = |verdict: &str| {
+        let ep = format!("tcp://127.0.0.1:{}", clamd.port);
+        relay
+            .running()
+            .events
+            .metrics()
+            .scanner_scans
+            .with_label_values(&[ep.as_str(), verdict])
+            .get()
+    };
+    // (The raw message and the decoded bundle are each a scan.)
+    assert!(scans("unscannable") >= 1 && scans("virus") == 0);
     // Small enough for clamd: delivered.
     let r = send(&relay, "small.zip", &zip(&[("small.txt", b"hello")])).await;
     assert!(r.starts_with("250"), "{r}");

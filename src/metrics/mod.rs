@@ -228,7 +228,7 @@ impl Metrics {
             ),
             scanner_scans: counters(
                 "sluice_scanner_scans_total",
-                "Virus scans per clamd endpoint and verdict (clean, virus, error)",
+                "Virus scans per clamd endpoint and verdict (clean, virus, unscannable, error)",
                 &["endpoint", "verdict"],
             ),
             scanner_duration: hists(

@@ -58,6 +58,8 @@ fn record(m: &Metrics, ep: &str, started: std::time::Instant, res: &Result<ScanO
         .observe(started.elapsed().as_secs_f64());
     let verdict = match res {
         Ok(ScanOutcome::Clean) => "clean",
+        // clamd's "could not look into everything" answers are not viruses.
+        Ok(ScanOutcome::Infected(name)) if super::scanner_unscannable(name).is_some() => "unscannable",
         Ok(ScanOutcome::Infected(_)) => "virus",
         Err(_) => "error",
     };
