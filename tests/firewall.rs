@@ -109,7 +109,8 @@ fn run(args: &[&str]) -> String {
 /// `dst` (port 2525, or the fourth argument), reads the banner, sends `n`
 /// unknown recipients (`nobody<tag><i>`, tag the fifth argument); prints
 /// the replies, or "NO CONNECTION" when the server cannot be reached
-/// within 1 s.
+/// within 1 s, and "CUT" after the replies when one did not come within
+/// 1 s (the kernel dropping a client banned during its session).
 const CLIENT: &str = r#"
 import socket, sys
 src, dst, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -120,20 +121,27 @@ s.settimeout(1.0)
 try:
     s.bind((src, 0))
     s.connect((dst, port))
-    f = s.makefile("rb")
-    def reply():
-        while True:
-            line = f.readline().decode()
-            if len(line) < 4 or line[3] != "-":
-                return line.strip()
-    out = [reply()]
+except OSError as e:
+    print("NO CONNECTION", e)
+    sys.exit(0)
+f = s.makefile("rb")
+def reply():
+    while True:
+        line = f.readline().decode()
+        if len(line) < 4 or line[3] != "-":
+            return line.strip()
+out = []
+try:
+    out.append(reply())
     if out[0].startswith("220"):
         for cmd in ["EHLO client.test", "MAIL FROM:<a@client.test>"] + ["RCPT TO:<nobody%s%d@example.com>" % (tag, i) for i in range(n)] + ["QUIT"]:
             s.sendall((cmd + "\r\n").encode())
             out.append(reply())
-    print("\n".join(out))
 except OSError as e:
-    print("NO CONNECTION", e)
+    # The ban reached the kernel during the session: the client's next
+    # packets are dropped.
+    out.append("CUT %s" % e)
+print("\n".join(out))
 "#;
 
 /// The issue's scenario in the real kernel: sluice in one namespace with
@@ -254,9 +262,10 @@ fn flood_is_banned_in_the_kernel(kernel: &Kernel) {
     let mut sluice = start();
     wait_for("sluice to listen", &|| client("10.211.0.2", 0).starts_with("220"));
 
-    // The flood: 4 unknown recipients (the rule is 3 within a minute).
+    // The flood: 4 unknown recipients (the rule is 3 within a minute). The
+    // third bans; the kernel may drop the rest of the session already.
     let out = client("10.211.0.2", 4);
-    assert_eq!(out.matches("550 5.1.1").count(), 4, "{out}");
+    assert!(out.matches("550 5.1.1").count() >= 3, "{out}");
     let banned_at = std::time::Instant::now();
     wait_for("10.211.0.2 in the nft set", &|| set().contains("10.211.0.2"));
     assert!(
