@@ -95,6 +95,15 @@ impl Drop for Netns {
     }
 }
 
+/// Polls `f` until it holds; panics naming `what` after `limit`.
+fn wait_until(what: &str, limit: std::time::Duration, f: &dyn Fn() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn run(args: &[&str]) -> String {
     let out = std::process::Command::new(args[0]).args(&args[1..]).output().unwrap();
     assert!(
@@ -252,13 +261,7 @@ fn flood_is_banned_in_the_kernel(kernel: &Kernel) {
             run(&args);
         }
     };
-    let wait_for = |what: &str, f: &dyn Fn() -> bool| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !f() {
-            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    };
+    let wait_for = |what: &str, f: &dyn Fn() -> bool| wait_until(what, std::time::Duration::from_secs(10), f);
     let mut sluice = start();
     wait_for("sluice to listen", &|| client("10.211.0.2", 0).starts_with("220"));
 
@@ -911,13 +914,7 @@ fn a_flood_spread_over_three_nodes_behind_haproxy_is_banned_in_total_and_refused
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
     };
-    let wait_for = |what: &str, limit: Duration, f: &dyn Fn() -> bool| {
-        let deadline = Instant::now() + limit;
-        while !f() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let wait_for = wait_until;
 
     // Two connections, 2 unknown recipients each: 4 in total, no ban.
     for tag in ["x", "y"] {

@@ -687,6 +687,20 @@ mod tests {
         }
     }
 
+    /// Node `n`'s firewall (no exporter) with `bans`, its files in `dir`.
+    fn node_config(dir: &std::path::Path, bans: &BanConfig, n: &str) -> FirewallConfig {
+        FirewallConfig {
+            bans: bans.clone(),
+            store: dir.join(format!("bans-{n}.json")),
+            flush_interval: Duration::from_millis(100),
+            nft: None,
+            ipset: None,
+            ports: Vec::new(),
+            file: None,
+            control_socket: dir.join(format!("control-{n}.sock")),
+        }
+    }
+
     /// Two nodes whose offence windows are one store (as `[cluster]`
     /// makes them): three probes, one on each, count as three.
     #[tokio::test]
@@ -701,16 +715,7 @@ mod tests {
                 ban: 3600,
             },
         );
-        let node = |n: &str| FirewallConfig {
-            bans: bans.clone(),
-            store: dir.path().join(format!("bans-{n}.json")),
-            flush_interval: Duration::from_millis(100),
-            nft: None,
-            ipset: None,
-            ports: Vec::new(),
-            file: None,
-            control_socket: dir.path().join(format!("control-{n}.sock")),
-        };
+        let node = |n: &str| node_config(dir.path(), &bans, n);
         let shared: Arc<dyn crate::state::StateStore> = Arc::new(crate::state::MemoryStore::default());
         let a = Firewall::new(node("a"), EventBus::new(8), shared.clone());
         let (events_b, metrics) = (EventBus::new(8), Arc::new(crate::metrics::Metrics::new()));
@@ -776,16 +781,7 @@ mod tests {
             ban: 600,
         };
         bans.rules.insert(Offence::UnknownUser, rule);
-        let node = |n: &str| FirewallConfig {
-            bans: bans.clone(),
-            store: dir.path().join(format!("bans-{n}.json")),
-            flush_interval: Duration::from_millis(100),
-            nft: None,
-            ipset: None,
-            ports: Vec::new(),
-            file: None,
-            control_socket: dir.path().join(format!("control-{n}.sock")),
-        };
+        let node = |n: &str| node_config(dir.path(), &bans, n);
         let own = || -> Arc<dyn crate::state::StateStore> { Arc::new(crate::state::MemoryStore::default()) };
         let a = Firewall::new(node("a"), EventBus::new(8), own());
         let b = Firewall::new(node("b"), EventBus::new(8), own());
