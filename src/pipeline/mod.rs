@@ -301,7 +301,10 @@ impl Pipeline {
                 session: msg.session,
                 ip: msg.envelope.client_ip,
                 id: msg.envelope.id.clone(),
-                tx: Tx::of(&msg.envelope),
+                tx: Tx {
+                    via: msg.via,
+                    ..Tx::of(&msg.envelope)
+                },
                 kind: u.kind,
                 what: u.what.clone(),
                 action: *action,
