@@ -332,6 +332,7 @@ fn fill_spam(sp: RawSpam) -> RawSpam {
         auth: sp.auth.or(Some(defaults.auth)),
         auth_timeout: sp.auth_timeout.or_else(|| s(d::SPAM_AUTH_TIMEOUT)),
         max_size: sp.max_size.or(Some(defaults.max_size as u64)),
+        part_scan_size: sp.part_scan_size.or(Some(defaults.part_scan_size as u64)),
         reload_interval: sp.reload_interval.or_else(|| s(d::SPAM_RELOAD_INTERVAL)),
         tag,
         quarantine,

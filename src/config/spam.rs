@@ -75,6 +75,10 @@ pub struct SpamConfig {
     pub auth_timeout: Duration,
     /// Larger messages are not scored (delivered as they are).
     pub max_size: usize,
+    /// Octets of each text part read by the body and raw-body rules
+    /// (SpamAssassin's `body_part_scan_size`): spam puts its pitch near the
+    /// top, and a long part then costs no more than a short one.
+    pub part_scan_size: usize,
     /// How often the rule and model files are checked for changes.
     pub reload_interval: Duration,
     pub default: Thresholds,
@@ -91,6 +95,7 @@ impl Default for SpamConfig {
             auth: true,
             auth_timeout: Duration::from_secs(5),
             max_size: 2 << 20,
+            part_scan_size: 50_000,
             reload_interval: Duration::from_secs(5),
             default: Thresholds::default(),
             domains: HashMap::new(),
@@ -173,6 +178,7 @@ pub(super) fn validate_spam(raw: RawSpam, base: &Path) -> Result<Option<SpamConf
         auth: raw.auth.unwrap_or(d.auth),
         auth_timeout: dur("spam.auth_timeout", raw.auth_timeout, defaults::SPAM_AUTH_TIMEOUT)?,
         max_size: positive("spam.max_size", raw.max_size, d.max_size as u64)?,
+        part_scan_size: positive("spam.part_scan_size", raw.part_scan_size, d.part_scan_size as u64)?,
         reload_interval: dur(
             "spam.reload_interval",
             raw.reload_interval,

@@ -228,7 +228,7 @@ impl SpamFilter {
     fn evaluate(&self, raw: &[u8], parsed: Option<&mail_parser::Message<'_>>, auth: Option<AuthOutcome>) -> Scored {
         let loaded = self.current();
         let mut view = match parsed {
-            Some(m) => MessageView::from_message(m, false),
+            Some(m) => MessageView::from_message(m, false, self.cfg.part_scan_size),
             None => MessageView::parse(raw),
         };
         if let Some(a) = &auth {

@@ -310,7 +310,7 @@ pub fn check_fixture(set: &RuleSet, fixture: &str) -> Vec<String> {
         let mut text = lines.join("\n");
         text.push('\n');
         let mv = match mail_parser::MessageParser::default().parse(text.as_bytes()) {
-            Some(m) => super::view::MessageView::from_message(&m, true),
+            Some(m) => super::view::MessageView::from_message(&m, true, super::view::PART_SCAN),
             None => super::view::MessageView::parse(text.as_bytes()),
         };
         let view = mv.view();

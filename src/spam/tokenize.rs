@@ -36,8 +36,9 @@ pub const MAX_TOKEN_LEN: usize = 40;
 const MIN_WORD_LEN: usize = 3;
 /// Nested message/rfc822 parts are followed at most this deep.
 const MAX_DEPTH: usize = 3;
-/// At most this many bytes of decoded body text are tokenized per part.
-const MAX_PART_TEXT: usize = 256 * 1024;
+/// At most this many bytes of decoded body text are tokenized per part (the default of the rules' `spam.part_scan_size`,
+/// and SpamAssassin's 50,000): a long part costs no more than a short one.
+const MAX_PART_TEXT: usize = 50_000;
 /// At most this many Received headers (from the top) are tokenized.
 const MAX_RECEIVED: usize = 8;
 /// At most this many URLs are tokenized per text.

@@ -1,5 +1,6 @@
 //! The message as the rules see it ([`rules::View`]), built once per
-//! message from mail-parser's reading: decoded headers, the text of the
+//! message from mail-parser's reading (of each text part, the first
+//! `spam.part_scan_size` octets): decoded headers, the text of the
 //! text parts (HTML reduced to text), the text parts as they are, the URIs,
 //! the raw message, and two pseudo-headers set only by sluice:
 //!
@@ -29,6 +30,8 @@ pub const BAYES_HEADER: &str = "Sluice-Bayes";
 /// looked at, so a huge message costs no more than a large one (like
 /// SpamAssassin's scan sizes; spam puts its pitch near the top).
 pub const MAX_TEXT: usize = 128 * 1024;
+/// Octets of each text part read by default (`spam.part_scan_size`).
+pub const PART_SCAN: usize = 50_000;
 /// At most this many URIs are kept.
 pub const MAX_URIS: usize = 1000;
 /// Nested messages are followed this deep.
@@ -51,7 +54,7 @@ impl MessageView {
     /// pseudo-headers are dropped.
     pub fn parse(raw: &[u8]) -> MessageView {
         match MessageParser::default().parse(raw) {
-            Some(m) => MessageView::from_message(&m, false),
+            Some(m) => MessageView::from_message(&m, false, PART_SCAN),
             None => MessageView::unparsed(raw),
         }
     }
@@ -73,8 +76,9 @@ impl MessageView {
     }
 
     /// The view of an already parsed message. `keep_pseudo` keeps
-    /// pseudo-headers written in the message (fixtures only).
-    pub fn from_message(msg: &Message<'_>, keep_pseudo: bool) -> MessageView {
+    /// pseudo-headers written in the message (fixtures only); of each text
+    /// part, the first `part_scan` octets are read.
+    pub fn from_message(msg: &Message<'_>, keep_pseudo: bool, part_scan: usize) -> MessageView {
         let raw = msg.raw_message();
         let mut v = MessageView {
             full: lossy_prefix(raw, MAX_TEXT),
@@ -98,7 +102,7 @@ impl MessageView {
             }
             v.headers.push((name.to_string(), value));
         }
-        collect_parts(msg, &mut v, &mut facts, 0);
+        collect_parts(msg, &mut v, &mut facts, part_scan, 0);
         if !keep_pseudo || !v.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(MIME_HEADER)) {
             v.headers.push((MIME_HEADER.to_string(), facts.render()));
         }
@@ -151,7 +155,7 @@ impl Facts {
     }
 }
 
-fn collect_parts(msg: &Message<'_>, v: &mut MessageView, facts: &mut Facts, depth: usize) {
+fn collect_parts(msg: &Message<'_>, v: &mut MessageView, facts: &mut Facts, part_scan: usize, depth: usize) {
     for part in &msg.parts {
         let ct = part.content_type();
         let is_multipart = matches!(part.body, PartType::Multipart(_));
@@ -167,6 +171,7 @@ fn collect_parts(msg: &Message<'_>, v: &mut MessageView, facts: &mut Facts, dept
                 if let Some(c) = charset {
                     facts.charsets.insert(c);
                 }
+                let t = truncate(t, part_scan);
                 push_text(&mut v.body, t);
                 push_text(&mut v.rawbody, t);
                 for u in text_uris(t, MAX_URIS) {
@@ -178,9 +183,10 @@ fn collect_parts(msg: &Message<'_>, v: &mut MessageView, facts: &mut Facts, dept
                 if let Some(c) = charset {
                     facts.charsets.insert(c);
                 }
+                let h = truncate(h, part_scan);
                 push_text(&mut v.rawbody, h);
-                let text = mail_parser::decoders::html::html_to_text(truncate(h, MAX_TEXT));
-                push_text(&mut v.body, &text);
+                let text = mail_parser::decoders::html::html_to_text(h);
+                push_text(&mut v.body, truncate(&text, part_scan));
                 for u in html_uris(h) {
                     push_uri(&mut v.uris, u);
                 }
@@ -191,7 +197,7 @@ fn collect_parts(msg: &Message<'_>, v: &mut MessageView, facts: &mut Facts, dept
             PartType::Message(inner) => {
                 facts.attach += 1;
                 if depth < MAX_DEPTH {
-                    collect_parts(inner, v, facts, depth + 1);
+                    collect_parts(inner, v, facts, part_scan, depth + 1);
                 }
             }
             PartType::Binary(_) | PartType::InlineBinary(_) => {
@@ -437,6 +443,30 @@ Content-Type: multipart/alternative; boundary=\"b\"\r\n\r\n\
         let mime = &v.headers.last().unwrap().1;
         assert_eq!(mime, "parts:2 text:0 html:1 attach:1 images:1 html-only");
         assert_eq!(v.uris, ["cid:1"]);
+    }
+
+    #[test]
+    fn each_text_part_is_read_up_to_the_part_scan_size() {
+        let filler = "lorem ipsum dolor sit amet\r\n".repeat(2150); // 60,200 octets
+        let raw = format!(
+            "Subject: x\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n\
+--b\r\nContent-Type: text/plain\r\n\r\nTOP-PLAIN\r\n{filler}TAIL-PLAIN http://tail.example/\r\n\
+--b\r\nContent-Type: text/html\r\n\r\n<p>TOP-HTML</p>{filler}<a href=\"http://late.example/\">TAIL-HTML</a>\r\n--b--\r\n"
+        );
+        let parsed = MessageParser::default().parse(raw.as_bytes()).unwrap();
+        let capped = MessageView::from_message(&parsed, false, PART_SCAN);
+        for top in ["TOP-PLAIN", "TOP-HTML"] {
+            assert!(capped.body.contains(top) && capped.rawbody.contains(top), "{top}");
+        }
+        for tail in ["TAIL-PLAIN", "TAIL-HTML"] {
+            assert!(!capped.body.contains(tail) && !capped.rawbody.contains(tail), "{tail}");
+        }
+        assert!(capped.body.len() <= 2 * (PART_SCAN + 1), "{}", capped.body.len());
+        assert!(capped.uris.is_empty(), "{:?}", capped.uris);
+        // The second part is read from its start even though the first was long.
+        let whole = MessageView::from_message(&parsed, false, 100_000);
+        assert!(whole.body.contains("TAIL-PLAIN") && whole.rawbody.contains("TAIL-HTML"));
+        assert_eq!(whole.uris, ["http://tail.example/", "http://late.example/"]);
     }
 
     #[test]
