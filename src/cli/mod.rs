@@ -2,6 +2,7 @@
 //! `check`, `man`, `trace`) and systemd's notifications for `serve`;
 //! `main.rs` parses the command line and dispatches here.
 
+pub(crate) mod args;
 pub(crate) mod bans;
 pub(crate) mod check;
 pub(crate) mod config;
