@@ -439,4 +439,6 @@ impl Walk<'_> {
 }
 
 #[cfg(test)]
+mod testkit;
+#[cfg(test)]
 mod tests;
