@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use cli::args::{Cli, Cmd, DEFAULT_CONFIG, config_path};
-use sluice::config::Config;
+use sluice::config::{Config, Role};
 use sluice::shutdown::{Signal, Signals};
 
 mod cli;
@@ -173,9 +173,9 @@ fn main() -> ExitCode {
                 .map(|pages| pages.iter().for_each(|p| println!("{}", p.display())))
                 .map_err(|e| anyhow::anyhow!("{}: {e}", out.display())),
         ),
-        Cmd::Serve => run_server(config.as_ref(), Only::All),
-        Cmd::Policy => run_server(config.as_ref(), Only::Policy),
-        Cmd::Milter => run_server(config.as_ref(), Only::Milter),
+        Cmd::Serve => run_server(config.as_ref(), Role::All),
+        Cmd::Policy => run_server(config.as_ref(), Role::Policy),
+        Cmd::Milter => run_server(config.as_ref(), Role::Milter),
         Cmd::Reload => with_config(config.as_ref(), |c| async move { reload(&c).await }),
     }
 }
@@ -243,41 +243,16 @@ fn scan(
     ExitCode::from(code)
 }
 
-/// Which listeners `run_server` starts.
-#[derive(Clone, Copy)]
-enum Only {
-    /// `sluice serve`: everything the file configures.
-    All,
-    /// `sluice policy`.
-    Policy,
-    /// `sluice milter`.
-    Milter,
-}
-
 /// `sluice serve`: every file loaded first (exit 64 when one fails), then
-/// serve until SIGTERM/SIGINT. `only`: `sluice policy` runs the policy
+/// serve until SIGTERM/SIGINT. `role`: `sluice policy` runs the policy
 /// server alone, `sluice milter` the milter alone (each with its defaults
 /// when its section is absent), with no SMTP listener.
-fn run_server(path: Option<&PathBuf>, only: Only) -> ExitCode {
+fn run_server(path: Option<&PathBuf>, role: Role) -> ExitCode {
     let (mut config, pre) = match load_checked(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match only {
-        Only::All => {}
-        Only::Policy => {
-            config.server.listen.clear();
-            config.milter = None;
-            config
-                .policy_server
-                .get_or_insert_with(sluice::config::policy_server::PolicyServerConfig::defaults);
-        }
-        Only::Milter => {
-            config.server.listen.clear();
-            config.policy_server = None;
-            config.milter.get_or_insert_with(Default::default);
-        }
-    }
+    config.narrow(role);
     sluice::logging::init(&config.log);
     for w in config.warnings() {
         tracing::warn!("configuration: {w}");

@@ -128,6 +128,7 @@ impl Reloader {
         for w in new.warnings() {
             tracing::warn!("configuration: {w}");
         }
+        new.narrow(running.config.role);
         let restart_needed = crate::config::restart::carry_over(&running.config, &mut new);
         let mut pre = super::preflight(&new)?;
         // The same table settings: the running table is reloaded in place,

@@ -91,9 +91,47 @@ pub struct Config {
     pub policy_server: Option<policy_server::PolicyServerConfig>,
     /// `None` without `[milter]`: no milter listener.
     pub milter: Option<milter::MilterConfig>,
+    /// The listeners this process runs: set by the command
+    /// ([`Config::narrow`]), never by the file.
+    pub role: Role,
+}
+
+/// Which listeners a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// `sluice serve`: everything the file configures.
+    #[default]
+    All,
+    /// `sluice policy`: the policy server alone.
+    Policy,
+    /// `sluice milter`: the milter alone.
+    Milter,
 }
 
 impl Config {
+    /// Keeps the listeners of `role`: `Policy` runs the policy server
+    /// alone and `Milter` the milter alone (each with its defaults when the
+    /// file has no section for it), with no SMTP listener. A reload narrows
+    /// the new file the same way, so the listeners it leaves out are not
+    /// reported as changed.
+    pub fn narrow(&mut self, role: Role) {
+        self.role = role;
+        match role {
+            Role::All => {}
+            Role::Policy => {
+                self.server.listen.clear();
+                self.milter = None;
+                self.policy_server
+                    .get_or_insert_with(policy_server::PolicyServerConfig::defaults);
+            }
+            Role::Milter => {
+                self.server.listen.clear();
+                self.policy_server = None;
+                self.milter.get_or_insert_with(Default::default);
+            }
+        }
+    }
+
     /// Reads and validates a config file. Relative paths in it are resolved
     /// against the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -215,6 +253,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         server,
         relay,
         spool,
+        role: Role::All,
     })
 }
 

@@ -85,6 +85,7 @@ pub fn carry_over(running: &Config, new: &mut Config) -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Role;
     use std::path::Path;
 
     fn config(extra: &str) -> Config {
@@ -98,6 +99,23 @@ mod tests {
         assert_eq!(carry_over(&running, &mut new), vec!["server.listen"]);
         assert_eq!(new.server.listen, running.server.listen);
         assert_eq!(new.server.max_errors, 3, "a reloadable key takes its new value");
+    }
+
+    #[test]
+    fn a_policy_or_milter_process_reloads_its_file_without_naming_the_listeners_it_left_out() {
+        let file = "[server]\nlisten = [\"127.0.0.1:2525\"]\n[milter]\nlisten = [\"127.0.0.1:8891\"]\n";
+        for role in [Role::Policy, Role::Milter] {
+            let mut running = config(file);
+            running.narrow(role);
+            assert!(running.server.listen.is_empty(), "{role:?}");
+            // The file as it is read again: narrowed as the running one was.
+            let mut new = config(file);
+            new.narrow(running.role);
+            assert!(carry_over(&running, &mut new).is_empty(), "{role:?}");
+            // Not narrowed, the same file would look like a change of listeners.
+            let mut raw = config(file);
+            assert!(carry_over(&running, &mut raw).contains(&"server.listen"), "{role:?}");
+        }
     }
 
     #[test]
