@@ -10,8 +10,10 @@
 //!   `org:` Organization;
 //! - `hn:` names of the headers present (filter, mailbox and mailing-list annotations excluded, like
 //!   SpamAssassin's ignored headers), `h:` header signals and shapes (mailer, Message-ID and Date shapes, time
-//!   zone, Date vs. Received skew, MIME structure, charsets, transfer encodings, attachments), `rc:` Received
-//!   chain structure (protocol, HELO shape, reverse DNS, IP class and domains, never raw addresses);
+//!   zone, Date vs. Received skew, MIME structure, charsets, transfer encodings, attachments, Content-Type
+//!   parameter shapes, To vs. From domain), `ho:` header order (the first header and each pair of neighbours),
+//!   `rc:` Received chain structure (protocol, HELO shape, reverse DNS, IP class and domains, never raw
+//!   addresses);
 //! - `u:` URL schemes, hosts and domains, `up:` URL path pieces, `tag:` HTML tag names.
 //!
 //! Tokens never contain control characters (in particular no tabs or newlines), so they can be stored one per line.
@@ -27,15 +29,6 @@ use std::net::IpAddr;
 
 use super::bayes::FastState;
 use mail_parser::{Address, Host, Message, MessageParser, MessagePart, MimeHeaders, PartType};
-
-/// EXPERIMENT: whether `flag` is in `SLUICE_EXP` (comma separated).
-pub(crate) fn exp(flag: &str) -> bool {
-    static FLAGS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    FLAGS
-        .get_or_init(|| std::env::var("SLUICE_EXP").unwrap_or_default())
-        .split(',')
-        .any(|f| f == flag)
-}
 
 /// Maximum number of distinct tokens produced for one message.
 pub const MAX_TOKENS: usize = 3000;

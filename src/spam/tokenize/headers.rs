@@ -56,15 +56,8 @@ pub(super) fn header_tokens(message: &Message<'_>, sink: &mut Sink, depth: usize
         return;
     }
     header_name_tokens(message, sink);
-    if exp("list") {
-        list_tokens(message, sink);
-    }
-    if exp("hord") {
-        header_order_tokens(message, sink);
-    }
-    if exp("hdr") {
-        header_shape_tokens(message, from_reg.as_deref(), sink);
-    }
+    header_order_tokens(message, sink);
+    header_shape_tokens(message, sink);
     client_tokens(message, sink);
     return_path_tokens(message, from_reg.as_deref(), sink);
     message_id_tokens(message, from_reg.as_deref(), sink);
@@ -87,14 +80,6 @@ fn subject_tokens(message: &Message<'_>, sink: &mut Sink, depth: usize) {
         text_tokens(subject, "s:", sink);
         if let Some(raw) = raw_header(message, "Subject") {
             encoded_word_tokens(raw, "s:enc:", sink);
-        }
-        if depth == 0 && exp("subj") {
-            sink.push_shape("h:subj:", subject, 8);
-            let letters = subject.chars().filter(|c| c.is_alphabetic()).count();
-            let caps = subject.chars().filter(|c| c.is_uppercase()).count();
-            if letters >= 8 && caps * 2 > letters {
-                sink.push("h:subj:caps");
-            }
         }
     } else if depth == 0 {
         sink.push("h:nosubject");
@@ -145,7 +130,7 @@ fn header_name_tokens(message: &Message<'_>, sink: &mut Sink) {
             sink.push("hn:long");
             continue;
         }
-        if !is_ignored_header(name) || (exp("listhn") && is_list_header(name)) {
+        if !is_ignored_header(name) {
             sink.push_with(|b| {
                 b.push_str("hn:");
                 push_ascii_lower(b, name);
@@ -154,85 +139,9 @@ fn header_name_tokens(message: &Message<'_>, sink: &mut Sink) {
     }
 }
 
-/// EXPERIMENT `list`: mailing-list and bulk-mail signals: which List-* headers are present, the kinds of
-/// List-Unsubscribe (mailto, http), the registrable domain of the List-Id, and the list manager named by its own
-/// headers.
-fn list_tokens(message: &Message<'_>, sink: &mut Sink) {
-    let mut any = false;
-    for header in message.headers() {
-        let name = header.name();
-        let lower = |p: &str| name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p);
-        let token = if name.eq_ignore_ascii_case("List-Id") {
-            if let Some(v) = raw_value(message, header)
-                && let Some(id) = v.rsplit_once('<').map(|(_, r)| r.trim_end_matches('>'))
-                && let Some(reg) = registrable(&id.trim().to_ascii_lowercase())
-            {
-                sink.push2("list:dom:", reg);
-            }
-            "h:list:id"
-        } else if name.eq_ignore_ascii_case("List-Unsubscribe") {
-            if let Some(v) = raw_value(message, header) {
-                let v = v.to_ascii_lowercase();
-                let (mailto, http) = (v.contains("mailto:"), v.contains("http"));
-                sink.push(match (mailto, http) {
-                    (true, true) => "h:list:unsub:both",
-                    (true, false) => "h:list:unsub:mailto",
-                    (false, true) => "h:list:unsub:http",
-                    (false, false) => "h:list:unsub:other",
-                });
-            }
-            "h:list:unsub"
-        } else if name.eq_ignore_ascii_case("List-Post") {
-            "h:list:post"
-        } else if name.eq_ignore_ascii_case("List-Help") {
-            "h:list:help"
-        } else if name.eq_ignore_ascii_case("List-Subscribe") {
-            "h:list:sub"
-        } else if name.eq_ignore_ascii_case("List-Archive") {
-            "h:list:archive"
-        } else if lower("X-Mailman") {
-            "h:lm:mailman"
-        } else if lower("X-Ezmlm") {
-            "h:lm:ezmlm"
-        } else if lower("X-Egroups") || lower("X-Yahoo-Group") {
-            "h:lm:egroups"
-        } else if lower("X-Lyris") || name.eq_ignore_ascii_case("X-ListMember") {
-            "h:lm:lyris"
-        } else if lower("X-Listprocessor") || lower("X-Listserver") || lower("X-Listar") {
-            "h:lm:listproc"
-        } else if lower("X-Majordomo") || name.eq_ignore_ascii_case("X-Sequence") {
-            "h:lm:majordomo"
-        } else if name.eq_ignore_ascii_case("Mailing-List") {
-            if let Some(v) = raw_value(message, header) {
-                let v = v.to_ascii_lowercase();
-                if v.contains("ezmlm") {
-                    sink.push("h:lm:ezmlm");
-                } else if v.contains("groups") {
-                    sink.push("h:lm:groups");
-                }
-            }
-            "h:list:mailing-list"
-        } else if name.eq_ignore_ascii_case("X-BeenThere") {
-            "h:list:beenthere"
-        } else if name.eq_ignore_ascii_case("X-Loop") {
-            "h:list:loop"
-        } else if name.eq_ignore_ascii_case("Sender") {
-            "h:sender"
-        } else if name.eq_ignore_ascii_case("Errors-To") {
-            "h:errors-to"
-        } else {
-            continue;
-        };
-        any = true;
-        sink.push(token);
-    }
-    if !any {
-        sink.push("h:list:none");
-    }
-}
-
-/// EXPERIMENT `hord`: the order of the headers (not ignored ones, not Received): the first one and each pair of
-/// neighbours, names cut to 16 characters.
+/// `ho:` the order of the headers, which differs from one mail program to another: the first header
+/// (`ho:^>from`) and each pair of neighbours (`ho:from>to`), up to 16 headers, names cut to 16 characters.
+/// Received headers and the ignored ones (added along the way, not by the sender) are left out.
 fn header_order_tokens(message: &Message<'_>, sink: &mut Sink) {
     let mut prev: Option<&str> = None;
     let mut n = 0;
@@ -259,9 +168,11 @@ fn header_order_tokens(message: &Message<'_>, sink: &mut Sink) {
     }
 }
 
-/// EXPERIMENT `hdr`: shapes of the Content-Type header (parameter names, quoting, separators), transfer
-/// encodings, no mailer header, From = To.
-fn header_shape_tokens(message: &Message<'_>, from_reg: Option<&str>, sink: &mut Sink) {
+/// How the header section is written: the top Content-Type's parameters (`h:ctp:` name, quoted `"` or not
+/// `=`, and what separates it from the `;`: `sp`, `tab`, `nl` or `none`), the transfer encodings of the parts
+/// (`h:cte:`), no mailer header at all (`h:xm:none`), and whether the first To is in the From's domain
+/// (`h:todom:same` / `h:todom:differs`).
+fn header_shape_tokens(message: &Message<'_>, sink: &mut Sink) {
     if let Some(ct) = raw_header(message, "Content-Type") {
         for param in ct.split(';').skip(1).take(4) {
             let sep = if param.starts_with(['\r', '\n']) {
@@ -273,8 +184,7 @@ fn header_shape_tokens(message: &Message<'_>, from_reg: Option<&str>, sink: &mut
             } else {
                 "none"
             };
-            let param = param.trim();
-            let Some((name, value)) = param.split_once('=') else {
+            let Some((name, value)) = param.trim().split_once('=') else {
                 continue;
             };
             let quoted = value.trim_start().starts_with('"');
@@ -297,26 +207,16 @@ fn header_shape_tokens(message: &Message<'_>, from_reg: Option<&str>, sink: &mut
     if raw_header(message, "X-Mailer").is_none() && raw_header(message, "User-Agent").is_none() {
         sink.push("h:xm:none");
     }
-    if let (Some(from), Some(to)) = (message.from().and_then(first_domain), message.to().and_then(first_domain)) {
-        let _ = from_reg;
-        sink.push(if registrable(&from) == registrable(&to) { "h:todom:same" } else { "h:todom:differs" });
+    if let (Some(from), Some(to)) = (
+        message.from().and_then(first_domain),
+        message.to().and_then(first_domain),
+    ) {
+        sink.push(if registrable(&from) == registrable(&to) {
+            "h:todom:same"
+        } else {
+            "h:todom:differs"
+        });
     }
-}
-
-/// EXPERIMENT `listhn`: list headers among the `hn:` tokens.
-fn is_list_header(name: &str) -> bool {
-    let l = name.to_ascii_lowercase();
-    l.starts_with("list-")
-        || l.starts_with("x-list")
-        || l.starts_with("x-mailman")
-        || l.starts_with("x-beenthere")
-        || l.starts_with("x-loop")
-        || l.starts_with("mailing-list")
-        || l.starts_with("x-mailing-list")
-        || l.starts_with("x-egroups")
-        || l == "precedence"
-        || l == "sender"
-        || l == "errors-to"
 }
 
 /// What the sending client says of itself: mailer headers, priority and
