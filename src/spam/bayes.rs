@@ -296,22 +296,7 @@ impl Model {
     ///
     /// Returns None when the model has fewer than 10 spam or 10 ham messages, or when no token is significant.
     pub fn classify(&self, tokens: &[String]) -> Option<f64> {
-        static P: OnceLock<Params> = OnceLock::new();
-        let p = P.get_or_init(|| {
-            let mut p = Params::DEFAULT;
-            let get = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f64>().ok());
-            if let Some(v) = get("SLUICE_S") {
-                p.s = v;
-            }
-            if let Some(v) = get("SLUICE_MINSTR") {
-                p.min_strength = v;
-            }
-            if let Some(v) = get("SLUICE_MAXD") {
-                p.max_discriminators = v as usize;
-            }
-            p
-        });
-        self.classify_with(tokens, p)
+        self.classify_with(tokens, &Params::DEFAULT)
     }
 
     /// [`Model::classify`] with explicit parameters.
@@ -345,9 +330,6 @@ impl Model {
                 .then_with(|| a.1.cmp(b.1))
         });
         clues.dedup_by(|a, b| a.1 == b.1);
-        if super::tokenize::exp("decor") || super::tokenize::exp("decor2") || super::tokenize::exp("decorp") {
-            decorrelate(&mut clues);
-        }
         clues.truncate(params.max_discriminators);
 
         let mut ln_f = 0.0f64;
@@ -450,44 +432,6 @@ impl Model {
         model.index();
         Ok(model)
     }
-}
-
-/// EXPERIMENT `decor`: tiling of word clues (strongest first): a word pair is used only when neither of its
-/// words is already used (by a stronger word or pair), a word only when it is not used yet.
-fn decorrelate(clues: &mut Vec<(f64, &str)>) {
-    const NONWORD: &[&str] = &[
-        "h:", "rc:", "u:", "up:", "tag:", "hn:", "org:", "rp:", "html:", "ta:", "ho:", "list:", "sk:", "p:",
-    ];
-    let mut used: HashSet<String, FastState> = HashSet::with_hasher(FastState::default());
-    let key = |prefix: &str, w: &str| {
-        let w = w.strip_suffix('!').unwrap_or(w);
-        let mut k = String::with_capacity(prefix.len() + w.len());
-        k.push_str(prefix);
-        k.push_str(&w.to_lowercase());
-        k
-    };
-    clues.retain(|&(_, token)| {
-        if NONWORD.iter().any(|p| token.starts_with(p)) {
-            return true;
-        }
-        let (prefix, rest) = match token.split_once(':') {
-            Some((p, r)) if matches!(p, "s" | "f" | "r" | "to" | "cc") => (&token[..p.len() + 1], r),
-            _ => ("", token),
-        };
-        let pair = rest.split_once(" * ").or_else(|| rest.split_once(' '));
-        match pair {
-            Some((a, b)) => {
-                let (ka, kb) = (key(prefix, a), key(prefix, b));
-                if !super::tokenize::exp("decor2") && (used.contains(&ka) || used.contains(&kb)) {
-                    return false;
-                }
-                used.insert(ka);
-                used.insert(kb);
-                true
-            }
-            None => used.insert(key(prefix, rest)) || super::tokenize::exp("decorp"),
-        }
-    });
 }
 
 /// Survival function of the chi-square distribution, Q(x2 | v), for even degrees of freedom `v`

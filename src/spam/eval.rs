@@ -47,27 +47,11 @@ pub fn cross_validate(filter: &SpamFilter, samples: &[Sample], folds: usize, bay
     let mut scores = vec![0.0; samples.len()];
     let mut why = vec![String::new(); samples.len()];
     let mut probs = vec![None; samples.len()];
-    // EXPERIMENT: SLUICE_FOLDSEED permutes the folds.
-    let seed: u64 = std::env::var("SLUICE_FOLDSEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let fold_of = |i: usize| {
-        if seed == 0 {
-            i % folds
-        } else {
-            let mut h = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seed.wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
-            h ^= h >> 31;
-            h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-            h ^= h >> 29;
-            (h % folds as u64) as usize
-        }
-    };
     for k in 0..folds {
         if bayes {
             let mut model = Model::new();
             for (i, s) in samples.iter().enumerate() {
-                if fold_of(i) != k {
+                if i % folds != k {
                     model.learn(&tokens[i], s.spam);
                 }
             }
@@ -76,28 +60,13 @@ pub fn cross_validate(filter: &SpamFilter, samples: &[Sample], folds: usize, bay
             filter.set_model(None);
         }
         for (i, s) in samples.iter().enumerate() {
-            if fold_of(i) == k {
+            if i % folds == k {
                 let scored = filter.score_offline(&s.raw);
                 scores[i] = scored.score;
                 why[i] = scored.rule_names();
                 probs[i] = scored.bayes;
             }
         }
-    }
-    if let Ok(path) = std::env::var("SLUICE_DUMP") {
-        let mut d = String::new();
-        for (i, s) in samples.iter().enumerate() {
-            let _ = writeln!(
-                d,
-                "{}\t{}\t{}\t{}\t{}",
-                s.group,
-                s.spam,
-                scores[i],
-                probs[i].unwrap_or(-1.0),
-                why[i]
-            );
-        }
-        let _ = std::fs::write(path, d);
     }
     Scores {
         names: samples.iter().map(|s| s.name.clone()).collect(),

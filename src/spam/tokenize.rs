@@ -30,15 +30,6 @@ use std::net::IpAddr;
 use super::bayes::FastState;
 use mail_parser::{Address, Host, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
-/// EXPERIMENT: whether `flag` is in `SLUICE_EXP` (comma separated).
-pub(crate) fn exp(flag: &str) -> bool {
-    static FLAGS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    FLAGS
-        .get_or_init(|| std::env::var("SLUICE_EXP").unwrap_or_default())
-        .split(',')
-        .any(|f| f == flag)
-}
-
 /// Maximum number of distinct tokens produced for one message.
 pub const MAX_TOKENS: usize = 3000;
 /// Tokens longer than this many bytes are replaced by a "skip" token (or dropped, for derived tokens).

@@ -10,7 +10,6 @@ pub(super) struct WordBufs {
     lower: String,
     norm: String,
     prev: String,
-    prev2: String,
 }
 
 /// The character starting at byte offset `i` of `text` (a character boundary) and its length in bytes.
@@ -35,9 +34,6 @@ pub(super) fn text_tokens(text: &str, prefix: &str, sink: &mut Sink) {
     let mut i = 0;
     // Whether `bufs.prev` holds the previous word (normalised) for pair tokens; cleared at paragraph breaks.
     let mut has_prev = false;
-    let mut run = 0usize;
-    let osb = exp("osb") || (prefix == "s:" && exp("osbsub"));
-    let osbhead = exp("osbhead");
     let mut newlines = 0;
     while !sink.full() {
         i = skip_separators(bytes, i, &mut newlines);
@@ -47,7 +43,6 @@ pub(super) fn text_tokens(text: &str, prefix: &str, sink: &mut Sink) {
         if c.is_alphanumeric() || (c == '$' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)) {
             if newlines >= 2 {
                 has_prev = false;
-                run = 0;
             }
             newlines = 0;
             let span = scan_word(text, i, c, len);
@@ -56,16 +51,8 @@ pub(super) fn text_tokens(text: &str, prefix: &str, sink: &mut Sink) {
                 // Too short: no tokens, and the previous word stays the pair partner.
                 continue;
             }
-            bufs.emit(
-                text,
-                &span,
-                prefix,
-                has_prev,
-                (osb || (osbhead && run < 40)) && run >= 2,
-                sink,
-            );
+            bufs.emit(text, &span, prefix, has_prev, sink);
             has_prev = true;
-            run += 1;
         } else if matches!(c, '!' | '$' | '?' | '*' | '%') {
             i = punctuation_run(bytes, i, c, prefix, sink);
         } else {
@@ -170,13 +157,12 @@ impl WordBufs {
     /// Emit the tokens of the word at `span` of `text` (at least [`MIN_WORD_LEN`] characters): the word, a
     /// trailing '!' form, and the pair with the previous word when `has_prev`; it becomes the previous word.
     #[inline]
-    fn emit(&mut self, text: &str, span: &WordSpan, prefix: &str, has_prev: bool, has_prev2: bool, sink: &mut Sink) {
+    fn emit(&mut self, text: &str, span: &WordSpan, prefix: &str, has_prev: bool, sink: &mut Sink) {
         let WordBufs {
             word,
             lower,
             norm,
             prev,
-            prev2,
         } = self;
         // The text of the word, except that a typographic apostrophe becomes '\''.
         let word = if span.apostrophe {
@@ -214,18 +200,6 @@ impl WordBufs {
                 Sink::push_short_clean,
             );
         }
-        if has_prev2 {
-            sink.build(
-                |b| {
-                    b.push_str(prefix);
-                    b.push_str(prev2);
-                    b.push_str(" * ");
-                    b.push_str(norm);
-                },
-                Sink::push_short_clean,
-            );
-        }
-        std::mem::swap(prev2, prev);
         std::mem::swap(prev, norm);
     }
 }
