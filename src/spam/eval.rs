@@ -30,6 +30,8 @@ pub struct Scores {
     pub why: Vec<String>,
     pub spam: Vec<bool>,
     pub groups: Vec<String>,
+    /// The classifier's spam probability, when it had an opinion.
+    pub bayes: Vec<Option<f64>>,
 }
 
 /// Scores every sample with a model trained on the other folds (sample
@@ -44,6 +46,7 @@ pub fn cross_validate(filter: &SpamFilter, samples: &[Sample], folds: usize, bay
     };
     let mut scores = vec![0.0; samples.len()];
     let mut why = vec![String::new(); samples.len()];
+    let mut probs = vec![None; samples.len()];
     for k in 0..folds {
         if bayes {
             let mut model = Model::new();
@@ -61,6 +64,7 @@ pub fn cross_validate(filter: &SpamFilter, samples: &[Sample], folds: usize, bay
                 let scored = filter.score_offline(&s.raw);
                 scores[i] = scored.score;
                 why[i] = scored.rule_names();
+                probs[i] = scored.bayes;
             }
         }
     }
@@ -70,25 +74,41 @@ pub fn cross_validate(filter: &SpamFilter, samples: &[Sample], folds: usize, bay
         why,
         spam: samples.iter().map(|s| s.spam).collect(),
         groups: samples.iter().map(|s| s.group.clone()).collect(),
+        bayes: probs,
     }
 }
+
+/// The largest ham false-positive rate of the operating points the report
+/// gives besides the threshold.
+pub const MAX_FP: f64 = 0.005;
 
 impl Scores {
     /// (spam recall, ham false-positive rate) at a threshold (score >= t
     /// is flagged).
     pub fn rates(&self, t: f64) -> (f64, f64) {
-        let (mut spam, mut caught, mut ham, mut fp) = (0usize, 0usize, 0usize, 0usize);
-        for (score, is_spam) in self.scores.iter().zip(&self.spam) {
-            let flagged = *score >= t;
-            if *is_spam {
-                spam += 1;
-                caught += usize::from(flagged);
-            } else {
-                ham += 1;
-                fp += usize::from(flagged);
-            }
+        rates_of(&self.scores, &self.spam, t)
+    }
+
+    /// The lowest threshold at which at most `max_fp` of the ham is
+    /// flagged (score >= threshold), with (spam recall, ham false-positive
+    /// rate) there: the best recall at that false-positive rate. Chosen
+    /// after the fact on these scores, so it is optimistic for other mail.
+    pub fn at_fp(&self, max_fp: f64) -> (f64, f64, f64) {
+        let t = threshold_at_fp(&self.scores, &self.spam, max_fp);
+        let (r, f) = self.rates(t);
+        (t, r, f)
+    }
+
+    /// The classifier alone: [`Scores::at_fp`] of its probability (messages
+    /// it had no opinion on count as 0.5), or None without any opinion.
+    pub fn bayes_at_fp(&self, max_fp: f64) -> Option<(f64, f64, f64)> {
+        if self.bayes.iter().all(Option::is_none) {
+            return None;
         }
-        (ratio(caught, spam), ratio(fp, ham))
+        let p: Vec<f64> = self.bayes.iter().map(|p| p.unwrap_or(0.5)).collect();
+        let t = threshold_at_fp(&p, &self.spam, max_fp);
+        let (r, f) = rates_of(&p, &self.spam, t);
+        Some((t, r, f))
     }
 
     /// Per group: (messages, flagged at `t`).
@@ -102,22 +122,39 @@ impl Scores {
         out
     }
 
-    /// A Markdown report: per group at `threshold`, then the curve.
+    /// A Markdown report: per group at `threshold` and at the best
+    /// threshold with at most [`MAX_FP`] ham false positives, then the
+    /// curve, then the classifier alone at that false-positive rate.
     pub fn report(&self, threshold: f64) -> String {
         let mut s = String::new();
         let (recall, fp) = self.rates(threshold);
         let _ = writeln!(
             s,
-            "At the threshold {threshold}: spam recall {:.1} %, ham false positives {:.2} %\n",
+            "At the threshold {threshold}: spam recall {:.1} %, ham false positives {:.2} %",
             recall * 100.0,
             fp * 100.0
         );
+        let (best, best_recall, best_fp) = self.at_fp(MAX_FP);
         let _ = writeln!(
             s,
-            "| group | messages | flagged as spam | share |\n|---|---:|---:|---:|"
+            "At ham false positives <= {:.1} % (score >= {best:.2}): spam recall {:.1} %, ham false positives {:.2} %\n",
+            MAX_FP * 100.0,
+            best_recall * 100.0,
+            best_fp * 100.0
         );
+        let _ = writeln!(
+            s,
+            "| group | messages | flagged at {threshold} | share | flagged at {best:.2} | share |\n|---|---:|---:|---:|---:|---:|"
+        );
+        let at_best = self.groups(best);
         for (g, (n, flagged)) in self.groups(threshold) {
-            let _ = writeln!(s, "| {g} | {n} | {flagged} | {:.1} % |", ratio(flagged, n) * 100.0);
+            let b = at_best.get(&g).map_or(0, |e| e.1);
+            let _ = writeln!(
+                s,
+                "| {g} | {n} | {flagged} | {:.1} % | {b} | {:.1} % |",
+                ratio(flagged, n) * 100.0,
+                ratio(b, n) * 100.0
+            );
         }
         let _ = writeln!(
             s,
@@ -126,6 +163,15 @@ impl Scores {
         for t in [2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0] {
             let (r, f) = self.rates(t);
             let _ = writeln!(s, "| {t:.1} | {:.1} % | {:.2} % |", r * 100.0, f * 100.0);
+        }
+        if let Some((t, r, f)) = self.bayes_at_fp(MAX_FP) {
+            let _ = writeln!(
+                s,
+                "\nClassifier alone at ham false positives <= {:.1} % (P >= {t:.4}): spam recall {:.1} %, ham false positives {:.2} %",
+                MAX_FP * 100.0,
+                r * 100.0,
+                f * 100.0
+            );
         }
         s
     }
@@ -152,6 +198,40 @@ impl Scores {
     }
 }
 
+/// (spam recall, ham false-positive rate) of `scores` at `t` (score >= t is flagged).
+fn rates_of(scores: &[f64], spam: &[bool], t: f64) -> (f64, f64) {
+    let (mut nspam, mut caught, mut ham, mut fp) = (0usize, 0usize, 0usize, 0usize);
+    for (score, is_spam) in scores.iter().zip(spam) {
+        let flagged = *score >= t;
+        if *is_spam {
+            nspam += 1;
+            caught += usize::from(flagged);
+        } else {
+            ham += 1;
+            fp += usize::from(flagged);
+        }
+    }
+    (ratio(caught, nspam), ratio(fp, ham))
+}
+
+/// The lowest score `t` such that flagging `score >= t` flags at most
+/// `max_fp` of the ham: the lowest score above the ham that must pass
+/// (above every score when no ham may be flagged and ham has the top one).
+fn threshold_at_fp(scores: &[f64], spam: &[bool], max_fp: f64) -> f64 {
+    let mut ham: Vec<f64> = scores.iter().zip(spam).filter(|(_, s)| !**s).map(|(x, _)| *x).collect();
+    ham.sort_by(|a, b| b.total_cmp(a));
+    // At most `allowed` ham may be flagged (a little slack against rounding: 0.005 * 400 is 2).
+    let allowed = (max_fp * ham.len() as f64 + 1e-9).floor() as usize;
+    let Some(&passed) = ham.get(allowed) else {
+        return scores.iter().copied().fold(f64::INFINITY, f64::min);
+    };
+    scores
+        .iter()
+        .copied()
+        .filter(|&x| x > passed)
+        .fold(f64::INFINITY, f64::min)
+}
+
 fn ratio(a: usize, b: usize) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
@@ -168,13 +248,24 @@ mod tests {
             scores: vec![9.0, 4.0, 1.0, 6.0],
             spam: vec![true, true, false, false],
             groups: vec!["spam".into(), "spam".into(), "ham".into(), "ham".into()],
+            bayes: vec![Some(0.99), None, Some(0.2), Some(0.7)],
         };
         assert_eq!(s.rates(5.0), (0.5, 0.5));
         assert_eq!(s.rates(10.0), (0.0, 0.0));
         assert_eq!(s.groups(5.0)["ham"], (2, 1));
         let r = s.report(5.0);
         assert!(r.contains("spam recall 50.0 %, ham false positives 50.00 %"), "{r}");
-        assert!(r.contains("| ham | 2 | 1 | 50.0 % |"), "{r}");
+        assert!(r.contains("| ham | 2 | 1 | 50.0 % | 0 | 0.0 % |"), "{r}");
+        // No ham may be flagged: the lowest score above the highest ham (6) is 9.
+        assert_eq!(s.at_fp(MAX_FP), (9.0, 0.5, 0.0));
+        assert!(
+            r.contains("(score >= 9.00): spam recall 50.0 %, ham false positives 0.00 %"),
+            "{r}"
+        );
+        // Half the ham may be: above the second-highest ham (1) comes 4.
+        assert_eq!(s.at_fp(0.5), (4.0, 1.0, 0.5));
+        // The classifier alone: above 0.7 comes 0.99 (no opinion counts as 0.5).
+        assert_eq!(s.bayes_at_fp(MAX_FP), Some((0.99, 0.5, 0.0)));
         assert_eq!(
             s.mistakes(5.0),
             "ham flagged as spam (1):\n     6.00  d  \nspam missed (1):\n     4.00  b  \n"

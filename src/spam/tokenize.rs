@@ -10,8 +10,10 @@
 //!   `org:` Organization;
 //! - `hn:` names of the headers present (filter, mailbox and mailing-list annotations excluded, like
 //!   SpamAssassin's ignored headers), `h:` header signals and shapes (mailer, Message-ID and Date shapes, time
-//!   zone, Date vs. Received skew, MIME structure, charsets, transfer encodings, attachments), `rc:` Received
-//!   chain structure (protocol, HELO shape, reverse DNS, IP class and domains, never raw addresses);
+//!   zone, Date vs. Received skew, MIME structure, charsets, transfer encodings, attachments, Content-Type
+//!   parameter shapes, To vs. From domain), `ho:` header order (the first header and each pair of neighbours),
+//!   `rc:` Received chain structure (protocol, HELO shape, reverse DNS, IP class and domains, never raw
+//!   addresses);
 //! - `u:` URL schemes, hosts and domains, `up:` URL path pieces, `tag:` HTML tag names.
 //!
 //! Tokens never contain control characters (in particular no tabs or newlines), so they can be stored one per line.

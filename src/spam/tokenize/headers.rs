@@ -56,6 +56,8 @@ pub(super) fn header_tokens(message: &Message<'_>, sink: &mut Sink, depth: usize
         return;
     }
     header_name_tokens(message, sink);
+    header_order_tokens(message, sink);
+    header_shape_tokens(message, sink);
     client_tokens(message, sink);
     return_path_tokens(message, from_reg.as_deref(), sink);
     message_id_tokens(message, from_reg.as_deref(), sink);
@@ -134,6 +136,86 @@ fn header_name_tokens(message: &Message<'_>, sink: &mut Sink) {
                 push_ascii_lower(b, name);
             });
         }
+    }
+}
+
+/// `ho:` the order of the headers, which differs from one mail program to another: the first header
+/// (`ho:^>from`) and each pair of neighbours (`ho:from>to`), up to 16 headers, names cut to 16 characters.
+/// Received headers and the ignored ones (added along the way, not by the sender) are left out.
+fn header_order_tokens(message: &Message<'_>, sink: &mut Sink) {
+    let mut prev: Option<&str> = None;
+    let mut n = 0;
+    for header in message.headers() {
+        let name = header.name();
+        if name.eq_ignore_ascii_case("Received") || is_ignored_header(name) || name.len() > 30 {
+            continue;
+        }
+        let name = truncate(name, 16);
+        sink.push_short_with(|b| {
+            b.push_str("ho:");
+            match prev {
+                Some(p) => push_ascii_lower(b, p),
+                None => b.push('^'),
+            }
+            b.push('>');
+            push_ascii_lower(b, name);
+        });
+        prev = Some(name);
+        n += 1;
+        if n >= 16 {
+            break;
+        }
+    }
+}
+
+/// How the header section is written: the top Content-Type's parameters (`h:ctp:` name, quoted `"` or not
+/// `=`, and what separates it from the `;`: `sp`, `tab`, `nl` or `none`), the transfer encodings of the parts
+/// (`h:cte:`), no mailer header at all (`h:xm:none`), and whether the first To is in the From's domain
+/// (`h:todom:same` / `h:todom:differs`).
+fn header_shape_tokens(message: &Message<'_>, sink: &mut Sink) {
+    if let Some(ct) = raw_header(message, "Content-Type") {
+        for param in ct.split(';').skip(1).take(4) {
+            let sep = if param.starts_with(['\r', '\n']) {
+                "nl"
+            } else if param.starts_with('\t') {
+                "tab"
+            } else if param.starts_with(' ') {
+                "sp"
+            } else {
+                "none"
+            };
+            let Some((name, value)) = param.trim().split_once('=') else {
+                continue;
+            };
+            let quoted = value.trim_start().starts_with('"');
+            sink.push_short_with(|b| {
+                b.push_str("h:ctp:");
+                push_ascii_lower(b, name.trim());
+                b.push(if quoted { '"' } else { '=' });
+                b.push_str(sep);
+            });
+        }
+    }
+    for part in &message.parts {
+        if let Some(cte) = part.content_transfer_encoding() {
+            sink.push_short_with(|b| {
+                b.push_str("h:cte:");
+                push_ascii_lower(b, cte.trim());
+            });
+        }
+    }
+    if raw_header(message, "X-Mailer").is_none() && raw_header(message, "User-Agent").is_none() {
+        sink.push("h:xm:none");
+    }
+    if let (Some(from), Some(to)) = (
+        message.from().and_then(first_domain),
+        message.to().and_then(first_domain),
+    ) {
+        sink.push(if registrable(&from) == registrable(&to) {
+            "h:todom:same"
+        } else {
+            "h:todom:differs"
+        });
     }
 }
 

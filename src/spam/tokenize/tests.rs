@@ -57,9 +57,16 @@ See http://www.Example.com/path and 555-123-4567.\n";
         "rc:helo:bare",
         "up:path",
         "u:http",
+        // Header order (Received left out), To vs. From domain.
+        "ho:^>from",
+        "ho:from>to",
+        "ho:x-mailer>message-id",
+        "h:todom:differs",
     ] {
         assert!(has(&t, want), "missing {want} in {t:?}");
     }
+    assert!(!t.iter().any(|x| x.starts_with("ho:") && x.contains("received")));
+    assert!(!has(&t, "h:xm:none"));
     // The mbox separator line is not a header.
     assert!(!has(&t, "sender"));
     // Short words are dropped.
@@ -67,6 +74,28 @@ See http://www.Example.com/path and 555-123-4567.\n";
     // No duplicates.
     let set: HashSet<&String> = t.iter().collect();
     assert_eq!(set.len(), t.len());
+}
+
+#[test]
+fn content_type_shape_and_transfer_encoding() {
+    let raw = b"From: a@example.org\n\
+To: b@example.org\n\
+Subject: hello there\n\
+MIME-Version: 1.0\n\
+Content-Type: text/plain;\n\tcharset=\"us-ascii\"; format=flowed\n\
+Content-Transfer-Encoding: Quoted-Printable\n\
+\n\
+Some words here.\n";
+    let t = tokens(raw);
+    for want in [
+        "h:ctp:charset\"nl",
+        "h:ctp:format=sp",
+        "h:cte:quoted-printable",
+        "h:xm:none",
+        "h:todom:same",
+    ] {
+        assert!(has(&t, want), "missing {want} in {t:?}");
+    }
 }
 
 #[test]
