@@ -3,7 +3,7 @@
 //! message is scored once, and the report gives spam recall and ham false
 //! positives per threshold (the curve) and per group of messages.
 //! `sluice learn --cross-validate K` prints it for a site's own mail;
-//! docs/QUALITY.md has it for the shared SpamAssassin sample.
+//! docs/SPAM-QUALITY.md has it for the shared SpamAssassin sample.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
