@@ -262,3 +262,20 @@ fn garbage_never_panics() {
         let _ = analyse(&m, &Limits::default());
     }
 }
+
+/// A nested message/rfc822 part whose boundaries do not add up trips a
+/// `debug_assert!` inside mail-parser 0.11.9 (found by the `mime_analyse`
+/// fuzz target). Release builds skip the assertion and the parser ends the
+/// part where it is; `Cargo.toml` turns mail-parser's debug assertions off
+/// in debug builds too, so a test relay behaves as the shipped one. Every
+/// reader of the message must come back with an answer, not a panic.
+#[test]
+fn mail_parser_inner_assertion_is_not_a_panic() {
+    let m = include_bytes!("../../../fuzz/seeds/mime_analyse/parser-assertion.eml");
+    // Each call panicked in a debug build before the Cargo.toml setting.
+    let a = analyse(m, &Limits::default());
+    assert!(a.over_limit.is_none(), "{:?}", a.over_limit);
+    let view = crate::spam::view::MessageView::parse(m);
+    assert!(view.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("From")), "{:?}", view.headers);
+    assert!(!crate::spam::tokenize::tokens(m).is_empty());
+}
