@@ -276,6 +276,10 @@ fn mail_parser_inner_assertion_is_not_a_panic() {
     let a = analyse(m, &Limits::default());
     assert!(a.over_limit.is_none(), "{:?}", a.over_limit);
     let view = crate::spam::view::MessageView::parse(m);
-    assert!(view.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("From")), "{:?}", view.headers);
+    assert!(
+        view.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("From")),
+        "{:?}",
+        view.headers
+    );
     assert!(!crate::spam::tokenize::tokens(m).is_empty());
 }
