@@ -170,7 +170,7 @@ fn header_order_tokens(message: &Message<'_>, sink: &mut Sink) {
 
 /// How the header section is written: the top Content-Type's parameters (`h:ctp:` name, quoted `"` or not
 /// `=`, and what separates it from the `;`: `sp`, `tab`, `nl` or `none`), the transfer encodings of the parts
-/// (`h:cte:`), no mailer header at all (`h:xm:none`), and whether the first To is in the From's domain
+/// (`h:cte:`), and whether the first To is in the From's domain
 /// (`h:todom:same` / `h:todom:differs`).
 fn header_shape_tokens(message: &Message<'_>, sink: &mut Sink) {
     if let Some(ct) = raw_header(message, "Content-Type") {
@@ -204,9 +204,6 @@ fn header_shape_tokens(message: &Message<'_>, sink: &mut Sink) {
             });
         }
     }
-    if raw_header(message, "X-Mailer").is_none() && raw_header(message, "User-Agent").is_none() {
-        sink.push("h:xm:none");
-    }
     if let (Some(from), Some(to)) = (
         message.from().and_then(first_domain),
         message.to().and_then(first_domain),
@@ -219,13 +216,18 @@ fn header_shape_tokens(message: &Message<'_>, sink: &mut Sink) {
     }
 }
 
-/// What the sending client says of itself: mailer headers, priority and
-/// precedence words, Organization words.
+/// What the sending client says of itself: mailer headers (`h:xm:none`
+/// when there is none), priority and precedence words, Organization words.
 fn client_tokens(message: &Message<'_>, sink: &mut Sink) {
+    let mut mailer = false;
     for (tag, header) in [("xm", "X-Mailer"), ("xm", "User-Agent"), ("xo", "X-MimeOLE")] {
         if let Some(value) = raw_header(message, header) {
+            mailer |= tag == "xm";
             mailer_tokens(value, tag, sink);
         }
+    }
+    if !mailer {
+        sink.push("h:xm:none");
     }
     for (tag, header) in [
         ("pri", "X-Priority"),
