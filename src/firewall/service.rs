@@ -10,18 +10,21 @@
 //! once a second; [`Firewall::exporter_problem`] for `/readyz` and
 //! `sluice check`; and `sluice bans add` told that its ban is not
 //! enforced ([`Firewall::kernel_state`]).
+//!
+//! Here: the state, bans by hand and offences, and the service loop; the
+//! flusher's work is in `flush`, the store on disk in `persist`, and the
+//! `[cluster]` ban changes in `remote`.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{Ban, Decision, Engine, Offence};
 use super::export::Exporter;
-use super::files::{FileExporter, write_atomically};
+use super::files::FileExporter;
 use super::ipset::IpsetExporter;
 use super::nft::{Element, NftExporter};
 use crate::events::{Event, EventBus};
@@ -63,14 +66,11 @@ pub struct Firewall {
     outbox: std::sync::OnceLock<Arc<super::cluster::Outbox>>,
 }
 
-/// How often the exporter's state is checked (and repaired if gone).
-const RECONCILE_CHECK: Duration = Duration::from_secs(1);
-/// How long a change by hand waits to be pushed to the kernel.
-const KERNEL_WAIT: Duration = Duration::from_secs(2);
-/// The store (and the file export) is rewritten at most this often: with
-/// 100,000 bans it is 15 MB. The kernel gets every change at once; a crash
-/// loses at most this much of the store, whose only use is the next start.
-const STORE_INTERVAL: Duration = Duration::from_secs(2);
+mod flush;
+mod persist;
+mod remote;
+
+use persist::load_store;
 
 /// Seconds since the Unix epoch.
 pub(crate) fn now() -> u64 {
@@ -140,64 +140,6 @@ impl Firewall {
         }
     }
 
-    /// Why the exporters are not doing their work ("exporter nft:
-    /// Operation not permitted — needs CAP_NET_ADMIN"), `None` while they
-    /// are.
-    pub fn exporter_problem(&self) -> Option<String> {
-        self.problem.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// After a change by hand: waits until it has been pushed to the
-    /// exporters (two rounds, at most [`KERNEL_WAIT`] or three flush
-    /// intervals), then says why it is not in the kernel, `None` when it
-    /// is (or when there is no exporter).
-    pub async fn kernel_state(&self) -> Option<String> {
-        if self.exporters.is_empty() {
-            return None;
-        }
-        let rounds = || self.rounds.load(std::sync::atomic::Ordering::Acquire);
-        let start = rounds();
-        let deadline = std::time::Instant::now() + KERNEL_WAIT.max(self.cfg.flush_interval * 3);
-        while rounds() < start + 2 {
-            if std::time::Instant::now() >= deadline {
-                return Some(self.exporter_problem().unwrap_or_else(|| {
-                    format!(
-                        "exporter {}: not pushed to the kernel within {KERNEL_WAIT:?}",
-                        self.exporters[0].name()
-                    )
-                }));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        self.exporter_problem()
-    }
-
-    /// Records how a round of export went: on a change (a first failure,
-    /// another reason, working again) one line on stderr and, for a
-    /// failure, a warning event; an exporter failing the same way every
-    /// second says it once.
-    fn note(&self, failed: Option<(&'static str, super::export::ExportError)>) {
-        let text = failed
-            .as_ref()
-            .map(|(name, e)| format!("exporter {name}: {}", e.reason()));
-        let mut problem = self.problem.lock().unwrap_or_else(|p| p.into_inner());
-        if *problem != text {
-            match (&failed, &text) {
-                (Some((_, e)), Some(t)) => {
-                    tracing::error!(detail = %e, "{t}; bans are NOT enforced in the kernel (sluice itself still refuses banned clients)");
-                    self.events.emit(Event::Warning {
-                        component: "firewall",
-                        message: t.clone(),
-                    });
-                }
-                _ => tracing::info!("firewall exporters working again: bans are in the kernel"),
-            }
-            *problem = text;
-        }
-        drop(problem);
-        self.rounds.fetch_add(1, std::sync::atomic::Ordering::Release);
-    }
-
     /// New ban rules and allowlist (a reload): bans in force stay, and
     /// offences already counted count towards the new rules. `dry_run`
     /// keeps its value until a restart.
@@ -215,88 +157,8 @@ impl Firewall {
         self.engine().is_banned(ip, now()).cloned()
     }
 
-    /// `[cluster]`: this node's ban changes (offences, by hand) go to
-    /// `outbox` from now on, to be published to the other nodes.
-    pub fn publish_to(&self, outbox: Arc<super::cluster::Outbox>) {
-        let _ = self.outbox.set(outbox);
-    }
-
     pub fn metrics(&self) -> Arc<crate::metrics::Metrics> {
         self.events.metrics().clone()
-    }
-
-    fn publish(&self, change: super::cluster::BanChange) {
-        if let Some(o) = self.outbox.get() {
-            o.push(change);
-        }
-    }
-
-    /// Applies a change another node (`node`) decided, read from the ban
-    /// stream: enforced here (listener and kernel) and announced, not
-    /// published again and not counted as an offence. False when it
-    /// changed nothing (already in force, run out, allowlisted here).
-    pub fn apply_remote(&self, change: &super::cluster::BanChange, node: &str) -> bool {
-        self.apply_remote_with(change, node, true)
-    }
-
-    /// [`apply_remote`](Self::apply_remote) without the `ban_added` event:
-    /// the active set loaded at start or after a reconnect (100,000 bans
-    /// must not become 100,000 events each time; the loader logs how many).
-    pub fn load_remote(&self, change: &super::cluster::BanChange, node: &str) -> bool {
-        self.apply_remote_with(change, node, false)
-    }
-
-    fn apply_remote_with(&self, change: &super::cluster::BanChange, node: &str, announce: bool) -> bool {
-        use super::cluster::BanChange;
-        let t = now();
-        match change {
-            BanChange::Add { ban } => {
-                if ban.until <= t || self.engine().get(ban.net).is_some_and(|b| b.until >= ban.until) {
-                    return false;
-                }
-                let added = Event::BanAdded {
-                    net: ban.net.to_string(),
-                    offence: ban.offence,
-                    until: ban.until,
-                    strike: ban.strike,
-                    rule: ban.rule.clone(),
-                    dry_run: self.cfg.bans.dry_run,
-                    node: Some(node.to_string()),
-                };
-                {
-                    let mut engine = self.engine();
-                    if engine.insert(ban.clone()).is_err() {
-                        return false;
-                    }
-                    engine.remember(ban, t);
-                }
-                if !self.cfg.bans.dry_run {
-                    self.pending.lock().unwrap_or_else(|p| p.into_inner()).0.push(Element {
-                        net: ban.net,
-                        timeout_secs: ban.until.saturating_sub(t),
-                    });
-                    self.mark_pending();
-                }
-                self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
-                if announce {
-                    self.events.emit(added);
-                }
-                true
-            }
-            BanChange::Del { net } => {
-                let Some(ban) = self.engine().remove(net.trunc()) else {
-                    return false;
-                };
-                self.pending.lock().unwrap_or_else(|p| p.into_inner()).1.push(ban.net);
-                self.mark_pending();
-                self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
-                self.events.emit(Event::BanRemoved {
-                    net: ban.net.to_string(),
-                    by: "cluster",
-                });
-                true
-            }
-        }
     }
 
     /// Adds a ban by hand; refused (returned) for allowlisted networks.
@@ -427,145 +289,6 @@ impl Firewall {
         decision
     }
 
-    /// Pushes pending changes, expires bans, saves the store (at most every
-    /// [`STORE_INTERVAL`]), and repairs the exporter's state if it is gone.
-    pub fn flush(&self) {
-        self.flush_with(false)
-    }
-
-    /// `final_`: the last flush before exit, the store is written now.
-    fn flush_with(&self, final_: bool) {
-        let t = now();
-        let expired = self.engine().expire(t);
-        for net in &expired {
-            self.events.emit(Event::BanRemoved {
-                net: net.to_string(),
-                by: "expiry",
-            });
-        }
-        let (add, del) = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        let since = self.pending_since.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let metrics = self.events.metrics();
-        metrics.bans_active.set(self.engine().len() as i64);
-        // Expired elements leave the kernel by their own timeouts.
-        if !expired.is_empty() {
-            self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        let store_due = final_ || {
-            let last = self.last_store.lock().unwrap_or_else(|p| p.into_inner());
-            last.is_none_or(|l| l.elapsed() >= STORE_INTERVAL)
-        };
-        let changed = store_due && self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed);
-        if changed {
-            *self.last_store.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
-        }
-        if !self.exporters.is_empty() {
-            self.export(&add, &del, since, t);
-        }
-        if changed {
-            self.store(final_);
-        }
-    }
-
-    /// Pushes a change to the exporters; repairs an exporter whose state is
-    /// gone (checked at most once a second: one `nft list` each time).
-    fn export(&self, add: &[Element], del: &[IpNet], since: Option<std::time::Instant>, t: u64) {
-        let metrics = self.events.metrics();
-        let check = {
-            let mut last = self.last_check.lock().unwrap_or_else(|p| p.into_inner());
-            let due = last.is_none_or(|l| l.elapsed() >= RECONCILE_CHECK);
-            if due {
-                *last = Some(std::time::Instant::now());
-            }
-            due
-        };
-        let mut failed: Option<(&'static str, super::export::ExportError)> = None;
-        // A failing exporter is reconciled at each check: what it lost
-        // goes back once it works again.
-        let failing = self.exporter_problem().is_some();
-        let mut attempted = false;
-        for ex in &self.exporters {
-            let wiped = check && (failing || !ex.intact());
-            attempted |= wiped || !add.is_empty() || !del.is_empty();
-            if wiped {
-                metrics.firewall_sync_errors.inc();
-            }
-            let result = if wiped {
-                ex.reconcile(&self.elements(t))
-            } else if add.is_empty() && del.is_empty() {
-                Ok(())
-            } else {
-                ex.apply(add, del)
-            };
-            if let Err(e) = result
-                && failed.is_none()
-            {
-                failed = Some((ex.name(), e));
-            }
-        }
-        if !attempted {
-            self.rounds.fetch_add(1, std::sync::atomic::Ordering::Release);
-            return;
-        }
-        let mut out = self.out_of_sync.lock().unwrap_or_else(|p| p.into_inner());
-        match failed {
-            None => {
-                *out = None;
-                if let Some(since) = since {
-                    metrics.firewall_sync_delay.observe(since.elapsed().as_secs_f64());
-                }
-            }
-            Some(_) => {
-                out.get_or_insert(since.unwrap_or_else(std::time::Instant::now));
-                metrics.firewall_sync_errors.inc();
-            }
-        }
-        metrics
-            .firewall_sync_lag
-            .set(out.map_or(0.0, |o| o.elapsed().as_secs_f64()));
-        drop(out);
-        self.note(failed);
-    }
-
-    /// Writes the store and the exporters' snapshots beside the flush, so
-    /// that a 15 MB store never holds back the next kernel transaction;
-    /// the last flush (`final_`) waits for it.
-    fn store(&self, final_: bool) {
-        let bans = self.engine().snapshot();
-        let (store, exporters, events) = (self.cfg.store.clone(), self.exporters.clone(), self.events.clone());
-        let job = move || {
-            let mut bans: Vec<&Ban> = bans.iter().map(|b| &**b).collect();
-            bans.sort_by_key(|b| b.net);
-            save(&store, &exporters, &bans, &events)
-        };
-        if final_ {
-            while self.storing.load(std::sync::atomic::Ordering::Acquire) {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            job();
-        } else if self.storing.swap(true, std::sync::atomic::Ordering::AcqRel) {
-            // One is still being written: this change goes in the next.
-            self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
-        } else {
-            let busy = self.storing.clone();
-            std::thread::spawn(move || {
-                job();
-                busy.store(false, std::sync::atomic::Ordering::Release);
-            });
-        }
-    }
-
-    fn elements(&self, t: u64) -> Vec<Element> {
-        self.bans()
-            .iter()
-            .filter(|_| !self.cfg.bans.dry_run)
-            .map(|b| Element {
-                net: b.net,
-                timeout_secs: b.until.saturating_sub(t),
-            })
-            .collect()
-    }
-
     /// Reads the event bus and flushes every `flush_interval` until
     /// shutdown. Starts with a full reconcile of the exporter.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
@@ -627,26 +350,6 @@ impl Firewall {
         let this = self.clone();
         let _ = tokio::task::spawn_blocking(move || this.flush_with(true)).await;
     }
-}
-
-/// Writes the store, then hands the bans to every exporter (the file
-/// export writes its list and JSON).
-fn save(store: &std::path::Path, exporters: &[Arc<dyn Exporter>], bans: &[&Ban], events: &EventBus) {
-    let stored = write_atomically(store, &serde_json::to_vec(bans).unwrap_or_default());
-    let published = exporters.iter().map(|ex| ex.snapshot(bans));
-    for e in std::iter::once(stored).chain(published).filter_map(Result::err) {
-        events.emit(Event::Warning {
-            component: "firewall",
-            message: e.to_string(),
-        });
-    }
-}
-
-fn load_store(path: &PathBuf) -> Vec<Ban> {
-    std::fs::read(path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
 }
 
 /// Banned clients are refused before the greeting.

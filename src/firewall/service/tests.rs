@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use super::*;
 use crate::config::firewall::BanConfig;
 use crate::firewall::cluster::{BanChange, Outbox};
