@@ -1,9 +1,10 @@
 //! Recovery at start: the records of one segment that are not done yet,
-//! read back together with the done marks written for them.
+//! read back together with the done marks written for them; and each
+//! message once when an interrupted compaction left two copies.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -179,5 +180,52 @@ impl SegmentReader {
             len: total,
         };
         Ok(Some((sref, rec)))
+    }
+}
+
+/// Each message once: a copy left by an interrupted compaction (same queue
+/// id, length and checksum, in a later segment) wins over the original,
+/// with the recipients done in either; the original is marked done.
+pub(super) fn once_each(dir: &Path, found: Vec<(Stored, u32)>) -> Vec<Stored> {
+    let mut newest: HashMap<(String, u64, u32), usize> = HashMap::new();
+    let mut out: Vec<Option<Stored>> = Vec::with_capacity(found.len());
+    for (s, crc) in found {
+        let i = out.len();
+        let original = newest.insert((s.envelope.id.clone(), s.sref.len, crc), i);
+        out.push(Some(s));
+        // Segments are read oldest first: the earlier one is the original.
+        let Some(original) = original.and_then(|j| out[j].take()) else {
+            continue;
+        };
+        let Some(copy) = out[i].as_mut() else { continue };
+        let mut lines = String::new();
+        for (idx, (c, o)) in copy.done.iter_mut().zip(&original.done).enumerate() {
+            if *o && !*c {
+                *c = true;
+                lines.push_str(&format!("R {} {idx}\n", copy.sref.offset));
+            }
+        }
+        append_marks(dir, copy.sref.segment, &lines);
+        append_marks(dir, original.sref.segment, &format!("D {}\n", original.sref.offset));
+        tracing::info!(id = %copy.envelope.id, "spool: an interrupted compaction left two copies; keeping one");
+    }
+    out.into_iter().flatten().collect()
+}
+
+/// Appends done marks to a segment's `.done` file, durably (recovery only).
+fn append_marks(dir: &Path, seg: u64, lines: &str) {
+    if lines.is_empty() {
+        return;
+    }
+    let res = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(seg_path(dir, seg, "done"))
+        .and_then(|mut f| {
+            f.write_all(lines.as_bytes())?;
+            f.sync_data()
+        });
+    if let Err(e) = res {
+        tracing::error!(segment = seg, error = %e, "spool: cannot write done marks (a message may be delivered twice)");
     }
 }
