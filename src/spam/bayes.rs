@@ -296,15 +296,25 @@ impl Model {
     ///
     /// Returns None when the model has fewer than 10 spam or 10 ham messages, or when no token is significant.
     pub fn classify(&self, tokens: &[String]) -> Option<f64> {
-        self.classify_with(tokens, &Params::DEFAULT)
+        self.classify_with(tokens.iter().map(String::as_str), &Params::DEFAULT)
+    }
+
+    /// [`Model::classify`] of a message's [`Tokens`](super::tokenize::Tokens).
+    pub fn classify_list(&self, tokens: &super::tokenize::Tokens) -> Option<f64> {
+        self.classify_with(tokens.iter(), &Params::DEFAULT)
     }
 
     /// [`Model::classify`] with explicit parameters.
-    pub(crate) fn classify_with(&self, tokens: &[String], params: &Params) -> Option<f64> {
+    pub(crate) fn classify_with<'t>(
+        &self,
+        tokens: impl IntoIterator<Item = &'t str, IntoIter: ExactSizeIterator>,
+        params: &Params,
+    ) -> Option<f64> {
         if self.nspam < MIN_MESSAGES || self.nham < MIN_MESSAGES {
             return None;
         }
         let index = self.index();
+        let tokens = tokens.into_iter();
         let mut clues: Vec<(f64, &str)> = Vec::with_capacity(tokens.len().min(MAX_CLUES_CAPACITY));
         for token in tokens {
             let Some(&(spam, ham)) = index.get(&fingerprint(token)) else {
@@ -314,7 +324,7 @@ impl Model {
                 continue;
             };
             if (f - 0.5).abs() >= params.min_strength {
-                clues.push((f, token.as_str()));
+                clues.push((f, token));
             }
         }
         if clues.is_empty() {
@@ -622,6 +632,31 @@ mod tests {
         let mut again: Vec<String> = words.iter().rev().cloned().collect();
         again.extend(clues.iter().take(100).map(|c| c.1.to_string()));
         assert_eq!(m.classify(&again), Some(p));
+    }
+
+    #[test]
+    fn a_token_list_classifies_as_its_strings() {
+        let mut m = Model::new();
+        let msg = |i: u32, spam: bool| {
+            let words = if spam {
+                "cheap pills offer now"
+            } else {
+                "meeting notes attached review"
+            };
+            format!("From: a{i}@example.org\r\nSubject: {words} {i}\r\n\r\n{words} number {i}\r\n")
+        };
+        for i in 0..12 {
+            m.learn(&super::super::tokenize::tokens(msg(i, true).as_bytes()), true);
+            m.learn(&super::super::tokenize::tokens(msg(i, false).as_bytes()), false);
+        }
+        let raw = "Subject: cheap offer\r\n\r\ncheap pills, meeting now\r\n";
+        let list = super::super::tokenize::token_list(raw.as_bytes());
+        let strings = super::super::tokenize::tokens(raw.as_bytes());
+        assert_eq!(list.iter().collect::<Vec<_>>(), strings);
+        assert_eq!(list.len(), strings.len());
+        let p = m.classify_list(&list);
+        assert!(p.is_some_and(|p| p > 0.5), "{p:?}");
+        assert_eq!(p, m.classify(&strings));
     }
 
     #[test]

@@ -236,10 +236,10 @@ impl SpamFilter {
         }
         if let Some(model) = &loaded.model {
             let tokens = match parsed {
-                Some(m) => super::tokenize::message_tokens(m),
-                None => super::tokenize::tokens(raw),
+                Some(m) => super::tokenize::message_token_list(m),
+                None => super::tokenize::token_list(raw),
             };
-            view.bayes = model.classify(&tokens);
+            view.bayes = model.classify_list(&tokens);
         }
         let outcome = loaded.rules.evaluate(&view.view());
         Scored {

@@ -119,9 +119,14 @@ const IGNORED_HEADERS: &[&str] = &[
 /// [`MAX_TOKEN_LEN`] bytes are replaced by `"sk:" + first 8 chars + ":" + length bucket`, like SpamAssassin's skip
 /// tokens).
 pub fn tokens(raw: &[u8]) -> Vec<String> {
+    token_list(raw).to_strings()
+}
+
+/// [`tokens`] as one [`Tokens`] list (two allocations instead of one per token).
+pub fn token_list(raw: &[u8]) -> Tokens {
     let raw = skip_mbox_from(raw);
     match MessageParser::default().parse(raw) {
-        Some(message) => message_tokens(&message),
+        Some(message) => message_token_list(&message),
         None => with_sink(|sink| {
             let text = String::from_utf8_lossy(raw);
             let text = truncate(&text, MAX_PART_TEXT);
@@ -136,8 +141,68 @@ pub fn tokens(raw: &[u8]) -> Vec<String> {
 /// from (with a leading mbox "From " line removed before parsing). Works best when the message was parsed with
 /// `MessageParser::default()`; header signals are read from the raw header text where possible.
 pub fn message_tokens(message: &Message<'_>) -> Vec<String> {
+    message_token_list(message).to_strings()
+}
+
+/// [`message_tokens`] as one [`Tokens`] list.
+pub fn message_token_list(message: &Message<'_>) -> Tokens {
     with_sink(|sink| walk(message, sink, 0))
 }
+
+/// The tokens of a message, in the order they were first seen, stored one after the other.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tokens {
+    text: String,
+    /// Where each token of `text` ends.
+    ends: Vec<u32>,
+}
+
+impl Tokens {
+    pub fn iter(&self) -> TokensIter<'_> {
+        TokensIter {
+            text: &self.text,
+            ends: self.ends.iter(),
+            start: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Each token as an owned string.
+    pub fn to_strings(&self) -> Vec<String> {
+        self.iter().map(str::to_string).collect()
+    }
+}
+
+/// The tokens of a [`Tokens`], in order.
+pub struct TokensIter<'a> {
+    text: &'a str,
+    ends: std::slice::Iter<'a, u32>,
+    start: usize,
+}
+
+impl<'a> Iterator for TokensIter<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let end = *self.ends.next()? as usize;
+        let token = self.text.get(self.start..end).unwrap_or("");
+        self.start = end;
+        Some(token)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.ends.size_hint()
+    }
+}
+
+impl ExactSizeIterator for TokensIter<'_> {}
 
 thread_local! {
     /// The [`Sink`] of this thread, reused from message to message so that its table and scratch buffers are
@@ -146,19 +211,18 @@ thread_local! {
 }
 
 /// Run `fill` on an empty sink and return the tokens it collected.
-fn with_sink(fill: impl FnOnce(&mut Sink)) -> Vec<String> {
+fn with_sink(fill: impl FnOnce(&mut Sink)) -> Tokens {
     SINK.with(|cell| match cell.try_borrow_mut() {
         Ok(mut sink) => {
             sink.reset();
             fill(&mut sink);
-            // A vector of exactly the tokens; the sink keeps its own (large) one for the next message.
-            sink.out.drain(..).collect()
+            sink.collected()
         }
         // Not reached (tokenizing does not re-enter itself), but a fresh sink is always correct.
         Err(_) => {
             let mut sink = Sink::default();
             fill(&mut sink);
-            sink.out
+            sink.collected()
         }
     })
 }

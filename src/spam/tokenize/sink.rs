@@ -11,11 +11,14 @@ const _: () = assert!(SLOTS.is_power_of_two() && SLOTS > 2 * MAX_TOKENS);
 
 /// Collects unique tokens up to [`MAX_TOKENS`].
 ///
-/// Tokens are built in a reused scratch buffer ([`Sink::push_with`]) and only copied into an owned `String` the
-/// first time they are seen, so a repeated token costs no allocation. Deduplication uses an open-addressing hash
-/// table of indices into `out` (linear probing, [`SLOTS`] slots): each token is stored once, in `out`.
+/// Tokens are built in a reused scratch buffer ([`Sink::push_with`]) and only appended to `text` the first time
+/// they are seen, so no token costs an allocation of its own. Deduplication uses an open-addressing hash table of
+/// token indices (linear probing, [`SLOTS`] slots): each token is stored once, in `text`.
 pub(super) struct Sink {
-    pub(super) out: Vec<String>,
+    /// The tokens, one after the other.
+    pub(super) text: String,
+    /// Where each token of `text` ends.
+    pub(super) ends: Vec<u32>,
     /// Hash of each token of `out`, at the same index (compared before the strings).
     pub(super) hashes: Vec<u64>,
     /// `index + 1` of a token of `out`, or 0 for an empty slot; [`SLOTS`] of them.
@@ -37,7 +40,8 @@ pub(super) struct Sink {
 impl Default for Sink {
     fn default() -> Self {
         Sink {
-            out: Vec::with_capacity(512),
+            text: String::with_capacity(8192),
+            ends: Vec::with_capacity(512),
             hashes: Vec::with_capacity(512),
             slots: vec![0; SLOTS],
             seed: FastState::default().hash_one(0x70c3_u64),
@@ -53,7 +57,8 @@ impl Default for Sink {
 impl Sink {
     /// Empty the sink for the next message (keeping its allocations, unless a huge message made them large).
     pub(super) fn reset(&mut self) {
-        self.out.clear();
+        self.text.clear();
+        self.ends.clear();
         self.hashes.clear();
         self.slots.fill(0);
         for text in [&mut self.url_lower, &mut self.html_text] {
@@ -64,7 +69,7 @@ impl Sink {
     }
 
     pub(super) fn full(&self) -> bool {
-        self.out.len() >= MAX_TOKENS
+        self.ends.len() >= MAX_TOKENS
     }
 
     /// Add a token; over-long tokens become skip tokens.
@@ -182,17 +187,36 @@ impl Sink {
                 0 => break,
                 slot => {
                     let index = slot as usize - 1;
-                    if self.hashes[index] == hash && self.out[index] == token {
+                    if self.hashes[index] == hash && self.token(index) == token {
                         return;
                     }
                 }
             }
             pos = (pos + 1) & (SLOTS - 1);
         }
-        // First sight: the only allocation of this token.
-        self.slots[pos] = self.out.len() as u32 + 1;
-        self.out.push(token.to_string());
+        // First sight: the token is appended to the others (no allocation of its own).
+        self.slots[pos] = self.ends.len() as u32 + 1;
+        self.text.push_str(token);
+        self.ends.push(self.text.len() as u32);
         self.hashes.push(hash);
+    }
+
+    /// Token `index` of those collected.
+    pub(super) fn token(&self, index: usize) -> &str {
+        let start = index
+            .checked_sub(1)
+            .and_then(|i| self.ends.get(i))
+            .map_or(0, |&e| e as usize);
+        let end = self.ends.get(index).map_or(start, |&e| e as usize);
+        self.text.get(start..end).unwrap_or("")
+    }
+
+    /// The tokens collected, copied out (the sink keeps its buffers for the next message).
+    pub(super) fn collected(&self) -> Tokens {
+        Tokens {
+            text: self.text.clone(),
+            ends: self.ends.clone(),
+        }
     }
 }
 
