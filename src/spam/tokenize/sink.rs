@@ -89,17 +89,22 @@ impl Sink {
             return;
         }
         if token.len() > MAX_TOKEN_LEN {
-            let mut skip = std::mem::take(&mut self.skip);
-            skip.clear();
-            skip.push_str("sk:");
-            skip.extend(token.chars().take(8));
-            skip.push(':');
-            push_decimal(&mut skip, bucket_len(token.len()));
-            self.insert(&skip);
-            self.skip = skip;
+            self.push_skip(token.chars(), token.len());
         } else {
             self.insert(token);
         }
+    }
+
+    /// The skip token of an over-long token of `len` bytes that starts with `chars`.
+    fn push_skip(&mut self, chars: impl Iterator<Item = char>, len: usize) {
+        let mut skip = std::mem::take(&mut self.skip);
+        skip.clear();
+        skip.push_str("sk:");
+        skip.extend(chars.take(8));
+        skip.push(':');
+        push_decimal(&mut skip, bucket_len(len));
+        self.insert(&skip);
+        self.skip = skip;
     }
 
     /// Add a derived token (pair, shape); over-long ones are dropped.
@@ -159,6 +164,14 @@ impl Sink {
     /// [`Sink::push_clean`] of `prefix + rest`, for words: alphanumerics and joiners are never control characters
     /// (and neither are their lowercase forms), so cleaning would not change them.
     pub(super) fn push_word(&mut self, prefix: &str, rest: &str) {
+        let len = prefix.len() + rest.len();
+        if len > MAX_TOKEN_LEN {
+            // Its skip token, without copying the whole word first.
+            if !self.full() {
+                self.push_skip(prefix.chars().chain(rest.chars()), len);
+            }
+            return;
+        }
         self.build(
             |b| {
                 b.push_str(prefix);

@@ -189,7 +189,8 @@ impl WordBufs {
             );
         }
         emit_word(word, lower, span.nchars, prefix, sink, norm);
-        if has_prev {
+        // A pair longer than a token may be is dropped: not built at all.
+        if has_prev && prefix.len() + prev.len() + 1 + norm.len() <= MAX_TOKEN_LEN {
             sink.build(
                 |b| {
                     b.push_str(prefix);
