@@ -167,15 +167,7 @@ impl Firewall {
             net: ban.net,
             timeout_secs: ban.until.saturating_sub(now()),
         };
-        let added = Event::BanAdded {
-            net: ban.net.to_string(),
-            offence: ban.offence,
-            until: ban.until,
-            strike: ban.strike,
-            rule: ban.rule.clone(),
-            dry_run: false,
-            node: None,
-        };
+        let added = ban_added(&ban, false, None);
         let published = self.outbox.get().map(|_| ban.clone());
         self.engine().insert(ban)?;
         if let Some(ban) = published {
@@ -270,15 +262,7 @@ impl Firewall {
                     self.mark_pending();
                     self.publish(super::cluster::BanChange::Add { ban: b.clone() });
                 }
-                self.events.emit(Event::BanAdded {
-                    net: b.net.to_string(),
-                    offence: b.offence,
-                    until: b.until,
-                    strike: b.strike,
-                    rule: b.rule.clone(),
-                    dry_run: self.cfg.bans.dry_run,
-                    node: None,
-                });
+                self.events.emit(ban_added(b, self.cfg.bans.dry_run, None));
             }
             Decision::Allowlisted { ip, offence } => self.events.emit(Event::Warning {
                 component: "firewall",
@@ -367,6 +351,20 @@ impl crate::policy::connection::ConnectionFilter for Firewall {
                 ))
             }
         }
+    }
+}
+
+/// The event of a ban being added: by this node's decision (`node` is
+/// `None`), by hand, or applied from another node's decision.
+fn ban_added(ban: &Ban, dry_run: bool, node: Option<String>) -> Event {
+    Event::BanAdded {
+        net: ban.net.to_string(),
+        offence: ban.offence,
+        until: ban.until,
+        strike: ban.strike,
+        rule: ban.rule.clone(),
+        dry_run,
+        node,
     }
 }
 

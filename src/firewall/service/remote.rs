@@ -43,15 +43,7 @@ impl Firewall {
                 if ban.until <= t || self.engine().get(ban.net).is_some_and(|b| b.until >= ban.until) {
                     return false;
                 }
-                let added = Event::BanAdded {
-                    net: ban.net.to_string(),
-                    offence: ban.offence,
-                    until: ban.until,
-                    strike: ban.strike,
-                    rule: ban.rule.clone(),
-                    dry_run: self.cfg.bans.dry_run,
-                    node: Some(node.to_string()),
-                };
+                let added = super::ban_added(ban, self.cfg.bans.dry_run, Some(node.to_string()));
                 {
                     let mut engine = self.engine();
                     if engine.insert(ban.clone()).is_err() {
