@@ -97,8 +97,10 @@ pub struct RuleSet {
     headers: HashMap<String, HeaderGroup>,
     /// `exists:` rules: (lower-case header name, rule).
     exists: Vec<(String, usize)>,
-    body: Option<TextSet>,
-    rawbody: Option<TextSet>,
+    /// The body rules (part 0) and raw-body rules (part 1) in one matcher:
+    /// a message without HTML, whose body and raw body are the same text,
+    /// is read once for both.
+    bodies: Option<TextSet>,
     uri: Option<TextSet>,
     full: Option<TextSet>,
     /// `bayes` rules: (low, high, rule).
@@ -149,7 +151,13 @@ struct TextSet {
 
 impl TextSet {
     fn mark(&self, text: &str, hits: &mut [bool]) {
-        self.matcher.matches(text, |i| {
+        self.mark_parts(text, 0..usize::MAX, hits);
+    }
+
+    /// [`TextSet::mark`] with the patterns of the matcher's parts `parts`.
+    fn mark_parts(&self, text: &str, parts: std::ops::Range<usize>, hits: &mut [bool]) {
+        let parts = parts.start..parts.end.min(self.matcher.part_count());
+        self.matcher.matches_parts(text, parts, |i| {
             if let Some(&r) = self.rules.get(i)
                 && let Some(h) = hits.get_mut(r)
             {
@@ -240,11 +248,13 @@ impl RuleSet {
                 *h = present.contains(name);
             }
         }
-        if let Some(s) = &self.body {
-            s.mark(msg.body, &mut hits);
-        }
-        if let Some(s) = &self.rawbody {
-            s.mark(msg.rawbody, &mut hits);
+        if let Some(s) = &self.bodies {
+            if msg.body == msg.rawbody {
+                s.mark_parts(msg.body, 0..2, &mut hits);
+            } else {
+                s.mark_parts(msg.body, 0..1, &mut hits);
+                s.mark_parts(msg.rawbody, 1..2, &mut hits);
+            }
         }
         if let Some(s) = &self.full {
             s.mark(msg.full, &mut hits);

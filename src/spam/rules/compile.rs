@@ -165,8 +165,7 @@ impl Groups {
             rules: self.rules,
             headers,
             exists: self.exists,
-            body: body.build("body rules")?,
-            rawbody: rawbody.build("rawbody rules")?,
+            bodies: TextPatterns::build_bodies(body, rawbody)?,
             uri: uri.build("uri rules")?,
             full: full.build("full rules")?,
             bayes: self.bayes,
@@ -176,6 +175,26 @@ impl Groups {
 }
 
 impl TextPatterns {
+    /// The body and raw-body rules in one matcher of two parts (body, then
+    /// raw body), if there are any.
+    fn build_bodies(body: TextPatterns, rawbody: TextPatterns) -> Result<Option<TextSet>, RuleError> {
+        let ats = [body.at.clone(), rawbody.at.clone()];
+        let Some(first) = ats.iter().flatten().next().cloned() else {
+            return Ok(None);
+        };
+        let ends = [body.patterns.len(), body.patterns.len() + rawbody.patterns.len()];
+        let mut patterns = body.patterns;
+        patterns.extend(rawbody.patterns);
+        let mut rules = body.rules;
+        rules.extend(rawbody.rules);
+        let matcher = TextMatcher::build_parts(&patterns, &ends, |part, rest| {
+            let what = if part == 0 { "body rules" } else { "rawbody rules" };
+            let at = ats.get(part).and_then(Option::as_ref).unwrap_or(&first);
+            build_set(rest, at, what)
+        })?;
+        Ok(Some(TextSet { matcher, rules }))
+    }
+
     /// The prefiltered matcher of these patterns, if there are any.
     fn build(self, what: &str) -> Result<Option<TextSet>, RuleError> {
         let Some(at) = self.at else {

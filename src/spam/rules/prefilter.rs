@@ -48,7 +48,9 @@ const LIMIT_TOTAL: usize = 2000;
 /// The extractor's default limit, tried when the larger one gives nothing.
 const DEFAULT_LIMIT_TOTAL: usize = 250;
 
-/// The patterns of one text kind.
+/// The patterns of one text kind, or of several kinds read by one automaton
+/// ([`Part`]s: the body and raw-body rules, so that a message whose two
+/// texts are the same is read once).
 #[derive(Debug)]
 pub(super) struct TextMatcher {
     /// Starting literals of the prefiltered patterns, if there are any.
@@ -59,6 +61,17 @@ pub(super) struct TextMatcher {
     regexes: Vec<Option<Regex>>,
     /// Where each prefiltered pattern's literals are in its matches.
     places: Vec<Place>,
+    /// The parts, in pattern order.
+    parts: Vec<Part>,
+}
+
+/// A run of the patterns (a text kind), with the sets of those of them
+/// that have no usable literal.
+#[derive(Debug)]
+struct Part {
+    /// The part's patterns are those before this index (and after the
+    /// previous part's).
+    end: usize,
     /// The patterns without a usable literal.
     rest: PatternSet,
     /// For `rest`'s indices: the pattern index.
@@ -77,15 +90,25 @@ impl TextMatcher {
         patterns: &[String],
         build_set: impl Fn(&[String]) -> Result<PatternSet, E>,
     ) -> Result<TextMatcher, E> {
+        TextMatcher::build_parts(patterns, &[patterns.len()], |_, rest| build_set(rest))
+    }
+
+    /// [`TextMatcher::build`] of patterns in parts: part `k` is the
+    /// patterns before `ends[k]` (and from the previous end); `build_set`
+    /// is told the part.
+    pub(super) fn build_parts<E>(
+        patterns: &[String],
+        ends: &[usize],
+        build_set: impl Fn(usize, &[String]) -> Result<PatternSet, E>,
+    ) -> Result<TextMatcher, E> {
+        let part_of = |i: usize| ends.iter().position(|&e| i < e).unwrap_or(ends.len().saturating_sub(1));
         let mut literals: Vec<Vec<u8>> = Vec::new();
         let mut owners: Vec<Vec<usize>> = Vec::new();
         // Literal -> its index in `literals`.
         let mut index: std::collections::HashMap<Vec<u8>, usize> = std::collections::HashMap::new();
         let mut regexes = Vec::with_capacity(patterns.len());
-        let mut rest = Vec::new();
-        let mut rest_index = Vec::new();
-        let mut non_ascii = Vec::new();
-        let mut non_ascii_index = Vec::new();
+        let mut rest: Vec<(Vec<String>, Vec<usize>)> = vec![Default::default(); ends.len()];
+        let mut non_ascii: Vec<(Vec<String>, Vec<usize>)> = vec![Default::default(); ends.len()];
         let mut places = Vec::with_capacity(patterns.len());
         for (i, p) in patterns.iter().enumerate() {
             let lits = required_literals(p);
@@ -106,12 +129,10 @@ impl TextMatcher {
                 _ => {
                     places.push(Place::Start);
                     regexes.push(None);
-                    if needs_non_ascii(p) {
-                        non_ascii.push(p.clone());
-                        non_ascii_index.push(i);
-                    } else {
-                        rest.push(p.clone());
-                        rest_index.push(i);
+                    let to = if needs_non_ascii(p) { &mut non_ascii } else { &mut rest };
+                    if let Some((set, index)) = to.get_mut(part_of(i)) {
+                        set.push(p.clone());
+                        index.push(i);
                     }
                 }
             }
@@ -130,15 +151,35 @@ impl TextMatcher {
         };
         if ac.is_none() && !literals.is_empty() {
             // Cannot happen with these sizes; keep every pattern correct anyway.
+            let mut parts = Vec::with_capacity(ends.len());
+            let mut start = 0;
+            for (k, &end) in ends.iter().enumerate() {
+                let end = end.clamp(start, patterns.len());
+                parts.push(Part {
+                    end,
+                    rest: build_set(k, &patterns[start..end])?,
+                    rest_index: (start..end).collect(),
+                    non_ascii: build_set(k, &[])?,
+                    non_ascii_index: Vec::new(),
+                });
+                start = end;
+            }
             return Ok(TextMatcher {
                 ac: None,
                 owners: Vec::new(),
                 regexes: vec![None; patterns.len()],
                 places: vec![Place::Start; patterns.len()],
-                rest: build_set(patterns)?,
-                rest_index: (0..patterns.len()).collect(),
-                non_ascii: build_set(&[])?,
-                non_ascii_index: Vec::new(),
+                parts,
+            });
+        }
+        let mut parts = Vec::with_capacity(ends.len());
+        for (k, ((rest, rest_index), (non_ascii, non_ascii_index))) in rest.into_iter().zip(non_ascii).enumerate() {
+            parts.push(Part {
+                end: ends.get(k).copied().unwrap_or(patterns.len()),
+                rest: build_set(k, &rest)?,
+                rest_index,
+                non_ascii: build_set(k, &non_ascii)?,
+                non_ascii_index,
             });
         }
         Ok(TextMatcher {
@@ -146,17 +187,32 @@ impl TextMatcher {
             owners,
             regexes,
             places,
-            rest: build_set(&rest)?,
-            rest_index,
-            non_ascii: build_set(&non_ascii)?,
-            non_ascii_index,
+            parts,
         })
     }
 
     /// Calls `hit` with the index of each pattern that matches `text`.
-    pub(super) fn matches(&self, text: &str, mut hit: impl FnMut(usize)) {
+    #[cfg(test)]
+    pub(super) fn matches(&self, text: &str, hit: impl FnMut(usize)) {
+        self.matches_parts(text, 0..self.parts.len(), hit);
+    }
+
+    /// [`TextMatcher::matches`] for the patterns of the parts `parts` only.
+    pub(super) fn matches_parts(&self, text: &str, parts: std::ops::Range<usize>, mut hit: impl FnMut(usize)) {
         let bytes = text.as_bytes();
-        if let Some(ac) = &self.ac {
+        let lo = match parts.start.checked_sub(1) {
+            Some(k) => self.parts.get(k).map_or(usize::MAX, |p| p.end),
+            None => 0,
+        };
+        let hi = parts
+            .end
+            .checked_sub(1)
+            .and_then(|k| self.parts.get(k))
+            .map_or(0, |p| p.end);
+        let wanted = lo..hi;
+        if let Some(ac) = &self.ac
+            && !wanted.is_empty()
+        {
             let n = self.regexes.len();
             // Per pattern: how many times its literals occur, the first
             // offset, and (up to MAX_OCCURRENCES) each (pattern, offset).
@@ -165,6 +221,9 @@ impl TextMatcher {
             let mut found: Vec<(usize, usize)> = Vec::new();
             for m in ac.find_overlapping_iter(bytes) {
                 for &p in &self.owners[m.pattern().as_usize()] {
+                    if !wanted.contains(&p) {
+                        continue;
+                    }
                     let (Some(c), Some(f)) = (count.get_mut(p), first.get_mut(p)) else {
                         continue;
                     };
@@ -214,18 +273,25 @@ impl TextMatcher {
                 }
             }
         }
-        for i in self.rest.matches(text) {
-            if let Some(&p) = self.rest_index.get(i) {
-                hit(p);
-            }
-        }
-        if !self.non_ascii_index.is_empty() && !text.is_ascii() {
-            for i in self.non_ascii.matches(text) {
-                if let Some(&p) = self.non_ascii_index.get(i) {
+        let mut ascii = None;
+        for part in self.parts.get(parts).unwrap_or(&[]) {
+            for i in part.rest.matches(text) {
+                if let Some(&p) = part.rest_index.get(i) {
                     hit(p);
                 }
             }
+            if !part.non_ascii_index.is_empty() && !*ascii.get_or_insert_with(|| text.is_ascii()) {
+                for i in part.non_ascii.matches(text) {
+                    if let Some(&p) = part.non_ascii_index.get(i) {
+                        hit(p);
+                    }
+                }
+            }
         }
+    }
+
+    pub(super) fn part_count(&self) -> usize {
+        self.parts.len()
     }
 
     /// How many patterns are prefiltered (the rest go to the sets).
@@ -238,8 +304,13 @@ impl TextMatcher {
     /// match ASCII text, then those that cannot.
     #[cfg(test)]
     pub(super) fn set_sizes(&self) -> (Vec<usize>, Vec<usize>) {
-        let sizes = |s: &PatternSet| s.chunks.iter().map(|c| c.1.len()).collect();
-        (sizes(&self.rest), sizes(&self.non_ascii))
+        let all = |set: fn(&Part) -> &PatternSet| -> Vec<usize> {
+            self.parts
+                .iter()
+                .flat_map(|p| set(p).chunks.iter().map(|c| c.1.len()))
+                .collect()
+        };
+        (all(|p| &p.rest), all(|p| &p.non_ascii))
     }
 }
 

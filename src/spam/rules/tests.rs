@@ -56,7 +56,7 @@ fn compiles_every_kind() {
     assert!(compile("# nothing\n\n").unwrap().is_empty());
     assert_eq!(set.headers.len(), 2);
     assert_eq!(set.exists.len(), 1);
-    assert!(set.body.is_some() && set.rawbody.is_some() && set.uri.is_some() && set.full.is_some());
+    assert!(set.bodies.is_some() && set.uri.is_some() && set.full.is_some());
     assert_eq!(set.metas.len(), 1);
 }
 
@@ -410,7 +410,7 @@ fn ascii_mode_where_possible_unicode_otherwise_and_small_sets() {
         text.push_str(&format!("body R{i} /rule{i}\\b/\n"));
     }
     let set = compile(&text).unwrap();
-    let body = set.body.as_ref().unwrap();
+    let body = set.bodies.as_ref().unwrap();
     // The 23 patterns that start with literals of 2 bytes or more (`a\sb`
     // gives `a b`, `a\tb` and so on; a `\x{200B}` literal is fine in ASCII
     // mode: it matches its UTF-8 bytes; `café` in Unicode mode has its case
@@ -431,6 +431,35 @@ fn ascii_mode_where_possible_unicode_otherwise_and_small_sets() {
     assert_eq!(hits("дада"), "CYR");
     assert_eq!(hits("CAFÉ"), "LIT");
     assert_eq!(hits("rule7 rule19"), "R19 R7");
+}
+
+#[test]
+fn body_rules_read_the_body_and_rawbody_rules_the_raw_body_whether_or_not_they_are_the_same_text() {
+    let set = compile(
+        "body B_WORD /offer/i\nrawbody R_WORD /offer/i\nrawbody R_TAG /<b>/\nbody B_TAG /<b>/\nbody B_CAPS /[A-Z]{4}/\nrawbody R_CAPS /[A-Z]{4}/\n",
+    )
+    .unwrap();
+    let hits = |body: &str, rawbody: &str| {
+        let mut m = msg(&[], body);
+        m.rawbody = rawbody.to_string();
+        names(&set.evaluate(&m.view())).join(" ")
+    };
+    // The same text (no HTML): both kinds read it, in one pass.
+    assert_eq!(hits("an offer <b>", "an offer <b>"), "B_TAG B_WORD R_TAG R_WORD");
+    // HTML: the tag is only in the raw body, the capitals only in the rendered text.
+    assert_eq!(
+        hits("an OFFER now", "an <b>offer</b> now"),
+        "B_CAPS B_WORD R_TAG R_WORD"
+    );
+    assert_eq!(hits("nothing here", "<b>OFFER</b>"), "R_CAPS R_TAG R_WORD");
+    // Rules of one kind only.
+    let only_raw = compile("rawbody R /x<b>/\n").unwrap();
+    let mut m = msg(&[], "x");
+    m.rawbody = "x<b>".to_string();
+    assert_eq!(names(&only_raw.evaluate(&m.view())), ["R"]);
+    let only_body = compile("body B /x<b>/\n").unwrap();
+    assert_eq!(names(&only_body.evaluate(&m.view())), Vec::<&str>::new());
+    assert_eq!(names(&only_body.evaluate(&msg(&[], "x<b>").view())), ["B"]);
 }
 
 #[test]
