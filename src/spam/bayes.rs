@@ -342,22 +342,18 @@ impl Model {
         let k = params.max_discriminators;
         // Only the strongest `k` are used: select them (linear), then sort those. A message has a few hundred
         // clues or more, and sorting them all was most of this function's time.
-        let same = |a: &mut (f64, &str), b: &mut (f64, &str)| a.1 == b.1;
-        let mut top = Vec::new();
-        if clues.len() > k {
+        let selected = clues.len() > k && {
             clues.select_nth_unstable_by(k, strongest);
-            top.extend_from_slice(&clues[..k]);
+            let top = &mut clues[..k];
             top.sort_unstable_by(strongest);
-            top.dedup_by(same);
-        }
-        if top.len() == k {
-            clues = top;
-        } else {
+            top.windows(2).all(|w| w[0].1 != w[1].1)
+        };
+        if !selected {
             // Fewer than `k` clues, or a token passed twice among the strongest: sort them all.
             clues.sort_unstable_by(strongest);
-            clues.dedup_by(same);
-            clues.truncate(k);
+            clues.dedup_by(|a, b| a.1 == b.1);
         }
+        clues.truncate(k);
 
         let mut ln_f = 0.0f64;
         let mut ln_1f = 0.0f64;
