@@ -141,10 +141,12 @@ pub async fn scan_one(
         Err(e) => return Report::failed(f, e.to_string()),
         Ok(Verdict::Clean) => {}
         // `scan.unscannable = "accept"`: noted, then the spam checks.
-        Ok(Verdict::Unscannable(u)) if content.cfg.unscannable == crate::scan::UnscannableAction::Accept => {
+        Ok(Verdict::Unscannable(u)) if content.cfg.unscannable_for(None) == crate::scan::UnscannableAction::Accept => {
             report.content = Some(u.to_string());
         }
-        Ok(Verdict::Unscannable(u)) if content.cfg.unscannable == crate::scan::UnscannableAction::Quarantine => {
+        Ok(Verdict::Unscannable(u))
+            if content.cfg.unscannable_for(None) == crate::scan::UnscannableAction::Quarantine =>
+        {
             report.verdict = Action::Quarantine.as_str();
             report.content = Some(u.to_string());
             report.reasons.push(u.to_string());

@@ -205,6 +205,62 @@ async fn accept_policy_delivers_with_an_event() {
     assert_eq!(sink.wait_for(1).await.len(), 1);
 }
 
+/// One encrypted zip from `from`, and the action its `unscannable` event names.
+async fn unscannable_from(relay: &TestRelay, from: &str) -> (String, sluice::events::UnscannableAction) {
+    let mut events = relay.running().events.subscribe();
+    let mut c = Client::connect_from(from, relay.addr).await;
+    c.expect("220 mx.test.example").await;
+    c.cmd("EHLO client.example", "250").await;
+    c.envelope("a@client.example", &["user@example.com"]).await;
+    let r = c
+        .data(&with_attachment(
+            "secret.zip",
+            &encrypt_flag(zip(&[("a.txt", b"hello")])),
+        ))
+        .await;
+    let action = wait_event(&mut events, |e| match e {
+        sluice::events::Event::Unscannable { ip, action, .. } if ip.to_string() == from => Some(*action),
+        _ => None,
+    })
+    .await;
+    (r, action)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_networks_follow_unscannable_trusted_and_outside_the_default() {
+    use sluice::events::UnscannableAction::{Accept, Quarantine, Reject};
+    let sink = Sink::start().await;
+    // Default: the allowlist's encrypted zip is delivered, the outside's
+    // is quarantined.
+    let own = relay(&sink, "[policy]\nallowlist = [\"127.0.0.7/32\"]\n").await;
+    let (r, action) = unscannable_from(&own, "127.0.0.7").await;
+    assert!(r.starts_with("250"), "{r}");
+    assert_eq!(action, Accept);
+    assert_eq!(sink.wait_for(1).await.len(), 1, "delivered");
+    let (r, action) = unscannable_from(&own, "127.0.0.8").await;
+    assert!(r.starts_with("250"), "{r}");
+    assert_eq!(action, Quarantine);
+    let q = sluice::quarantine::Quarantine::new(own.path("spool/quarantine"));
+    assert_eq!(q.list().unwrap().len(), 1, "the outside's is in the quarantine");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(sink.messages().len(), 1, "and not delivered");
+    // Stricter for the own networks, when a site wants it.
+    let strict = relay(
+        &sink,
+        "[policy]\nallowlist = [\"127.0.0.7/32\"]\n[scan]\nunscannable = \"accept\"\nunscannable_trusted = \"reject\"\n",
+    )
+    .await;
+    let (r, action) = unscannable_from(&strict, "127.0.0.7").await;
+    assert_eq!(
+        r,
+        "554 5.7.1 Message rejected: cannot be scanned: encrypted zip archive"
+    );
+    assert_eq!(action, Reject);
+    let (r, action) = unscannable_from(&strict, "127.0.0.8").await;
+    assert!(r.starts_with("250"), "{r}");
+    assert_eq!(action, Accept);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clamd_limits_exceeded_is_unscannable_not_a_virus() {
     // clamd alerts when what it is given is past its limits

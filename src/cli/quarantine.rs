@@ -96,7 +96,8 @@ pub(crate) async fn quarantine(config: &Config, action: QuarantineCmd) -> Result
                         return Err(refused(what));
                     }
                     Ok(sluice::scan::Verdict::Unscannable(u)) => {
-                        if filter.cfg.unscannable != sluice::scan::UnscannableAction::Accept {
+                        let action = filter.cfg.unscannable_for(Some(entry.envelope.client_ip));
+                        if action != sluice::scan::UnscannableAction::Accept {
                             return Err(refused(u.to_string()));
                         }
                     }

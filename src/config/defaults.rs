@@ -198,6 +198,8 @@ pub const SCAN_ON_FAILURE: &str = "tempfail";
 pub const SCAN_RETRY: &str = "1m";
 /// `scan.unscannable`
 pub const SCAN_UNSCANNABLE: &str = "quarantine";
+/// `scan.unscannable_trusted`
+pub const SCAN_UNSCANNABLE_TRUSTED: &str = "accept";
 
 // [server]
 /// `server.listen`

@@ -226,6 +226,8 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     let callahead_on = raw.callahead.enabled.unwrap_or(defaults::CALLAHEAD_ENABLED);
     let spool = output::validate_spool(raw.spool, base)?;
     let policy = policy::validate_policy(raw.policy)?;
+    let mut scan = scan::validate_scan(raw.scan, base, &spool.dir)?;
+    scan.trusted = policy.allowlist.clone();
     let (firewall, kernel_names) =
         firewall::validate_firewall(raw.firewall, base, &spool.dir, &policy.allowlist, &relay.next_hop)?;
     Ok(Config {
@@ -242,7 +244,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         greylist: greylist::validate_greylist(raw.greylist, base, &spool.dir)?,
         callahead: callahead::validate_callahead(raw.callahead)?,
         clamd: clamd::validate_clamd(raw.clamd)?,
-        scan: scan::validate_scan(raw.scan, base, &spool.dir)?,
+        scan,
         spam: spam::validate_spam(raw.spam, base)?,
         cluster: cluster::validate_cluster(raw.cluster, &server.hostname)?,
         policy_server: policy_server::validate_policy_server(raw.policy_server)?,

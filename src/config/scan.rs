@@ -49,8 +49,15 @@ pub struct ScanConfig {
     /// Where refused-after-acceptance messages go.
     pub quarantine_dir: PathBuf,
     /// Encrypted, unknown or too large archives (and clamd's "limits
-    /// exceeded"): accept, quarantine (default) or reject.
+    /// exceeded"): accept, quarantine (default) or reject, for mail from
+    /// outside.
     pub unscannable: UnscannableAction,
+    /// The same for mail from `policy.allowlist` (a site's own networks,
+    /// where encrypted zips are ordinary business mail). Default accept.
+    pub unscannable_trusted: UnscannableAction,
+    /// `policy.allowlist`, copied here by the validation: the clients
+    /// `unscannable_trusted` applies to.
+    pub trusted: Vec<ipnet::IpNet>,
     /// Bounds on opening archives.
     pub archives: ArchiveLimits,
 }
@@ -68,6 +75,18 @@ pub enum UnscannableAction {
 }
 
 impl UnscannableAction {
+    fn parse(key: &str, value: &str) -> Result<Self, ConfigError> {
+        match value {
+            "accept" => Ok(UnscannableAction::Accept),
+            "quarantine" => Ok(UnscannableAction::Quarantine),
+            "reject" => Ok(UnscannableAction::Reject),
+            other => Err(ConfigError::new(
+                key,
+                format!("{other:?}: expected \"accept\", \"quarantine\" or \"reject\""),
+            )),
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             UnscannableAction::Accept => "accept",
@@ -98,6 +117,18 @@ impl Default for ArchiveLimits {
     }
 }
 
+impl ScanConfig {
+    /// What `scan.unscannable` (or, for a client in `policy.allowlist`,
+    /// `scan.unscannable_trusted`) does with mail from `client`. `None`:
+    /// no client known (a file scanned by hand), treated as from outside.
+    pub fn unscannable_for(&self, client: Option<std::net::IpAddr>) -> UnscannableAction {
+        match client {
+            Some(ip) if self.trusted.iter().any(|n| n.contains(&ip)) => self.unscannable_trusted,
+            _ => self.unscannable,
+        }
+    }
+}
+
 impl Default for ScanConfig {
     fn default() -> Self {
         ScanConfig {
@@ -111,6 +142,8 @@ impl Default for ScanConfig {
             max_held: 100_000,
             quarantine_dir: Path::new(defaults::SPOOL_DIR).join("quarantine"),
             unscannable: UnscannableAction::Quarantine,
+            unscannable_trusted: UnscannableAction::Accept,
+            trusted: Vec::new(),
             archives: ArchiveLimits::default(),
         }
     }
@@ -202,17 +235,16 @@ pub(super) fn validate_scan(raw: RawScan, base: &Path, spool_dir: &Path) -> Resu
         }
     }
     banned.in_archives = raw.banned_in_archives.unwrap_or(defaults::SCAN_BANNED_IN_ARCHIVES);
-    let unscannable = match raw.unscannable.as_deref().unwrap_or(defaults::SCAN_UNSCANNABLE) {
-        "accept" => UnscannableAction::Accept,
-        "quarantine" => UnscannableAction::Quarantine,
-        "reject" => UnscannableAction::Reject,
-        other => {
-            return Err(ConfigError::new(
-                "scan.unscannable",
-                format!("{other:?}: expected \"accept\", \"quarantine\" or \"reject\""),
-            ));
-        }
-    };
+    let unscannable = UnscannableAction::parse(
+        "scan.unscannable",
+        raw.unscannable.as_deref().unwrap_or(defaults::SCAN_UNSCANNABLE),
+    )?;
+    let unscannable_trusted = UnscannableAction::parse(
+        "scan.unscannable_trusted",
+        raw.unscannable_trusted
+            .as_deref()
+            .unwrap_or(defaults::SCAN_UNSCANNABLE_TRUSTED),
+    )?;
     let archives = ArchiveLimits {
         max_depth: positive(
             "scan.archive_max_depth",
@@ -252,6 +284,8 @@ pub(super) fn validate_scan(raw: RawScan, base: &Path, spool_dir: &Path) -> Resu
             None => spool_dir.join("quarantine"),
         },
         unscannable,
+        unscannable_trusted,
+        trusted: Vec::new(),
         archives,
     })
 }

@@ -438,7 +438,7 @@ impl Pipeline {
         };
         match verdict {
             Ok(Verdict::Clean) => Ok((mode, None)),
-            Ok(Verdict::Unscannable(u)) => match content.cfg.unscannable {
+            Ok(Verdict::Unscannable(u)) => match content.cfg.unscannable_for(Some(msg.envelope.client_ip)) {
                 UnscannableAction::Reject => Err(Refusal::new(
                     Reply::unscannable(&u.what),
                     Reason::Unscannable { unscannable: u.kind },

@@ -170,7 +170,7 @@ impl Worker {
             }
             Ok(Verdict::Unscannable(u)) => {
                 // After acceptance "reject" can only mean the quarantine.
-                let action = match filter.cfg.unscannable {
+                let action = match filter.cfg.unscannable_for(Some(ip)) {
                     UnscannableAction::Accept => UnscannableAction::Accept,
                     _ => UnscannableAction::Quarantine,
                 };

@@ -30,6 +30,9 @@ pub struct RawScan {
     /// archives past the limits below or clamd's: "accept", "quarantine"
     /// or "reject" (554 5.7.1). Default "quarantine".
     pub unscannable: Option<String>,
+    /// The same for clients in `policy.allowlist` (your own networks).
+    /// Default "accept".
+    pub unscannable_trusted: Option<String>,
     /// Archives inside archives opened. Default 8.
     pub archive_max_depth: Option<u64>,
     /// Archive entries listed per message. Default 10000.
