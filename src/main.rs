@@ -116,12 +116,12 @@ fn main() -> ExitCode {
             ..
         } => {
             // The model the daemon reads, when the configuration names one.
-            let configured = config
+            let spam_cfg = config.as_ref().and_then(|p| Config::load(p).ok()).and_then(|c| c.spam);
+            let part_text = spam_cfg
                 .as_ref()
-                .and_then(|p| Config::load(p).ok())
-                .and_then(|c| c.spam.and_then(|s| s.bayes_model));
+                .map_or(sluice::spam::tokenize::PART_TEXT, |s| s.part_scan_size);
             let out = out
-                .or(configured)
+                .or(spam_cfg.and_then(|s| s.bayes_model))
                 .unwrap_or_else(|| PathBuf::from("sluice-bayes.model"));
             let opts = cli::learn::LearnOpts {
                 spam,
@@ -130,6 +130,7 @@ fn main() -> ExitCode {
                 rebuild,
                 forget,
                 min_count,
+                part_text,
             };
             done(cli::learn::learn(&opts))
         }

@@ -72,12 +72,17 @@ async fn learn(reloader: &Reloader, spam: bool, forget: bool, message: Vec<u8>) 
     let shared = reloader.front.load();
     let filter = shared.pipeline.spam.clone();
     let path = shared.config.spam.as_ref().and_then(|s| s.bayes_model.clone());
+    let part_text = shared
+        .config
+        .spam
+        .as_ref()
+        .map_or(crate::spam::tokenize::PART_TEXT, |s| s.part_scan_size);
     let (Some(filter), Some(path)) = (filter, path) else {
         return Answer::Error("spam scoring is off or spam.bayes_model is not set: nothing to learn into".into());
     };
     let done = tokio::task::spawn_blocking(move || {
         crate::spam::learn::update(&path, false, forget, 1, |model| {
-            let tokens = crate::spam::tokenize::tokens(&message);
+            let tokens = crate::spam::tokenize::tokens_upto(&message, part_text);
             if forget {
                 model.forget(&tokens, spam);
             } else {

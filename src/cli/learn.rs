@@ -15,13 +15,15 @@ pub(crate) struct LearnOpts {
     pub rebuild: bool,
     pub forget: bool,
     pub min_count: u32,
+    /// `spam.part_scan_size` of the configuration, if one was given.
+    pub part_text: usize,
 }
 
 /// Learns (or forgets) the messages and writes the model file
 /// ([`sluice::spam::learn::update`]).
 pub(crate) fn learn(o: &LearnOpts) -> anyhow::Result<()> {
     let (done, model) = sluice::spam::learn::update(&o.out, o.rebuild, o.forget, o.min_count, |model| {
-        sluice::spam::learn_paths(model, &o.spam, &o.ham, o.forget)
+        sluice::spam::learn_paths(model, &o.spam, &o.ham, o.forget, o.part_text)
     })
     .map_err(|e| match e {
         sluice::spam::learn::LearnError::NoMessages => {

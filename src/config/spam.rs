@@ -75,8 +75,9 @@ pub struct SpamConfig {
     pub auth_timeout: Duration,
     /// Larger messages are not scored (delivered as they are).
     pub max_size: usize,
-    /// Octets of each text part read by the body and raw-body rules
-    /// (SpamAssassin's `body_part_scan_size`): spam puts its pitch near the
+    /// Octets of each text part read by the body and raw-body rules and
+    /// the classifier, in scoring and learning (SpamAssassin's
+    /// `body_part_scan_size`): spam puts its pitch near the
     /// top, and a long part then costs no more than a short one.
     pub part_scan_size: usize,
     /// How often the rule and model files are checked for changes.

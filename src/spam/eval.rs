@@ -40,7 +40,10 @@ pub struct Scores {
 pub fn cross_validate(filter: &SpamFilter, samples: &[Sample], folds: usize, bayes: bool) -> Scores {
     let folds = folds.max(2);
     let tokens: Vec<Vec<String>> = if bayes {
-        samples.iter().map(|s| tokenize::tokens(&s.raw)).collect()
+        samples
+            .iter()
+            .map(|s| tokenize::tokens_upto(&s.raw, filter.cfg.part_scan_size))
+            .collect()
     } else {
         Vec::new()
     };

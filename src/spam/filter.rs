@@ -236,8 +236,8 @@ impl SpamFilter {
         }
         if let Some(model) = &loaded.model {
             let tokens = match parsed {
-                Some(m) => super::tokenize::message_token_list(m),
-                None => super::tokenize::token_list(raw),
+                Some(m) => super::tokenize::message_token_list(m, self.cfg.part_scan_size),
+                None => super::tokenize::token_list(raw, self.cfg.part_scan_size),
             };
             view.bayes = model.classify_list(&tokens);
         }

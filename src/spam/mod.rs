@@ -35,18 +35,20 @@ pub fn message_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// Trains a model on every file in the spam and ham directories.
 pub fn learn_dirs(spam: &[PathBuf], ham: &[PathBuf]) -> std::io::Result<bayes::Model> {
     let mut model = bayes::Model::new();
-    learn_paths(&mut model, spam, ham, false)?;
+    learn_paths(&mut model, spam, ham, false, tokenize::PART_TEXT)?;
     Ok(model)
 }
 
 /// Adds (or, `forget`, takes back) the messages under `spam` and `ham`
 /// ([`corpus::read_messages`]: Maildirs, directories, mbox files, `-`) to
-/// `model`; returns how many spam and ham messages were read.
+/// `model`, reading at most `part_text` octets of each text part
+/// (`spam.part_scan_size`); returns how many spam and ham messages were read.
 pub fn learn_paths(
     model: &mut bayes::Model,
     spam: &[PathBuf],
     ham: &[PathBuf],
     forget: bool,
+    part_text: usize,
 ) -> std::io::Result<(usize, usize)> {
     let mut read = (0, 0);
     for (paths, is_spam) in [(spam, true), (ham, false)] {
@@ -54,7 +56,7 @@ pub fn learn_paths(
             for raw in
                 corpus::read_messages(p).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))?
             {
-                let tokens = tokenize::tokens(&raw);
+                let tokens = tokenize::tokens_upto(&raw, part_text);
                 if forget {
                     model.forget(&tokens, is_spam);
                 } else {

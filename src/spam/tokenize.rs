@@ -38,9 +38,9 @@ pub const MAX_TOKEN_LEN: usize = 40;
 const MIN_WORD_LEN: usize = 3;
 /// Nested message/rfc822 parts are followed at most this deep.
 const MAX_DEPTH: usize = 3;
-/// At most this many bytes of decoded body text are tokenized per part (the default of the rules' `spam.part_scan_size`,
-/// and SpamAssassin's 50,000): a long part costs no more than a short one.
-const MAX_PART_TEXT: usize = 50_000;
+/// At most this many bytes of decoded body text are tokenized per part unless the caller says otherwise
+/// (`spam.part_scan_size`, as the rules; SpamAssassin's 50,000): a long part costs no more than a short one.
+pub const PART_TEXT: usize = super::view::PART_SCAN;
 /// At most this many Received headers (from the top) are tokenized.
 const MAX_RECEIVED: usize = 8;
 /// At most this many URLs are tokenized per text.
@@ -119,17 +119,22 @@ const IGNORED_HEADERS: &[&str] = &[
 /// [`MAX_TOKEN_LEN`] bytes are replaced by `"sk:" + first 8 chars + ":" + length bucket`, like SpamAssassin's skip
 /// tokens).
 pub fn tokens(raw: &[u8]) -> Vec<String> {
-    token_list(raw).to_strings()
+    tokens_upto(raw, PART_TEXT)
 }
 
-/// [`tokens`] as one [`Tokens`] list (two allocations instead of one per token).
-pub fn token_list(raw: &[u8]) -> Tokens {
+/// [`tokens`], reading at most `part_text` octets of each text part (`spam.part_scan_size`).
+pub fn tokens_upto(raw: &[u8], part_text: usize) -> Vec<String> {
+    token_list(raw, part_text).to_strings()
+}
+
+/// [`tokens_upto`] as one [`Tokens`] list (two allocations instead of one per token).
+pub fn token_list(raw: &[u8], part_text: usize) -> Tokens {
     let raw = skip_mbox_from(raw);
     match MessageParser::default().parse(raw) {
-        Some(message) => message_token_list(&message),
+        Some(message) => message_token_list(&message, part_text),
         None => with_sink(|sink| {
             let text = String::from_utf8_lossy(raw);
-            let text = truncate(&text, MAX_PART_TEXT);
+            let text = truncate(&text, part_text);
             text_tokens(text, "", sink);
             url_tokens(text, sink);
             sink.push("h:unparsed");
@@ -141,12 +146,12 @@ pub fn token_list(raw: &[u8]) -> Tokens {
 /// from (with a leading mbox "From " line removed before parsing). Works best when the message was parsed with
 /// `MessageParser::default()`; header signals are read from the raw header text where possible.
 pub fn message_tokens(message: &Message<'_>) -> Vec<String> {
-    message_token_list(message).to_strings()
+    message_token_list(message, PART_TEXT).to_strings()
 }
 
-/// [`message_tokens`] as one [`Tokens`] list.
-pub fn message_token_list(message: &Message<'_>) -> Tokens {
-    with_sink(|sink| walk(message, sink, 0))
+/// [`message_tokens`] as one [`Tokens`] list, reading at most `part_text` octets of each text part.
+pub fn message_token_list(message: &Message<'_>, part_text: usize) -> Tokens {
+    with_sink(|sink| walk(message, sink, 0, part_text))
 }
 
 /// The tokens of a message, in the order they were first seen, stored one after the other.
@@ -301,7 +306,7 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-fn walk(message: &Message<'_>, sink: &mut Sink, depth: usize) {
+fn walk(message: &Message<'_>, sink: &mut Sink, depth: usize, part_text: usize) {
     header_tokens(message, sink, depth);
     mime_tokens(message, sink, depth);
     let mut total_chars = 0usize;
@@ -312,13 +317,13 @@ fn walk(message: &Message<'_>, sink: &mut Sink, depth: usize) {
         }
         match &part.body {
             PartType::Text(text) => {
-                let text = truncate(text, MAX_PART_TEXT);
+                let text = truncate(text, part_text);
                 count_chars(text, &mut total_chars, &mut non_ascii);
                 text_tokens(text, "", sink);
                 url_tokens(text, sink);
             }
             PartType::Html(html) => {
-                let html = truncate(html, MAX_PART_TEXT);
+                let html = truncate(html, part_text);
                 url_tokens(html, sink);
                 let mut text = std::mem::take(&mut sink.html_text);
                 text.clear();
@@ -330,7 +335,7 @@ fn walk(message: &Message<'_>, sink: &mut Sink, depth: usize) {
             PartType::Binary(_) | PartType::InlineBinary(_) => attachment_tokens(part, sink),
             PartType::Message(inner) => {
                 if depth < MAX_DEPTH {
-                    walk(inner, sink, depth + 1);
+                    walk(inner, sink, depth + 1, part_text);
                 }
             }
             PartType::Multipart(_) => {}

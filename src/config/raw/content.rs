@@ -95,8 +95,8 @@ pub struct RawSpam {
     pub auth_timeout: Option<String>,
     /// Larger messages are not scored. Default 2097152.
     pub max_size: Option<u64>,
-    /// Octets of each text part that body rules read (as SpamAssassin's
-    /// body_part_scan_size). Default 50000.
+    /// Octets of each text part that body rules and the classifier read
+    /// (as SpamAssassin's body_part_scan_size). Default 50000.
     pub part_scan_size: Option<u64>,
     /// How often rule and model files are checked for changes. Default "5s".
     pub reload_interval: Option<String>,

@@ -169,7 +169,7 @@ fn a_token_list_classifies_as_its_strings() {
         m.learn(&super::super::tokenize::tokens(msg(i, false).as_bytes()), false);
     }
     let raw = "Subject: cheap offer\r\n\r\ncheap pills, meeting now\r\n";
-    let list = super::super::tokenize::token_list(raw.as_bytes());
+    let list = super::super::tokenize::token_list(raw.as_bytes(), super::super::tokenize::PART_TEXT);
     let strings = super::super::tokenize::tokens(raw.as_bytes());
     assert_eq!(list.iter().collect::<Vec<_>>(), strings);
     assert_eq!(list.len(), strings.len());

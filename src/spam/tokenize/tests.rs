@@ -352,3 +352,25 @@ fn fuzz_never_panics() {
         );
     }
 }
+
+#[test]
+fn each_text_part_is_tokenized_up_to_the_part_scan_size() {
+    let filler = "lorem ipsum dolor sit amet\r\n".repeat(2150); // 60,200 octets
+    let raw = format!(
+        "Subject: x\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n\
+--b\r\nContent-Type: text/plain\r\n\r\ntopplain\r\n{filler}tailplain\r\n\
+--b\r\nContent-Type: text/html\r\n\r\n<p>tophtml</p>{filler}<p>tailhtml</p>\r\n--b--\r\n"
+    );
+    let capped = tokens(raw.as_bytes());
+    assert_eq!(
+        capped,
+        tokens_upto(raw.as_bytes(), PART_TEXT),
+        "the default is the rules' default"
+    );
+    assert!(has(&capped, "topplain") && has(&capped, "tophtml"));
+    assert!(!has(&capped, "tailplain") && !has(&capped, "tailhtml"));
+    let whole = tokens_upto(raw.as_bytes(), 100_000);
+    assert!(has(&whole, "tailplain") && has(&whole, "tailhtml"));
+    let parsed = MessageParser::default().parse(raw.as_bytes()).unwrap();
+    assert_eq!(message_token_list(&parsed, 100_000).to_strings(), whole);
+}
