@@ -89,6 +89,36 @@ fn nested_zips_are_opened_to_the_depth_limit() {
 }
 
 #[test]
+fn archives_inside_7z_are_opened() {
+    let inner = zip(&[("invoice.exe", EVIL)]);
+    let tgz = gz(&tar(&[("run.scr", EVIL)]), None);
+    let data = sevenz(&[("readme.txt", b"hello"), ("parts.zip", &inner), ("more.tgz", &tgz)]);
+    let l = list_one(&data, &limits());
+    assert_eq!(l.unscannable, None, "{l:?}");
+    for name in ["parts.zip", "invoice.exe", "more.tgz", "run.scr"] {
+        assert!(l.names.contains(&name.to_string()), "{name} in {l:?}");
+    }
+    assert_eq!(l.archives, 4, "itself, the zip, the gzip and its tar");
+    // It counts as a level of nesting like any other archive.
+    let shallow = ArchiveLimits {
+        max_depth: 1,
+        ..limits()
+    };
+    let l = list_one(&data, &shallow);
+    assert!(!l.names.contains(&"invoice.exe".to_string()), "{l:?}");
+    assert_eq!(kind(&l), Some(UnscannableKind::PastLimits));
+    // A bomb inside stops at the size limit.
+    let small = ArchiveLimits {
+        max_size: 1 << 20,
+        ..limits()
+    };
+    let bomb = sevenz(&[("a.txt", b"x"), ("zeros.bin", &vec![0u8; 3 << 20])]);
+    assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
+    let l = list_one(&bomb, &small);
+    assert_eq!(kind(&l), Some(UnscannableKind::PastLimits), "{l:?}");
+}
+
+#[test]
 fn encrypted_archives_are_unscannable_but_their_names_are_listed() {
     let z = encrypt_flag(zip(&[("invoice.exe", EVIL)]));
     let l = list_one(&z, &limits());
@@ -261,6 +291,10 @@ fn write_fuzz_seeds() {
         ("tar.bz2", bz2(&t)),
         ("tar.xz", xz(&t)),
         ("7z", sevenz(files)),
+        (
+            "nested.7z",
+            sevenz(&[("inner.zip", &zip(files)), ("files.tgz", &gz(&t, None))]),
+        ),
         ("cab", cab(files)),
         (
             "rar4",
