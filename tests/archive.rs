@@ -58,7 +58,8 @@ async fn a_banned_name_is_found_inside_every_archive_type() {
         ("files.cab", cab(files)),
         ("files.rar", rar(false)),
         ("files5.rar", rar(true)),
-        ("nested.zip", nested),
+        ("nested.zip", nested.clone()),
+        ("zip-in.7z", sevenz(&[("readme.txt", b"hello"), ("inner.zip", &nested)])),
     ];
     for (name, data) in &cases {
         let r = send(&relay, name, data).await;
