@@ -34,6 +34,16 @@ impl Out {
         self.0.truncated |= !room;
         room
     }
+
+    /// Appends as much of `s` as fits; false (and marks `truncated`) when
+    /// not all of it did.
+    fn extend(&mut self, s: &[u8]) -> bool {
+        let n = s.len().min(self.1.saturating_sub(self.0.data.len()));
+        self.0.data.extend_from_slice(&s[..n]);
+        let all = n == s.len();
+        self.0.truncated |= !all;
+        all
+    }
 }
 
 const B64_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -73,7 +83,7 @@ fn lines(input: &[u8]) -> impl Iterator<Item = &[u8]> {
         if rest.is_empty() {
             return None;
         }
-        let end = rest.iter().position(|b| b"\r\n".contains(b)).unwrap_or(rest.len());
+        let end = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
         let (line, tail) = rest.split_at_checked(end)?;
         let skip = match tail {
             [b'\r', b'\n', ..] => 2,
@@ -129,15 +139,19 @@ pub fn looks_like_base64(input: &[u8]) -> bool {
     // Judged on the start of the text: a reader decides from the start too.
     let input = &input[..input.len().min(SAMPLE)];
     let (mut n, mut good, mut inner_ws) = (0usize, 0usize, 0usize);
-    for line in lines(input) {
-        for &c in line.trim_ascii() {
-            if c == b' ' || c == b'\t' {
-                inner_ws += 1;
-            } else if !c.is_ascii_whitespace() {
+    // Blanks after a line's last visible char are not inside it: they are
+    // counted only once another visible char follows on the same line.
+    let (mut pending, mut seen) = (0usize, false);
+    for &c in input {
+        match c {
+            b'\r' | b'\n' => (pending, seen) = (0, false),
+            b' ' | b'\t' => pending += usize::from(seen),
+            _ if c.is_ascii_whitespace() => {}
+            _ => {
                 n += 1;
-                if c == b'=' || b64_val(c).is_some() {
-                    good += 1;
-                }
+                good += usize::from(c == b'=' || b64_val(c).is_some());
+                inner_ws += pending;
+                (pending, seen) = (0, true);
             }
         }
     }
@@ -163,9 +177,9 @@ impl Group {
         if self.n < 4 {
             return true;
         }
-        let [_, a, b, c] = self.acc.to_be_bytes();
+        let bytes = self.acc.to_be_bytes();
         *self = Group::default();
-        out.push(a) && out.push(b) && out.push(c)
+        out.extend(&bytes[1..])
     }
 
     /// Decodes an incomplete group as far as it gives whole bytes; clears it.
@@ -218,6 +232,25 @@ fn b64_decode(input: &[u8], max_out: usize, mode: B64) -> Decoded {
     out.0
 }
 
+/// The standard decode of canonical base64 whose whitespace-separated
+/// pieces all have a multiple of 4 chars (what [`base64_readings`] checks
+/// first): a quad at a time. The same octets as the "stream" reading.
+fn b64_canonical(input: &[u8], max_out: usize) -> Decoded {
+    let mut out = Out::new(max_out, input.len() / 4 * 3 + 3);
+    for token in input.split(|&c| is_ws(c)) {
+        for q in token.chunks_exact(4) {
+            let v = |c: u8| u32::from(B64_REV[usize::from(c)] & 0x3f);
+            let x = (v(q[0]) << 18 | v(q[1]) << 12 | v(q[2]) << 6 | v(q[3])).to_be_bytes();
+            // Padding ('=') only ends the last quad: "xy==" is one octet, "xyz=" two.
+            let n = 3 - q.iter().filter(|&&c| c == b'=').count();
+            if !out.extend(&x[1..1 + n]) {
+                return out.0;
+            }
+        }
+    }
+    out.0
+}
+
 /// All distinct plausible base64 readings (deduplicated, at most 4; empty
 /// readings only when nothing else decodes). Canonical input whose
 /// whitespace-separated pieces all have a multiple of 4 chars (what every
@@ -238,7 +271,7 @@ fn b64_decode(input: &[u8], max_out: usize, mode: B64) -> Decoded {
 /// Only the standard alphabet (`+/`) is used; URL-safe `-_` count as junk.
 pub fn base64_readings(input: &[u8], max_out: usize) -> Vec<Decoded> {
     if is_canonical_base64(input) && input.split(|&c| is_ws(c)).all(|t| t.len().is_multiple_of(4)) {
-        return vec![b64_decode(input, max_out, B64::Stream)];
+        return vec![b64_canonical(input, max_out)];
     }
     dedup([B64::Stream, B64::Tokens, B64::Strict, B64::Lines].map(|m| b64_decode(input, max_out, m)))
 }
@@ -295,13 +328,25 @@ enum Qp {
 fn qp_decode(input: &[u8], max_out: usize, mode: Qp, lf: bool) -> Decoded {
     let mut out = Out::new(max_out, input.len());
     let mut i = 0;
-    while let Some(&c) = input.get(i) {
-        i += 1;
-        if lf && c == b'\r' && input.get(i) == Some(&b'\n') {
-            continue;
+    while i < input.len() {
+        // Up to the next '=' (or CR, when CRLF becomes LF) the text is
+        // itself: copied as one run.
+        let rest = &input[i..];
+        let run = if lf {
+            memchr::memchr2(b'=', b'\r', rest)
+        } else {
+            memchr::memchr(b'=', rest)
         }
-        if c != b'=' {
-            if !out.push(c) {
+        .unwrap_or(rest.len());
+        if !out.extend(&rest[..run]) {
+            break;
+        }
+        i += run;
+        let Some(&c) = input.get(i) else { break };
+        i += 1;
+        if c == b'\r' {
+            // A CR of a CRLF is left out; a lone CR stays.
+            if input.get(i) != Some(&b'\n') && !out.push(c) {
                 break;
             }
             continue;
@@ -359,7 +404,13 @@ pub fn qp_has_invalid_escapes(input: &[u8]) -> bool {
 /// CRLF, lone LF and lone CR are line ends; hard line breaks are kept as the
 /// original bytes.
 pub fn qp_readings(input: &[u8], max_out: usize) -> Vec<Decoded> {
-    let modes = [Qp::Lenient, Qp::StrictUpper, Qp::DropInvalid, Qp::StrictUpperDrop];
+    // Where every '=' is an uppercase escape or a soft break, the four
+    // readings are one: it is decoded once.
+    let modes: &[Qp] = if qp_has_invalid_escapes(input) {
+        &[Qp::Lenient, Qp::StrictUpper, Qp::DropInvalid, Qp::StrictUpperDrop]
+    } else {
+        &[Qp::Lenient]
+    };
     let mut all: Vec<Decoded> = modes.iter().map(|&m| qp_decode(input, max_out, m, false)).collect();
     if memchr::memmem::find(input, b"\r\n").is_some() {
         all.extend(modes.iter().map(|&m| qp_decode(input, max_out, m, true)));

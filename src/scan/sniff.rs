@@ -31,6 +31,7 @@ const MAGICS: &[(&[&[u8]], &str)] = &[
     (&[b"#!"], "sh"),
 ];
 
+/// Each starts with '<' (`sniff` looks only where one is).
 const HTML_TAGS: [&[u8]; 3] = [b"<html", b"<!doctype html", b"<script"];
 
 /// The canonical file extension for what `data` really is, judged by magic
@@ -60,7 +61,8 @@ pub fn sniff(data: &[u8]) -> Option<&'static str> {
     let text = data.strip_prefix(b"\xef\xbb\xbf").unwrap_or(data);
     let start = text.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(text.len());
     let text = text.get(start..).unwrap_or_default();
-    let html = (0..text.len().min(512)).any(|i| {
+    // Every tag starts with '<': only those places are compared.
+    let html = memchr::memchr_iter(b'<', &text[..text.len().min(512)]).any(|i| {
         HTML_TAGS
             .iter()
             .any(|tag| text.get(i..i + tag.len()).is_some_and(|w| w.eq_ignore_ascii_case(tag)))

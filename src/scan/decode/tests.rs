@@ -232,3 +232,166 @@ fn garbage_never_panics() {
         }
     }
 }
+
+/// The quoted-printable reader one octet at a time, as it was before runs
+/// were copied whole and clean text was decoded once: the oracle for the
+/// fast one.
+fn qp_reference(input: &[u8], max_out: usize, mode: Qp, lf: bool) -> Decoded {
+    let mut out = Out::new(max_out, input.len());
+    let mut i = 0;
+    while let Some(&c) = input.get(i) {
+        i += 1;
+        if lf && c == b'\r' && input.get(i) == Some(&b'\n') {
+            continue;
+        }
+        if c != b'=' {
+            if !out.push(c) {
+                break;
+            }
+            continue;
+        }
+        let rest = input.get(i..).unwrap_or_default();
+        if let Some(n) = soft_break(rest) {
+            i += n;
+            continue;
+        }
+        let any = !matches!(mode, Qp::StrictUpper | Qp::StrictUpperDrop);
+        if let [h, l, ..] = rest
+            && let (Some(h), Some(l)) = (hex_val(*h, any), hex_val(*l, any))
+        {
+            i += 2;
+            if !out.push((h << 4) | l) {
+                break;
+            }
+        } else if matches!(mode, Qp::DropInvalid | Qp::StrictUpperDrop) {
+            i += rest.iter().take(2).take_while(|&&b| b != b'\r' && b != b'\n').count();
+        } else if !out.push(b'=') {
+            break;
+        }
+    }
+    out.0
+}
+
+#[test]
+fn quoted_printable_readings_are_those_of_the_octet_by_octet_reader() {
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let alphabet = b"==\r\n \tAaFf09gZ=\r\n";
+    let modes = [Qp::Lenient, Qp::StrictUpper, Qp::DropInvalid, Qp::StrictUpperDrop];
+    let (mut clean, mut several) = (0, 0);
+    for round in 0..20_000 {
+        let len = (next() % 80) as usize;
+        let mut input: Vec<u8> = (0..len)
+            .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+            .collect();
+        if round % 2 == 0 {
+            // Mostly valid text: lower-case escapes made upper, so the one-reading path is taken often.
+            input.iter_mut().for_each(|b| *b = b.to_ascii_uppercase());
+        }
+        let max = if next() % 4 == 0 {
+            (next() % 40) as usize
+        } else {
+            1 << 16
+        };
+        let mut want: Vec<Decoded> = modes.iter().map(|&m| qp_reference(&input, max, m, false)).collect();
+        if memchr::memmem::find(&input, b"\r\n").is_some() {
+            want.extend(modes.iter().map(|&m| qp_reference(&input, max, m, true)));
+        }
+        let want = dedup(want);
+        assert_eq!(
+            qp_readings(&input, max),
+            want,
+            "{:?} max {max}",
+            String::from_utf8_lossy(&input)
+        );
+        if qp_has_invalid_escapes(&input) {
+            several += 1;
+        } else {
+            clean += 1;
+        }
+    }
+    assert!(
+        clean > 1000 && several > 1000,
+        "both paths are taken: {clean} clean, {several} not"
+    );
+}
+
+/// The base64 guess line by line, as it was before the single pass.
+fn looks_like_base64_reference(input: &[u8]) -> bool {
+    let input = &input[..input.len().min(SAMPLE)];
+    let (mut n, mut good, mut inner_ws) = (0usize, 0usize, 0usize);
+    for line in lines(input) {
+        for &c in line.trim_ascii() {
+            if c == b' ' || c == b'\t' {
+                inner_ws += 1;
+            } else if !c.is_ascii_whitespace() {
+                n += 1;
+                if c == b'=' || b64_val(c).is_some() {
+                    good += 1;
+                }
+            }
+        }
+    }
+    n >= 16 && good * 10 >= n * 9 && inner_ws * 10 <= n
+}
+
+#[test]
+fn base64_fast_paths_agree_with_the_general_readers() {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ 0xdead_beef;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let (mut yes, mut no) = (0, 0);
+    let alphabet = b"QUJDRA+/=  \t\r\n\x0cxy.-";
+    for _ in 0..20_000 {
+        let len = (next() % 120) as usize;
+        let input: Vec<u8> = (0..len)
+            .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+            .collect();
+        let guess = looks_like_base64(&input);
+        assert_eq!(
+            guess,
+            looks_like_base64_reference(&input),
+            "{:?}",
+            String::from_utf8_lossy(&input)
+        );
+        if guess {
+            yes += 1;
+        } else {
+            no += 1;
+        }
+    }
+    assert!(yes > 500 && no > 500, "both answers are seen: {yes} yes, {no} no");
+    // Canonical text as encoders write it (any wrap, CRLF or LF, padding
+    // of 0 to 2): one reading, the stream decode, also when cut short.
+    for round in 0..3_000 {
+        let data: Vec<u8> = (0..next() % 200).map(|_| next() as u8).collect();
+        let text = enc6(&data, &|v| B64_ALPHABET[usize::from(v)] as char, Some('='));
+        let wrap = 4 * (1 + (next() % 20) as usize);
+        let eol = if round % 2 == 0 { "\r\n" } else { "\n" };
+        let chunks: Vec<&str> = text
+            .as_bytes()
+            .chunks(wrap)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        let input = chunks.join(eol) + eol;
+        let max = if next() % 3 == 0 {
+            (next() % 150) as usize
+        } else {
+            1 << 16
+        };
+        let readings = base64_readings(input.as_bytes(), max);
+        assert_eq!(readings, [b64_decode(input.as_bytes(), max, B64::Stream)], "{input:?}");
+        if max >= data.len() {
+            assert_eq!(readings[0].data, data);
+        }
+    }
+}
