@@ -65,6 +65,9 @@ pub struct Analysis {
 
 struct Walker<'l> {
     limits: &'l Limits,
+    /// The message itself: a reading equal to it is nothing new.
+    top: &'l [u8],
+    /// Hashes of the readings kept.
     seen: HashSet<u64>,
     hasher: std::collections::hash_map::RandomState,
     names: HashSet<String>,
@@ -76,13 +79,13 @@ struct Walker<'l> {
 pub fn analyse(msg: &[u8], limits: &Limits) -> Analysis {
     let mut w = Walker {
         limits,
+        top: msg,
         seen: HashSet::new(),
         hasher: Default::default(),
         names: HashSet::new(),
         decoded: 0,
         out: Analysis::default(),
     };
-    w.seen.insert(w.hasher.hash_one(msg));
     w.message(msg, 0);
     w.out
 }
@@ -125,7 +128,10 @@ impl Walker<'_> {
     /// Keeps a decoded piece unless it was seen already; returns whether it
     /// is new.
     fn leaf(&mut self, data: Vec<u8>, how: &'static str) -> bool {
-        if data.is_empty() || !self.seen.insert(self.hasher.hash_one(&data)) {
+        // Compared, not hashed, with the message: most messages have no
+        // reading at all, and hashing the whole of each cost more than the
+        // rest of the walk.
+        if data.is_empty() || data.as_slice() == self.top || !self.seen.insert(self.hasher.hash_one(&data)) {
             return false;
         }
         if self.out.leaves.len() >= self.limits.max_parts {

@@ -299,3 +299,22 @@ fn mail_parser_quoted_printable_overflow_is_not_a_panic() {
     assert!(view.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("From")));
     assert!(!crate::spam::tokenize::tokens(m).is_empty());
 }
+
+#[test]
+fn a_reading_equal_to_the_message_is_not_kept_again() {
+    // Headerless binary: its one piece is the message itself, which the
+    // scanner gets anyway.
+    let exe = b"MZ\x90\0this would be a program";
+    assert!(analyse(exe, &Limits::default()).leaves.is_empty());
+    // The same octets inside a message are a reading of their own.
+    let mut m = b"Subject: x\r\n\r\n".to_vec();
+    m.extend_from_slice(exe);
+    let a = analyse(&m, &Limits::default());
+    assert_eq!(
+        a.leaves.len(),
+        1,
+        "{:?}",
+        a.leaves.iter().map(|l| l.how).collect::<Vec<_>>()
+    );
+    assert_eq!(a.leaves[0].data, exe);
+}
