@@ -120,6 +120,9 @@ fn main() -> ExitCode {
             let part_text = spam_cfg
                 .as_ref()
                 .map_or(sluice::spam::tokenize::PART_TEXT, |s| s.part_scan_size);
+            let min_messages = spam_cfg
+                .as_ref()
+                .map_or(sluice::spam::bayes::MIN_MESSAGES, |s| s.bayes_min_messages);
             let out = out
                 .or(spam_cfg.and_then(|s| s.bayes_model))
                 .unwrap_or_else(|| PathBuf::from("sluice-bayes.model"));
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
                 forget,
                 min_count,
                 part_text,
+                min_messages,
             };
             done(cli::learn::learn(&opts))
         }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use sluice::config::Config;
-use sluice::spam::bayes::{MIN_MESSAGES, Model};
+use sluice::spam::bayes::Model;
 
 pub(crate) struct LearnOpts {
     pub spam: Vec<PathBuf>,
@@ -17,6 +17,8 @@ pub(crate) struct LearnOpts {
     pub min_count: u32,
     /// `spam.part_scan_size` of the configuration, if one was given.
     pub part_text: usize,
+    /// `spam.bayes_min_messages` of the configuration, if one was given.
+    pub min_messages: u32,
 }
 
 /// Learns (or forgets) the messages and writes the model file
@@ -32,7 +34,7 @@ pub(crate) fn learn(o: &LearnOpts) -> anyhow::Result<()> {
         }
         e => anyhow::Error::from(e),
     })?;
-    report(&o.out.display().to_string(), o.forget, done, &model);
+    report(&o.out.display().to_string(), o.forget, done, &model, o.min_messages);
     Ok(())
 }
 
@@ -74,7 +76,7 @@ pub(crate) async fn via_daemon(config: &Config, spam: &[PathBuf], ham: &[PathBuf
 }
 
 /// What a learn did, as the admin reads it.
-fn report(what: &str, forget: bool, done: sluice::spam::learn::Learned, model: &Model) {
+fn report(what: &str, forget: bool, done: sluice::spam::learn::Learned, model: &Model, min: u32) {
     let verb = if forget { "forgot" } else { "learned" };
     println!(
         "{what}: {verb} {} spam and {} ham; the model has {} spam, {} ham, {} tokens",
@@ -84,8 +86,8 @@ fn report(what: &str, forget: bool, done: sluice::spam::learn::Learned, model: &
         model.nham(),
         model.len()
     );
-    if model.nspam() < MIN_MESSAGES || model.nham() < MIN_MESSAGES {
-        println!("the classifier does not vote until it has learned {MIN_MESSAGES} spam and {MIN_MESSAGES} ham");
+    if model.nspam() < min || model.nham() < min {
+        println!("the classifier does not vote until it has learned {min} spam and {min} ham");
     }
 }
 

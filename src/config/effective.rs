@@ -330,6 +330,7 @@ fn fill_spam(sp: RawSpam) -> RawSpam {
         builtin_rules: sp.builtin_rules.or(Some(defaults.builtin_rules)),
         rules_dir: sp.rules_dir.or_else(|| s("")),
         bayes_model: sp.bayes_model.or_else(|| s("")),
+        bayes_min_messages: sp.bayes_min_messages.or(Some(u64::from(defaults.bayes_min_messages))),
         auth: sp.auth.or(Some(defaults.auth)),
         auth_timeout: sp.auth_timeout.or_else(|| s(d::SPAM_AUTH_TIMEOUT)),
         max_size: sp.max_size.or(Some(defaults.max_size as u64)),

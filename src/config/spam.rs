@@ -70,6 +70,9 @@ pub struct SpamConfig {
     pub rules_dir: Option<PathBuf>,
     /// The classifier's model (`sluice learn`).
     pub bayes_model: Option<PathBuf>,
+    /// Spam and ham the model must have learned (each) before the
+    /// classifier votes (SpamAssassin's `bayes_min_spam_num`, 200 there).
+    pub bayes_min_messages: u32,
     /// SPF, DKIM and DMARC checks (DNS).
     pub auth: bool,
     pub auth_timeout: Duration,
@@ -93,6 +96,7 @@ impl Default for SpamConfig {
             builtin_rules: true,
             rules_dir: None,
             bayes_model: None,
+            bayes_min_messages: crate::spam::bayes::MIN_MESSAGES,
             auth: true,
             auth_timeout: Duration::from_secs(5),
             max_size: 2 << 20,
@@ -176,6 +180,18 @@ pub(super) fn validate_spam(raw: RawSpam, base: &Path) -> Result<Option<SpamConf
         builtin_rules: raw.builtin_rules.unwrap_or(d.builtin_rules),
         rules_dir: path(raw.rules_dir),
         bayes_model: path(raw.bayes_model),
+        bayes_min_messages: match raw.bayes_min_messages.unwrap_or(u64::from(d.bayes_min_messages)) {
+            n if n < u64::from(crate::spam::bayes::MIN_MESSAGES) => {
+                return Err(ConfigError::new(
+                    "spam.bayes_min_messages",
+                    format!(
+                        "{n}: below {}, a model's counts say nothing",
+                        crate::spam::bayes::MIN_MESSAGES
+                    ),
+                ));
+            }
+            n => u32::try_from(n).map_err(|_| ConfigError::new("spam.bayes_min_messages", "too large"))?,
+        },
         auth: raw.auth.unwrap_or(d.auth),
         auth_timeout: dur("spam.auth_timeout", raw.auth_timeout, defaults::SPAM_AUTH_TIMEOUT)?,
         max_size: positive("spam.max_size", raw.max_size, d.max_size as u64)?,

@@ -66,6 +66,7 @@ fn errors_name_the_dotted_key() {
         ("[server]\nbogus = 1", "server.bogus"),
         ("[scan]\nunscannable = \"drop\"", "scan.unscannable"),
         ("[scan]\nunscannable_trusted = \"drop\"", "scan.unscannable_trusted"),
+        ("[spam]\nbayes_min_messages = 5", "spam.bayes_min_messages"),
         ("[scan]\narchive_max_depth = 0", "scan.archive_max_depth"),
         ("[scan]\narchive_max_size = 0", "scan.archive_max_size"),
         // Keys that are empty or not bare are quoted, as in TOML (found by

@@ -234,7 +234,10 @@ impl SpamFilter {
         if let Some(a) = &auth {
             view.set_pseudo(AUTH_HEADER, a.summary());
         }
-        if let Some(model) = &loaded.model {
+        if let Some(model) = &loaded.model
+            && model.nspam() >= self.cfg.bayes_min_messages
+            && model.nham() >= self.cfg.bayes_min_messages
+        {
             let tokens = match parsed {
                 Some(m) => super::tokenize::message_token_list(m, self.cfg.part_scan_size),
                 None => super::tokenize::token_list(raw, self.cfg.part_scan_size),
@@ -491,5 +494,39 @@ mod tests {
         let f = SpamFilter::new(cfg, None).expect("built-in rules compile");
         assert!(f.rule_count() >= 1);
         assert!(BUILTIN_RULES.iter().any(|(n, _)| *n == "00_gtube.rules"));
+    }
+
+    #[test]
+    fn the_classifier_votes_only_once_the_model_has_learned_enough() {
+        let msg = |i: usize, spam: bool| {
+            let words = if spam {
+                "cheap pills viagra casino winner"
+            } else {
+                "meeting agenda minutes project review"
+            };
+            format!("Subject: note {i}\r\n\r\n{words} number {i}\r\n")
+        };
+        let mut model = Model::new();
+        for i in 0..12 {
+            model.learn(&super::super::tokenize::tokens(msg(i, true).as_bytes()), true);
+            model.learn(&super::super::tokenize::tokens(msg(i, false).as_bytes()), false);
+        }
+        let probe = msg(99, true);
+        let with = |min: u32| {
+            let f = SpamFilter::new(
+                SpamConfig {
+                    bayes_min_messages: min,
+                    ..SpamConfig::default()
+                },
+                None,
+            )
+            .unwrap();
+            f.set_model(Some(model.clone()));
+            f.score_offline(probe.as_bytes()).bayes
+        };
+        assert!(with(10).is_some_and(|p| p > 0.9), "12 of each, at least 10: it votes");
+        assert_eq!(with(12).map(|_| ()), Some(()), "exactly the minimum votes");
+        assert_eq!(with(13), None, "one short of the minimum: no vote");
+        assert_eq!(with(200), None, "SpamAssassin's 200");
     }
 }

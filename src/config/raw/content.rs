@@ -88,6 +88,9 @@ pub struct RawSpam {
     pub rules_dir: Option<String>,
     /// The classifier's model written by `sluice learn`. Default none.
     pub bayes_model: Option<String>,
+    /// Spam and ham (each) the model must have learned before the
+    /// classifier votes; at least 10. Default 10.
+    pub bayes_min_messages: Option<u64>,
     /// SPF, DKIM and DMARC checks, with an Authentication-Results header.
     /// Default true.
     pub auth: Option<bool>,
