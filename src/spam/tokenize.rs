@@ -18,8 +18,8 @@
 //!
 //! Tokens never contain control characters (in particular no tabs or newlines), so they can be stored one per line.
 //!
-//! Here: the entry points and the walk over the parts; `headers` (header-section tokens), `text` (words, URLs),
-//! `html` (HTML to text), `sink` (the deduplicating token table).
+//! Here: the entry points and the walk over the parts; `headers` (header-section tokens), `mime` (MIME structure
+//! and attachments), `text` (words, URLs), `html` (HTML to text), `sink` (the deduplicating token table).
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -494,10 +494,12 @@ fn shape_into(out: &mut String, s: &str, max: usize) {
 
 mod headers;
 mod html;
+mod mime;
 mod sink;
 mod text;
 use headers::*;
 use html::*;
+use mime::*;
 use sink::*;
 use text::*;
 
