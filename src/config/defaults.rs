@@ -228,6 +228,9 @@ pub const SERVER_MAX_RECEIVED_HEADERS: u64 = 50;
 pub const SERVER_MAX_RECIPIENTS: u64 = 100;
 
 // [spam]
+/// `spam.bayes_min_messages`, and the least it may be: below this many
+/// spam and ham a model's counts say nothing (`spam::bayes::MIN_MESSAGES`).
+pub const SPAM_BAYES_MIN_MESSAGES: u32 = 10;
 /// `spam.auth_timeout`
 pub const SPAM_AUTH_TIMEOUT: &str = "5s";
 /// `spam.reload_interval`

@@ -96,7 +96,7 @@ impl Default for SpamConfig {
             builtin_rules: true,
             rules_dir: None,
             bayes_model: None,
-            bayes_min_messages: crate::spam::bayes::MIN_MESSAGES,
+            bayes_min_messages: defaults::SPAM_BAYES_MIN_MESSAGES,
             auth: true,
             auth_timeout: Duration::from_secs(5),
             max_size: 2 << 20,
@@ -181,12 +181,12 @@ pub(super) fn validate_spam(raw: RawSpam, base: &Path) -> Result<Option<SpamConf
         rules_dir: path(raw.rules_dir),
         bayes_model: path(raw.bayes_model),
         bayes_min_messages: match raw.bayes_min_messages.unwrap_or(u64::from(d.bayes_min_messages)) {
-            n if n < u64::from(crate::spam::bayes::MIN_MESSAGES) => {
+            n if n < u64::from(defaults::SPAM_BAYES_MIN_MESSAGES) => {
                 return Err(ConfigError::new(
                     "spam.bayes_min_messages",
                     format!(
                         "{n}: below {}, a model's counts say nothing",
-                        crate::spam::bayes::MIN_MESSAGES
+                        defaults::SPAM_BAYES_MIN_MESSAGES
                     ),
                 ));
             }

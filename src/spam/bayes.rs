@@ -38,7 +38,7 @@ impl Params {
 /// Initial capacity bound of the clue list.
 const MAX_CLUES_CAPACITY: usize = 4096;
 /// Minimum number of learned spam and of learned ham messages for the model to give an opinion.
-pub const MIN_MESSAGES: u32 = 10;
+pub const MIN_MESSAGES: u32 = crate::config::defaults::SPAM_BAYES_MIN_MESSAGES;
 
 const MAGIC: &str = "sluice-bayes";
 /// Version of the model file. 2: the tokenizer of this version (header structure, word pairs, URL pieces,
