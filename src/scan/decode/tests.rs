@@ -201,15 +201,19 @@ fn binhex_rle() {
     assert_eq!(binhex_decode(hqx_text(&raw).as_bytes(), 100), Some(dec(&data, false)));
 }
 
-#[test]
-fn garbage_never_panics() {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move || {
+/// A small deterministic generator for the random inputs below.
+fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+    move || {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         x
-    };
+    }
+}
+
+#[test]
+fn garbage_never_panics() {
+    let mut next = xorshift(0x9E37_79B9_7F4A_7C15u64);
     let special = b"=\r\n \tAMQ`:!%09aFbegin 644 x\nend(This file must be converted with BinHex)\x90";
     // two thirds interesting chars, one third any byte
     let pick = |r: u64| special.get((r >> 8) as usize % 120).copied().unwrap_or(r as u8);
@@ -274,13 +278,7 @@ fn qp_reference(input: &[u8], max_out: usize, mode: Qp, lf: bool) -> Decoded {
 
 #[test]
 fn quoted_printable_readings_are_those_of_the_octet_by_octet_reader() {
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut next = xorshift(0x2545_F491_4F6C_DD1Du64);
     let alphabet = b"==\r\n \tAaFf09gZ=\r\n";
     let modes = [Qp::Lenient, Qp::StrictUpper, Qp::DropInvalid, Qp::StrictUpperDrop];
     let (mut clean, mut several) = (0, 0);
@@ -293,7 +291,7 @@ fn quoted_printable_readings_are_those_of_the_octet_by_octet_reader() {
             // Mostly valid text: lower-case escapes made upper, so the one-reading path is taken often.
             input.iter_mut().for_each(|b| *b = b.to_ascii_uppercase());
         }
-        let max = if next() % 4 == 0 {
+        let max = if next().is_multiple_of(4) {
             (next() % 40) as usize
         } else {
             1 << 16
@@ -342,13 +340,7 @@ fn looks_like_base64_reference(input: &[u8]) -> bool {
 
 #[test]
 fn base64_fast_paths_agree_with_the_general_readers() {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ 0xdead_beef;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut next = xorshift(0x9E37_79B9_7F4A_7C15u64 ^ 0xdead_beef);
     let (mut yes, mut no) = (0, 0);
     let alphabet = b"QUJDRA+/=  \t\r\n\x0cxy.-";
     for _ in 0..20_000 {
@@ -383,7 +375,7 @@ fn base64_fast_paths_agree_with_the_general_readers() {
             .map(|c| std::str::from_utf8(c).unwrap())
             .collect();
         let input = chunks.join(eol) + eol;
-        let max = if next() % 3 == 0 {
+        let max = if next().is_multiple_of(3) {
             (next() % 150) as usize
         } else {
             1 << 16
