@@ -263,6 +263,34 @@ async fn own_networks_follow_unscannable_trusted_and_outside_the_default() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_virus_deeper_than_clamd_descends_is_found_in_what_sluice_unpacked() {
+    // A real clamd that stops descending into archives after 3 levels
+    // (MaxRecursion; its default is 17, the idea is the same), and EICAR
+    // in a zip inside three more zips.
+    let clamd = tokio::task::spawn_blocking(|| Clamd::start_with(&corpora().join("clamav-db"), "MaxRecursion 3\n"))
+        .await
+        .unwrap();
+    let mut nested = zip(&[("readme.txt", &crate::scan::eicar())]);
+    for i in 0..4 {
+        nested = zip(&[(&format!("level{i}.zip"), &nested)]);
+    }
+    let sink = Sink::start().await;
+    let clamd_toml = format!(
+        "[clamd]\nendpoints = [\"tcp://127.0.0.1:{}\"]\ntimeout = \"10s\"\n[scan]\nlatency_budget = \"0s\"\n",
+        clamd.port
+    );
+    // Control: without the unpacked members, this clamd passes it.
+    let blind = relay(&sink, &format!("{clamd_toml}archive_member_scan_size = 0\n")).await;
+    let r = send(&blind, "nested.zip", &nested).await;
+    assert!(r.starts_with("250"), "clamd alone should not reach it: {r}");
+    // With them (the default), it is refused as the virus it is.
+    let seeing = relay(&sink, &clamd_toml).await;
+    let r = send(&seeing, "nested.zip", &nested).await;
+    assert!(r.starts_with("554 5.7.1 Message rejected: virus found: "), "{r}");
+    assert!(r.contains("Eicar"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clamd_limits_exceeded_is_unscannable_not_a_virus() {
     // clamd alerts when what it is given is past its limits
     // (AlertExceedsMax): here the message itself, over MaxFileSize. (For a

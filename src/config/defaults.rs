@@ -180,6 +180,8 @@ pub const SCAN_ARCHIVE_MAX_DEPTH: u64 = 8;
 pub const SCAN_ARCHIVE_MAX_ENTRIES: u64 = 10_000;
 /// `scan.archive_max_size`
 pub const SCAN_ARCHIVE_MAX_SIZE: u64 = 100 << 20;
+/// `scan.archive_member_scan_size`
+pub const SCAN_ARCHIVE_MEMBER_SCAN_SIZE: u64 = 16 << 20;
 /// `scan.banned_in_archives`
 pub const SCAN_BANNED_IN_ARCHIVES: bool = true;
 /// `scan.latency_budget`

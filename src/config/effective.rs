@@ -202,6 +202,7 @@ pub fn filled(raw: RawConfig) -> RawConfig {
         archive_max_depth: scan.archive_max_depth.or(Some(d::SCAN_ARCHIVE_MAX_DEPTH)),
         archive_max_entries: scan.archive_max_entries.or(Some(d::SCAN_ARCHIVE_MAX_ENTRIES)),
         archive_max_size: scan.archive_max_size.or(Some(d::SCAN_ARCHIVE_MAX_SIZE)),
+        archive_member_scan_size: scan.archive_member_scan_size.or(Some(d::SCAN_ARCHIVE_MEMBER_SCAN_SIZE)),
         on_failure: scan.on_failure.or_else(|| s(d::SCAN_ON_FAILURE)),
         latency_budget: scan.latency_budget.or_else(|| s(d::SCAN_LATENCY_BUDGET)),
         max_held: scan.max_held.or(Some(d::SCAN_MAX_HELD)),

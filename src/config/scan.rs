@@ -105,6 +105,9 @@ pub struct ArchiveLimits {
     pub max_entries: usize,
     /// Octets unpacked, all archives together.
     pub max_size: u64,
+    /// Octets of unpacked members (not archives themselves) kept for the
+    /// virus scanner as files of their own, all together; 0: none.
+    pub keep_members: u64,
 }
 
 impl Default for ArchiveLimits {
@@ -113,6 +116,7 @@ impl Default for ArchiveLimits {
             max_depth: defaults::SCAN_ARCHIVE_MAX_DEPTH as usize,
             max_entries: defaults::SCAN_ARCHIVE_MAX_ENTRIES as usize,
             max_size: defaults::SCAN_ARCHIVE_MAX_SIZE,
+            keep_members: defaults::SCAN_ARCHIVE_MEMBER_SCAN_SIZE,
         }
     }
 }
@@ -261,6 +265,9 @@ pub(super) fn validate_scan(raw: RawScan, base: &Path, spool_dir: &Path) -> Resu
             raw.archive_max_size,
             defaults::SCAN_ARCHIVE_MAX_SIZE,
         )? as u64,
+        keep_members: raw
+            .archive_member_scan_size
+            .unwrap_or(defaults::SCAN_ARCHIVE_MEMBER_SCAN_SIZE),
     };
     Ok(ScanConfig {
         limits: Limits {

@@ -61,6 +61,11 @@ pub struct Listing {
     pub archives: usize,
     /// The first thing that could not be looked into.
     pub unscannable: Option<Unscannable>,
+    /// Unpacked members that are not archives themselves, whole, up to
+    /// `keep_members` octets together: for the virus scanner, which then
+    /// sees them even where it cannot open (or stops descending into) the
+    /// archives they came from.
+    pub members: Vec<Vec<u8>>,
 }
 
 /// Lists the archives among `blobs` (the decoded parts of one message),
@@ -73,6 +78,7 @@ pub fn list<'a>(blobs: impl IntoIterator<Item = &'a [u8]>, limits: &ArchiveLimit
             hit: Cell::new(false),
         }),
         out: Listing::default(),
+        kept: 0,
     };
     for blob in blobs {
         if w.stop() {
@@ -195,6 +201,8 @@ struct Walk<'l> {
     limits: &'l ArchiveLimits,
     budget: Rc<Budget>,
     out: Listing,
+    /// Octets in `out.members`.
+    kept: u64,
 }
 
 impl Walk<'_> {
@@ -320,6 +328,18 @@ impl Walk<'_> {
         let mut head = Vec::with_capacity(HEAD);
         r.take(HEAD as u64).read_to_end(&mut head)?;
         if detect(&head).is_none() {
+            // Kept whole for the scanner while there is room, else read
+            // through (and counted) only.
+            let room = self.limits.keep_members.saturating_sub(self.kept);
+            if !head.is_empty() && head.len() as u64 <= room {
+                let more = room - head.len() as u64;
+                r.take(more.saturating_add(1)).read_to_end(&mut head)?;
+                if head.len() as u64 <= room {
+                    self.kept += head.len() as u64;
+                    self.out.members.push(head);
+                    return Ok(());
+                }
+            }
             io::copy(r, &mut io::sink())?;
             return Ok(());
         }

@@ -173,7 +173,11 @@ impl ContentFilter {
     /// that still needs a virus scan.
     pub async fn inspect(&self, msg: &[u8]) -> Result<Inspected, ScanError> {
         let limits = self.cfg.limits.clone();
-        let archives = self.cfg.archives.clone();
+        let mut archives = self.cfg.archives.clone();
+        if self.scanner.is_none() {
+            // Members are kept only for a scanner.
+            archives.keep_members = 0;
+        }
         let (analysis, listing) = if msg.len() <= INLINE_DECODE {
             let analysis = mime::analyse(msg, &limits);
             if analysis.leaves.iter().any(|l| archive::detect(&l.data).is_some()) {
@@ -240,6 +244,13 @@ impl ContentFilter {
             let mut tar = tar::TarBuilder::new();
             for (i, leaf) in analysis.leaves.iter().enumerate() {
                 tar.add(&format!("part{i}.{}", leaf.how), &leaf.data)
+                    .map_err(|e| ScanError::Failed(e.to_string()))?;
+            }
+            // What sluice unpacked, flat beside the parts: found even by a
+            // scanner that cannot open those archives or stops at its
+            // recursion limit.
+            for (i, member) in listing.members.iter().enumerate() {
+                tar.add(&format!("member{i}"), member)
                     .map_err(|e| ScanError::Failed(e.to_string()))?;
             }
             Some(tar.finish())

@@ -39,6 +39,10 @@ pub struct RawScan {
     pub archive_max_entries: Option<u64>,
     /// Octets unpacked from the archives of one message. Default 104857600.
     pub archive_max_size: Option<u64>,
+    /// Octets of the files sluice unpacks from archives that also go to
+    /// the virus scanner as files of their own, all of one message
+    /// together; 0 turns it off. Default 16777216.
+    pub archive_member_scan_size: Option<u64>,
     /// Scanner down or too slow: "tempfail" (451 4.7.1) or "hold" (accept,
     /// keep in the spool, deliver after a clean scan). Default "tempfail".
     pub on_failure: Option<String>,

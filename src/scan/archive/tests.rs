@@ -119,6 +119,36 @@ fn archives_inside_7z_are_opened() {
 }
 
 #[test]
+fn unpacked_members_are_kept_for_the_scanner_up_to_the_limit() {
+    let payload = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$ a stand-in for a virus".to_vec();
+    let mut nested = zip(&[("inner.txt", &payload)]);
+    for i in 0..3 {
+        nested = zip(&[(&format!("level{i}.zip"), &nested)]);
+    }
+    let tgz = gz(&tar(&[("a.txt", &payload), ("b.bin", &[7u8; 3000])]), None);
+    let l = list([nested.as_slice(), tgz.as_slice()], &limits());
+    // Only the files: the archives are opened instead of kept.
+    assert_eq!(l.members, [payload.clone(), payload.clone(), vec![7u8; 3000]]);
+    // The limit is on all of one message's members together; one that
+    // does not fit is left out whole.
+    let room = ArchiveLimits {
+        keep_members: payload.len() as u64 + 10,
+        ..limits()
+    };
+    let l = list([tgz.as_slice(), nested.as_slice()], &room);
+    assert_eq!(
+        l.members,
+        std::slice::from_ref(&payload),
+        "a.txt fits; b.bin (3000) and the second copy do not"
+    );
+    let off = ArchiveLimits {
+        keep_members: 0,
+        ..limits()
+    };
+    assert!(list([tgz.as_slice()], &off).members.is_empty());
+}
+
+#[test]
 fn encrypted_archives_are_unscannable_but_their_names_are_listed() {
     let z = encrypt_flag(zip(&[("invoice.exe", EVIL)]));
     let l = list_one(&z, &limits());
