@@ -121,6 +121,9 @@ pub struct ContentFilter {
     pub admission: admission::Admission,
     /// Bounds CPU-heavy decoding of large messages running at once.
     decode_slots: Semaphore,
+    /// The most the scanner takes at once (`clamd.max_size`): unpacked
+    /// archive members are added to the bundle of parts only below it.
+    bundle_max: usize,
 }
 
 impl ContentFilter {
@@ -131,6 +134,7 @@ impl ContentFilter {
             cfg,
             scanner,
             decode_slots: Semaphore::new(cores),
+            bundle_max: usize::MAX,
         }
     }
 
@@ -143,7 +147,11 @@ impl ContentFilter {
         let clamd = config.clamd.clone().map(|c| Arc::new(clamd::Clamd::new(c, metrics)));
         let capacity = config.clamd.as_ref().map_or(1, |c| c.max_concurrent);
         let scanner = clamd.clone().map(|c| c as Arc<dyn Scanner>);
-        (ContentFilter::new(config.scan.clone(), scanner, capacity), clamd)
+        let mut filter = ContentFilter::new(config.scan.clone(), scanner, capacity);
+        if let Some(c) = &config.clamd {
+            filter.bundle_max = c.max_size;
+        }
+        (filter, clamd)
     }
 
     /// Scans that can run at once (clamd connections).
@@ -248,8 +256,12 @@ impl ContentFilter {
             }
             // What sluice unpacked, flat beside the parts: found even by a
             // scanner that cannot open those archives or stops at its
-            // recursion limit.
+            // recursion limit. Never past what the scanner takes (with the
+            // two end blocks): the bundle would then not be scanned at all.
             for (i, member) in listing.members.iter().enumerate() {
+                if tar.size_with(member.len()).saturating_add(1024) > self.bundle_max {
+                    continue;
+                }
                 tar.add(&format!("member{i}"), member)
                     .map_err(|e| ScanError::Failed(e.to_string()))?;
             }

@@ -400,3 +400,41 @@ async fn the_content_filter_applies_names_and_the_policy() {
     let clean = mail_with("fine.tgz", &gz(&tar(&[("a.txt", b"hello")]), None));
     assert_eq!(reject.check(&clean).await.unwrap(), Verdict::Clean);
 }
+
+/// A scanner that finds nothing: the bundle is what is looked at here.
+struct Blind;
+
+impl crate::scan::Scanner for Blind {
+    fn name(&self) -> &'static str {
+        "blind"
+    }
+    fn scan<'a>(&'a self, _: &'a [u8]) -> crate::scan::ScanFuture<'a> {
+        Box::pin(async { Ok(crate::scan::ScanOutcome::Clean) })
+    }
+}
+
+#[tokio::test]
+async fn unpacked_members_join_the_bundle_only_below_what_the_scanner_takes() {
+    use crate::scan::{ContentFilter, Inspected, ScanConfig};
+    let member: Vec<u8> = (0..5000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let msg = mail_with("files.tgz", &gz(&tar(&[("data.bin", &member)]), None));
+    let msg = msg.as_slice();
+    let bundle = |max: usize| {
+        let mut f = ContentFilter::new(ScanConfig::default(), Some(std::sync::Arc::new(Blind)), 1);
+        f.bundle_max = max;
+        async move {
+            match f.inspect(msg).await.unwrap() {
+                Inspected::Bundle(Some(b)) => b,
+                _ => panic!("a bundle for the scanner"),
+            }
+        }
+    };
+    let has_member = |b: &[u8]| b.windows(member.len()).any(|w| w == member.as_slice());
+    let whole = bundle(usize::MAX).await;
+    assert!(has_member(&whole), "the unpacked file is in the bundle");
+    assert!(whole.windows(7).any(|w| w == b"member0"));
+    // One octet short of room for it: the parts alone, still scanned.
+    let short = bundle(whole.len() - 1).await;
+    assert!(!has_member(&short) && short.len() < whole.len());
+    assert_eq!(bundle(whole.len()).await, whole, "exactly the room it needs");
+}
