@@ -291,6 +291,45 @@ async fn a_virus_deeper_than_clamd_descends_is_found_in_what_sluice_unpacked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_virus_stored_in_a_rar_is_found_though_clamd_does_not_open_rar() {
+    // Debian's clamd has no unRAR (it is non-free), so a RAR is opaque to
+    // it; sluice reads the files stored uncompressed without unRAR. The
+    // sample is ClamAV's test program, known to the test database by the
+    // MD5 of the whole file (test.hdb): only a scanner given the file
+    // itself finds it.
+    let clamd = tokio::task::spawn_blocking(|| Clamd::start(&corpora().join("clamav-db")))
+        .await
+        .unwrap();
+    let sample = std::fs::read(corpora().join("virus/clamav-testfiles/clam.exe")).unwrap();
+    let sink = Sink::start().await;
+    let clamd_toml = format!(
+        "[clamd]\nendpoints = [\"tcp://127.0.0.1:{}\"]\ntimeout = \"10s\"\n[scan]\nlatency_budget = \"0s\"\n",
+        clamd.port
+    );
+    let blind = relay(&sink, &format!("{clamd_toml}archive_member_scan_size = 0\n")).await;
+    let seeing = relay(&sink, &clamd_toml).await;
+    for v5 in [false, true] {
+        let f = [
+            ("readme.txt", &b"hello"[..], false),
+            ("report.dat", sample.as_slice(), false),
+        ];
+        let rar = if v5 {
+            rar_build::rar5(&f, false)
+        } else {
+            rar_build::rar4(&f, false)
+        };
+        // Control: clamd alone passes it.
+        let r = send(&blind, "files.rar", &rar).await;
+        assert!(r.starts_with("250"), "v5 {v5}: clamd alone should not see into it: {r}");
+        let r = send(&seeing, "files.rar", &rar).await;
+        assert_eq!(
+            r, "554 5.7.1 Message rejected: virus found: ClamAV-Test-File.UNOFFICIAL",
+            "v5 {v5}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clamd_limits_exceeded_is_unscannable_not_a_virus() {
     // clamd alerts when what it is given is past its limits
     // (AlertExceedsMax): here the message itself, over MaxFileSize. (For a

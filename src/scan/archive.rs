@@ -284,7 +284,7 @@ impl Walk<'_> {
         self.out.archives += 1;
         match format {
             Format::Zip => self.zip(data, depth),
-            Format::Rar(off) => self.rar(&data[off..]),
+            Format::Rar(off) => self.rar(&data[off..], depth),
             Format::SevenZ => self.sevenz(data, depth),
             Format::Cab => self.cab(data),
             Format::Tar => {
@@ -398,12 +398,23 @@ impl Walk<'_> {
         }
     }
 
-    fn rar(&mut self, data: &[u8]) {
+    fn rar(&mut self, data: &[u8], depth: usize) {
         let max = self.limits.max_entries.saturating_add(1);
         let Some(l) = rar::list(data, max) else { return };
         for n in l.names {
             if !self.name(n) {
                 return;
+            }
+        }
+        // Files stored uncompressed are read as they are (no unRAR): an
+        // archive inside is opened, a file kept for the scanner.
+        for range in l.stored {
+            if self.stop() {
+                return;
+            }
+            let mut r = self.counted(&data[range]);
+            if let Err(e) = self.member(&mut r, depth + 1) {
+                self.failed("rar", &e);
             }
         }
         if l.encrypted {

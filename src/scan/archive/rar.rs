@@ -1,7 +1,8 @@
 //! The file names of a RAR archive, read from its block headers by hand (no
 //! decompression; the unRAR licence does not fit ours): RAR 4 (the format
 //! of RAR 2.9 to 4.x, signature `Rar!\x1a\x07\x00`) and RAR 5 (`Rar!\x1a\x07\x01\x00`).
-//! Encrypted headers (`-hp`) and encrypted files (`-p`) are reported.
+//! Encrypted headers (`-hp`) and encrypted files (`-p`) are reported, and
+//! where the data of a file stored uncompressed is.
 //! Pure functions over bytes: no panics on any input, linear time.
 
 /// What the block headers say.
@@ -15,6 +16,10 @@ pub struct RarListing {
     pub damaged: bool,
     /// 4 or 5.
     pub version: u8,
+    /// Where the data of each file stored uncompressed (method "store",
+    /// not encrypted, not split over volumes) is in the archive: it can be
+    /// read without unRAR.
+    pub stored: Vec<std::ops::Range<usize>>,
 }
 
 const SIG4: &[u8] = b"Rar!\x1a\x07\x00";
@@ -75,6 +80,11 @@ fn list4(data: &[u8], max: usize) -> RarListing {
                 }
                 if let Some(raw) = data.get(at_name..at_name + n).filter(|_| at_name + n <= pos + size) {
                     names4(raw, flags & 0x0200 != 0, max, &mut out.names);
+                }
+                let plain = flags & (0x0001 | 0x0002 | 0x0004) == 0 && flags & 0x00e0 != 0x00e0;
+                let unpacked = le(data, pos + 11, 4).unwrap_or(u64::MAX);
+                if plain && data.get(pos + 25) == Some(&0x30) && unpacked == add {
+                    stored(&mut out, pos + size, add, data.len());
                 }
             }
             0x7b => {
@@ -204,11 +214,15 @@ fn list5(data: &[u8], max: usize) -> RarListing {
         match kind {
             2 | 3 => {
                 let extra_at = usize::try_from(extra).ok().and_then(|e| end.checked_sub(e));
-                if let Some((name, encrypted)) = file5(h, p, extra_at.unwrap_or(end)) {
-                    out.encrypted |= encrypted;
+                if let Some(f) = file5(h, p, extra_at.unwrap_or(end)) {
+                    out.encrypted |= f.encrypted;
                     // Service headers (3) name streams such as "CMT" or "QO".
                     if kind == 2 {
-                        push(&mut out.names, max, name);
+                        push(&mut out.names, max, f.name);
+                        // Not split over volumes (header flags 8 and 16).
+                        if f.store && !f.encrypted && flags & (8 | 16) == 0 && f.unpacked == data_size {
+                            stored(&mut out, end, data_size, data.len());
+                        }
                     }
                 }
             }
@@ -236,12 +250,20 @@ fn list5(data: &[u8], max: usize) -> RarListing {
     out
 }
 
-/// A RAR 5 file or service header's name (after the common fields, at
-/// `p`) and whether its extra area (from `extra_at`) has a file
-/// encryption record.
-fn file5(h: &[u8], p: usize, extra_at: usize) -> Option<(String, bool)> {
+/// What a RAR 5 file or service header says (its fields after the common
+/// ones, at `p`; its extra area from `extra_at`).
+struct File5 {
+    name: String,
+    /// A file encryption record in the extra area.
+    encrypted: bool,
+    /// Method "store", and not a directory.
+    store: bool,
+    unpacked: u64,
+}
+
+fn file5(h: &[u8], p: usize, extra_at: usize) -> Option<File5> {
     let (file_flags, p) = vint(h, p)?;
-    let (_unpacked, p) = vint(h, p)?;
+    let (unpacked, p) = vint(h, p)?;
     let (_attributes, mut p) = vint(h, p)?;
     if file_flags & 2 != 0 {
         p += 4; // mtime
@@ -249,7 +271,7 @@ fn file5(h: &[u8], p: usize, extra_at: usize) -> Option<(String, bool)> {
     if file_flags & 4 != 0 {
         p += 4; // data CRC32
     }
-    let (_compression, p) = vint(h, p)?;
+    let (compression, p) = vint(h, p)?;
     let (_host, p) = vint(h, p)?;
     let (n, p) = vint(h, p)?;
     let name = h.get(p..p.checked_add(usize::try_from(n).ok()?)?)?;
@@ -267,7 +289,23 @@ fn file5(h: &[u8], p: usize, extra_at: usize) -> Option<(String, bool)> {
         }
         q = next;
     }
-    Some((String::from_utf8_lossy(name).into_owned(), encrypted))
+    Some(File5 {
+        name: String::from_utf8_lossy(name).into_owned(),
+        encrypted,
+        // Bits 7 to 9 of the compression information: 0 is "store".
+        store: (compression >> 7) & 7 == 0 && file_flags & 1 == 0,
+        unpacked,
+    })
+}
+
+/// Notes `len` octets of stored data at `at`, when they are all there.
+fn stored(out: &mut RarListing, at: usize, len: u64, total: usize) {
+    if let Some(end) = usize::try_from(len).ok().and_then(|l| at.checked_add(l))
+        && end <= total
+        && len > 0
+    {
+        out.stored.push(at..end);
+    }
 }
 
 /// A RAR 5 variable-length integer at `pos`: the value and where the next
@@ -409,6 +447,37 @@ pub mod build {
 mod tests {
     use super::build::*;
     use super::*;
+
+    #[test]
+    fn stored_files_are_where_their_data_is() {
+        let files: &[(&str, &[u8], bool)] = &[
+            ("a.txt", b"hello", false),
+            ("b.bin", b"secret!", true),
+            ("c.txt", b"xyz", false),
+        ];
+        for a in [rar4(files, false), rar5(files, false)] {
+            let l = list(&a, 100).unwrap();
+            let got: Vec<&[u8]> = l.stored.iter().map(|r| &a[r.clone()]).collect();
+            assert_eq!(
+                got,
+                [&b"hello"[..], b"xyz"],
+                "v{}: the encrypted file is left out",
+                l.version
+            );
+            // Cut inside c.txt's data: it is not listed as stored.
+            let cut = &a[..l.stored[1].end - 1];
+            let l = list(cut, 100).unwrap();
+            assert_eq!(l.stored.len(), 1, "v{}: {l:?}", l.version);
+        }
+        // A compressed RAR 4 file (method 0x33, "normal") is not stored.
+        // (The file header follows the signature and the 13-octet main
+        // header; its method is at offset 25.)
+        let mut a = rar4(&[("a.txt", b"hello", false)], false);
+        assert_eq!(a[SIG4.len() + 13 + 25], 0x30);
+        a[SIG4.len() + 13 + 25] = 0x33;
+        let l = list(&a, 100).unwrap();
+        assert!(l.stored.is_empty() && l.names == ["a.txt"] && !l.damaged, "{l:?}");
+    }
 
     #[test]
     fn rar4_names_and_encryption() {

@@ -149,6 +149,27 @@ fn unpacked_members_are_kept_for_the_scanner_up_to_the_limit() {
 }
 
 #[test]
+fn archives_stored_in_rar_are_opened_and_files_kept() {
+    let inner = zip(&[("invoice.exe", EVIL)]);
+    for v5 in [false, true] {
+        let f = [
+            ("parts.zip", inner.as_slice(), false),
+            ("notes.txt", &b"plain words"[..], false),
+        ];
+        let data = if v5 {
+            rar_build::rar5(&f, false)
+        } else {
+            rar_build::rar4(&f, false)
+        };
+        let l = list_one(&data, &limits());
+        assert_eq!(l.unscannable, None, "{l:?}");
+        assert!(l.names.contains(&"invoice.exe".to_string()), "v5 {v5}: {l:?}");
+        assert_eq!(l.archives, 2);
+        assert_eq!(l.members, [EVIL.to_vec(), b"plain words".to_vec()]);
+    }
+}
+
+#[test]
 fn encrypted_archives_are_unscannable_but_their_names_are_listed() {
     let z = encrypt_flag(zip(&[("invoice.exe", EVIL)]));
     let l = list_one(&z, &limits());
