@@ -4,12 +4,13 @@
 //! (its stored name and the inner tar), bzip2, xz and cab, so a banned name
 //! is found wherever clamd would not look.
 //!
-//! The members of zip, tar, gz, bz2, xz and 7z (LZMA, LZMA2 and copy) are
-//! unpacked (streamed: only a member that itself looks like an archive is
-//! kept in memory) and opened again, to `scan.archive_max_depth`, and so are
-//! RAR files stored uncompressed; compressed RAR files and cab are listed
-//! only (left to clamd). Members that are not archives are kept, up to
-//! `scan.archive_member_scan_size`, for the virus scanner. Every octet unpacked counts against
+//! The members of zip, tar, gz, bz2, xz and 7z (LZMA, LZMA2 and copy), and
+//! RAR files stored uncompressed, are unpacked and a member that itself
+//! looks like an archive is opened again, to `scan.archive_max_depth`;
+//! compressed RAR files and cab are listed only (left to clamd). Other
+//! members are kept for the virus scanner up to
+//! `scan.archive_member_scan_size`, else streamed through. Every octet
+//! unpacked counts against
 //! `scan.archive_max_size` and every entry against
 //! `scan.archive_max_entries`, for all the archives of one message
 //! together; a bomb stops at the limit and is reported, never inflated.
