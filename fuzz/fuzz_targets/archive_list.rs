@@ -12,9 +12,13 @@ fuzz_target!(|data: &[u8]| {
         max_depth: 4,
         max_entries: 64,
         max_size: 1 << 20,
+        keep_members: 64 << 10,
     };
     let l = list_one(data, &limits);
     assert!(l.names.len() <= limits.max_entries, "{} names", l.names.len());
+    let kept: usize = l.members.iter().map(Vec::len).sum();
+    assert!(kept as u64 <= limits.keep_members, "{kept} octets of members kept");
+    assert!(l.members.iter().all(|m| !m.is_empty()));
     if l.archives == 0 {
         // Nothing opened: nothing listed, nothing past a limit.
         assert!(l.names.is_empty() || l.unscannable.is_none());
