@@ -262,6 +262,18 @@ async fn own_networks_follow_unscannable_trusted_and_outside_the_default() {
     assert_eq!(action, Accept);
 }
 
+/// Two relays scanning in session with `clamd`: one that does not hand
+/// clamd what it unpacked (`archive_member_scan_size = 0`), and one with
+/// the default.
+async fn without_and_with_members(sink: &Sink, clamd: &Clamd) -> (TestRelay, TestRelay) {
+    let toml = format!(
+        "[clamd]\nendpoints = [\"tcp://127.0.0.1:{}\"]\ntimeout = \"10s\"\n[scan]\nlatency_budget = \"0s\"\n",
+        clamd.port
+    );
+    let blind = relay(sink, &format!("{toml}archive_member_scan_size = 0\n")).await;
+    (blind, relay(sink, &toml).await)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_virus_deeper_than_clamd_descends_is_found_in_what_sluice_unpacked() {
     // A real clamd that stops descending into archives after 3 levels
@@ -275,16 +287,11 @@ async fn a_virus_deeper_than_clamd_descends_is_found_in_what_sluice_unpacked() {
         nested = zip(&[(&format!("level{i}.zip"), &nested)]);
     }
     let sink = Sink::start().await;
-    let clamd_toml = format!(
-        "[clamd]\nendpoints = [\"tcp://127.0.0.1:{}\"]\ntimeout = \"10s\"\n[scan]\nlatency_budget = \"0s\"\n",
-        clamd.port
-    );
+    let (blind, seeing) = without_and_with_members(&sink, &clamd).await;
     // Control: without the unpacked members, this clamd passes it.
-    let blind = relay(&sink, &format!("{clamd_toml}archive_member_scan_size = 0\n")).await;
     let r = send(&blind, "nested.zip", &nested).await;
     assert!(r.starts_with("250"), "clamd alone should not reach it: {r}");
     // With them (the default), it is refused as the virus it is.
-    let seeing = relay(&sink, &clamd_toml).await;
     let r = send(&seeing, "nested.zip", &nested).await;
     assert!(r.starts_with("554 5.7.1 Message rejected: virus found: "), "{r}");
     assert!(r.contains("Eicar"), "{r}");
@@ -302,12 +309,7 @@ async fn a_virus_stored_in_a_rar_is_found_though_clamd_does_not_open_rar() {
         .unwrap();
     let sample = std::fs::read(corpora().join("virus/clamav-testfiles/clam.exe")).unwrap();
     let sink = Sink::start().await;
-    let clamd_toml = format!(
-        "[clamd]\nendpoints = [\"tcp://127.0.0.1:{}\"]\ntimeout = \"10s\"\n[scan]\nlatency_budget = \"0s\"\n",
-        clamd.port
-    );
-    let blind = relay(&sink, &format!("{clamd_toml}archive_member_scan_size = 0\n")).await;
-    let seeing = relay(&sink, &clamd_toml).await;
+    let (blind, seeing) = without_and_with_members(&sink, &clamd).await;
     for v5 in [false, true] {
         let f = [
             ("readme.txt", &b"hello"[..], false),
