@@ -136,7 +136,7 @@ pub async fn scan_one(
 ) -> Report {
     let mut report = Report::failed(f, String::new());
     report.error = None;
-    match content.check(msg).await {
+    match content.check(msg, None).await {
         Err(ScanError::Failed(e)) => return Report::failed(f, e),
         Err(e) => return Report::failed(f, e.to_string()),
         Ok(Verdict::Clean) => {}

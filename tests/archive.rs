@@ -332,6 +332,46 @@ async fn a_virus_stored_in_a_rar_is_found_though_clamd_does_not_open_rar() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_own_networks_unscannable_archive_is_still_virus_scanned_when_outside_mail_is_rejected() {
+    // "reject" for the outside is decided before the virus scan; a client
+    // of the own networks, accepted, must not skip that scan with it.
+    let clamd = tokio::task::spawn_blocking(|| Clamd::start(&corpora().join("clamav-db")))
+        .await
+        .unwrap();
+    let sink = Sink::start().await;
+    let toml = format!(
+        "[clamd]\nendpoints = [\"tcp://127.0.0.1:{}\"]\ntimeout = \"10s\"\n[policy]\nallowlist = [\"127.0.0.7/32\"]\n\
+         [scan]\nlatency_budget = \"0s\"\nunscannable = \"reject\"\nunscannable_trusted = \"accept\"\n",
+        clamd.port
+    );
+    let own = relay(&sink, &toml).await;
+    let secret = encrypt_flag(zip(&[("x.txt", b"x")]));
+    let both = tar(&[("secret.zip", &secret), ("eicar.txt", &crate::scan::eicar())]);
+    let send_from = |from: &'static str, file: Vec<u8>| {
+        let own = &own;
+        async move {
+            let mut c = Client::connect_from(from, own.addr).await;
+            c.expect("220 mx.test.example").await;
+            c.cmd("EHLO client.example", "250").await;
+            c.envelope("a@client.example", &["user@example.com"]).await;
+            c.data(&with_attachment("files.tar", &file)).await
+        }
+    };
+    let r = send_from("127.0.0.7", both.clone()).await;
+    assert!(r.starts_with("554 5.7.1 Message rejected: virus found: "), "{r}");
+    let r = send_from("127.0.0.8", both).await;
+    assert!(r.starts_with("554 5.7.1 Message rejected: "), "{r}");
+    // Without a virus: the own networks' is delivered, the outside's refused.
+    let r = send_from("127.0.0.7", secret.clone()).await;
+    assert!(r.starts_with("250"), "{r}");
+    let r = send_from("127.0.0.8", secret).await;
+    assert_eq!(
+        r,
+        "554 5.7.1 Message rejected: cannot be scanned: encrypted zip archive"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clamd_limits_exceeded_is_unscannable_not_a_virus() {
     // clamd alerts when what it is given is past its limits
     // (AlertExceedsMax): here the message itself, over MaxFileSize. (For a

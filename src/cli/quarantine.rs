@@ -89,7 +89,7 @@ pub(crate) async fn quarantine(config: &Config, action: QuarantineCmd) -> Result
                     std::sync::Arc::new(sluice::metrics::Metrics::disabled()),
                 );
                 let refused = |why: String| QuarantineError::Release(id.clone(), format!("not released: {why}"));
-                match filter.check(&q.body(&id)?).await {
+                match filter.check(&q.body(&id)?, Some(entry.envelope.client_ip)).await {
                     Ok(sluice::scan::Verdict::Clean) => {}
                     Ok(sluice::scan::Verdict::Virus(name)) => return Err(refused(format!("virus found: {name}"))),
                     Ok(sluice::scan::Verdict::Banned(what) | sluice::scan::Verdict::Malformed(what)) => {

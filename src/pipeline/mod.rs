@@ -394,7 +394,7 @@ impl Pipeline {
         };
         let mut mode = ScanMode::None;
         let stream = msg.stream.take();
-        let (inspected, mut found) = match content.inspect(&msg.body).await {
+        let (inspected, mut found) = match content.inspect(&msg.body, Some(msg.envelope.client_ip)).await {
             Ok(Inspected::Unscannable(u, bundle)) => (Ok(Inspected::Bundle(bundle)), Some(u)),
             other => (other, None),
         };

@@ -130,7 +130,7 @@ impl Worker {
             }
         };
         let filter = self.filter.load();
-        let verdict = filter.check(&body).await;
+        let verdict = filter.check(&body, Some(stored.envelope.client_ip)).await;
         let reason = match verdict {
             Ok(Verdict::Clean) => {
                 tracing::debug!(id = %id, "deferred scan: clean");

@@ -24,6 +24,7 @@ pub mod sniff;
 pub mod tar;
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -178,8 +179,10 @@ impl ContentFilter {
 
     /// Decodes the message and applies the local checks (banned parts,
     /// malformed MIME). Returns a refusal, or the bundle of decoded parts
-    /// that still needs a virus scan.
-    pub async fn inspect(&self, msg: &[u8]) -> Result<Inspected, ScanError> {
+    /// that still needs a virus scan. `client` (none for a file scanned by
+    /// hand) picks the unscannable policy: only a "reject" for this client
+    /// refuses here, before the virus scan.
+    pub async fn inspect(&self, msg: &[u8], client: Option<IpAddr>) -> Result<Inspected, ScanError> {
         let limits = self.cfg.limits.clone();
         let mut archives = self.cfg.archives.clone();
         if self.scanner.is_none() {
@@ -242,7 +245,7 @@ impl ContentFilter {
             ))));
         }
         if let Some(u) = &listing.unscannable
-            && self.cfg.unscannable == UnscannableAction::Reject
+            && self.cfg.unscannable_for(client) == UnscannableAction::Reject
         {
             return Ok(Inspected::Refused(Verdict::Unscannable(u.clone())));
         }
@@ -321,8 +324,8 @@ impl ContentFilter {
     }
 
     /// The whole pipeline on a message already received.
-    pub async fn check(&self, msg: &[u8]) -> Result<Verdict, ScanError> {
-        match self.inspect(msg).await? {
+    pub async fn check(&self, msg: &[u8], client: Option<IpAddr>) -> Result<Verdict, ScanError> {
+        match self.inspect(msg, client).await? {
             Inspected::Refused(v) => Ok(v),
             Inspected::Bundle(b) => self.virus_scan(msg, b, None).await,
             Inspected::Unscannable(u, b) => Ok(match self.virus_scan(msg, b, None).await? {

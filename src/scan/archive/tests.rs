@@ -402,7 +402,7 @@ async fn the_content_filter_applies_names_and_the_policy() {
     let quarantine = filter(UnscannableAction::Quarantine);
     let banned = mail_with("files.7z", &sevenz(&[("invoice.exe", EVIL)]));
     assert_eq!(
-        quarantine.check(&banned).await.unwrap(),
+        quarantine.check(&banned, None).await.unwrap(),
         Verdict::Banned("banned name \"invoice.exe\" inside an archive".into())
     );
     let secret = mail_with("secret.zip", &encrypt_flag(zip(&[("a.txt", b"hello")])));
@@ -411,15 +411,34 @@ async fn the_content_filter_applies_names_and_the_policy() {
         what: "encrypted zip archive".into(),
     };
     assert_eq!(
-        quarantine.check(&secret).await.unwrap(),
+        quarantine.check(&secret, None).await.unwrap(),
         Verdict::Unscannable(want.clone())
     );
-    assert!(matches!(quarantine.inspect(&secret).await.unwrap(), Inspected::Unscannable(u, None) if u == want));
+    assert!(matches!(quarantine.inspect(&secret, None).await.unwrap(), Inspected::Unscannable(u, None) if u == want));
     // "reject": refused by the local checks already.
     let reject = filter(UnscannableAction::Reject);
-    assert!(matches!(reject.inspect(&secret).await.unwrap(), Inspected::Refused(Verdict::Unscannable(u)) if u == want));
+    assert!(
+        matches!(reject.inspect(&secret, None).await.unwrap(), Inspected::Refused(Verdict::Unscannable(u)) if u == want)
+    );
     let clean = mail_with("fine.tgz", &gz(&tar(&[("a.txt", b"hello")]), None));
-    assert_eq!(reject.check(&clean).await.unwrap(), Verdict::Clean);
+    assert_eq!(reject.check(&clean, None).await.unwrap(), Verdict::Clean);
+    // ... but not for a client of the own networks, whose policy is
+    // "accept": its message goes on to the virus scan.
+    let own = ContentFilter::new(
+        ScanConfig {
+            unscannable: UnscannableAction::Reject,
+            trusted: vec!["192.0.2.0/24".parse().unwrap()],
+            ..ScanConfig::default()
+        },
+        None,
+        1,
+    );
+    let inside = Some("192.0.2.9".parse().unwrap());
+    assert!(matches!(own.inspect(&secret, inside).await.unwrap(), Inspected::Unscannable(u, None) if u == want));
+    assert!(matches!(
+        own.inspect(&secret, None).await.unwrap(),
+        Inspected::Refused(_)
+    ));
 }
 
 /// A scanner that finds nothing: the bundle is what is looked at here.
@@ -444,7 +463,7 @@ async fn unpacked_members_join_the_bundle_only_below_what_the_scanner_takes() {
         let mut f = ContentFilter::new(ScanConfig::default(), Some(std::sync::Arc::new(Blind)), 1);
         f.bundle_max = max;
         async move {
-            match f.inspect(msg).await.unwrap() {
+            match f.inspect(msg, None).await.unwrap() {
                 Inspected::Bundle(Some(b)) => b,
                 _ => panic!("a bundle for the scanner"),
             }
