@@ -230,6 +230,8 @@ pub const SERVER_MAX_RECEIVED_HEADERS: u64 = 50;
 pub const SERVER_MAX_RECIPIENTS: u64 = 100;
 
 // [spam]
+/// `spam.part_scan_size` (`spam::view::PART_SCAN`)
+pub const SPAM_PART_SCAN_SIZE: usize = 50_000;
 /// `spam.bayes_min_messages`, and the least it may be: below this many
 /// spam and ham a model's counts say nothing (`spam::bayes::MIN_MESSAGES`).
 pub const SPAM_BAYES_MIN_MESSAGES: u32 = 10;

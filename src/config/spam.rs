@@ -100,7 +100,7 @@ impl Default for SpamConfig {
             auth: true,
             auth_timeout: Duration::from_secs(5),
             max_size: 2 << 20,
-            part_scan_size: 50_000,
+            part_scan_size: defaults::SPAM_PART_SCAN_SIZE,
             reload_interval: Duration::from_secs(5),
             default: Thresholds::default(),
             domains: HashMap::new(),

@@ -259,10 +259,10 @@ impl ContentFilter {
             }
             // What sluice unpacked, flat beside the parts: found even by a
             // scanner that cannot open those archives or stops at its
-            // recursion limit. Never past what the scanner takes (with the
-            // two end blocks): the bundle would then not be scanned at all.
+            // recursion limit. Never past what the scanner takes: the
+            // bundle would then not be scanned at all.
             for (i, member) in listing.members.iter().enumerate() {
-                if tar.size_with(member.len()).saturating_add(1024) > self.bundle_max {
+                if tar.finished_size_with(member.len()) > self.bundle_max {
                     continue;
                 }
                 tar.add(&format!("member{i}"), member)

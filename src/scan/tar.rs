@@ -55,6 +55,12 @@ impl TarBuilder {
         self.buf.len().saturating_add(BLOCK).saturating_add(padded(len))
     }
 
+    /// The size [`finish`](Self::finish) would return after an `add` of
+    /// `len` bytes (the two end blocks included).
+    pub fn finished_size_with(&self, len: usize) -> usize {
+        self.size_with(len).saturating_add(2 * BLOCK)
+    }
+
     /// Bytes so far (without the end-of-archive blocks `finish` adds).
     pub fn len(&self) -> usize {
         self.buf.len()
@@ -183,6 +189,10 @@ mod tests {
         assert!(err.to_string().contains("8589934592 bytes"), "{err}");
         assert_eq!(TarBuilder::new().size_with(0), 512);
         assert_eq!(TarBuilder::new().size_with(513), 1536);
+        let mut t = TarBuilder::new();
+        let want = t.finished_size_with(700);
+        t.add("a", &[1; 700]).unwrap();
+        assert_eq!(t.finish().len(), want);
         assert_eq!(TarBuilder::default().finish(), vec![0; 1024]);
     }
 }

@@ -31,7 +31,7 @@ pub const BAYES_HEADER: &str = "Sluice-Bayes";
 /// SpamAssassin's scan sizes; spam puts its pitch near the top).
 pub const MAX_TEXT: usize = 128 * 1024;
 /// Octets of each text part read by default (`spam.part_scan_size`).
-pub const PART_SCAN: usize = 50_000;
+pub const PART_SCAN: usize = crate::config::defaults::SPAM_PART_SCAN_SIZE;
 /// At most this many URIs are kept.
 pub const MAX_URIS: usize = 1000;
 /// Nested messages are followed this deep.
