@@ -41,6 +41,8 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bayes: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub ngram: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<crate::spam::auth::AuthOutcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub virus: Option<String>,
@@ -118,6 +120,7 @@ impl Report {
             reasons: Vec::new(),
             rules: Vec::new(),
             bayes: None,
+            ngram: None,
             auth: None,
             virus: None,
             content: None,
@@ -195,6 +198,7 @@ pub async fn scan_one(
     report.reasons = scored.hits.iter().map(|h| h.name.clone()).collect();
     report.rules = scored.hits;
     report.bayes = scored.bayes;
+    report.ngram = scored.ngram;
     report.auth = scored.auth;
     report
 }
@@ -228,6 +232,9 @@ fn render(r: &Report, json: bool) -> String {
     }
     if let Some(p) = r.bayes {
         let _ = writeln!(out, "    bayes: spam probability {p:.3}");
+    }
+    if let Some(p) = r.ngram {
+        let _ = writeln!(out, "    ngram: spam probability {p:.3}");
     }
     for h in &r.rules {
         let _ = writeln!(out, "    {:+6.1} {} {}", h.score, h.name, h.description);

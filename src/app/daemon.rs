@@ -82,12 +82,9 @@ async fn learn(reloader: &Reloader, spam: bool, forget: bool, message: Vec<u8>) 
     };
     let done = tokio::task::spawn_blocking(move || {
         crate::spam::learn::update(&path, false, forget, 1, |model| {
-            let tokens = crate::spam::tokenize::tokens_upto(&message, part_text);
-            if forget {
-                model.forget(&tokens, spam);
-            } else {
-                model.learn(&tokens, spam);
-            }
+            let mut batch = Vec::with_capacity(1);
+            crate::spam::learn_message(model, &message, spam, forget, part_text, &mut batch);
+            crate::spam::finish_batch(model, &batch, forget);
             Ok(if spam { (1, 0) } else { (0, 1) })
         })
     })

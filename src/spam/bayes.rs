@@ -7,6 +7,8 @@ use std::hash::{BuildHasher, Hasher};
 use std::io::{BufRead, Write};
 use std::sync::OnceLock;
 
+use super::ngram::{self, Ngram};
+
 /// Classifier parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Params {
@@ -43,7 +45,10 @@ pub const MIN_MESSAGES: u32 = crate::config::defaults::SPAM_BAYES_MIN_MESSAGES;
 const MAGIC: &str = "sluice-bayes";
 /// Version of the model file. 2: the tokenizer of this version (header structure, word pairs, URL pieces,
 /// number shapes); models of version 1 hold tokens of the earlier tokenizer and must be retrained.
-const VERSION: &str = "2";
+/// 3: the same counts, then the n-gram classifier's section ([`super::ngram`]). A version 2 file is read as
+/// one whose n-gram classifier has learned nothing yet.
+const VERSION: &str = "3";
+const VERSIONS_READ: [&str; 2] = ["2", "3"];
 
 /// A fast hasher for short strings (multiply-rotate over 8-byte words, as FxHash, with a murmur3 finaliser),
 /// keyed with a random per-process seed. Token maps are hashed a lot; SipHash dominated classification time.
@@ -148,6 +153,8 @@ pub struct Model {
     nham: u32,
     /// The same counts by token fingerprint, for classifying.
     index: Index,
+    /// The second classifier, learned from the same messages.
+    ngram: Ngram,
 }
 
 /// Counts by [`fingerprint`], built from `Model::tokens` when first needed
@@ -245,6 +252,16 @@ impl Model {
             }
             m
         })
+    }
+
+    /// The n-gram classifier learned from the same messages.
+    pub fn ngram(&self) -> &Ngram {
+        &self.ngram
+    }
+
+    /// The n-gram classifier, to learn or forget a batch.
+    pub fn ngram_mut(&mut self) -> &mut Ngram {
+        &mut self.ngram
     }
 
     /// Number of learned spam messages.
@@ -369,8 +386,9 @@ impl Model {
         Some(if p.is_finite() { p.clamp(0.0, 1.0) } else { 0.5 })
     }
 
-    /// Write the model as text: a header line `sluice-bayes 2 <nspam> <nham>`, then one `<spam>\t<ham>\t<token>`
-    /// line per token, sorted by token. Tokens seen fewer than `min_count` times in total are left out.
+    /// Write the model as text: a header line `sluice-bayes 3 <nspam> <nham>`, then one `<spam>\t<ham>\t<token>`
+    /// line per token, sorted by token, then the n-gram classifier's section ([`Ngram::save`]). Tokens seen
+    /// fewer than `min_count` times in total are left out.
     pub fn save(&self, w: &mut impl Write, min_count: u32) -> std::io::Result<()> {
         writeln!(w, "{MAGIC} {VERSION} {} {}", self.nspam, self.nham)?;
         let mut entries: Vec<(&String, &(u32, u32))> = self
@@ -386,6 +404,7 @@ impl Model {
         for (token, (s, h)) in entries {
             writeln!(w, "{s}\t{h}\t{token}")?;
         }
+        self.ngram.save(w)?;
         w.flush()
     }
 
@@ -395,6 +414,8 @@ impl Model {
         let mut buf = Vec::new();
         let mut line_no = 0usize;
         let mut header_seen = false;
+        // Weight lines of the n-gram section still to read.
+        let mut weights_left: Option<usize> = None;
         loop {
             buf.clear();
             if r.read_until(b'\n', &mut buf)? == 0 {
@@ -409,7 +430,7 @@ impl Model {
                 let fields: Vec<&str> = line.split(' ').collect();
                 match fields.as_slice() {
                     [magic, version, nspam, nham] if *magic == MAGIC => {
-                        if *version != VERSION {
+                        if !VERSIONS_READ.contains(version) {
                             return Err(format_err(format!(
                                 "unsupported version {version:?} (expected {VERSION:?}; retrain the model with \
                                  `sluice learn`)"
@@ -425,6 +446,20 @@ impl Model {
                     _ => return Err(format_err(format!("expected \"{MAGIC} {VERSION} <nspam> <nham>\""))),
                 }
                 header_seen = true;
+                continue;
+            }
+            if let Some(left) = &mut weights_left {
+                if *left == 0 {
+                    return Err(format_err("more weight lines than the ngram line said".to_string()));
+                }
+                model.ngram.parse_weight(line).map_err(format_err)?;
+                *left -= 1;
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix(ngram::SECTION).and_then(|r| r.strip_prefix(' ')) {
+                let (n, entries) = Ngram::parse_header(rest).map_err(format_err)?;
+                model.ngram = n;
+                weights_left = Some(entries);
                 continue;
             }
             let mut fields = line.splitn(3, '\t');
@@ -449,6 +484,12 @@ impl Model {
             return Err(BayesError::Format {
                 line: 1,
                 what: "empty model file".to_string(),
+            });
+        }
+        if let Some(left @ 1..) = weights_left {
+            return Err(BayesError::Format {
+                line: line_no,
+                what: format!("the file ends {left} weight lines early"),
             });
         }
         // Built now rather than at the first message.

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 
 use super::bayes::Model;
 use super::filter::SpamFilter;
+use super::ngram;
 use super::tokenize;
 
 /// One labelled message.
@@ -47,17 +48,25 @@ pub fn cross_validate(filter: &SpamFilter, samples: &[Sample], folds: usize, bay
     } else {
         Vec::new()
     };
+    let features: Vec<ngram::Features> = if bayes {
+        samples.iter().map(|s| ngram::Features::of(&s.raw)).collect()
+    } else {
+        Vec::new()
+    };
     let mut scores = vec![0.0; samples.len()];
     let mut why = vec![String::new(); samples.len()];
     let mut probs = vec![None; samples.len()];
     for k in 0..folds {
         if bayes {
             let mut model = Model::new();
+            let mut batch = Vec::new();
             for (i, s) in samples.iter().enumerate() {
                 if i % folds != k {
                     model.learn(&tokens[i], s.spam);
+                    batch.push((features[i].clone(), s.spam));
                 }
             }
+            model.ngram_mut().train(&batch);
             filter.set_model(Some(model));
         } else {
             filter.set_model(None);

@@ -94,6 +94,8 @@ pub struct Scored {
     pub hits: Vec<Hit>,
     /// The classifier's spam probability, when it had an opinion.
     pub bayes: Option<f64>,
+    /// The n-gram classifier's spam probability, when it had an opinion.
+    pub ngram: Option<f64>,
     /// SPF/DKIM/DMARC, when they ran.
     pub auth: Option<AuthOutcome>,
     /// Not scored: larger than `spam.max_size`.
@@ -244,12 +246,19 @@ impl SpamFilter {
             };
             view.bayes = model.classify_list(&tokens);
         }
+        if let Some(model) = &loaded.model {
+            let (nspam, nham) = model.ngram().counts();
+            if nspam >= self.cfg.bayes_min_messages && nham >= self.cfg.bayes_min_messages {
+                view.ngram = Some(model.ngram().classify(&super::ngram::Features::of(raw)));
+            }
+        }
         let outcome = loaded.rules.evaluate(&view.view());
         Scored {
             // `+ 0.0` turns a -0.0 into 0.0.
             score: (outcome.score * 100.0).round() / 100.0 + 0.0,
             hits: outcome.hits,
             bayes: view.bayes,
+            ngram: view.ngram,
             auth,
             skipped: false,
         }

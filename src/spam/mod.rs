@@ -12,6 +12,7 @@ pub mod corpus;
 pub mod eval;
 pub mod filter;
 pub mod learn;
+pub mod ngram;
 pub mod rules;
 pub mod tokenize;
 pub mod view;
@@ -51,17 +52,13 @@ pub fn learn_paths(
     part_text: usize,
 ) -> std::io::Result<(usize, usize)> {
     let mut read = (0, 0);
+    let mut batch = Vec::new();
     for (paths, is_spam) in [(spam, true), (ham, false)] {
         for p in paths {
             for raw in
                 corpus::read_messages(p).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))?
             {
-                let tokens = tokenize::tokens_upto(&raw, part_text);
-                if forget {
-                    model.forget(&tokens, is_spam);
-                } else {
-                    model.learn(&tokens, is_spam);
-                }
+                learn_message(model, &raw, is_spam, forget, part_text, &mut batch);
                 if is_spam {
                     read.0 += 1;
                 } else {
@@ -70,7 +67,37 @@ pub fn learn_paths(
             }
         }
     }
+    finish_batch(model, &batch, forget);
     Ok(read)
+}
+
+/// Counts one message into (or out of) the Bayes model and keeps its
+/// n-gram features for [`finish_batch`]: the n-gram classifier learns a
+/// batch as a whole, spam and ham interleaved.
+pub fn learn_message(
+    model: &mut bayes::Model,
+    raw: &[u8],
+    spam: bool,
+    forget: bool,
+    part_text: usize,
+    batch: &mut Vec<(ngram::Features, bool)>,
+) {
+    let tokens = tokenize::tokens_upto(raw, part_text);
+    if forget {
+        model.forget(&tokens, spam);
+    } else {
+        model.learn(&tokens, spam);
+    }
+    batch.push((ngram::Features::of(raw), spam));
+}
+
+/// Lets the n-gram classifier learn (or forget) the batch [`learn_message`] gathered.
+pub fn finish_batch(model: &mut bayes::Model, batch: &[(ngram::Features, bool)], forget: bool) {
+    if forget {
+        model.ngram_mut().untrain(batch);
+    } else {
+        model.ngram_mut().train(batch);
+    }
 }
 
 /// The shared test corpora for unit tests: `$SLUICE_CORPORA`, else

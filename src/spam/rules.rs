@@ -70,6 +70,8 @@ pub struct View<'a> {
     pub full: &'a str,
     /// The statistical classifier's spam probability, if it had one.
     pub bayes: Option<f64>,
+    /// The n-gram classifier's spam probability, if it had one.
+    pub ngram: Option<f64>,
 }
 
 /// The result of evaluating a message.
@@ -103,8 +105,8 @@ pub struct RuleSet {
     bodies: Option<TextSet>,
     uri: Option<TextSet>,
     full: Option<TextSet>,
-    /// `bayes` rules: (low, high, rule).
-    bayes: Vec<(f64, f64, usize)>,
+    /// `bayes` and `ngram` rules: (classifier, low, high, rule).
+    bands: Vec<(Classifier, f64, f64, usize)>,
     /// Meta rules in evaluation order (dependencies first).
     metas: Vec<(usize, Expr)>,
 }
@@ -264,13 +266,16 @@ impl RuleSet {
                 s.mark(u, &mut hits);
             }
         }
-        if let Some(p) = msg.bayes {
-            for &(low, high, r) in &self.bayes {
-                // Bands are [low, high), except that 1.0 falls in [x, 1].
-                let inside = p >= low && (p < high || (high >= 1.0 && p <= 1.0));
-                if let Some(h) = hits.get_mut(r) {
-                    *h = inside;
-                }
+        for &(classifier, low, high, r) in &self.bands {
+            let p = match classifier {
+                Classifier::Bayes => msg.bayes,
+                Classifier::Ngram => msg.ngram,
+            };
+            let Some(p) = p else { continue };
+            // Bands are [low, high), except that 1.0 falls in [x, 1].
+            let inside = p >= low && (p < high || (high >= 1.0 && p <= 1.0));
+            if let Some(h) = hits.get_mut(r) {
+                *h = inside;
             }
         }
         for (r, e) in &self.metas {

@@ -497,6 +497,7 @@ mod html;
 mod mime;
 mod sink;
 mod text;
+pub(crate) use headers::is_ignored_header;
 use headers::*;
 use html::*;
 use mime::*;

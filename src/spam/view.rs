@@ -25,6 +25,8 @@ pub const MIME_HEADER: &str = "Sluice-Mime";
 pub const AUTH_HEADER: &str = "Sluice-Auth";
 /// Pseudo-header fixtures use to set the classifier's probability.
 pub const BAYES_HEADER: &str = "Sluice-Bayes";
+/// Pseudo-header fixtures use to set the n-gram classifier's probability.
+pub const NGRAM_HEADER: &str = "Sluice-Ngram";
 
 /// At most this much decoded text (body, rawbody) and raw message (full) is
 /// looked at, so a huge message costs no more than a large one (like
@@ -47,6 +49,8 @@ pub struct MessageView {
     pub full: String,
     /// The classifier's spam probability, when it had an opinion.
     pub bayes: Option<f64>,
+    /// The n-gram classifier's, likewise.
+    pub ngram: Option<f64>,
 }
 
 impl MessageView {
@@ -88,7 +92,7 @@ impl MessageView {
         let root_headers = msg.root_part().headers();
         for h in root_headers {
             let name = h.name.as_str();
-            let pseudo = [MIME_HEADER, AUTH_HEADER, BAYES_HEADER]
+            let pseudo = [MIME_HEADER, AUTH_HEADER, BAYES_HEADER, NGRAM_HEADER]
                 .iter()
                 .any(|p| p.eq_ignore_ascii_case(name));
             if pseudo && !keep_pseudo {
@@ -97,8 +101,12 @@ impl MessageView {
             let start = (h.offset_start as usize).min(raw.len());
             let end = (h.offset_end as usize).clamp(start, raw.len());
             let value = header_text(&raw[start..end], &h.value);
+            let probability = || value.trim().parse::<f64>().ok().filter(|p| (0.0..=1.0).contains(p));
             if pseudo && name.eq_ignore_ascii_case(BAYES_HEADER) {
-                v.bayes = value.trim().parse::<f64>().ok().filter(|p| (0.0..=1.0).contains(p));
+                v.bayes = probability();
+            }
+            if pseudo && name.eq_ignore_ascii_case(NGRAM_HEADER) {
+                v.ngram = probability();
             }
             v.headers.push((name.to_string(), value));
         }
@@ -123,6 +131,7 @@ impl MessageView {
             uris: &self.uris,
             full: &self.full,
             bayes: self.bayes,
+            ngram: self.ngram,
         }
     }
 }

@@ -195,7 +195,9 @@ fn save_load_round_trip() {
     assert_eq!(loaded, m);
 
     let text = String::from_utf8(out).unwrap();
-    assert!(text.starts_with("sluice-bayes 2 20 21\n"));
+    assert!(text.starts_with("sluice-bayes 3 20 21\n"));
+    let (text, section) = text.split_once("\nngram ").unwrap();
+    assert_eq!(section, "0 0 0\n", "nothing learned by the n-gram classifier");
     let lines: Vec<&str> = text.lines().skip(1).collect();
     let mut sorted = lines.clone();
     sorted.sort_by_key(|l| l.splitn(3, '\t').nth(2).unwrap_or(""));
@@ -219,7 +221,14 @@ fn load_errors_name_line() {
     assert_eq!(line_of(""), 1);
     assert_eq!(line_of("something else\n"), 1);
     assert_eq!(line_of("sluice-bayes 1 1 1\n"), 1);
-    assert_eq!(line_of("sluice-bayes 3 1 1\n"), 1);
+    assert_eq!(line_of("sluice-bayes 4 1 1\n"), 1);
+    // The n-gram section: a bad header, a bad weight, too many or too few lines.
+    assert_eq!(line_of("sluice-bayes 3 1 1\n1\t2\tok\nngram 1 1\n"), 3);
+    assert_eq!(line_of("sluice-bayes 3 1 1\nngram 1 1 1\n5 x\n"), 3);
+    assert_eq!(line_of("sluice-bayes 3 1 1\nngram 1 1 1\n5 0.5\n6 0.5\n"), 4);
+    assert_eq!(line_of("sluice-bayes 3 1 1\nngram 1 1 2\n5 0.5\n"), 3);
+    let ok = Model::load(&mut "sluice-bayes 3 1 1\n1\t2\tok\nngram 4 5 1\n5 0.5\n".as_bytes()).unwrap();
+    assert_eq!((ok.len(), ok.ngram().counts()), (1, (4, 5)));
     let old = Model::load(&mut "sluice-bayes 1 1 1\n".as_bytes())
         .unwrap_err()
         .to_string();

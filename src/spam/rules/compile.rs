@@ -65,8 +65,8 @@ struct Groups {
     texts: [TextPatterns; 4],
     /// Meta expressions by rule.
     metas: HashMap<usize, Expr>,
-    /// `bayes` rules: (low, high, rule).
-    bayes: Vec<(f64, f64, usize)>,
+    /// `bayes` and `ngram` rules: (classifier, low, high, rule).
+    bands: Vec<(Classifier, f64, f64, usize)>,
 }
 
 /// The patterns of the header rules on one header name.
@@ -145,7 +145,7 @@ impl Groups {
             Def::Meta { expr, .. } => {
                 self.metas.insert(i, expr);
             }
-            Def::Bayes { low, high } => self.bayes.push((low, high, i)),
+            Def::Band { classifier, low, high } => self.bands.push((classifier, low, high, i)),
         }
     }
 
@@ -168,7 +168,7 @@ impl Groups {
             bodies: TextPatterns::build_bodies(body, rawbody)?,
             uri: uri.build("uri rules")?,
             full: full.build("full rules")?,
-            bayes: self.bayes,
+            bands: self.bands,
             metas,
         })
     }

@@ -63,10 +63,21 @@ pub(super) enum Def {
         expr: Expr,
         refs: Vec<String>,
     },
-    Bayes {
+    /// A band of a classifier's spam probability.
+    Band {
+        classifier: Classifier,
         low: f64,
         high: f64,
     },
+}
+
+/// Which classifier a band rule reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Classifier {
+    /// `bayes`: the token counts ([`crate::spam::bayes`]).
+    Bayes,
+    /// `ngram`: the octet 4-gram regression ([`crate::spam::ngram`]).
+    Ngram,
 }
 
 #[derive(Debug)]
@@ -227,7 +238,7 @@ pub(super) fn parse_line(p: &mut Parsed, line: &str, at: Loc) -> Result<(), Rule
     let (name, rest) = word(rest);
     if !matches!(
         kind,
-        "header" | "body" | "rawbody" | "uri" | "full" | "meta" | "bayes" | "score" | "describe"
+        "header" | "body" | "rawbody" | "uri" | "full" | "meta" | "bayes" | "ngram" | "score" | "describe"
     ) {
         return Err(at.err(format!("unknown line kind '{kind}'")));
     }
@@ -246,7 +257,8 @@ pub(super) fn parse_line(p: &mut Parsed, line: &str, at: Loc) -> Result<(), Rule
             return Ok(());
         }
         "header" => parse_header(rest, &at)?,
-        "bayes" => parse_bayes(rest, &at)?,
+        "bayes" => parse_band(Classifier::Bayes, kind, rest, &at)?,
+        "ngram" => parse_band(Classifier::Ngram, kind, rest, &at)?,
         "body" | "rawbody" | "uri" | "full" => Def::Text {
             kind: text_kind(kind),
             pattern: parse_regex(rest, &at)?,
@@ -323,14 +335,14 @@ fn parse_header(rest: &str, at: &Loc) -> Result<Def, RuleError> {
     })
 }
 
-/// The rest of a `bayes` line: `LOW HIGH`, with 0 <= LOW < HIGH <= 1.
-fn parse_bayes(rest: &str, at: &Loc) -> Result<Def, RuleError> {
+/// The rest of a `bayes` or `ngram` line: `LOW HIGH`, with 0 <= LOW < HIGH <= 1.
+fn parse_band(classifier: Classifier, kind: &str, rest: &str, at: &Loc) -> Result<Def, RuleError> {
     let (low, rest) = word(rest);
     let (high, extra) = word(rest);
     let band = |s: &str| s.parse::<f64>().ok().filter(|v| (0.0..=1.0).contains(v));
     match (band(low), band(high)) {
-        (Some(low), Some(high)) if low < high && extra.is_empty() => Ok(Def::Bayes { low, high }),
-        _ => Err(at.err("expected: bayes NAME LOW HIGH (0 <= LOW < HIGH <= 1)")),
+        (Some(low), Some(high)) if low < high && extra.is_empty() => Ok(Def::Band { classifier, low, high }),
+        _ => Err(at.err(format!("expected: {kind} NAME LOW HIGH (0 <= LOW < HIGH <= 1)"))),
     }
 }
 

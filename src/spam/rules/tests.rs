@@ -17,6 +17,7 @@ fn msg(headers: &[(&str, &str)], body: &str) -> crate::spam::view::MessageView {
         uris: crate::spam::view::text_uris(body, 100),
         full: body.to_string(),
         bayes: None,
+        ngram: None,
     }
 }
 
@@ -485,6 +486,30 @@ fn bayes_bands() {
         let e = compile(bad).unwrap_err();
         assert!(e.what.contains("bayes NAME LOW HIGH"), "{bad}: {e}");
     }
+}
+
+#[test]
+fn ngram_bands_read_the_ngram_classifier_only() {
+    let set = compile(
+        "ngram N_HIGH 0.9 1
+bayes B_HIGH 0.9 1
+",
+    )
+    .unwrap();
+    let at = |bayes: Option<f64>, ngram: Option<f64>| {
+        let m = msg(&[], "x");
+        let mut v = m.view();
+        v.bayes = bayes;
+        v.ngram = ngram;
+        names(&set.evaluate(&v)).join(" ")
+    };
+    assert_eq!(at(None, Some(0.95)), "N_HIGH");
+    assert_eq!(at(Some(0.95), None), "B_HIGH");
+    assert_eq!(at(Some(0.95), Some(0.5)), "B_HIGH");
+    assert_eq!(at(Some(0.95), Some(1.0)), "B_HIGH N_HIGH");
+    assert_eq!(at(None, None), "");
+    let e = compile("ngram X 0.5 0.2").unwrap_err();
+    assert!(e.what.contains("ngram NAME LOW HIGH"), "{e}");
 }
 
 mod prefilter;

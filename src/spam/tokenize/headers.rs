@@ -24,7 +24,7 @@ pub(super) fn raw_header<'a>(message: &'a Message<'_>, name: &str) -> Option<&'a
 
 /// Whether the header `name` is one of [`IGNORED_HEADERS`] (compared ASCII-case-insensitively; the patterns are
 /// lowercase ASCII).
-pub(super) fn is_ignored_header(name: &str) -> bool {
+pub(crate) fn is_ignored_header(name: &str) -> bool {
     let name = name.as_bytes();
     let Some(first) = name.first().map(u8::to_ascii_lowercase) else {
         return false;

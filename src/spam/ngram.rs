@@ -1,0 +1,361 @@
+//! The second classifier: online logistic regression over the octet
+//! 4-grams of a message's first few kilobytes, as the best filters of the
+//! TREC spam tracks did (Goodman and Yih; Cormack's and Sculley's online
+//! filters). It reads octets, not words, so it needs no tokenizer and sees
+//! what word tokens lose: obfuscated spellings, markup, encodings and the
+//! shape of the header section. It is discriminative, where the Bayes
+//! model counts: the two disagree on different messages, and the whole
+//! score gains from both (docs/SPAM-QUALITY.md).
+//!
+//! The weights live in the model file beside the Bayes counts
+//! ([`super::bayes::Model`]). Learning is online: each batch given to
+//! [`Ngram::train`] is visited a few times in a fixed shuffled order, so
+//! the same messages learned in the same batches give the same weights.
+//! Unlike the counts, forgetting is not exact: [`Ngram::untrain`] pulls a
+//! message's own score back to neutral, which undoes most of what learning
+//! it did, and the next `--ham` (or `--spam`) learn sets its direction.
+
+use std::io::Write;
+
+/// Octets of each message read (headers first, without Received and the
+/// headers added along the way, then the body).
+pub const PREFIX: usize = 3000;
+/// log2 of the number of weights: 2^20 (4 MiB of f32).
+const BITS: u32 = 20;
+const DIM: usize = 1 << BITS;
+/// The learning rate of each step.
+const RATE: f32 = 0.02;
+/// Passes over a batch when learning it.
+const EPOCHS: usize = 5;
+
+/// A message's features: the distinct weight indices of its 4-grams, sorted.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Features(Vec<u32>);
+
+impl Features {
+    /// The features of a raw message.
+    pub fn of(raw: &[u8]) -> Features {
+        let text = prefix(raw);
+        let mut f: Vec<u32> = text
+            .windows(4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]).wrapping_mul(0x9e37_79b1) >> (32 - BITS))
+            .collect();
+        f.sort_unstable();
+        f.dedup();
+        Features(f)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The first [`PREFIX`] octets of the message without its Received headers
+/// and the headers added along the way (ours among them), which say how it
+/// travelled rather than what it is.
+fn prefix(raw: &[u8]) -> Vec<u8> {
+    let raw = super::tokenize::skip_mbox_from(raw);
+    let mut out = Vec::with_capacity(PREFIX.min(raw.len()));
+    let mut rest = raw;
+    let mut keep = true;
+    // The header section, one line at a time; a folded line goes with its field.
+    while !rest.is_empty() && out.len() < PREFIX {
+        let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+        let line = &rest[..end];
+        rest = &rest[end..];
+        if line == b"\n" || line == b"\r\n" {
+            out.extend_from_slice(line);
+            break;
+        }
+        if !matches!(line[0], b' ' | b'\t') {
+            let name = line.split(|&b| b == b':').next().unwrap_or_default();
+            let name = std::str::from_utf8(name).unwrap_or_default().trim();
+            keep = !name.eq_ignore_ascii_case("Received") && !super::tokenize::is_ignored_header(name);
+        }
+        if keep {
+            out.extend_from_slice(line);
+        }
+    }
+    let room = PREFIX.saturating_sub(out.len());
+    out.extend_from_slice(&rest[..room.min(rest.len())]);
+    out.truncate(PREFIX);
+    out
+}
+
+fn sigmoid(z: f32) -> f32 {
+    1.0 / (1.0 + (-z.clamp(-30.0, 30.0)).exp())
+}
+
+/// The weights and how many messages of each class they were trained on.
+#[derive(Clone)]
+pub struct Ngram {
+    weights: Vec<f32>,
+    nspam: u32,
+    nham: u32,
+}
+
+impl Default for Ngram {
+    fn default() -> Self {
+        Ngram {
+            weights: vec![0.0; DIM],
+            nspam: 0,
+            nham: 0,
+        }
+    }
+}
+
+impl std::fmt::Debug for Ngram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let entries = self.weights.iter().filter(|w| **w != 0.0).count();
+        write!(
+            f,
+            "Ngram {{ nspam: {}, nham: {}, weights set: {entries} }}",
+            self.nspam, self.nham
+        )
+    }
+}
+
+impl PartialEq for Ngram {
+    /// Equal weights octet for octet.
+    fn eq(&self, other: &Self) -> bool {
+        self.nspam == other.nspam
+            && self.nham == other.nham
+            && self
+                .weights
+                .iter()
+                .zip(&other.weights)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+}
+
+impl Eq for Ngram {}
+
+impl Ngram {
+    /// Messages learned (less those forgotten), spam and ham.
+    pub fn counts(&self) -> (u32, u32) {
+        (self.nspam, self.nham)
+    }
+
+    fn margin(&self, f: &Features) -> f32 {
+        f.0.iter().map(|&i| self.weights[i as usize]).sum()
+    }
+
+    /// The spam probability of a message.
+    pub fn classify(&self, f: &Features) -> f64 {
+        f64::from(sigmoid(self.margin(f)))
+    }
+
+    fn step(&mut self, f: &Features, toward: f32) {
+        let g = RATE * (toward - sigmoid(self.margin(f)));
+        for &i in &f.0 {
+            self.weights[i as usize] += g;
+        }
+    }
+
+    /// Learns a batch of messages (features, spam?): [`EPOCHS`] passes in
+    /// an order shuffled by a fixed seed, so that spam and ham given one
+    /// after the other are interleaved.
+    pub fn train(&mut self, batch: &[(Features, bool)]) {
+        let mut order: Vec<usize> = (0..batch.len()).collect();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ batch.len() as u64);
+        for _ in 0..EPOCHS {
+            rng.shuffle(&mut order);
+            for &i in &order {
+                let (f, spam) = &batch[i];
+                self.step(f, if *spam { 1.0 } else { 0.0 });
+            }
+        }
+        for (_, spam) in batch {
+            if *spam {
+                self.nspam = self.nspam.saturating_add(1);
+            } else {
+                self.nham = self.nham.saturating_add(1);
+            }
+        }
+    }
+
+    /// Forgets a batch learned before as the given classes: each message's
+    /// score is pulled back towards neutral while it still leans the way it
+    /// was learned (approximate, see the module's documentation).
+    pub fn untrain(&mut self, batch: &[(Features, bool)]) {
+        for _ in 0..EPOCHS {
+            for (f, spam) in batch {
+                let p = sigmoid(self.margin(f));
+                if (*spam && p > 0.5) || (!*spam && p < 0.5) {
+                    self.step(f, 0.5);
+                }
+            }
+        }
+        for (_, spam) in batch {
+            if *spam {
+                self.nspam = self.nspam.saturating_sub(1);
+            } else {
+                self.nham = self.nham.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Writes the `ngram` section of the model file: `ngram <nspam> <nham>
+    /// <entries>`, then one `<index> <weight>` line per weight that is not 0.
+    pub fn save(&self, w: &mut impl Write) -> std::io::Result<()> {
+        let entries = self.weights.iter().filter(|w| **w != 0.0).count();
+        writeln!(w, "{SECTION} {} {} {entries}", self.nspam, self.nham)?;
+        for (i, x) in self.weights.iter().enumerate() {
+            if *x != 0.0 {
+                writeln!(w, "{i} {x}")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the section's header line (after [`SECTION`]): the counts and
+    /// how many weight lines follow.
+    pub fn parse_header(rest: &str) -> Result<(Ngram, usize), String> {
+        let f: Vec<&str> = rest.split(' ').collect();
+        let [nspam, nham, entries] = f.as_slice() else {
+            return Err(format!("expected \"{SECTION} <nspam> <nham> <entries>\""));
+        };
+        let n = |s: &str| s.parse::<u32>().map_err(|_| format!("bad count {s:?}"));
+        let entries = entries
+            .parse::<usize>()
+            .map_err(|_| format!("bad entry count {entries:?}"))?;
+        if entries > DIM {
+            return Err(format!("{entries} entries, more than the {DIM} weights"));
+        }
+        Ok((
+            Ngram {
+                weights: vec![0.0; DIM],
+                nspam: n(nspam)?,
+                nham: n(nham)?,
+            },
+            entries,
+        ))
+    }
+
+    /// Reads one `<index> <weight>` line.
+    pub fn parse_weight(&mut self, line: &str) -> Result<(), String> {
+        let (i, x) = line
+            .split_once(' ')
+            .ok_or_else(|| "expected \"<index> <weight>\"".to_string())?;
+        let i: usize = i.parse().map_err(|_| format!("bad index {i:?}"))?;
+        let x: f32 = x.parse().map_err(|_| format!("bad weight {x:?}"))?;
+        if i >= DIM || !x.is_finite() {
+            return Err(format!("weight {i} {x} out of range"));
+        }
+        self.weights[i] = x;
+        Ok(())
+    }
+}
+
+/// The line that opens the n-gram section of a model file.
+pub const SECTION: &str = "ngram";
+
+/// splitmix64: a small fixed-seed generator for the training order.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn shuffle(&mut self, v: &mut [usize]) {
+        for i in (1..v.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(headers: &str, body: &str) -> Vec<u8> {
+        format!("{headers}\r\n\r\n{body}").into_bytes()
+    }
+
+    #[test]
+    fn received_and_added_headers_are_not_read() {
+        let a = msg(
+            "Received: from a.example by b.example\r\n\tid 1\r\nSubject: hello",
+            "body text",
+        );
+        let b = msg("Subject: hello", "body text");
+        assert_eq!(prefix(&a), prefix(&b));
+        assert_eq!(Features::of(&a), Features::of(&b));
+        let c = msg("Subject: hello", "other text");
+        assert_ne!(Features::of(&b), Features::of(&c));
+    }
+
+    #[test]
+    fn only_the_first_kilobytes_are_read() {
+        let long = "x".repeat(PREFIX);
+        let a = msg("Subject: s", &format!("{long}spam spam"));
+        let b = msg("Subject: s", &format!("{long}ham ham"));
+        assert_eq!(prefix(&a).len(), PREFIX);
+        assert_eq!(Features::of(&a), Features::of(&b));
+    }
+
+    fn sample(i: usize, spam: bool) -> Features {
+        let body = if spam {
+            format!("Buy cheap pills now {i}, limited offer, click here")
+        } else {
+            format!("Minutes of meeting {i}: the build is green, see the agenda")
+        };
+        Features::of(&msg(&format!("Subject: note {i}"), &body))
+    }
+
+    #[test]
+    fn it_learns_to_tell_the_classes_apart_and_untraining_pulls_back() {
+        let mut m = Ngram::default();
+        let batch: Vec<_> = (0..20)
+            .flat_map(|i| [(sample(i, true), true), (sample(i, false), false)])
+            .collect();
+        m.train(&batch);
+        assert_eq!(m.counts(), (20, 20));
+        let (s, h) = (m.classify(&sample(99, true)), m.classify(&sample(99, false)));
+        assert!(s > 0.8 && h < 0.2, "spam {s}, ham {h}");
+        let probe = [(sample(98, true), true)];
+        let before = m.classify(&probe[0].0);
+        m.train(&probe);
+        let learned = m.classify(&probe[0].0);
+        assert!(learned > before);
+        m.untrain(&probe);
+        let forgot = m.classify(&probe[0].0);
+        assert!(forgot < learned, "{forgot} < {learned}");
+        assert_eq!(m.counts(), (20, 20));
+    }
+
+    #[test]
+    fn the_same_batches_give_the_same_weights_and_the_file_keeps_them() {
+        let batch: Vec<_> = (0..12)
+            .flat_map(|i| [(sample(i, true), true), (sample(i, false), false)])
+            .collect();
+        let (mut a, mut b) = (Ngram::default(), Ngram::default());
+        a.train(&batch);
+        b.train(&batch);
+        assert_eq!(a, b);
+        let mut out = Vec::new();
+        a.save(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let mut lines = text.lines();
+        let head = lines.next().unwrap().strip_prefix("ngram ").unwrap();
+        let (mut c, n) = Ngram::parse_header(head).unwrap();
+        assert_eq!(n, lines.clone().count());
+        for l in lines {
+            c.parse_weight(l).unwrap();
+        }
+        assert_eq!(a, c);
+        assert!(Ngram::parse_header("1 2").is_err());
+        assert!(c.parse_weight("99999999 1").is_err());
+        assert!(c.parse_weight("1 NaN").is_err());
+    }
+}
