@@ -10,8 +10,8 @@
 # of a warm message: rule compilation, the model load and the lazy DFA's
 # first states are left out, as in the long-running daemon. Printed per
 # binary and set: inclusive thousands of instructions of the pipeline's
-# parts (whole scan, spam scoring, rules, tokenizer, classifier, view, MIME
-# scanner).
+# parts (whole scan, spam scoring, rules, tokenizer, classifier, the n-gram
+# classifier's features and sum, view, MIME scanner).
 #
 # Sets: the shared SpamAssassin sample (all folders), and smtp-source's
 # 4 KiB and 64 KiB messages (numbered lines of X, as spam.sh sends them).
@@ -78,6 +78,8 @@ parts = [
     ('rules', r'sluice::spam::rules::RuleSet::evaluate'),
     ('tokenizer', r'sluice::spam::tokenize::(walk|text_tokens)$'),
     ('classifier', r'sluice::spam::bayes::Model::classify(_list|_with)?$'),
+    ('n-gram features', r'sluice::spam::ngram::Features::of'),
+    ('n-gram classify', r'sluice::spam::ngram::Ngram::classify'),
     ('view', r'sluice::spam::view::MessageView::from_message'),
     ('MIME scanner', r'sluice::scan::mime::analyse'),
 ]

@@ -57,7 +57,9 @@
 //! - [`spam`]: spam scoring: `spam::view` (the message as rules see it),
 //!   `spam::rules` (one Aho-Corasick pass over each text for the rules'
 //!   literals, then only the rules whose literal occurs), `spam::tokenize`
-//!   and `spam::bayes` (the classifier), `spam::auth` (SPF/DKIM/DMARC),
+//!   and `spam::bayes` (the classifier), `spam::ngram` (the second
+//!   classifier: octet 4-grams, online logistic regression, kept in the
+//!   same model file), `spam::auth` (SPF/DKIM/DMARC),
 //!   `spam::filter` (score -> action per recipient domain, hot reload),
 //!   `spam::eval` (k-fold cross-validation).
 //! - [`quarantine`]: refused-after-acceptance mail on disk.
@@ -119,7 +121,7 @@
 //!      form (size, lines, header, loop) ─► content: MIME, banned parts,
 //!      archives, virus scan in session or deferred (admission control);
 //!      unscannable ─► reject, quarantine or accept (scan.unscannable)
-//!      ─► spam: view + rules + classifier + SPF/DKIM/DMARC
+//!      ─► spam: view + rules + classifiers + SPF/DKIM/DMARC
 //!      ─► Spool::store (group commit, fsync) or quarantine
 //!      ─► QueueHandle::enqueue, or the deferred scan
 //!   ◄─ Outcome::Accepted (250 only now) │ Outcome::Refused(Refusal)

@@ -1,10 +1,12 @@
-//! Spam scoring (issue 6, being built). So far: the tokenizer and the
-//! statistical classifier (Bayes-style, Robinson/Fisher as in SpamAssassin
-//! and SpamBayes), trained with `sluice learn --spam DIR --ham DIR`, and the
-//! rules engine ([`rules`]: the format of `rules/`, compiled into one
-//! RegexSet per rule kind, with `.test` fixtures). Not yet wired into the
-//! verdict: the default rule set, SPF/DKIM/DMARC, the message view built
-//! from our MIME decoding, and the actions come next.
+//! Spam scoring: the message as the rules see it ([`view`]), the rules
+//! engine ([`rules`]: the format of `rules/`, with `.test` fixtures), two
+//! classifiers learned from the site's own mail with `sluice learn` and
+//! kept in one model file (the token counts of [`bayes`], Robinson/Fisher
+//! as in SpamAssassin and SpamBayes, over [`tokenize`]'s tokens; and
+//! [`ngram`], a logistic regression over octet 4-grams), SPF/DKIM/DMARC
+//! ([`auth`]), and the score -> action per recipient domain with hot
+//! reload ([`filter`]). [`learn`] changes the model file under a lock,
+//! [`eval`] cross-validates the whole score.
 
 pub mod auth;
 pub mod bayes;
