@@ -33,6 +33,8 @@ pub struct Scores {
     pub groups: Vec<String>,
     /// The classifier's spam probability, when it had an opinion.
     pub bayes: Vec<Option<f64>>,
+    /// The n-gram classifier's, likewise.
+    pub ngram: Vec<Option<f64>>,
 }
 
 /// Scores every sample with a model trained on the other folds (sample
@@ -56,6 +58,7 @@ pub fn cross_validate(filter: &SpamFilter, samples: &[Sample], folds: usize, bay
     let mut scores = vec![0.0; samples.len()];
     let mut why = vec![String::new(); samples.len()];
     let mut probs = vec![None; samples.len()];
+    let mut ngram_probs = vec![None; samples.len()];
     for k in 0..folds {
         if bayes {
             let mut model = Model::new();
@@ -77,6 +80,7 @@ pub fn cross_validate(filter: &SpamFilter, samples: &[Sample], folds: usize, bay
                 scores[i] = scored.score;
                 why[i] = scored.rule_names();
                 probs[i] = scored.bayes;
+                ngram_probs[i] = scored.ngram;
             }
         }
     }
@@ -87,6 +91,7 @@ pub fn cross_validate(filter: &SpamFilter, samples: &[Sample], folds: usize, bay
         spam: samples.iter().map(|s| s.spam).collect(),
         groups: samples.iter().map(|s| s.group.clone()).collect(),
         bayes: probs,
+        ngram: ngram_probs,
     }
 }
 
@@ -111,13 +116,22 @@ impl Scores {
         (t, r, f)
     }
 
-    /// The classifier alone: [`Scores::at_fp`] of its probability (messages
-    /// it had no opinion on count as 0.5), or None without any opinion.
+    /// The Bayes classifier alone: [`Scores::at_fp`] of its probability
+    /// (messages it had no opinion on count as 0.5), or None without any opinion.
     pub fn bayes_at_fp(&self, max_fp: f64) -> Option<(f64, f64, f64)> {
-        if self.bayes.iter().all(Option::is_none) {
+        self.alone_at_fp(&self.bayes, max_fp)
+    }
+
+    /// The n-gram classifier alone, likewise.
+    pub fn ngram_at_fp(&self, max_fp: f64) -> Option<(f64, f64, f64)> {
+        self.alone_at_fp(&self.ngram, max_fp)
+    }
+
+    fn alone_at_fp(&self, probs: &[Option<f64>], max_fp: f64) -> Option<(f64, f64, f64)> {
+        if probs.iter().all(Option::is_none) {
             return None;
         }
-        let p: Vec<f64> = self.bayes.iter().map(|p| p.unwrap_or(0.5)).collect();
+        let p: Vec<f64> = probs.iter().map(|p| p.unwrap_or(0.5)).collect();
         let t = threshold_at_fp(&p, &self.spam, max_fp);
         let (r, f) = rates_of(&p, &self.spam, t);
         Some((t, r, f))
@@ -136,7 +150,7 @@ impl Scores {
 
     /// A Markdown report: per group at `threshold` and at the best
     /// threshold with at most [`MAX_FP`] ham false positives, then the
-    /// curve, then the classifier alone at that false-positive rate.
+    /// curve, then each classifier alone at that false-positive rate.
     pub fn report(&self, threshold: f64) -> String {
         let mut s = String::new();
         let (recall, fp) = self.rates(threshold);
@@ -176,14 +190,21 @@ impl Scores {
             let (r, f) = self.rates(t);
             let _ = writeln!(s, "| {t:.1} | {:.1} % | {:.2} % |", r * 100.0, f * 100.0);
         }
-        if let Some((t, r, f)) = self.bayes_at_fp(MAX_FP) {
+        let mut first = true;
+        for (name, alone) in [
+            ("Classifier (Bayes)", self.bayes_at_fp(MAX_FP)),
+            ("N-gram classifier", self.ngram_at_fp(MAX_FP)),
+        ] {
+            let Some((t, r, f)) = alone else { continue };
             let _ = writeln!(
                 s,
-                "\nClassifier alone at ham false positives <= {:.1} % (P >= {t:.4}): spam recall {:.1} %, ham false positives {:.2} %",
+                "{}{name} alone at ham false positives <= {:.1} % (P >= {t:.4}): spam recall {:.1} %, ham false positives {:.2} %",
+                if first { "\n" } else { "" },
                 MAX_FP * 100.0,
                 r * 100.0,
                 f * 100.0
             );
+            first = false;
         }
         s
     }
@@ -261,6 +282,7 @@ mod tests {
             spam: vec![true, true, false, false],
             groups: vec!["spam".into(), "spam".into(), "ham".into(), "ham".into()],
             bayes: vec![Some(0.99), None, Some(0.2), Some(0.7)],
+            ngram: vec![Some(0.6), Some(0.9), Some(0.1), Some(0.3)],
         };
         assert_eq!(s.rates(5.0), (0.5, 0.5));
         assert_eq!(s.rates(10.0), (0.0, 0.0));
@@ -278,6 +300,15 @@ mod tests {
         assert_eq!(s.at_fp(0.5), (4.0, 1.0, 0.5));
         // The classifier alone: above 0.7 comes 0.99 (no opinion counts as 0.5).
         assert_eq!(s.bayes_at_fp(MAX_FP), Some((0.99, 0.5, 0.0)));
+        // The n-gram classifier ranks both spam above both ham.
+        assert_eq!(s.ngram_at_fp(MAX_FP), Some((0.6, 1.0, 0.0)));
+        assert!(
+            r.contains("Classifier (Bayes) alone at ham false positives <= 0.5 % (P >= 0.9900)")
+                && r.contains(
+                    "N-gram classifier alone at ham false positives <= 0.5 % (P >= 0.6000): spam recall 100.0 %"
+                ),
+            "{r}"
+        );
         assert_eq!(
             s.mistakes(5.0),
             "ham flagged as spam (1):\n     6.00  d  \nspam missed (1):\n     4.00  b  \n"
