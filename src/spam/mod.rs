@@ -75,7 +75,8 @@ pub fn learn_paths(
 
 /// Counts one message into (or out of) the Bayes model and keeps its
 /// n-gram features for [`finish_batch`]: the n-gram classifier learns a
-/// batch as a whole, spam and ham interleaved.
+/// batch as a whole, spam and ham interleaved, and only one with enough of
+/// both ([`ngram::MIN_EACH`]).
 pub fn learn_message(
     model: &mut bayes::Model,
     raw: &[u8],
@@ -93,12 +94,14 @@ pub fn learn_message(
     batch.push((ngram::Features::of(raw), spam));
 }
 
-/// Lets the n-gram classifier learn (or forget) the batch [`learn_message`] gathered.
-pub fn finish_batch(model: &mut bayes::Model, batch: &[(ngram::Features, bool)], forget: bool) {
+/// Lets the n-gram classifier learn (or forget) the batch [`learn_message`]
+/// gathered; returns whether its weights changed (not for a batch with
+/// fewer than [`ngram::MIN_EACH`] of either class).
+pub fn finish_batch(model: &mut bayes::Model, batch: &[(ngram::Features, bool)], forget: bool) -> bool {
     if forget {
-        model.ngram_mut().untrain(batch);
+        model.ngram_mut().untrain(batch)
     } else {
-        model.ngram_mut().train(batch);
+        model.ngram_mut().train(batch)
     }
 }
 

@@ -11,9 +11,16 @@
 //! ([`super::bayes::Model`]). Learning is online: each batch given to
 //! [`Ngram::train`] is visited a few times in a fixed shuffled order, so
 //! the same messages learned in the same batches give the same weights.
-//! Unlike the counts, forgetting is not exact: [`Ngram::untrain`] pulls a
-//! message's own score back to neutral, which undoes most of what learning
-//! it did, and the next `--ham` (or `--spam`) learn sets its direction.
+//!
+//! A regression learns from both classes at once or not at all: fed one
+//! class alone (a user moving spam into Junk, one message at a time), the
+//! weights that every message shares drift towards that class until all
+//! mail looks like it. So a batch changes the weights only when it holds
+//! at least [`MIN_EACH`] spam and as many ham (`sluice learn` runs such as
+//! a nightly `--rebuild` from the users' folders); smaller or one-sided
+//! batches (IMAPSieve, the daemon's learn) change the Bayes counts only.
+//! Unlike the counts, forgetting is not exact: [`Ngram::untrain`] pulls
+//! each message's own score back to neutral.
 
 use std::io::Write;
 
@@ -27,6 +34,14 @@ const DIM: usize = 1 << BITS;
 const RATE: f32 = 0.02;
 /// Passes over a batch when learning it.
 const EPOCHS: usize = 5;
+/// Spam and ham (each) a batch needs for the weights to change.
+pub const MIN_EACH: usize = 10;
+
+/// Whether a batch holds at least [`MIN_EACH`] of each class.
+fn balanced(batch: &[(Features, bool)]) -> bool {
+    let spam = batch.iter().filter(|(_, s)| *s).count();
+    spam >= MIN_EACH && batch.len() - spam >= MIN_EACH
+}
 
 thread_local! {
     /// [`Features::of`]'s bitmap of the indices seen, all zero between calls.
@@ -175,8 +190,12 @@ impl Ngram {
 
     /// Learns a batch of messages (features, spam?): [`EPOCHS`] passes in
     /// an order shuffled by a fixed seed, so that spam and ham given one
-    /// after the other are interleaved.
-    pub fn train(&mut self, batch: &[(Features, bool)]) {
+    /// after the other are interleaved. A batch with fewer than
+    /// [`MIN_EACH`] of either class is left out; returns whether it was learned.
+    pub fn train(&mut self, batch: &[(Features, bool)]) -> bool {
+        if !balanced(batch) {
+            return false;
+        }
         let mut order: Vec<usize> = (0..batch.len()).collect();
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ batch.len() as u64);
         for _ in 0..EPOCHS {
@@ -193,12 +212,18 @@ impl Ngram {
                 self.nham = self.nham.saturating_add(1);
             }
         }
+        true
     }
 
     /// Forgets a batch learned before as the given classes: each message's
     /// score is pulled back towards neutral while it still leans the way it
-    /// was learned (approximate, see the module's documentation).
-    pub fn untrain(&mut self, batch: &[(Features, bool)]) {
+    /// was learned (approximate, see the module's documentation). Like
+    /// [`Ngram::train`], only a batch of at least [`MIN_EACH`] of each class;
+    /// returns whether it was forgotten.
+    pub fn untrain(&mut self, batch: &[(Features, bool)]) -> bool {
+        if !balanced(batch) {
+            return false;
+        }
         for _ in 0..EPOCHS {
             for (f, spam) in batch {
                 let p = sigmoid(self.margin(f));
@@ -214,6 +239,7 @@ impl Ngram {
                 self.nham = self.nham.saturating_sub(1);
             }
         }
+        true
     }
 
     /// Writes the `ngram` section of the model file: `ngram <nspam> <nham>
@@ -356,25 +382,44 @@ mod tests {
         Features::of(&msg(&format!("Subject: note {i}"), &body))
     }
 
+    fn batch(range: std::ops::Range<usize>) -> Vec<(Features, bool)> {
+        range
+            .flat_map(|i| [(sample(i, true), true), (sample(i, false), false)])
+            .collect()
+    }
+
     #[test]
     fn it_learns_to_tell_the_classes_apart_and_untraining_pulls_back() {
         let mut m = Ngram::default();
-        let batch: Vec<_> = (0..20)
-            .flat_map(|i| [(sample(i, true), true), (sample(i, false), false)])
-            .collect();
-        m.train(&batch);
+        assert!(m.train(&batch(0..20)));
         assert_eq!(m.counts(), (20, 20));
         let (s, h) = (m.classify(&sample(99, true)), m.classify(&sample(99, false)));
         assert!(s > 0.8 && h < 0.2, "spam {s}, ham {h}");
-        let probe = [(sample(98, true), true)];
+        let probe = batch(20..30);
         let before = m.classify(&probe[0].0);
-        m.train(&probe);
+        assert!(m.train(&probe));
         let learned = m.classify(&probe[0].0);
-        assert!(learned > before);
-        m.untrain(&probe);
+        assert!(learned > before, "{learned} > {before}");
+        assert!(m.untrain(&probe));
         let forgot = m.classify(&probe[0].0);
         assert!(forgot < learned, "{forgot} < {learned}");
         assert_eq!(m.counts(), (20, 20));
+    }
+
+    #[test]
+    fn a_one_sided_or_small_batch_leaves_the_weights_alone() {
+        let mut m = Ngram::default();
+        m.train(&batch(0..20));
+        let before = m.clone();
+        // Spam alone, however much of it: the drift this guards against.
+        let spam: Vec<_> = (100..200).map(|i| (sample(i, true), true)).collect();
+        assert!(!m.train(&spam));
+        assert!(!m.untrain(&spam));
+        // Nine of each: below the minimum.
+        assert!(!m.train(&batch(200..209)));
+        assert_eq!(m, before);
+        assert!(m.train(&batch(200..210)));
+        assert_ne!(m, before);
     }
 
     #[test]
