@@ -234,6 +234,45 @@ async fn rule_files_reload_on_change_and_a_bad_file_keeps_the_running_set() {
     }
 }
 
+/// The n-gram classifier votes in the session: a model learned as `sluice
+/// learn` does from the sample's spam and ham, minus twenty spam_2
+/// messages, which are then sent through the server. Its `NGRAM_*` rules
+/// must show among the rules of the `SpamScored` events (without the n-gram
+/// section in the model, they never can).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ngram_classifier_votes_on_mail_in_the_session() {
+    let all = crate::spam::labelled();
+    let held_out: Vec<_> = all.iter().filter(|(_, g, _)| g == "spam_2").take(20).cloned().collect();
+    let mut model = sluice::spam::bayes::Model::new();
+    let mut batch = Vec::new();
+    for (p, _, is_spam) in all.iter().filter(|m| !held_out.contains(m)) {
+        let raw = std::fs::read(p).unwrap();
+        sluice::spam::learn_message(&mut model, &raw, *is_spam, false, 50_000, &mut batch);
+    }
+    assert!(sluice::spam::finish_batch(&mut model, &batch, false));
+    let models = tempfile::tempdir().unwrap();
+    let path = models.path().join("bayes.model");
+    model.save(&mut std::fs::File::create(&path).unwrap(), 1).unwrap();
+
+    let sink = Sink::start().await;
+    let relay = relay(&sink, &format!("bayes_model = {:?}", path.display().to_string())).await;
+    let mut events = relay.running().events.subscribe();
+    let mut c = relay.client().await;
+    let mut ngram_votes = 0;
+    for (p, _, _) in &held_out {
+        c.envelope("a@client.example", &["user@example.com"]).await;
+        let r = c.data(&corpus_message(p)).await;
+        assert!(r.starts_with("250") || r.starts_with("550 5.7.1"), "{r}");
+        let (_, _, rules) = spam_event(&mut events, None).await;
+        ngram_votes += usize::from(rules.split(',').any(|r| r.starts_with("NGRAM_")));
+    }
+    assert!(
+        ngram_votes > 0,
+        "no NGRAM_* rule on any of {} held-out spam",
+        held_out.len()
+    );
+}
+
 /// The whole score (built-in rules + a classifier trained on the other
 /// folds) on the shared SpamAssassin sample, 5-fold, at the default
 /// threshold. docs/SPAM-QUALITY.md has the full report; these floors are a

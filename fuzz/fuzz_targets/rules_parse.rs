@@ -37,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
         uris: &uris,
         full: &text,
         bayes: Some(data.len() as f64 / (data.len() as f64 + 1.0)),
+        ngram: Some(1.0 / (data.len() as f64 + 1.0)),
     };
     let out = set.evaluate(&view);
     assert!(!out.score.is_nan());

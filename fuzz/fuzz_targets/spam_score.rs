@@ -19,14 +19,17 @@ fn filter() -> &'static SpamFilter {
             None,
         )
         .expect("built-in rules compile");
-        // A tiny model, so the classifier path runs too.
+        // A tiny model, so both classifiers' paths run too.
         let mut model = sluice::spam::bayes::Model::new();
+        let mut batch = Vec::new();
         for i in 0..12 {
             let spam = format!("Subject: buy now {i}\r\n\r\nFREE money, click here http://x{i}.example/\r\n");
             let ham = format!("Subject: meeting {i}\r\n\r\nSee you at the meeting on Tuesday, {i}.\r\n");
-            model.learn(&sluice::spam::tokenize::tokens(spam.as_bytes()), true);
-            model.learn(&sluice::spam::tokenize::tokens(ham.as_bytes()), false);
+            for (raw, is_spam) in [(spam, true), (ham, false)] {
+                sluice::spam::learn_message(&mut model, raw.as_bytes(), is_spam, false, 50_000, &mut batch);
+            }
         }
+        assert!(sluice::spam::finish_batch(&mut model, &batch, false));
         filter.set_model(Some(model));
         filter
     })
@@ -35,7 +38,11 @@ fn filter() -> &'static SpamFilter {
 fuzz_target!(|data: &[u8]| {
     let scored = filter().score_offline(data);
     assert!(scored.score.is_finite(), "{}", scored.score);
-    if let Some(p) = scored.bayes {
+    for p in [scored.bayes, scored.ngram].into_iter().flatten() {
         assert!((0.0..=1.0).contains(&p), "{p}");
     }
+    assert!(
+        scored.skipped || scored.ngram.is_some(),
+        "the n-gram classifier always has an opinion once trained"
+    );
 });
