@@ -86,6 +86,19 @@ impl Features {
     }
 }
 
+/// Headers that servers on the way (ours among them) and the final delivery
+/// add, beside the tokenizer's ignored ones: a message learned from a
+/// Maildir has them, the same message in the SMTP session does not.
+const ADDED_ON_THE_WAY: &[&str] = &[
+    "Received",
+    "Return-Path",
+    "Authentication-Results",
+    "Received-SPF",
+    "ARC-Seal",
+    "ARC-Message-Signature",
+    "ARC-Authentication-Results",
+];
+
 /// The first [`PREFIX`] octets of the message without its Received headers
 /// and the headers added along the way (ours among them), which say how it
 /// travelled rather than what it is.
@@ -106,7 +119,8 @@ fn prefix(raw: &[u8]) -> Vec<u8> {
         if !matches!(line[0], b' ' | b'\t') {
             let name = line.split(|&b| b == b':').next().unwrap_or_default();
             let name = std::str::from_utf8(name).unwrap_or_default().trim();
-            keep = !name.eq_ignore_ascii_case("Received") && !super::tokenize::is_ignored_header(name);
+            keep = !ADDED_ON_THE_WAY.iter().any(|h| name.eq_ignore_ascii_case(h))
+                && !super::tokenize::is_ignored_header(name);
         }
         if keep {
             out.extend_from_slice(line);
@@ -328,7 +342,8 @@ mod tests {
     #[test]
     fn received_and_added_headers_are_not_read() {
         let a = msg(
-            "Received: from a.example by b.example\r\n\tid 1\r\nSubject: hello",
+            "Return-Path: <a@a.example>\r\nReceived: from a.example by b.example\r\n\tid 1\r\n\
+             Authentication-Results: b.example; spf=pass\r\nX-Spam-Score: 9.0\r\nSubject: hello",
             "body text",
         );
         let b = msg("Subject: hello", "body text");
