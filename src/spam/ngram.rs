@@ -219,13 +219,7 @@ impl Ngram {
                 self.step(f, if *spam { 1.0 } else { 0.0 });
             }
         }
-        for (_, spam) in batch {
-            if *spam {
-                self.nspam = self.nspam.saturating_add(1);
-            } else {
-                self.nham = self.nham.saturating_add(1);
-            }
-        }
+        self.count(batch, true);
         true
     }
 
@@ -246,14 +240,21 @@ impl Ngram {
                 }
             }
         }
-        for (_, spam) in batch {
-            if *spam {
-                self.nspam = self.nspam.saturating_sub(1);
-            } else {
-                self.nham = self.nham.saturating_sub(1);
-            }
-        }
+        self.count(batch, false);
         true
+    }
+
+    /// Adds (or takes away) the batch's messages to the counts of each class.
+    fn count(&mut self, batch: &[(Features, bool)], add: bool) {
+        let spam = u32::try_from(batch.iter().filter(|(_, s)| *s).count()).unwrap_or(u32::MAX);
+        let ham = u32::try_from(batch.len()).unwrap_or(u32::MAX).saturating_sub(spam);
+        if add {
+            self.nspam = self.nspam.saturating_add(spam);
+            self.nham = self.nham.saturating_add(ham);
+        } else {
+            self.nspam = self.nspam.saturating_sub(spam);
+            self.nham = self.nham.saturating_sub(ham);
+        }
     }
 
     /// Writes the `ngram` section of the model file: `ngram <nspam> <nham>
