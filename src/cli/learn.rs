@@ -84,6 +84,11 @@ pub(crate) async fn via_daemon(config: &Config, spam: &[PathBuf], ham: &[PathBuf
         "daemon: {verb} {} spam and {} ham; the model in use has {nspam} spam, {nham} ham, {tokens} tokens",
         sent.0, sent.1
     );
+    println!(
+        "(one message at a time: the token counts only; the n-gram classifier learns from `sluice learn` runs of at \
+         least {n} spam and {n} ham)",
+        n = sluice::spam::ngram::MIN_EACH
+    );
     Ok(())
 }
 
