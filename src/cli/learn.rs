@@ -24,9 +24,10 @@ pub(crate) struct LearnOpts {
 /// Learns (or forgets) the messages and writes the model file
 /// ([`sluice::spam::learn::update`]).
 pub(crate) fn learn(o: &LearnOpts) -> anyhow::Result<()> {
+    // A batch the n-gram classifier learns (or forgets) always changes its counts.
     let mut ngram_before = None;
     let (done, model) = sluice::spam::learn::update(&o.out, o.rebuild, o.forget, o.min_count, |model| {
-        ngram_before = Some(model.ngram().clone());
+        ngram_before = Some(model.ngram().counts());
         sluice::spam::learn_paths(model, &o.spam, &o.ham, o.forget, o.part_text)
     })
     .map_err(|e| match e {
@@ -38,7 +39,7 @@ pub(crate) fn learn(o: &LearnOpts) -> anyhow::Result<()> {
     })?;
     report(&o.out.display().to_string(), o.forget, done, &model, o.min_messages);
     let (ns, nh) = model.ngram().counts();
-    if ngram_before.as_ref() == Some(model.ngram()) {
+    if ngram_before == Some((ns, nh)) {
         println!(
             "the n-gram classifier ({ns} spam, {nh} ham) is left as it was: it learns only from runs with at least {n} \
              spam and {n} ham (e.g. a nightly `sluice learn --rebuild --spam Maildir/.Junk --ham Maildir`)",

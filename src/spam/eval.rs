@@ -66,7 +66,7 @@ pub fn cross_validate(filter: &SpamFilter, samples: &[Sample], folds: usize, bay
             for (i, s) in samples.iter().enumerate() {
                 if i % folds != k {
                     model.learn(&tokens[i], s.spam);
-                    batch.push((features[i].clone(), s.spam));
+                    batch.push((&features[i], s.spam));
                 }
             }
             model.ngram_mut().train(&batch);

@@ -236,19 +236,18 @@ impl SpamFilter {
         if let Some(a) = &auth {
             view.set_pseudo(AUTH_HEADER, a.summary());
         }
-        if let Some(model) = &loaded.model
-            && model.nspam() >= self.cfg.bayes_min_messages
-            && model.nham() >= self.cfg.bayes_min_messages
-        {
-            let tokens = match parsed {
-                Some(m) => super::tokenize::message_token_list(m, self.cfg.part_scan_size),
-                None => super::tokenize::token_list(raw, self.cfg.part_scan_size),
-            };
-            view.bayes = model.classify_list(&tokens);
-        }
         if let Some(model) = &loaded.model {
-            let (nspam, nham) = model.ngram().counts();
-            if nspam >= self.cfg.bayes_min_messages && nham >= self.cfg.bayes_min_messages {
+            // Each classifier votes once it has learned enough of each class.
+            let enough =
+                |(spam, ham): (u32, u32)| spam >= self.cfg.bayes_min_messages && ham >= self.cfg.bayes_min_messages;
+            if enough((model.nspam(), model.nham())) {
+                let tokens = match parsed {
+                    Some(m) => super::tokenize::message_token_list(m, self.cfg.part_scan_size),
+                    None => super::tokenize::token_list(raw, self.cfg.part_scan_size),
+                };
+                view.bayes = model.classify_list(&tokens);
+            }
+            if enough(model.ngram().counts()) {
                 view.ngram = Some(model.ngram().classify(&super::ngram::Features::of(raw)));
             }
         }

@@ -22,6 +22,7 @@
 //! Unlike the counts, forgetting is not exact: [`Ngram::untrain`] pulls
 //! each message's own score back to neutral.
 
+use std::borrow::Borrow;
 use std::io::Write;
 
 /// Octets of each message read (headers first, without Received and the
@@ -38,7 +39,7 @@ const EPOCHS: usize = 5;
 pub const MIN_EACH: usize = 10;
 
 /// Whether a batch holds at least [`MIN_EACH`] of each class.
-fn balanced(batch: &[(Features, bool)]) -> bool {
+fn balanced<F>(batch: &[(F, bool)]) -> bool {
     let spam = batch.iter().filter(|(_, s)| *s).count();
     spam >= MIN_EACH && batch.len() - spam >= MIN_EACH
 }
@@ -75,14 +76,6 @@ impl Features {
             }
         });
         Features(f)
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
@@ -206,7 +199,7 @@ impl Ngram {
     /// an order shuffled by a fixed seed, so that spam and ham given one
     /// after the other are interleaved. A batch with fewer than
     /// [`MIN_EACH`] of either class is left out; returns whether it was learned.
-    pub fn train(&mut self, batch: &[(Features, bool)]) -> bool {
+    pub fn train<F: Borrow<Features>>(&mut self, batch: &[(F, bool)]) -> bool {
         if !balanced(batch) {
             return false;
         }
@@ -216,7 +209,7 @@ impl Ngram {
             rng.shuffle(&mut order);
             for &i in &order {
                 let (f, spam) = &batch[i];
-                self.step(f, if *spam { 1.0 } else { 0.0 });
+                self.step(f.borrow(), if *spam { 1.0 } else { 0.0 });
             }
         }
         self.count(batch, true);
@@ -228,12 +221,13 @@ impl Ngram {
     /// was learned (approximate, see the module's documentation). Like
     /// [`Ngram::train`], only a batch of at least [`MIN_EACH`] of each class;
     /// returns whether it was forgotten.
-    pub fn untrain(&mut self, batch: &[(Features, bool)]) -> bool {
+    pub fn untrain<F: Borrow<Features>>(&mut self, batch: &[(F, bool)]) -> bool {
         if !balanced(batch) {
             return false;
         }
         for _ in 0..EPOCHS {
             for (f, spam) in batch {
+                let f = f.borrow();
                 let p = sigmoid(self.margin(f));
                 if (*spam && p > 0.5) || (!*spam && p < 0.5) {
                     self.step(f, 0.5);
@@ -245,7 +239,7 @@ impl Ngram {
     }
 
     /// Adds (or takes away) the batch's messages to the counts of each class.
-    fn count(&mut self, batch: &[(Features, bool)], add: bool) {
+    fn count<F>(&mut self, batch: &[(F, bool)], add: bool) {
         let spam = u32::try_from(batch.iter().filter(|(_, s)| *s).count()).unwrap_or(u32::MAX);
         let ham = u32::try_from(batch.len()).unwrap_or(u32::MAX).saturating_sub(spam);
         if add {
