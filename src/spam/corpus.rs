@@ -10,19 +10,30 @@ use std::path::{Path, PathBuf};
 
 /// Every message under `path`, in a stable order (files sorted by name).
 pub fn read_messages(path: &Path) -> std::io::Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    each_message(path, |raw| {
+        out.push(raw);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Gives `f` every message under `path` in turn, in [`read_messages`]'s
+/// order, holding one file's messages at a time: a Maildir of a hundred
+/// thousand messages is not read into memory at once.
+pub fn each_message(path: &Path, mut f: impl FnMut(Vec<u8>) -> std::io::Result<()>) -> std::io::Result<()> {
     if path == Path::new("-") {
         let mut raw = Vec::new();
         std::io::stdin().lock().read_to_end(&mut raw)?;
-        return Ok(split_mbox(raw));
+        return split_mbox(raw).into_iter().try_for_each(f);
     }
     if path.is_dir() {
-        let mut out = Vec::new();
-        for f in message_paths(path)? {
-            out.extend(split_mbox(std::fs::read(&f)?));
+        for file in message_paths(path)? {
+            split_mbox(std::fs::read(&file)?).into_iter().try_for_each(&mut f)?;
         }
-        return Ok(out);
+        return Ok(());
     }
-    Ok(split_mbox(std::fs::read(path)?))
+    split_mbox(std::fs::read(path)?).into_iter().try_for_each(f)
 }
 
 /// The message files of a directory: a Maildir's `cur/` and `new/` (its

@@ -50,8 +50,8 @@ pub fn cross_validate(filter: &SpamFilter, samples: &[Sample], folds: usize, bay
     } else {
         Vec::new()
     };
-    let features: Vec<ngram::Features> = if bayes {
-        samples.iter().map(|s| ngram::Features::of(&s.raw)).collect()
+    let features: Vec<ngram::Packed> = if bayes {
+        samples.iter().map(|s| ngram::Features::of(&s.raw).pack()).collect()
     } else {
         Vec::new()
     };

@@ -43,7 +43,7 @@ pub fn learn_dirs(spam: &[PathBuf], ham: &[PathBuf]) -> std::io::Result<bayes::M
 }
 
 /// Adds (or, `forget`, takes back) the messages under `spam` and `ham`
-/// ([`corpus::read_messages`]: Maildirs, directories, mbox files, `-`) to
+/// ([`corpus::each_message`]: Maildirs, directories, mbox files, `-`) to
 /// `model`, reading at most `part_text` octets of each text part
 /// (`spam.part_scan_size`); returns how many spam and ham messages were read.
 pub fn learn_paths(
@@ -57,16 +57,16 @@ pub fn learn_paths(
     let mut batch = Vec::new();
     for (paths, is_spam) in [(spam, true), (ham, false)] {
         for p in paths {
-            for raw in
-                corpus::read_messages(p).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))?
-            {
+            corpus::each_message(p, |raw| {
                 learn_message(model, &raw, is_spam, forget, part_text, &mut batch);
                 if is_spam {
                     read.0 += 1;
                 } else {
                     read.1 += 1;
                 }
-            }
+                Ok(())
+            })
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
         }
     }
     finish_batch(model, &batch, forget);
@@ -83,7 +83,7 @@ pub fn learn_message(
     spam: bool,
     forget: bool,
     part_text: usize,
-    batch: &mut Vec<(ngram::Features, bool)>,
+    batch: &mut Vec<(ngram::Packed, bool)>,
 ) {
     let tokens = tokenize::tokens_upto(raw, part_text);
     if forget {
@@ -91,13 +91,13 @@ pub fn learn_message(
     } else {
         model.learn(&tokens, spam);
     }
-    batch.push((ngram::Features::of(raw), spam));
+    batch.push((ngram::Features::of(raw).pack(), spam));
 }
 
 /// Lets the n-gram classifier learn (or forget) the batch [`learn_message`]
 /// gathered; returns whether its weights changed (not for a batch with
 /// fewer than [`ngram::MIN_EACH`] of either class).
-pub fn finish_batch(model: &mut bayes::Model, batch: &[(ngram::Features, bool)], forget: bool) -> bool {
+pub fn finish_batch(model: &mut bayes::Model, batch: &[(ngram::Packed, bool)], forget: bool) -> bool {
     if forget {
         model.ngram_mut().untrain(batch)
     } else {
