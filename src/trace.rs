@@ -248,16 +248,22 @@ pub fn render(e: &Value) -> String {
             s("action"),
             s("mode")
         ),
-        "spam_scored" => format!(
-            "{id}spam score {} -> {} (rules: {}{})",
-            e.get("score").map(Value::to_string).unwrap_or_default(),
-            s("action"),
-            s("rules"),
-            e.get("bayes")
-                .and_then(Value::as_f64)
-                .map(|b| format!("; bayes {b:.2}"))
-                .unwrap_or_default()
-        ),
+        "spam_scored" => {
+            let vote = |name: &str| {
+                e.get(name)
+                    .and_then(Value::as_f64)
+                    .map(|p| format!("; {name} {p:.2}"))
+                    .unwrap_or_default()
+            };
+            format!(
+                "{id}spam score {} -> {} (rules: {}{}{})",
+                e.get("score").map(Value::to_string).unwrap_or_default(),
+                s("action"),
+                s("rules"),
+                vote("bayes"),
+                vote("ngram")
+            )
+        }
         "scan_failed" => format!("{id}scan failed: {}", s("error")),
         "quarantined" => format!("{id}quarantined: {}", reason()),
         "quarantine_command" => format!("{id}admin: quarantine {} (it was held for: {})", s("action"), reason()),
@@ -401,6 +407,19 @@ mod tests {
         assert_eq!(
             render(&l[9]),
             "t10  [192.0.2.7]  BBB: delivery attempt 1 to <u@example.com>: delivered — 250 2.0.0 Ok: queued as 4XyZ"
+        );
+        assert!(
+            render(&l[6]).ends_with("BBB: spam score 2.5 -> deliver (rules: R1)"),
+            "{}",
+            render(&l[6])
+        );
+        let mut voted = l[6].clone();
+        voted["bayes"] = 0.2.into();
+        voted["ngram"] = 0.875.into();
+        assert!(
+            render(&voted).ends_with("(rules: R1; bayes 0.20; ngram 0.88)"),
+            "{}",
+            render(&voted)
         );
         assert!(
             render(&l[12]).contains("ban 192.0.2.0/24 for unknown_user"),

@@ -263,8 +263,28 @@ async fn the_ngram_classifier_votes_on_mail_in_the_session() {
         c.envelope("a@client.example", &["user@example.com"]).await;
         let r = c.data(&corpus_message(p)).await;
         assert!(r.starts_with("250") || r.starts_with("550 5.7.1"), "{r}");
-        let (_, _, rules) = spam_event(&mut events, None).await;
-        ngram_votes += usize::from(rules.split(',').any(|r| r.starts_with("NGRAM_")));
+        // The event carries both classifiers' probabilities (the n-gram one
+        // has learned enough to vote on every message).
+        let (rules, ngram) = loop {
+            let e = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                .await
+                .expect("SpamScored in time")
+                .unwrap();
+            if let Event::SpamScored {
+                rules, ngram, bayes, ..
+            } = &*e
+            {
+                assert!(bayes.is_some(), "{e:?}");
+                break (rules.clone(), *ngram);
+            }
+        };
+        let ngram = ngram.expect("the n-gram classifier's probability in SpamScored");
+        assert!((0.0..=1.0).contains(&ngram), "{ngram}");
+        let band = rules.split(',').find(|r| r.starts_with("NGRAM_"));
+        if band.is_some() {
+            assert!(ngram >= 0.8, "{band:?} at P {ngram}");
+        }
+        ngram_votes += usize::from(band.is_some());
     }
     assert!(
         ngram_votes > 0,

@@ -270,7 +270,8 @@ pub enum Event {
     },
     /// The spam score of a message and the action taken ("deliver",
     /// "tag", "quarantine", "tempfail", "reject"); `rules` are the rule
-    /// names that hit, comma separated.
+    /// names that hit, comma separated; `bayes` and `ngram` are the two
+    /// classifiers' spam probabilities where they voted.
     SpamScored {
         session: u64,
         ip: IpAddr,
@@ -281,6 +282,7 @@ pub enum Event {
         action: SpamAction,
         rules: String,
         bayes: Option<f64>,
+        ngram: Option<f64>,
     },
     /// The firewall banned a network (in dry run: would have).
     BanAdded {

@@ -355,6 +355,7 @@ mod tests {
             action: SpamAction::Reject,
             rules: String::new(),
             bayes: None,
+            ngram: None,
         };
         assert!(json(&e).contains(r#""action":"reject""#), "{}", json(&e));
         let e = Event::ContentRejected {

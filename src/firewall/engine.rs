@@ -572,6 +572,7 @@ mod tests {
             action,
             rules: String::new(),
             bayes: None,
+            ngram: None,
         };
         assert_eq!(
             Offence::of(&spam(SpamAction::Reject)),

@@ -76,6 +76,7 @@ impl Pipeline {
             action,
             rules: scored.rule_names(),
             bayes: scored.bayes,
+            ngram: scored.ngram,
         });
         let evidence = || format!("score {:.1}", scored.score);
         match action {

@@ -457,7 +457,10 @@ mod tests {
         let mut out = Vec::new();
         for raw in [
             msg("Subject: abab abab", "abababab xyz xyz xyz abab"),
-            msg("Subject: s", &"Some longer text, with words and 1234 numbers. ".repeat(80)),
+            msg(
+                "Subject: s",
+                &"Some longer text, with words and 1234 numbers. ".repeat(80),
+            ),
         ] {
             let f = Features::of(&raw);
             let mut sorted = f.0.clone();
@@ -467,7 +470,12 @@ mod tests {
             assert_eq!(out, sorted);
             // Three octets at most (distances below 2^21), two for a message of ~3,000 octets.
             let most = if sorted.len() > 1000 { 2 } else { 3 };
-            assert!(p.size() <= most * sorted.len(), "{} octets for {} indices", p.size(), sorted.len());
+            assert!(
+                p.size() <= most * sorted.len(),
+                "{} octets for {} indices",
+                p.size(),
+                sorted.len()
+            );
         }
         // The extremes of the index range, and an empty list.
         let f = Features(vec![(DIM - 1) as u32, 0, 127, 128, 16_383, 16_384]);

@@ -45,6 +45,7 @@ fn spam(action: crate::events::SpamAction) -> Event {
         action,
         rules: String::new(),
         bayes: None,
+        ngram: None,
     }
 }
 
