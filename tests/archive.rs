@@ -184,6 +184,48 @@ async fn unscannable_archives_are_quarantined_by_default_with_a_real_clamd() {
     assert_eq!(sink.messages().len(), 1, "only the clean one reached the next hop");
 }
 
+/// A RAR whose files are compressed: sluice reads only its headers (no
+/// unRAR), and Debian's clamd cannot open it either, so it is unscannable
+/// (quarantined from outside by default), never delivered on clamd's "OK".
+/// With `scan.scanner_unrar = true` (a clamd with unRAR) it is left to
+/// clamd's verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_rar_nobody_unpacks_is_quarantined_unless_clamd_has_unrar() {
+    let clamd = tokio::task::spawn_blocking(|| Clamd::start(&corpora().join("clamav-db")))
+        .await
+        .unwrap();
+    let sink = Sink::start().await;
+    let clamd_toml = format!(
+        "[clamd]\nendpoints = [\"tcp://127.0.0.1:{}\"]\ntimeout = \"10s\"\n",
+        clamd.port
+    );
+    let packed = rar_build::rar4_compressed(&[("report.doc", b"what unRAR would unpack", false)]);
+    let relay1 = relay(&sink, &clamd_toml).await;
+    let r = send(&relay1, "report.rar", &packed).await;
+    assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
+    let id = r.rsplit(' ').next().unwrap().to_string();
+    let q = sluice::quarantine::Quarantine::new(relay1.path("spool/quarantine"));
+    let e = q.entry(&id).expect("in the quarantine");
+    assert_eq!(e.reason.to_string(), "unscannable: compressed RAR 4 archive (no unRAR)");
+    // The same RAR 5, and names still checked: a banned one is refused.
+    let banned = rar_build::rar5_compressed(&[("invoice.exe", EVIL, false)]);
+    let r = send(&relay1, "invoice.rar", &banned).await;
+    assert!(r.starts_with("554 5.7.1"), "{r}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(sink.messages().is_empty(), "nothing reached the next hop");
+
+    let relay2 = relay(&sink, &format!("{clamd_toml}[scan]\nscanner_unrar = true\n")).await;
+    let mut events = relay2.running().events.subscribe();
+    let r = send(&relay2, "report.rar", &packed).await;
+    assert!(r.starts_with("250"), "{r}");
+    assert_eq!(sink.wait_for(1).await.len(), 1, "left to clamd, which passed it");
+    let q2 = sluice::quarantine::Quarantine::new(relay2.path("spool/quarantine"));
+    assert!(q2.list().unwrap().is_empty());
+    while let Ok(e) = events.try_recv() {
+        assert!(!matches!(&*e, sluice::events::Event::Unscannable { .. }), "{e:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accept_policy_delivers_with_an_event() {
     let sink = Sink::start().await;

@@ -198,6 +198,8 @@ pub const SCAN_MAX_PARTS: u64 = 1000;
 pub const SCAN_ON_FAILURE: &str = "tempfail";
 /// `scan.retry`
 pub const SCAN_RETRY: &str = "1m";
+/// `scan.scanner_unrar`
+pub const SCAN_SCANNER_UNRAR: bool = false;
 /// `scan.unscannable`
 pub const SCAN_UNSCANNABLE: &str = "quarantine";
 /// `scan.unscannable_trusted`

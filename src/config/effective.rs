@@ -199,6 +199,7 @@ pub fn filled(raw: RawConfig) -> RawConfig {
         banned_in_archives: scan.banned_in_archives.or(Some(d::SCAN_BANNED_IN_ARCHIVES)),
         unscannable: scan.unscannable.or_else(|| s(d::SCAN_UNSCANNABLE)),
         unscannable_trusted: scan.unscannable_trusted.or_else(|| s(d::SCAN_UNSCANNABLE_TRUSTED)),
+        scanner_unrar: scan.scanner_unrar.or(Some(d::SCAN_SCANNER_UNRAR)),
         archive_max_depth: scan.archive_max_depth.or(Some(d::SCAN_ARCHIVE_MAX_DEPTH)),
         archive_max_entries: scan.archive_max_entries.or(Some(d::SCAN_ARCHIVE_MAX_ENTRIES)),
         archive_max_size: scan.archive_max_size.or(Some(d::SCAN_ARCHIVE_MAX_SIZE)),

@@ -108,6 +108,10 @@ pub struct ArchiveLimits {
     /// Octets of unpacked members (not archives themselves) kept for the
     /// virus scanner as files of their own, all together; 0: none.
     pub keep_members: u64,
+    /// A RAR with compressed files counts as unscannable: sluice does not
+    /// unpack them and the virus scanner cannot (`scan.scanner_unrar` off,
+    /// and there is a scanner).
+    pub compressed_rar_unscannable: bool,
 }
 
 impl Default for ArchiveLimits {
@@ -117,6 +121,7 @@ impl Default for ArchiveLimits {
             max_entries: defaults::SCAN_ARCHIVE_MAX_ENTRIES as usize,
             max_size: defaults::SCAN_ARCHIVE_MAX_SIZE,
             keep_members: defaults::SCAN_ARCHIVE_MEMBER_SCAN_SIZE,
+            compressed_rar_unscannable: !defaults::SCAN_SCANNER_UNRAR,
         }
     }
 }
@@ -268,6 +273,7 @@ pub(super) fn validate_scan(raw: RawScan, base: &Path, spool_dir: &Path) -> Resu
         keep_members: raw
             .archive_member_scan_size
             .unwrap_or(defaults::SCAN_ARCHIVE_MEMBER_SCAN_SIZE),
+        compressed_rar_unscannable: !raw.scanner_unrar.unwrap_or(defaults::SCAN_SCANNER_UNRAR),
     };
     Ok(ScanConfig {
         limits: Limits {

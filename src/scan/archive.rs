@@ -427,6 +427,13 @@ impl Walk<'_> {
             );
         } else if l.damaged {
             self.unscannable(UnscannableKind::Unknown, format!("damaged RAR {} archive", l.version));
+        } else if l.unread && self.limits.compressed_rar_unscannable {
+            // Nobody would look inside: sluice has no unRAR, and the
+            // scanner has none either (`scan.scanner_unrar`).
+            self.unscannable(
+                UnscannableKind::Unknown,
+                format!("compressed RAR {} archive (no unRAR)", l.version),
+            );
         }
     }
 

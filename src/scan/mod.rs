@@ -186,8 +186,10 @@ impl ContentFilter {
         let limits = self.cfg.limits.clone();
         let mut archives = self.cfg.archives.clone();
         if self.scanner.is_none() {
-            // Members are kept only for a scanner.
+            // Members are kept only for a scanner; without one no content
+            // is scanned for viruses, a compressed RAR's no more than any.
             archives.keep_members = 0;
+            archives.compressed_rar_unscannable = false;
         }
         let (analysis, listing) = if msg.len() <= INLINE_DECODE {
             let analysis = mime::analyse(msg, &limits);

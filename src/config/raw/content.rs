@@ -33,6 +33,11 @@ pub struct RawScan {
     /// The same for clients in `policy.allowlist` (your own networks).
     /// Default "accept".
     pub unscannable_trusted: Option<String>,
+    /// Whether the virus scanner unpacks compressed RAR files (clamd built
+    /// with unRAR). When it does not, a RAR whose files sluice cannot read
+    /// either (compressed ones) is unscannable. Default false: Debian's
+    /// clamd has no unRAR (it is non-free).
+    pub scanner_unrar: Option<bool>,
     /// Archives inside archives opened. Default 8.
     pub archive_max_depth: Option<u64>,
     /// Archive entries listed per message. Default 10000.

@@ -20,6 +20,10 @@ pub struct RarListing {
     /// not encrypted, not split over volumes) is in the archive: it can be
     /// read without unRAR.
     pub stored: Vec<std::ops::Range<usize>>,
+    /// Some file (not a directory, not empty, not encrypted) has data that
+    /// is not in `stored`: compressed, or split over volumes. Only unRAR
+    /// reads it.
+    pub unread: bool,
 }
 
 const SIG4: &[u8] = b"Rar!\x1a\x07\x00";
@@ -81,10 +85,13 @@ fn list4(data: &[u8], max: usize) -> RarListing {
                 if let Some(raw) = data.get(at_name..at_name + n).filter(|_| at_name + n <= pos + size) {
                     names4(raw, flags & 0x0200 != 0, max, &mut out.names);
                 }
-                let plain = flags & (0x0001 | 0x0002 | 0x0004) == 0 && flags & 0x00e0 != 0x00e0;
+                let dir = flags & 0x00e0 == 0x00e0;
+                let plain = flags & (0x0001 | 0x0002 | 0x0004) == 0 && !dir;
                 let unpacked = le(data, pos + 11, 4).unwrap_or(u64::MAX);
                 if plain && data.get(pos + 25) == Some(&0x30) && unpacked == add {
                     stored(&mut out, pos + size, add, data.len());
+                } else if !dir && flags & 0x0004 == 0 && unpacked > 0 {
+                    out.unread = true;
                 }
             }
             0x7b => {
@@ -222,6 +229,8 @@ fn list5(data: &[u8], max: usize) -> RarListing {
                         // Not split over volumes (header flags 8 and 16).
                         if f.store && !f.encrypted && flags & (8 | 16) == 0 && f.unpacked == data_size {
                             stored(&mut out, end, data_size, data.len());
+                        } else if !f.dir && !f.encrypted && f.unpacked > 0 {
+                            out.unread = true;
                         }
                     }
                 }
@@ -258,6 +267,7 @@ struct File5 {
     encrypted: bool,
     /// Method "store", and not a directory.
     store: bool,
+    dir: bool,
     unpacked: u64,
 }
 
@@ -294,6 +304,7 @@ fn file5(h: &[u8], p: usize, extra_at: usize) -> Option<File5> {
         encrypted,
         // Bits 7 to 9 of the compression information: 0 is "store".
         store: (compression >> 7) & 7 == 0 && file_flags & 1 == 0,
+        dir: file_flags & 1 != 0,
         unpacked,
     })
 }
@@ -345,6 +356,17 @@ pub mod build {
     /// MHD_PASSWORD), one file header per `(name, data, encrypted)`, and
     /// the end block. CRCs are zero (we do not check them).
     pub fn rar4(files: &[(&str, &[u8], bool)], encrypted_headers: bool) -> Vec<u8> {
+        rar4_method(files, encrypted_headers, 0x30)
+    }
+
+    /// [`rar4`] with its files' data marked compressed (method "normal"):
+    /// only unRAR would read it (the data is the octets given, not really
+    /// compressed; nothing here decompresses).
+    pub fn rar4_compressed(files: &[(&str, &[u8], bool)]) -> Vec<u8> {
+        rar4_method(files, false, 0x33)
+    }
+
+    fn rar4_method(files: &[(&str, &[u8], bool)], encrypted_headers: bool, method: u8) -> Vec<u8> {
         let mut out = super::SIG4.to_vec();
         let main_flags: u16 = if encrypted_headers { 0x0080 } else { 0 };
         out.extend([0, 0, 0x73]);
@@ -353,7 +375,7 @@ pub mod build {
         out.extend([0; 6]);
         for (name, data, encrypted) in files {
             let flags: u16 = 0x8000 | if *encrypted { 0x0004 } else { 0 };
-            file4(&mut out, flags, name.as_bytes(), data);
+            file4_method(&mut out, flags, name.as_bytes(), data, method);
         }
         out.extend([0, 0, 0x7b, 0, 0x40, 7, 0]);
         out
@@ -361,6 +383,10 @@ pub mod build {
 
     /// A RAR 4 file header with flags and raw name bytes, then the data.
     pub fn file4(out: &mut Vec<u8>, flags: u16, name: &[u8], data: &[u8]) {
+        file4_method(out, flags, name, data, 0x30);
+    }
+
+    fn file4_method(out: &mut Vec<u8>, flags: u16, name: &[u8], data: &[u8], method: u8) {
         let size = 32 + name.len();
         out.extend([0, 0, 0x74]);
         out.extend(flags.to_le_bytes());
@@ -370,7 +396,7 @@ pub mod build {
         out.push(2); // host OS: Windows
         out.extend([0; 4]); // file CRC
         out.extend([0; 4]); // time
-        out.extend([20, 0x30]); // version 2.0, method "store"
+        out.extend([20, method]); // version 2.0, the method (0x30 "store")
         out.extend((name.len() as u16).to_le_bytes());
         out.extend([0x20, 0, 0, 0]); // attributes
         out.extend(name);
@@ -414,6 +440,16 @@ pub mod build {
     /// encrypted)` (an encryption record in its extra area), end block;
     /// or, with `encrypted_headers`, an archive encryption header first.
     pub fn rar5(files: &[(&str, &[u8], bool)], encrypted_headers: bool) -> Vec<u8> {
+        rar5_method(files, encrypted_headers, 0)
+    }
+
+    /// [`rar5`] with its files' data marked compressed (method 3,
+    /// "normal"), as [`rar4_compressed`].
+    pub fn rar5_compressed(files: &[(&str, &[u8], bool)]) -> Vec<u8> {
+        rar5_method(files, false, 3)
+    }
+
+    fn rar5_method(files: &[(&str, &[u8], bool)], encrypted_headers: bool, method: u64) -> Vec<u8> {
         let mut out = super::SIG5.to_vec();
         if encrypted_headers {
             block5(&mut out, 4, &[0, 0, 15], &[], &[]);
@@ -426,7 +462,7 @@ pub mod build {
             vint(0, &mut f); // file flags
             vint(data.len() as u64, &mut f);
             vint(0x20, &mut f); // attributes
-            vint(0, &mut f); // compression: store
+            vint(method << 7, &mut f); // compression information: the method (0 "store") in bits 7 to 9
             vint(0, &mut f); // host OS: Windows
             vint(name.len() as u64, &mut f);
             f.extend(name.as_bytes());
@@ -477,6 +513,35 @@ mod tests {
         a[SIG4.len() + 13 + 25] = 0x33;
         let l = list(&a, 100).unwrap();
         assert!(l.stored.is_empty() && l.names == ["a.txt"] && !l.damaged, "{l:?}");
+        assert!(l.unread, "{l:?}");
+    }
+
+    #[test]
+    fn compressed_files_are_unread_and_stored_encrypted_or_empty_ones_are_not() {
+        let plain: &[(&str, &[u8], bool)] = &[("a.txt", b"hello", false), ("empty", b"", false)];
+        for a in [rar4(plain, false), rar5(plain, false)] {
+            let l = list(&a, 100).unwrap();
+            assert!(!l.unread && l.stored.len() == 1, "{l:?}");
+        }
+        let files: &[(&str, &[u8], bool)] = &[("a.txt", b"packed!", false)];
+        for a in [rar4_compressed(files), rar5_compressed(files)] {
+            let l = list(&a, 100).unwrap();
+            assert_eq!(l.names, ["a.txt"]);
+            assert!(l.unread && l.stored.is_empty() && !l.encrypted && !l.damaged, "{l:?}");
+        }
+        // Encrypted: reported as that, not as unread.
+        let secret: &[(&str, &[u8], bool)] = &[("a.txt", b"secret", true)];
+        for a in [rar4_compressed(secret), rar5_compressed(secret)] {
+            let l = list(&a, 100).unwrap();
+            assert!(l.encrypted && !l.unread, "{l:?}");
+        }
+        // A directory entry has no data to read.
+        let mut a = rar4(&[], false);
+        let end = a.split_off(a.len() - 7);
+        file4(&mut a, 0x8000 | 0x00e0, b"folder", b"");
+        a.extend(end);
+        let l = list(&a, 100).unwrap();
+        assert!(l.names == ["folder"] && !l.unread, "{l:?}");
     }
 
     #[test]

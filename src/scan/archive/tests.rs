@@ -193,6 +193,31 @@ fn encrypted_archives_are_unscannable_but_their_names_are_listed() {
 }
 
 #[test]
+fn a_compressed_rar_is_unscannable_unless_the_scanner_has_unrar() {
+    let files: &[(&str, &[u8], bool)] = &[("readme.txt", b"packed", false), ("docs/invoice.exe", EVIL, false)];
+    let left_to_scanner = ArchiveLimits {
+        compressed_rar_unscannable: false,
+        ..limits()
+    };
+    for rar in [rar_build::rar4_compressed(files), rar_build::rar5_compressed(files)] {
+        // Names are read from the headers either way.
+        let l = list_one(&rar, &limits());
+        assert_eq!(l.names, ["readme.txt", "docs/invoice.exe"]);
+        assert_eq!(kind(&l), Some(UnscannableKind::Unknown), "{l:?}");
+        assert!(l.unscannable.unwrap().what.starts_with("compressed RAR"));
+        let l = list_one(&rar, &left_to_scanner);
+        assert_eq!((l.names.len(), kind(&l)), (2, None), "{l:?}");
+    }
+    // Nested: a compressed RAR stored inside a zip.
+    let inner = rar_build::rar5_compressed(&[("a.txt", b"packed", false)]);
+    let l = list_one(&zip(&[("in.rar", inner.as_slice())]), &limits());
+    assert_eq!(kind(&l), Some(UnscannableKind::Unknown), "{l:?}");
+    // Files stored uncompressed are read by sluice: nothing is unscannable.
+    let stored = rar_build::rar4(&[("a.txt", b"plain", false)], false);
+    assert_eq!(kind(&list_one(&stored, &limits())), None);
+}
+
+#[test]
 fn bombs_stop_at_the_size_limit() {
     let small = ArchiveLimits {
         max_size: 1 << 20,
