@@ -340,6 +340,32 @@ async fn a_virus_deeper_than_clamd_descends_is_found_in_what_sluice_unpacked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_virus_in_a_7z_clamd_cannot_open_is_found_in_what_sluice_unpacked() {
+    // clamd's 7z reader opens LZMA, LZMA2 and PPMd contents but not BZip2
+    // or Deflate ones (the controls below check it with this clamd).
+    use sevenz_rust2::EncoderMethod;
+    let clamd = tokio::task::spawn_blocking(|| Clamd::start(&corpora().join("clamav-db")))
+        .await
+        .unwrap();
+    let eicar = crate::scan::eicar();
+    let sink = Sink::start().await;
+    let (blind, seeing) = without_and_with_members(&sink, &clamd).await;
+    for method in [EncoderMethod::BZIP2, EncoderMethod::DEFLATE] {
+        let archive = sevenz_with(&[("readme.txt", b"hello"), ("test.txt", &eicar)], method);
+        let r = send(&blind, "files.7z", &archive).await;
+        assert!(
+            r.starts_with("250"),
+            "{method:?}: clamd alone should not see into it: {r}"
+        );
+        let r = send(&seeing, "files.7z", &archive).await;
+        assert!(
+            r.starts_with("554 5.7.1 Message rejected: virus found: Eicar"),
+            "{method:?}: {r}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_virus_stored_in_a_rar_is_found_though_clamd_does_not_open_rar() {
     // Debian's clamd has no unRAR (it is non-free), so a RAR is opaque to
     // it; sluice reads the files stored uncompressed without unRAR. The

@@ -470,7 +470,7 @@ impl Walk<'_> {
         // The contents, for archives inside. Every octet goes through the
         // budget (a member is read to its end here, so the reader has
         // nothing left to drain unbounded). A method we do not unpack
-        // (PPMd, BZip2, Deflate in 7z) or a dictionary past the memory
+        // (Zstandard, Brotli, LZ4: 7-Zip forks only) or a dictionary past the memory
         // limit ends the walk quietly: the names were checked, clamd
         // unpacks the rest.
         let mut failed = None;

@@ -53,7 +53,13 @@ pub fn xz(data: &[u8]) -> Vec<u8> {
 }
 
 pub fn sevenz(files: &[(&str, &[u8])]) -> Vec<u8> {
+    sevenz_with(files, sevenz_rust2::EncoderMethod::LZMA2)
+}
+
+/// [`sevenz`] with its contents compressed by `method`.
+pub fn sevenz_with(files: &[(&str, &[u8])], method: sevenz_rust2::EncoderMethod) -> Vec<u8> {
     let mut w = sevenz_rust2::ArchiveWriter::new(Cursor::new(Vec::new())).unwrap();
+    w.set_content_methods(vec![method.into()]);
     for (name, data) in files {
         w.push_archive_entry(sevenz_rust2::ArchiveEntry::new_file(name), Some(*data))
             .unwrap();

@@ -118,6 +118,25 @@ fn archives_inside_7z_are_opened() {
     assert_eq!(kind(&l), Some(UnscannableKind::PastLimits), "{l:?}");
 }
 
+/// 7z's other common methods, which clamd's 7z reader does not open: what
+/// is inside is still found.
+#[test]
+fn archives_inside_bzip2_and_deflate_7z_are_opened() {
+    use sevenz_rust2::EncoderMethod;
+    let inner = zip(&[("invoice.exe", EVIL)]);
+    for method in [
+        EncoderMethod::BZIP2,
+        EncoderMethod::DEFLATE,
+        EncoderMethod::PPMD,
+        EncoderMethod::COPY,
+    ] {
+        let data = sevenz_with(&[("readme.txt", b"hello"), ("parts.zip", &inner)], method);
+        let l = list_one(&data, &limits());
+        assert_eq!(l.unscannable, None, "{method:?}: {l:?}");
+        assert!(l.names.contains(&"invoice.exe".to_string()), "{method:?}: {l:?}");
+    }
+}
+
 #[test]
 fn unpacked_members_are_kept_for_the_scanner_up_to_the_limit() {
     let payload = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$ a stand-in for a virus".to_vec();
