@@ -297,7 +297,10 @@ impl Walk<'_> {
                 }
             }
             Format::Gzip => {
-                let gz = flate2::read::GzDecoder::new(data);
+                // Every member: `cat a.gz b.gz` is one valid gzip file, and
+                // gunzip and clamd read it all (a tar split across members
+                // hid its later names from a one-member reader).
+                let gz = flate2::read::MultiGzDecoder::new(data);
                 if let Some(name) = gz.header().and_then(|h| h.filename()) {
                     self.name(String::from_utf8_lossy(name).into_owned());
                 }

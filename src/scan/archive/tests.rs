@@ -237,6 +237,19 @@ fn a_compressed_rar_is_unscannable_unless_the_scanner_has_unrar() {
 }
 
 #[test]
+fn a_gzip_of_several_members_is_read_to_its_end() {
+    // A tar cut in two, each half gzipped, the two concatenated (as
+    // `cat a.gz b.gz`): the banned name is in the second member.
+    let t = tar(&[("readme.txt", b"hello"), ("docs/invoice.exe", EVIL)]);
+    let mut two = gz(&t[..1024], Some("files.tar"));
+    two.extend(gz(&t[1024..], None));
+    let l = list_one(&two, &limits());
+    assert_eq!(l.unscannable, None, "{l:?}");
+    assert!(l.names.contains(&"docs/invoice.exe".to_string()), "{l:?}");
+    assert!(l.names.contains(&"files.tar".to_string()), "{l:?}");
+}
+
+#[test]
 fn bombs_stop_at_the_size_limit() {
     let small = ArchiveLimits {
         max_size: 1 << 20,
