@@ -366,6 +366,39 @@ async fn a_virus_in_a_7z_clamd_cannot_open_is_found_in_what_sluice_unpacked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_virus_in_a_zip_method_clamd_cannot_open_is_found_in_what_sluice_unpacked() {
+    use zip::CompressionMethod;
+    let clamd = tokio::task::spawn_blocking(|| Clamd::start(&corpora().join("clamav-db")))
+        .await
+        .unwrap();
+    let eicar = crate::scan::eicar();
+    let sink = Sink::start().await;
+    let (blind, seeing) = without_and_with_members(&sink, &clamd).await;
+    let archives = [
+        (
+            "PPMd",
+            zip_with(
+                &[("readme.txt", b"hello"), ("test.txt", &eicar)],
+                CompressionMethod::Ppmd,
+            ),
+        ),
+        ("LZMA", zip_lzma("test.txt", &eicar)),
+    ];
+    for (method, archive) in archives {
+        let r = send(&blind, "files.zip", &archive).await;
+        assert!(
+            r.starts_with("250"),
+            "{method}: clamd alone should not see into it: {r}"
+        );
+        let r = send(&seeing, "files.zip", &archive).await;
+        assert!(
+            r.starts_with("554 5.7.1 Message rejected: virus found: Eicar"),
+            "{method}: {r}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_virus_stored_in_a_rar_is_found_though_clamd_does_not_open_rar() {
     // Debian's clamd has no unRAR (it is non-free), so a RAR is opaque to
     // it; sluice reads the files stored uncompressed without unRAR. The

@@ -9,13 +9,60 @@ use std::io::{Cursor, Write};
 
 /// A zip of `(name, data)` entries, deflated.
 pub fn zip(files: &[(&str, &[u8])]) -> Vec<u8> {
+    zip_with(files, zip::CompressionMethod::Deflated)
+}
+
+/// [`zip`] with its members compressed by `method`.
+pub fn zip_with(files: &[(&str, &[u8])], method: zip::CompressionMethod) -> Vec<u8> {
     let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    let opts = zip::write::SimpleFileOptions::default().compression_method(method);
     for (name, data) in files {
         w.start_file(*name, opts).unwrap();
         w.write_all(data).unwrap();
     }
     w.finish().unwrap().into_inner()
+}
+
+/// A zip of one member compressed with LZMA (method 14, with its end
+/// marker), laid out by hand: the zip crate does not write LZMA.
+pub fn zip_lzma(name: &str, data: &[u8]) -> Vec<u8> {
+    let opts = lzma_rust2::LzmaOptions::with_preset(6);
+    let mut w = lzma_rust2::LzmaWriter::new_no_header(Vec::new(), &opts, true).unwrap();
+    w.write_all(data).unwrap();
+    let props = w.props();
+    // LZMA SDK version, the properties' size, the properties, the stream.
+    let mut packed = vec![9, 20, 5, 0, props];
+    packed.extend(opts.dict_size.to_le_bytes());
+    packed.extend(w.finish().unwrap());
+    let mut crc = flate2::Crc::new();
+    crc.update(data);
+    // Version needed 6.3, flag 2 (end marker), method 14, time, date, CRC, sizes, name length.
+    let mut common = Vec::new();
+    for v in [63u16, 2, 14, 0, 0x21] {
+        common.extend(v.to_le_bytes());
+    }
+    common.extend(crc.sum().to_le_bytes());
+    common.extend((packed.len() as u32).to_le_bytes());
+    common.extend((data.len() as u32).to_le_bytes());
+    common.extend((name.len() as u16).to_le_bytes());
+    common.extend(0u16.to_le_bytes()); // extra field length
+    let mut out = b"PK\x03\x04".to_vec();
+    out.extend(&common);
+    out.extend(name.as_bytes());
+    out.extend(&packed);
+    let cd_at = out.len() as u32;
+    out.extend(b"PK\x01\x02");
+    out.extend(63u16.to_le_bytes()); // made by
+    out.extend(&common);
+    out.extend([0; 14]); // comment length, disk, attributes, local header at 0
+    out.extend(name.as_bytes());
+    let cd_len = out.len() as u32 - cd_at;
+    out.extend(b"PK\x05\x06");
+    out.extend([0, 0, 0, 0, 1, 0, 1, 0]);
+    out.extend(cd_len.to_le_bytes());
+    out.extend(cd_at.to_le_bytes());
+    out.extend([0, 0]);
+    out
 }
 
 pub fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {

@@ -236,6 +236,28 @@ fn a_compressed_rar_is_unscannable_unless_the_scanner_has_unrar() {
     assert_eq!(kind(&list_one(&stored, &limits())), None);
 }
 
+/// Zip members in the methods besides deflate that a zip may use: what is
+/// inside is still found.
+#[test]
+fn archives_inside_zips_of_every_method_are_opened() {
+    use zip::CompressionMethod;
+    let inner = zip(&[("invoice.exe", EVIL)]);
+    for method in [
+        CompressionMethod::Stored,
+        CompressionMethod::Bzip2,
+        CompressionMethod::Xz,
+        CompressionMethod::Ppmd,
+    ] {
+        let data = zip_with(&[("readme.txt", b"hello"), ("parts.zip", &inner)], method);
+        let l = list_one(&data, &limits());
+        assert_eq!(l.unscannable, None, "{method:?}: {l:?}");
+        assert!(l.names.contains(&"invoice.exe".to_string()), "{method:?}: {l:?}");
+    }
+    let l = list_one(&zip_lzma("parts.zip", &inner), &limits());
+    assert_eq!(l.unscannable, None, "LZMA: {l:?}");
+    assert_eq!(l.names, ["parts.zip", "invoice.exe"]);
+}
+
 #[test]
 fn a_gzip_of_several_members_is_read_to_its_end() {
     // A tar cut in two, each half gzipped, the two concatenated (as
