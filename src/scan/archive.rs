@@ -200,6 +200,30 @@ impl<R: Read> Read for Counted<R> {
     }
 }
 
+/// Zip compression methods sluice unpacks (an entry in one of them that
+/// still does not open is encrypted or damaged, not in an unknown method).
+const ZIP_METHODS_UNPACKED: [zip::CompressionMethod; 7] = {
+    use zip::CompressionMethod as M;
+    [M::STORE, M::DEFLATE, M::DEFLATE64, M::BZIP2, M::LZMA, M::XZ, M::PPMD]
+};
+
+/// Zip compression methods sluice leaves to clamd (it has no decoder for
+/// them, clamd has): shrink, reduce and implode; and AES, an encrypted
+/// entry, reported as such. Every other method sluice cannot unpack
+/// (Zstandard, WavPack, ...) nobody does.
+const ZIP_METHODS_FOR_SCANNER: [zip::CompressionMethod; 7] = {
+    use zip::CompressionMethod as M;
+    [
+        M::SHRINK,
+        M::REDUCE_1,
+        M::REDUCE_2,
+        M::REDUCE_3,
+        M::REDUCE_4,
+        M::IMPLODE,
+        M::AES,
+    ]
+};
+
 struct Walk<'l> {
     limits: &'l ArchiveLimits,
     budget: Rc<Budget>,
@@ -392,8 +416,21 @@ impl Walk<'_> {
                 return;
             }
             // Encrypted entries (reported above) and compression methods
-            // we do not unpack: the names were checked, clamd gets the rest.
-            let Ok(file) = zip.by_index(i) else { continue };
+            // we do not unpack: the names were checked, clamd gets the rest
+            // if it can unpack them, else nobody can.
+            let method = zip.by_index_raw(i).map(|f| f.compression());
+            let Ok(file) = zip.by_index(i) else {
+                if let Ok(m) = method
+                    && !ZIP_METHODS_UNPACKED.contains(&m)
+                    && !ZIP_METHODS_FOR_SCANNER.contains(&m)
+                {
+                    self.unscannable(
+                        UnscannableKind::Unknown,
+                        format!("zip member compressed with {m}, which neither sluice nor clamd unpacks"),
+                    );
+                }
+                continue;
+            };
             if !file.is_file() {
                 continue;
             }

@@ -34,11 +34,18 @@ pub fn zip_lzma(name: &str, data: &[u8]) -> Vec<u8> {
     let mut packed = vec![9, 20, 5, 0, props];
     packed.extend(opts.dict_size.to_le_bytes());
     packed.extend(w.finish().unwrap());
+    // Flag 2: the stream has its end marker.
+    zip_raw(name, 14, 2, &packed, data)
+}
+
+/// A zip of one member whose data is `packed`, said to be compressed with
+/// `method` (with the general purpose `flags`) from `data`.
+pub fn zip_raw(name: &str, method: u16, flags: u16, packed: &[u8], data: &[u8]) -> Vec<u8> {
     let mut crc = flate2::Crc::new();
     crc.update(data);
-    // Version needed 6.3, flag 2 (end marker), method 14, time, date, CRC, sizes, name length.
+    // Version needed 6.3, flags, method, time, date, CRC, sizes, name length.
     let mut common = Vec::new();
-    for v in [63u16, 2, 14, 0, 0x21] {
+    for v in [63u16, flags, method, 0, 0x21] {
         common.extend(v.to_le_bytes());
     }
     common.extend(crc.sum().to_le_bytes());
@@ -49,7 +56,7 @@ pub fn zip_lzma(name: &str, data: &[u8]) -> Vec<u8> {
     let mut out = b"PK\x03\x04".to_vec();
     out.extend(&common);
     out.extend(name.as_bytes());
-    out.extend(&packed);
+    out.extend(packed);
     let cd_at = out.len() as u32;
     out.extend(b"PK\x01\x02");
     out.extend(63u16.to_le_bytes()); // made by

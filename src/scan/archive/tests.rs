@@ -259,6 +259,23 @@ fn archives_inside_zips_of_every_method_are_opened() {
 }
 
 #[test]
+fn a_zip_member_in_a_method_nobody_unpacks_is_unscannable() {
+    // Zstandard (93): sluice has no decoder for it in zip, clamd neither.
+    let z = zip_raw("data.bin", 93, 0, b"not really zstd", b"what it would be");
+    let l = list_one(&z, &limits());
+    assert_eq!(l.names, ["data.bin"]);
+    assert_eq!(kind(&l), Some(UnscannableKind::Unknown), "{l:?}");
+    let what = l.unscannable.unwrap().what;
+    assert_eq!(
+        what,
+        "zip member compressed with Zstd, which neither sluice nor clamd unpacks"
+    );
+    // Implode (6) is clamd's to unpack: nothing is said.
+    let z = zip_raw("data.bin", 6, 0, b"not really imploded", b"what it would be");
+    assert_eq!(kind(&list_one(&z, &limits())), None);
+}
+
+#[test]
 fn a_gzip_of_several_members_is_read_to_its_end() {
     // A tar cut in two, each half gzipped, the two concatenated (as
     // `cat a.gz b.gz`): the banned name is in the second member.
