@@ -118,25 +118,6 @@ fn archives_inside_7z_are_opened() {
     assert_eq!(kind(&l), Some(UnscannableKind::PastLimits), "{l:?}");
 }
 
-/// 7z's other common methods, which clamd's 7z reader does not open: what
-/// is inside is still found.
-#[test]
-fn archives_inside_bzip2_and_deflate_7z_are_opened() {
-    use sevenz_rust2::EncoderMethod;
-    let inner = zip(&[("invoice.exe", EVIL)]);
-    for method in [
-        EncoderMethod::BZIP2,
-        EncoderMethod::DEFLATE,
-        EncoderMethod::PPMD,
-        EncoderMethod::COPY,
-    ] {
-        let data = sevenz_with(&[("readme.txt", b"hello"), ("parts.zip", &inner)], method);
-        let l = list_one(&data, &limits());
-        assert_eq!(l.unscannable, None, "{method:?}: {l:?}");
-        assert!(l.names.contains(&"invoice.exe".to_string()), "{method:?}: {l:?}");
-    }
-}
-
 #[test]
 fn unpacked_members_are_kept_for_the_scanner_up_to_the_limit() {
     let payload = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$ a stand-in for a virus".to_vec();
@@ -236,22 +217,27 @@ fn a_compressed_rar_is_unscannable_unless_the_scanner_has_unrar() {
     assert_eq!(kind(&list_one(&stored, &limits())), None);
 }
 
-/// Zip members in the methods besides deflate that a zip may use: what is
-/// inside is still found.
+/// Every method of 7z and zip that sluice unpacks, those clamd does not
+/// among them: what is inside is found.
 #[test]
-fn archives_inside_zips_of_every_method_are_opened() {
-    use zip::CompressionMethod;
+fn archives_inside_7z_and_zips_of_every_method_are_opened() {
+    use sevenz_rust2::EncoderMethod as S;
+    use zip::CompressionMethod as Z;
     let inner = zip(&[("invoice.exe", EVIL)]);
-    for method in [
-        CompressionMethod::Stored,
-        CompressionMethod::Bzip2,
-        CompressionMethod::Xz,
-        CompressionMethod::Ppmd,
-    ] {
-        let data = zip_with(&[("readme.txt", b"hello"), ("parts.zip", &inner)], method);
+    let files: &[(&str, &[u8])] = &[("readme.txt", b"hello"), ("parts.zip", &inner)];
+    let mut cases: Vec<(String, Vec<u8>)> = [S::BZIP2, S::DEFLATE, S::PPMD, S::COPY]
+        .into_iter()
+        .map(|m| (format!("7z {m:?}"), sevenz_with(files, m)))
+        .collect();
+    cases.extend(
+        [Z::Stored, Z::Bzip2, Z::Xz, Z::Ppmd]
+            .into_iter()
+            .map(|m| (format!("zip {m:?}"), zip_with(files, m))),
+    );
+    for (method, data) in cases {
         let l = list_one(&data, &limits());
-        assert_eq!(l.unscannable, None, "{method:?}: {l:?}");
-        assert!(l.names.contains(&"invoice.exe".to_string()), "{method:?}: {l:?}");
+        assert_eq!(l.unscannable, None, "{method}: {l:?}");
+        assert!(l.names.contains(&"invoice.exe".to_string()), "{method}: {l:?}");
     }
     let l = list_one(&zip_lzma("parts.zip", &inner), &limits());
     assert_eq!(l.unscannable, None, "LZMA: {l:?}");
