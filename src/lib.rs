@@ -51,7 +51,7 @@
 //! - [`scan`]: content checks: our own MIME decoding (every plausible
 //!   reading), banned attachments, archives opened for the names inside
 //!   and the unscannable policy (`scan::archive`: zip, RAR, 7z, tar, gz,
-//!   bz2, xz, cab; bounded), the [`scan::Scanner`] seam with clamd
+//!   bz2, xz, cab, ISO images; bounded), the [`scan::Scanner`] seam with clamd
 //!   (streamed INSTREAM, failover, ping), admission control and the
 //!   deferred scan of held mail.
 //! - [`spam`]: spam scoring: `spam::view` (the message as rules see it),

@@ -60,6 +60,11 @@ async fn a_banned_name_is_found_inside_every_archive_type() {
         ("files5.rar", rar(true)),
         ("nested.zip", nested.clone()),
         ("zip-in.7z", sevenz(&[("readme.txt", b"hello"), ("inner.zip", &nested)])),
+        ("disk.iso", sluice::scan::archive::iso_build::iso(files, true)),
+        (
+            "zip-in.iso",
+            sluice::scan::archive::iso_build::iso(&[("readme.txt", b"hello"), ("docs.zip", &zip(files))], true),
+        ),
     ];
     for (name, data) in &cases {
         let r = send(&relay, name, data).await;

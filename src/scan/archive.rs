@@ -1,13 +1,17 @@
 //! Opening archives for the banned-name check: the entry names inside zip
 //! (also nested and behind a self-extractor stub), RAR 4 and 5 (block
 //! headers read by hand, [`rar`]), 7z, tar (ustar, GNU, pax, v7), gzip
-//! (its stored name and the inner tar), bzip2, xz and cab, so a banned name
-//! is found wherever clamd would not look.
+//! (its stored name and the inner tar, every member), bzip2, xz, cab and
+//! ISO 9660 disk images ([`iso`]), so a banned name is found wherever clamd
+//! would not look.
 //!
-//! The members of zip, tar, gz, bz2, xz and 7z (LZMA, LZMA2 and copy), and
-//! RAR files stored uncompressed, are unpacked and a member that itself
-//! looks like an archive is opened again, to `scan.archive_max_depth`;
-//! compressed RAR files and cab are listed only (left to clamd). Other
+//! The members of zip (stored, deflate, Deflate64, bzip2, LZMA, xz, PPMd),
+//! tar, gz, bz2, xz, 7z (LZMA, LZMA2, PPMd, BZip2, Deflate, copy) and ISO
+//! images, and RAR files stored uncompressed, are unpacked and a member
+//! that itself looks like an archive is opened again, to
+//! `scan.archive_max_depth`; compressed RAR files and cab are listed only
+//! (left to clamd; a compressed RAR is unscannable unless
+//! `scan.scanner_unrar` says clamd has unRAR). Other
 //! members are kept for the virus scanner up to
 //! `scan.archive_member_scan_size`, else streamed through. Every octet
 //! unpacked counts against
@@ -18,11 +22,14 @@
 //! What cannot be looked into is reported as [`Unscannable`] for the
 //! `scan.unscannable` policy: an encrypted archive (zip, RAR, 7z), an
 //! archive format that neither sluice nor clamd opens (ACE, LHA/LZH, ZOO,
-//! StuffIt, RAR 1.x) or a damaged one, and anything past the limits. Pure
+//! StuffIt, RAR 1.x, a zip member in Zstandard) or a damaged one, and
+//! anything past the limits. Pure
 //! functions over bytes: no panics on any input.
 
+mod iso;
 mod rar;
 
+pub use iso::build as iso_build;
 pub use rar::build as rar_build;
 
 use std::cell::Cell;
@@ -51,6 +58,8 @@ pub enum Format {
     Bzip2,
     Xz,
     Cab,
+    /// An ISO 9660 disk image.
+    Iso,
     /// A format neither sluice nor clamd opens.
     Unknown(&'static str),
 }
@@ -126,6 +135,9 @@ pub fn detect(data: &[u8]) -> Option<Format> {
     }
     if is_tar(data) {
         return Some(Format::Tar);
+    }
+    if iso::is_iso(data) {
+        return Some(Format::Iso);
     }
     let unknown = if at(7, b"**ACE**") {
         "ACE"
@@ -314,6 +326,7 @@ impl Walk<'_> {
             Format::Rar(off) => self.rar(&data[off..], depth),
             Format::SevenZ => self.sevenz(data, depth),
             Format::Cab => self.cab(data),
+            Format::Iso => self.iso(data, depth),
             Format::Tar => {
                 let r = self.counted(data);
                 if let Err(e) = self.tar(r, depth) {
@@ -533,6 +546,31 @@ impl Walk<'_> {
         if failed.is_some() && self.budget.hit.get() {
             let max = self.limits.max_size;
             self.past(format!("more than {max} octets unpacked from archives"));
+        }
+    }
+
+    /// The files of a disk image: names from every tree, each file's data
+    /// opened or kept like any member.
+    fn iso(&mut self, data: &[u8], depth: usize) {
+        let Some(l) = iso::list(data, self.limits.max_entries.saturating_add(1)) else {
+            return;
+        };
+        for n in l.names {
+            if !self.name(n) {
+                return;
+            }
+        }
+        for range in l.files {
+            if self.stop() {
+                return;
+            }
+            let mut r = self.counted(&data[range]);
+            if let Err(e) = self.member(&mut r, depth + 1) {
+                self.failed("ISO 9660", &e);
+            }
+        }
+        if l.damaged {
+            self.unscannable(UnscannableKind::Unknown, "damaged ISO 9660 image".into());
         }
     }
 

@@ -49,6 +49,7 @@ fn every_format_lists_its_names() {
             ),
         ),
     ];
+    let cases = cases.into_iter().chain([("iso", iso_build::iso(files, true))]);
     for (what, data) in cases {
         assert!(detect(&data).is_some(), "{what} detected");
         let n = names(&data);
