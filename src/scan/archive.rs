@@ -39,8 +39,9 @@ use std::rc::Rc;
 pub use crate::config::scan::ArchiveLimits;
 pub use crate::events::{Unscannable, UnscannableKind};
 
-/// Octets of a member read to decide whether it is an archive.
-const HEAD: usize = 1024;
+/// Octets of a member read to decide whether it is an archive: up to an
+/// ISO 9660 image's first volume descriptor, 32 KiB in.
+const HEAD: usize = iso::HEAD;
 /// How far into a blob a RAR signature is looked for (self-extractors).
 const RAR_SFX: usize = 1 << 20;
 /// Memory 7z header decoding may use (KiB).

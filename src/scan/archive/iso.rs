@@ -11,6 +11,8 @@ use std::ops::Range;
 
 /// Where the first volume descriptor is (sector 16 of 2,048 octets).
 const DESCRIPTORS: usize = 16 * 2048;
+/// Octets that [`is_iso`] needs to see.
+pub const HEAD: usize = DESCRIPTORS + 6;
 /// Volume descriptors read at most.
 const MAX_DESCRIPTORS: usize = 32;
 /// Directory levels followed (ISO 9660 allows 8).

@@ -263,6 +263,17 @@ fn a_zip_member_in_a_method_nobody_unpacks_is_unscannable() {
 }
 
 #[test]
+fn an_iso_inside_an_archive_is_opened() {
+    // The image's signature is 32 KiB in: a member is read that far before
+    // deciding what it is.
+    let img = iso_build::iso(&[("readme.txt", b"hello"), ("setup/invoice.exe", EVIL)], true);
+    let l = list_one(&zip(&[("disk.iso", &img)]), &limits());
+    assert_eq!(l.unscannable, None, "{l:?}");
+    assert!(l.names.contains(&"setup/invoice.exe".to_string()), "{l:?}");
+    assert_eq!(l.archives, 2, "{l:?}");
+}
+
+#[test]
 fn a_gzip_of_several_members_is_read_to_its_end() {
     // A tar cut in two, each half gzipped, the two concatenated (as
     // `cat a.gz b.gz`): the banned name is in the second member.
