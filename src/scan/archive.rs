@@ -191,6 +191,46 @@ struct Budget {
     hit: Cell<bool>,
 }
 
+/// Every member of a gzip file, as gunzip reads it: `cat a.gz b.gz` is one
+/// valid gzip file (a tar split across members hid its later names from a
+/// one-member reader), and what follows the last member without starting
+/// like one (padding, or junk that makes each copy of a mail unique) is
+/// ignored, where flate2's `MultiGzDecoder` fails on it.
+struct GzMembers<'a> {
+    member: Option<flate2::bufread::GzDecoder<&'a [u8]>>,
+}
+
+impl<'a> GzMembers<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        GzMembers {
+            member: Some(flate2::bufread::GzDecoder::new(data)),
+        }
+    }
+
+    /// The file name the first member's header stores.
+    fn name(&self) -> Option<String> {
+        let h = self.member.as_ref()?.header()?;
+        Some(String::from_utf8_lossy(h.filename()?).into_owned())
+    }
+}
+
+impl Read for GzMembers<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while let Some(m) = &mut self.member {
+            let n = m.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // This member ended: another follows, or nothing that counts.
+            let rest: &[u8] = m.get_ref();
+            self.member = rest
+                .starts_with(b"\x1f\x8b\x08")
+                .then(|| flate2::bufread::GzDecoder::new(rest));
+        }
+        Ok(0)
+    }
+}
+
 /// A reader of unpacked data that stops at the budget.
 struct Counted<R> {
     inner: R,
@@ -312,12 +352,9 @@ impl Walk<'_> {
                 }
             }
             Format::Gzip => {
-                // Every member: `cat a.gz b.gz` is one valid gzip file, and
-                // gunzip and clamd read it all (a tar split across members
-                // hid its later names from a one-member reader).
-                let gz = flate2::read::MultiGzDecoder::new(data);
-                if let Some(name) = gz.header().and_then(|h| h.filename()) {
-                    self.name(String::from_utf8_lossy(name).into_owned());
+                let gz = GzMembers::new(data);
+                if let Some(name) = gz.name() {
+                    self.name(name);
                 }
                 let mut r = self.counted(gz);
                 if let Err(e) = self.member(&mut r, depth + 1) {

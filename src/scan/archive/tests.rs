@@ -307,6 +307,19 @@ fn a_gzip_of_several_members_is_read_to_its_end() {
     assert_eq!(l.unscannable, None, "{l:?}");
     assert!(l.names.contains(&"docs/invoice.exe".to_string()), "{l:?}");
     assert!(l.names.contains(&"files.tar".to_string()), "{l:?}");
+    // What follows the last member and does not start like one (padding,
+    // junk to make each copy unique) is ignored, as gunzip does.
+    for tail in [vec![0u8; 512], b"random junk after the stream".to_vec()] {
+        let mut g = two.clone();
+        g.extend(&tail);
+        let l = list_one(&g, &limits());
+        assert_eq!(l.unscannable, None, "{l:?}");
+        assert!(l.names.contains(&"docs/invoice.exe".to_string()), "{l:?}");
+    }
+    // A member cut short is damaged.
+    let mut cut = two.clone();
+    cut.extend(&gz(b"more", None)[..12]);
+    assert_eq!(kind(&list_one(&cut, &limits())), Some(UnscannableKind::Unknown));
 }
 
 #[test]
