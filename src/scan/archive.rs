@@ -28,7 +28,10 @@
 
 mod iso;
 mod rar;
+mod streams;
 mod zip_members;
+
+use streams::Concatenated;
 
 pub use iso::build as iso_build;
 pub use rar::build as rar_build;
@@ -191,46 +194,6 @@ struct Budget {
     hit: Cell<bool>,
 }
 
-/// Every member of a gzip file, as gunzip reads it: `cat a.gz b.gz` is one
-/// valid gzip file (a tar split across members hid its later names from a
-/// one-member reader), and what follows the last member without starting
-/// like one (padding, or junk that makes each copy of a mail unique) is
-/// ignored, where flate2's `MultiGzDecoder` fails on it.
-struct GzMembers<'a> {
-    member: Option<flate2::bufread::GzDecoder<&'a [u8]>>,
-}
-
-impl<'a> GzMembers<'a> {
-    fn new(data: &'a [u8]) -> Self {
-        GzMembers {
-            member: Some(flate2::bufread::GzDecoder::new(data)),
-        }
-    }
-
-    /// The file name the first member's header stores.
-    fn name(&self) -> Option<String> {
-        let h = self.member.as_ref()?.header()?;
-        Some(String::from_utf8_lossy(h.filename()?).into_owned())
-    }
-}
-
-impl Read for GzMembers<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while let Some(m) = &mut self.member {
-            let n = m.read(buf)?;
-            if n > 0 || buf.is_empty() {
-                return Ok(n);
-            }
-            // This member ended: another follows, or nothing that counts.
-            let rest: &[u8] = m.get_ref();
-            self.member = rest
-                .starts_with(b"\x1f\x8b\x08")
-                .then(|| flate2::bufread::GzDecoder::new(rest));
-        }
-        Ok(0)
-    }
-}
-
 /// A reader of unpacked data that stops at the budget.
 struct Counted<R> {
     inner: R,
@@ -352,7 +315,7 @@ impl Walk<'_> {
                 }
             }
             Format::Gzip => {
-                let gz = GzMembers::new(data);
+                let gz = Concatenated::<flate2::bufread::GzDecoder<&[u8]>>::new(data);
                 if let Some(name) = gz.name() {
                     self.name(name);
                 }
@@ -362,7 +325,8 @@ impl Walk<'_> {
                 }
             }
             Format::Bzip2 => {
-                let mut r = self.counted(bzip2::read::MultiBzDecoder::new(data));
+                let bz = Concatenated::<bzip2::bufread::BzDecoder<&[u8]>>::new(data);
+                let mut r = self.counted(bz);
                 if let Err(e) = self.member(&mut r, depth + 1) {
                     self.failed("bzip2", &e);
                 }

@@ -297,7 +297,7 @@ fn an_iso_inside_an_archive_is_opened() {
 }
 
 #[test]
-fn a_gzip_of_several_members_is_read_to_its_end() {
+fn a_gzip_or_bzip2_of_several_members_is_read_to_its_end_and_junk_after_it_ignored() {
     // A tar cut in two, each half gzipped, the two concatenated (as
     // `cat a.gz b.gz`): the banned name is in the second member.
     let t = tar(&[("readme.txt", b"hello"), ("docs/invoice.exe", EVIL)]);
@@ -316,6 +316,13 @@ fn a_gzip_of_several_members_is_read_to_its_end() {
         assert_eq!(l.unscannable, None, "{l:?}");
         assert!(l.names.contains(&"docs/invoice.exe".to_string()), "{l:?}");
     }
+    // The same for bzip2: two streams, then junk.
+    let mut two_bz = bz2(&t[..1024]);
+    two_bz.extend(bz2(&t[1024..]));
+    two_bz.extend(b"junk");
+    let l = list_one(&two_bz, &limits());
+    assert_eq!(l.unscannable, None, "{l:?}");
+    assert!(l.names.contains(&"docs/invoice.exe".to_string()), "{l:?}");
     // A member cut short is damaged.
     let mut cut = two.clone();
     cut.extend(&gz(b"more", None)[..12]);
