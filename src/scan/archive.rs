@@ -348,7 +348,11 @@ impl Walk<'_> {
     /// (then kept in memory), else read through and counted.
     fn member(&mut self, r: &mut dyn Read, depth: usize) -> io::Result<()> {
         let mut head = Vec::with_capacity(HEAD);
-        r.take(HEAD as u64).read_to_end(&mut head)?;
+        let read = r.take(HEAD as u64).read_to_end(&mut head);
+        if let Err(e) = read {
+            self.opened_before(&head, depth);
+            return Err(e);
+        }
         if detect(&head).is_none() {
             // Kept whole for the scanner while there is room, else read
             // through (and counted) only.
@@ -365,9 +369,23 @@ impl Walk<'_> {
             io::copy(r, &mut io::sink())?;
             return Ok(());
         }
-        r.read_to_end(&mut head)?;
+        let read = r.read_to_end(&mut head);
+        if let Err(e) = read {
+            self.opened_before(&head, depth);
+            return Err(e);
+        }
         self.blob(&head, depth);
         Ok(())
+    }
+
+    /// A member whose unpacking failed part way (a damaged or cut stream,
+    /// or the size limit): an archive in what did unpack is still opened,
+    /// so the names before the damage are checked. The caller reports the
+    /// failure.
+    fn opened_before(&mut self, partial: &[u8], depth: usize) {
+        if !self.budget.hit.get() && detect(partial).is_some() {
+            self.blob(partial, depth);
+        }
     }
 
     fn tar<R: Read>(&mut self, r: R, depth: usize) -> io::Result<()> {

@@ -330,6 +330,25 @@ fn a_gzip_or_bzip2_of_several_members_is_read_to_its_end_and_junk_after_it_ignor
 }
 
 #[test]
+fn names_before_the_damage_in_a_cut_stream_are_still_checked() {
+    // A tgz cut short: the names the tar had before the cut are listed (a
+    // banned one is found), and the archive is also reported damaged.
+    let noise: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let t = tar(&[
+        ("readme.txt", b"hello"),
+        ("docs/invoice.exe", EVIL),
+        ("noise.bin", &noise),
+    ]);
+    let whole = gz(&t, None);
+    let cut = &whole[..whole.len() * 3 / 4];
+    let l = list_one(cut, &limits());
+    assert!(l.names.contains(&"docs/invoice.exe".to_string()), "{l:?}");
+    assert_eq!(kind(&l), Some(UnscannableKind::Unknown), "{l:?}");
+}
+
+#[test]
 fn bombs_stop_at_the_size_limit() {
     let small = ArchiveLimits {
         max_size: 1 << 20,
