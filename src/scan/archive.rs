@@ -406,24 +406,40 @@ impl Walk<'_> {
         Ok(())
     }
 
-    fn rar(&mut self, data: &[u8], depth: usize) {
-        let max = self.limits.max_entries.saturating_add(1);
-        let Some(l) = rar::list(data, max) else { return };
-        for n in l.names {
+    /// The names of an archive read by hand, then its members at `ranges`
+    /// of `data`; false when a limit stopped it.
+    fn names_and_members(
+        &mut self,
+        data: &[u8],
+        names: Vec<String>,
+        ranges: Vec<std::ops::Range<usize>>,
+        format: &str,
+        depth: usize,
+    ) -> bool {
+        for n in names {
             if !self.name(n) {
-                return;
+                return false;
             }
         }
-        // Files stored uncompressed are read as they are (no unRAR): an
-        // archive inside is opened, a file kept for the scanner.
-        for range in l.stored {
+        for range in ranges {
             if self.stop() {
-                return;
+                return false;
             }
             let mut r = self.counted(&data[range]);
             if let Err(e) = self.member(&mut r, depth + 1) {
-                self.failed("rar", &e);
+                self.failed(format, &e);
             }
+        }
+        true
+    }
+
+    fn rar(&mut self, data: &[u8], depth: usize) {
+        let max = self.limits.max_entries.saturating_add(1);
+        let Some(l) = rar::list(data, max) else { return };
+        // Files stored uncompressed are read as they are (no unRAR): an
+        // archive inside is opened, a file kept for the scanner.
+        if !self.names_and_members(data, l.names, l.stored, "rar", depth) {
+            return;
         }
         if l.encrypted {
             self.unscannable(
@@ -507,19 +523,8 @@ impl Walk<'_> {
         let Some(l) = iso::list(data, self.limits.max_entries.saturating_add(1)) else {
             return;
         };
-        for n in l.names {
-            if !self.name(n) {
-                return;
-            }
-        }
-        for range in l.files {
-            if self.stop() {
-                return;
-            }
-            let mut r = self.counted(&data[range]);
-            if let Err(e) = self.member(&mut r, depth + 1) {
-                self.failed("ISO 9660", &e);
-            }
+        if !self.names_and_members(data, l.names, l.files, "ISO 9660", depth) {
+            return;
         }
         if l.damaged {
             self.unscannable(UnscannableKind::Unknown, "damaged ISO 9660 image".into());
