@@ -347,7 +347,8 @@ impl Walk<'_> {
     /// One member's unpacked data: opened when it looks like an archive
     /// (then kept in memory), else read through and counted.
     fn member(&mut self, r: &mut dyn Read, depth: usize) -> io::Result<()> {
-        let mut head = Vec::with_capacity(HEAD);
+        // Grown as read: most members are far smaller than HEAD (32 KiB).
+        let mut head = Vec::new();
         let read = r.take(HEAD as u64).read_to_end(&mut head);
         if let Err(e) = read {
             self.opened_before(&head, depth);
